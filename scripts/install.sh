@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One install step: system packages, the BPF object, and the project's .venv.
+# Idempotent: re-running only does what is missing. Needs root for apt.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+APT_PKGS=(clang llvm libbpf-dev libbpf1 bpftool runc busybox-static iproute2 auditd strace)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "[install] apt packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+if [[ ! -x .venv/bin/python ]]; then
+  echo "[install] creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.runwatch-deps"
+if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
+  echo "[install] python dependencies"
+  .venv/bin/pip install -q -e ".[dev]"
+  touch "$stamp"
+fi
+
+echo "[install] building BPF object"
+make -s -C src/runwatch/sensors/kernel/bpf
+echo "[install] ok"

@@ -1,0 +1,1 @@
+"""runwatch.sensors.kernel"""
