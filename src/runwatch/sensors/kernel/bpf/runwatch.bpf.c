@@ -1,0 +1,858 @@
+// SPDX-License-Identifier: GPL-2.0
+/* runwatch kernel sensor.
+ *
+ * Only hooks this kernel allows: tp_btf/ for the scheduler, tracepoint/syscalls/ for
+ * syscalls (needs tracefs mounted; the loader mounts it). Each program is independent:
+ * the loader turns off any the kernel refuses and keeps the rest.
+ *
+ * Delivery: one BPF ring buffer, submitted without wake-ups; the consumer drains in
+ * batches on a short timer and is woken early only when cfg.wakeup_bytes are queued.
+ * A failed reservation is counted per CPU and kind in `drops`; nothing is lost silently.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "runwatch.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define O_ACCMODE 3
+#define O_CREAT 0100
+#define O_TRUNC 01000
+#define DNS_PORT 53
+
+const volatile struct rw_config cfg = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RW_MAX_KIND);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+/* Processes (tgid) whose events are reported when cfg.filter_tracked is set.
+ * Children of a tracked process are added at fork. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} tracked SEC(".maps");
+
+struct path_key {
+	__u32 prefixlen; /* bits */
+	char data[RW_PATH_LEN];
+};
+
+/* Watched path prefixes -> enum rw_watch_flags. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct path_key);
+	__type(value, __u32);
+} watched SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct path_key);
+} scratch SEC(".maps");
+
+/* connect/bind arguments held from syscall entry to exit, by thread id. */
+struct pending_sa {
+	__u32 fd;
+	__u32 len;
+	__u8 sa[28];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct pending_sa);
+} pending SEC(".maps");
+
+/* UDP sockets connected to port 53, keyed by tgid << 32 | fd, to catch send() on them. */
+struct dns_peer {
+	__u16 family;
+	__u16 port;
+	__u32 pad;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct dns_peer);
+} dns_socks SEC(".maps");
+
+static __always_inline void count_drop(__u32 kind)
+{
+	__u64 *d = bpf_map_lookup_elem(&drops, &kind);
+
+	if (d)
+		*d += 1;
+}
+
+static __always_inline bool wanted(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if (tgid == cfg.self_tgid)
+		return false;
+	if (cfg.filter_tracked && !bpf_map_lookup_elem(&tracked, &tgid))
+		return false;
+	return true;
+}
+
+static __always_inline void fill_hdr(struct rw_hdr *h, __u32 kind, __u32 size)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	__u64 id = bpf_get_current_pid_tgid();
+	unsigned int lvl;
+
+	h->kind = kind;
+	h->size = size;
+	h->ts = bpf_ktime_get_ns();
+	h->cgid = bpf_get_current_cgroup_id();
+	h->pid = id >> 32;
+	h->tid = (__u32)id;
+	h->ppid = BPF_CORE_READ(t, real_parent, tgid);
+	h->uid = BPF_CORE_READ(t, cred, uid.val);
+	h->euid = BPF_CORE_READ(t, cred, euid.val);
+	h->gid = BPF_CORE_READ(t, cred, gid.val);
+	lvl = BPF_CORE_READ(t, thread_pid, level);
+	h->pidns = BPF_CORE_READ(t, thread_pid, numbers[lvl & 31].ns, ns.inum);
+	h->vpid = BPF_CORE_READ(t, thread_pid, numbers[lvl & 31].nr);
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+static __always_inline __u64 submit_flags(void)
+{
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg.wakeup_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+#define RESERVE(type, var, kind)                                              \
+	type *var = bpf_ringbuf_reserve(&events, sizeof(type), 0);            \
+	if (!var) {                                                           \
+		count_drop(kind);                                             \
+		return 0;                                                     \
+	}                                                                     \
+	fill_hdr(&var->h, kind, sizeof(type))
+
+#define SUBMIT(var) bpf_ringbuf_submit(var, submit_flags())
+
+/* ---------------------------------------------------------------- process */
+
+static __always_inline void read_cwd(struct rw_exec *e, struct task_struct *t)
+{
+	struct dentry *d = BPF_CORE_READ(t, fs, pwd.dentry);
+	struct vfsmount *vm = BPF_CORE_READ(t, fs, pwd.mnt);
+	struct dentry *root = BPF_CORE_READ(t, fs, root.dentry);
+	struct mount *m = container_of(vm, struct mount, mnt);
+	__u32 n = 0;
+
+	for (int i = 0; i < RW_CWD_DEPTH + 4; i++) {
+		struct dentry *mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
+		struct dentry *parent;
+
+		if (d == root)
+			break;
+		if (d == mnt_root) {
+			struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+
+			if (mp == m)
+				break;
+			d = BPF_CORE_READ(m, mnt_mountpoint);
+			m = mp;
+			continue;
+		}
+		parent = BPF_CORE_READ(d, d_parent);
+		if (parent == d || n >= RW_CWD_DEPTH)
+			break;
+		bpf_probe_read_kernel_str(e->cwd[n], RW_CWD_PART, BPF_CORE_READ(d, d_name.name));
+		n++;
+		d = parent;
+	}
+	e->cwd_depth = n;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(rw_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	unsigned long start, end, len;
+
+	if (!wanted())
+		return 0;
+	RESERVE(struct rw_exec, e, RW_EXEC);
+	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
+	e->ino = BPF_CORE_READ(bprm, file, f_inode, i_ino);
+	e->dev = BPF_CORE_READ(bprm, file, f_inode, i_sb, s_dev);
+	start = BPF_CORE_READ(p, mm, arg_start);
+	end = BPF_CORE_READ(p, mm, arg_end);
+	len = end > start ? end - start : 0;
+	e->args_full = len;
+	if (len > RW_ARGS_LEN - 1)
+		len = RW_ARGS_LEN - 1;
+	len &= RW_ARGS_LEN - 1;
+	if (bpf_probe_read_user(e->args, len, (void *)start))
+		len = 0;
+	e->args_len = len;
+	e->cwd_depth = 0;
+	read_cwd(e, p);
+	SUBMIT(e);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(rw_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	__u32 ctgid = BPF_CORE_READ(child, tgid);
+	unsigned int lvl;
+
+	if (BPF_CORE_READ(child, pid) != ctgid)
+		return 0; /* a new thread, not a process */
+	if (ptgid == cfg.self_tgid)
+		return 0;
+	if (cfg.filter_tracked) {
+		__u8 one = 1;
+
+		if (!bpf_map_lookup_elem(&tracked, &ptgid))
+			return 0;
+		bpf_map_update_elem(&tracked, &ctgid, &one, BPF_ANY);
+	}
+	RESERVE(struct rw_fork, e, RW_FORK);
+	e->child_pid = ctgid;
+	lvl = BPF_CORE_READ(child, thread_pid, level);
+	e->child_vpid = BPF_CORE_READ(child, thread_pid, numbers[lvl & 31].nr);
+	SUBMIT(e);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(rw_exit, struct task_struct *p)
+{
+	__u32 tgid = BPF_CORE_READ(p, tgid);
+
+	if (BPF_CORE_READ(p, pid) != tgid)
+		return 0;
+	if (!wanted())
+		return 0;
+	{
+		RESERVE(struct rw_exit, e, RW_EXIT);
+		e->code = BPF_CORE_READ(p, exit_code);
+		e->pad = 0;
+		SUBMIT(e);
+	}
+	if (cfg.filter_tracked)
+		bpf_map_delete_elem(&tracked, &tgid);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- network */
+
+static __always_inline struct sock *sock_of_fd(__u32 fd)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct file **fds = BPF_CORE_READ(t, files, fdt, fd);
+	unsigned int max = BPF_CORE_READ(t, files, fdt, max_fds);
+	struct file *f = NULL;
+	struct socket *s;
+
+	if (fd >= max)
+		return NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return NULL;
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	s = BPF_CORE_READ(f, private_data);
+	if (!s)
+		return NULL;
+	return BPF_CORE_READ(s, sk);
+}
+
+/* Fill family and the peer ("d") or local ("s") address of sk. */
+static __always_inline void sock_addrs(struct rw_net *e, struct sock *sk)
+{
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->proto = BPF_CORE_READ(sk, sk_protocol);
+	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (e->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+	}
+}
+
+/* Copy a user sockaddr (family, port, address) into rw_net's destination. */
+static __always_inline bool sa_to_dst(struct rw_net *e, const __u8 *sa)
+{
+	__u16 fam = *(__u16 *)sa;
+
+	if (fam != AF_INET && fam != AF_INET6)
+		return false;
+	e->family = fam;
+	e->dport = bpf_ntohs(*(__u16 *)(sa + 2));
+	if (fam == AF_INET)
+		__builtin_memcpy(e->daddr, sa + 4, 4);
+	else
+		__builtin_memcpy(e->daddr, sa + 8, 16);
+	return true;
+}
+
+static __always_inline int stash_sa(__u32 fd, const void *uaddr, __u32 len)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending_sa p = {};
+
+	if (!wanted())
+		return 0;
+	p.fd = fd;
+	p.len = len > sizeof(p.sa) ? sizeof(p.sa) : len;
+	if (bpf_probe_read_user(p.sa, sizeof(p.sa), uaddr) &&
+	    bpf_probe_read_user(p.sa, 16, uaddr))
+		return 0;
+	if (*(__u16 *)p.sa != AF_INET && *(__u16 *)p.sa != AF_INET6)
+		return 0;
+	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int emit_sa(__u32 kind, long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending_sa *p = bpf_map_lookup_elem(&pending, &tid);
+	struct sock *sk;
+
+	if (!p)
+		return 0;
+	{
+		RESERVE(struct rw_net, e, kind);
+		e->result = ret;
+		e->pad = 0;
+		e->sport = 0;
+		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+		e->proto = 0;
+		sk = sock_of_fd(p->fd);
+		if (sk) {
+			e->proto = BPF_CORE_READ(sk, sk_protocol);
+			e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		}
+		if (!sa_to_dst(e, p->sa)) {
+			bpf_ringbuf_discard(e, 0);
+			bpf_map_delete_elem(&pending, &tid);
+			return 0;
+		}
+		if (kind == RW_CONNECT && e->proto == IPPROTO_UDP && e->dport == DNS_PORT &&
+		    (ret == 0)) {
+			__u64 key = (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | p->fd;
+			struct dns_peer peer = {};
+
+			peer.family = e->family;
+			peer.port = e->dport;
+			__builtin_memcpy(peer.addr, e->daddr, 16);
+			bpf_map_update_elem(&dns_socks, &key, &peer, BPF_ANY);
+		}
+		SUBMIT(e);
+	}
+	bpf_map_delete_elem(&pending, &tid);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int rw_connect_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return stash_sa(ctx->args[0], (void *)ctx->args[1], ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int rw_connect_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return emit_sa(RW_CONNECT, ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_bind")
+int rw_bind_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return stash_sa(ctx->args[0], (void *)ctx->args[1], ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_exit_bind")
+int rw_bind_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return emit_sa(RW_BIND, ctx->ret);
+}
+
+static __always_inline int sock_event(__u32 kind, long fd, long result)
+{
+	struct sock *sk;
+
+	if (fd < 0 || !wanted())
+		return 0;
+	sk = sock_of_fd(fd);
+	if (!sk)
+		return 0;
+	{
+		__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+		if (fam != AF_INET && fam != AF_INET6)
+			return 0;
+	}
+	{
+		RESERVE(struct rw_net, e, kind);
+		e->result = result;
+		e->pad = 0;
+		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+		sock_addrs(e, sk);
+		SUBMIT(e);
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int rw_accept4_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return sock_event(RW_ACCEPT, ctx->ret, ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int rw_accept_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return sock_event(RW_ACCEPT, ctx->ret, ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_listen")
+int rw_listen(struct trace_event_raw_sys_enter *ctx)
+{
+	return sock_event(RW_LISTEN, ctx->args[0], ctx->args[1]);
+}
+
+/* DNS: the head of a UDP payload sent to port 53, parsed in userspace. */
+static __always_inline int dns_emit(__u32 fd, const void *buf, __u64 len, const __u8 *sa)
+{
+	struct dns_peer peer = {};
+
+	if (sa) {
+		__u16 fam = *(__u16 *)sa;
+
+		if (fam != AF_INET && fam != AF_INET6)
+			return 0;
+		if (bpf_ntohs(*(__u16 *)(sa + 2)) != DNS_PORT)
+			return 0;
+		peer.family = fam;
+		peer.port = DNS_PORT;
+		if (fam == AF_INET)
+			__builtin_memcpy(peer.addr, sa + 4, 4);
+		else
+			__builtin_memcpy(peer.addr, sa + 8, 16);
+	} else {
+		__u64 key = (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | fd;
+		struct dns_peer *p = bpf_map_lookup_elem(&dns_socks, &key);
+
+		if (!p)
+			return 0;
+		peer = *p;
+	}
+	if (!wanted() || len < 12)
+		return 0;
+	{
+		RESERVE(struct rw_dns, e, RW_DNS);
+		e->family = peer.family;
+		e->dport = peer.port;
+		__builtin_memcpy(e->daddr, peer.addr, 16);
+		if (len > RW_DNS_LEN - 1)
+			len = RW_DNS_LEN - 1;
+		len &= RW_DNS_LEN - 1;
+		if (bpf_probe_read_user(e->payload, len, buf))
+			len = 0;
+		e->len = len;
+		SUBMIT(e);
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int rw_sendto(struct trace_event_raw_sys_enter *ctx)
+{
+	__u8 sa[28] = {};
+	const void *uaddr = (void *)ctx->args[4];
+
+	if (uaddr) {
+		if (bpf_probe_read_user(sa, 16, uaddr))
+			return 0;
+		return dns_emit(ctx->args[0], (void *)ctx->args[1], ctx->args[2], sa);
+	}
+	return dns_emit(ctx->args[0], (void *)ctx->args[1], ctx->args[2], NULL);
+}
+
+static __always_inline int dns_msghdr(__u32 fd, struct user_msghdr *um)
+{
+	struct user_msghdr m = {};
+	struct iovec iov = {};
+	__u8 sa[28] = {};
+
+	if (bpf_probe_read_user(&m, sizeof(m), um) || !m.msg_iov || !m.msg_iovlen)
+		return 0;
+	if (bpf_probe_read_user(&iov, sizeof(iov), m.msg_iov))
+		return 0;
+	if (m.msg_name) {
+		if (bpf_probe_read_user(sa, 16, m.msg_name))
+			return 0;
+		return dns_emit(fd, iov.iov_base, iov.iov_len, sa);
+	}
+	return dns_emit(fd, iov.iov_base, iov.iov_len, NULL);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int rw_sendmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return dns_msghdr(ctx->args[0], (struct user_msghdr *)ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmmsg")
+int rw_sendmmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	/* glibc sends the A and AAAA questions together; both name the same host. */
+	return dns_msghdr(ctx->args[0], (struct user_msghdr *)ctx->args[1]);
+}
+
+/* ---------------------------------------------------------------- files */
+
+/* Reads a user path into the per-CPU scratch key; returns its watch flags or 0. */
+static __always_inline __u32 watch_lookup(const char *upath, __u32 slot, struct path_key **out)
+{
+	struct path_key *k = bpf_map_lookup_elem(&scratch, &slot);
+	__u32 *flags;
+	long n;
+
+	if (!k)
+		return 0;
+	n = bpf_probe_read_user_str(k->data, sizeof(k->data), upath);
+	if (n <= 1 || k->data[0] != '/')
+		return 0;
+	k->prefixlen = (n - 1) * 8;
+	flags = bpf_map_lookup_elem(&watched, k);
+	if (!flags)
+		return 0;
+	if (*flags & RW_WATCH_KEYS) {
+		/* keep only names ending in .pem / .key */
+		long i = n - 5;
+
+		if (i < 0 || i > RW_PATH_LEN - 5)
+			return 0;
+		if (k->data[i & (RW_PATH_LEN - 1)] != '.')
+			return 0;
+		if (!((k->data[(i + 1) & (RW_PATH_LEN - 1)] == 'p' && k->data[(i + 2) & (RW_PATH_LEN - 1)] == 'e' &&
+		       k->data[(i + 3) & (RW_PATH_LEN - 1)] == 'm') ||
+		      (k->data[(i + 1) & (RW_PATH_LEN - 1)] == 'k' && k->data[(i + 2) & (RW_PATH_LEN - 1)] == 'e' &&
+		       k->data[(i + 3) & (RW_PATH_LEN - 1)] == 'y')))
+			return 0;
+	}
+	*out = k;
+	return *flags;
+}
+
+static __always_inline int open_event(const char *upath, __u32 oflags)
+{
+	struct path_key *k = NULL;
+	__u32 flags, acc;
+	bool writes;
+
+	if (!wanted())
+		return 0;
+	flags = watch_lookup(upath, 0, &k);
+	if (!flags || !k)
+		return 0;
+	acc = oflags & O_ACCMODE;
+	writes = acc != 0 || (oflags & (O_CREAT | O_TRUNC));
+	if (writes ? !(flags & RW_WATCH_WRITE) : !(flags & RW_WATCH_READ))
+		return 0;
+	{
+		RESERVE(struct rw_file, e, RW_OPEN);
+		e->flags = oflags;
+		e->pad = 0;
+		__builtin_memcpy(e->path, k->data, RW_PATH_LEN);
+		e->path2[0] = 0;
+		SUBMIT(e);
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat")
+int rw_openat(struct trace_event_raw_sys_enter *ctx)
+{
+	return open_event((const char *)ctx->args[1], ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_open")
+int rw_open(struct trace_event_raw_sys_enter *ctx)
+{
+	return open_event((const char *)ctx->args[0], ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat2")
+int rw_openat2(struct trace_event_raw_sys_enter *ctx)
+{
+	struct open_how how = {};
+
+	if (bpf_probe_read_user(&how, sizeof(how.flags), (void *)ctx->args[2]))
+		return 0;
+	return open_event((const char *)ctx->args[1], how.flags);
+}
+
+static __always_inline int path_change(__u32 kind, const char *p1, const char *p2, __u32 flags)
+{
+	struct path_key *k1 = NULL, *k2 = NULL;
+	__u32 w1, w2 = 0;
+
+	if (!wanted())
+		return 0;
+	w1 = watch_lookup(p1, 0, &k1);
+	if (p2)
+		w2 = watch_lookup(p2, 1, &k2);
+	if (!((w1 | w2) & RW_WATCH_WRITE) && !((w1 | w2) & RW_WATCH_READ))
+		return 0;
+	{
+		RESERVE(struct rw_file, e, kind);
+		e->flags = flags;
+		e->pad = 0;
+		bpf_probe_read_user_str(e->path, sizeof(e->path), p1);
+		e->path2[0] = 0;
+		if (p2)
+			bpf_probe_read_user_str(e->path2, sizeof(e->path2), p2);
+		SUBMIT(e);
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_unlinkat")
+int rw_unlinkat(struct trace_event_raw_sys_enter *ctx)
+{
+	return path_change(RW_UNLINK, (const char *)ctx->args[1], NULL, ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_unlink")
+int rw_unlink(struct trace_event_raw_sys_enter *ctx)
+{
+	return path_change(RW_UNLINK, (const char *)ctx->args[0], NULL, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_renameat2")
+int rw_renameat2(struct trace_event_raw_sys_enter *ctx)
+{
+	return path_change(RW_RENAME, (const char *)ctx->args[1], (const char *)ctx->args[3], ctx->args[4]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_renameat")
+int rw_renameat(struct trace_event_raw_sys_enter *ctx)
+{
+	return path_change(RW_RENAME, (const char *)ctx->args[1], (const char *)ctx->args[3], 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_rename")
+int rw_rename(struct trace_event_raw_sys_enter *ctx)
+{
+	return path_change(RW_RENAME, (const char *)ctx->args[0], (const char *)ctx->args[1], 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_memfd_create")
+int rw_memfd(struct trace_event_raw_sys_enter *ctx)
+{
+	if (!wanted())
+		return 0;
+	{
+		RESERVE(struct rw_file, e, RW_MEMFD);
+		e->flags = ctx->args[1];
+		e->pad = 0;
+		bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)ctx->args[0]);
+		e->path2[0] = 0;
+		SUBMIT(e);
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- privilege */
+
+static __always_inline struct rw_priv *priv_start(__u32 kind, __u32 op)
+{
+	struct rw_priv *e;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(kind);
+		return NULL;
+	}
+	fill_hdr(&e->h, kind, sizeof(*e));
+	e->op = op;
+	e->pad = 0;
+	e->arg[0] = e->arg[1] = e->arg[2] = -1;
+	e->cap_eff[0] = e->cap_eff[1] = e->cap_prm[0] = e->cap_prm[1] = 0;
+	e->cap_inh[0] = e->cap_inh[1] = 0;
+	e->path[0] = 0;
+	e->path2[0] = 0;
+	e->fstype[0] = 0;
+	return e;
+}
+
+static __always_inline int ids_event(__u32 kind, __u32 op, long a, long b, long c)
+{
+	struct rw_priv *e;
+
+	if (!wanted())
+		return 0;
+	e = priv_start(kind, op);
+	if (!e)
+		return 0;
+	e->arg[0] = (__s32)a;
+	e->arg[1] = (__s32)b;
+	e->arg[2] = (__s32)c;
+	SUBMIT(e);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_setuid")
+int rw_setuid(struct trace_event_raw_sys_enter *ctx)
+{
+	return ids_event(RW_SETUID, RW_OP_SETUID, ctx->args[0], -1, -1);
+}
+
+SEC("tracepoint/syscalls/sys_enter_setreuid")
+int rw_setreuid(struct trace_event_raw_sys_enter *ctx)
+{
+	return ids_event(RW_SETUID, RW_OP_SETREUID, ctx->args[0], ctx->args[1], -1);
+}
+
+SEC("tracepoint/syscalls/sys_enter_setresuid")
+int rw_setresuid(struct trace_event_raw_sys_enter *ctx)
+{
+	return ids_event(RW_SETUID, RW_OP_SETRESUID, ctx->args[0], ctx->args[1], ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_setgid")
+int rw_setgid(struct trace_event_raw_sys_enter *ctx)
+{
+	return ids_event(RW_SETGID, RW_OP_SETGID, ctx->args[0], -1, -1);
+}
+
+SEC("tracepoint/syscalls/sys_enter_setregid")
+int rw_setregid(struct trace_event_raw_sys_enter *ctx)
+{
+	return ids_event(RW_SETGID, RW_OP_SETREGID, ctx->args[0], ctx->args[1], -1);
+}
+
+SEC("tracepoint/syscalls/sys_enter_setresgid")
+int rw_setresgid(struct trace_event_raw_sys_enter *ctx)
+{
+	return ids_event(RW_SETGID, RW_OP_SETRESGID, ctx->args[0], ctx->args[1], ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_capset")
+int rw_capset(struct trace_event_raw_sys_enter *ctx)
+{
+	struct { __u32 eff, prm, inh; } d[2] = {};
+	struct rw_priv *e;
+
+	if (!wanted())
+		return 0;
+	if (bpf_probe_read_user(d, sizeof(d), (void *)ctx->args[1]) &&
+	    bpf_probe_read_user(d, sizeof(d[0]), (void *)ctx->args[1]))
+		return 0;
+	e = priv_start(RW_CAPSET, 0);
+	if (!e)
+		return 0;
+	e->cap_eff[0] = d[0].eff;
+	e->cap_eff[1] = d[1].eff;
+	e->cap_prm[0] = d[0].prm;
+	e->cap_prm[1] = d[1].prm;
+	e->cap_inh[0] = d[0].inh;
+	e->cap_inh[1] = d[1].inh;
+	SUBMIT(e);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_mount")
+int rw_mount(struct trace_event_raw_sys_enter *ctx)
+{
+	struct rw_priv *e;
+
+	if (!wanted())
+		return 0;
+	e = priv_start(RW_MOUNT, 0);
+	if (!e)
+		return 0;
+	bpf_probe_read_user_str(e->path2, sizeof(e->path2), (void *)ctx->args[0]);
+	bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)ctx->args[1]);
+	bpf_probe_read_user_str(e->fstype, sizeof(e->fstype), (void *)ctx->args[2]);
+	e->arg[0] = ctx->args[3];
+	SUBMIT(e);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_ptrace")
+int rw_ptrace(struct trace_event_raw_sys_enter *ctx)
+{
+	struct rw_priv *e;
+
+	if (!wanted())
+		return 0;
+	e = priv_start(RW_PTRACE, 0);
+	if (!e)
+		return 0;
+	e->arg[0] = ctx->args[0];
+	e->arg[1] = ctx->args[1];
+	SUBMIT(e);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_unshare")
+int rw_unshare(struct trace_event_raw_sys_enter *ctx)
+{
+	struct rw_priv *e;
+
+	if (!wanted())
+		return 0;
+	e = priv_start(RW_UNSHARE, 0);
+	if (!e)
+		return 0;
+	e->arg[0] = ctx->args[0];
+	SUBMIT(e);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_setns")
+int rw_setns(struct trace_event_raw_sys_enter *ctx)
+{
+	struct rw_priv *e;
+
+	if (!wanted())
+		return 0;
+	e = priv_start(RW_SETNS, 0);
+	if (!e)
+		return 0;
+	e->arg[0] = ctx->args[1];
+	e->arg[1] = ctx->args[0];
+	SUBMIT(e);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/* Records shared by runwatch.bpf.c and the Python decoder (decode.py).
+ *
+ * Contract: decode.py mirrors these structs field by field; tests/kernel/test_layout.py
+ * compares both against the BTF of the built object, so they cannot drift.
+ * Every record starts with struct rw_hdr; rw_hdr.kind selects the payload struct.
+ */
+#ifndef RUNWATCH_H
+#define RUNWATCH_H
+
+#define RW_COMM_LEN 16
+#define RW_PATH_LEN 256
+#define RW_ARGS_LEN 512
+#define RW_CWD_DEPTH 10
+#define RW_CWD_PART 32
+#define RW_DNS_LEN 256
+#define RW_NAME_LEN 64
+#define RW_MAX_KIND 32
+
+enum rw_kind {
+	RW_EXEC = 1,
+	RW_FORK = 2,
+	RW_EXIT = 3,
+	RW_CONNECT = 4,
+	RW_ACCEPT = 5,
+	RW_LISTEN = 6,
+	RW_BIND = 7,
+	RW_DNS = 8,
+	RW_OPEN = 9,
+	RW_UNLINK = 10,
+	RW_RENAME = 11,
+	RW_MEMFD = 12,
+	RW_SETUID = 13,
+	RW_SETGID = 14,
+	RW_CAPSET = 15,
+	RW_MOUNT = 16,
+	RW_PTRACE = 17,
+	RW_UNSHARE = 18,
+	RW_SETNS = 19,
+};
+
+/* Flags held as values of the watched-path LPM trie. */
+enum rw_watch_flags {
+	RW_WATCH_READ = 1,   /* report opens for reading */
+	RW_WATCH_WRITE = 2,  /* report opens for writing, unlink, rename */
+	RW_WATCH_KEYS = 4,   /* only names ending in .pem or .key */
+};
+
+/* Which syscall a priv record came from (rw_priv.op). */
+enum rw_priv_op {
+	RW_OP_SETUID = 1, RW_OP_SETREUID, RW_OP_SETRESUID,
+	RW_OP_SETGID, RW_OP_SETREGID, RW_OP_SETRESGID,
+};
+
+struct rw_hdr {
+	__u32 kind;
+	__u32 size;      /* bytes in the whole record */
+	__u64 ts;        /* CLOCK_MONOTONIC ns (bpf_ktime_get_ns) */
+	__u64 cgid;      /* cgroup v2 id */
+	__u32 pid;       /* tgid, host view */
+	__u32 tid;
+	__u32 ppid;      /* real parent's tgid */
+	__u32 uid;
+	__u32 euid;
+	__u32 gid;
+	__u32 pidns;     /* pid namespace inode */
+	__u32 vpid;      /* pid inside that namespace */
+	char comm[RW_COMM_LEN];
+};
+
+struct rw_exec {
+	struct rw_hdr h;
+	__u64 ino;       /* executable's inode and device */
+	__u32 dev;
+	__u32 args_len;  /* bytes of argv copied into args (NUL separated) */
+	__u32 args_full; /* bytes of argv the process really has */
+	__u32 cwd_depth; /* components filled in cwd, leaf first */
+	char filename[RW_PATH_LEN];
+	char args[RW_ARGS_LEN];
+	char cwd[RW_CWD_DEPTH][RW_CWD_PART];
+};
+
+struct rw_fork {
+	struct rw_hdr h;
+	__u32 child_pid;
+	__u32 child_vpid;
+};
+
+struct rw_exit {
+	struct rw_hdr h;
+	__u32 code;      /* raw exit_code: (status << 8) | signal */
+	__u32 pad;
+};
+
+/* connect, accept, listen, bind. Addresses in network byte order. */
+struct rw_net {
+	struct rw_hdr h;
+	__s32 result;    /* 0 or -errno (connect, bind); fd for accept */
+	__u16 family;    /* AF_INET / AF_INET6 */
+	__u16 proto;     /* IPPROTO_TCP / IPPROTO_UDP */
+	__u16 sport;     /* host byte order */
+	__u16 dport;
+	__u32 pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct rw_dns {
+	struct rw_hdr h;
+	__u16 family;
+	__u16 dport;
+	__u32 len;       /* bytes of payload copied */
+	__u8 daddr[16];
+	__u8 payload[RW_DNS_LEN];
+};
+
+/* open, unlink, rename, memfd */
+struct rw_file {
+	struct rw_hdr h;
+	__u32 flags;     /* open flags; unlinkat/renameat2 flags; memfd flags */
+	__u32 pad;
+	char path[RW_PATH_LEN];
+	char path2[RW_PATH_LEN]; /* rename target */
+};
+
+struct rw_priv {
+	struct rw_hdr h;
+	__u32 op;
+	__u32 pad;
+	__s64 arg[3];    /* setuid family: ids (-1 = unchanged); ptrace: request, pid;
+	                    unshare/setns: flags, fd; mount: flags */
+	__u32 cap_eff[2];
+	__u32 cap_prm[2];
+	__u32 cap_inh[2];
+	char path[RW_PATH_LEN];   /* mount target */
+	char path2[RW_NAME_LEN];  /* mount source (head) */
+	char fstype[RW_COMM_LEN];
+};
+
+struct rw_config {
+	__u32 filter_tracked; /* 1: report only processes in the tracked map */
+	__u32 self_tgid;      /* never report this process (the sensor itself) */
+	__u32 wakeup_bytes;   /* force a consumer wake-up when this much is queued */
+	__u32 pad;
+};
+
+#endif

@@ -1,0 +1,167 @@
+"""Python mirror of the records in ``bpf/runwatch.h``.
+
+The ctypes structures here are the single Python statement of the kernel layout; the
+decoder derives its ``struct`` formats from them, and a test checks them field by field
+against the BTF of the built ``runwatch.bpf.o``. Change both sides together.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from enum import IntEnum
+
+COMM_LEN = 16
+PATH_LEN = 256
+ARGS_LEN = 512
+CWD_DEPTH = 10
+CWD_PART = 32
+DNS_LEN = 256
+NAME_LEN = 64
+MAX_KIND = 32
+
+u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
+s32, s64 = ctypes.c_int32, ctypes.c_int64
+
+
+class Kind(IntEnum):
+    """``enum rw_kind``: the record type in ``rw_hdr.kind``."""
+
+    EXEC = 1
+    FORK = 2
+    EXIT = 3
+    CONNECT = 4
+    ACCEPT = 5
+    LISTEN = 6
+    BIND = 7
+    DNS = 8
+    OPEN = 9
+    UNLINK = 10
+    RENAME = 11
+    MEMFD = 12
+    SETUID = 13
+    SETGID = 14
+    CAPSET = 15
+    MOUNT = 16
+    PTRACE = 17
+    UNSHARE = 18
+    SETNS = 19
+
+
+class WatchFlag(IntEnum):
+    """``enum rw_watch_flags``: values of the watched-path trie."""
+
+    READ = 1
+    WRITE = 2
+    KEYS = 4
+
+
+class RwHdr(ctypes.Structure):
+    """``struct rw_hdr``."""
+
+    _fields_ = [
+        ("kind", u32), ("size", u32), ("ts", u64), ("cgid", u64),
+        ("pid", u32), ("tid", u32), ("ppid", u32), ("uid", u32), ("euid", u32), ("gid", u32),
+        ("pidns", u32), ("vpid", u32), ("comm", ctypes.c_char * COMM_LEN),
+    ]
+
+
+class RwExec(ctypes.Structure):
+    """``struct rw_exec``."""
+
+    _fields_ = [
+        ("h", RwHdr), ("ino", u64), ("dev", u32), ("args_len", u32), ("args_full", u32),
+        ("cwd_depth", u32), ("filename", ctypes.c_char * PATH_LEN), ("args", ctypes.c_char * ARGS_LEN),
+        ("cwd", (ctypes.c_char * CWD_PART) * CWD_DEPTH),
+    ]
+
+
+class RwFork(ctypes.Structure):
+    """``struct rw_fork``."""
+
+    _fields_ = [("h", RwHdr), ("child_pid", u32), ("child_vpid", u32)]
+
+
+class RwExit(ctypes.Structure):
+    """``struct rw_exit``."""
+
+    _fields_ = [("h", RwHdr), ("code", u32), ("pad", u32)]
+
+
+class RwNet(ctypes.Structure):
+    """``struct rw_net``."""
+
+    _fields_ = [
+        ("h", RwHdr), ("result", s32), ("family", u16), ("proto", u16), ("sport", u16), ("dport", u16),
+        ("pad", u32), ("saddr", u8 * 16), ("daddr", u8 * 16),
+    ]
+
+
+class RwDns(ctypes.Structure):
+    """``struct rw_dns``."""
+
+    _fields_ = [
+        ("h", RwHdr), ("family", u16), ("dport", u16), ("len", u32), ("daddr", u8 * 16),
+        ("payload", u8 * DNS_LEN),
+    ]
+
+
+class RwFile(ctypes.Structure):
+    """``struct rw_file``."""
+
+    _fields_ = [
+        ("h", RwHdr), ("flags", u32), ("pad", u32), ("path", ctypes.c_char * PATH_LEN),
+        ("path2", ctypes.c_char * PATH_LEN),
+    ]
+
+
+class RwPriv(ctypes.Structure):
+    """``struct rw_priv``."""
+
+    _fields_ = [
+        ("h", RwHdr), ("op", u32), ("pad", u32), ("arg", s64 * 3), ("cap_eff", u32 * 2),
+        ("cap_prm", u32 * 2), ("cap_inh", u32 * 2), ("path", ctypes.c_char * PATH_LEN),
+        ("path2", ctypes.c_char * NAME_LEN), ("fstype", ctypes.c_char * COMM_LEN),
+    ]
+
+
+class RwConfig(ctypes.Structure):
+    """``struct rw_config``: the read-only globals set before load."""
+
+    _fields_ = [("filter_tracked", u32), ("self_tgid", u32), ("wakeup_bytes", u32), ("pad", u32)]
+
+
+#: BTF struct name -> mirror, for the layout test.
+RECORDS: dict[str, type[ctypes.Structure]] = {
+    "rw_hdr": RwHdr, "rw_exec": RwExec, "rw_fork": RwFork, "rw_exit": RwExit, "rw_net": RwNet,
+    "rw_dns": RwDns, "rw_file": RwFile, "rw_priv": RwPriv, "rw_config": RwConfig,
+}
+
+_CHARS = {
+    ctypes.c_uint8: "B", ctypes.c_uint16: "H", ctypes.c_uint32: "I", ctypes.c_uint64: "Q",
+    ctypes.c_int32: "i", ctypes.c_int64: "q", ctypes.c_char: "s",
+}
+
+
+def _fmt(ctype: type) -> str:
+    """struct format for one ctypes field (flattening nested structs and arrays)."""
+    if issubclass(ctype, ctypes.Structure):
+        return "".join(_fmt(t) for _, t in ctype._fields_)  # type: ignore[misc]
+    if issubclass(ctype, ctypes.Array):
+        elem = ctype._type_  # type: ignore[attr-defined]
+        if elem is ctypes.c_char:
+            return f"{ctype._length_}s"  # type: ignore[attr-defined]
+        if issubclass(elem, ctypes.Array) and elem._type_ is ctypes.c_char:
+            return f"{elem._length_}s" * ctype._length_  # type: ignore[attr-defined]
+        if elem is ctypes.c_uint8:
+            return f"{ctype._length_}s"  # type: ignore[attr-defined]
+        return _CHARS[elem] * ctype._length_  # type: ignore[attr-defined]
+    return _CHARS[ctype]
+
+
+def struct_of(record: type[ctypes.Structure]) -> struct.Struct:
+    """A little-endian ``struct.Struct`` equivalent to a mirror (sizes checked)."""
+    st = struct.Struct("<" + _fmt(record))
+    if st.size != ctypes.sizeof(record):
+        raise AssertionError(f"{record.__name__}: struct size {st.size} != ctypes {ctypes.sizeof(record)}")
+    return st

@@ -1,0 +1,135 @@
+"""The eBPF kernel sensor as a :class:`runwatch.sensors.base.Source`."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+from runwatch.events import Event
+from runwatch.sensors.base import register_source
+from runwatch.sensors.kernel import layout as L
+from runwatch.sensors.kernel import loader, watchlist
+from runwatch.sensors.kernel.decode import DecodeError, Decoder
+from runwatch.sensors.kernel.libbpf import check_rc, lib
+from runwatch.sensors.kernel.ringbuf import RingReader
+
+
+def possible_cpus() -> int:
+    """Number of possible CPUs (the size of per-CPU map values)."""
+    try:
+        text = Path("/sys/devices/system/cpu/possible").read_text().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    total = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        total += (int(hi) - int(lo) + 1) if hi else 1
+    return total
+
+
+class KernelSource:
+    """Process, network, file and privilege events from the BPF programs.
+
+    ``track_pids``: if given (even empty), only those processes and their descendants are
+    reported (the kernel follows forks); more can be added with :meth:`track` after start.
+    Thread safety: ``poll`` from one thread; ``stats`` and ``track`` may be called from another.
+    """
+
+    name = "kernel"
+
+    def __init__(
+        self,
+        *,
+        track_pids: list[int] | None = None,
+        watches: list[watchlist.Watch] | None = None,
+        ring_bytes: int = 1 << 24,
+        wakeup_bytes: int = 1 << 20,
+        disabled: tuple[str, ...] = (),
+    ) -> None:
+        self._track = track_pids
+        self._watches = watches if watches is not None else watchlist.default_watches()
+        self._opts = loader.LoadOptions(filter_tracked=track_pids is not None, ring_bytes=ring_bytes,
+                                        wakeup_bytes=wakeup_bytes, disabled=disabled)
+        self._obj: loader.BpfObject | None = None
+        self._links: list[int] = []
+        self._reader: RingReader | None = None
+        self._decoder = Decoder()
+        self._ncpu = possible_cpus()
+        self.report = loader.LoadReport()
+        self.decode_errors = 0
+        self.events = 0
+
+    def start(self) -> None:
+        """Load and attach; raises LibbpfError (with the reason) if nothing can run."""
+        self._obj, self._links, self.report = loader.load(self._opts)
+        try:
+            watchlist.install(self._obj.map_fd("watched"), self._watches)
+            for pid in self._track or ():
+                self.track(pid)
+            self._reader = RingReader(self._obj.map_fd("events"), self._opts.ring_bytes)
+        except Exception:
+            self.stop()
+            raise
+
+    def track(self, pid: int) -> None:
+        """Report ``pid`` and its future descendants (only meaningful with track_pids)."""
+        assert self._obj is not None, "start() first"
+        key, one = ctypes.c_uint32(pid), ctypes.c_uint8(1)
+        check_rc(lib().bpf_map_update_elem(self._obj.map_fd("tracked"), ctypes.byref(key), ctypes.byref(one), 0),
+                 f"tracking pid {pid}")
+
+    def _decode(self, buf: memoryview, off: int, length: int) -> Event | None:
+        try:
+            return self._decoder.decode(buf, off, length)
+        except (DecodeError, ValueError, IndexError):
+            self.decode_errors += 1
+            return None
+
+    def poll(self, timeout: float) -> list[Event] | None:
+        """Wait up to ``timeout`` s (less if the kernel forces a wake-up), then drain."""
+        if self._reader is None:
+            return None
+        if self._reader.pending_bytes() == 0:
+            self._reader.wait(timeout)
+        batch = [e for e in self._reader.drain(self._decode) if e is not None]
+        self.events += len(batch)
+        return batch
+
+    def drops_by_kind(self) -> dict[str, int]:
+        """Records the kernel could not queue (ring buffer full), per event kind."""
+        if self._obj is None:
+            return {}
+        fd = self._obj.map_fd("drops")
+        vals = (ctypes.c_uint64 * self._ncpu)()
+        out: dict[str, int] = {}
+        for kind in L.Kind:
+            key = ctypes.c_uint32(kind)
+            if lib().bpf_map_lookup_elem(fd, ctypes.byref(key), vals) == 0:
+                n = sum(vals)
+                if n:
+                    out[kind.name.lower()] = n
+        return out
+
+    def stats(self) -> dict[str, int]:
+        """Counters: events decoded, drops (never hidden), decode errors, ring records."""
+        drops = self.drops_by_kind()
+        return {
+            "events": self.events,
+            "drops": sum(drops.values()),
+            "decode_errors": self.decode_errors,
+            "records": self._reader.records if self._reader else 0,
+            **{f"drops.{k}": v for k, v in drops.items()},
+        }
+
+    def stop(self) -> None:
+        """Detach everything and free kernel objects; idempotent."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._obj is not None:
+            loader.unload(self._obj, self._links)
+            self._obj = None
+
+
+register_source("kernel", KernelSource)
