@@ -7,6 +7,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from runwatch.containers.hostfs import cgroup_mounts
 from runwatch.containers.oci import Bind
 from runwatch.containers.rootfs import Rootfs
 from runwatch.containers.runc import ContainerError, RuncContainer
+from runwatch.containers.sweep import sweep_stale_containers
 
 pytestmark = pytest.mark.kernel
 
@@ -269,3 +271,38 @@ def test_bad_options_are_one_line_errors(runc_rootfs: Rootfs) -> None:
         RuncContainer(runc_rootfs, runc_binary="no-such-runc")
     with pytest.raises(ContainerError, match=r"unexpected keyword argument 'colour'"):
         RuncContainer(runc_rootfs, colour="red")
+
+
+def test_sweep_removes_containers_of_dead_owners_only(started: RuncContainer, runc_rootfs: Rootfs) -> None:
+    code = (
+        "import sys, time\n"
+        "from runwatch.containers.runc import RuncContainer\n"
+        "c = RuncContainer()\n"
+        "c.start()\n"
+        "print(c.id, c.init_pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(runc_rootfs.src_dir)}
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env)
+    try:
+        assert owner.stdout is not None
+        stale_id, stale_pid = owner.stdout.readline().decode().split()
+    finally:
+        owner.kill()
+        owner.wait()
+    stale_cgroup = Path("/sys/fs/cgroup/unified/runwatch") / stale_id
+    assert stale_cgroup.is_dir()
+
+    removed, problems = sweep_stale_containers()
+
+    assert stale_id in removed
+    assert started.id not in removed
+    assert problems == []
+    assert not (Path("/run/runc") / stale_id).exists()
+    assert not stale_cgroup.exists()
+    assert not (Path("/run/runwatch/bundles") / stale_id).exists()
+    assert (
+        not Path(f"/proc/{stale_pid}").exists()
+        or "Z" in Path(f"/proc/{stale_pid}/stat").read_text().split()[2]
+    )
+    assert started.state()["status"] == "running"

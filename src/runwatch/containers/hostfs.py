@@ -111,3 +111,26 @@ def cgroup_parent_lock(*, shared: bool, blocking: bool = True) -> Iterator[bool]
         yield True
     finally:
         os.close(fd)
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (/proc/<pid>/stat field 22), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def owner_token(pid: int) -> str:
+    """``<pid>:<start ticks>``: identifies a live process even across pid reuse."""
+    return f"{pid}:{process_start_ticks(pid)}"
+
+
+def owner_alive(token: str) -> bool:
+    """Whether the process an :func:`owner_token` names still runs (False for garbage)."""
+    pid_text, _, ticks = token.partition(":")
+    if not pid_text.isdigit():
+        return False
+    return str(process_start_ticks(int(pid_text))) == ticks

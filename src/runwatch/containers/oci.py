@@ -19,6 +19,8 @@ ANNOTATION_NAME = "runwatch.container.name"
 ANNOTATION_ID = "runwatch.container.id"
 ANNOTATION_POD_NAME = "io.kubernetes.pod.name"
 ANNOTATION_POD_NAMESPACE = "io.kubernetes.pod.namespace"
+ANNOTATION_OWNER = "runwatch.owner"
+"""``<pid>:<start ticks>`` of the process that made the container (to find stale ones)."""
 SECRETS_DIR = "/run/secrets"
 
 DEFAULT_CAPABILITIES: tuple[str, ...] = (
@@ -218,12 +220,14 @@ def build_oci_config(
     cgroups_path: str,
     secret_files: Mapping[str, Path],
     available_capabilities: Sequence[str] | None = None,
+    owner: str | None = None,
 ) -> dict[str, Any]:
     """The OCI runtime config (``config.json`` content) for one container run.
 
     ``secret_files`` maps each secret name to the host file holding its bytes; each is
     bound read-only at ``/run/secrets/<name>``. ``available_capabilities`` bounds what a
     privileged container gets (see :meth:`ContainerOptions.effective_capabilities`).
+    ``owner`` is recorded as the :data:`ANNOTATION_OWNER` annotation.
     Mount order is the list order: later mounts land on top of earlier ones.
     """
     if not args:
@@ -277,7 +281,7 @@ def build_oci_config(
         "root": {"path": str(rootfs.path), "readonly": options.readonly_rootfs},
         "hostname": options.hostname or options.name or container_id,
         "mounts": _mounts(options, rootfs, secret_files),
-        "annotations": _annotations(options, container_id),
+        "annotations": _annotations(options, container_id, owner),
         "linux": linux,
     }
 
@@ -296,8 +300,10 @@ def _environment(options: ContainerOptions, rootfs: Rootfs) -> dict[str, str]:
     return env
 
 
-def _annotations(options: ContainerOptions, container_id: str) -> dict[str, str]:
+def _annotations(options: ContainerOptions, container_id: str, owner: str | None) -> dict[str, str]:
     annotations = {ANNOTATION_ID: container_id}
+    if owner is not None:
+        annotations[ANNOTATION_OWNER] = owner
     if options.name is not None:
         annotations[ANNOTATION_NAME] = options.name
     if options.pod_name is not None:

@@ -2,7 +2,8 @@
 
 Register from a conftest with ``pytest_plugins = ["runwatch.containers.pytest_plugin"]``.
 
-* ``runc_rootfs`` (session): the cached busybox rootfs (:func:`build_rootfs`), built once.
+* ``runc_rootfs`` (session): the cached busybox rootfs (:func:`build_rootfs`), built once;
+  stale containers of dead runwatch processes are swept first.
 * ``runc_container`` (function): a factory ``runc_container(**options) -> RuncContainer``
   taking :class:`~runwatch.containers.oci.ContainerOptions` keywords; every container it
   made is closed (killed, runc state, cgroups, mounts and bundle removed) at teardown, even
@@ -14,6 +15,7 @@ Both need root and the ``runc`` binary; without root the tests using them are sk
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,15 +23,23 @@ import pytest
 
 from runwatch.containers.rootfs import Rootfs, build_rootfs
 from runwatch.containers.runc import ContainerError, RuncContainer
+from runwatch.containers.sweep import sweep_stale_containers
 
 ContainerFactory = Callable[..., RuncContainer]
 
 
 @pytest.fixture(scope="session")
 def runc_rootfs() -> Rootfs:
-    """The session's rootfs (built or reused from the cache directory)."""
+    """The session's rootfs (built or reused from the cache directory).
+
+    Also sweeps containers left by earlier runwatch processes that were killed before they
+    could clean up (never touching containers whose owner still runs).
+    """
     if os.geteuid() != 0:
         pytest.skip("runc containers need root")
+    _, problems = sweep_stale_containers()
+    for problem in problems:
+        warnings.warn(problem, stacklevel=1)
     return build_rootfs()
 
 

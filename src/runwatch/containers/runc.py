@@ -33,7 +33,6 @@ import shutil
 import signal
 import subprocess
 import time
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -44,6 +43,7 @@ from runwatch.containers.hostfs import (
     cgroup_parent_lock,
     mounts_under,
     own_bounding_capabilities,
+    owner_token,
     remove_cgroup,
 )
 from runwatch.containers.oci import ContainerOptions, build_oci_config
@@ -58,7 +58,8 @@ DEFAULT_BUNDLE_PARENT = Path("/run/runwatch/bundles")
 DEFAULT_LONG_LIVED_ARGS: tuple[str, ...] = ("/usr/bin/sleep", "infinity")
 
 _POLL_S = 0.005
-_LIVE: weakref.WeakSet[RuncContainer] = weakref.WeakSet()
+_LIVE: set[RuncContainer] = set()
+"""Containers not yet closed (strong references: closed at interpreter exit at the latest)."""
 
 
 class ContainerError(RuntimeError):
@@ -434,6 +435,7 @@ class RuncContainer:
                 cgroups_path=self.cgroup_path,
                 secret_files=secret_files,
                 available_capabilities=own_bounding_capabilities(),
+                owner=owner_token(os.getpid()),
             )
             tmp = self.bundle / "config.json.tmp"
             tmp.write_text(json.dumps(config, indent=1))
