@@ -1,0 +1,564 @@
+"""Container attribution: cgroup v2 id -> cgroup path -> :class:`~runwatch.events.Container`.
+
+Kernel events carry ``bpf_get_current_cgroup_id()``, the kernfs id of the task's cgroup in
+the v2 hierarchy, which equals the inode number of that cgroup's directory under the v2
+mount (``/sys/fs/cgroup`` on pure-v2 hosts, ``/sys/fs/cgroup/unified`` on hybrid ones).
+
+Resolution order for an id not yet cached:
+
+1. the path index built by the last tree walk;
+2. a direct lookup by file handle (``open_by_handle_at`` with the kernfs handle type), one
+   syscall, exact and immune to walk races; used when the kernel allows it;
+3. a rate-limited walk of the whole tree (:meth:`ContainerResolver.rescan`), which also
+   evicts ids whose directories are gone.
+
+A cgroup path is classified by :func:`parse_cgroup_path` (docker, podman, containerd CRI,
+CRI-O, Kubernetes, our own ``/runwatch/<id>``) and, when that finds nothing, by asking
+whether its last component names a container in one of runc's state roots. Names come from
+runc's ``state.json`` labels and the bundle's ``config.json`` annotations, Docker's
+``config.v2.json`` and containers/storage's ``containers.json``. Unreadable or malformed
+files count as unknown; they never raise.
+
+Thread safety: every public method takes one internal lock, so an instance may be shared
+between threads; the intended use is single-threaded from the pipeline, where the lock is
+uncontended.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import re
+import struct
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runwatch.events import Container
+
+#: runc state roots and the runtime reported for a container found only through that root.
+#: A root ending in ``/*`` holds one level of namespace dirs (``<root>/<namespace>/<id>``).
+DEFAULT_RUNC_ROOTS: tuple[tuple[str, str], ...] = (
+    ("/run/runc", "runc"),
+    ("/run/containerd/runc/*", "containerd"),
+    ("/run/docker/runtime-runc/*", "docker"),
+)
+DEFAULT_DOCKER_ROOT = "/var/lib/docker"
+DEFAULT_STORAGE_ROOT = "/var/lib/containers/storage"
+
+_HEX_ID = r"[0-9a-f]{64}"
+_UID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}"
+# One container component -> runtime. Tried on each component from the innermost outward.
+_SCOPE_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(rf"^docker-({_HEX_ID})\.scope$"), "docker"),
+    (re.compile(rf"^libpod-({_HEX_ID})(?:\.scope)?$"), "podman"),
+    (re.compile(rf"^cri-containerd-({_HEX_ID})(?:\.scope)?$"), "containerd"),
+    (re.compile(rf"^crio-({_HEX_ID})(?:\.scope)?$"), "cri-o"),
+)
+# Monitor processes that sit next to a container but are not in it.
+_MONITOR = re.compile(r"^(?:libpod-conmon-|crio-conmon-)")
+_BARE_ID = re.compile(rf"^{_HEX_ID}$")
+_POD_CGROUPFS = re.compile(rf"^pod({_UID})$")
+_POD_SYSTEMD = re.compile(rf"^kubepods(?:-[a-z]+)?-pod({_UID})\.slice$")
+_RUNC_ID = re.compile(r"^[\w+\-.]{1,1024}$")
+
+_MAX_FILE = 4 << 20  # bytes; larger metadata files are treated as malformed
+_FILEID_KERNFS = 0xFE  # handle type of kernfs (cgroupfs) file handles
+_WALK_MAX_DEPTH = 64
+_WALK_MAX_DIRS = 500_000
+
+
+def parse_cgroup_path(path: str) -> tuple[str, str, str | None] | None:
+    """Classify a cgroup v2 path as ``(runtime, container_id, pod_uid)``, or ``None`` for host.
+
+    Pure: looks only at the path. Recognises ``/runwatch/<id>`` (runc, ours), ``/docker/<id>``
+    and ``docker-<id>.scope`` (docker), ``libpod-<id>[.scope]`` (podman; ``libpod-conmon-``
+    is the monitor, not the container), ``cri-containerd-<id>.scope`` (containerd),
+    ``crio-<id>[.scope]`` (cri-o), and a bare ``<id>`` directly under a Kubernetes pod
+    cgroup (``kubernetes``). The pod uid is taken from ``pod<uid>`` (cgroupfs driver) or
+    ``kubepods-<qos>-pod<uid>.slice`` (systemd driver, ``_`` turned back into ``-``).
+    The innermost container component wins (nested containers report the inner one).
+    """
+    parts = [p for p in path.strip().split("/") if p]
+    pod_uid: str | None = None
+    for part in parts:
+        m = _POD_CGROUPFS.match(part) or _POD_SYSTEMD.match(part)
+        if m:
+            pod_uid = m.group(1).replace("_", "-")
+    for i in range(len(parts) - 1, -1, -1):
+        part = parts[i]
+        if _MONITOR.match(part):
+            return None
+        for pattern, runtime in _SCOPE_RULES:
+            m = pattern.match(part)
+            if m:
+                return runtime, m.group(1), pod_uid
+        parent = parts[i - 1] if i > 0 else ""
+        if parent == "runwatch" and i == 1 and _RUNC_ID.match(part):
+            return "runc", part, None
+        if _BARE_ID.match(part):
+            if parent == "docker":
+                return "docker", part, pod_uid
+            if _POD_CGROUPFS.match(parent) or _POD_SYSTEMD.match(parent):
+                return "kubernetes", part, pod_uid
+    return None
+
+
+def find_cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """Return the mount point of the cgroup v2 hierarchy, or ``None`` when there is none.
+
+    Prefers ``/sys/fs/cgroup`` (pure v2) then ``/sys/fs/cgroup/unified`` (hybrid), else the
+    first cgroup2 mount listed.
+    """
+    found: list[str] = []
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                left, sep, right = line.partition(" - ")
+                if not sep or not right.startswith("cgroup2 "):
+                    continue
+                fields = left.split()
+                if len(fields) >= 5:
+                    found.append(fields[4].replace("\\040", " "))
+    except OSError:
+        return None
+    for preferred in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        if preferred in found:
+            return preferred
+    return found[0] if found else None
+
+
+def cgroup_path_of_pid(pid: int, proc_root: str = "/proc") -> str | None:
+    """The v2 cgroup path of ``pid`` from ``/proc/<pid>/cgroup`` (the ``0::`` line), or ``None``."""
+    try:
+        with open(f"{proc_root}/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return _clean_path(line[3:])
+    except OSError:
+        return None
+    return None
+
+
+def _clean_path(path: str) -> str:
+    path = path.strip()
+    if path.endswith(" (deleted)"):
+        path = path[: -len(" (deleted)")]
+    return "/" + path.strip("/")
+
+
+def _read_json(path: str) -> Any:
+    """Parsed JSON of a small file, or ``None`` when missing, unreadable, too big or malformed."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_FILE + 1)
+        if len(data) > _MAX_FILE:
+            return None
+        return json.loads(data)
+    except (OSError, ValueError):
+        return None
+
+
+def _str_dict(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+@dataclass(slots=True)
+class _Entry:
+    """A cached resolution. ``retry_until``/``next_try`` are monotonic seconds."""
+
+    path: str
+    container: Container | None
+    complete: bool
+    retry_until: float
+    next_try: float
+
+
+@dataclass(slots=True, frozen=True)
+class _Meta:
+    """What the runtime's files say about one container."""
+
+    runtime: str | None  # runtime implied by the state root it was found under
+    labels: dict[str, str]
+    name: str | None  # from Docker's or containers/storage's own records
+    cgroup_path: str | None  # as recorded by runc, relative to the v2 root
+    complete: bool  # state.json was read (names will not improve by retrying)
+
+
+class ContainerResolver:
+    """Maps cgroup v2 ids (and pids) to :class:`Container`; ``None`` means a host process.
+
+    Args:
+        cgroup_root: v2 mount point; detected from mountinfo when ``None``.
+        runc_roots: ``(state root, runtime)`` pairs searched for ``<root>[/<ns>]/<id>``.
+        docker_root / storage_root: Docker and containers/storage data roots (names).
+        proc_root: procfs mount (for :meth:`resolve_pid`).
+        max_entries: bound on cached resolutions (LRU) and on remembered unknown ids.
+        rescan_interval: minimum seconds between miss-triggered tree walks.
+        meta_retry: seconds during which a container whose runtime state was not yet
+            written (runc writes ``state.json`` after creating the cgroup) is re-read.
+        use_handles: look ids up by file handle before walking the tree.
+    """
+
+    def __init__(
+        self,
+        cgroup_root: str | None = None,
+        runc_roots: Sequence[tuple[str, str]] = DEFAULT_RUNC_ROOTS,
+        docker_root: str = DEFAULT_DOCKER_ROOT,
+        storage_root: str = DEFAULT_STORAGE_ROOT,
+        proc_root: str = "/proc",
+        max_entries: int = 16384,
+        rescan_interval: float = 0.25,
+        meta_retry: float = 10.0,
+        use_handles: bool = True,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        root = cgroup_root if cgroup_root is not None else find_cgroup2_mount()
+        self.cgroup_root: str | None = (root.rstrip("/") or "/") if root else None
+        self.runc_roots = tuple(runc_roots)
+        self.docker_root = docker_root
+        self.storage_root = storage_root
+        self.proc_root = proc_root
+        self.max_entries = max_entries
+        self.rescan_interval = rescan_interval
+        self.meta_retry = meta_retry
+        self._use_handles = use_handles
+        self._lock = threading.RLock()
+        self._index: dict[int, str] = {}  # id -> path, from the last walk only
+        self._cache: OrderedDict[int, _Entry] = OrderedDict()  # LRU of resolutions
+        self._unknown: OrderedDict[int, None] = OrderedDict()  # ids proven absent
+        self._last_scan = -float("inf")
+        self._libc: Any = None
+        self._stats = dict.fromkeys(
+            ("hits", "misses", "handle_lookups", "rescans", "rescans_skipped", "evicted",
+             "unknown_ids", "meta_reads", "containers"), 0)
+
+    # -- public API ---------------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        """Whether a cgroup v2 hierarchy was found (without one, everything resolves to host)."""
+        return self.cgroup_root is not None
+
+    def resolve(self, cgroup_id: int) -> Container | None:
+        """The container of cgroup ``cgroup_id``, or ``None`` (host, or the cgroup is gone)."""
+        with self._lock:
+            entry = self._entry(cgroup_id)
+            return entry.container if entry is not None else None
+
+    def resolve_pid(self, pid: int) -> Container | None:
+        """The container of a live process, from ``/proc/<pid>/cgroup``; ``None`` for host/gone."""
+        path = cgroup_path_of_pid(pid, self.proc_root)
+        if path is None or self.cgroup_root is None:
+            return None
+        with self._lock:
+            try:
+                ino = os.stat(self._abs(path)).st_ino
+            except OSError:
+                container, _ = self._classify(path)
+                return container
+            cached = self._cache.get(ino)
+            if cached is not None and cached.path != path:
+                del self._cache[ino]  # renamed since it was cached
+            self._unknown.pop(ino, None)
+            entry = self._entry(ino, known_path=path)
+            return entry.container if entry is not None else None
+
+    def path_of(self, cgroup_id: int) -> str | None:
+        """The cgroup path (relative to the v2 root, e.g. ``/runwatch/abc``) of an id, or ``None``."""
+        with self._lock:
+            cached = self._cache.get(cgroup_id)
+            if cached is not None:
+                return cached.path
+            return self._path(cgroup_id)
+
+    def rescan(self) -> int:
+        """Walk the v2 tree now: refresh the path index, evict vanished ids. Returns dirs seen."""
+        with self._lock:
+            return self._rescan()
+
+    def stats(self) -> dict[str, int]:
+        """Counters: hits, misses, handle_lookups, rescans, rescans_skipped, evicted, ..."""
+        with self._lock:
+            out = dict(self._stats)
+            out["cached"] = len(self._cache)
+            out["indexed"] = len(self._index)
+            return out
+
+    # -- lookup -------------------------------------------------------------------------
+
+    def _entry(self, cgroup_id: int, known_path: str | None = None) -> _Entry | None:
+        entry = self._cache.get(cgroup_id)
+        if entry is not None:
+            self._stats["hits"] += 1
+            self._cache.move_to_end(cgroup_id)
+            if not entry.complete:
+                self._retry_meta(entry)
+            return entry
+        self._stats["misses"] += 1
+        path = known_path or self._path(cgroup_id)
+        if path is None:
+            return None
+        container, complete = self._classify(path)
+        now = time.monotonic()
+        entry = _Entry(path, container, complete, now + self.meta_retry, now + self._retry_step())
+        self._cache[cgroup_id] = entry
+        if container is not None:
+            self._stats["containers"] += 1
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
+            self._stats["evicted"] += 1
+        return entry
+
+    def _path(self, cgroup_id: int) -> str | None:
+        if self.cgroup_root is None or cgroup_id <= 0 or cgroup_id in self._unknown:
+            return None
+        path = self._index.get(cgroup_id)
+        if path is not None:
+            return path
+        definitive = False
+        if self._use_handles:
+            found, definitive = self._handle_lookup(cgroup_id)
+            if found is not None:
+                return found  # not indexed: only walks fill the index, so it stays bounded
+        if not definitive:
+            if time.monotonic() - self._last_scan < self.rescan_interval:
+                self._stats["rescans_skipped"] += 1
+                return None  # not proven absent: do not remember it
+            self._rescan()
+            path = self._index.get(cgroup_id)
+            if path is not None:
+                return path
+        self._unknown[cgroup_id] = None
+        self._stats["unknown_ids"] += 1
+        while len(self._unknown) > self.max_entries:
+            self._unknown.popitem(last=False)
+        return None
+
+    def _handle_lookup(self, cgroup_id: int) -> tuple[str | None, bool]:
+        """Open the cgroup by its kernfs file handle. Returns (path, lookup was definitive)."""
+        assert self.cgroup_root is not None
+        if self._libc is None:
+            try:
+                self._libc = ctypes.CDLL(None, use_errno=True)
+                self._libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+            except (OSError, AttributeError):
+                self._use_handles = False
+                return None, False
+        self._stats["handle_lookups"] += 1
+        handle = struct.pack("=IiQ", 8, _FILEID_KERNFS, cgroup_id)
+        try:
+            mount_fd = os.open(self.cgroup_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return None, False
+        try:
+            fd = self._libc.open_by_handle_at(
+                mount_fd, handle, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            err = ctypes.get_errno()
+        finally:
+            os.close(mount_fd)
+        if fd < 0:
+            if err in (errno.ESTALE, errno.ENOENT, errno.ENOTDIR):
+                return None, True
+            if err in (errno.EPERM, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                self._use_handles = False  # this kernel or sandbox refuses: walk instead
+            return None, False
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return None, False
+        finally:
+            os.close(fd)
+        if target.endswith(" (deleted)"):
+            return None, True
+        rel = self._rel(target)
+        return rel, rel is not None
+
+    def _rescan(self) -> int:
+        self._last_scan = time.monotonic()
+        self._stats["rescans"] += 1
+        if self.cgroup_root is None:
+            return 0
+        index: dict[int, str] = {}
+        try:
+            index[os.stat(self.cgroup_root).st_ino] = "/"
+        except OSError:
+            return 0
+        stack: list[tuple[str, str, int]] = [(self.cgroup_root, "", 0)]
+        while stack and len(index) < _WALK_MAX_DIRS:
+            absdir, rel, depth = stack.pop()
+            try:
+                with os.scandir(absdir) as it:
+                    for de in it:
+                        try:
+                            if not de.is_dir(follow_symlinks=False):
+                                continue
+                            ino = de.inode()
+                        except OSError:
+                            continue
+                        child = f"{rel}/{de.name}"
+                        index[ino] = child
+                        if depth + 1 < _WALK_MAX_DEPTH:
+                            stack.append((de.path, child, depth + 1))
+            except OSError:
+                continue  # removed while walking
+        for cid in [c for c, e in self._cache.items() if index.get(c) != e.path]:
+            del self._cache[cid]
+            self._stats["evicted"] += 1
+        self._index = index
+        return len(index)
+
+    def _abs(self, path: str) -> str:
+        assert self.cgroup_root is not None
+        return self.cgroup_root + path if self.cgroup_root != "/" else path
+
+    def _rel(self, abspath: str) -> str | None:
+        assert self.cgroup_root is not None
+        if self.cgroup_root == "/":
+            return _clean_path(abspath)
+        if abspath == self.cgroup_root:
+            return "/"
+        if abspath.startswith(self.cgroup_root + "/"):
+            return _clean_path(abspath[len(self.cgroup_root):])
+        return None
+
+    # -- classification and names -------------------------------------------------------
+
+    def _retry_step(self) -> float:
+        return min(0.5, max(self.meta_retry / 20, 0.0))
+
+    def _retry_meta(self, entry: _Entry) -> None:
+        now = time.monotonic()
+        if now < entry.next_try:
+            return
+        if now > entry.retry_until:
+            entry.complete = True
+            return
+        entry.next_try = now + self._retry_step()
+        container, complete = self._classify(entry.path)
+        if container is not None and entry.container is None:
+            self._stats["containers"] += 1
+        entry.container, entry.complete = container, complete
+
+    def _classify(self, path: str) -> tuple[Container | None, bool]:
+        """(container or None, whether its metadata is final)."""
+        parsed = parse_cgroup_path(path)
+        if parsed is not None:
+            runtime, cid, pod_uid = parsed
+            meta = self._meta(cid)
+            if runtime == "kubernetes" and meta.runtime is not None:
+                runtime = meta.runtime  # the bare-id form names no runtime; its state root does
+            return self._build(runtime, cid, pod_uid, path, meta), meta.complete
+        if path == "/":
+            return None, True
+        last = path.rsplit("/", 1)[-1]
+        candidates = [last]
+        if last.endswith(".scope"):  # runc's systemd driver: <prefix>-<id>.scope
+            stem = last[: -len(".scope")]
+            candidates += [stem, stem.split("-", 1)[-1]]
+        for cid in candidates:
+            if not _RUNC_ID.match(cid) or cid in (".", ".."):
+                continue
+            found = self._runc_state_dir(cid)
+            if found is None:
+                continue
+            meta = self._meta(cid)
+            if meta.cgroup_path is not None and meta.cgroup_path != path:
+                continue  # a container of that name lives elsewhere: coincidence
+            return self._build(found[1], cid, None, path, meta), meta.complete
+        return None, False
+
+    def _build(self, runtime: str, cid: str, pod_uid: str | None, path: str, meta: _Meta) -> Container:
+        a = meta.labels
+        name = (a.get("runwatch.container.name") or a.get("io.kubernetes.container.name")
+                or a.get("io.kubernetes.cri.container-name") or a.get("nerdctl/name")
+                or meta.name)
+        pod = a.get("io.kubernetes.pod.name") or a.get("io.kubernetes.cri.sandbox-name")
+        namespace = a.get("io.kubernetes.pod.namespace") or a.get("io.kubernetes.cri.sandbox-namespace")
+        uid = pod_uid or a.get("io.kubernetes.pod.uid") or a.get("io.kubernetes.cri.sandbox-uid")
+        return Container(id=cid, runtime=runtime, name=name, pod=pod, pod_uid=uid,
+                         namespace=namespace, cgroup=path)
+
+    def _runc_state_dir(self, cid: str) -> tuple[str, str] | None:
+        """``(state dir, runtime)`` of runc container ``cid`` under any configured root."""
+        for root, runtime in self.runc_roots:
+            if not root.endswith("/*"):
+                parents = [root]
+            else:
+                try:
+                    with os.scandir(root[:-2]) as it:
+                        parents = [e.path for e in it if e.is_dir(follow_symlinks=False)]
+                except OSError:
+                    continue
+            for parent in parents:
+                # The dir exists from creation on; state.json is written a little later.
+                state_dir = os.path.join(parent, cid)
+                if os.path.isdir(state_dir):
+                    return state_dir, runtime
+        return None
+
+    def _meta(self, cid: str) -> _Meta:
+        self._stats["meta_reads"] += 1
+        labels: dict[str, str] = {}
+        runtime: str | None = None
+        cgroup_path: str | None = None
+        complete = False
+        found = self._runc_state_dir(cid)
+        if found is not None:
+            state_dir, runtime = found
+            state = _read_json(os.path.join(state_dir, "state.json"))
+            if isinstance(state, dict):
+                complete = True
+                config = state.get("config")
+                config = config if isinstance(config, dict) else {}
+                raw = config.get("labels")
+                state_labels: dict[str, str] = {}
+                for item in raw if isinstance(raw, list) else []:
+                    if isinstance(item, str) and "=" in item:
+                        k, v = item.split("=", 1)
+                        state_labels[k] = v
+                bundle = state_labels.get("bundle")
+                if bundle:
+                    spec = _read_json(os.path.join(bundle, "config.json"))
+                    if isinstance(spec, dict):
+                        labels.update(_str_dict(spec.get("annotations")))
+                labels.update(state_labels)
+                cgroup_path = self._state_cgroup(state, config)
+        name = self._docker_name(cid) or self._storage_name(cid)
+        return _Meta(runtime, labels, name, cgroup_path, complete)
+
+    def _state_cgroup(self, state: dict[str, Any], config: dict[str, Any]) -> str | None:
+        paths = state.get("cgroup_paths")
+        if isinstance(paths, dict) and isinstance(paths.get(""), str):
+            return self._rel(paths[""])
+        cg = config.get("cgroups")
+        if isinstance(cg, dict) and isinstance(cg.get("path"), str) and cg["path"].startswith("/"):
+            return _clean_path(cg["path"])
+        return None
+
+    def _docker_name(self, cid: str) -> str | None:
+        if not _BARE_ID.match(cid):
+            return None
+        cfg = _read_json(os.path.join(self.docker_root, "containers", cid, "config.v2.json"))
+        name = cfg.get("Name") if isinstance(cfg, dict) else None
+        return (name.lstrip("/") or None) if isinstance(name, str) else None
+
+    def _storage_name(self, cid: str) -> str | None:
+        if not _BARE_ID.match(cid):
+            return None
+        for driver in ("overlay", "vfs", "btrfs"):
+            listing = _read_json(os.path.join(self.storage_root, f"{driver}-containers", "containers.json"))
+            for item in listing if isinstance(listing, list) else []:
+                if isinstance(item, dict) and item.get("id") == cid:
+                    names = item.get("names")
+                    if isinstance(names, list) and names and isinstance(names[0], str):
+                        return names[0]
+        return None
