@@ -101,6 +101,7 @@ def test_host_binaries_exec(runc_container: Factory) -> None:
     assert container.run(["/usr/bin/true"]).returncode == 0
     assert container.run(["/usr/bin/false"]).returncode == 1
     assert container.run(["/bin/sh", "-c", "/usr/bin/true && echo ok"]).stdout == b"ok\n"
+    assert container.run(["/usr/bin/wc", "-c"], input=b"x" * 61).stdout == b"61\n"
 
 
 def test_failed_start_raises_one_line_and_leaves_nothing(runc_container: Factory) -> None:
@@ -306,3 +307,19 @@ def test_sweep_removes_containers_of_dead_owners_only(started: RuncContainer, ru
         or "Z" in Path(f"/proc/{stale_pid}/stat").read_text().split()[2]
     )
     assert started.state()["status"] == "running"
+
+
+def test_exec_of_missing_binary_is_a_one_line_error(started: RuncContainer) -> None:
+    with pytest.raises(ContainerError, match=r"runc exec in rw-\w+ failed .*no such file or directory"):
+        started.exec(["/no/such/tool"])
+    assert started.exec(["/usr/bin/true"]).returncode == 0
+
+
+def test_quick_long_lived_command_reports_exit_and_output(runc_container: Factory) -> None:
+    container = runc_container()
+    container.start(["/bin/sh", "-c", "echo out-53; echo err-59 >&2; exit 3"])
+    assert container.stop() == 3
+    assert container.logs() == (b"out-53\n", b"err-59\n")
+    assert not container.running
+    container.close()
+    assert_gone(container)

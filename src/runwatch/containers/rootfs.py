@@ -116,9 +116,10 @@ def build_rootfs(
     except (OSError, subprocess.SubprocessError) as exc:
         raise RootfsError(f"cannot build rootfs at {dest}: {exc}") from exc
 
-    binds: list[Path] = [Path("/usr"), prefix, src]
-    if venv is not None and venv not in binds:
-        binds.append(venv)
+    binds: list[Path] = []
+    for candidate in (Path("/usr"), prefix, src, venv):
+        if candidate is not None and candidate not in binds:
+            binds.append(candidate)
     return Rootfs(path=dest, python_prefix=prefix, src_dir=src, venv_prefix=venv, host_binds=tuple(binds))
 
 

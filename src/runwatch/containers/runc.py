@@ -244,8 +244,10 @@ class RuncContainer:
     def start(self, args: Sequence[str] = DEFAULT_LONG_LIVED_ARGS, *, timeout: float = 10.0) -> int:
         """Start a long-lived container running ``args``; return its init's host pid.
 
-        Returns once runc reports the container ``running``. The init's stdout/stderr go to
-        ``stdout.log``/``stderr.log`` in the bundle (see :meth:`logs`); stdin is /dev/null.
+        Returns once runc reports the container ``running`` (or once a quick command has
+        already run to its end: then :attr:`running` is False and :meth:`stop` gives its rc).
+        The init's stdout/stderr go to ``stdout.log``/``stderr.log`` in the bundle (see
+        :meth:`logs`); stdin is /dev/null.
         """
         self._check_idle()
         self._prepare(args)
@@ -279,8 +281,11 @@ class RuncContainer:
             while True:
                 rc = self._proc.poll()
                 if rc is not None:
+                    failure = _runc_errors(log)
+                    if pid_file.exists() and not failure:
+                        break  # it started and its command has already exited; stop() reports rc
                     self._teardown_runtime()
-                    detail = _runc_errors(log) or _one_line(self._read_log("stderr.log"))
+                    detail = failure or _one_line(self._read_log("stderr.log"))
                     raise ContainerError(f"container {self.id} failed to start (rc {rc}): {detail}")
                 if pid_file.exists() and self._status() == "running":
                     break
