@@ -383,17 +383,26 @@ class RuncContainer:
             return
         self._closed = True
         _LIVE.discard(self)
-        self.stop(grace=0)
-        self._teardown_runtime()
+        errors: list[str] = []
+        try:
+            self.stop(grace=0)
+        except ContainerError as exc:
+            errors.append(str(exc))
+        try:
+            self._teardown_runtime()
+        except ContainerError as exc:
+            errors.append(str(exc))
         leftovers = mounts_under(self.bundle)
         for mount_point in sorted(leftovers, key=len, reverse=True):
             subprocess.run(["umount", "-l", mount_point], capture_output=True, check=False)
         shutil.rmtree(self.bundle, ignore_errors=True)
-        problems = [str(d) for d in self._cgroup_dirs() if d.exists()]
+        left = [str(d) for d in self._cgroup_dirs() if d.exists()]
         if self.bundle.exists():
-            problems.append(str(self.bundle))
-        if problems:
-            raise ContainerError(f"container {self.id} cleanup left {', '.join(problems)}")
+            left.append(str(self.bundle))
+        if left:
+            errors.append(f"left {', '.join(left)}")
+        if errors:
+            raise ContainerError(f"container {self.id} cleanup failed: {'; '.join(errors)}")
 
     def __enter__(self) -> RuncContainer:
         return self
