@@ -79,6 +79,12 @@ class KernelSource:
         check_rc(lib().bpf_map_update_elem(self._obj.map_fd("tracked"), ctypes.byref(key), ctypes.byref(one), 0),
                  f"tracking pid {pid}")
 
+    def untrack(self, pid: int) -> None:
+        """Stop reporting ``pid`` itself (descendants already tracked stay tracked)."""
+        assert self._obj is not None, "start() first"
+        key = ctypes.c_uint32(pid)
+        lib().bpf_map_delete_elem(self._obj.map_fd("tracked"), ctypes.byref(key))
+
     def _decode(self, buf: memoryview, off: int, length: int) -> Event | None:
         try:
             return self._decoder.decode(buf, off, length)

@@ -227,8 +227,6 @@ int BPF_PROG(rw_fork, struct task_struct *parent, struct task_struct *child)
 
 	if (BPF_CORE_READ(child, pid) != ctgid)
 		return 0; /* a new thread, not a process */
-	if (ptgid == cfg.self_tgid)
-		return 0;
 	if (cfg.filter_tracked) {
 		__u8 one = 1;
 
@@ -236,6 +234,10 @@ int BPF_PROG(rw_fork, struct task_struct *parent, struct task_struct *child)
 			return 0;
 		bpf_map_update_elem(&tracked, &ctgid, &one, BPF_ANY);
 	}
+	/* The sensor's own forks are not reported, but a child it starts while it
+	 * tracks itself (runwatch run) is followed from its first instruction. */
+	if (ptgid == cfg.self_tgid)
+		return 0;
 	RESERVE(struct rw_fork, e, RW_FORK);
 	e->child_pid = ctgid;
 	lvl = BPF_CORE_READ(child, thread_pid, level);

@@ -1,0 +1,40 @@
+"""The ``runwatch`` command line. Subcommands live in small modules beside this one."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from runwatch import __version__
+from runwatch.cli.common import fail
+from runwatch.cli.doctor import doctor
+from runwatch.cli.query import events
+from runwatch.cli.watch import run, watch
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="runwatch")
+def cli() -> None:
+    """runwatch: runtime telemetry, detection and policy for containerised AI workloads.
+
+    Watches what processes and containers actually do (exec, network, DNS, secret
+    reads, privilege changes) through eBPF, attributes every event to its container and
+    process ancestry, and stores it in SQLite (the embedded default).
+    """
+
+
+cli.add_command(run)
+cli.add_command(watch)
+cli.add_command(events)
+cli.add_command(doctor)
+
+
+def main() -> None:
+    """Entry point: one clear line and a non-zero exit for any error."""
+    try:
+        cli.main(standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # last resort: never a traceback for a user error
+        fail(str(exc))

@@ -1,0 +1,33 @@
+"""Helpers shared by the subcommands: errors, consoles, database option."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+DEFAULT_DB = os.environ.get("RUNWATCH_DB", "runwatch.db")
+
+err_console = Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one line ``runwatch: error: ...`` to stderr and exit with ``code``."""
+    line = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    err_console.print(Text.assemble(("runwatch: error: ", "bold red"), line), soft_wrap=True)
+    sys.exit(code)
+
+
+def note(message: str) -> None:
+    """A one-line notice on stderr."""
+    err_console.print(Text.assemble(("runwatch: ", "yellow"), message), soft_wrap=True)
+
+
+def db_option(**kwargs: Any) -> Any:
+    """The shared ``--db PATH`` option (default $RUNWATCH_DB or ./runwatch.db)."""
+    return click.option("--db", "db", default=DEFAULT_DB, show_default=True, metavar="PATH",
+                        help="SQLite event store (created if missing).", **kwargs)

@@ -1,0 +1,192 @@
+"""``runwatch run`` (one command's subtree) and ``runwatch watch`` (host-wide)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import click
+
+from runwatch.cli.common import db_option, err_console, fail, note
+from runwatch.events import Event
+from runwatch.outputs.text import TextOutput
+from runwatch.sensors.select import NoSourceError
+from runwatch.session import Session, SessionOptions
+from runwatch.store.sqlite import StoreError
+
+
+class _Counter:
+    """Sink counting events per kind (for the summary)."""
+
+    def __init__(self) -> None:
+        self.kinds: Counter[str] = Counter()
+
+    def write(self, events: list[Event]) -> None:
+        self.kinds.update(e.kind for e in events)
+
+    def close(self) -> None:
+        pass
+
+
+def _source_options(f: Any) -> Any:
+    f = click.option("--source", type=click.Choice(["auto", "kernel", "proc"]), default="auto",
+                     show_default=True, help="Event source: eBPF sensor, proc-connector fallback, or the best "
+                     "available.")(f)
+    f = click.option("--ring-mb", type=click.IntRange(1, 1024), default=16, show_default=True,
+                     help="Kernel ring buffer size in MiB (rounded up to a power of two).")(f)
+    f = click.option("--events-out", metavar="FILE", help="Also append every event as JSON lines to FILE "
+                     "('-' for stdout).")(f)
+    f = click.option("-v", "--verbose", is_flag=True, help="Print every event live to stderr.")(f)
+    return db_option()(f)
+
+
+def _ring_bytes(mb: int) -> int:
+    size = 1 << 20
+    while size < mb << 20:
+        size <<= 1
+    return size
+
+
+def _open(opts: SessionOptions, command: list[str]) -> Session:
+    try:
+        session = Session(opts).start(command)
+    except NoSourceError as exc:
+        fail(str(exc))
+    except StoreError as exc:
+        fail(str(exc))
+    assert session.opened is not None
+    for line in session.opened.notices:
+        note(line)
+    return session
+
+
+def _print_summary(summary: dict[str, Any], counter: _Counter, db: str | None) -> None:
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(counter.kinds.items())) or "none"
+    drops = summary.get("drops", 0)
+    where = f"; stored in {db}" if db else ""
+    err_console.print(f"[bold]runwatch:[/] {summary.get('events', 0)} events ({kinds}); "
+                      f"drops {drops}{where}", highlight=False, soft_wrap=True)
+    if drops:
+        by_kind = {k: v for k, v in summary.get("source_stats", {}).items() if k.startswith("drops.")}
+        note(f"the kernel ring buffer overflowed: {drops} events were dropped {by_kind}; "
+             "raise --ring-mb or reduce load")
+    for err in summary.get("errors", []):
+        note(err)
+
+
+def _exit_status(rc: int) -> int:
+    return 128 - rc if rc < 0 else rc
+
+
+@click.command(context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})
+@_source_options
+@click.argument("command", nargs=-1, required=True, metavar="-- CMD [ARGS]...")
+def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, ring_mb: int,
+        verbose: bool) -> None:
+    """Run CMD under the sensor and watch its whole process subtree.
+
+    Containers CMD starts (runc, podman) are followed too. When CMD exits, runwatch drains
+    the sensor, flushes the store, prints a summary and exits with CMD's exit code.
+
+    Example: runwatch run --db demo.db -- runc run -b bundle ctr1
+    """
+    counter = _Counter()
+    opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=_ring_bytes(ring_mb),
+                          track_self=True, live=TextOutput() if verbose else None, extra_sinks=[counter])
+    session = _open(opts, list(command))
+    rc = 0
+    try:
+        try:
+            child = session.spawn(command)
+        except FileNotFoundError:
+            err_console.print(f"runwatch: {command[0]}: command not found", highlight=False, markup=False)
+            rc = 127
+        except PermissionError:
+            err_console.print(f"runwatch: {command[0]}: permission denied", highlight=False, markup=False)
+            rc = 126
+        else:
+            def forward(signum: int, _frame: Any) -> None:
+                # The terminal already signals CMD's process group; forward when sent to us alone.
+                if child.poll() is None:
+                    try:
+                        os.kill(child.pid, signum)
+                    except ProcessLookupError:
+                        pass
+
+            old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+            try:
+                while True:
+                    try:
+                        rc = _exit_status(child.wait())
+                        break
+                    except KeyboardInterrupt:
+                        continue
+            finally:
+                for s, h in old.items():
+                    signal.signal(s, h)
+        session.exit_code = rc
+    finally:
+        summary = session.close()
+    _print_summary(summary, counter, db)
+    sys.exit(rc)
+
+
+@click.command()
+@_source_options
+@click.option("--container", "containers", multiple=True, metavar="ID",
+              help="Keep only events of this container (id, id prefix or name); repeatable.")
+@click.option("--duration", type=click.FloatRange(min=0.1), metavar="SECONDS",
+              help="Stop after this many seconds (default: until SIGINT/SIGTERM).")
+@click.option("--stats-json", metavar="FILE", help="On exit, write the run summary (events, drops, hooks) "
+              "as JSON to FILE.")
+def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: bool,
+          containers: tuple[str, ...], duration: float | None, stats_json: str | None) -> None:
+    """Watch the whole host (or the given containers) until SIGINT/SIGTERM.
+
+    On stop it drains the sensor, flushes the store and prints a summary with drops.
+    """
+    counter = _Counter()
+    opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=_ring_bytes(ring_mb),
+                          containers=containers, live=TextOutput() if verbose else None, extra_sinks=[counter])
+    session = _open(opts, ["watch", *containers])
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, on_signal)
+    deadline = time.monotonic() + duration if duration else None
+    try:
+        with err_console.status("watching...", spinner="dots") if sys.stderr.isatty() else _Null() as status:
+            while not stop.wait(0.5):
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if status is not None:
+                    s = session.summary()
+                    status.update(f"watching: {s['events']} events, {s['drops']} drops (Ctrl-C to stop)")
+    finally:
+        summary = session.close()
+    if stats_json:
+        summary["by_kind"] = dict(counter.kinds)
+        with open(stats_json, "w") as fh:
+            json.dump(summary, fh, indent=2, default=str)
+    _print_summary(summary, counter, db)
+
+
+class _Null:
+    """A stand-in for rich's status when stderr is not a terminal."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+

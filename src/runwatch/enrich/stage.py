@@ -1,0 +1,45 @@
+"""The enrichment stage: process tree and container attribution applied to each batch."""
+
+from __future__ import annotations
+
+from runwatch.enrich.containers import ContainerResolver
+from runwatch.enrich.proctree import ProcessTree
+from runwatch.events import Event
+
+
+class Enrichment:
+    """Fills ancestry, exe/cmdline and container on every event, in arrival order.
+
+    Each event is enriched before it updates the tree, so an exit still sees the exe of
+    the process that exits; an exec updates the tree first, since it may be the first the
+    tree hears of a process whose fork was not reported. Not thread safe: the pipeline's consumer thread owns it.
+    """
+
+    def __init__(self, tree: ProcessTree | None = None, containers: ContainerResolver | None = None,
+                 seed: bool = True) -> None:
+        self.tree = tree if tree is not None else ProcessTree()
+        self.containers = containers if containers is not None else ContainerResolver()
+        if seed:
+            self.tree.seed_from_proc()
+
+    def __call__(self, batch: list[Event]) -> list[Event]:
+        tree, containers = self.tree, self.containers
+        for event in batch:
+            if event.kind == "process.exec":
+                tree.apply(event)  # the exec itself may be the first the tree hears of this pid
+                tree.enrich(event)
+            else:
+                tree.enrich(event)
+                tree.apply(event)
+            if event.container is None:
+                if event.cgroup_id:
+                    event.container = containers.resolve(event.cgroup_id)
+                elif event.source == "proc" and event.pid > 0:
+                    event.container = containers.resolve_pid(event.pid)
+        return batch
+
+    def stats(self) -> dict[str, int]:
+        """Process-tree and container-cache counters, prefixed."""
+        out = {f"proctree.{k}": v for k, v in self.tree.stats().items()}
+        out.update({f"containers.{k}": v for k, v in self.containers.stats().items()})
+        return out

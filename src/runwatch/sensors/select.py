@@ -1,0 +1,73 @@
+"""Choose the best event source this host allows: eBPF first, the proc connector if not."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from runwatch.sensors.base import Source
+
+
+class NoSourceError(RuntimeError):
+    """Neither the eBPF sensor nor the fallback can run here."""
+
+
+@dataclass
+class Opened:
+    """A started source and what the user should be told about it."""
+
+    source: Source
+    notices: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # hook/program -> reason
+    active: dict[str, str] = field(default_factory=dict)
+
+
+def _kernel(track: bool, ring_bytes: int) -> Opened:
+    from runwatch.sensors.kernel.source import KernelSource
+
+    src = KernelSource(track_pids=[] if track else None, ring_bytes=ring_bytes)
+    src.start()
+    opened = Opened(src, refused=dict(src.report.refused), active=dict(src.report.active))
+    if src.report.refused:
+        lost = sorted(src.report.kinds_lost())
+        opened.notices.append(
+            f"{len(src.report.refused)} sensor program(s) refused by the kernel "
+            f"({', '.join(sorted(src.report.refused))}); still active: {len(src.report.active)}; "
+            f"event kinds lost: {', '.join(lost) or 'none'} (see `runwatch doctor`)")
+    return opened
+
+
+def _proc(root_pid: int | None) -> Opened:
+    from runwatch.sensors.proc.source import ProcConnectorSource
+
+    src = ProcConnectorSource(root_pid=root_pid)
+    src.start()
+    return Opened(src, notices=["fallback source (proc connector + /proc) cannot see: "
+                                + "; ".join(ProcConnectorSource.LOST)])
+
+
+def open_source(prefer: str = "auto", *, track_self: bool = False, ring_bytes: int = 1 << 24) -> Opened:
+    """Start a source. ``prefer`` is auto, kernel or proc.
+
+    ``track_self``: report only processes this process starts from now on (runwatch run).
+    Raises NoSourceError with every reason if nothing can start.
+    """
+    reasons: list[str] = []
+    if prefer in ("auto", "kernel"):
+        if os.geteuid() != 0 and prefer == "auto":
+            reasons.append("eBPF sensor: not running as root (needs CAP_BPF, CAP_PERFMON)")
+        else:
+            try:
+                return _kernel(track_self, ring_bytes)
+            except (OSError, RuntimeError) as exc:
+                reasons.append(f"eBPF sensor: {exc}")
+        if prefer == "kernel":
+            raise NoSourceError("; ".join(reasons))
+    try:
+        opened = _proc(os.getpid() if track_self else None)
+    except (OSError, RuntimeError) as exc:
+        reasons.append(f"proc connector: {exc}")
+        raise NoSourceError("no event source can run here: " + "; ".join(reasons)) from None
+    if reasons:
+        opened.notices.insert(0, reasons[0] + " -> falling back to the proc connector")
+    return opened

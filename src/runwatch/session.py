@@ -1,0 +1,183 @@
+"""A monitoring session: source, enrichment, store and outputs wired in order.
+
+Used by ``runwatch run`` (one command's subtree), ``runwatch watch`` (host-wide) and the
+demo. Start-up is ordered (store, outputs, source, pipeline thread); :meth:`close` always
+runs every teardown step, in reverse, and records the run with its counters and drops.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from runwatch.enrich.stage import Enrichment
+from runwatch.events import Event
+from runwatch.pipeline import Pipeline, Sink
+from runwatch.sensors.select import Opened, open_source
+from runwatch.store.sqlite import SqliteStore
+
+
+@dataclass
+class SessionOptions:
+    """How to run a session."""
+
+    db: str | None = "runwatch.db"
+    events_out: str | None = None
+    source: str = "auto"  # auto | kernel | proc
+    ring_bytes: int = 1 << 24
+    track_self: bool = False  # only what this process starts from now on
+    containers: tuple[str, ...] = ()  # keep only events of these container ids/names (prefixes)
+    live: Sink | None = None  # e.g. a TextOutput for live printing
+    extra_sinks: list[Sink] = field(default_factory=list)
+
+
+class _ContainerFilter:
+    """Stage keeping events whose container id or name starts with one of ``wanted``."""
+
+    def __init__(self, wanted: tuple[str, ...]) -> None:
+        self.wanted = wanted
+
+    def __call__(self, batch: list[Event]) -> list[Event]:
+        out = []
+        for e in batch:
+            c = e.container
+            if c is not None and any(c.id.startswith(w) or (c.name or "") == w for w in self.wanted):
+                out.append(e)
+        return out
+
+
+class _SelfFilter:
+    """Drops events of this process (the proc fallback reports its own root)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+
+    def __call__(self, batch: list[Event]) -> list[Event]:
+        return [e for e in batch if e.pid != self.pid]
+
+
+class Session:
+    """One sensor session. Use as a context manager; ``close`` is idempotent."""
+
+    def __init__(self, opts: SessionOptions) -> None:
+        self.opts = opts
+        self.started_ns = time.time_ns()
+        self.store: SqliteStore | None = None
+        self.opened: Opened | None = None
+        self.pipeline: Pipeline | None = None
+        self.enrichment: Enrichment | None = None
+        self._thread: threading.Thread | None = None
+        self._sinks: list[Sink] = []
+        self._closed = False
+        self.run_id: str | None = None
+        self.command: str = ""
+        self.exit_code: int | None = None
+
+    # -- start-up, in order ---------------------------------------------------------------
+
+    def start(self, command: Sequence[str] = ()) -> Session:
+        """Open the store and outputs, start the source and the consumer thread."""
+        self.command = " ".join(command)
+        try:
+            if self.opts.db:
+                self.store = SqliteStore(self.opts.db)
+                self._sinks.append(self.store)
+            if self.opts.events_out:
+                from runwatch.outputs.jsonl import JsonlOutput
+
+                out = JsonlOutput(self.opts.events_out)
+                out.open()
+                self._sinks.append(out)
+            if self.opts.live is not None:
+                self._sinks.append(self.opts.live)
+            self._sinks.extend(self.opts.extra_sinks)
+            self.enrichment = Enrichment()
+            self.opened = open_source(self.opts.source, track_self=self.opts.track_self,
+                                      ring_bytes=self.opts.ring_bytes)
+            stages: list[Any] = [_SelfFilter(), self.enrichment]
+            if self.opts.containers:
+                stages.append(_ContainerFilter(self.opts.containers))
+            self.pipeline = Pipeline(self.opened.source, stages, self._sinks)
+            if self.store is not None:
+                self.run_id = self.store.record_run(started_ns=self.started_ns, command=self.command,
+                                                   stats=self.summary())
+            self._thread = threading.Thread(target=self.pipeline.run, name="runwatch-pipeline", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the watched command ------------------------------------------------------------
+
+    def spawn(self, argv: Sequence[str], **popen: Any) -> subprocess.Popen[bytes]:
+        """Start ``argv`` so that it and every descendant is watched from its first exec."""
+        src = self.opened.source if self.opened else None
+        track = getattr(src, "track", None)
+        untrack = getattr(src, "untrack", None)
+        me = os.getpid()
+        if self.opts.track_self and track is not None:
+            track(me)
+        try:
+            return subprocess.Popen(list(argv), **popen)
+        finally:
+            if self.opts.track_self and untrack is not None:
+                untrack(me)
+
+    # -- teardown -------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """Sources, active/refused hooks, events and drops so far."""
+        out: dict[str, Any] = {"events": self.pipeline.events if self.pipeline else 0, "drops": 0}
+        if self.opened is not None:
+            stats = self.opened.source.stats()
+            out["drops"] = stats.get("drops", 0)
+            out["source"] = self.opened.source.name
+            out["source_stats"] = stats
+            out["hooks"] = {"active": sorted(self.opened.active), "refused": self.opened.refused}
+            out["notices"] = self.opened.notices
+        return out
+
+    def close(self) -> dict[str, Any]:
+        """Stop, drain and flush everything; record the run. Returns the final summary."""
+        if self._closed:
+            return self.summary()
+        self._closed = True
+        errors: list[str] = []
+        if self.pipeline is not None and self._thread is not None:
+            self.pipeline.stop.set()
+            self._thread.join(timeout=30)
+        summary = self.summary()
+        if self.pipeline is not None:
+            self.pipeline.close()
+            errors.extend(self.pipeline.errors)
+        elif self.opened is not None:
+            self.opened.source.stop()
+        else:
+            for sink in self._sinks:
+                try:
+                    sink.close()
+                except Exception as exc:
+                    errors.append(str(exc))
+        if self.store is not None and self.run_id is not None:
+            # The store was closed by the pipeline; record the run on a fresh writer.
+            store = SqliteStore(self.store.path)
+            try:
+                store.record_run(started_ns=self.started_ns, ended_ns=time.time_ns(), command=self.command,
+                                 exit_code=self.exit_code, stats=summary, run_id=self.run_id)
+            finally:
+                store.close()
+        if errors:
+            summary["errors"] = errors
+        return summary
