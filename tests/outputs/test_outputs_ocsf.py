@@ -1,0 +1,208 @@
+"""OCSF mapping: exact class/activity/type ids per kind and the key objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from runwatch.events import Container, DnsInfo, Event, FileInfo, NetInfo, PrivInfo, ToolCall
+from runwatch.outputs.ocsf import OcsfOutput, to_ocsf
+
+T = 1_760_000_000_123_456_789
+
+
+def ev(kind: str, **kw: Any) -> Event:
+    base: dict[str, Any] = {
+        "id": "ev-1",
+        "time": T,
+        "pid": 4242,
+        "ppid": 4241,
+        "uid": 1001,
+        "exe": "/usr/bin/curl",
+        "cmdline": "curl -s http://x",
+        "ancestry": ["/bin/sh", "/usr/bin/python3.11"],
+    }
+    base.update(kw)
+    return Event(kind=kind, **base)
+
+
+CASES = [
+    # kind, extra fields, class_uid, activity_id
+    ("process.exec", {}, 1007, 1),
+    ("process.fork", {"child_pid": 4243}, 1007, 1),
+    ("process.exit", {"exit_code": 3}, 1007, 2),
+    ("priv.setuid", {"priv": PrivInfo(op="setuid", uid=0)}, 1007, 5),
+    ("priv.setgid", {"priv": PrivInfo(op="setgid", gid=0)}, 1007, 99),
+    ("priv.capset", {"priv": PrivInfo(op="capset", cap_effective=1)}, 1007, 99),
+    ("priv.ptrace", {"priv": PrivInfo(op="ptrace", request=16, target_pid=77)}, 1007, 3),
+    ("priv.unshare", {"priv": PrivInfo(op="unshare", ns_flags=0x20000)}, 1007, 99),
+    ("priv.setns", {"priv": PrivInfo(op="setns", ns_flags=0)}, 1007, 99),
+    ("priv.mount", {"priv": PrivInfo(op="mount", source="tmpfs", target="/mnt/x", fstype="tmpfs")}, 1001, 12),
+    ("file.open", {"file": FileInfo(path="/etc/shadow", intent="read")}, 1001, 14),
+    ("file.unlink", {"file": FileInfo(path="/tmp/x")}, 1001, 4),
+    ("file.rename", {"file": FileInfo(path="/tmp/a", new_path="/tmp/b")}, 1001, 5),
+    ("file.memfd", {"file": FileInfo(path="", name="payload")}, 1001, 1),
+    (
+        "net.connect",
+        {"net": NetInfo(proto="tcp", family="ipv4", dst_ip="1.2.3.4", dst_port=443, result=0)},
+        4001,
+        1,
+    ),
+    (
+        "net.connect",
+        {"net": NetInfo(proto="tcp", family="ipv4", dst_ip="1.2.3.4", dst_port=1, result=-111)},
+        4001,
+        5,
+    ),
+    (
+        "net.connect",
+        {"net": NetInfo(proto="tcp", family="ipv4", dst_ip="1.2.3.4", dst_port=1, result=-113)},
+        4001,
+        4,
+    ),
+    (
+        "net.accept",
+        {"net": NetInfo(proto="tcp", family="ipv6", src_ip="::1", src_port=5000, dst_port=80)},
+        4001,
+        1,
+    ),
+    ("net.listen", {"net": NetInfo(proto="tcp", family="ipv4", dst_ip="0.0.0.0", dst_port=8080)}, 4001, 7),
+    ("net.bind", {"net": NetInfo(proto="udp", family="ipv4", dst_ip="0.0.0.0", dst_port=53)}, 4001, 99),
+    (
+        "dns.query",
+        {"dns": DnsInfo(name="api.example.com", qtype="AAAA", server_ip="10.0.0.2", server_port=53)},
+        4003,
+        1,
+    ),
+    ("tool.start", {"tool_call": ToolCall(name="shell")}, 0, 99),
+    ("sensor.notice", {"attrs": {"message": "hi"}}, 0, 99),
+]
+
+
+@pytest.mark.parametrize(("kind", "extra", "class_uid", "activity_id"), CASES)
+def test_class_activity_type(kind: str, extra: dict[str, Any], class_uid: int, activity_id: int) -> None:
+    o = to_ocsf(ev(kind, **extra), hostname="h1")
+    assert (o["class_uid"], o["activity_id"], o["type_uid"]) == (
+        class_uid,
+        activity_id,
+        class_uid * 100 + activity_id,
+    )
+    assert o["category_uid"] == {0: 0, 1001: 1, 1007: 1, 4001: 4, 4003: 4}[class_uid]
+    assert o["time"] == 1_760_000_000_123
+    assert o["severity_id"] == 1
+    assert o["metadata"]["version"] == "1.8.0"
+    assert o["metadata"]["product"] == {"name": "runwatch", "vendor_name": "runwatch"}
+    assert o["metadata"]["uid"] == "ev-1"
+    assert o["unmapped"]["kind"] == kind
+    assert o["actor"]["process"]["pid"] in (4241, 4242)
+    msgspec.json.encode(o)  # plain JSON-able
+
+
+def test_process_exec_objects() -> None:
+    o = to_ocsf(ev("process.exec"), hostname="h1")
+    assert o["process"]["pid"] == 4242
+    assert o["process"]["cmd_line"] == "curl -s http://x"
+    assert o["process"]["file"] == {"path": "/usr/bin/curl", "name": "curl", "type_id": 1}
+    assert o["process"]["lineage"] == ["/bin/sh", "/usr/bin/python3.11"]
+    assert o["process"]["parent_process"]["pid"] == 4241
+    assert o["process"]["parent_process"]["file"]["path"] == "/bin/sh"
+    assert o["actor"]["process"]["pid"] == 4241
+    assert o["launch_type_id"] == 3
+    assert o["device"]["hostname"] == "h1"
+
+
+def test_fork_exit_ptrace_targets() -> None:
+    fork = to_ocsf(ev("process.fork", child_pid=4243))
+    assert (
+        fork["process"]["pid"],
+        fork["process"]["parent_process"]["pid"],
+        fork["actor"]["process"]["pid"],
+    ) == (
+        4243,
+        4242,
+        4242,
+    )
+    assert fork["launch_type_id"] == 2
+    ex = to_ocsf(ev("process.exit", exit_code=0, signal=9))
+    assert ex["exit_code"] == 0 and ex["unmapped"]["signal"] == 9
+    pt = to_ocsf(ev("priv.ptrace", priv=PrivInfo(op="ptrace", request=16, target_pid=77)))
+    assert pt["process"] == {"pid": 77} and pt["unmapped"]["priv"]["request"] == 16
+
+
+def test_network_and_dns_fields() -> None:
+    c = to_ocsf(
+        ev("net.connect", net=NetInfo(proto="tcp", family="ipv4", dst_ip="1.2.3.4", dst_port=1, result=-111))
+    )
+    assert c["dst_endpoint"] == {"ip": "1.2.3.4", "port": 1}
+    assert c["connection_info"] == {
+        "protocol_name": "tcp",
+        "protocol_ver_id": 4,
+        "direction_id": 2,
+        "direction": "Outbound",
+    }
+    assert (c["status_id"], c["status_code"]) == (2, "-111")
+    a = to_ocsf(
+        ev("net.accept", net=NetInfo(proto="tcp", family="ipv6", src_ip="::1", src_port=5000, dst_port=80))
+    )
+    assert a["src_endpoint"] == {"ip": "::1", "port": 5000} and a["connection_info"]["direction_id"] == 1
+    d = to_ocsf(
+        ev(
+            "dns.query",
+            dns=DnsInfo(name="api.example.com", qtype="AAAA", server_ip="10.0.0.2", server_port=53),
+        )
+    )
+    assert d["query"] == {"hostname": "api.example.com", "type": "AAAA"}
+    assert d["dst_endpoint"] == {"ip": "10.0.0.2", "port": 53}
+
+
+def test_file_fields() -> None:
+    r = to_ocsf(ev("file.rename", file=FileInfo(path="/tmp/a", new_path="/tmp/b")))
+    assert r["file"]["path"] == "/tmp/a" and r["file_result"]["path"] == "/tmp/b"
+    o = to_ocsf(ev("file.open", file=FileInfo(path="/etc/shadow", intent="read", flags=0)))
+    assert o["file"] == {"path": "/etc/shadow", "name": "shadow", "type_id": 1}
+    assert o["unmapped"]["file"] == {"intent": "read", "flags": 0}
+    m = to_ocsf(ev("priv.mount", priv=PrivInfo(op="mount", source="tmpfs", target="/mnt/x", fstype="tmpfs")))
+    assert m["file"]["path"] == "/mnt/x" and m["unmapped"]["priv"]["fstype"] == "tmpfs"
+
+
+def test_container_and_ai_operation() -> None:
+    box = Container(
+        id="abc123",
+        runtime="runc",
+        name="agent",
+        pod="agent-0",
+        pod_uid="u-1",
+        namespace="ml",
+        spiffe_id="spiffe://x/y",
+    )
+    tc = ToolCall(name="shell", call_id="call-7", agent="planner")
+    o = to_ocsf(ev("process.exec", container=box, tool_call=tc))
+    assert o["container"] == {
+        "uid": "abc123",
+        "runtime": "runc",
+        "name": "agent",
+        "pod_uuid": "u-1",
+        "orchestrator": "kubernetes",
+    }
+    assert o["unmapped"]["container"] == {"pod": "agent-0", "namespace": "ml", "spiffe_id": "spiffe://x/y"}
+    assert o["metadata"]["profiles"] == ["host", "container", "ai_operation"]
+    assert o["ai_agent"] == {"uid": "planner", "name": "planner"}
+    assert o["unmapped"]["tool_call"] == {"name": "shell", "call_id": "call-7", "agent": "planner"}
+    plain = to_ocsf(ev("process.exec"))
+    assert plain["metadata"]["profiles"] == ["host"] and "container" not in plain and "ai_agent" not in plain
+
+
+def test_ocsf_output_lines(tmp_path: Path, events: list[Event]) -> None:
+    path = tmp_path / "ocsf.jsonl"
+    out = OcsfOutput(path, hostname="h1")
+    out.open()
+    out.write(events)
+    out.close()
+    lines = [msgspec.json.decode(line) for line in path.read_bytes().splitlines()]
+    assert len(lines) == 23
+    assert [x["metadata"]["uid"] for x in lines] == [e.id for e in events]
+    assert [x["class_uid"] for x in lines[:6]] == [1007, 1001, 4001, 4003, 1007, 1007]
+    assert [x["type_uid"] for x in lines[:6]] == [100701, 100114, 400101, 400301, 100705, 100702]
