@@ -1,0 +1,280 @@
+"""Kernel sensor overhead: workloads under bare / no-op BPF / runwatch / auditd, as ratios.
+
+Usage (root, 2+ CPUs, after scripts/install.sh):
+    .venv/bin/python bench/sensor_overhead.py [--quick] [--only bare,noop,runwatch,auditd,drain]
+                                             [--workloads exec,open,connect] [--rounds R]
+                                             [--json-out FILE]
+
+Every figure is a ratio against the bare baseline measured in the same run. Rounds are
+interleaved (round 1: every condition and workload, then round 2, ...) so slow drift of
+the machine hits all conditions alike; a condition's figure is the median over rounds.
+The workload is pinned to CPU 1; this script and the agents (runwatch, auditd) to CPU 0.
+
+Definitions (also in bench/RESULTS.md):
+    slowdown(c)  = ops/s(bare) / ops/s(c)      = time per op under c / time per op bare
+    vs_floor(c)  = slowdown(c) / slowdown(noop) = ops/s(noop) / ops/s(c)
+    extra_us(c)  = 1e6 / ops/s(c) - 1e6 / ops/s(bare)   (added time per op, microseconds)
+
+Prints a table, then a line ``--- json ---`` and one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from overhead_conditions import BUILD, REPO, Auditd, Bare, Noop, Runwatch, Workload
+
+WORKLOADS = {
+    "exec": Workload("exec", ("{n}", "/bin/true"), ("rwb_exec", "rwb_fork", "rwb_exit"), "exec_loop"),
+    "open": Workload("open", ("{n}", "{path}"), ("rwb_openat",), "open_loop"),
+    "connect": Workload("connect", ("{n}",), ("rwb_connect_enter", "rwb_connect_exit"), "connect_loop"),
+}
+CONDITIONS = ("bare", "noop", "runwatch", "auditd")
+#: ops per run; a full run takes ~2 s per workload run on the reference machine.
+FULL_N = {"exec": 3000, "open": 1_000_000, "connect": 40_000}
+QUICK_N = {"exec": 200, "open": 20_000, "connect": 2_000}
+FULL_DRAIN_N, QUICK_DRAIN_N = 200_000, 20_000
+OPEN_FLOOR_TARGET = 1.5
+DRAIN_TARGET = 200_000.0
+
+
+class BenchError(Exception):
+    """A set-up problem, reported as one line."""
+
+
+def _machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
+            "python": platform.python_version()}
+
+
+def _run_workload(wl: Workload, n: int, path: str) -> float:
+    cmd = wl.command(n, path)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if res.returncode != 0:
+        raise BenchError(f"{' '.join(cmd)} exited {res.returncode}: {res.stderr.strip()[-200:]}")
+    return float(json.loads(res.stdout.strip().splitlines()[-1])["ops_per_s"])
+
+
+def measure(conds: list[Any], wls: list[Workload], ns: dict[str, int], rounds: int,
+            path: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """Run every (condition, workload) once per round; returns raw runs and extras."""
+    out: dict[str, dict[str, dict[str, Any]]] = {
+        w.name: {c.name: {"runs": [], "sessions": []} for c in conds} for w in wls}
+    for r in range(rounds):
+        for cond in conds:
+            for wl in wls:
+                print(f"[round {r + 1}/{rounds}] {wl.name:8s} {cond.name:9s}", end=" ", file=sys.stderr,
+                      flush=True)
+                with cond.session(wl) as extra:
+                    t0 = time.time_ns()
+                    ops = _run_workload(wl, ns[wl.name], path)
+                    t1 = time.time_ns()
+                    if "windows" in extra:
+                        extra["windows"].append((t0, t1))
+                    extra["seconds"] = (t1 - t0) / 1e9
+                print(f"{ops:,.0f} ops/s", file=sys.stderr, flush=True)
+                cell = out[wl.name][cond.name]
+                cell["runs"].append(ops)
+                cell["sessions"].append({k: v for k, v in extra.items() if k != "windows"})
+    return out
+
+
+def summarise(raw: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Medians and ratios per workload and condition (see the module docstring)."""
+    res: dict[str, dict[str, dict[str, Any]]] = {}
+    for wl, by_cond in raw.items():
+        res[wl] = {}
+        bare = statistics.median(by_cond["bare"]["runs"]) if "bare" in by_cond else None
+        noop = statistics.median(by_cond["noop"]["runs"]) if "noop" in by_cond else None
+        for cname, cell in by_cond.items():
+            ops = statistics.median(cell["runs"])
+            row: dict[str, Any] = {"ops_per_s": round(ops, 1), "runs": [round(x, 1) for x in cell["runs"]]}
+            if bare:
+                row["ratio_to_bare"] = round(ops / bare, 4)
+                row["slowdown"] = round(bare / ops, 4)
+                row["extra_us_per_op"] = round(1e6 / ops - 1e6 / bare, 3)
+            if noop and cname != "bare":
+                row["vs_floor"] = round(noop / ops, 4)
+            if cname == "runwatch":
+                sess = cell["sessions"]
+                secs = sum(s["seconds"] for s in sess)
+                in_win = sum(s["stored_in_window"] for s in sess)
+                row.update(events=sum(s["events"] for s in sess), drops=sum(s["drops"] for s in sess),
+                           stored=sum(s["stored"] for s in sess), stored_in_window=in_win,
+                           events_per_s=round(in_win / secs, 1) if secs else 0.0)
+            if cname == "auditd":
+                sess = cell["sessions"]
+                row.update(log_lines=sum(s.get("log_lines", 0) for s in sess),
+                           lost=sum(s.get("lost", 0) for s in sess))
+            res[wl][cname] = row
+    return res
+
+
+def targets(res: dict[str, dict[str, dict[str, Any]]], drain: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """PASS/FAIL per target, each with the figures it was judged on."""
+    out: list[dict[str, Any]] = []
+    for wl, row in res.items():
+        if "runwatch" in row and "auditd" in row and "bare" in row:
+            rw, au = row["runwatch"], row["auditd"]
+            out.append({"target": f"{wl}: runwatch overhead below auditd's",
+                        "pass": rw["slowdown"] < au["slowdown"],
+                        "detail": f"slowdown runwatch {rw['slowdown']:.3f}x vs auditd {au['slowdown']:.3f}x"})
+    row = res.get("open", {})
+    if "runwatch" in row and "noop" in row:
+        vf = row["runwatch"]["vs_floor"]
+        out.append({"target": f"open: runwatch within {OPEN_FLOOR_TARGET}x of the no-op floor",
+                    "pass": vf <= OPEN_FLOOR_TARGET,
+                    "detail": f"slowdown(runwatch)/slowdown(noop) = {vf:.3f}"})
+    if drain is not None:
+        cap = drain["capacity"]
+        drops = sum(drain[p]["drops"] for p in ("live", "capacity", "decode_only"))
+        out.append({"target": f"drain: >= {DRAIN_TARGET:,.0f} events/s ring buffer -> SQLite, 0 drops",
+                    "pass": cap["events_per_s"] >= DRAIN_TARGET and drops == 0,
+                    "detail": f"capacity {cap['events_per_s']:,.0f}/s, "
+                              f"live {drain['live']['events_per_s']:,.0f}/s, drops {drops}"})
+    return out
+
+
+def run_drain(n: int) -> dict[str, Any]:
+    """The drain benchmark in its own process (pinned there to CPU 0)."""
+    cmd = [sys.executable, str(REPO / "bench" / "drain.py"), "burst", "--n", str(n),
+           "--open-loop", str(BUILD / "open_loop")]
+    print(f"[drain] {n:,} file.open events", file=sys.stderr, flush=True)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if res.returncode != 0:
+        raise BenchError(f"drain benchmark failed: {res.stderr.strip().splitlines()[-1:]}")
+    result: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table(res: dict[str, dict[str, dict[str, Any]]], drain: dict[str, Any] | None,
+          tgts: list[dict[str, Any]]) -> str:
+    """The human-readable report."""
+    hdr = (f"{'workload':8} {'condition':9} {'ops/s':>11} {'vs bare':>8} {'slowdown':>9} {'vs floor':>9} "
+           f"{'extra us/op':>11} {'events/s':>10} {'drops':>6}")
+    lines = [hdr, "-" * len(hdr)]
+    for wl, row in res.items():
+        for cname, r in row.items():
+            lines.append(
+                f"{wl:8} {cname:9} {r['ops_per_s']:>11,.0f} {_fmt(r.get('ratio_to_bare'), '.3f'):>8} "
+                f"{_fmt(r.get('slowdown'), '.3f'):>9} {_fmt(r.get('vs_floor'), '.3f'):>9} "
+                f"{_fmt(r.get('extra_us_per_op'), '.2f'):>11} {_fmt(r.get('events_per_s'), ',.0f'):>10} "
+                f"{_fmt(r.get('drops', r.get('lost')), 'd'):>6}")
+    if drain is not None:
+        lines.append("")
+        lines.append(f"drain ({drain['n']:,} file.open events; consumer on CPU 0, load on CPU 1):")
+        for phase in ("live", "capacity", "decode_only"):
+            p = drain[phase]
+            lines.append(f"  {phase:12} {p['events']:>9,} events {p['events_per_s']:>11,.0f} events/s "
+                         f"drops {p['drops']}  (load ran at {p['load_ops_per_s']:,.0f} opens/s)")
+    if tgts:
+        lines.append("")
+        lines.extend(f"{'PASS' if t['pass'] else 'FAIL'}  {t['target']}: {t['detail']}" for t in tgts)
+    return "\n".join(lines)
+
+
+def _parse_list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in items if x not in allowed]
+    if bad or not items:
+        raise BenchError(f"unknown {what} {','.join(bad) or '(empty)'}; choose from {','.join(allowed)}")
+    return items
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry; returns the exit status (0 even when a target FAILs)."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small N and one round (smoke test)")
+    ap.add_argument("--only", default=",".join((*CONDITIONS, "drain")),
+                    help="comma list of conditions (bare is always included) and/or 'drain'")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--rounds", type=int, default=None, help="rounds (default 5, --quick 1)")
+    ap.add_argument("--json-out", default=None, help="also write the JSON object to this file")
+    args = ap.parse_args(argv)
+    try:
+        return _main(args)
+    except BenchError as exc:
+        print(f"sensor_overhead: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    only = _parse_list(args.only, (*CONDITIONS, "drain"), "condition")
+    wls = [WORKLOADS[w] for w in _parse_list(args.workloads, tuple(WORKLOADS), "workload")]
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 5)
+    if rounds < 1:
+        raise BenchError(f"--rounds must be at least 1, got {rounds}")
+    if os.geteuid() != 0:
+        raise BenchError("needs root (BPF, auditd)")
+    if len(os.sched_getaffinity(0)) < 2 or not {0, 1} <= os.sched_getaffinity(0):
+        raise BenchError("needs CPUs 0 and 1 (agent on CPU 0, workload on CPU 1)")
+    make = subprocess.run(["make", "-s", "-C", str(REPO / "bench")], capture_output=True, text=True)
+    if make.returncode != 0:
+        raise BenchError(f"building the workloads failed: {make.stderr.strip().splitlines()[-1:]}")
+    os.sched_setaffinity(0, {0})
+    ns = QUICK_N if args.quick else FULL_N
+    names = ["bare", *[c for c in CONDITIONS if c in only and c != "bare"]]
+    factories = {"bare": Bare, "noop": Noop, "runwatch": Runwatch, "auditd": Auditd}
+    conds: list[Any] = [factories[c]() for c in names]
+    notes: list[str] = []
+    for c in list(conds):
+        if getattr(c, "unavailable", None):
+            notes.append(f"{c.name} skipped: {c.unavailable}")
+            conds.remove(c)
+    path = f"/tmp/rw-bench-file-{os.getpid()}"
+    Path(path).write_text("runwatch benchmark: an unwatched file\n")
+    try:
+        raw = measure(conds, wls, ns, rounds, path)
+    finally:
+        Path(path).unlink(missing_ok=True)
+    res = summarise(raw)
+    drain = run_drain(QUICK_DRAIN_N if args.quick else FULL_DRAIN_N) if "drain" in only else None
+    tgts = targets(res, drain)
+    report: dict[str, Any] = {
+        "command": " ".join(["bench/sensor_overhead.py", *sys.argv[1:]]),
+        "machine": _machine(),
+        "params": {"ops": ns, "rounds": rounds, "open_path": "/tmp/rw-bench-file-<pid> (unwatched)"},
+        "results": res,
+        "drain": drain,
+        "targets": tgts,
+        "notes": notes,
+    }
+    for c in conds:
+        if isinstance(c, Runwatch):
+            report["params"]["runwatch_agent"] = c.agent
+        if isinstance(c, Auditd):
+            report["params"]["auditd_rules"] = len(c.rules)
+            report["params"]["auditd_watches_skipped"] = c.skipped
+    print(table(res, drain, tgts))
+    for n in notes:
+        print(f"note: {n}")
+    print("--- json ---")
+    print(json.dumps(report, indent=1))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
