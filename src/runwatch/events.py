@@ -47,6 +47,7 @@ KINDS: tuple[str, ...] = (
     "secret.access",
     "policy.decision",
     "sensor.notice",
+    "cgroup.mkdir",  # internal: consumed by container attribution, not stored
 )
 
 

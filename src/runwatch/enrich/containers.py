@@ -233,6 +233,7 @@ class ContainerResolver:
         self._use_handles = use_handles
         self._lock = threading.RLock()
         self._index: dict[int, str] = {}  # id -> path, from the last walk only
+        self._learned: OrderedDict[int, str] = OrderedDict()  # id -> path, from cgroup creations
         self._cache: OrderedDict[int, _Entry] = OrderedDict()  # LRU of resolutions
         self._unknown: OrderedDict[int, None] = OrderedDict()  # ids proven absent
         self._last_scan = -float("inf")
@@ -280,6 +281,19 @@ class ContainerResolver:
                 return cached.path
             return self._path(cgroup_id)
 
+    def learn(self, cgroup_id: int, path: str) -> None:
+        """Remember the path of a cgroup seen being created (the kernel's cgroup_mkdir).
+
+        Events of a container that is gone before they are enriched still resolve (id and
+        runtime from the path; names only while the runtime's state could be read).
+        """
+        with self._lock:
+            self._learned[cgroup_id] = path if path.startswith("/") else "/" + path
+            self._learned.move_to_end(cgroup_id)
+            self._unknown.pop(cgroup_id, None)
+            while len(self._learned) > self.max_entries:
+                self._learned.popitem(last=False)
+
     def rescan(self) -> int:
         """Walk the v2 tree now: refresh the path index, evict vanished ids. Returns dirs seen."""
         with self._lock:
@@ -321,7 +335,7 @@ class ContainerResolver:
     def _path(self, cgroup_id: int) -> str | None:
         if self.cgroup_root is None or cgroup_id <= 0 or cgroup_id in self._unknown:
             return None
-        path = self._index.get(cgroup_id)
+        path = self._index.get(cgroup_id) or self._learned.get(cgroup_id)
         if path is not None:
             return path
         definitive = False
@@ -410,7 +424,8 @@ class ContainerResolver:
                             stack.append((de.path, child, depth + 1))
             except OSError:
                 continue  # removed while walking
-        for cid in [c for c, e in self._cache.items() if index.get(c) != e.path]:
+        for cid in [c for c, e in self._cache.items()
+                    if index.get(c) != e.path and self._learned.get(c) != e.path]:
             del self._cache[cid]
             self._stats["evicted"] += 1
         self._index = index
@@ -433,7 +448,7 @@ class ContainerResolver:
     # -- classification and names -------------------------------------------------------
 
     def _retry_step(self) -> float:
-        return min(0.5, max(self.meta_retry / 20, 0.0))
+        return min(0.02, max(self.meta_retry / 500, 0.0))  # a stat-and-read at most every 20 ms
 
     def _retry_meta(self, entry: _Entry) -> None:
         now = time.monotonic()

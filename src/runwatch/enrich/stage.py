@@ -24,6 +24,11 @@ class Enrichment:
 
     def __call__(self, batch: list[Event]) -> list[Event]:
         tree, containers = self.tree, self.containers
+        if any(e.kind == "cgroup.mkdir" for e in batch):
+            for e in batch:
+                if e.kind == "cgroup.mkdir" and e.attrs:
+                    containers.learn(int(e.attrs["cgroup_id"]), str(e.attrs["path"]))
+            batch = [e for e in batch if e.kind != "cgroup.mkdir"]
         for event in batch:
             if event.kind == "process.exec":
                 tree.apply(event)  # the exec itself may be the first the tree hears of this pid

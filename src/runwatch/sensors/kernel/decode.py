@@ -21,6 +21,7 @@ _NET = L.struct_of(L.RwNet)
 _DNS = L.struct_of(L.RwDns)
 _FILE = L.struct_of(L.RwFile)
 _PRIV = L.struct_of(L.RwPriv)
+_CGROUP = L.struct_of(L.RwCgroup)
 
 PROTOS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 255: "raw", 0: "ip"}
 QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
@@ -93,7 +94,7 @@ class Decoder:
             L.Kind.UNLINK: self._file, L.Kind.RENAME: self._file, L.Kind.MEMFD: self._file,
             L.Kind.SETUID: self._priv, L.Kind.SETGID: self._priv, L.Kind.CAPSET: self._priv,
             L.Kind.MOUNT: self._priv, L.Kind.PTRACE: self._priv, L.Kind.UNSHARE: self._priv,
-            L.Kind.SETNS: self._priv,
+            L.Kind.SETNS: self._priv, L.Kind.CGROUP_MKDIR: self._cgroup,
         }
 
     def decode(self, buf: memoryview | bytes, off: int = 0, size: int | None = None) -> Event:
@@ -200,6 +201,12 @@ class Decoder:
         else:
             e = self._base(v, "file.memfd")
             e.file = FileInfo(path=f"memfd:{path}", name=path, flags=flags)
+        return e
+
+    def _cgroup(self, buf: memoryview | bytes, off: int) -> Event:
+        v = _CGROUP.unpack_from(buf, off)
+        e = self._base(v, "cgroup.mkdir")
+        e.attrs = {"cgroup_id": v[13], "level": v[14], "path": _str(v[16])}
         return e
 
     def _priv(self, buf: memoryview | bytes, off: int) -> Event:

@@ -46,6 +46,7 @@ class Kind(IntEnum):
     PTRACE = 17
     UNSHARE = 18
     SETNS = 19
+    CGROUP_MKDIR = 20
 
 
 class WatchFlag(IntEnum):
@@ -125,6 +126,12 @@ class RwPriv(ctypes.Structure):
     ]
 
 
+class RwCgroup(ctypes.Structure):
+    """``struct rw_cgroup``."""
+
+    _fields_ = [("h", RwHdr), ("id", u64), ("level", u32), ("pad", u32), ("path", ctypes.c_char * PATH_LEN)]
+
+
 class RwConfig(ctypes.Structure):
     """``struct rw_config``: the read-only globals set before load."""
 
@@ -134,7 +141,7 @@ class RwConfig(ctypes.Structure):
 #: BTF struct name -> mirror, for the layout test.
 RECORDS: dict[str, type[ctypes.Structure]] = {
     "rw_hdr": RwHdr, "rw_exec": RwExec, "rw_fork": RwFork, "rw_exit": RwExit, "rw_net": RwNet,
-    "rw_dns": RwDns, "rw_file": RwFile, "rw_priv": RwPriv, "rw_config": RwConfig,
+    "rw_dns": RwDns, "rw_file": RwFile, "rw_priv": RwPriv, "rw_cgroup": RwCgroup, "rw_config": RwConfig,
 }
 
 _CHARS = {

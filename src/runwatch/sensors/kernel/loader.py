@@ -63,6 +63,7 @@ PROGRAMS: tuple[ProgramSpec, ...] = (
     ProgramSpec("rw_ptrace", "tracepoint/syscalls/sys_enter_ptrace", ("priv.ptrace",)),
     ProgramSpec("rw_unshare", "tracepoint/syscalls/sys_enter_unshare", ("priv.unshare",)),
     ProgramSpec("rw_setns", "tracepoint/syscalls/sys_enter_setns", ("priv.setns",)),
+    ProgramSpec("rw_cgroup_mkdir", "tp_btf/cgroup_mkdir", ("cgroup.mkdir",)),
 )
 
 

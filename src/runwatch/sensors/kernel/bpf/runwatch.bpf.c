@@ -27,6 +27,16 @@
 
 const volatile struct rw_config cfg = {};
 
+/* Keep every record type in the object's BTF so userspace can check its layout. */
+struct rw_exec *_rw_exec __attribute__((unused));
+struct rw_fork *_rw_fork __attribute__((unused));
+struct rw_exit *_rw_exit __attribute__((unused));
+struct rw_net *_rw_net __attribute__((unused));
+struct rw_dns *_rw_dns __attribute__((unused));
+struct rw_file *_rw_file __attribute__((unused));
+struct rw_priv *_rw_priv __attribute__((unused));
+struct rw_cgroup *_rw_cgroup __attribute__((unused));
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 24);
@@ -854,6 +864,26 @@ int rw_setns(struct trace_event_raw_sys_enter *ctx)
 	e->arg[0] = ctx->args[1];
 	e->arg[1] = ctx->args[0];
 	SUBMIT(e);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- cgroups */
+
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(rw_cgroup_mkdir, struct cgroup *cgrp, const char *path)
+{
+	/* Only the v2 (default) hierarchy: its ids are what bpf_get_current_cgroup_id gives.
+	 * Not filtered by tracking: attribution needs every container's cgroup. */
+	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
+		return 0;
+	{
+		RESERVE(struct rw_cgroup, e, RW_CGROUP_MKDIR);
+		e->id = BPF_CORE_READ(cgrp, kn, id);
+		e->level = BPF_CORE_READ(cgrp, level);
+		e->pad = 0;
+		bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
+		SUBMIT(e);
+	}
 	return 0;
 }
 

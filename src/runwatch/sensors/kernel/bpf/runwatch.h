@@ -37,6 +37,7 @@ enum rw_kind {
 	RW_PTRACE = 17,
 	RW_UNSHARE = 18,
 	RW_SETNS = 19,
+	RW_CGROUP_MKDIR = 20,
 };
 
 /* Flags held as values of the watched-path LPM trie. */
@@ -135,6 +136,16 @@ struct rw_priv {
 	char path[RW_PATH_LEN];   /* mount target */
 	char path2[RW_NAME_LEN];  /* mount source (head) */
 	char fstype[RW_COMM_LEN];
+};
+
+/* A cgroup v2 directory was created: lets userspace attribute events of containers
+ * that are gone before their cgroup could be looked up. */
+struct rw_cgroup {
+	struct rw_hdr h;
+	__u64 id;
+	__u32 level;
+	__u32 pad;
+	char path[RW_PATH_LEN];
 };
 
 struct rw_config {
