@@ -8,6 +8,7 @@ import click
 
 from runwatch import __version__
 from runwatch.cli.common import fail
+from runwatch.cli.demo import demo
 from runwatch.cli.doctor import doctor
 from runwatch.cli.query import events
 from runwatch.cli.watch import run, watch
@@ -28,6 +29,7 @@ cli.add_command(run)
 cli.add_command(watch)
 cli.add_command(events)
 cli.add_command(doctor)
+cli.add_command(demo)
 
 
 def main() -> None:

@@ -46,7 +46,8 @@ def _source_options(f: Any) -> Any:
     return db_option()(f)
 
 
-def _ring_bytes(mb: int) -> int:
+def ring_bytes(mb: int) -> int:
+    """MiB to a power-of-two byte count (the ring buffer needs one)."""
     size = 1 << 20
     while size < mb << 20:
         size <<= 1
@@ -97,7 +98,7 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
     Example: runwatch run --db demo.db -- runc run -b bundle ctr1
     """
     counter = _Counter()
-    opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=_ring_bytes(ring_mb),
+    opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=ring_bytes(ring_mb),
                           track_self=True, live=TextOutput() if verbose else None, extra_sinks=[counter])
     session = _open(opts, list(command))
     rc = 0
@@ -152,7 +153,7 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
     On stop it drains the sensor, flushes the store and prints a summary with drops.
     """
     counter = _Counter()
-    opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=_ring_bytes(ring_mb),
+    opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=ring_bytes(ring_mb),
                           containers=containers, live=TextOutput() if verbose else None, extra_sinks=[counter])
     session = _open(opts, ["watch", *containers])
     stop = threading.Event()

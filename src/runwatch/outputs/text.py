@@ -102,12 +102,22 @@ def _priv_summary(e: Event) -> str:
     return " ".join(parts)
 
 
+_CMDLINE_MAX = 160
+_ANCESTRY_SHOWN = 4
+
+
+def _one_line(text: str, limit: int) -> str:
+    """Newlines shown as ``\\n`` and long text cut with an ellipsis, for one-line display."""
+    flat = text.replace("\r", "\\r").replace("\n", "\\n")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def event_summary(event: Event) -> str:
     """The plain one-line, kind-specific detail of an event (no time, pid or container)."""
     e = event
     kind = e.kind
     if kind == "process.exec":
-        return e.cmdline or e.exe
+        return _one_line(e.cmdline or e.exe, _CMDLINE_MAX)
     if kind == "process.fork":
         return f"child {e.child_pid}" if e.child_pid is not None else "child ?"
     if kind == "process.exit":
@@ -171,7 +181,9 @@ def render_line(event: Event) -> Text:
     if event.tool_call is not None and not event.kind.startswith("tool."):
         line.append(f"  [tool {event.tool_call.name}]", style="green")
     if event.ancestry:
-        line.append("  <- " + " <- ".join(event.ancestry), style="dim")
+        shown = event.ancestry[:_ANCESTRY_SHOWN]
+        more = len(event.ancestry) - len(shown)
+        line.append("  <- " + " <- ".join(shown) + (f" <- (+{more})" if more > 0 else ""), style="dim")
     return line
 
 

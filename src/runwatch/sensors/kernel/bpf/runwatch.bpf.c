@@ -480,9 +480,18 @@ static __always_inline int dns_emit(__u32 fd, const void *buf, __u64 len, const 
 	} else {
 		__u64 key = (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | fd;
 		struct dns_peer *p = bpf_map_lookup_elem(&dns_socks, &key);
+		struct sock *sk;
 
 		if (!p)
 			return 0;
+		/* The fd may have been closed and reused since connect(): check it is
+		 * still a UDP socket connected to port 53. */
+		sk = sock_of_fd(fd);
+		if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP ||
+		    bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) != DNS_PORT) {
+			bpf_map_delete_elem(&dns_socks, &key);
+			return 0;
+		}
 		peer = *p;
 	}
 	if (!wanted() || len < 12)

@@ -1,0 +1,1 @@
+"""Bundled demonstration workloads, run in real runc containers under the sensor."""
