@@ -32,11 +32,19 @@ cli.add_command(doctor)
 cli.add_command(demo)
 
 
-def main() -> None:
-    """Entry point: one clear line and a non-zero exit for any error."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one clear line and a non-zero exit for any error (2 for usage errors)."""
     try:
-        cli.main(standalone_mode=True)
+        rv = cli.main(args=argv, standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        fail(f"{exc.format_message()}{hint}", code=2)
+    except click.ClickException as exc:
+        fail(exc.format_message(), code=exc.exit_code)
+    except click.Abort:
+        sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # last resort: never a traceback for a user error
-        fail(str(exc))
+        fail(f"{type(exc).__name__}: {exc}")
+    sys.exit(rv if isinstance(rv, int) else 0)

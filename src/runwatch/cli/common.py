@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -27,7 +28,10 @@ def note(message: str) -> None:
     err_console.print(Text.assemble(("runwatch: ", "yellow"), message), soft_wrap=True)
 
 
-def db_option(**kwargs: Any) -> Any:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def db_option(**kwargs: Any) -> Callable[[F], F]:
     """The shared ``--db PATH`` option (default $RUNWATCH_DB or ./runwatch.db)."""
     return click.option("--db", "db", default=DEFAULT_DB, show_default=True, metavar="PATH",
                         help="SQLite event store (created if missing).", **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -115,10 +116,8 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
             def forward(signum: int, _frame: Any) -> None:
                 # The terminal already signals CMD's process group; forward when sent to us alone.
                 if child.poll() is None:
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(child.pid, signum)
-                    except ProcessLookupError:
-                        pass
 
             old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
             try:
@@ -170,8 +169,8 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 if status is not None:
-                    s = session.summary()
-                    status.update(f"watching: {s['events']} events, {s['drops']} drops (Ctrl-C to stop)")
+                    now = session.summary()
+                    status.update(f"watching: {now['events']} events, {now['drops']} drops (Ctrl-C to stop)")
     finally:
         summary = session.close()
     if stats_json:

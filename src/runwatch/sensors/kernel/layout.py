@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import struct
 from enum import IntEnum
+from typing import Any
 
 COMM_LEN = 16
 PATH_LEN = 256
@@ -144,25 +145,24 @@ RECORDS: dict[str, type[ctypes.Structure]] = {
     "rw_dns": RwDns, "rw_file": RwFile, "rw_priv": RwPriv, "rw_cgroup": RwCgroup, "rw_config": RwConfig,
 }
 
-_CHARS = {
+_CHARS: dict[Any, str] = {
     ctypes.c_uint8: "B", ctypes.c_uint16: "H", ctypes.c_uint32: "I", ctypes.c_uint64: "Q",
     ctypes.c_int32: "i", ctypes.c_int64: "q", ctypes.c_char: "s",
 }
 
 
-def _fmt(ctype: type) -> str:
+def _fmt(ctype: Any) -> str:
     """struct format for one ctypes field (flattening nested structs and arrays)."""
     if issubclass(ctype, ctypes.Structure):
-        return "".join(_fmt(t) for _, t in ctype._fields_)  # type: ignore[misc]
+        return "".join(_fmt(t) for _, t, *_ in ctype._fields_)
     if issubclass(ctype, ctypes.Array):
-        elem = ctype._type_  # type: ignore[attr-defined]
-        if elem is ctypes.c_char:
-            return f"{ctype._length_}s"  # type: ignore[attr-defined]
+        elem: Any = ctype._type_
+        length: int = ctype._length_
+        if elem is ctypes.c_char or elem is ctypes.c_uint8:
+            return f"{length}s"
         if issubclass(elem, ctypes.Array) and elem._type_ is ctypes.c_char:
-            return f"{elem._length_}s" * ctype._length_  # type: ignore[attr-defined]
-        if elem is ctypes.c_uint8:
-            return f"{ctype._length_}s"  # type: ignore[attr-defined]
-        return _CHARS[elem] * ctype._length_  # type: ignore[attr-defined]
+            return f"{elem._length_}s" * length
+        return _CHARS[elem] * length
     return _CHARS[ctype]
 
 
