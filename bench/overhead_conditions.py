@@ -108,8 +108,8 @@ def _bpf_links(pid: int) -> int:
     return count
 
 
-def runwatch_cli() -> Path | None:
-    """The ``runwatch`` console script if it is installed and has ``watch --stats-json``."""
+def runwatch_cli() -> list[str] | None:
+    """``runwatch watch`` (forced onto the kernel source) if the CLI has ``--stats-json``."""
     exe = REPO / ".venv" / "bin" / "runwatch"
     if not exe.exists():
         return None
@@ -117,7 +117,9 @@ def runwatch_cli() -> Path | None:
         res = _run([str(exe), "watch", "--help"], check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    return exe if res.returncode == 0 and "--stats-json" in res.stdout else None
+    if res.returncode != 0 or "--stats-json" not in res.stdout:
+        return None
+    return [str(exe), "watch", *(["--source", "kernel"] if "--source" in res.stdout else [])]
 
 
 class Runwatch:
@@ -132,8 +134,8 @@ class Runwatch:
     def __init__(self) -> None:
         cli = runwatch_cli()
         if cli is not None:
-            self.agent_cmd = [str(cli), "watch"]
-            self.agent = "runwatch watch (CLI)"
+            self.agent_cmd = cli
+            self.agent = " ".join(["runwatch", *cli[1:]]) + " (CLI)"
         else:
             python = str(REPO / ".venv" / "bin" / "python")
             self.agent_cmd = [python, str(REPO / "bench" / "drain.py"), "agent"]
