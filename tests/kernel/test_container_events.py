@@ -147,3 +147,19 @@ def test_exec_into_long_lived_container_carries_its_cgroup(capture, runc_contain
     assert e.container is not None and e.container.id == c.id and e.container.name == "long"
     assert e.pid != init_pid
     c.stop(grace=0)
+
+
+def test_relative_opens_of_the_secret_are_resolved(capture, runc_container):
+    c = runc_container(name="relative", secrets={"token": b"x"})
+    script = ("import os\n"
+              "os.chdir('/run/secrets')\n"
+              "open('token').close()\n"
+              "d = os.open('/run', os.O_RDONLY | os.O_DIRECTORY)\n"
+              "os.close(os.open('secrets/token', os.O_RDONLY, dir_fd=d))\n"
+              "os.chdir('/')\n"
+              "open('run/secrets/token').close()\n"
+              "open('etc/hostname').close()\n")
+    res = c.run(["python3", "-c", script])
+    assert res.returncode == 0, res.stderr
+    opens = capture.where(lambda e: e.kind == "file.open" and e.container is not None and e.container.id == c.id)
+    assert [e.file.path for e in opens] == ["/run/secrets/token"] * 3

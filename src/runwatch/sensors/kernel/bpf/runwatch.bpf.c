@@ -72,11 +72,18 @@ struct {
 	__type(value, __u32);
 } watched SEC(".maps");
 
+/* Per-CPU room to build a path: twice the key so a resolved directory plus the
+ * relative name always fit; its head is used directly as an LPM key. */
+struct path_scratch {
+	__u32 prefixlen;
+	char data[RW_PATH_LEN * 2];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 2);
 	__type(key, __u32);
-	__type(value, struct path_key);
+	__type(value, struct path_scratch);
 } scratch SEC(".maps");
 
 /* connect/bind arguments held from syscall entry to exit, by thread id. */
@@ -559,18 +566,126 @@ int rw_sendmmsg(struct trace_event_raw_sys_enter *ctx)
 
 /* ---------------------------------------------------------------- files */
 
-/* Reads a user path into the per-CPU scratch key; returns its watch flags or 0. */
-static __always_inline __u32 watch_lookup(const char *upath, __u32 slot, struct path_key **out)
+#define AT_FDCWD -100
+#define PATH_MASK (RW_PATH_LEN - 1)
+
+static __always_inline struct file *file_of_fd(int fd)
 {
-	struct path_key *k = bpf_map_lookup_elem(&scratch, &slot);
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct file **fds = BPF_CORE_READ(t, files, fdt, fd);
+	unsigned int max = BPF_CORE_READ(t, files, fdt, max_fds);
+	struct file *f = NULL;
+
+	if (fd < 0 || (unsigned int)fd >= max)
+		return NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]))
+		return NULL;
+	return f;
+}
+
+/* Writes the absolute path (as the task sees it: stops at its root, so a container's
+ * view) of directory d on mount vm into buf, with a trailing '/'. Returns its length,
+ * or -1 if it is too deep or too long to resolve here. */
+static __always_inline long dir_path(char *buf, struct dentry *d, struct vfsmount *vm)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct dentry *root = BPF_CORE_READ(t, fs, root.dentry);
+	struct mount *m = container_of(vm, struct mount, mnt);
+	struct dentry *parts[RW_CWD_DEPTH];
+	__u32 n = 0, off = 0;
+	bool done = false;
+
+	for (int i = 0; i < RW_CWD_DEPTH + 4; i++) {
+		struct dentry *mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
+		struct dentry *parent;
+
+		if (d == root) {
+			done = true;
+			break;
+		}
+		if (d == mnt_root) {
+			struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+
+			if (mp == m) {
+				done = true;
+				break;
+			}
+			d = BPF_CORE_READ(m, mnt_mountpoint);
+			m = mp;
+			continue;
+		}
+		parent = BPF_CORE_READ(d, d_parent);
+		if (parent == d) {
+			done = true;
+			break;
+		}
+		if (n >= RW_CWD_DEPTH)
+			break;
+		parts[n] = d;
+		n++;
+		d = parent;
+	}
+	if (!done)
+		return -1;
+	for (int j = RW_CWD_DEPTH - 1; j >= 0; j--) {
+		long w;
+
+		if (j >= n)
+			continue;
+		buf[off & PATH_MASK] = '/';
+		off++;
+		w = bpf_probe_read_kernel_str(&buf[off & PATH_MASK], RW_NAME_LEN, BPF_CORE_READ(parts[j], d_name.name));
+		if (w <= 1 || w >= RW_NAME_LEN)
+			return -1;
+		off += w - 1;
+		if (off >= RW_PATH_LEN - 1)
+			return -1;
+	}
+	buf[off & PATH_MASK] = '/';
+	return off + 1;
+}
+
+/* Reads a user path (relative ones resolved against dfd or the cwd) into the per-CPU
+ * scratch key. *out points at it whenever a path was read. Returns its watch flags or 0. */
+static __always_inline __u32 watch_lookup(const char *upath, int dfd, __u32 slot, struct path_key **out)
+{
+	struct path_scratch *k = bpf_map_lookup_elem(&scratch, &slot);
 	__u32 *flags;
-	long n;
+	long n, base = 0;
 
 	if (!k)
 		return 0;
-	n = bpf_probe_read_user_str(k->data, sizeof(k->data), upath);
-	if (n <= 1 || k->data[0] != '/')
+	n = bpf_probe_read_user_str(k->data, RW_PATH_LEN, upath);
+	if (n <= 1)
 		return 0;
+	if (k->data[0] != '/') {
+		struct dentry *d;
+		struct vfsmount *vm;
+
+		if (dfd == AT_FDCWD) {
+			struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+
+			d = BPF_CORE_READ(t, fs, pwd.dentry);
+			vm = BPF_CORE_READ(t, fs, pwd.mnt);
+		} else {
+			struct file *f = file_of_fd(dfd);
+
+			if (!f)
+				return 0;
+			d = BPF_CORE_READ(f, f_path.dentry);
+			vm = BPF_CORE_READ(f, f_path.mnt);
+		}
+		base = dir_path(k->data, d, vm);
+		if (base <= 0)
+			return 0;
+		n = bpf_probe_read_user_str(&k->data[base & PATH_MASK], RW_PATH_LEN, upath);
+		if (n <= 1)
+			return 0;
+		n += base & PATH_MASK;
+	}
+	*out = (struct path_key *)k;
+	if (n > RW_PATH_LEN)
+		n = RW_PATH_LEN;
 	k->prefixlen = (n - 1) * 8;
 	flags = bpf_map_lookup_elem(&watched, k);
 	if (!flags)
@@ -581,19 +696,18 @@ static __always_inline __u32 watch_lookup(const char *upath, __u32 slot, struct 
 
 		if (i < 0 || i > RW_PATH_LEN - 5)
 			return 0;
-		if (k->data[i & (RW_PATH_LEN - 1)] != '.')
+		if (k->data[i & PATH_MASK] != '.')
 			return 0;
-		if (!((k->data[(i + 1) & (RW_PATH_LEN - 1)] == 'p' && k->data[(i + 2) & (RW_PATH_LEN - 1)] == 'e' &&
-		       k->data[(i + 3) & (RW_PATH_LEN - 1)] == 'm') ||
-		      (k->data[(i + 1) & (RW_PATH_LEN - 1)] == 'k' && k->data[(i + 2) & (RW_PATH_LEN - 1)] == 'e' &&
-		       k->data[(i + 3) & (RW_PATH_LEN - 1)] == 'y')))
+		if (!((k->data[(i + 1) & PATH_MASK] == 'p' && k->data[(i + 2) & PATH_MASK] == 'e' &&
+		       k->data[(i + 3) & PATH_MASK] == 'm') ||
+		      (k->data[(i + 1) & PATH_MASK] == 'k' && k->data[(i + 2) & PATH_MASK] == 'e' &&
+		       k->data[(i + 3) & PATH_MASK] == 'y')))
 			return 0;
 	}
-	*out = k;
 	return *flags;
 }
 
-static __always_inline int open_event(const char *upath, __u32 oflags)
+static __always_inline int open_event(int dfd, const char *upath, __u32 oflags)
 {
 	struct path_key *k = NULL;
 	__u32 flags, acc;
@@ -601,7 +715,7 @@ static __always_inline int open_event(const char *upath, __u32 oflags)
 
 	if (!wanted())
 		return 0;
-	flags = watch_lookup(upath, 0, &k);
+	flags = watch_lookup(upath, dfd, 0, &k);
 	if (!flags || !k)
 		return 0;
 	acc = oflags & O_ACCMODE;
@@ -622,13 +736,13 @@ static __always_inline int open_event(const char *upath, __u32 oflags)
 SEC("tracepoint/syscalls/sys_enter_openat")
 int rw_openat(struct trace_event_raw_sys_enter *ctx)
 {
-	return open_event((const char *)ctx->args[1], ctx->args[2]);
+	return open_event(ctx->args[0], (const char *)ctx->args[1], ctx->args[2]);
 }
 
 SEC("tracepoint/syscalls/sys_enter_open")
 int rw_open(struct trace_event_raw_sys_enter *ctx)
 {
-	return open_event((const char *)ctx->args[0], ctx->args[1]);
+	return open_event(AT_FDCWD, (const char *)ctx->args[0], ctx->args[1]);
 }
 
 SEC("tracepoint/syscalls/sys_enter_openat2")
@@ -638,28 +752,34 @@ int rw_openat2(struct trace_event_raw_sys_enter *ctx)
 
 	if (bpf_probe_read_user(&how, sizeof(how.flags), (void *)ctx->args[2]))
 		return 0;
-	return open_event((const char *)ctx->args[1], how.flags);
+	return open_event(ctx->args[0], (const char *)ctx->args[1], how.flags);
 }
 
-static __always_inline int path_change(__u32 kind, const char *p1, const char *p2, __u32 flags)
+static __always_inline int path_change(__u32 kind, int dfd1, const char *p1, int dfd2, const char *p2,
+				       __u32 flags)
 {
 	struct path_key *k1 = NULL, *k2 = NULL;
 	__u32 w1, w2 = 0;
 
 	if (!wanted())
 		return 0;
-	w1 = watch_lookup(p1, 0, &k1);
+	w1 = watch_lookup(p1, dfd1, 0, &k1);
 	if (p2)
-		w2 = watch_lookup(p2, 1, &k2);
-	if (!((w1 | w2) & RW_WATCH_WRITE) && !((w1 | w2) & RW_WATCH_READ))
+		w2 = watch_lookup(p2, dfd2, 1, &k2);
+	if (!(w1 | w2))
 		return 0;
 	{
 		RESERVE(struct rw_file, e, kind);
 		e->flags = flags;
 		e->pad = 0;
-		bpf_probe_read_user_str(e->path, sizeof(e->path), p1);
+		if (k1)
+			__builtin_memcpy(e->path, k1->data, RW_PATH_LEN);
+		else
+			bpf_probe_read_user_str(e->path, sizeof(e->path), p1);
 		e->path2[0] = 0;
-		if (p2)
+		if (k2)
+			__builtin_memcpy(e->path2, k2->data, RW_PATH_LEN);
+		else if (p2)
 			bpf_probe_read_user_str(e->path2, sizeof(e->path2), p2);
 		SUBMIT(e);
 	}
@@ -669,31 +789,33 @@ static __always_inline int path_change(__u32 kind, const char *p1, const char *p
 SEC("tracepoint/syscalls/sys_enter_unlinkat")
 int rw_unlinkat(struct trace_event_raw_sys_enter *ctx)
 {
-	return path_change(RW_UNLINK, (const char *)ctx->args[1], NULL, ctx->args[2]);
+	return path_change(RW_UNLINK, ctx->args[0], (const char *)ctx->args[1], 0, NULL, ctx->args[2]);
 }
 
 SEC("tracepoint/syscalls/sys_enter_unlink")
 int rw_unlink(struct trace_event_raw_sys_enter *ctx)
 {
-	return path_change(RW_UNLINK, (const char *)ctx->args[0], NULL, 0);
+	return path_change(RW_UNLINK, AT_FDCWD, (const char *)ctx->args[0], 0, NULL, 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_renameat2")
 int rw_renameat2(struct trace_event_raw_sys_enter *ctx)
 {
-	return path_change(RW_RENAME, (const char *)ctx->args[1], (const char *)ctx->args[3], ctx->args[4]);
+	return path_change(RW_RENAME, ctx->args[0], (const char *)ctx->args[1], ctx->args[2],
+			   (const char *)ctx->args[3], ctx->args[4]);
 }
 
 SEC("tracepoint/syscalls/sys_enter_renameat")
 int rw_renameat(struct trace_event_raw_sys_enter *ctx)
 {
-	return path_change(RW_RENAME, (const char *)ctx->args[1], (const char *)ctx->args[3], 0);
+	return path_change(RW_RENAME, ctx->args[0], (const char *)ctx->args[1], ctx->args[2],
+			   (const char *)ctx->args[3], 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_rename")
 int rw_rename(struct trace_event_raw_sys_enter *ctx)
 {
-	return path_change(RW_RENAME, (const char *)ctx->args[0], (const char *)ctx->args[1], 0);
+	return path_change(RW_RENAME, AT_FDCWD, (const char *)ctx->args[0], AT_FDCWD, (const char *)ctx->args[1], 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_memfd_create")
