@@ -176,8 +176,10 @@ def _paused(argv: list[str], cwd: Path, **source_args: object) -> Iterator[tuple
                 stream.close()
 
 
-def _release_and_collect(proc: subprocess.Popen[bytes], source: ProcConnectorSource) -> list[Event]:
-    """Let the paused process go and gather events until its own exit event arrives."""
+def _release_and_collect(proc: subprocess.Popen[bytes], source: ProcConnectorSource,
+                         busy_s: float = 0.0) -> list[Event]:
+    """Let the paused process go and gather events until its own exit event arrives.
+    ``busy_s``: CPU time burnt after each poll, like a consumer running rules and storage."""
     assert proc.stdin is not None
     proc.stdin.write(b"go\n")
     proc.stdin.close()
@@ -187,6 +189,9 @@ def _release_and_collect(proc: subprocess.Popen[bytes], source: ProcConnectorSou
         batch = source.poll(0.2)
         assert batch is not None
         events.extend(batch)
+        spin_until = time.perf_counter() + busy_s
+        while time.perf_counter() < spin_until:
+            pass
         if any(e.kind == "process.exit" and e.pid == proc.pid for e in batch):
             proc.wait(timeout=30)
             return events
@@ -195,7 +200,8 @@ def _release_and_collect(proc: subprocess.Popen[bytes], source: ProcConnectorSou
 
 @pytest.mark.kernel
 @needs_root
-def test_twenty_three_execs_in_a_cgroup(tmp_path: Path) -> None:
+@pytest.mark.parametrize("busy_s", [0.0, 0.02], ids=["idle-consumer", "busy-consumer"])
+def test_twenty_three_execs_in_a_cgroup(tmp_path: Path, busy_s: float) -> None:
     root = cgroup2_root()
     assert root is not None
     cg_rel = f"/runwatch-test-{uuid.uuid4().hex[:12]}"
@@ -207,7 +213,7 @@ def test_twenty_three_execs_in_a_cgroup(tmp_path: Path) -> None:
         script = "read x; for i in $(seq 23); do /bin/true; done"
         with _paused(["/bin/sh", "-c", script], tmp_path) as (proc, source):
             (cg_dir / "cgroup.procs").write_text(str(proc.pid))
-            events = _release_and_collect(proc, source)
+            events = _release_and_collect(proc, source, busy_s)
             stats = source.stats()
         t1 = time.time_ns()
     finally:

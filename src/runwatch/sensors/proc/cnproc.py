@@ -4,16 +4,23 @@ Layouts follow ``linux/netlink.h`` (``struct nlmsghdr``), ``linux/connector.h``
 (``struct cn_msg``) and ``linux/cn_proc.h`` (``struct proc_event``). All integers are in
 host byte order; this module assumes a little-endian host (x86-64, arm64).
 
-The module is pure: it builds request bytes and decodes received bytes, and knows
-nothing of sockets, /proc or :class:`runwatch.events.Event`. Decoding errors raise
-:class:`CnProcDecodeError` with a one-line message.
+The encoding and decoding functions are pure; :class:`CnProcSocket` owns one subscribed
+netlink socket. Nothing here knows /proc or :class:`runwatch.events.Event`. Decoding
+errors raise :class:`CnProcDecodeError`, refusals :class:`ProcConnectorUnavailable`, each
+with a one-line message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
+import errno
+import os
+import select
+import socket
 import struct
+import time
 
 #: ``NETLINK_CONNECTOR`` protocol number (``linux/netlink.h``).
 NETLINK_CONNECTOR = 11
@@ -306,3 +313,121 @@ class SeqGapCounter:
             if gap < 0x80000000:  # a "gap" of almost 2**32 is a repeat or reorder, not loss
                 self.missing += gap
         self._last[rec.cpu] = rec.seq
+
+
+class ProcConnectorUnavailable(OSError):
+    """The proc connector cannot be used here; the message says why in one line."""
+
+
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+class CnProcSocket:
+    """One NETLINK_CONNECTOR socket subscribed to proc events. Not thread safe.
+
+    Counters (plain attributes): ``messages`` decoded, ``drops`` (ENOBUFS from recv: the
+    receive buffer overflowed and the kernel discarded one or more messages),
+    ``malformed`` datagrams, ``rcvbuf_bytes`` granted, and ``gaps.missing`` (messages
+    missing from the per-CPU sequence numbers, whatever the cause).
+    """
+
+    def __init__(self, rcvbuf: int = 8 << 20, ack_timeout: float = 2.0) -> None:
+        self.rcvbuf_req, self.ack_timeout = rcvbuf, ack_timeout
+        self.sock: socket.socket | None = None
+        self.messages = self.drops = self.malformed = self.rcvbuf_bytes = 0
+        self.gaps = SeqGapCounter()
+
+    def open(self) -> list[Record]:
+        """Bind, subscribe and wait for the kernel's acknowledgement.
+
+        Returns records received before the acknowledgement (they are real events).
+        Raises :class:`ProcConnectorUnavailable` when the kernel lacks or refuses it.
+        """
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+        except OSError as exc:
+            raise ProcConnectorUnavailable(f"proc connector not available in this kernel: {exc}") from None
+        try:
+            try:  # past net.core.rmem_max when privileged, else capped by it
+                sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, self.rcvbuf_req)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf_req)
+            self.rcvbuf_bytes = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+            try:
+                sock.bind((0, CN_IDX_PROC))
+            except PermissionError as exc:
+                raise ProcConnectorUnavailable(
+                    f"proc connector needs CAP_NET_ADMIN: joining the CN_PROC group was refused ({exc})"
+                ) from None
+            early = self._subscribe(sock)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        return early
+
+    def _subscribe(self, sock: socket.socket) -> list[Record]:
+        nonce = (os.getpid() << 8 ^ id(self) ^ time.monotonic_ns()) & 0x3FFFFFFF
+        sock.send(mcast_message(PROC_CN_MCAST_LISTEN, nonce))
+        early: list[Record] = []
+        deadline = time.monotonic() + self.ack_timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([sock], [], [], left)[0]:
+                raise ProcConnectorUnavailable(
+                    f"proc connector did not acknowledge the subscription within {self.ack_timeout:g} s "
+                    "(runwatch must run in the host's initial user and pid namespaces)")
+            for rec in self._recv(sock, blocking=True) or ():
+                if isinstance(rec, AckRecord) and rec.ack == nonce + 1:
+                    if rec.err == errno.EPERM:
+                        raise ProcConnectorUnavailable(
+                            "proc connector needs CAP_NET_ADMIN: the kernel refused the subscription (EPERM)")
+                    if rec.err:
+                        raise ProcConnectorUnavailable(
+                            f"proc connector refused the subscription: {os.strerror(rec.err)}")
+                    return early
+                early.append(rec)
+
+    def _recv(self, sock: socket.socket, *, blocking: bool) -> list[Record] | None:
+        """One datagram's records; None when nothing is waiting (non-blocking)."""
+        try:
+            data = sock.recv(65536, 0 if blocking else socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.ENOBUFS:
+                raise
+            self.drops += 1  # the kernel discarded messages; keep going
+            return []
+        try:
+            records = decode_datagram(data)
+        except CnProcDecodeError:
+            self.malformed += 1
+            return []
+        self.messages += len(records)
+        for rec in records:
+            self.gaps.see(rec)
+        return records
+
+    def fileno(self) -> int:
+        """The socket's fd, for select/poll (-1 when closed)."""
+        return self.sock.fileno() if self.sock is not None else -1
+
+    def read_available(self, max_datagrams: int = 256) -> list[Record]:
+        """Records of every waiting datagram, up to ``max_datagrams``; never blocks."""
+        assert self.sock is not None, "CnProcSocket.open() first"
+        records: list[Record] = []
+        for _ in range(max_datagrams):
+            got = self._recv(self.sock, blocking=False)
+            if got is None:
+                break
+            records.extend(got)
+        return records
+
+    def close(self) -> None:
+        """Unsubscribe (so the kernel stops building messages for nobody) and close."""
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.send(mcast_message(PROC_CN_MCAST_IGNORE, 1))
+            sock.close()

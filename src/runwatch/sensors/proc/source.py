@@ -8,12 +8,15 @@ program may already be gone, in which case the event carries what could be read 
 
 Importing this module registers the factory under the source name ``"proc"``.
 
-Threading contract: ``start``, ``poll``, ``stop`` and ``stats`` are called from one
-consumer thread. ``start`` launches one internal reader thread that owns the netlink
-socket and the process table and does the /proc reads as soon as each message arrives
-(independent of how often the consumer polls, so reads lose fewer races). Events reach
-the consumer through a bounded queue in kernel order; when it is full the reader stops
-reading and the kernel socket buffer absorbs the burst, then drops (counted).
+Process layout: the socket and the /proc reads live in a small reader child process
+(``python -c ...`` running :func:`reader_main`), scheduled SCHED_FIFO when permitted.
+Measured here: a reader thread sharing the GIL with a busy consumer lost the race for
+75-90 % of short-lived programs; a separate real-time process lost none. The child
+sends length-prefixed msgpack frames (events plus a stats snapshot) on its stdout and
+stops at EOF on its stdin, so it also ends when its parent dies. When the consumer falls
+behind, the pipe and then the socket buffer fill and the kernel drops (counted).
+
+Threading contract: ``start``, ``poll``, ``stop`` and ``stats`` are called from one thread.
 """
 
 from __future__ import annotations
@@ -21,37 +24,38 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import errno
+import json
 import os
 import select
-import socket
-import threading
+import signal
+import struct
+import subprocess
+import sys
 import time
+from pathlib import Path
+
+import msgspec
 
 from runwatch.events import Event, PrivInfo, new_id
 from runwatch.sensors.base import register_source
 from runwatch.sensors.proc import cnproc
 from runwatch.sensors.proc.cnproc import (
-    AckRecord,
     CommRecord,
     ExecRecord,
     ExitRecord,
     ForkRecord,
     IdRecord,
+    ProcConnectorUnavailable,
     PtraceRecord,
     Record,
 )
 
-_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-_DEFAULT_RCVBUF = 8 << 20  # bytes; about 100k messages of 76 bytes plus skb overhead
-_QUEUE_MAX = 65536  # events waiting for the consumer before the reader stops reading
+__all__ = ["ProcConnectorSource", "ProcConnectorUnavailable", "ProcReader", "cgroup2_root", "reader_main"]
+
 _CACHE_MAX = 65536  # processes remembered (evicted oldest first if exits were missed)
 _ANCESTRY_MAX = 32
 _READS_PER_PROCESS = 6  # exe, cmdline, cwd, status, cgroup, ns/pid
-
-
-class ProcConnectorUnavailable(OSError):
-    """The proc connector cannot be used here; the message says why in one line."""
+_LEN = struct.Struct("<I")
 
 
 @dataclasses.dataclass(slots=True)
@@ -205,210 +209,25 @@ class ProcReader:
         return result
 
 
-class ProcConnectorSource:
-    """Process events from the netlink proc connector (``source="proc"``).
+class _Tracker:
+    """Turns proc connector records into events, keeping a table of known processes.
 
-    ``root_pid``: when set, only ``root_pid`` and its descendants are reported (the set
-    follows fork and exit messages and is seeded from /proc at start). ``rcvbuf``: the
-    requested socket receive buffer in bytes. ``batch_max``: the most events one ``poll``
-    returns. ``ack_timeout``: seconds to wait for the kernel to confirm the subscription.
-    ``realtime``: run the reader thread as SCHED_FIFO (priority 1) when permitted, which
-    makes the /proc reads win their race against short-lived processes far more often.
-
-    Event conventions: ``process.fork`` is reported by the parent (``pid``) with the new
-    process in ``child_pid``; thread creation is not reported. ``process.exit`` carries
-    ``exit_code`` and, when killed, ``signal`` (``exit_code`` is then 0).
-    ``priv.setuid``/``priv.setgid`` carry the new ids in ``priv`` and the last known old
-    ids on the event itself. ``priv.ptrace`` is reported by the tracer with the tracee in
-    ``priv.target_pid`` (attach and seize; detaches are not reported).
+    ``root_pid`` set: only that process and its descendants are reported (the set grows on
+    fork, shrinks on exit, and is seeded from /proc). Runs in the reader process only.
     """
 
-    name = "proc"
-
-    #: What this source cannot see compared with the eBPF sensor (printed as a notice).
-    LOST: tuple[str, ...] = (
-        "network connect/accept/listen/bind and DNS queries (net.*, dns.query)",
-        "file opens, renames and unlinks, including reads of secrets (file.*)",
-        "capset, mount, unshare and setns (priv.capset, priv.mount, priv.unshare, priv.setns)",
-        "memfd creation (file.memfd)",
-        "the exact executable at exec time: exe, argv and cwd are read from /proc afterwards and "
-        "are missing (or newer) for short-lived processes",
-        "container attribution is racy: the cgroup is read from /proc after the event",
-        "which id syscall ran (setuid vs setresuid), ptrace requests other than attach, thread creation",
-    )
-
-    def __init__(self, root_pid: int | None = None, *, rcvbuf: int = _DEFAULT_RCVBUF,
-                 batch_max: int = 4096, ack_timeout: float = 2.0, realtime: bool = True) -> None:
-        if root_pid is not None and root_pid <= 0:
-            raise ValueError(f"root_pid must be a positive pid, got {root_pid}")
-        if batch_max <= 0:
-            raise ValueError(f"batch_max must be positive, got {batch_max}")
+    def __init__(self, root_pid: int | None) -> None:
+        self.reader = ProcReader(cgroup_root=cgroup2_root())
         self.root_pid = root_pid
-        self._rcvbuf_req = rcvbuf
-        self._batch_max = batch_max
-        self._ack_timeout = ack_timeout
-        self._realtime = realtime
-        self._sock: socket.socket | None = None
-        self._wake_r = self._wake_w = -1
-        self._thread: threading.Thread | None = None
-        self._cond = threading.Condition()
-        self._queue: collections.deque[Event] = collections.deque()  # guarded by _cond
-        self._stopping = False
-        self._stopped = False
-        self._failure: BaseException | None = None
-        self._reader = ProcReader()
         self._procs: dict[int, _Proc] = {}
         self._tracked: set[int] | None = None
-        self._gaps = cnproc.SeqGapCounter()
-        self._offset = 0
-        # Counters: written by the reader thread, read as a snapshot by stats().
-        self._c = dict.fromkeys(("messages", "events", "drops", "lost", "malformed",
-                                 "threads_skipped", "rcvbuf_bytes", "realtime"), 0)
+        self.threads_skipped = 0
+        self.offset = time.time_ns() - time.monotonic_ns()  # CLOCK_MONOTONIC -> epoch ns
 
-    # -- lifecycle -------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Subscribe to the proc connector and start reading; raises on refusal (one line)."""
-        if self._sock is not None or self._stopped:
-            raise RuntimeError("ProcConnectorSource.start() called twice")
-        try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, cnproc.NETLINK_CONNECTOR)
-        except OSError as exc:
-            raise ProcConnectorUnavailable(f"proc connector not available in this kernel: {exc}") from None
-        try:
-            self._c["rcvbuf_bytes"] = self._grow_rcvbuf(sock)
-            try:
-                sock.bind((0, cnproc.CN_IDX_PROC))
-            except PermissionError as exc:
-                raise ProcConnectorUnavailable(
-                    f"proc connector needs CAP_NET_ADMIN: joining the CN_PROC group was refused ({exc})"
-                ) from None
-            early = self._subscribe(sock)
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
-        self._reader.cgroup_root = cgroup2_root()
-        self._offset = time.time_ns() - time.monotonic_ns()
-        if self.root_pid is not None:
-            try:
-                self._seed(self.root_pid)
-            except BaseException:
-                self._unsubscribe()
-                raise
-        events: list[Event] = []
-        for rec in early:
-            self._handle(rec, events)
-        self._push(events)
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._run, name="runwatch-proc-connector", daemon=True)
-        self._thread.start()
-
-    def poll(self, timeout: float) -> list[Event] | None:
-        """Up to ``batch_max`` events, waiting at most ``timeout`` seconds for the first.
-
-        Returns ``[]`` on timeout and ``None`` once stopped and drained. Raises
-        ``RuntimeError`` if the reader thread failed (after the queued events are returned).
-        """
-        if self._thread is None and not self._stopped:
-            raise RuntimeError("ProcConnectorSource.poll() called before start()")
-        with self._cond:
-            if not self._queue and self._failure is None and not self._stopped:
-                self._cond.wait(max(timeout, 0.0))
-            n = min(len(self._queue), self._batch_max)
-            batch = [self._queue.popleft() for _ in range(n)]
-            self._cond.notify_all()  # room for a reader waiting on a full queue
-            failure = self._failure
-        if batch:
-            return batch
-        if failure is not None:
-            raise RuntimeError(f"proc connector reader failed: {failure}") from failure
-        return None if self._stopped else batch
-
-    def stop(self) -> None:
-        """Stop the reader, unsubscribe and close the socket. Idempotent; always safe to call."""
-        if self._stopped:
-            return
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            os.write(self._wake_w, b"x")
-            self._thread.join(timeout=5.0)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-        self._unsubscribe()
-        with self._cond:
-            self._stopped = True
-            self._cond.notify_all()
-
-    def stats(self) -> dict[str, int]:
-        """Counters: ``messages`` received, ``events`` emitted, ``drops`` (receive-buffer
-        overflows reported by the kernel as ENOBUFS; each lost one or more messages),
-        ``lost`` (messages missing from the per-CPU sequence numbers), ``malformed``,
-        ``threads_skipped``, ``proc_read_misses``, ``rcvbuf_bytes``, ``realtime`` (1 when the
-        reader runs as SCHED_FIFO) and ``tracked`` (pids in the subtree filter)."""
-        snap = dict(self._c)
-        snap["proc_read_misses"] = self._reader.misses
-        snap["tracked"] = len(self._tracked) if self._tracked is not None else 0
-        return snap
-
-    # -- setup helpers -----------------------------------------------------------------
-
-    def _grow_rcvbuf(self, sock: socket.socket) -> int:
-        """Ask for ``rcvbuf`` bytes, past rmem_max when privileged; returns the size granted."""
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, self._rcvbuf_req)
-        except OSError:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf_req)
-        return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-
-    def _subscribe(self, sock: socket.socket) -> list[Record]:
-        """Send LISTEN and wait for its acknowledgement; returns records that came first."""
-        nonce = (os.getpid() << 8 ^ id(self) ^ time.monotonic_ns()) & 0x3FFFFFFF
-        try:
-            sock.send(cnproc.mcast_message(cnproc.PROC_CN_MCAST_LISTEN, nonce))
-        except PermissionError as exc:
-            raise ProcConnectorUnavailable(f"proc connector needs CAP_NET_ADMIN: {exc}") from None
-        early: list[Record] = []
-        deadline = time.monotonic() + self._ack_timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([sock], [], [], left)[0]:
-                raise ProcConnectorUnavailable(
-                    f"proc connector did not acknowledge the subscription within {self._ack_timeout:g} s "
-                    "(runwatch must run in the host's initial user and pid namespaces)")
-            try:
-                data = sock.recv(65536)
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    self._c["drops"] += 1
-                    continue
-                raise
-            for rec in self._decode(data):
-                if isinstance(rec, AckRecord) and rec.ack == nonce + 1:
-                    if rec.err == errno.EPERM:
-                        raise ProcConnectorUnavailable(
-                            "proc connector needs CAP_NET_ADMIN: the kernel refused the subscription (EPERM)")
-                    if rec.err:
-                        raise ProcConnectorUnavailable(
-                            f"proc connector refused the subscription: {os.strerror(rec.err)}")
-                    return early
-                early.append(rec)
-
-    def _unsubscribe(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is None:
-            return
-        with contextlib.suppress(OSError):
-            sock.send(cnproc.mcast_message(cnproc.PROC_CN_MCAST_IGNORE, 1))
-        sock.close()
-
-    def _seed(self, root: int) -> None:
+    def seed(self, root: int) -> None:
         """Track ``root`` and its current descendants (called after subscribing, so a fork
         racing with the scan is seen either here or as a message, possibly both)."""
-        parents = self._reader.ppid_map()
+        parents = self.reader.ppid_map()
         if root not in parents:
             raise ProcessLookupError(f"root pid {root} does not exist")
         children: dict[int, list[int]] = collections.defaultdict(list)
@@ -419,84 +238,7 @@ class ProcConnectorSource:
             if (pid := todo.pop()) not in self._tracked:
                 self._tracked.add(pid)
                 todo.extend(children.get(pid, ()))
-                self._remember(pid, self._reader.read(pid))
-
-    # -- reader thread -----------------------------------------------------------------
-
-    def _run(self) -> None:
-        sock = self._sock
-        assert sock is not None
-        if self._realtime:
-            # /proc reads race with short-lived processes, and a normal-priority reader woken
-            # by a message tends to run only after the sending process leaves the CPU (often
-            # after it exited). SCHED_FIFO at the lowest RT priority runs it at once; it does
-            # bounded work per message and then blocks, and RT throttling caps it anyway.
-            # Best effort: needs CAP_SYS_NICE.
-            with contextlib.suppress(OSError, AttributeError):
-                os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(1))
-                self._c["realtime"] = 1
-        try:
-            while not self._stopping:
-                ready = select.select([sock.fileno(), self._wake_r], [], [])[0]
-                if self._wake_r in ready or self._stopping:
-                    break
-                self._drain(sock)
-        except BaseException as exc:  # surfaced to the consumer by poll()
-            with self._cond:
-                self._failure = exc
-                self._cond.notify_all()
-
-    def _drain(self, sock: socket.socket) -> int:
-        """Read until the socket is empty, handing events over every 256 datagrams;
-        returns the number of datagrams read."""
-        events: list[Event] = []
-        count = 0
-        while True:
-            try:
-                data = sock.recv(65536, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:  # the kernel dropped messages: count, go on
-                    self._c["drops"] += 1
-                    continue
-                raise
-            if count == 0:
-                self._offset = time.time_ns() - time.monotonic_ns()  # follow wall-clock steps
-            count += 1
-            for rec in self._decode(data):
-                self._handle(rec, events)
-            if len(events) >= 256:
-                self._push(events)
-                events = []
-                if self._stopping:
-                    return count
-        self._push(events)
-        return count
-
-    def _push(self, events: list[Event]) -> None:
-        if not events:
-            return
-        with self._cond:
-            while len(self._queue) >= _QUEUE_MAX and not self._stopping:
-                self._cond.wait(0.5)
-            self._queue.extend(events)
-            self._c["events"] += len(events)
-            self._cond.notify_all()
-
-    def _decode(self, data: bytes) -> list[Record]:
-        try:
-            records = cnproc.decode_datagram(data)
-        except cnproc.CnProcDecodeError:
-            self._c["malformed"] += 1
-            return []
-        self._c["messages"] += len(records)
-        for rec in records:
-            self._gaps.see(rec)
-        self._c["lost"] = self._gaps.missing
-        return records
-
-    # -- message -> event --------------------------------------------------------------
+                self._remember(pid, self.reader.read(pid))
 
     def _wanted(self, tgid: int) -> bool:
         return self._tracked is None or tgid in self._tracked
@@ -511,7 +253,7 @@ class ProcConnectorSource:
         info = self._procs.get(pid)
         if info is None:
             # kthreadd (pid 2) and the kernel threads it forks have nothing to read
-            info = _Proc(comm="kthreadd") if pid == 2 else self._reader.read(pid)
+            info = _Proc(comm="kthreadd") if pid == 2 else self.reader.read(pid)
             self._remember(pid, info)
         return info
 
@@ -528,7 +270,7 @@ class ProcConnectorSource:
         return chain
 
     def _event(self, kind: str, ts: int, pid: int, tid: int, info: _Proc) -> Event:
-        t = ts + self._offset
+        t = ts + self.offset
         return Event(
             id=new_id(t), time=t, kind=kind, source="proc", pid=pid, tid=tid, ppid=info.ppid,
             uid=info.uid, euid=info.euid, gid=info.gid, exe=info.exe, cmdline=info.cmdline,
@@ -536,13 +278,13 @@ class ProcConnectorSource:
             cgroup_id=info.cgroup_id, pidns=info.pidns, vpid=info.vpid,
         )
 
-    def _handle(self, rec: Record, out: list[Event]) -> None:
+    def handle(self, rec: Record, out: list[Event]) -> None:
         """Turn one record into zero or one events appended to ``out`` (reader thread)."""
         if isinstance(rec, ExecRecord):
             if not self._wanted(rec.tgid):
                 return
             old = self._procs.get(rec.tgid)
-            info = self._reader.read(rec.tgid)
+            info = self.reader.read(rec.tgid)
             if old is not None:
                 # Reads the process outran: ids and pid namespace are unchanged by exec, so
                 # what fork inherited is still right (exe, argv and cwd are not).
@@ -564,7 +306,7 @@ class ProcConnectorSource:
             out.append(ev)
         elif isinstance(rec, ForkRecord):
             if rec.child_pid != rec.child_tgid:
-                self._c["threads_skipped"] += 1
+                self.threads_skipped += 1
                 return
             parent = rec.parent_tgid
             if not self._wanted(parent):
@@ -625,6 +367,250 @@ class ProcConnectorSource:
             ev.priv = PrivInfo(op="setgid", gid=rec.real, egid=rec.effective)
             info.last_gid, info.gid = new, rec.real
         out.append(ev)
+
+    @property
+    def tracked(self) -> int:
+        """How many pids the subtree filter holds (0 without a filter)."""
+        return len(self._tracked) if self._tracked is not None else 0
+
+class _Frame(msgspec.Struct, omit_defaults=True):
+    """One message from the reader process to the source."""
+
+    events: list[Event] = msgspec.field(default_factory=list)
+    stats: dict[str, int] = msgspec.field(default_factory=dict)
+    ready: bool = False
+    error: str | None = None  # start failed; ``error_type`` names the exception to raise
+    error_type: str | None = None
+
+
+_frame_encoder = msgspec.msgpack.Encoder()
+_frame_decoder = msgspec.msgpack.Decoder(_Frame)
+
+
+def _write_frame(fd: int, frame: _Frame) -> None:
+    data = _frame_encoder.encode(frame)
+    view = memoryview(_LEN.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def reader_main(config: str) -> int:
+    """Entry point of the reader process (``config`` is JSON: root_pid, rcvbuf, ack_timeout,
+    realtime). Writes frames to fd 1 until fd 0 reaches EOF; returns the exit status."""
+    cfg = json.loads(config)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    realtime = 0
+    if cfg["realtime"]:
+        # A normal-priority reader woken by a message tends to run only after the sending
+        # process leaves the CPU, often after it exited. SCHED_FIFO at the lowest RT
+        # priority runs it at once; it does bounded work per message, then blocks, and
+        # RT throttling caps it anyway. Best effort: needs CAP_SYS_NICE.
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+            realtime = 1
+        except (OSError, AttributeError):
+            pass
+    sock = cnproc.CnProcSocket(rcvbuf=cfg["rcvbuf"], ack_timeout=cfg["ack_timeout"])
+    tracker = _Tracker(cfg["root_pid"])
+
+    def stats() -> dict[str, int]:
+        return {"messages": sock.messages, "drops": sock.drops, "lost": sock.gaps.missing,
+                "malformed": sock.malformed, "rcvbuf_bytes": sock.rcvbuf_bytes, "realtime": realtime,
+                "threads_skipped": tracker.threads_skipped, "proc_read_misses": tracker.reader.misses,
+                "tracked": tracker.tracked}
+
+    try:
+        early = sock.open()
+        if cfg["root_pid"] is not None:
+            tracker.seed(cfg["root_pid"])
+    except (ProcConnectorUnavailable, ProcessLookupError) as exc:
+        sock.close()
+        _write_frame(1, _Frame(error=str(exc), error_type=type(exc).__name__))
+        return 0
+    events: list[Event] = []
+    for rec in early:
+        tracker.handle(rec, events)
+    _write_frame(1, _Frame(events=events, stats=stats(), ready=True))
+    try:
+        while True:
+            ready = select.select([sock.fileno(), 0], [], [])[0]
+            if 0 in ready and not os.read(0, 4096):
+                break
+            if sock.fileno() in ready:
+                tracker.offset = time.time_ns() - time.monotonic_ns()  # follow wall-clock steps
+                events = []
+                for rec in sock.read_available():
+                    tracker.handle(rec, events)
+                _write_frame(1, _Frame(events=events, stats=stats()))
+    except BrokenPipeError:
+        return 0  # the parent went away
+    finally:
+        sock.close()
+    _write_frame(1, _Frame(stats=stats()))
+    return 0
+
+
+class ProcConnectorSource:
+    """Process events from the netlink proc connector (``source="proc"``).
+
+    ``root_pid``: when set, only ``root_pid`` and its descendants are reported (the set
+    follows fork and exit messages and is seeded from /proc at start). ``rcvbuf``: the
+    requested socket receive buffer in bytes. ``batch_max``: the most events one ``poll``
+    returns. ``ack_timeout``: seconds to wait for the kernel to confirm the subscription.
+    ``realtime``: run the reader process as SCHED_FIFO (priority 1) when permitted, which
+    makes the /proc reads win their race against short-lived processes.
+
+    Event conventions: ``process.fork`` is reported by the parent (``pid``) with the new
+    process in ``child_pid``; thread creation is not reported. ``process.exit`` carries
+    ``exit_code`` and, when killed, ``signal`` (``exit_code`` is then 0).
+    ``priv.setuid``/``priv.setgid`` carry the new ids in ``priv`` and the last known old
+    ids on the event itself. ``priv.ptrace`` is reported by the tracer with the tracee in
+    ``priv.target_pid`` (attach and seize; detaches are not reported). Exec events carry
+    the cgroup v2 path in ``attrs["cgroup"]`` and ``attrs["exe_unread"]`` when the process
+    was gone before its exe could be read.
+    """
+
+    name = "proc"
+
+    #: What this source cannot see compared with the eBPF sensor (printed as a notice).
+    LOST: tuple[str, ...] = (
+        "network connect/accept/listen/bind and DNS queries (net.*, dns.query)",
+        "file opens, renames and unlinks, including reads of secrets (file.*)",
+        "capset, mount, unshare and setns (priv.capset, priv.mount, priv.unshare, priv.setns)",
+        "memfd creation (file.memfd)",
+        "the exact executable at exec time: exe, argv and cwd are read from /proc afterwards and "
+        "are missing (or newer) for short-lived processes",
+        "container attribution is racy: the cgroup is read from /proc after the event",
+        "which id syscall ran (setuid vs setresuid), ptrace requests other than attach, thread creation",
+    )
+
+    def __init__(self, root_pid: int | None = None, *, rcvbuf: int = 8 << 20, batch_max: int = 4096,
+                 ack_timeout: float = 2.0, realtime: bool = True) -> None:
+        if root_pid is not None and root_pid <= 0:
+            raise ValueError(f"root_pid must be a positive pid, got {root_pid}")
+        if batch_max <= 0:
+            raise ValueError(f"batch_max must be positive, got {batch_max}")
+        self.root_pid, self._batch_max, self._ack_timeout = root_pid, batch_max, ack_timeout
+        self._config = json.dumps({"root_pid": root_pid, "rcvbuf": rcvbuf, "ack_timeout": ack_timeout,
+                                   "realtime": realtime})
+        self._child: subprocess.Popen[bytes] | None = None
+        self._buf = bytearray()
+        self._pending: collections.deque[Event] = collections.deque()
+        self._stats: dict[str, int] = {}
+        self._events = 0
+        self._eof = self._stopped = False
+
+    def start(self) -> None:
+        """Start the reader process and wait until it is subscribed; raises on refusal
+        (:class:`ProcConnectorUnavailable`) or a missing root pid (``ProcessLookupError``)."""
+        if self._child is not None or self._stopped:
+            raise RuntimeError("ProcConnectorSource.start() called twice")
+        src = str(Path(__file__).resolve().parents[3])  # the directory holding ``runwatch``
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+        code = f"import sys; from {__name__} import reader_main; sys.exit(reader_main(sys.argv[1]))"
+        self._child = subprocess.Popen([sys.executable, "-c", code, self._config], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        deadline = time.monotonic() + self._ack_timeout + 60.0  # import, subscribe, seed
+        while not self._stats and time.monotonic() < deadline:
+            for frame in self._read_frames(deadline - time.monotonic()):
+                if frame.error is not None:
+                    self.stop()
+                    kind = ProcessLookupError if frame.error_type == "ProcessLookupError" else \
+                        ProcConnectorUnavailable
+                    raise kind(frame.error)
+            if self._eof:
+                break
+        if not self._stats:
+            self.stop()
+            raise RuntimeError(f"proc connector reader failed to start: {self._child_error()}")
+
+    def poll(self, timeout: float) -> list[Event] | None:
+        """Up to ``batch_max`` events, waiting at most ``timeout`` seconds for the first.
+
+        Returns ``[]`` on timeout and ``None`` once stopped and drained. Raises
+        ``RuntimeError`` if the reader process died (after its last events are returned).
+        """
+        if self._child is None and not self._stopped:
+            raise RuntimeError("ProcConnectorSource.poll() called before start()")
+        if not self._pending and not self._eof:
+            self._read_frames(timeout)
+        n = min(len(self._pending), self._batch_max)
+        batch = [self._pending.popleft() for _ in range(n)]
+        if batch or not self._eof:
+            return batch
+        if self._stopped:
+            return None
+        raise RuntimeError(f"proc connector reader exited unexpectedly: {self._child_error()}")
+
+    def stop(self) -> None:
+        """Stop the reader and collect what it still had (``poll`` hands it out, then
+        returns None). Idempotent; always safe to call."""
+        if self._stopped:
+            return
+        self._stopped = True
+        child = self._child
+        if child is None:
+            return
+        assert child.stdin is not None
+        with contextlib.suppress(OSError):
+            child.stdin.close()  # EOF: the reader unsubscribes, sends final stats, exits
+        deadline = time.monotonic() + 5.0
+        while not self._eof and time.monotonic() < deadline:
+            self._read_frames(deadline - time.monotonic())
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        for stream in (child.stdout, child.stderr):
+            if stream is not None:
+                stream.close()
+
+    def stats(self) -> dict[str, int]:
+        """Counters: ``messages`` received, ``events`` handed over, ``drops`` (receive-buffer
+        overflows reported by the kernel as ENOBUFS; each lost one or more messages),
+        ``lost`` (messages missing from the per-CPU sequence numbers), ``malformed``,
+        ``threads_skipped``, ``proc_read_misses``, ``rcvbuf_bytes``, ``realtime`` (1 when the
+        reader runs as SCHED_FIFO) and ``tracked`` (pids in the subtree filter)."""
+        return {"events": self._events, **self._stats}
+
+    def _read_frames(self, timeout: float) -> list[_Frame]:
+        """Wait up to ``timeout`` for output of the reader; queue the events of every
+        complete frame and return the frames."""
+        child = self._child
+        assert child is not None and child.stdout is not None
+        fd = child.stdout.fileno()
+        if child.stdout.closed or not select.select([fd], [], [], max(timeout, 0.0))[0]:
+            return []
+        data = os.read(fd, 1 << 20)
+        if not data:
+            self._eof = True
+            return []
+        self._buf += data
+        frames: list[_Frame] = []
+        while len(self._buf) >= _LEN.size:
+            (size,) = _LEN.unpack_from(self._buf)
+            if len(self._buf) < _LEN.size + size:
+                break
+            frame = _frame_decoder.decode(bytes(self._buf[_LEN.size:_LEN.size + size]))
+            del self._buf[:_LEN.size + size]
+            self._pending.extend(frame.events)
+            self._events += len(frame.events)
+            if frame.stats:
+                self._stats = frame.stats
+            frames.append(frame)
+        return frames
+
+    def _child_error(self) -> str:
+        child = self._child
+        if child is None:
+            return "not started"
+        rc = child.poll()
+        err = b""
+        if rc is not None and child.stderr is not None and not child.stderr.closed:
+            err = child.stderr.read()
+        lines = [ln for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
+        return f"exit status {rc}: {lines[-1] if lines else 'no message'}"
 
 
 register_source("proc", ProcConnectorSource)
