@@ -364,6 +364,28 @@ def test_ptrace_attach_names_the_target(tmp_path: Path) -> None:
 
 @pytest.mark.kernel
 @needs_root
+def test_watching_itself_sees_its_children_but_not_the_reader(tmp_path: Path) -> None:
+    source = ProcConnectorSource(root_pid=os.getpid())  # how `runwatch run` uses it
+    try:
+        source.start()
+        children = [subprocess.run(["/bin/true"], cwd=tmp_path, check=True) for _ in range(7)]
+        events: list[Event] = []
+        deadline = time.monotonic() + 60
+        while sum(e.kind == "process.exit" for e in events) < 7 and time.monotonic() < deadline:
+            events.extend(source.poll(0.2) or [])
+        assert source._child is not None
+        reader = source._child.pid
+    finally:
+        source.stop()
+    assert len(children) == 7
+    execs = [e for e in events if e.kind == "process.exec"]
+    assert [(e.exe, e.ppid, e.cwd) for e in execs] == [(TRUE_EXE, os.getpid(), str(tmp_path))] * 7
+    assert [e.exit_code for e in events if e.kind == "process.exit"] == [0] * 7
+    assert reader not in {e.pid for e in events}
+
+
+@pytest.mark.kernel
+@needs_root
 def test_stop_is_idempotent_and_poll_after_stop_ends() -> None:
     source = ProcConnectorSource()
     source.start()

@@ -60,7 +60,7 @@ _LEN = struct.Struct("<I")
 
 @dataclasses.dataclass(slots=True)
 class _Proc:
-    """What is known about one process (thread group). Mutated only by the reader thread."""
+    """What is known about one process (thread group). Lives in the reader process."""
 
     ppid: int = 0
     exe: str = ""
@@ -212,13 +212,12 @@ class ProcReader:
 class _Tracker:
     """Turns proc connector records into events, keeping a table of known processes.
 
-    ``root_pid`` set: only that process and its descendants are reported (the set grows on
-    fork, shrinks on exit, and is seeded from /proc). Runs in the reader process only.
+    After :meth:`seed`, only the seeded process and its descendants are reported (the set
+    grows on fork and shrinks on exit). Runs in the reader process only.
     """
 
-    def __init__(self, root_pid: int | None) -> None:
+    def __init__(self) -> None:
         self.reader = ProcReader(cgroup_root=cgroup2_root())
-        self.root_pid = root_pid
         self._procs: dict[int, _Proc] = {}
         self._tracked: set[int] | None = None
         self.threads_skipped = 0
@@ -234,8 +233,9 @@ class _Tracker:
         for pid, ppid in parents.items():
             children[ppid].append(pid)
         self._tracked, todo = set(), [root]
+        own = os.getpid()  # the reader itself is a descendant when a process watches itself
         while todo:
-            if (pid := todo.pop()) not in self._tracked:
+            if (pid := todo.pop()) not in self._tracked and pid != own:
                 self._tracked.add(pid)
                 todo.extend(children.get(pid, ()))
                 self._remember(pid, self.reader.read(pid))
@@ -258,12 +258,13 @@ class _Tracker:
         return info
 
     def _ancestry(self, ppid: int) -> list[str]:
+        """Executables from ``ppid`` upward (ancestors outside the table are read once)."""
         chain: list[str] = []
         seen: set[int] = set()
         while ppid > 0 and ppid not in seen and len(chain) < _ANCESTRY_MAX:
             seen.add(ppid)
-            info = self._procs.get(ppid)
-            if info is None:
+            info = self._lookup(ppid)
+            if not (info.exe or info.comm):
                 break
             chain.append(info.exe or info.comm or "")
             ppid = info.ppid
@@ -279,7 +280,7 @@ class _Tracker:
         )
 
     def handle(self, rec: Record, out: list[Event]) -> None:
-        """Turn one record into zero or one events appended to ``out`` (reader thread)."""
+        """Turn one record into zero or one events appended to ``out``."""
         if isinstance(rec, ExecRecord):
             if not self._wanted(rec.tgid):
                 return
@@ -373,6 +374,7 @@ class _Tracker:
         """How many pids the subtree filter holds (0 without a filter)."""
         return len(self._tracked) if self._tracked is not None else 0
 
+
 class _Frame(msgspec.Struct, omit_defaults=True):
     """One message from the reader process to the source."""
 
@@ -411,7 +413,7 @@ def reader_main(config: str) -> int:
         except (OSError, AttributeError):
             pass
     sock = cnproc.CnProcSocket(rcvbuf=cfg["rcvbuf"], ack_timeout=cfg["ack_timeout"])
-    tracker = _Tracker(cfg["root_pid"])
+    tracker = _Tracker()
 
     def stats() -> dict[str, int]:
         return {"messages": sock.messages, "drops": sock.drops, "lost": sock.gaps.missing,
