@@ -149,6 +149,7 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     cgroup_id: int | None = None
     pidns: int | None = None
     vpid: int | None = None
+    vtid: int | None = None  # thread id inside the pid namespace
     container: Container | None = None
     ancestry: list[str] = msgspec.field(default_factory=list)
     tool_call: ToolCall | None = None

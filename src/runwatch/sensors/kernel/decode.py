@@ -13,7 +13,7 @@ from collections.abc import Callable
 from runwatch.events import DnsInfo, Event, FileInfo, NetInfo, PrivInfo, new_id
 from runwatch.sensors.kernel import layout as L
 
-_HDR_FIELDS = 13
+_HDR_FIELDS = 15
 _EXEC = L.struct_of(L.RwExec)
 _FORK = L.struct_of(L.RwFork)
 _EXIT = L.struct_of(L.RwExit)
@@ -116,24 +116,24 @@ class Decoder:
         t = ts + self.clock_offset
         return Event(
             id=new_id(t), time=t, kind=kind, cgroup_id=v[3], pid=v[4], tid=v[5],  # type: ignore[arg-type]
-            ppid=v[6], uid=v[7], euid=v[8], gid=v[9], pidns=v[10], vpid=v[11],  # type: ignore[arg-type]
-            comm=_str(v[12]),  # type: ignore[arg-type]
+            ppid=v[6], uid=v[7], euid=v[8], gid=v[9], pidns=v[10], vpid=v[11], vtid=v[12],  # type: ignore[arg-type]
+            comm=_str(v[14]),  # type: ignore[arg-type]
         )
 
     def _exec(self, buf: memoryview | bytes, off: int) -> Event:
         v = _EXEC.unpack_from(buf, off)
         e = self._base(v, "process.exec")
-        args_len, args_full, depth = v[15], v[16], v[17]
-        argv = [a.decode("utf-8", "replace") for a in v[19][:args_len].split(b"\0")]
+        args_len, args_full, depth = v[17], v[18], v[19]
+        argv = [a.decode("utf-8", "replace") for a in v[21][:args_len].split(b"\0")]
         if argv and argv[-1] == "":
             argv.pop()
         cmdline = " ".join(argv)
         if args_full > args_len:
             cmdline += " ..."
             e.attrs = {"argv_truncated": True}
-        parts = [_str(p) for p in v[20:20 + min(depth, L.CWD_DEPTH)]]
+        parts = [_str(p) for p in v[22:22 + min(depth, L.CWD_DEPTH)]]
         cwd = "/" + "/".join(reversed(parts))
-        exe = _str(v[18])
+        exe = _str(v[20])
         if exe and not exe.startswith("/"):
             exe = (cwd.rstrip("/") + "/" + exe.removeprefix("./")) if cwd else exe
         e.exe, e.argv, e.cmdline, e.cwd = exe, argv, cmdline, cwd
@@ -142,13 +142,13 @@ class Decoder:
     def _fork(self, buf: memoryview | bytes, off: int) -> Event:
         v = _FORK.unpack_from(buf, off)
         e = self._base(v, "process.fork")
-        e.child_pid = v[13]
+        e.child_pid = v[15]
         return e
 
     def _exit(self, buf: memoryview | bytes, off: int) -> Event:
         v = _EXIT.unpack_from(buf, off)
         e = self._base(v, "process.exit")
-        raw = v[13]
+        raw = v[15]
         e.exit_code = (raw >> 8) & 0xFF
         sig = raw & 0x7F
         if sig:
@@ -158,7 +158,7 @@ class Decoder:
     def _net(self, buf: memoryview | bytes, off: int) -> Event:
         v = _NET.unpack_from(buf, off)
         kind = L.Kind(v[0])
-        result, family, proto, sport, dport, saddr, daddr = v[13], v[14], v[15], v[16], v[17], v[19], v[20]
+        result, family, proto, sport, dport, saddr, daddr = v[15], v[16], v[17], v[18], v[19], v[21], v[22]
         fam = "ipv6" if family == socket.AF_INET6 else "ipv4"
         pname = PROTOS.get(proto, str(proto))
         if kind is L.Kind.CONNECT:
@@ -182,7 +182,7 @@ class Decoder:
     def _dns(self, buf: memoryview | bytes, off: int) -> Event:
         v = _DNS.unpack_from(buf, off)
         e = self._base(v, "dns.query")
-        family, dport, n, daddr, payload = v[13], v[14], v[15], v[16], v[17]
+        family, dport, n, daddr, payload = v[15], v[16], v[17], v[18], v[19]
         parsed = parse_dns_name(payload[:n])
         name, qtype = parsed if parsed else ("", None)
         e.dns = DnsInfo(name=name, qtype=qtype, server_ip=_addr(family, daddr), server_port=dport)
@@ -193,7 +193,7 @@ class Decoder:
     def _file(self, buf: memoryview | bytes, off: int) -> Event:
         v = _FILE.unpack_from(buf, off)
         kind = L.Kind(v[0])
-        flags, path, path2 = v[13], _str(v[15]), _str(v[16])
+        flags, path, path2 = v[15], _str(v[17]), _str(v[18])
         if kind is L.Kind.OPEN:
             e = self._base(v, "file.open")
             e.file = FileInfo(path=path, intent=intent_of(flags), flags=flags)
@@ -211,13 +211,13 @@ class Decoder:
     def _cgroup(self, buf: memoryview | bytes, off: int) -> Event:
         v = _CGROUP.unpack_from(buf, off)
         e = self._base(v, "cgroup.mkdir")
-        e.attrs = {"cgroup_id": v[13], "level": v[14], "path": _str(v[16])}
+        e.attrs = {"cgroup_id": v[15], "level": v[16], "path": _str(v[18])}
         return e
 
     def _priv(self, buf: memoryview | bytes, off: int) -> Event:
         v = _PRIV.unpack_from(buf, off)
         kind = L.Kind(v[0])
-        op, a0, a1 = v[13], v[15], v[16]
+        op, a0, a1 = v[15], v[17], v[18]
         if kind in (L.Kind.SETUID, L.Kind.SETGID):
             opname = PRIV_OPS.get(op, str(op))
             uid_like = kind is L.Kind.SETUID
@@ -227,11 +227,11 @@ class Decoder:
                     else PrivInfo(op=opname, gid=first, egid=second))
             name = "priv.setuid" if uid_like else "priv.setgid"
         elif kind is L.Kind.CAPSET:
-            info = PrivInfo(op="capset", cap_effective=v[18] | v[19] << 32, cap_permitted=v[20] | v[21] << 32,
-                            cap_inheritable=v[22] | v[23] << 32)
+            info = PrivInfo(op="capset", cap_effective=v[20] | v[21] << 32, cap_permitted=v[22] | v[23] << 32,
+                            cap_inheritable=v[24] | v[25] << 32)
             name = "priv.capset"
         elif kind is L.Kind.MOUNT:
-            info = PrivInfo(op="mount", target=_str(v[24]), source=_str(v[25]), fstype=_str(v[26]) or None,
+            info = PrivInfo(op="mount", target=_str(v[26]), source=_str(v[27]), fstype=_str(v[28]) or None,
                             mount_flags=a0 & 0xFFFFFFFF)
             name = "priv.mount"
         elif kind is L.Kind.PTRACE:

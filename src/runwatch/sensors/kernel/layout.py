@@ -64,7 +64,7 @@ class RwHdr(ctypes.Structure):
     _fields_ = [
         ("kind", u32), ("size", u32), ("ts", u64), ("cgid", u64),
         ("pid", u32), ("tid", u32), ("ppid", u32), ("uid", u32), ("euid", u32), ("gid", u32),
-        ("pidns", u32), ("vpid", u32), ("comm", ctypes.c_char * COMM_LEN),
+        ("pidns", u32), ("vpid", u32), ("vtid", u32), ("hpad", u32), ("comm", ctypes.c_char * COMM_LEN),
     ]
 
 

@@ -508,9 +508,12 @@ class ProcConnectorSource:
         if self._child is not None or self._stopped:
             raise RuntimeError("ProcConnectorSource.start() called twice")
         src = str(Path(__file__).resolve().parents[3])  # the directory holding ``runwatch``
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+        # The child sees this interpreter's whole import path (venv included) and is started
+        # from /proc/self/exe: the interpreter's own path may not be reachable for this user.
+        path = [src, *(p for p in sys.path if p)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         code = f"import sys; from {__name__} import reader_main; sys.exit(reader_main(sys.argv[1]))"
-        self._child = subprocess.Popen([sys.executable, "-c", code, self._config], stdin=subprocess.PIPE,
+        self._child = subprocess.Popen(["/proc/self/exe", "-c", code, self._config], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         deadline = time.monotonic() + self._ack_timeout + 60.0  # import, subscribe, seed
         while not self._stats and time.monotonic() < deadline:

@@ -152,7 +152,9 @@ static __always_inline void fill_hdr(struct rw_hdr *h, __u32 kind, __u32 size)
 	h->gid = BPF_CORE_READ(t, cred, gid.val);
 	lvl = BPF_CORE_READ(t, thread_pid, level);
 	h->pidns = BPF_CORE_READ(t, thread_pid, numbers[lvl & 31].ns, ns.inum);
-	h->vpid = BPF_CORE_READ(t, thread_pid, numbers[lvl & 31].nr);
+	h->vtid = BPF_CORE_READ(t, thread_pid, numbers[lvl & 31].nr);
+	h->vpid = BPF_CORE_READ(t, group_leader, thread_pid, numbers[lvl & 31].nr);
+	h->hpad = 0;
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
 

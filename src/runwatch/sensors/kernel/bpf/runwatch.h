@@ -65,7 +65,9 @@ struct rw_hdr {
 	__u32 euid;
 	__u32 gid;
 	__u32 pidns;     /* pid namespace inode */
-	__u32 vpid;      /* pid inside that namespace */
+	__u32 vpid;      /* process (tgid) inside that namespace */
+	__u32 vtid;      /* thread id inside that namespace */
+	__u32 hpad;
 	char comm[RW_COMM_LEN];
 };
 
