@@ -113,7 +113,8 @@ def summarise(raw: dict[str, dict[str, dict[str, Any]]], stat: str) -> dict[str,
         noop = pick(by_cond["noop"]["runs"]) if "noop" in by_cond else None
         for cname, cell in by_cond.items():
             ops = pick(cell["runs"])
-            row: dict[str, Any] = {"ops_per_s": round(ops, 1), "runs": [round(x, 1) for x in cell["runs"]]}
+            row: dict[str, Any] = {"ops_per_s": round(ops, 1), "runs": [round(x, 1) for x in cell["runs"]],
+                                   "spread": round(1 - min(cell["runs"]) / max(cell["runs"]), 4)}
             if bare:
                 row["ratio_to_bare"] = round(ops / bare, 4)
                 row["slowdown"] = round(bare / ops, 4)
@@ -160,10 +161,10 @@ def targets(res: dict[str, dict[str, dict[str, Any]]], drain: dict[str, Any] | N
     return out
 
 
-def run_drain(n: int) -> dict[str, Any]:
+def run_drain(n: int, repeat: int) -> dict[str, Any]:
     """The drain benchmark in its own process (pinned there to CPU 0)."""
     cmd = [sys.executable, str(REPO / "bench" / "drain.py"), "burst", "--n", str(n),
-           "--open-loop", str(BUILD / "open_loop")]
+           "--open-loop", str(BUILD / "open_loop"), "--repeat", str(repeat)]
     print(f"[drain] {n:,} file.open events", file=sys.stderr, flush=True)
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if res.returncode != 0:
@@ -180,7 +181,7 @@ def table(res: dict[str, dict[str, dict[str, Any]]], drain: dict[str, Any] | Non
           tgts: list[dict[str, Any]]) -> str:
     """The human-readable report."""
     hdr = (f"{'workload':8} {'condition':9} {'ops/s':>11} {'vs bare':>8} {'slowdown':>9} {'vs floor':>9} "
-           f"{'extra us/op':>11} {'events/s':>10} {'drops':>6}")
+           f"{'extra us/op':>11} {'events/s':>10} {'drops':>6} {'spread':>7}")
     lines = [hdr, "-" * len(hdr)]
     for wl, row in res.items():
         for cname, r in row.items():
@@ -188,10 +189,11 @@ def table(res: dict[str, dict[str, dict[str, Any]]], drain: dict[str, Any] | Non
                 f"{wl:8} {cname:9} {r['ops_per_s']:>11,.0f} {_fmt(r.get('ratio_to_bare'), '.3f'):>8} "
                 f"{_fmt(r.get('slowdown'), '.3f'):>9} {_fmt(r.get('vs_floor'), '.3f'):>9} "
                 f"{_fmt(r.get('extra_us_per_op'), '.2f'):>11} {_fmt(r.get('events_per_s'), ',.0f'):>10} "
-                f"{_fmt(r.get('drops', r.get('lost')), 'd'):>6}")
+                f"{_fmt(r.get('drops', r.get('lost')), 'd'):>6} {r['spread']:>7.1%}")
     if drain is not None:
         lines.append("")
-        lines.append(f"drain ({drain['n']:,} file.open events; consumer on CPU 0, load on CPU 1):")
+        lines.append(f"drain ({drain['n']:,} file.open events, best of {drain['repeat']}; "
+                     "consumer on CPU 0, load on CPU 1):")
         for phase in ("live", "capacity", "decode_only"):
             p = drain[phase]
             lines.append(f"  {phase:12} {p['events']:>9,} events {p['events_per_s']:>11,.0f} events/s "
@@ -259,7 +261,9 @@ def _main(args: argparse.Namespace) -> int:
     finally:
         Path(path).unlink(missing_ok=True)
     res = summarise(raw, args.stat)
-    drain = run_drain(QUICK_DRAIN_N if args.quick else FULL_DRAIN_N) if "drain" in only else None
+    drain = None
+    if "drain" in only:
+        drain = run_drain(QUICK_DRAIN_N if args.quick else FULL_DRAIN_N, 1 if args.quick else 3)
     tgts = targets(res, drain)
     other = "median" if args.stat == "best" else "best"
     other_tgts = targets(summarise(raw, other), drain)
