@@ -1,0 +1,332 @@
+"""The AI-context join: kernel events get the tool call they happened inside.
+
+:class:`ToolCallJoin` is a pipeline stage over a merged stream of kernel events and SDK
+events (``source == "sdk"``, from :class:`~runwatch.sensors.inproc.SdkCollector`).
+
+Matching key. The SDK inside a container knows only its own pid namespace: it reports the
+namespace inode, its pid and its thread id *inside* that namespace. Kernel events carry the
+same three values (``pidns``, ``vpid``, ``vtid``) beside the host ids, so a thread is keyed
+``(pidns, vpid, vtid)`` on both sides, which holds across namespaces and needs no /proc
+reads. For kernel events without ``vtid`` (an older sensor object) the in-namespace thread
+id is ``tid`` when the event is in this process's pid namespace, else it is read once from
+``/proc/<pid>/task/<tid>/status`` (``NSpid``) and cached.
+
+Rules, applied to each kernel event in time order:
+
+1. **Thread inside a call**: the event's thread has a tool call open at the event's time
+   (``start <= time <= end``): it gets the innermost such call. If the thread has several
+   open calls that are not nested (asyncio tasks interleaving on one thread: the kernel
+   sees threads, not tasks), the most recently started wins and ``attrs["tool_call_candidates"]``
+   says how many were open. That is the documented limit of a per-thread join.
+2. **Spawned inside a call**: a ``process.fork`` made by a thread inside a call gives the
+   child the call for the child's whole life (until its ``process.exit``), and the child's
+   own children inherit it, transitively.
+3. **Unattested**: an *instrumented* process is one that has sent any SDK message; from the
+   time of its first message on, its activity outside any call (and that of processes it
+   spawned outside any call) gets ``unattested=True`` if the kind is in ``activity_kinds``
+   (exec, network, DNS, file, privilege).
+
+Ordering. SDK and kernel events come through different sources with different latencies,
+so kernel events are held in a reorder buffer until ``hold_ms`` after their time (by the
+``clock``, epoch ns), then attributed in time order; SDK events update state on arrival and
+pass through at once. An SDK message that arrives after kernel events it should have
+applied to were released is counted as ``late_sdk``. Call :meth:`ToolCallJoin.flush` at the
+end of a run, and call the stage with an empty batch now and then so held events leave on
+time when nothing else arrives.
+
+Memory is bounded: ``max_processes`` instrumented processes, ``max_calls`` tracked calls,
+``max_lineage`` attributed descendants, ``max_held`` held events; evictions are counted.
+Not thread safe: the pipeline's consumer thread owns it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from runwatch.events import Event, ToolCall
+
+ACTIVITY_KINDS: frozenset[str] = frozenset({
+    "process.exec", "net.connect", "net.accept", "net.listen", "net.bind", "dns.query", "file.open",
+    "file.unlink", "file.rename", "file.memfd", "priv.setuid", "priv.setgid", "priv.capset", "priv.mount",
+    "priv.ptrace", "priv.unshare", "priv.setns",
+})
+"""Kinds that count as activity for ``unattested`` (not fork/exit bookkeeping)."""
+
+AgentKey = tuple[int, int]  # (pid namespace inode, pid inside it)
+
+
+@dataclass(eq=False)
+class _Call:
+    tool: ToolCall
+    agent: AgentKey
+    vtid: int
+    span: int
+    parent: int | None
+    start: int
+    end: int | None = None
+
+
+@dataclass(eq=False)
+class _Agent:
+    first: int  # epoch ns of its first SDK message
+    threads: dict[int, list[_Call]] = field(default_factory=dict)
+    exited: int | None = None
+
+
+class _Unattested:
+    """Lineage marker: spawned by an instrumented process outside any call."""
+
+
+UNATTESTED = _Unattested()
+_Origin = _Call | _Unattested
+
+
+def _ns_tid(pid: int, tid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class ToolCallJoin:
+    """Sets ``Event.tool_call`` / ``Event.unattested`` on kernel events (see the module docstring)."""
+
+    def __init__(self, hold_ms: float = 200.0, *, keep_closed_s: float = 5.0, max_processes: int = 4096,
+                 max_calls: int = 65536, max_lineage: int = 65536, max_held: int = 1 << 20,
+                 activity_kinds: frozenset[str] = ACTIVITY_KINDS, clock: Callable[[], int] = time.time_ns) -> None:
+        self.hold_ns = int(hold_ms * 1e6)
+        self.keep_closed_ns = int(keep_closed_s * 1e9)
+        self.max_processes, self.max_calls = max_processes, max_calls
+        self.max_lineage, self.max_held = max_lineage, max_held
+        self.activity_kinds = activity_kinds
+        self.clock = clock
+        self._agents: OrderedDict[AgentKey, _Agent] = OrderedDict()
+        self._calls: OrderedDict[tuple[AgentKey, int], _Call] = OrderedDict()  # by (agent, span), oldest first
+        self._lineage: OrderedDict[int, _Origin] = OrderedDict()  # host pid -> origin
+        self._held: list[tuple[int, int, Event]] = []
+        self._seq = itertools.count()
+        self._watermark = 0
+        self._last_prune = 0
+        self._tid_cache: OrderedDict[tuple[int, int], int | None] = OrderedDict()
+        try:
+            self._own_pidns: int | None = os.stat("/proc/self/ns/pid").st_ino
+        except OSError:
+            self._own_pidns = None
+        self.counters: dict[str, int] = {
+            "attributed": 0, "unattested": 0, "late_sdk": 0, "thread_unknown": 0, "ambiguous": 0,
+            "evicted_processes": 0, "evicted_calls": 0, "evicted_lineage": 0, "forced_releases": 0,
+            "orphan_ends": 0,
+        }
+
+    # -- the stage ----------------------------------------------------------------------------
+
+    def __call__(self, batch: list[Event]) -> list[Event]:
+        out: list[Event] = []
+        for e in batch:
+            if e.source == "sdk":
+                self._apply_sdk(e)
+                out.append(e)
+            else:
+                heapq.heappush(self._held, (e.time, next(self._seq), e))
+        cutoff = self.clock() - self.hold_ns
+        self._release(cutoff, out)
+        while len(self._held) > self.max_held:
+            self.counters["forced_releases"] += 1
+            out.append(self._attribute(heapq.heappop(self._held)[2]))
+        return out
+
+    def flush(self) -> list[Event]:
+        """Release every held event now (end of run)."""
+        out: list[Event] = []
+        while self._held:
+            out.append(self._attribute(heapq.heappop(self._held)[2]))
+        return out
+
+    def held(self) -> int:
+        """Kernel events currently waiting in the reorder buffer."""
+        return len(self._held)
+
+    def stats(self) -> dict[str, int]:
+        """Counters plus the sizes of the bounded tables."""
+        return {**self.counters, "held": len(self._held), "processes": len(self._agents),
+                "calls": len(self._calls), "lineage": len(self._lineage)}
+
+    def _release(self, cutoff: int, out: list[Event]) -> None:
+        held = self._held
+        if cutoff > self._watermark:
+            self._watermark = cutoff
+        while held and held[0][0] <= cutoff:
+            out.append(self._attribute(heapq.heappop(held)[2]))
+        if cutoff - self._last_prune > 1_000_000_000:
+            self._prune(cutoff)
+            self._last_prune = cutoff
+
+    # -- SDK side -----------------------------------------------------------------------------
+
+    def _agent(self, key: AgentKey, t: int) -> _Agent:
+        agent = self._agents.get(key)
+        if agent is None:
+            agent = self._agents[key] = _Agent(first=t)
+            while len(self._agents) > self.max_processes:
+                old_key, old = self._agents.popitem(last=False)
+                self._drop_agent_calls(old_key, old)
+                self.counters["evicted_processes"] += 1
+        elif t < agent.first:
+            agent.first = t
+        return agent
+
+    def _apply_sdk(self, e: Event) -> None:
+        if e.pidns is None or e.vpid is None:
+            return
+        key = (e.pidns, e.vpid)
+        agent = self._agent(key, e.time)
+        if e.time <= self._watermark:
+            self.counters["late_sdk"] += 1
+        if e.kind not in ("tool.start", "tool.end") or e.tool_call is None or not e.attrs:
+            return
+        span = e.attrs.get("span")
+        if not isinstance(span, int):
+            return
+        vtid = e.vtid if e.vtid is not None else e.tid
+        call = self._calls.get((key, span))
+        if e.kind == "tool.start":
+            if call is None:
+                parent = e.attrs.get("parent_span")
+                self._add_call(agent, _Call(e.tool_call, key, vtid, span, parent if isinstance(parent, int) else None,
+                                            e.time))
+            return
+        if call is None:  # the start was lost or evicted: rebuild the interval from the end
+            start = e.attrs.get("start_time")
+            if not isinstance(start, int):
+                self.counters["orphan_ends"] += 1
+                return
+            call = _Call(e.tool_call, key, vtid, span, None, start)
+            self._add_call(agent, call)
+        call.end = e.time
+
+    def _add_call(self, agent: _Agent, call: _Call) -> None:
+        calls = agent.threads.setdefault(call.vtid, [])
+        calls.append(call)
+        if len(calls) > 1 and calls[-2].start > call.start:
+            calls.sort(key=lambda c: c.start)
+        self._calls[(call.agent, call.span)] = call
+        while len(self._calls) > self.max_calls:
+            _, old = self._calls.popitem(last=False)
+            self._unlink_call(old)
+            self.counters["evicted_calls"] += 1
+
+    def _unlink_call(self, call: _Call) -> None:
+        agent = self._agents.get(call.agent)
+        if agent is None:
+            return
+        calls = agent.threads.get(call.vtid)
+        if calls is not None:
+            with contextlib.suppress(ValueError):
+                calls.remove(call)
+            if not calls:
+                del agent.threads[call.vtid]
+
+    def _drop_agent_calls(self, key: AgentKey, agent: _Agent) -> None:
+        for calls in agent.threads.values():
+            for call in calls:
+                self._calls.pop((key, call.span), None)
+        agent.threads.clear()
+
+    def _prune(self, cutoff: int) -> None:
+        """Forget calls closed, and agents exited, more than ``keep_closed_s`` before ``cutoff``."""
+        horizon = cutoff - self.keep_closed_ns
+        stale = [c for c in self._calls.values() if c.end is not None and c.end < horizon]
+        for call in stale:
+            del self._calls[(call.agent, call.span)]
+            self._unlink_call(call)
+        gone = [k for k, a in self._agents.items() if a.exited is not None and a.exited < horizon]
+        for key in gone:
+            self._drop_agent_calls(key, self._agents.pop(key))
+
+    # -- kernel side --------------------------------------------------------------------------
+
+    def _vtid(self, e: Event) -> int | None:
+        if e.vtid is not None:
+            return e.vtid
+        if not e.tid:
+            return None
+        if self._own_pidns is not None and e.pidns == self._own_pidns:
+            return e.tid
+        key = (e.pid, e.tid)
+        if key not in self._tid_cache:
+            self._tid_cache[key] = _ns_tid(e.pid, e.tid)
+            if len(self._tid_cache) > 16384:
+                self._tid_cache.popitem(last=False)
+        return self._tid_cache[key]
+
+    def _thread_call(self, agent: _Agent, vtid: int, t: int) -> tuple[_Call | None, int]:
+        """Innermost call open on thread ``vtid`` at ``t`` and how many unrelated calls were open."""
+        calls = agent.threads.get(vtid)
+        if not calls:
+            return None, 0
+        open_calls = [c for c in calls if c.start <= t and (c.end is None or t <= c.end)]
+        if not open_calls:
+            return None, 0
+        best = max(open_calls, key=lambda c: c.start)
+        if len(open_calls) == 1:
+            return best, 1
+        ancestors, span = set(), best.parent
+        by_span = {c.span: c for c in calls}
+        while span is not None and span not in ancestors:
+            ancestors.add(span)
+            parent = by_span.get(span)
+            span = parent.parent if parent is not None else None
+        unrelated = sum(1 for c in open_calls if c is not best and c.span not in ancestors)
+        return best, 1 + unrelated
+
+    def _attribute(self, e: Event) -> Event:
+        t = e.time
+        origin: _Origin | None = None
+        agent = self._agents.get((e.pidns, e.vpid)) if e.pidns is not None and e.vpid is not None else None
+        thread_known = False
+        if agent is not None:
+            vtid = self._vtid(e)
+            if vtid is None:
+                self.counters["thread_unknown"] += 1
+            else:
+                thread_known = True
+                call, candidates = self._thread_call(agent, vtid, t)
+                if call is not None:
+                    origin = call
+                    if candidates > 1:
+                        self.counters["ambiguous"] += 1
+                        e.attrs = {**(e.attrs or {}), "tool_call_candidates": candidates}
+        if origin is None:
+            origin = self._lineage.get(e.pid)
+        if origin is None and agent is not None and thread_known and t >= agent.first:
+            origin = UNATTESTED
+        if isinstance(origin, _Call):
+            if e.tool_call is None:
+                e.tool_call = origin.tool
+            self.counters["attributed"] += 1
+        elif origin is UNATTESTED and e.kind in self.activity_kinds:
+            e.unattested = True
+            self.counters["unattested"] += 1
+        if e.kind == "process.fork" and e.child_pid:
+            if origin is not None:
+                self._lineage[e.child_pid] = origin
+                self._lineage.move_to_end(e.child_pid)
+                while len(self._lineage) > self.max_lineage:
+                    self._lineage.popitem(last=False)
+                    self.counters["evicted_lineage"] += 1
+        elif e.kind == "process.exit":
+            self._lineage.pop(e.pid, None)
+            if agent is not None and e.vpid is not None:
+                agent.exited = t
+        return e

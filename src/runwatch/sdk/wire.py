@@ -1,0 +1,81 @@
+"""The SDK wire format, shared by the agent side (:mod:`runwatch.sdk`) and the collector.
+
+Stdlib only, so agents can vendor the SDK without runwatch's dependencies.
+
+One datagram on the unix socket carries one or more messages, each a compact JSON object
+terminated by ``\\n``. Every message has:
+
+``v``   wire version (:data:`WIRE_VERSION`)
+``k``   message kind (:data:`MESSAGE_KINDS`)
+``m``   CLOCK_MONOTONIC time in ns when it happened (the clock the kernel sensor uses;
+        the collector maps it to epoch ns with its own offset, so SDK and kernel times agree)
+``pid`` the sender's pid and ``tid`` its thread id, both as seen inside its own pid namespace
+``ns``  the inode of the sender's pid namespace (``/proc/self/ns/pid``)
+
+and kind-specific keys (see :data:`STRING_KEYS` / :data:`INT_KEYS`). Secrets' values and,
+unless the operator opts in, tool arguments never appear: ``ah`` is an HMAC-SHA256 of the
+canonical JSON of the arguments.
+"""
+
+from __future__ import annotations
+
+WIRE_VERSION = 1
+
+ENV_SOCKET = "RUNWATCH_SOCKET"
+ENV_ARGS_KEY = "RUNWATCH_ARGS_KEY"
+ENV_STORE_ARGS = "RUNWATCH_STORE_ARGS"
+DEFAULT_SOCKET = "/run/runwatch/sdk/sdk.sock"
+"""In a directory of its own: bind-mount the directory (not the file) into containers."""
+
+MAX_DATAGRAM = 32768
+"""Largest datagram the SDK sends (bytes); the collector reads up to twice that."""
+
+MAX_FIELD = 1024
+"""Longest string (characters) the collector accepts in one field (``args`` excepted)."""
+
+MAX_ARGS = 4096
+"""Longest opt-in argument text (characters) the SDK sends."""
+
+MESSAGE_KINDS: tuple[str, ...] = (
+    "hello",  # the SDK attached to a process (announce())
+    "tool.start",
+    "tool.end",
+    "model.call",
+    "prompt.route",
+    "plugin.load",
+    "secret.access",
+)
+
+STRING_KEYS: dict[str, str] = {
+    "k": "message kind",
+    "name": "tool, plugin or secret name",
+    "cid": "tool call id",
+    "agent": "agent name",
+    "ah": "HMAC-SHA256 (hex) of the canonical JSON of the tool arguments",
+    "args": "canonical JSON of the tool arguments (only with RUNWATCH_STORE_ARGS=1)",
+    "st": "tool.end status: ok | error",
+    "err": "exception type name on error",
+    "prov": "model provider",
+    "model": "model name",
+    "route": "prompt route",
+    "src": "plugin source (path, URL, package)",
+    "sha": "plugin sha256 (hex)",
+    "sk": "secret kind (env, file, vault, keyring, ...)",
+    "pname": "enclosing tool call's name (non-tool messages inside a call)",
+    "pcid": "enclosing tool call's call id",
+    "pagent": "enclosing tool call's agent",
+}
+
+INT_KEYS: dict[str, str] = {
+    "v": "wire version",
+    "m": "CLOCK_MONOTONIC ns",
+    "pid": "pid inside the sender's pid namespace",
+    "tid": "thread id inside the sender's pid namespace",
+    "ns": "pid namespace inode",
+    "sid": "span id of a tool call, unique per process",
+    "psid": "enclosing tool call's span id (for tool.start: the parent call)",
+    "sm": "tool.end: monotonic ns of the matching start",
+    "dur": "tool.end: duration in ns",
+}
+
+REQUIRED_KEYS: tuple[str, ...] = ("v", "k", "m", "pid", "tid", "ns")

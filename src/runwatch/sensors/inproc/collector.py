@@ -1,0 +1,360 @@
+"""The collector for agent SDK messages: a unix datagram socket as a :class:`Source`.
+
+The socket lives in a directory of its own (default ``/run/runwatch/sdk/sdk.sock``) so the
+directory can be bind-mounted into containers without exposing anything else, and a
+restarted collector is seen through the mount (a file bind would keep the dead inode).
+
+Identity: every datagram carries the sender's credentials (``SO_PASSCRED``), which the
+kernel translates into the collector's pid namespace, so ``Event.pid`` is the sender's
+host pid whatever the message claims. The message's own pid-namespace inode and in-namespace
+pid/thread id are checked against ``/proc/<host pid>`` (``ns/pid`` and ``NSpid``) when
+readable; a mismatch is counted and the kernel's view wins.
+
+Times: messages carry CLOCK_MONOTONIC ns; ``Event.time`` is that plus ``clock_offset``
+(pass the kernel decoder's offset so SDK and kernel events share one clock exactly).
+
+Bad input (not JSON, wrong types, unknown kind, over-long fields) is counted under
+``malformed`` with the last reason in :attr:`SdkCollector.last_error`; it never raises.
+Thread safety: ``poll`` from one thread; ``stats`` from any.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import socket
+import stat
+import struct
+import time
+from pathlib import Path
+
+import msgspec
+
+from runwatch.events import Event, ToolCall, new_id
+from runwatch.sdk.wire import (
+    DEFAULT_SOCKET,
+    ENV_SOCKET,
+    MAX_ARGS,
+    MAX_DATAGRAM,
+    MAX_FIELD,
+    MESSAGE_KINDS,
+    WIRE_VERSION,
+)
+from runwatch.sensors.base import register_source
+
+_UCRED = struct.Struct("iII")
+_RECV_BUF = 2 * MAX_DATAGRAM
+
+
+class Message(msgspec.Struct, omit_defaults=True):
+    """One decoded SDK message (see :mod:`runwatch.sdk.wire` for the keys)."""
+
+    v: int
+    k: str
+    m: int
+    pid: int
+    tid: int
+    ns: int
+    sid: int | None = None
+    psid: int | None = None
+    sm: int | None = None
+    dur: int | None = None
+    name: str | None = None
+    cid: str | None = None
+    agent: str | None = None
+    ah: str | None = None
+    args: str | None = None
+    st: str | None = None
+    err: str | None = None
+    prov: str | None = None
+    model: str | None = None
+    route: str | None = None
+    src: str | None = None
+    sha: str | None = None
+    sk: str | None = None
+    pname: str | None = None
+    pcid: str | None = None
+    pagent: str | None = None
+
+
+_STR_FIELDS = tuple(f for f in Message.__struct_fields__ if f not in ("v", "m", "pid", "tid", "ns", "sid", "psid",
+                                                                       "sm", "dur", "args"))
+_decoder = msgspec.json.Decoder(Message)
+
+
+class MalformedMessage(ValueError):
+    """An SDK message that fails validation; the message is one line."""
+
+
+def validate(msg: Message) -> None:
+    """Raise :class:`MalformedMessage` if ``msg`` breaks the wire contract."""
+    if msg.v != WIRE_VERSION:
+        raise MalformedMessage(f"unsupported wire version {msg.v} (expected {WIRE_VERSION})")
+    if msg.k not in MESSAGE_KINDS:
+        raise MalformedMessage(f"unknown message kind {msg.k[:40]!r}")
+    for key in ("m", "pid", "tid", "ns"):
+        if getattr(msg, key) < 0 or getattr(msg, key) >= 1 << 63:
+            raise MalformedMessage(f"{key} out of range")
+    for key in _STR_FIELDS:
+        value = getattr(msg, key)
+        if value is not None and len(value) > MAX_FIELD:
+            raise MalformedMessage(f"field {key} longer than {MAX_FIELD} characters")
+    if msg.args is not None and len(msg.args) > MAX_ARGS:
+        raise MalformedMessage(f"field args longer than {MAX_ARGS} characters")
+    if msg.k.startswith("tool.") and (not msg.name or msg.sid is None):
+        raise MalformedMessage(f"{msg.k} needs name and sid")
+    if msg.k == "tool.end" and msg.st not in ("ok", "error"):
+        raise MalformedMessage(f"tool.end status must be ok or error, got {str(msg.st)[:20]!r}")
+
+
+def _ns_view(host_pid: int) -> tuple[int, int] | None:
+    """(pid-namespace inode, pid inside it) of host process ``host_pid``, from /proc."""
+    try:
+        ns = os.stat(f"/proc/{host_pid}/ns/pid").st_ino
+        with open(f"/proc/{host_pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"NSpid:"):
+                    return ns, int(line.split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def host_tid(host_pid: int, vtid: int) -> int | None:
+    """Host thread id of the thread ``vtid`` (in-namespace id) of process ``host_pid``."""
+    try:
+        tasks = os.listdir(f"/proc/{host_pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/{host_pid}/task/{tid}/status", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"NSpid:"):
+                        if int(line.split()[-1]) == vtid:
+                            return int(tid)
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+class SdkCollector:
+    """Receives SDK datagrams on ``path`` and turns them into runwatch events.
+
+    ``mode`` is the socket file's mode (0o666 by default so a container's root, even one
+    mapped to another uid by a user namespace, can send). Raises ``RuntimeError`` from
+    :meth:`start` if another collector is listening on the path or the path is not a socket.
+    """
+
+    name = "sdk"
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, mode: int = 0o666, dir_mode: int = 0o755,
+                 clock_offset: int | None = None, max_batch: int = 4096, verify: bool = True,
+                 rcvbuf: int = 1 << 22) -> None:
+        self.path = Path(path if path is not None else os.environ.get(ENV_SOCKET, DEFAULT_SOCKET))
+        self.mode, self.dir_mode = mode, dir_mode
+        self.clock_offset = (time.time_ns() - time.monotonic_ns()) if clock_offset is None else clock_offset
+        self.max_batch = max_batch
+        self.verify = verify
+        self.rcvbuf = rcvbuf
+        self.last_error: str | None = None
+        self._sock: socket.socket | None = None
+        self._inode: int | None = None
+        self._own_ns = _ns_view(os.getpid())
+        self._views: dict[int, tuple[int, int] | None] = {}
+        self._tids: dict[tuple[int, int], int | None] = {}
+        self.counters: dict[str, int] = {"events": 0, "datagrams": 0, "malformed": 0, "no_credentials": 0,
+                                         "identity_mismatch": 0, "drops": 0}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the directory, clear a stale socket, bind and open for everyone to send."""
+        directory = self.path.parent
+        if not directory.exists():
+            directory.mkdir(mode=self.dir_mode, parents=True, exist_ok=True)
+            os.chmod(directory, self.dir_mode)
+        self._clear_stale()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        try:
+            sock.bind(str(self.path))
+            os.chmod(self.path, self.mode)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, 33, self.rcvbuf)  # SO_RCVBUFFORCE (root)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+            self._inode = os.stat(self.path).st_ino
+        except OSError as exc:
+            sock.close()
+            raise RuntimeError(f"cannot listen for SDK messages on {self.path}: {exc.strerror or exc}") from exc
+        self._sock = sock
+
+    def _clear_stale(self) -> None:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise RuntimeError(f"{self.path} exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            probe.connect(str(self.path))
+        except OSError as exc:
+            if exc.errno != errno.ECONNREFUSED:
+                raise RuntimeError(f"cannot check existing socket {self.path}: {exc.strerror}") from exc
+            self.path.unlink()  # nobody listens: a stale socket from a dead collector
+            return
+        finally:
+            probe.close()
+        raise RuntimeError(f"another collector is listening on {self.path}")
+
+    def stop(self) -> None:
+        """Close the socket and remove its file (only if it is still ours); idempotent."""
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        sock.close()
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == self._inode:
+                self.path.unlink()
+
+    def fileno(self) -> int:
+        """The socket's descriptor (for callers that select on several sources)."""
+        return self._sock.fileno() if self._sock is not None else -1
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def poll(self, timeout: float) -> list[Event] | None:
+        """Wait up to ``timeout`` s for datagrams, then decode what is queued (at most ``max_batch``)."""
+        sock = self._sock
+        if sock is None:
+            return None
+        out: list[Event] = []
+        try:
+            ready, _, _ = select.select([sock], [], [], max(timeout, 0.0))
+        except (OSError, ValueError):
+            return out
+        if not ready:
+            return out
+        cmsg = socket.CMSG_SPACE(_UCRED.size)
+        while len(out) < self.max_batch:
+            try:
+                data, anc, flags, _ = sock.recvmsg(_RECV_BUF, cmsg)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self._bad(f"recvmsg: {exc.strerror}")
+                break
+            self.counters["datagrams"] += 1
+            if flags & socket.MSG_TRUNC:
+                self._bad(f"datagram over {_RECV_BUF} bytes truncated")
+                continue
+            creds = None
+            for level, ctype, cdata in anc:
+                if level == socket.SOL_SOCKET and ctype == socket.SCM_CREDENTIALS and len(cdata) >= _UCRED.size:
+                    creds = _UCRED.unpack_from(cdata)
+            if creds is None:
+                self.counters["no_credentials"] += 1
+            self.decode_datagram(data, creds, out)
+        self.counters["events"] += len(out)
+        return out
+
+    def _bad(self, reason: str) -> None:
+        self.counters["malformed"] += 1
+        self.last_error = reason
+
+    def decode_datagram(self, data: bytes, creds: tuple[int, int, int] | None, out: list[Event]) -> None:
+        """Decode every message line of one datagram into ``out``; bad lines are counted."""
+        for line in data.split(b"\n"):
+            if not line:
+                continue
+            try:
+                msg = _decoder.decode(line)
+                validate(msg)
+            except (msgspec.DecodeError, MalformedMessage) as exc:
+                self._bad(" ".join(str(exc).split())[:200])
+                continue
+            out.append(self.to_event(msg, creds))
+
+    def _view(self, host_pid: int) -> tuple[int, int] | None:
+        if host_pid not in self._views:
+            if len(self._views) > 4096:
+                self._views.clear()
+            self._views[host_pid] = _ns_view(host_pid)
+        return self._views[host_pid]
+
+    def to_event(self, msg: Message, creds: tuple[int, int, int] | None) -> Event:
+        """The runwatch event for one valid message; ``creds`` is (host pid, uid, gid) or None."""
+        t = msg.m + self.clock_offset
+        pidns, vpid, vtid = msg.ns, msg.pid, msg.tid
+        pid = tid = uid = 0
+        if creds is not None and creds[0] > 0:
+            pid, uid = creds[0], creds[1]
+            view = self._view(pid) if self.verify else None
+            if view is not None and view != (pidns, vpid):
+                self.counters["identity_mismatch"] += 1
+                pidns, vpid = view
+            if self._own_ns is not None and pidns == self._own_ns[0]:
+                tid = vtid
+            elif self.verify:
+                key = (pid, vtid)
+                if key not in self._tids:
+                    if len(self._tids) > 16384:
+                        self._tids.clear()
+                    self._tids[key] = host_tid(pid, vtid)
+                tid = self._tids[key] or 0
+        kind = msg.k
+        attrs: dict[str, object] = {}
+        call: ToolCall | None = None
+        if kind in ("tool.start", "tool.end"):
+            call = ToolCall(name=msg.name or "", call_id=msg.cid, agent=msg.agent)
+            attrs["span"] = msg.sid
+            if kind == "tool.start":
+                if msg.psid is not None:
+                    attrs["parent_span"] = msg.psid
+                if msg.ah is not None:
+                    attrs["args_digest"] = msg.ah
+                if msg.args is not None:
+                    attrs["args"] = msg.args
+            else:
+                attrs["status"] = msg.st
+                if msg.dur is not None:
+                    attrs["duration_ns"] = msg.dur
+                if msg.sm is not None:
+                    attrs["start_time"] = msg.sm + self.clock_offset
+                if msg.err is not None:
+                    attrs["error"] = msg.err
+        else:
+            if msg.pname is not None:
+                call = ToolCall(name=msg.pname, call_id=msg.pcid, agent=msg.pagent)
+                attrs["span"] = msg.psid
+            if kind == "model.call":
+                attrs.update(operation="model.call", provider=msg.prov, model=msg.model)
+            elif kind == "prompt.route":
+                kind = "model.call"
+                attrs["operation"] = "prompt.route"
+            elif kind == "plugin.load":
+                attrs.update(plugin=msg.name, plugin_source=msg.src)
+                if msg.sha is not None:
+                    attrs["sha256"] = msg.sha
+            elif kind == "secret.access":
+                attrs.update(secret=msg.name, secret_kind=msg.sk)
+            elif kind == "hello":
+                kind = "sensor.notice"
+                attrs.update(notice="sdk.attach", agent=msg.agent)
+        if msg.route is not None:
+            attrs["route"] = msg.route
+        return Event(id=new_id(t), time=t, kind=kind, source="sdk", pid=pid, tid=tid, uid=uid, pidns=pidns,
+                     vpid=vpid, vtid=vtid, tool_call=call, attrs={k: v for k, v in attrs.items() if v is not None})
+
+    def stats(self) -> dict[str, int]:
+        """Counters: events, datagrams, malformed, no_credentials, identity_mismatch, drops (always 0:
+        the kernel refuses senders when the queue is full and they count their own drops)."""
+        return dict(self.counters)
+
+
+register_source("sdk", SdkCollector)
