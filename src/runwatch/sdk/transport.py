@@ -120,6 +120,9 @@ class Transport:
             thread = self._thread
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout=self.exit_flush_s)
+            left = len(self._buf)
+            self._buf.clear()
+            self.counters["dropped_no_collector"] += left  # could not be delivered in time
             with contextlib.suppress(OSError):
                 if self._sock is not None:
                     self._sock.close()
