@@ -1,0 +1,132 @@
+"""The alert schema (the DESIGN.md contract) and how an alert is built from an event.
+
+Every key of the contract is always present in the JSON form (no omitted defaults), so
+consumers can rely on ``alert["workload"]["id"]`` being there (``null`` on the host).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from runwatch.events import Event, new_id
+
+SEVERITY_ORDER: dict[str, int] = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+
+
+class Mappings(msgspec.Struct):
+    """Framework mappings: OWASP Agentic (ASI), OWASP LLM, OWASP NHI and NIST CSF 2.0 ids."""
+
+    owasp_agentic: list[str] = msgspec.field(default_factory=list)
+    owasp_llm: list[str] = msgspec.field(default_factory=list)
+    owasp_nhi: list[str] = msgspec.field(default_factory=list)
+    nist_csf: list[str] = msgspec.field(default_factory=list)
+
+
+class Workload(msgspec.Struct):
+    """The container (and pod) an alert is about; all ``None`` for a host process."""
+
+    id: str | None = None
+    name: str | None = None
+    runtime: str | None = None
+    pod: str | None = None
+    namespace: str | None = None
+    spiffe_id: str | None = None
+
+
+class AlertProcess(msgspec.Struct):
+    """The process that triggered the alert; ``ancestry`` lists executables from the parent up."""
+
+    pid: int = 0
+    exe: str = ""
+    cmdline: str = ""
+    ancestry: list[str] = msgspec.field(default_factory=list)
+
+
+class AlertToolCall(msgspec.Struct):
+    """The AI tool call the triggering event happened inside."""
+
+    name: str
+    call_id: str | None = None
+    agent: str | None = None
+
+
+class Alert(msgspec.Struct, kw_only=True):
+    """One alert. ``time`` and ``first_time`` are ns since the epoch.
+
+    ``count`` is how many matches this alert stands for (more than 1 after throttling,
+    matches from ``first_time`` to ``time``). ``action`` is what was done (the engine
+    only alerts); ``rule_action`` is what the rule asks the policy stage for.
+    """
+
+    id: str
+    time: int
+    rule: str
+    severity: str
+    output: str
+    attack: list[str] = msgspec.field(default_factory=list)
+    mappings: Mappings = msgspec.field(default_factory=Mappings)
+    workload: Workload = msgspec.field(default_factory=Workload)
+    process: AlertProcess = msgspec.field(default_factory=AlertProcess)
+    tool_call: AlertToolCall | None = None
+    evidence: list[str] = msgspec.field(default_factory=list)
+    action: str = "alert"
+    rule_action: str = "alert"
+    count: int = 1
+    first_time: int = 0
+    kind: str = ""
+    tags: list[str] = msgspec.field(default_factory=list)
+    desc: str = ""
+
+    @property
+    def workload_key(self) -> str:
+        """The dedupe key part for the workload: container id, or ``host``."""
+        return self.workload.id or "host"
+
+
+def workload_of(event: Event) -> Workload:
+    """The alert workload for an event's container (empty on the host)."""
+    c = event.container
+    if c is None:
+        return Workload()
+    return Workload(id=c.id, name=c.name, runtime=c.runtime, pod=c.pod, namespace=c.namespace,
+                    spiffe_id=c.spiffe_id)
+
+
+def alert_from_event(
+    event: Event,
+    *,
+    rule: str,
+    severity: str,
+    output: str,
+    attack: Sequence[str] = (),
+    mappings: dict[str, list[str]] | None = None,
+    rule_action: str = "alert",
+    evidence: Sequence[str] | None = None,
+    first_time: int | None = None,
+    tags: Sequence[str] = (),
+    desc: str = "",
+) -> Alert:
+    """Build an alert about ``event`` (the last event, for a sequence)."""
+    m = mappings or {}
+    tc = event.tool_call
+    return Alert(
+        id=new_id(event.time),
+        time=event.time,
+        rule=rule,
+        severity=severity,
+        output=output,
+        attack=list(attack),
+        mappings=Mappings(list(m.get("owasp_agentic", ())), list(m.get("owasp_llm", ())),
+                          list(m.get("owasp_nhi", ())), list(m.get("nist_csf", ()))),
+        workload=workload_of(event),
+        process=AlertProcess(event.pid, event.exe, event.cmdline, list(event.ancestry)),
+        tool_call=AlertToolCall(tc.name, tc.call_id, tc.agent) if tc is not None else None,
+        evidence=list(evidence) if evidence is not None else [event.id],
+        rule_action=rule_action,
+        first_time=event.time if first_time is None else first_time,
+        kind=event.kind,
+        tags=list(tags),
+        desc=desc,
+    )

@@ -1,0 +1,44 @@
+"""Detection rules: language, compiler, loader, engine, sequences and rule tests.
+
+This package imports without the CLI, the store or any sink (engine apart from app).
+Public API::
+
+    load_rules(paths, skip_invalid=False) -> RuleSet      # raises RuleLoadError (all errors)
+    load_texts([(text, source)], skip_invalid=False) -> RuleSet
+    check_files(paths) -> list[RuleError]
+    Engine(ruleset).process(event) -> list[Alert]; .process_batch(events); .stats()
+    run_rule_tests(paths) -> list[TestResult]
+    DetectionStage(engine, sinks, throttle)                # pipeline stage
+"""
+
+from runwatch.rules.engine import Engine
+from runwatch.rules.fields import FIELDS, INDEXED_FIELDS, resolve_field
+from runwatch.rules.loader import check_files, load_rules, load_texts, parse_duration, rule_files
+from runwatch.rules.model import Rule, RuleSet, Sequence
+from runwatch.rules.stage import AlertSink, DetectionStage, JsonlAlertSink, StreamAlertSink
+from runwatch.rules.testing import TestResult, run_rule_tests, run_ruleset_tests
+from runwatch.rules.yamlsrc import RuleError, RuleLoadError
+
+__all__ = [
+    "FIELDS",
+    "INDEXED_FIELDS",
+    "AlertSink",
+    "DetectionStage",
+    "Engine",
+    "JsonlAlertSink",
+    "Rule",
+    "RuleError",
+    "RuleLoadError",
+    "RuleSet",
+    "Sequence",
+    "StreamAlertSink",
+    "TestResult",
+    "check_files",
+    "load_rules",
+    "load_texts",
+    "parse_duration",
+    "resolve_field",
+    "rule_files",
+    "run_rule_tests",
+    "run_ruleset_tests",
+]

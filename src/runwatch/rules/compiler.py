@@ -1,0 +1,291 @@
+"""Compile condition ASTs to Python closures, and derive the event kinds a condition can match.
+
+A compiled predicate is ``pred(event, ctx) -> bool``: nested closures over per-field
+accessors (``runwatch.rules.fields``), with values coerced and sets/regexes built once at
+compile time. Nothing is ``eval``-ed. A kind constraint is ``None`` (any kind) or a function
+``kind -> bool`` that is exact: the engine builds its per-kind rule index from it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from runwatch.events import Event
+from runwatch.rules.fields import EvalCtx, FieldSpec, parse_ip, resolve_field
+from runwatch.rules.language import Cmp, MacroRef, Node, Not, Value
+
+Pred = Callable[[Event, EvalCtx], bool]
+KindTest = Callable[[str], bool]
+
+_OPS_BY_TYPE: dict[str, frozenset[str]] = {
+    "str": frozenset({"=", "!=", "in", "contains", "icontains", "startswith", "endswith", "glob", "exists"}),
+    "ip": frozenset({"=", "!=", "in", "contains", "icontains", "startswith", "endswith", "glob", "cidr", "exists"}),
+    "list": frozenset({"=", "!=", "in", "contains", "icontains", "startswith", "endswith", "glob", "exists"}),
+    "int": frozenset({"=", "!=", "<", "<=", ">", ">=", "in", "exists"}),
+    "bool": frozenset({"=", "!=", "exists"}),
+    "object": frozenset({"exists"}),
+}
+ALL_OPS = frozenset().union(*_OPS_BY_TYPE.values())
+
+
+class CompileError(Exception):
+    """A semantic error; ``token`` indexes the condition's tokens (``-1``: not from a condition)."""
+
+    def __init__(self, message: str, token: int = -1, macro: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.token = token
+        self.macro = macro  # set when the error is a reference to a broken macro
+
+
+@dataclass(slots=True)
+class Compiled:
+    """A compiled condition: predicate, kind constraint and the engine state it reads."""
+
+    pred: Pred
+    kinds: KindTest | None
+    needs: frozenset[str] = field(default_factory=frozenset)
+
+
+class Compiler:
+    """Compiles conditions against a fixed set of lists and macros.
+
+    ``lists`` maps names to their (already flattened) items; ``macros`` maps names to ASTs.
+    Macros are compiled once and shared by every rule that uses them.
+    """
+
+    def __init__(self, lists: dict[str, list[Any]], macros: dict[str, Node]) -> None:
+        self.lists = lists
+        self.macros = macros
+        self._done: dict[str, Compiled] = {}
+        self._stack: list[str] = []
+        #: Macro name -> its first error. ``macro`` unset: the error is in that macro's own text.
+        self.macro_errors: dict[str, CompileError] = {}
+
+    # -- macros -------------------------------------------------------------------------
+    def compile_macro(self, name: str) -> Compiled | None:
+        """Compile one macro (memoised); ``None`` if it has errors (see ``macro_errors``)."""
+        if name in self._done:
+            return self._done[name]
+        if name in self.macro_errors:
+            return None
+        self._stack.append(name)
+        try:
+            compiled = self.compile(self.macros[name])
+        except CompileError as exc:
+            self.macro_errors[name] = exc  # exc.macro set: it only uses a broken macro
+            return None
+        finally:
+            self._stack.pop()
+        self._done[name] = compiled
+        return compiled
+
+    # -- conditions ---------------------------------------------------------------------
+    def compile(self, node: Node) -> Compiled:
+        """Compile an AST; raises :class:`CompileError` at the first problem."""
+        if isinstance(node, Cmp):
+            return self._cmp(node)
+        if isinstance(node, MacroRef):
+            return self._macro_ref(node)
+        if isinstance(node, Not):
+            inner = self.compile(node.item)
+            p = inner.pred
+            return Compiled(lambda e, c: not p(e, c), None, inner.needs)
+        parts = [self.compile(item) for item in node.items]
+        needs = frozenset().union(*(p.needs for p in parts))
+        preds = tuple(p.pred for p in parts)
+        if node.op == "and":
+            return Compiled(_and(preds), _kinds_and([p.kinds for p in parts]), needs)
+        return Compiled(_or(preds), _kinds_or([p.kinds for p in parts]), needs)
+
+    def _macro_ref(self, node: MacroRef) -> Compiled:
+        name = node.name
+        if name not in self.macros:
+            spec = resolve_field(name)
+            if spec is not None and spec.type == "bool":  # a bare boolean field means "= true"
+                return self._cmp(Cmp(name, "=", [Value("true", False, node.token)], None, False, node.token,
+                                     node.token))
+            if spec is not None:
+                raise CompileError(f"field {name!r} needs an operator", node.token)
+            raise CompileError(f"undefined macro {name!r}", node.token)
+        if name in self._stack:
+            chain = " -> ".join([*self._stack[self._stack.index(name):], name])
+            raise CompileError(f"macro cycle: {chain}", node.token)
+        compiled = self.compile_macro(name)
+        if compiled is None:
+            raise CompileError(f"uses macro {name!r} which has errors", node.token, macro=name)
+        return compiled
+
+    def _cmp(self, node: Cmp) -> Compiled:
+        spec = resolve_field(node.field)
+        if spec is None:
+            raise CompileError(f"unknown field {node.field!r}", node.token)
+        op = node.op
+        if op not in _OPS_BY_TYPE[spec.type]:
+            raise CompileError(f"operator {op!r} is not allowed on {spec.type} field {spec.name!r}", node.op_token)
+        needs = frozenset({spec.needs}) if spec.needs else frozenset()
+        if op == "exists":
+            g = spec.get
+            return Compiled(lambda e, c: g(e, c) is not None, None, needs)
+        values = self._values(node)
+        test = element_test(spec, op, values, node.op_token)
+        pred = _lift(spec, op, test, values)
+        kinds: KindTest | None = None
+        if spec.name in ("kind", "evt.kind") and op in ("=", "in", "startswith"):
+            kinds = test
+        return Compiled(pred, kinds, needs)
+
+    def _values(self, node: Cmp) -> list[Any]:
+        if node.list_ref is not None:
+            if node.list_ref not in self.lists:
+                raise CompileError(f"undefined list {node.list_ref!r}", node.op_token + 1)
+            return list(self.lists[node.list_ref])
+        out: list[Any] = []
+        for v in node.values or []:
+            if not v.quoted and node.parenthesised and v.text in self.lists:
+                out.extend(self.lists[v.text])
+            else:
+                out.append(v)
+        return out
+
+
+def _text(v: Any) -> str:
+    return v.text if isinstance(v, Value) else str(v)
+
+
+def _token(v: Any, default: int) -> int:
+    return v.token if isinstance(v, Value) else default
+
+
+def _coerce(spec: FieldSpec, op: str, values: list[Any], tok: int) -> list[Any]:
+    """Values converted to the field's type (errors name the field and the value)."""
+    out: list[Any] = []
+    for v in values:
+        text = _text(v)
+        if spec.type == "int":
+            if isinstance(v, int) and not isinstance(v, bool):
+                out.append(v)
+                continue
+            try:
+                out.append(int(text, 0))
+            except ValueError:
+                raise CompileError(f"expected a number for {spec.name!r}, found {text!r}", _token(v, tok)) from None
+        elif spec.type == "bool":
+            low = text.lower() if not isinstance(v, bool) else ("true" if v else "false")
+            if low not in ("true", "false"):
+                raise CompileError(f"expected true or false for {spec.name!r}, found {text!r}", _token(v, tok))
+            out.append(low == "true")
+        elif op == "cidr":
+            try:
+                out.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                raise CompileError(f"bad network {text!r} for cidr", _token(v, tok)) from None
+        else:
+            out.append(text)
+    if not out:
+        raise CompileError(f"operator {op!r} needs at least one value", tok)
+    return out
+
+
+def element_test(spec: FieldSpec, op: str, raw: list[Any], tok: int) -> Callable[[Any], bool]:
+    """A test on one present (non-None) scalar value of ``spec``'s type."""
+    vals = _coerce(spec, op, raw, tok)
+    v = vals[0]
+    if op == "=":
+        if len(vals) > 1:
+            raise CompileError("operator '=' takes one value", tok)
+        return lambda x: bool(x == v)
+    if op == "!=":
+        return lambda x: bool(x != v)
+    if op == "in":
+        s = frozenset(vals)
+        return lambda x: x in s
+    if op in ("<", "<=", ">", ">="):
+        n: int = v
+        return {
+            "<": lambda x: x < n, "<=": lambda x: x <= n, ">": lambda x: x > n, ">=": lambda x: x >= n,
+        }[op]
+    if op == "contains":
+        subs = tuple(vals)
+        if len(subs) == 1:
+            return lambda x: v in x
+        return lambda x: any(s in x for s in subs)
+    if op == "icontains":
+        lows = tuple(s.lower() for s in vals)
+        return lambda x: any(s in x.lower() for s in lows)
+    if op == "startswith":
+        pre = tuple(vals)
+        return lambda x: bool(x.startswith(pre))
+    if op == "endswith":
+        suf = tuple(vals)
+        return lambda x: bool(x.endswith(suf))
+    if op == "glob":
+        rx = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in vals), re.DOTALL)
+        match = rx.match
+        return lambda x: match(x) is not None
+    if op == "cidr":
+        nets = tuple(vals)
+
+        def in_nets(x: Any) -> bool:
+            ip = parse_ip(x)
+            return ip is not None and any(ip in n for n in nets)
+
+        return in_nets
+    raise CompileError(f"unknown operator {op!r}", tok)
+
+
+def _lift(spec: FieldSpec, op: str, test: Callable[[Any], bool], values: list[Any]) -> Pred:
+    """Turn an element test into an event predicate; absent values are always false."""
+    g = spec.get
+    if spec.type == "list":
+        if op == "!=":
+            return lambda e, c: (x := g(e, c)) is not None and all(test(i) for i in x)
+        return lambda e, c: (x := g(e, c)) is not None and any(test(i) for i in x)
+    if op == "in":
+        s = frozenset(_coerce(spec, op, values, -1))
+        return lambda e, c: g(e, c) in s
+    if op == "=" and spec.type != "bool":
+        v = _coerce(spec, op, values, -1)[0]
+        return lambda e, c: bool(g(e, c) == v)
+    return lambda e, c: (x := g(e, c)) is not None and test(x)
+
+
+def _and(preds: tuple[Pred, ...]) -> Pred:
+    if len(preds) == 2:
+        a, b = preds
+        return lambda e, c: a(e, c) and b(e, c)
+    if len(preds) == 3:
+        a, b, d = preds
+        return lambda e, c: a(e, c) and b(e, c) and d(e, c)
+    return lambda e, c: all(p(e, c) for p in preds)
+
+
+def _or(preds: tuple[Pred, ...]) -> Pred:
+    if len(preds) == 2:
+        a, b = preds
+        return lambda e, c: a(e, c) or b(e, c)
+    return lambda e, c: any(p(e, c) for p in preds)
+
+
+def _kinds_and(parts: list[KindTest | None]) -> KindTest | None:
+    known = [k for k in parts if k is not None]
+    if not known:
+        return None
+    if len(known) == 1:
+        return known[0]
+    return lambda kind: all(k(kind) for k in known)
+
+
+def _kinds_or(parts: list[KindTest | None]) -> KindTest | None:
+    if any(k is None for k in parts):
+        return None
+    known = [k for k in parts if k is not None]
+    return lambda kind: any(k(kind) for k in known)
+
+
+__all__ = ["ALL_OPS", "CompileError", "Compiled", "Compiler", "KindTest", "Pred", "element_test"]

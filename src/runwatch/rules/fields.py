@@ -1,0 +1,282 @@
+"""The field catalogue: rule field names mapped to typed accessors over :class:`Event`.
+
+Each accessor is built once per field at compile time and called as ``get(event, ctx)``;
+it returns ``None`` when the value is absent (no group on the event, empty string). The
+``ctx`` argument carries per-event values computed by the engine from its own state
+(``net.dst.first_seen``, ``proc.tree``). Accessors are pure and thread-safe; the ctx is
+owned by one engine and is not.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from runwatch.events import Event
+
+#: Field types. ``ip`` is a string holding an address (adds ``cidr``).
+FieldType = str  # "str" | "int" | "bool" | "ip" | "list" | "object"
+
+
+class EvalCtx:
+    """Per-event values derived from engine state, reset by the engine before each event.
+
+    Not thread-safe: one per engine, filled then read on the engine's thread.
+    """
+
+    __slots__ = ("first_seen", "tree")
+
+    def __init__(self) -> None:
+        self.first_seen: bool | None = None
+        self.tree: int | None = None
+
+
+Getter = Callable[[Event, EvalCtx], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One rule field: its name, value type, accessor and the engine state it needs."""
+
+    name: str
+    type: FieldType
+    get: Getter
+    needs: str | None = None  # "first_seen" | "tree": engine state the field reads
+
+
+def _base(path: str) -> str | None:
+    return path.rpartition("/")[2] or None if path else None
+
+
+def _dirname(path: str) -> str | None:
+    if not path:
+        return None
+    head = path.rpartition("/")[0]
+    return head or ("/" if path.startswith("/") else None)
+
+
+@functools.lru_cache(maxsize=8192)
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Parse an address (IPv4-mapped IPv6 becomes IPv4); ``None`` if it is not one."""
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def is_external(text: str) -> bool | None:
+    """True for a globally routable unicast address; ``None`` when ``text`` is no address."""
+    ip = parse_ip(text)
+    if ip is None:
+        return None
+    return bool(ip.is_global and not ip.is_multicast)
+
+
+def _nz(value: str | None) -> str | None:
+    return value or None
+
+
+def _proc_name(e: Event, c: EvalCtx) -> str | None:
+    return e.exe.rpartition("/")[2] or e.comm or None if e.exe else e.comm or None
+
+
+def _args(e: Event, c: EvalCtx) -> str | None:
+    if e.argv:
+        return " ".join(e.argv[1:]) or None
+    if e.cmdline:
+        return e.cmdline.partition(" ")[2] or None
+    return None
+
+
+def _attr(key: str) -> Getter:
+    def get(e: Event, c: EvalCtx) -> Any:
+        a = e.attrs
+        if a is None:
+            return None
+        v = a.get(key)
+        if v is None or v == "":
+            return None
+        return v if isinstance(v, str) else str(v)
+
+    return get
+
+
+def _aname(n: int) -> Getter:
+    i = n - 1
+
+    def get(e: Event, c: EvalCtx) -> Any:
+        a = e.ancestry
+        return a[i].rpartition("/")[2] or None if len(a) > i else None
+
+    return get
+
+
+def _aexe(n: int) -> Getter:
+    i = n - 1
+
+    def get(e: Event, c: EvalCtx) -> Any:
+        a = e.ancestry
+        return a[i] or None if len(a) > i else None
+
+    return get
+
+
+def _trust_domain(e: Event, c: EvalCtx) -> str | None:
+    s = e.container.spiffe_id if e.container is not None else None
+    if not s or not s.startswith("spiffe://"):
+        return None
+    return s[9:].partition("/")[0] or None
+
+
+def _container_getter(attr: str) -> Getter:
+    def get(e: Event, c: EvalCtx) -> Any:
+        k = e.container
+        return getattr(k, attr) or None if k is not None else None
+
+    return get
+
+
+def _group_getter(group: str, attr: str, empty_is_none: bool) -> Getter:
+    if empty_is_none:
+        def get(e: Event, c: EvalCtx) -> Any:
+            g = getattr(e, group)
+            return getattr(g, attr) or None if g is not None else None
+    else:
+        def get(e: Event, c: EvalCtx) -> Any:
+            g = getattr(e, group)
+            return getattr(g, attr) if g is not None else None
+    return get
+
+
+def _tool(attr: str) -> Getter:
+    def get(e: Event, c: EvalCtx) -> Any:
+        t = e.tool_call
+        return getattr(t, attr) or None if t is not None else None
+
+    return get
+
+
+def _external(e: Event, c: EvalCtx) -> bool | None:
+    n = e.net
+    if n is None or not n.dst_ip:
+        return None
+    return is_external(n.dst_ip)
+
+
+def _fields() -> dict[str, FieldSpec]:
+    f: dict[str, FieldSpec] = {}
+
+    def add(name: str, typ: FieldType, get: Getter, needs: str | None = None) -> None:
+        f[name] = FieldSpec(name, typ, get, needs)
+
+    add("kind", "str", lambda e, c: e.kind)
+    add("evt.kind", "str", lambda e, c: e.kind)
+    add("evt.id", "str", lambda e, c: e.id or None)
+    add("evt.time", "int", lambda e, c: e.time)
+    add("evt.source", "str", lambda e, c: e.source or None)
+    add("proc.pid", "int", lambda e, c: e.pid)
+    add("proc.tid", "int", lambda e, c: e.tid)
+    add("proc.ppid", "int", lambda e, c: e.ppid)
+    add("proc.vpid", "int", lambda e, c: e.vpid)
+    add("proc.name", "str", _proc_name)
+    add("proc.comm", "str", lambda e, c: e.comm or None)
+    add("proc.exe", "str", lambda e, c: e.exe or None)
+    add("proc.cmdline", "str", lambda e, c: e.cmdline or None)
+    add("proc.args", "str", _args)
+    add("proc.argv", "list", lambda e, c: e.argv or None)
+    add("proc.cwd", "str", lambda e, c: e.cwd or None)
+    add("proc.uid", "int", lambda e, c: e.uid)
+    add("proc.euid", "int", lambda e, c: e.euid)
+    add("proc.gid", "int", lambda e, c: e.gid)
+    add("proc.pname", "str", _aname(1))
+    add("proc.pexe", "str", _aexe(1))
+    add("proc.ancestry", "list", lambda e, c: e.ancestry or None)
+    add("proc.anames", "list", lambda e, c: [a.rpartition("/")[2] for a in e.ancestry] or None)
+    add("proc.tree", "int", lambda e, c: c.tree, "tree")
+    add("proc.exit_code", "int", lambda e, c: e.exit_code)
+    add("proc.signal", "int", lambda e, c: e.signal)
+    add("proc.child_pid", "int", lambda e, c: e.child_pid)
+    add("container", "object", lambda e, c: e.container)
+    for attr in ("id", "name", "runtime", "pod", "pod_uid", "namespace", "spiffe_id"):
+        add(f"container.{attr}", "str", _container_getter(attr))
+    for attr in ("id", "name", "runtime", "pod", "namespace", "spiffe_id"):
+        add(f"workload.{attr}", "str", _container_getter(attr))
+    add("identity.spiffe_id", "str", _container_getter("spiffe_id"))
+    add("identity.trust_domain", "str", _trust_domain)
+    add("file.path", "str", _group_getter("file", "path", True))
+    add("file.name", "str", lambda e, c: _base(e.file.path) if e.file is not None else None)
+    add("file.dir", "str", lambda e, c: _dirname(e.file.path) if e.file is not None else None)
+    add("file.intent", "str", _group_getter("file", "intent", True))
+    add("file.flags", "int", _group_getter("file", "flags", False))
+    add("file.new_path", "str", _group_getter("file", "new_path", True))
+    add("file.memfd_name", "str", _group_getter("file", "name", True))
+    add("net.proto", "str", _group_getter("net", "proto", True))
+    add("net.family", "str", _group_getter("net", "family", True))
+    add("net.dst.ip", "ip", _group_getter("net", "dst_ip", True))
+    add("net.dst.port", "int", _group_getter("net", "dst_port", False))
+    add("net.src.ip", "ip", _group_getter("net", "src_ip", True))
+    add("net.src.port", "int", _group_getter("net", "src_port", False))
+    add("net.result", "int", _group_getter("net", "result", False))
+    add("net.dst.external", "bool", _external)
+    add("net.dst.first_seen", "bool", lambda e, c: c.first_seen, "first_seen")
+    add("dns.name", "str", _group_getter("dns", "name", True))
+    add("dns.qtype", "str", _group_getter("dns", "qtype", True))
+    add("dns.server", "ip", _group_getter("dns", "server_ip", True))
+    add("dns.server_port", "int", _group_getter("dns", "server_port", False))
+    add("priv.op", "str", _group_getter("priv", "op", True))
+    for attr in ("uid", "euid", "gid", "egid", "cap_effective", "cap_permitted", "cap_inheritable",
+                 "mount_flags", "request", "target_pid", "ns_flags", "result"):
+        add(f"priv.{attr}", "int", _group_getter("priv", attr, False))
+    for attr in ("target", "source", "fstype"):
+        add(f"priv.{attr}", "str", _group_getter("priv", attr, True))
+    add("tool.name", "str", _tool("name"))
+    add("tool.call_id", "str", _tool("call_id"))
+    add("tool.agent", "str", _tool("agent"))
+    add("tool.unattested", "bool", lambda e, c: e.unattested)
+    return f
+
+
+#: Every plain field, by name. Indexed fields (``proc.aname[N]``, ``proc.aexe[N]``,
+#: ``evt.attr[KEY]``) are resolved by :func:`resolve_field`.
+FIELDS: dict[str, FieldSpec] = _fields()
+
+#: The indexed field families, as written in the docs.
+INDEXED_FIELDS: tuple[str, ...] = ("proc.aname[N]", "proc.aexe[N]", "evt.attr[KEY]")
+
+_INDEXED = re.compile(r"^(proc\.aname|proc\.aexe|evt\.attr)\[([^\]]+)\]$")
+_ATTR_KEY = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+def resolve_field(name: str) -> FieldSpec | None:
+    """The spec for a field name (plain or indexed), or ``None`` if there is no such field."""
+    spec = FIELDS.get(name)
+    if spec is not None:
+        return spec
+    m = _INDEXED.match(name)
+    if m is None:
+        return None
+    family, arg = m.group(1), m.group(2)
+    if family == "evt.attr":
+        return FieldSpec(name, "str", _attr(arg)) if _ATTR_KEY.match(arg) else None
+    if not arg.isdigit() or not 1 <= int(arg) <= 64:
+        return None
+    n = int(arg)
+    return FieldSpec(name, "str", _aname(n) if family == "proc.aname" else _aexe(n))
+
+
+def field_text(value: Any) -> str:
+    """A field value as output-template text (lists comma-joined, absent as ``<NA>``)."""
+    if value is None:
+        return "<NA>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
