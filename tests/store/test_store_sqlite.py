@@ -51,17 +51,25 @@ def test_columns_hold_query_fields(tmp_path: Path, events: list[Event]) -> None:
     conn = sqlite3.connect(db)
     try:
         row = conn.execute(
-            "SELECT id, time, kind, pid, container_id, container_name, tool_call_id"
-            " FROM events WHERE id='ev-04'"
+            "SELECT e.id, e.time, k.name, e.pid, c.id, c.name, e.tool_call_id"
+            " FROM events e JOIN kinds k ON k.code = e.kind LEFT JOIN containers c ON c.ck = e.ck"
+            " WHERE e.id='ev-04'"
         ).fetchone()
+        host = conn.execute("SELECT ck, tool_call_id FROM events WHERE id='ev-03'").fetchone()
+        boxes = conn.execute("SELECT id, name FROM containers ORDER BY ck").fetchall()
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
     finally:
         conn.close()
     cid = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
     assert row == ("ev-04", events[4].time, "priv.setuid", 3004, cid, "agent", "call-7")
-    assert version == str(STORE_SCHEMA_VERSION)
+    assert host == (None, None)
+    # one side-table row per distinct container, in first-seen order
+    assert boxes == [(cid, "agent"), ("ffee00112233445566778899aabbccdd", "model-server")]
+    assert (version, STORE_SCHEMA_VERSION) == ("2", 2)
     assert mode == "wal"
+    assert page == 16384
 
 
 def test_filters(tmp_path: Path, events: list[Event]) -> None:
@@ -289,11 +297,11 @@ def test_writer_failure_is_reported_not_silent(tmp_path: Path, events: list[Even
     store.close()  # second close is quiet
 
 
-def test_stored_data_is_msgspec_json(tmp_path: Path, events: list[Event]) -> None:
+def test_stored_data_is_msgspec_msgpack(tmp_path: Path, events: list[Event]) -> None:
     db = _db(tmp_path)
     with SqliteStore(db) as store:
         store.write(events[:1])
     conn = sqlite3.connect(db)
     data = conn.execute("SELECT data FROM events").fetchone()[0]
     conn.close()
-    assert msgspec.json.decode(data, type=Event) == events[0]
+    assert msgspec.msgpack.decode(data, type=Event) == events[0]

@@ -35,29 +35,31 @@ from urllib.parse import quote
 
 import msgspec
 
-from runwatch.events import Event
-
-#: Version of the on-disk layout (independent of the event schema version).
-STORE_SCHEMA_VERSION = 1
-
-_QUEUE_MAX_ITEMS = 1024  # queue items (batches); see write() for the blocking contract
-_TXN_MAX_ROWS = 50_000  # rows coalesced into one transaction at most
-_BUSY_TIMEOUT_MS = 10_000
-
-_Row = tuple[str, int, str, int, str | None, str | None, str | None, bytes]
-
-_INSERT_EVENT = (
-    "INSERT OR IGNORE INTO events "
-    "(id, time, kind, pid, container_id, container_name, tool_call_id, data) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+from runwatch.events import Container, Event
+from runwatch.store.sqlite_layout import (
+    STORE_SCHEMA_VERSION,
+    Row,
+    StoreError,
+    check_not_newer,
+    container_key,
+    ensure_schema,
+    insert_events,
+    kind_code,
+    read_version,
 )
+
+__all__ = ["STORE_SCHEMA_VERSION", "RunRecord", "SqliteStore", "StoreError", "query_events", "query_runs"]
+
+
+_QUEUE_MAX_ITEMS = 64  # batches; bounds memory (cold queued rows cost more to insert); see write()
+_TXN_MAX_ROWS = 100_000  # rows coalesced into one transaction at most
+_BUSY_TIMEOUT_MS = 10_000
+_PAGE_SIZE = 16_384  # bytes; applies to new files only (an existing file keeps its page size)
+_CACHE_KIB = 32_768  # writer page cache; the hot right edges of the three B-trees stay resident
+
 _INSERT_RUN = (
     "INSERT OR REPLACE INTO runs (id, started, ended, command, exit_code, stats) VALUES (?, ?, ?, ?, ?, ?)"
 )
-
-
-class StoreError(Exception):
-    """Any store failure, with a one-line message naming the file."""
 
 
 class RunRecord(msgspec.Struct, frozen=True):
@@ -69,85 +71,6 @@ class RunRecord(msgspec.Struct, frozen=True):
     command: str
     exit_code: int | None
     stats: dict[str, Any]
-
-
-def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
-    # Clustered by (time, id): events arrive roughly in time order, so inserts append at the
-    # right edge and time-range scans need no separate index. ``id`` stays unique via its index.
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS events ("
-        " id TEXT NOT NULL,"
-        " time INTEGER NOT NULL,"  # ns since the epoch
-        " kind TEXT NOT NULL,"
-        " pid INTEGER NOT NULL,"
-        " container_id TEXT,"
-        " container_name TEXT,"
-        " tool_call_id TEXT,"
-        " data BLOB NOT NULL,"  # msgspec JSON of the full Event
-        " PRIMARY KEY (time, id)) WITHOUT ROWID"
-    )
-    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS events_id ON events(id)")
-    conn.execute("CREATE INDEX IF NOT EXISTS events_kind ON events(kind, time)")
-    conn.execute(
-        "CREATE INDEX IF NOT EXISTS events_container ON events(container_id, time)"
-        " WHERE container_id IS NOT NULL"
-    )
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS runs ("
-        " id TEXT PRIMARY KEY,"
-        " started INTEGER NOT NULL,"
-        " ended INTEGER,"
-        " command TEXT NOT NULL,"
-        " exit_code INTEGER,"
-        " stats TEXT NOT NULL)"  # JSON object
-    )
-
-
-#: ``_MIGRATIONS[v]`` upgrades a file at version ``v`` to ``v + 1``. Only ever append.
-_MIGRATIONS = (_migrate_0_to_1,)
-assert len(_MIGRATIONS) == STORE_SCHEMA_VERSION
-
-
-def _read_version(conn: sqlite3.Connection, path: str) -> int:
-    """The file's schema version; 0 for a file runwatch never initialised."""
-    has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
-    if not has_meta:
-        return 0
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if row is None:
-        return 0
-    try:
-        return int(row[0])
-    except (TypeError, ValueError):
-        raise StoreError(f"{path}: corrupt schema_version {row[0]!r} in meta table") from None
-
-
-def _check_not_newer(version: int, path: str) -> None:
-    if version > STORE_SCHEMA_VERSION:
-        raise StoreError(
-            f"{path}: store schema version {version} is newer than this runwatch supports "
-            f"({STORE_SCHEMA_VERSION}); upgrade runwatch to read it"
-        )
-
-
-def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:
-    """Create or migrate the schema inside one immediate transaction."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = _read_version(conn, path)
-        _check_not_newer(version, path)
-        if version < STORE_SCHEMA_VERSION:
-            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            for step in _MIGRATIONS[version:]:
-                step(conn)
-            conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(STORE_SCHEMA_VERSION),),
-            )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 class _Flush:
@@ -163,8 +86,12 @@ class _Stop:
     """Queue marker: the writer commits what it has and exits."""
 
 
+class _NewNames(list[Row]):
+    """Queue item: rows of which some still carry a kind string or a container pair."""
+
+
 _STOP = _Stop()
-_QueueItem = list[_Row] | tuple[Any, ...] | _Flush | _Stop
+_QueueItem = list[Row] | tuple[Any, ...] | _Flush | _Stop
 
 
 class SqliteStore:
@@ -183,11 +110,15 @@ class SqliteStore:
             raise StoreError(f"cannot open event store {self.path}: {exc}") from None
         try:
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")  # a new file: set before WAL fixes it
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self.path}: cannot enable WAL journal (got {mode})")
             conn.execute("PRAGMA synchronous = NORMAL")
-            _ensure_schema(conn, self.path)
+            conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+            ensure_schema(conn, self.path)
+            kind_codes = {str(n): int(c) for n, c in conn.execute("SELECT name, code FROM kinds")}
         except sqlite3.Error as exc:
             conn.close()
             raise StoreError(f"cannot open event store {self.path}: {exc}") from None
@@ -197,8 +128,12 @@ class SqliteStore:
         # From here on only the writer thread uses ``conn``.
         self._conn: sqlite3.Connection | None = conn
         self._queue: queue.Queue[_QueueItem] = queue.Queue(maxsize=_QUEUE_MAX_ITEMS)
-        self._encoder = msgspec.json.Encoder()
+        self._encoder = msgspec.msgpack.Encoder()
         self._lock = threading.Lock()  # guards _closed and the encoder
+        # Name -> code caches. Callers read them (under _lock); only the writer adds entries, and
+        # only after the transaction that assigned the codes has committed.
+        self._kind_codes: dict[str, int] = kind_codes
+        self._container_keys: dict[tuple[str, str | None], int] = {}
         self._closed = False
         self._error: str | None = None  # set by the writer on a fatal database error
         self._written = 0
@@ -226,27 +161,31 @@ class SqliteStore:
         if bad:
             raise StoreError(f"{self.path}: {len(bad)} of {len(events)} events rejected; first: {bad[0]}")
 
-    def _encode(self, events: Sequence[Event]) -> tuple[list[_Row], list[str]]:
+    def _encode(self, events: Sequence[Event]) -> tuple[list[Row], list[str]]:
         with self._lock:
             enc = self._encoder.encode
+            kinds = self._kind_codes
+            boxes = self._container_keys
+            rows: list[Row] = []
+            append = rows.append
+            new_names = False
             try:
-                rows: list[_Row] = [
-                    (
-                        e.id,
-                        e.time,
-                        e.kind,
-                        e.pid,
-                        None if e.container is None else e.container.id,
-                        None if e.container is None else e.container.name,
-                        None if e.tool_call is None else e.tool_call.call_id,
-                        enc(e),
-                    )
-                    for e in events
-                ]
-                return rows, []
+                for e in events:
+                    k: int | str | None = kinds.get(e.kind)
+                    if k is None:
+                        k, new_names = self._check_kind(e.kind), True
+                    c = e.container
+                    ck: int | tuple[str, str | None] | None = None
+                    if c is not None:
+                        ck = boxes.get((c.id, c.name))
+                        if ck is None:
+                            ck, new_names = self._check_container(c), True
+                    tc = e.tool_call
+                    append((e.id, e.time, k, e.pid, ck, None if tc is None else tc.call_id, enc(e)))
+                return (_NewNames(rows) if new_names else rows), []
             except Exception:  # fall through to the per-event path for a precise error
                 pass
-            rows = []
+            rows = _NewNames()
             bad: list[str] = []
             for e in events:
                 try:
@@ -257,10 +196,9 @@ class SqliteStore:
                         (
                             e.id,
                             e.time,
-                            e.kind,
+                            kinds.get(e.kind) or self._check_kind(e.kind),
                             e.pid,
-                            None if c is None else c.id,
-                            None if c is None else c.name,
+                            None if c is None else self._check_container(c),
                             None if tc is None else tc.call_id,
                             enc(e),
                         )
@@ -269,6 +207,18 @@ class SqliteStore:
                     ident = getattr(e, "id", "?")
                     bad.append(f"event {ident}: {type(exc).__name__}: {exc}")
             return rows, bad
+
+    @staticmethod
+    def _check_container(c: Container) -> tuple[str, str | None]:
+        if not isinstance(c.id, str) or not isinstance(c.name, str | None):
+            raise TypeError(f"container id and name must be strings, not {c.id!r}, {c.name!r}")
+        return (c.id, c.name)
+
+    @staticmethod
+    def _check_kind(kind: object) -> str:
+        if not isinstance(kind, str) or not kind:
+            raise TypeError(f"kind must be a non-empty string, not {kind!r}")
+        return kind
 
     def _put(self, item: _QueueItem) -> None:
         if self._closed:
@@ -374,14 +324,15 @@ class SqliteStore:
         try:
             while True:
                 item = get()
-                rows: list[_Row] = []
+                rows: list[Row] = []
                 runs: list[tuple[Any, ...]] = []
                 markers: list[_Flush] = []
-                stop = False
+                stop = names = False
                 # Coalesce everything already waiting into one transaction.
                 while True:
                     if isinstance(item, list):
                         rows.extend(item)
+                        names = names or type(item) is _NewNames
                     elif isinstance(item, tuple):
                         runs.append(item[1:])
                     elif isinstance(item, _Flush):
@@ -396,7 +347,7 @@ class SqliteStore:
                     except queue.Empty:
                         break
                 if self._error is None and (rows or runs):
-                    self._commit(conn, rows, runs)
+                    self._commit(conn, rows, runs, names)
                 elif rows:
                     self._lost += len(rows)
                 for m in markers:
@@ -408,12 +359,19 @@ class SqliteStore:
             conn.close()
             self._conn = None
 
-    def _commit(self, conn: sqlite3.Connection, rows: list[_Row], runs: list[tuple[Any, ...]]) -> None:
+    def _commit(
+        self, conn: sqlite3.Connection, rows: list[Row], runs: list[tuple[Any, ...]], names: bool
+    ) -> None:
         for attempt in range(5):
+            new_kinds: dict[str, int] = {}
+            new_boxes: dict[tuple[str, str | None], int] = {}
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    inserted = conn.executemany(_INSERT_EVENT, rows).rowcount if rows else 0
+                    # Codes are assigned inside the transaction (so several writers on one file
+                    # agree) and reach the shared caches only once it has committed.
+                    batch = self._resolve(conn, rows, new_kinds, new_boxes) if names else rows
+                    inserted = insert_events(conn, batch)
                     if runs:
                         conn.executemany(_INSERT_RUN, runs)
                     conn.execute("COMMIT")
@@ -430,11 +388,38 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 self._fail(exc, len(rows))
                 return
+            self._kind_codes.update(new_kinds)
+            self._container_keys.update(new_boxes)
             self._written += inserted
             self._duplicates += len(rows) - inserted
             self._runs += len(runs)
             self._transactions += 1
             return
+
+    def _resolve(
+        self,
+        conn: sqlite3.Connection,
+        rows: list[Row],
+        new_kinds: dict[str, int],
+        new_boxes: dict[tuple[str, str | None], int],
+    ) -> list[Row]:
+        """``rows`` with every kind string and container pair replaced by its code."""
+        kinds, boxes = self._kind_codes, self._container_keys
+        out: list[Row] = []
+        for r in rows:
+            kind, box = r[2], r[4]
+            if isinstance(kind, str):
+                code = kinds.get(kind) or new_kinds.get(kind)
+                if code is None:
+                    code = new_kinds[kind] = kind_code(conn, kind)
+                kind = code
+            if isinstance(box, tuple):
+                ck = boxes.get(box) or new_boxes.get(box)
+                if ck is None:
+                    ck = new_boxes[box] = container_key(conn, *box)
+                box = ck
+            out.append((r[0], r[1], kind, r[3], box, r[5], r[6]))
+        return out
 
     def _fail(self, exc: Exception, nrows: int) -> None:
         self._error = f"{type(exc).__name__}: {exc}"
@@ -467,11 +452,11 @@ def _connect_ro(path: str | os.PathLike[str]) -> tuple[sqlite3.Connection, str]:
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        version = _read_version(conn, shown)
+        version = read_version(conn, shown)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read event store {shown}: {exc}") from None
     try:
-        _check_not_newer(version, shown)
+        check_not_newer(version, shown)
         if version == 0:
             raise StoreError(f"{shown}: not a runwatch event store (no schema_version)")
         if version < STORE_SCHEMA_VERSION:
@@ -485,7 +470,17 @@ def _connect_ro(path: str | os.PathLike[str]) -> tuple[sqlite3.Connection, str]:
     return conn, shown
 
 
-_DECODER = msgspec.json.Decoder(Event)
+_DECODE_ALL = msgspec.msgpack.Decoder(list[Event]).decode
+_DECODE_ONE = msgspec.msgpack.Decoder(Event).decode
+
+
+def _msgpack_array_header(n: int) -> bytes:
+    """The msgpack header of an array of ``n`` items (the items follow, concatenated)."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def query_events(
@@ -510,21 +505,64 @@ def query_events(
         raise StoreError(f"order must be 'asc' or 'desc', not {order!r}")
     if limit is not None and limit < 0:
         raise StoreError(f"limit must be >= 0, not {limit}")
+    kind_list = None if kinds is None else list(kinds)
+    if kind_list == []:
+        return []
+    conn, shown = _connect_ro(path)
+    try:
+        rows = _select(conn, kind_list, container, pid, since_ns, until_ns, limit, order)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read event store {shown}: {exc}") from None
+    finally:
+        conn.close()
+    if not rows:
+        return []
+    try:
+        events: list[Event] = _DECODE_ALL(_msgpack_array_header(len(rows)) + b"".join(r[0] for r in rows))
+        return events
+    except msgspec.DecodeError:
+        pass
+    # Slow path only to name the bad row precisely.
+    out: list[Event] = []
+    for n, (data,) in enumerate(rows):
+        try:
+            out.append(_DECODE_ONE(data))
+        except msgspec.DecodeError as exc:
+            raise StoreError(f"{shown}: stored event #{n} does not decode: {exc}") from None
+    return out
+
+
+def _select(
+    conn: sqlite3.Connection,
+    kinds: list[str] | None,
+    container: str | None,
+    pid: int | None,
+    since_ns: int | None,
+    until_ns: int | None,
+    limit: int | None,
+    order: str,
+) -> list[tuple[bytes]]:
+    """The ``data`` of the matching rows, in order (see query_events for the filters)."""
     where: list[str] = []
     params: list[Any] = []
-    if kinds is not None:
-        kind_list = list(kinds)
-        if not kind_list:
-            return []
-        where.append(f"kind IN ({','.join('?' * len(kind_list))})")
-        params.extend(kind_list)
-    if container is not None:
-        if len(container) >= 4:
-            where.append("(container_name = ? OR container_id = ? OR substr(container_id, 1, ?) = ?)")
-            params.extend([container, container, len(container), container])
+    if kinds is not None or container is not None:
+        # Both filters go through the (kind, ck, time) index, so a kind constraint is always
+        # given: the requested codes, or every code when only the container is filtered.
+        if kinds is None:
+            codes = [r[0] for r in conn.execute("SELECT code FROM kinds")]
         else:
-            where.append("(container_name = ? OR container_id = ?)")
-            params.extend([container, container])
+            marks = ",".join("?" * len(kinds))
+            codes = [r[0] for r in conn.execute(f"SELECT code FROM kinds WHERE name IN ({marks})", kinds)]
+        if not codes:
+            return []  # no event of these kinds was ever stored
+        where.append(f"kind IN ({','.join(str(int(c)) for c in codes)})")
+    if container is not None:
+        boxes = "SELECT ck FROM containers WHERE name = ? OR id = ?"
+        params.extend([container, container])
+        if len(container) >= 4:
+            boxes += " OR substr(id, 1, ?) = ?"
+            params.extend([len(container), container])
+        where.append(f"ck IN ({boxes})")
     if pid is not None:
         where.append("pid = ?")
         params.append(pid)
@@ -542,27 +580,8 @@ def query_events(
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
-    conn, shown = _connect_ro(path)
-    try:
-        rows = conn.execute(sql, params).fetchall()
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read event store {shown}: {exc}") from None
-    finally:
-        conn.close()
-    if not rows:
-        return []
-    try:
-        return _DECODER.decode_lines(b"\n".join(r[0] for r in rows))
-    except msgspec.DecodeError:
-        pass
-    # Slow path only to name the bad row precisely.
-    out: list[Event] = []
-    for n, (data,) in enumerate(rows):
-        try:
-            out.append(_DECODER.decode(data))
-        except msgspec.DecodeError as exc:
-            raise StoreError(f"{shown}: stored event #{n} does not decode: {exc}") from None
-    return out
+    rows: list[tuple[bytes]] = conn.execute(sql, params).fetchall()
+    return rows
 
 
 def query_runs(path: str | os.PathLike[str]) -> list[RunRecord]:
