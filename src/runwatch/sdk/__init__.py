@@ -24,6 +24,7 @@ are never sent.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import hashlib
@@ -38,7 +39,7 @@ from types import TracebackType
 from typing import Any, TypeVar, cast, overload
 
 from runwatch.sdk.transport import Transport, get_transport, set_transport
-from runwatch.sdk.wire import ENV_ARGS_KEY, ENV_STORE_ARGS, MAX_ARGS, WIRE_VERSION
+from runwatch.sdk.wire import ENV_ARGS_KEY, ENV_STORE_ARGS, MAX_ARGS
 
 __all__ = [
     "ToolCallScope",
@@ -74,14 +75,9 @@ _sids = itertools.count(1)
 
 
 class _Identity:
-    """This process's pid, pid-namespace inode and args key (recomputed after fork)."""
+    """This process's args key and opt-in (re-read after fork). Pid and namespace live in the transport."""
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
-        try:
-            self.ns = os.stat("/proc/self/ns/pid").st_ino
-        except OSError:
-            self.ns = 0
         env_key = os.environ.get(ENV_ARGS_KEY)
         self.key = env_key.encode() if env_key else os.urandom(32)
         self.store_args = os.environ.get(ENV_STORE_ARGS, "") == "1"
@@ -99,26 +95,40 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
-def _base(kind: str) -> dict[str, Any]:
-    ident = _ident
-    return {"v": WIRE_VERSION, "k": kind, "m": time.monotonic_ns(), "pid": ident.pid,
-            "tid": threading.get_native_id(), "ns": ident.ns}
-
-
-def _with_context(msg: dict[str, Any]) -> dict[str, Any]:
-    """Add the enclosing tool call and prompt route to a non-tool message."""
+def _with_context(extra: dict[str, Any]) -> dict[str, Any]:
+    """Add the enclosing tool call and prompt route to a non-tool message's members."""
     span = _current.get()
     if span is not None:
-        msg["psid"] = span.sid
-        msg["pname"] = span.name
+        extra["psid"] = span.sid
+        extra["pname"] = span.name
         if span.call_id is not None:
-            msg["pcid"] = span.call_id
+            extra["pcid"] = span.call_id
         if span.agent is not None:
-            msg["pagent"] = span.agent
+            extra["pagent"] = span.agent
     route = _route.get()
-    if route is not None and "route" not in msg:
-        msg["route"] = route
-    return msg
+    if route is not None and "route" not in extra:
+        extra["route"] = route
+    return extra
+
+
+_enc = json.JSONEncoder(ensure_ascii=False).encode
+_frags: dict[tuple[str, str | None, str | None], str] = {}
+
+
+def _fragment(name: str, call_id: str | None, agent: str | None) -> str:
+    """Pre-encoded JSON members naming a tool call (cached: tool names repeat)."""
+    key = (name, call_id, agent)
+    frag = _frags.get(key)
+    if frag is None:
+        frag = ',"name":' + _enc(name)
+        if call_id is not None:
+            frag += ',"cid":' + _enc(call_id)
+        if agent is not None:
+            frag += ',"agent":' + _enc(agent)
+        if len(_frags) > 1024:
+            _frags.clear()
+        _frags[key] = frag
+    return frag
 
 
 def _canonical(args: Any) -> str:
@@ -130,8 +140,9 @@ def args_digest(args: Any, key: bytes | None = None) -> str:
     return hmac.new(key if key is not None else _ident.key, _canonical(args).encode(), hashlib.sha256).hexdigest()
 
 
-def _submit(msg: dict[str, Any]) -> None:
-    get_transport().submit(msg)
+def _submit(kind: str, extra: dict[str, Any] | None, frag: str = "", mono: int | None = None) -> None:
+    get_transport().submit((kind, time.monotonic_ns() if mono is None else mono, threading.get_native_id(),
+                            frag, extra))
 
 
 class ToolCallScope:
@@ -158,26 +169,20 @@ class ToolCallScope:
             span = _Span(self.name, self.call_id, self.agent, next(_sids), start)
             self._span = span
             self._token = _current.set(span)
-            msg = _base("tool.start")
-            msg["m"] = start
-            msg["sid"] = span.sid
-            msg["name"] = span.name
-            if span.call_id is not None:
-                msg["cid"] = span.call_id
-            if span.agent is not None:
-                msg["agent"] = span.agent
-            if parent is not None:
-                msg["psid"] = parent.sid
+            frag = _fragment(span.name, span.call_id, span.agent)
+            head = f',"sid":{span.sid}' if parent is None else f',"sid":{span.sid},"psid":{parent.sid}'
+            extra: dict[str, Any] | None = None
             route = _route.get()
             if route is not None:
-                msg["route"] = route
+                extra = {"route": route}
             if self.args is not None:
                 ident = _ident
                 text = _canonical(self.args)
-                msg["ah"] = hmac.new(ident.key, text.encode(), hashlib.sha256).hexdigest()
+                extra = extra or {}
+                extra["ah"] = hmac.new(ident.key, text.encode(), hashlib.sha256).hexdigest()
                 if ident.store_args:
-                    msg["args"] = text[:MAX_ARGS]
-            _submit(msg)
+                    extra["args"] = text[:MAX_ARGS]
+            _submit("tool.start", extra, head + frag, start)
         except Exception:
             pass  # never let instrumentation change the agent's behaviour
         return self
@@ -195,20 +200,13 @@ class ToolCallScope:
                     _current.set(None)
             if span is None:
                 return
-            msg = _base("tool.end")
-            msg["m"] = end
-            msg["sid"] = span.sid
-            msg["sm"] = span.start
-            msg["dur"] = end - span.start
-            msg["name"] = span.name
-            if span.call_id is not None:
-                msg["cid"] = span.call_id
-            if span.agent is not None:
-                msg["agent"] = span.agent
-            msg["st"] = "ok" if exc_type is None else "error"
-            if exc_type is not None:
-                msg["err"] = exc_type.__name__
-            _submit(msg)
+            frag = _fragment(span.name, span.call_id, span.agent)
+            if exc_type is None:
+                head = f',"sid":{span.sid},"sm":{span.start},"dur":{end - span.start},"st":"ok"'
+                _submit("tool.end", None, head + frag, end)
+            else:
+                head = f',"sid":{span.sid},"sm":{span.start},"dur":{end - span.start},"st":"error"'
+                _submit("tool.end", {"err": exc_type.__name__}, head + frag, end)
         except Exception:
             pass
 
@@ -269,12 +267,8 @@ def current_tool_call() -> tuple[str, str | None, str | None] | None:
 
 def model_call(provider: str, model: str) -> None:
     """Record a model invocation (provider and model name); carries the enclosing call and route."""
-    try:
-        msg = _base("model.call")
-        msg["prov"], msg["model"] = str(provider), str(model)
-        _submit(_with_context(msg))
-    except Exception:
-        pass
+    with contextlib.suppress(Exception):
+        _submit("model.call", _with_context({"prov": str(provider), "model": str(model)}))
 
 
 class _RouteScope:
@@ -304,9 +298,7 @@ def prompt_route(route: str) -> _RouteScope:
     token: contextvars.Token[str | None] | None = None
     try:
         token = _route.set(str(route))
-        msg = _base("prompt.route")
-        msg["route"] = str(route)
-        _submit(_with_context(msg))
+        _submit("prompt.route", _with_context({"route": str(route)}))
     except Exception:
         pass
     return _RouteScope(token)
@@ -315,23 +307,18 @@ def prompt_route(route: str) -> _RouteScope:
 def plugin_load(name: str, source: str, sha256: str | None = None) -> None:
     """Record that plugin ``name`` was loaded from ``source`` (path, URL, package)."""
     try:
-        msg = _base("plugin.load")
-        msg["name"], msg["src"] = str(name), str(source)
+        extra: dict[str, Any] = {"name": str(name), "src": str(source)}
         if sha256 is not None:
-            msg["sha"] = str(sha256)
-        _submit(_with_context(msg))
+            extra["sha"] = str(sha256)
+        _submit("plugin.load", _with_context(extra))
     except Exception:
         pass
 
 
 def secret_access(name: str, kind: str) -> None:
     """Record that secret ``name`` (of ``kind``: env, file, vault, ...) was used. Never its value."""
-    try:
-        msg = _base("secret.access")
-        msg["name"], msg["sk"] = str(name), str(kind)
-        _submit(_with_context(msg))
-    except Exception:
-        pass
+    with contextlib.suppress(Exception):
+        _submit("secret.access", _with_context({"name": str(name), "sk": str(kind)}))
 
 
 def announce(agent: str | None = None) -> None:
@@ -340,13 +327,8 @@ def announce(agent: str | None = None) -> None:
     Optional: any SDK message does the same; announcing at start-up makes kernel activity
     before the first tool call count as unattested too.
     """
-    try:
-        msg = _base("hello")
-        if agent is not None:
-            msg["agent"] = str(agent)
-        _submit(msg)
-    except Exception:
-        pass
+    with contextlib.suppress(Exception):
+        _submit("hello", {"agent": str(agent)} if agent is not None else None)
 
 
 def stats() -> dict[str, int]:
