@@ -57,6 +57,7 @@ def test_23_execs_inside_a_tool_call_carry_it_and_7_outside_are_unattested(
     # Every attributed exec ran after the call started and before it ended.
     sdk = [e for e in events if e.source == "sdk" and e.vpid == 1 and e.pidns == execs[0].pidns]
     assert [e.kind for e in sdk] == ["sensor.notice", "tool.start", "tool.end"]
+    assert all(e.container is not None and e.container.id == c.id for e in sdk)
     start, end = sdk[1], sdk[2]
     assert all(start.time < e.time < end.time for e in inside)
     assert all(e.time > end.time for e in outside)

@@ -10,6 +10,9 @@ host pid whatever the message claims. The message's own pid-namespace inode and 
 pid/thread id are checked against ``/proc/<host pid>`` (``ns/pid`` and ``NSpid``) when
 readable; a mismatch is counted and the kernel's view wins.
 
+Container: the sender's cgroup v2 id is read from ``/proc/<host pid>/cgroup`` (cached per
+pid), so the enrichment stage attributes SDK events to containers like kernel events.
+
 Times: messages carry CLOCK_MONOTONIC ns; ``Event.time`` is that plus ``clock_offset``
 (pass the kernel decoder's offset so SDK and kernel events share one clock exactly).
 
@@ -122,6 +125,19 @@ def _ns_view(host_pid: int) -> tuple[int, int] | None:
     return None
 
 
+def cgroup_id_of(host_pid: int, unified: str = "/sys/fs/cgroup/unified") -> int | None:
+    """The cgroup v2 id (inode of its directory) of host process ``host_pid``, or None."""
+    try:
+        with open(f"/proc/{host_pid}/cgroup", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"0::"):
+                    rel = line[3:].strip().decode()
+                    return os.stat(unified + rel).st_ino if rel != "/" else os.stat(unified).st_ino
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None
+
+
 def host_tid(host_pid: int, vtid: int) -> int | None:
     """Host thread id of the thread ``vtid`` (in-namespace id) of process ``host_pid``."""
     try:
@@ -165,6 +181,7 @@ class SdkCollector:
         self._inode: int | None = None
         self._own_ns = _ns_view(os.getpid())
         self._views: dict[int, tuple[int, int] | None] = {}
+        self._cgroups: dict[int, int | None] = {}
         self._tids: dict[tuple[int, int], int | None] = {}
         self.counters: dict[str, int] = {"events": 0, "datagrams": 0, "malformed": 0, "no_credentials": 0,
                                          "identity_mismatch": 0, "drops": 0}
@@ -287,13 +304,22 @@ class SdkCollector:
             self._views[host_pid] = _ns_view(host_pid)
         return self._views[host_pid]
 
+    def _cgroup(self, host_pid: int) -> int | None:
+        if host_pid not in self._cgroups:
+            if len(self._cgroups) > 4096:
+                self._cgroups.clear()
+            self._cgroups[host_pid] = cgroup_id_of(host_pid)
+        return self._cgroups[host_pid]
+
     def to_event(self, msg: Message, creds: tuple[int, int, int] | None) -> Event:
         """The runwatch event for one valid message; ``creds`` is (host pid, uid, gid) or None."""
         t = msg.m + self.clock_offset
         pidns, vpid, vtid = msg.ns, msg.pid, msg.tid
         pid = tid = uid = 0
+        cgroup: int | None = None
         if creds is not None and creds[0] > 0:
             pid, uid = creds[0], creds[1]
+            cgroup = self._cgroup(pid) if self.verify else None
             view = self._view(pid) if self.verify else None
             if view is not None and view != (pidns, vpid):
                 self.counters["identity_mismatch"] += 1
@@ -348,7 +374,8 @@ class SdkCollector:
                 attrs.update(notice="sdk.attach", agent=msg.agent)
         if msg.route is not None:
             attrs["route"] = msg.route
-        return Event(id=new_id(t), time=t, kind=kind, source="sdk", pid=pid, tid=tid, uid=uid, pidns=pidns,
+        return Event(id=new_id(t), time=t, kind=kind, source="sdk", pid=pid, tid=tid, uid=uid, cgroup_id=cgroup,
+                     pidns=pidns,
                      vpid=vpid, vtid=vtid, tool_call=call, attrs={k: v for k, v in attrs.items() if v is not None})
 
     def stats(self) -> dict[str, int]:
