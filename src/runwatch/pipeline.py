@@ -43,8 +43,8 @@ class Pipeline:
         self.events = 0
         self.errors: list[str] = []
 
-    def _push(self, batch: list[Event]) -> None:
-        for stage in self.stages:
+    def _push(self, batch: list[Event], first_stage: int = 0) -> None:
+        for stage in self.stages[first_stage:]:
             batch = stage(batch)
         if batch:
             self.events += len(batch)
@@ -52,26 +52,37 @@ class Pipeline:
                 sink.write(batch)
 
     def step(self, timeout: float) -> bool:
-        """One poll; returns False when the source has ended."""
+        """One poll; returns False when the source has ended.
+
+        Stages run even on an empty poll: a stage that holds events back (the AI-context
+        join's reorder buffer) releases them as time passes.
+        """
         batch = self.source.poll(timeout)
         if batch is None:
             return False
-        if batch:
-            self._push(batch)
+        self._push(batch)
         return True
 
+    def flush_stages(self) -> None:
+        """Release what every holding stage still keeps, through the stages after it."""
+        for i, stage in enumerate(self.stages):
+            flush = getattr(stage, "flush", None)
+            if flush is not None:
+                released = flush()
+                if released:
+                    self._push(released, i + 1)
+
     def drain(self, quiet_rounds: int = 3, max_s: float = 5.0) -> None:
-        """Poll until the source yields nothing ``quiet_rounds`` times in a row (or max_s)."""
+        """Poll until the source yields nothing ``quiet_rounds`` times in a row (or max_s),
+        then flush the holding stages."""
         quiet, deadline = 0, time.monotonic() + max_s
         while quiet < quiet_rounds and time.monotonic() < deadline:
             batch = self.source.poll(0.02)
-            if not batch:
-                quiet += 1
-                if batch is None:
-                    break
-                continue
-            quiet = 0
+            if batch is None:
+                break
+            quiet = 0 if batch else quiet + 1
             self._push(batch)
+        self.flush_stages()
 
     def run(self) -> None:
         """Consume until ``stop`` is set, then drain."""

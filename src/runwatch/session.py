@@ -32,6 +32,7 @@ class SessionOptions:
     ring_bytes: int = 1 << 24
     track_self: bool = False  # only what this process starts from now on
     containers: tuple[str, ...] = ()  # keep only events of these container ids/names (prefixes)
+    sdk_socket: str | None = None  # collect agent-SDK events here (None: no collector)
     live: Sink | None = None  # e.g. a TextOutput for live printing
     extra_sinks: list[Sink] = field(default_factory=list)
 
@@ -98,8 +99,12 @@ class Session:
             self._sinks.extend(self.opts.extra_sinks)
             self.enrichment = Enrichment()
             self.opened = open_source(self.opts.source, track_self=self.opts.track_self,
-                                      ring_bytes=self.opts.ring_bytes)
+                                      ring_bytes=self.opts.ring_bytes, sdk_socket=self.opts.sdk_socket)
             stages: list[Any] = [_SelfFilter(), self.enrichment]
+            if self.opened.sdk_socket:
+                from runwatch.enrich.aicontext import ToolCallJoin
+
+                stages.append(ToolCallJoin())
             if self.opts.containers:
                 stages.append(_ContainerFilter(self.opts.containers))
             self.pipeline = Pipeline(self.opened.source, stages, self._sinks)
@@ -129,6 +134,8 @@ class Session:
         me = os.getpid()
         if self.opts.track_self and track is not None:
             track(me)
+        if self.opened is not None and self.opened.sdk_socket and "env" not in popen:
+            popen["env"] = {**os.environ, "RUNWATCH_SOCKET": self.opened.sdk_socket}
         try:
             return subprocess.Popen(list(argv), **popen)
         finally:

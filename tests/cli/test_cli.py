@@ -127,7 +127,7 @@ def test_watch_for_a_duration_writes_stats(tmp_path):
     assert res.returncode == 0, res.stderr
     data = json.loads(stats.read_text())
     assert data["drops"] == 0
-    assert data["source"] == "kernel"
+    assert data["source"] == "kernel+sdk"  # the eBPF sensor plus the agent-SDK collector
     assert isinstance(data["events"], int)
 
 
@@ -163,3 +163,28 @@ def test_not_root_says_so_in_one_line_then_falls_back():
     assert lines[1].startswith("runwatch: fallback source (proc connector + /proc) cannot see: network")
     assert {e["source"] for e in events} == {"proc"}
     assert sorted(e.get("exit_code", 0) for e in events if e["kind"] == "process.exit") == [0, 3]
+
+
+AGENT = """
+import subprocess
+from runwatch.sdk import tool_call
+with tool_call("run_shell", call_id="c-5", agent="cli-agent"):
+    for _ in range(5):
+        subprocess.run(["/usr/bin/true"])
+for _ in range(3):
+    subprocess.run(["/usr/bin/false"])
+"""
+
+
+@pytest.mark.kernel
+def test_run_joins_kernel_events_with_sdk_tool_calls(tmp_path):
+    db = tmp_path / "agent.db"
+    sock = tmp_path / "sdk" / "sdk.sock"
+    res = rw("run", "--db", str(db), "--sdk-socket", str(sock), "--", sys.executable, "-c", AGENT)
+    assert res.returncode == 0, res.stderr
+    events = [json.loads(line) for line in rw("events", "--db", str(db), "--format", "json").stdout.splitlines()]
+    trues = [e for e in events if e["kind"] == "process.exec" and e["exe"] == "/usr/bin/true"]
+    falses = [e for e in events if e["kind"] == "process.exec" and e["exe"] == "/usr/bin/false"]
+    assert [t["tool_call"] for t in trues] == [{"name": "run_shell", "call_id": "c-5", "agent": "cli-agent"}] * 5
+    assert [(f.get("tool_call"), f.get("unattested")) for f in falses] == [(None, True)] * 3
+    assert [e["kind"] for e in events if e["kind"].startswith("tool.")] == ["tool.start", "tool.end"]

@@ -17,6 +17,7 @@ import click
 from runwatch.cli.common import db_option, err_console, fail, note
 from runwatch.events import Event
 from runwatch.outputs.text import TextOutput
+from runwatch.sdk.wire import DEFAULT_SOCKET
 from runwatch.sensors.select import NoSourceError
 from runwatch.session import Session, SessionOptions
 from runwatch.store.sqlite import StoreError
@@ -44,6 +45,10 @@ def _source_options(f: Any) -> Any:
     f = click.option("--events-out", metavar="FILE", help="Also append every event as JSON lines to FILE "
                      "('-' for stdout).")(f)
     f = click.option("-v", "--verbose", is_flag=True, help="Print every event live to stderr.")(f)
+    f = click.option("--sdk-socket", metavar="PATH", default=DEFAULT_SOCKET, show_default=True,
+                     help="Unix socket where agents using runwatch.sdk report tool calls (bind-mount its "
+                     "directory into containers; RUNWATCH_SOCKET is set for CMD).")(f)
+    f = click.option("--no-sdk", is_flag=True, help="Do not collect agent-SDK events.")(f)
     return db_option()(f)
 
 
@@ -90,7 +95,7 @@ def _exit_status(rc: int) -> int:
 @_source_options
 @click.argument("command", nargs=-1, required=True, metavar="-- CMD [ARGS]...")
 def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, ring_mb: int,
-        verbose: bool) -> None:
+        verbose: bool, sdk_socket: str, no_sdk: bool) -> None:
     """Run CMD under the sensor and watch its whole process subtree.
 
     Containers CMD starts (runc, podman) are followed too. When CMD exits, runwatch drains
@@ -100,7 +105,8 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
     """
     counter = _Counter()
     opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=ring_bytes(ring_mb),
-                          track_self=True, live=TextOutput() if verbose else None, extra_sinks=[counter])
+                          track_self=True, live=TextOutput() if verbose else None, extra_sinks=[counter],
+                          sdk_socket=None if no_sdk else sdk_socket)
     session = _open(opts, list(command))
     rc = 0
     try:
@@ -145,15 +151,16 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
               help="Stop after this many seconds (default: until SIGINT/SIGTERM).")
 @click.option("--stats-json", metavar="FILE", help="On exit, write the run summary (events, drops, hooks) "
               "as JSON to FILE.")
-def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: bool,
-          containers: tuple[str, ...], duration: float | None, stats_json: str | None) -> None:
+def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: bool, sdk_socket: str,
+          no_sdk: bool, containers: tuple[str, ...], duration: float | None, stats_json: str | None) -> None:
     """Watch the whole host (or the given containers) until SIGINT/SIGTERM.
 
     On stop it drains the sensor, flushes the store and prints a summary with drops.
     """
     counter = _Counter()
     opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=ring_bytes(ring_mb),
-                          containers=containers, live=TextOutput() if verbose else None, extra_sinks=[counter])
+                          containers=containers, live=TextOutput() if verbose else None, extra_sinks=[counter],
+                          sdk_socket=None if no_sdk else sdk_socket)
     session = _open(opts, ["watch", *containers])
     stop = threading.Event()
 

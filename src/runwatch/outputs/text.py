@@ -180,6 +180,8 @@ def render_line(event: Event) -> Text:
         line.append(detail)
     if event.tool_call is not None and not event.kind.startswith("tool."):
         line.append(f"  [tool {event.tool_call.name}]", style="green")
+    elif event.unattested:
+        line.append("  [outside any tool call]", style="yellow")
     if event.ancestry:
         shown = event.ancestry[:_ANCESTRY_SHOWN]
         more = len(event.ancestry) - len(shown)

@@ -20,6 +20,7 @@ class Opened:
     notices: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)  # hook/program -> reason
     active: dict[str, str] = field(default_factory=dict)
+    sdk_socket: str | None = None  # where the agent-SDK collector listens, if it runs
 
 
 def _kernel(track: bool, ring_bytes: int) -> Opened:
@@ -46,12 +47,37 @@ def _proc(root_pid: int | None) -> Opened:
                                 + "; ".join(ProcConnectorSource.LOST)])
 
 
-def open_source(prefer: str = "auto", *, track_self: bool = False, ring_bytes: int = 1 << 24) -> Opened:
-    """Start a source. ``prefer`` is auto, kernel or proc.
+def open_source(prefer: str = "auto", *, track_self: bool = False, ring_bytes: int = 1 << 24,
+                sdk_socket: str | None = None) -> Opened:
+    """Start the sources: the best system source, plus the agent-SDK collector.
 
-    ``track_self``: report only processes this process starts from now on (runwatch run).
-    Raises NoSourceError with every reason if nothing can start.
+    ``prefer`` is auto, kernel or proc. ``track_self``: report only processes this process
+    starts from now on (runwatch run). ``sdk_socket``: also collect agent-SDK events on this
+    unix socket (a collector that cannot bind is a notice, not an error).
+    Raises NoSourceError with every reason if no system source can start.
     """
+    opened = _open_system(prefer, track_self, ring_bytes)
+    if sdk_socket:
+        _add_sdk(opened, sdk_socket)
+    return opened
+
+
+def _add_sdk(opened: Opened, path: str) -> None:
+    from runwatch.sensors.inproc.collector import SdkCollector
+    from runwatch.sensors.multi import MultiSource
+
+    offset = getattr(opened.source, "clock_offset", None)
+    collector = SdkCollector(path, clock_offset=offset if isinstance(offset, int) else None)
+    try:
+        collector.start()
+    except (OSError, RuntimeError) as exc:
+        opened.notices.append(f"agent SDK collector not started on {path}: {exc}")
+        return
+    opened.source = MultiSource([opened.source, collector])
+    opened.sdk_socket = path
+
+
+def _open_system(prefer: str, track_self: bool, ring_bytes: int) -> Opened:
     reasons: list[str] = []
     if prefer in ("auto", "kernel"):
         if os.geteuid() != 0 and prefer == "auto":

@@ -72,6 +72,11 @@ class KernelSource:
             self.stop()
             raise
 
+    @property
+    def clock_offset(self) -> int:
+        """Nanoseconds to add to CLOCK_MONOTONIC to get epoch time (shared with other sources)."""
+        return self._decoder.clock_offset
+
     def track(self, pid: int) -> None:
         """Report ``pid`` and its future descendants (only meaningful with track_pids)."""
         assert self._obj is not None, "start() first"
