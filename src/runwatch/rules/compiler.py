@@ -17,7 +17,7 @@ from typing import Any
 
 from runwatch.events import Event
 from runwatch.rules.fields import EvalCtx, FieldSpec, parse_ip, resolve_field
-from runwatch.rules.language import Cmp, MacroRef, Node, Not, Value
+from runwatch.rules.language import BoolOp, Cmp, MacroRef, Node, Not, Value
 
 Pred = Callable[[Event, EvalCtx], bool]
 KindTest = Callable[[str], bool]
@@ -50,6 +50,23 @@ class Compiled:
     pred: Pred
     kinds: KindTest | None
     needs: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexTerm:
+    """A top-level term the engine can index on: ``mode`` is ``eq``, ``prefix`` or ``suffix``."""
+
+    mode: str
+    spec: FieldSpec
+    values: tuple[Any, ...]
+
+
+def _always(e: Event, c: EvalCtx) -> bool:
+    return True
+
+
+def _is_kind_term(node: Node) -> bool:
+    return isinstance(node, Cmp) and node.field in ("kind", "evt.kind") and node.op in ("=", "in", "startswith")
 
 
 class Compiler:
@@ -102,6 +119,47 @@ class Compiler:
         if node.op == "and":
             return Compiled(_and(preds), _kinds_and([p.kinds for p in parts]), needs)
         return Compiled(_or(preds), _kinds_or([p.kinds for p in parts]), needs)
+
+    def conjuncts(self, node: Node) -> list[Node]:
+        """The top-level AND terms of ``node``, looking through parentheses and macros."""
+        if isinstance(node, BoolOp) and node.op == "and":
+            return [t for item in node.items for t in self.conjuncts(item)]
+        if isinstance(node, MacroRef) and node.name in self.macros and node.name not in self._stack:
+            self._stack.append(node.name)
+            try:
+                return self.conjuncts(self.macros[node.name])
+            finally:
+                self._stack.pop()
+        return [node]
+
+    def compile_rule(self, node: Node) -> tuple[Compiled, list[IndexTerm]]:
+        """Compile a rule condition for the engine's index.
+
+        Returns the compiled condition, with the top-level ``kind`` terms left out of the
+        predicate (the kind index guarantees them), and the top-level terms usable as a
+        value index (``=``/``in``/``startswith``/``endswith`` on a scalar field).
+        """
+        full = self.compile(node)
+        parts = self.conjuncts(node)
+        rest = [p for p in parts if not _is_kind_term(p)]
+        if full.kinds is None or len(rest) == len(parts):
+            pred = full.pred
+        elif rest:
+            pred = self.compile(rest[0] if len(rest) == 1 else BoolOp("and", rest)).pred
+        else:
+            pred = _always
+        terms: list[IndexTerm] = []
+        for p in rest:
+            if not isinstance(p, Cmp) or p.op not in ("=", "in", "startswith", "endswith"):
+                continue
+            spec = resolve_field(p.field)
+            if spec is None or spec.type not in ("str", "ip", "int") or (p.op != "=" and p.op != "in"
+                                                                        and spec.type == "int"):
+                continue
+            vals = _coerce(spec, p.op, self._values(p), p.op_token)
+            mode = "eq" if p.op in ("=", "in") else ("prefix" if p.op == "startswith" else "suffix")
+            terms.append(IndexTerm(mode, spec, tuple(vals)))
+        return Compiled(pred, full.kinds, full.needs), terms
 
     def _macro_ref(self, node: MacroRef) -> Compiled:
         name = node.name
@@ -229,47 +287,85 @@ def element_test(spec: FieldSpec, op: str, raw: list[Any], tok: int) -> Callable
         match = rx.match
         return lambda x: match(x) is not None
     if op == "cidr":
-        nets = tuple(vals)
+        # (version, first, last) as ints: comparing ints is far cheaper than ipaddress containment
+        ranges = tuple((n.version, int(n.network_address), int(n.broadcast_address)) for n in vals)
+        if len(ranges) == 1:
+            (rv, lo, hi), = ranges
+
+            def in_net(x: Any) -> bool:
+                ip = parse_ip(x)
+                return ip is not None and ip.version == rv and lo <= int(ip) <= hi
+
+            return in_net
 
         def in_nets(x: Any) -> bool:
             ip = parse_ip(x)
-            return ip is not None and any(ip in n for n in nets)
+            if ip is None:
+                return False
+            ver, i = ip.version, int(ip)
+            return any(ver == rv and lo <= i <= hi for rv, lo, hi in ranges)
 
         return in_nets
     raise CompileError(f"unknown operator {op!r}", tok)
 
 
 def _lift(spec: FieldSpec, op: str, test: Callable[[Any], bool], values: list[Any]) -> Pred:
-    """Turn an element test into an event predicate; absent values are always false."""
+    """Turn an element test into an event predicate; absent values are always false.
+
+    The hot operators on scalar fields are inlined (one closure call instead of two).
+    """
     g = spec.get
     if spec.type == "list":
         if op == "!=":
             return lambda e, c: (x := g(e, c)) is not None and all(test(i) for i in x)
         return lambda e, c: (x := g(e, c)) is not None and any(test(i) for i in x)
+    vals = _coerce(spec, op, values, -1)
     if op == "in":
-        s = frozenset(_coerce(spec, op, values, -1))
+        s = frozenset(vals)
         return lambda e, c: g(e, c) in s
     if op == "=" and spec.type != "bool":
-        v = _coerce(spec, op, values, -1)[0]
+        v = vals[0]
         return lambda e, c: bool(g(e, c) == v)
+    if op == "startswith":
+        pre = tuple(vals)
+        return lambda e, c: (x := g(e, c)) is not None and bool(x.startswith(pre))
+    if op == "endswith":
+        suf = tuple(vals)
+        return lambda e, c: (x := g(e, c)) is not None and bool(x.endswith(suf))
+    if op == "contains" and len(vals) == 1:
+        sub = vals[0]
+        return lambda e, c: (x := g(e, c)) is not None and sub in x
     return lambda e, c: (x := g(e, c)) is not None and test(x)
 
 
 def _and(preds: tuple[Pred, ...]) -> Pred:
+    """Short-circuit AND as nested closures (no generator per call)."""
+    if len(preds) == 1:
+        return preds[0]
     if len(preds) == 2:
         a, b = preds
         return lambda e, c: a(e, c) and b(e, c)
     if len(preds) == 3:
         a, b, d = preds
         return lambda e, c: a(e, c) and b(e, c) and d(e, c)
-    return lambda e, c: all(p(e, c) for p in preds)
+    a, b, d = preds[:3]
+    rest = _and(preds[3:])
+    return lambda e, c: a(e, c) and b(e, c) and d(e, c) and rest(e, c)
 
 
 def _or(preds: tuple[Pred, ...]) -> Pred:
+    """Short-circuit OR as nested closures."""
+    if len(preds) == 1:
+        return preds[0]
     if len(preds) == 2:
         a, b = preds
         return lambda e, c: a(e, c) or b(e, c)
-    return lambda e, c: any(p(e, c) for p in preds)
+    if len(preds) == 3:
+        a, b, d = preds
+        return lambda e, c: a(e, c) or b(e, c) or d(e, c)
+    a, b, d = preds[:3]
+    rest = _or(preds[3:])
+    return lambda e, c: a(e, c) or b(e, c) or d(e, c) or rest(e, c)
 
 
 def _kinds_and(parts: list[KindTest | None]) -> KindTest | None:
@@ -288,4 +384,4 @@ def _kinds_or(parts: list[KindTest | None]) -> KindTest | None:
     return lambda kind: any(k(kind) for k in known)
 
 
-__all__ = ["ALL_OPS", "CompileError", "Compiled", "Compiler", "KindTest", "Pred", "element_test"]
+__all__ = ["ALL_OPS", "CompileError", "Compiled", "Compiler", "IndexTerm", "KindTest", "Pred", "element_test"]

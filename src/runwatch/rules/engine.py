@@ -21,7 +21,8 @@ from typing import Any
 
 from runwatch.alerts.model import Alert, alert_from_event
 from runwatch.events import Event
-from runwatch.rules.fields import EvalCtx
+from runwatch.rules.compiler import IndexTerm
+from runwatch.rules.fields import EvalCtx, Getter
 from runwatch.rules.model import Rule, RuleMeta, RuleSet
 from runwatch.rules.sequences import SequenceMatcher
 
@@ -29,16 +30,107 @@ _NOT_ROOTS = frozenset({0, 1, 2})  # never a tree root: no parent, init, kthread
 _SWEEP_EVERY = 4096
 
 
+class _KindIndex:
+    """The rules and sequences for one event kind, with value indexes over top-level terms.
+
+    Each rule goes to exactly one place: the bucket of its first ``=``/``in`` term, else of
+    its first ``startswith`` term, else of its first ``endswith`` term, else ``always``.
+    A rule's full predicate is still evaluated, so the index only has to never miss.
+    """
+
+    __slots__ = ("always", "eq", "plain", "prefix", "rules", "seqs", "suffix")
+
+    def __init__(self, rules: tuple[Rule, ...], seqs: tuple[SequenceMatcher, ...]) -> None:
+        self.rules = rules
+        self.seqs = seqs
+        always: list[Rule] = []
+        eq: dict[str, tuple[Getter, dict[Any, list[Rule]]]] = {}
+        affix: dict[tuple[str, str], tuple[Getter, dict[str, list[Rule]]]] = {}
+        for r in rules:
+            term = _pick(r.index)
+            if term is None:
+                always.append(r)
+            elif term.mode == "eq":
+                _, buckets = eq.setdefault(term.spec.name, (term.spec.get, {}))
+                for v in set(term.values):
+                    buckets.setdefault(v, []).append(r)
+            else:
+                _, buckets = affix.setdefault((term.mode, term.spec.name), (term.spec.get, {}))
+                for v in _minimal(term.values, term.mode):
+                    buckets.setdefault(v, []).append(r)
+        self.always = tuple(always)
+        self.eq = tuple((g, {k: tuple(v) for k, v in b.items()}) for g, b in eq.values())
+        self.prefix = tuple((g, tuple(sorted({len(k) for k in b})), {k: tuple(v) for k, v in b.items()})
+                            for (mode, _), (g, b) in affix.items() if mode == "prefix")
+        self.suffix = tuple((g, tuple(sorted({len(k) for k in b})), {k: tuple(v) for k, v in b.items()})
+                            for (mode, _), (g, b) in affix.items() if mode == "suffix")
+        self.plain = not (self.eq or self.prefix or self.suffix)  # no value index: always == all rules
+
+    def candidates(self, e: Event, c: EvalCtx) -> tuple[Rule, ...] | list[Rule]:
+        """The rules that may match ``e`` (each at most once, in no particular order)."""
+        if self.plain:
+            return self.always
+        hits: list[Rule] = list(self.always)
+        for g, buckets in self.eq:
+            v = g(e, c)
+            if v is not None:
+                found = buckets.get(v)
+                if found:
+                    hits.extend(found)
+        for g, lengths, buckets in self.prefix:
+            v = g(e, c)
+            if v:
+                n = len(v)
+                for length in lengths:
+                    if length > n:
+                        break
+                    found = buckets.get(v[:length])
+                    if found:
+                        hits.extend(found)
+        for g, lengths, buckets in self.suffix:
+            v = g(e, c)
+            if v:
+                n = len(v)
+                for length in lengths:
+                    if length > n:
+                        break
+                    found = buckets.get(v[n - length:])
+                    if found:
+                        hits.extend(found)
+        return hits
+
+
+def _pick(terms: tuple[IndexTerm, ...]) -> IndexTerm | None:
+    for mode in ("eq", "prefix", "suffix"):
+        for t in terms:
+            if t.mode == mode and t.values and all(isinstance(v, str | int) for v in t.values):
+                if mode != "eq" and any(v == "" for v in t.values):
+                    continue
+                return t
+    return None
+
+
+def _minimal(values: tuple[Any, ...], mode: str) -> list[str]:
+    """Affixes with those covered by a shorter one dropped, so a rule is found at most once."""
+    out: list[str] = []
+    for v in sorted(set(values), key=len):
+        if not any((v.startswith(o) if mode == "prefix" else v.endswith(o)) for o in out):
+            out.append(v)
+    return out
+
+
 class Engine:
     """Evaluates a rule set against events. Disabled rules are not evaluated.
 
     ``max_first_seen``: destinations remembered for ``net.dst.first_seen``;
     ``max_tree``: pids remembered for ``proc.tree``; ``sequence_max_keys``: keys per sequence.
-    ``include``: rule/sequence ids evaluated even when disabled (the rule-test runner uses it).
+    ``include``: rule/sequence ids evaluated even when disabled (the rule-test runner uses it);
+    ``count_evaluations``: keep per-rule evaluation counts (:meth:`evaluations`; costs a little).
     """
 
     def __init__(self, ruleset: RuleSet, *, max_first_seen: int = 65_536, max_tree: int = 65_536,
-                 sequence_max_keys: int = 10_000, include: Iterable[str] = ()) -> None:
+                 sequence_max_keys: int = 10_000, include: Iterable[str] = (),
+                 count_evaluations: bool = False) -> None:
         also = set(include)
         self.ruleset = ruleset
         self.rules: list[Rule] = [r for r in ruleset.rules if r.meta.enabled or r.name in also]
@@ -52,7 +144,11 @@ class Engine:
         self._want_first_seen = "first_seen" in needs
         self._want_tree = "tree" in needs
         self._ctx = EvalCtx()
-        self._index: dict[str, tuple[tuple[Rule, ...], tuple[SequenceMatcher, ...]]] = {}
+        self._index: dict[str, _KindIndex] = {}
+        self._pos = {r.name: i for i, r in enumerate(self.rules)}
+        self.count_evaluations = count_evaluations
+        self._evals: dict[str, int] = dict.fromkeys(self._pos, 0)
+        self.evaluated = 0
         self._kind_events: dict[str, int] = {}
         self._seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
         self._roots: OrderedDict[int, int] = OrderedDict()
@@ -65,18 +161,18 @@ class Engine:
         self._alerts_by_rule: dict[str, int] = {}
 
     # -- index ----------------------------------------------------------------------------
-    def _build(self, kind: str) -> tuple[tuple[Rule, ...], tuple[SequenceMatcher, ...]]:
+    def _build(self, kind: str) -> _KindIndex:
         rules = tuple(r for r in self.rules if r.kinds is None or r.kinds(kind))
         seqs = tuple(m for m in self.matchers if any(k is None or k(kind) for k in m.seq.step_kinds))
-        entry = (rules, seqs)
+        entry = _KindIndex(rules, seqs)
         if len(self._index) < 4096:  # kinds are a small closed set; guard against junk input
             self._index[kind] = entry
         return entry
 
     def candidates(self, kind: str) -> tuple[str, ...]:
-        """Ids of the rules and sequences evaluated for events of ``kind`` (for tests and tooling)."""
-        rules, seqs = self._index.get(kind) or self._build(kind)
-        return tuple(r.name for r in rules) + tuple(m.seq.name for m in seqs)
+        """Ids of the rules and sequences that may be evaluated for events of ``kind``."""
+        ix = self._index.get(kind) or self._build(kind)
+        return tuple(r.name for r in ix.rules) + tuple(m.seq.name for m in ix.seqs)
 
     # -- state ----------------------------------------------------------------------------
     def _first_seen(self, e: Event) -> bool | None:
@@ -134,50 +230,57 @@ class Engine:
         )
 
     def process(self, e: Event) -> list[Alert]:
-        """Evaluate one event; the alerts it raises (rules first, in load order, then sequences)."""
-        self.events += 1
-        kind = e.kind
-        entry = self._index.get(kind)
-        if entry is None:
-            entry = self._build(kind)
-        self._kind_events[kind] = self._kind_events.get(kind, 0) + 1
-        rules, seqs = entry
-        ctx = self._ctx
-        if self._want_first_seen:
-            ctx.first_seen = self._first_seen(e)
-        if self._want_tree:
-            ctx.tree = self._tree(e)
-        out: list[Alert] = []
-        for r in rules:
-            if r.pred(e, ctx):
-                out.append(self._alert(r.meta, e))
-        for m in seqs:
-            hit = m.feed(e, ctx)
-            if hit is not None:
-                out.append(self._alert(m.seq.meta, e, hit[1], hit[0]))
-        if self.matchers and self.events % _SWEEP_EVERY == 0:
-            for m in self.matchers:
-                m.sweep(e.time)
-        return out
+        """Evaluate one event; the alerts it raises (rules in load order, then sequences)."""
+        return self.process_batch((e,))
 
     def process_batch(self, events: Iterable[Event]) -> list[Alert]:
-        """Evaluate events in order; all alerts raised, in order."""
+        """Evaluate events in order; all alerts raised, in order (per event: rules, then sequences).
+
+        This is the hot loop: engine attributes are read into locals once per batch.
+        """
         out: list[Alert] = []
-        process = self.process
+        index, build, ctx = self._index, self._build, self._ctx
+        want_first_seen, want_tree = self._want_first_seen, self._want_tree
+        counting, evals, pos = self.count_evaluations, self._evals, self._pos
+        sweep = bool(self.matchers)
+        n_events, evaluated = self.events, 0
         for e in events:
-            hits = process(e)
-            if hits:
-                out.extend(hits)
+            n_events += 1
+            ix = index.get(e.kind)
+            if ix is None:
+                ix = build(e.kind)
+            if want_first_seen:
+                ctx.first_seen = self._first_seen(e)
+            if want_tree:
+                ctx.tree = self._tree(e)
+            cands = ix.always if ix.plain else ix.candidates(e, ctx)
+            evaluated += len(cands)
+            if counting:
+                for r in cands:
+                    evals[r.name] += 1
+            first = len(out)
+            for r in cands:
+                if r.pred(e, ctx):
+                    out.append(self._alert(r.meta, e))
+            if len(out) - first > 1:
+                out[first:] = sorted(out[first:], key=lambda a: pos[a.rule])
+            if ix.seqs:
+                for m in ix.seqs:
+                    hit = m.feed(e, ctx)
+                    if hit is not None:
+                        out.append(self._alert(m.seq.meta, e, hit[1], hit[0]))
+            if sweep and n_events % _SWEEP_EVERY == 0:
+                for m in self.matchers:
+                    m.sweep(e.time)
+        self.events = n_events
+        self.evaluated += evaluated
         return out
 
     def evaluations(self) -> dict[str, int]:
-        """Per rule id: how many events its condition was evaluated for (from the kind index)."""
-        out = {r.name: 0 for r in self.rules}
-        for kind, n in self._kind_events.items():
-            rules, _ = self._index.get(kind) or self._build(kind)
-            for r in rules:
-                out[r.name] += n
-        return out
+        """Per rule id: events its condition was evaluated for (needs ``count_evaluations``)."""
+        if not self.count_evaluations:
+            raise RuntimeError("per-rule evaluations are only kept with Engine(..., count_evaluations=True)")
+        return dict(self._evals)
 
     def stats(self) -> dict[str, Any]:
         """Counters: events, alerts (total and per rule), evaluations, state sizes and evictions."""
@@ -187,7 +290,7 @@ class Engine:
             "rules": len(self.rules),
             "sequences": len(self.matchers),
             "alerts_by_rule": dict(self._alerts_by_rule),
-            "evaluations": sum(self.evaluations().values()),
+            "evaluations": self.evaluated,
             "first_seen_entries": len(self._seen),
             "first_seen_evicted": self.first_seen_evicted,
             "tree_entries": len(self._roots),

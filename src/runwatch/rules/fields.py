@@ -71,6 +71,7 @@ def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return ip
 
 
+@functools.lru_cache(maxsize=8192)
 def is_external(text: str) -> bool | None:
     """True for a globally routable unicast address; ``None`` when ``text`` is no address."""
     ip = parse_ip(text)

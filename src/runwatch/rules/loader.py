@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from runwatch.events import Event
-from runwatch.rules.compiler import Compiled, CompileError, Compiler
+from runwatch.rules.compiler import Compiled, CompileError, Compiler, IndexTerm
 from runwatch.rules.exceptions import compile_exceptions
 from runwatch.rules.fields import FieldSpec, resolve_field
 from runwatch.rules.language import ConditionError, Node, parse_condition, tokenize
@@ -282,12 +282,18 @@ class _Load:
         return list(value)
 
     # -- rules -----------------------------------------------------------------------------
-    def compile_cond(self, comp: Compiler, e: _Entry, key: str, value: Any, node: Any = None) -> Compiled | None:
+    def compile_cond(self, comp: Compiler, e: _Entry, key: str, value: Any, node: Any = None,
+                     terms: list[IndexTerm] | None = None) -> Compiled | None:
+        """Parse and compile one condition (errors located); ``terms`` receives index terms of a rule."""
         ast = self.parse(e, key, value, node)
         if ast is None:
             return None
         try:
-            return comp.compile(ast)
+            if terms is None:
+                return comp.compile(ast)
+            compiled, found = comp.compile_rule(ast)
+            terms.extend(found)
+            return compiled
         except CompileError as exc:
             if exc.macro is not None:
                 self.skipped.setdefault(e.name, f"uses macro {exc.macro!r} which has errors")
@@ -298,7 +304,8 @@ class _Load:
 
     def rule(self, comp: Compiler, e: _Entry) -> Rule | None:
         meta = self.meta(e)
-        cond = self.compile_cond(comp, e, "condition", e.data.get("condition"))
+        terms: list[IndexTerm] = []
+        cond = self.compile_cond(comp, e, "condition", e.data.get("condition"), terms=terms)
         exc = compile_exceptions(self, comp, e)
         tests = self.tests(e)
         if meta is None or cond is None or exc is None or tests is None or e.name in self.skipped:
@@ -308,7 +315,7 @@ class _Load:
             base, ex = pred, exc.pred
             pred = lambda ev, c: base(ev, c) and not ex(ev, c)  # noqa: E731
         return Rule(meta, str(e.data["condition"]).strip(), pred, cond.kinds,
-                    cond.needs | exc.needs | meta.output.needs, tests)
+                    cond.needs | exc.needs | meta.output.needs, tests, tuple(terms))
 
     def sequence(self, comp: Compiler, e: _Entry) -> Sequence | None:
         d = e.data
@@ -493,6 +500,7 @@ def _read_all(paths: Iterable[str | os.PathLike[str]], load: _Load) -> None:
         try:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
+            load.files.append(str(p))
             load.err(str(p), 1, f"cannot read rule file: {exc.strerror if isinstance(exc, OSError) else exc}")
             continue
         load.add_text(text, str(p))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runwatch.events import Event
-from runwatch.rules.compiler import KindTest, Pred
+from runwatch.rules.compiler import IndexTerm, KindTest, Pred
 from runwatch.rules.fields import EvalCtx, FieldSpec, field_text, resolve_field
 from runwatch.rules.yamlsrc import RuleError
 
@@ -103,6 +103,7 @@ class Rule:
     kinds: KindTest | None
     needs: frozenset[str]
     tests: tuple[RuleTestCase, ...] = ()
+    index: tuple[IndexTerm, ...] = ()  # top-level terms the engine may index on
 
     @property
     def name(self) -> str:

@@ -71,6 +71,14 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader used only to compose nodes and construct scalars."""
 
 
+def _plain_str(loader: yaml.SafeLoader, node: Node) -> str:
+    return str(loader.construct_scalar(node))  # type: ignore[arg-type]
+
+
+# YAML 1.1 resolves a bare "=" to the "value" tag; in rule files it is the operator.
+_Loader.add_constructor("tag:yaml.org,2002:value", _plain_str)
+
+
 def _build(node: Node, loader: _Loader, errors: list[RuleError], source: str) -> Any:
     if isinstance(node, ScalarNode):
         return loader.construct_object(node, deep=True)
