@@ -1,41 +1,70 @@
 """Decode ring-buffer records (see ``layout.py``) into :class:`runwatch.events.Event`.
 
-Hot path: one ``struct.unpack_from`` per record, no ctypes objects. Unknown kinds and
-short records raise :class:`DecodeError` so the caller can count them, never guess.
+Hot path: each record is copied out of the ring once (``bytes``), then one small
+``struct.unpack_from`` for the header and one for the fixed payload fields; C strings are
+cut at their NUL with ``bytes.find`` so only their used part is decoded. Offsets come from
+the ctypes mirrors in ``layout.py`` (checked against the object's BTF by a test).
+Unknown kinds and short records raise :class:`DecodeError` so the caller counts them.
 """
 
 from __future__ import annotations
 
+import ctypes
+import itertools
+import os
 import socket
+import struct
 import time
 from collections.abc import Callable
 
-from runwatch.events import DnsInfo, Event, FileInfo, NetInfo, PrivInfo, new_id
+from runwatch.events import DnsInfo, Event, FileInfo, NetInfo, PrivInfo
 from runwatch.sensors.kernel import layout as L
-
-_HDR_FIELDS = 15
-_EXEC = L.struct_of(L.RwExec)
-_FORK = L.struct_of(L.RwFork)
-_EXIT = L.struct_of(L.RwExit)
-_NET = L.struct_of(L.RwNet)
-_DNS = L.struct_of(L.RwDns)
-_FILE = L.struct_of(L.RwFile)
-_PRIV = L.struct_of(L.RwPriv)
-_CGROUP = L.struct_of(L.RwCgroup)
 
 PROTOS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 255: "raw", 0: "ip"}
 QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
           65: "HTTPS", 255: "ANY"}
 PRIV_OPS = {1: "setuid", 2: "setreuid", 3: "setresuid", 4: "setgid", 5: "setregid", 6: "setresgid"}
 O_ACCMODE, O_CREAT, O_TRUNC = 3, 0o100, 0o1000
+K = L.Kind
+
+_HDR = struct.Struct("<IIQQIIIIIIIIII16s")
+assert _HDR.size == L.struct_of(L.RwHdr).size
+H = _HDR.size
+
+
+def _off(record: type, name: str) -> int:
+    return int(getattr(record, name).offset)
+
+
+# Fixed-size payload fields (strings are sliced separately at their offsets).
+_EXEC = struct.Struct("<QIIII")  # ino, dev, args_len, args_full, cwd_depth
+_EXEC_FILENAME, _EXEC_ARGS, _EXEC_CWD = (_off(L.RwExec, f) for f in ("filename", "args", "cwd"))
+_U32 = struct.Struct("<I")
+_NET = struct.Struct("<iHHHHI16s16s")  # result, family, proto, sport, dport, pad, saddr, daddr
+_DNS = struct.Struct("<HHI16s")  # family, dport, len, daddr
+_DNS_PAYLOAD = _off(L.RwDns, "payload")
+_FILE_PATH, _FILE_PATH2 = _off(L.RwFile, "path"), _off(L.RwFile, "path2")
+_PRIV = struct.Struct("<IIqqqIIIIII")  # op, pad, arg[3], cap_eff[2], cap_prm[2], cap_inh[2]
+_PRIV_PATH, _PRIV_PATH2, _PRIV_FSTYPE = (_off(L.RwPriv, f) for f in ("path", "path2", "fstype"))
+_CGROUP = struct.Struct("<QII")  # id, level, pad
+_CGROUP_PATH = _off(L.RwCgroup, "path")
+
+_SIZES = {K.EXEC: L.RwExec, K.FORK: L.RwFork, K.EXIT: L.RwExit, K.CONNECT: L.RwNet, K.ACCEPT: L.RwNet,
+          K.LISTEN: L.RwNet, K.BIND: L.RwNet, K.DNS: L.RwDns, K.OPEN: L.RwFile, K.UNLINK: L.RwFile,
+          K.RENAME: L.RwFile, K.MEMFD: L.RwFile, K.SETUID: L.RwPriv, K.SETGID: L.RwPriv,
+          K.CAPSET: L.RwPriv, K.MOUNT: L.RwPriv, K.PTRACE: L.RwPriv, K.UNSHARE: L.RwPriv,
+          K.SETNS: L.RwPriv, K.CGROUP_MKDIR: L.RwCgroup}
+_MIN_SIZE = {int(k): ctypes.sizeof(v) for k, v in _SIZES.items()}
 
 
 class DecodeError(ValueError):
     """A record that cannot be decoded (unknown kind or wrong size)."""
 
 
-def _str(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+def _cstr(rec: bytes, start: int, maxlen: int) -> str:
+    """The NUL-terminated string at ``rec[start:start+maxlen]``."""
+    end = rec.find(b"\0", start, start + maxlen)
+    return rec[start:end if end >= 0 else start + maxlen].decode("utf-8", "replace")
 
 
 def _addr(family: int, raw: bytes) -> str:
@@ -87,162 +116,146 @@ def parse_dns_name(payload: bytes) -> tuple[str, str | None] | None:
 class Decoder:
     """Turns raw records into events. ``clock_offset`` maps monotonic ns to epoch ns.
 
+    Event ids are ``{time:016x}-{tag}-{seq:x}``: time-sortable and unique per decoder.
     Not thread safe; one per consumer thread.
     """
 
     def __init__(self, clock_offset: int | None = None) -> None:
         self.clock_offset = (time.time_ns() - time.monotonic_ns()) if clock_offset is None else clock_offset
-        self._by_kind: dict[int, Callable[[memoryview | bytes, int], Event]] = {
-            L.Kind.EXEC: self._exec, L.Kind.FORK: self._fork, L.Kind.EXIT: self._exit,
-            L.Kind.CONNECT: self._net, L.Kind.ACCEPT: self._net, L.Kind.LISTEN: self._net,
-            L.Kind.BIND: self._net, L.Kind.DNS: self._dns, L.Kind.OPEN: self._file,
-            L.Kind.UNLINK: self._file, L.Kind.RENAME: self._file, L.Kind.MEMFD: self._file,
-            L.Kind.SETUID: self._priv, L.Kind.SETGID: self._priv, L.Kind.CAPSET: self._priv,
-            L.Kind.MOUNT: self._priv, L.Kind.PTRACE: self._priv, L.Kind.UNSHARE: self._priv,
-            L.Kind.SETNS: self._priv, L.Kind.CGROUP_MKDIR: self._cgroup,
+        self._tag = f"-{os.getpid() & 0xFFFF:04x}{id(self) & 0xFFF:03x}-"
+        self._seq = itertools.count(1)
+        self._by_kind: dict[int, Callable[[bytes, Event], None]] = {
+            K.EXEC: self._exec, K.FORK: self._fork, K.EXIT: self._exit, K.CONNECT: self._net,
+            K.ACCEPT: self._net, K.LISTEN: self._net, K.BIND: self._net, K.DNS: self._dns,
+            K.OPEN: self._file, K.UNLINK: self._file, K.RENAME: self._file, K.MEMFD: self._file,
+            K.SETUID: self._priv, K.SETGID: self._priv, K.CAPSET: self._priv, K.MOUNT: self._priv,
+            K.PTRACE: self._priv, K.UNSHARE: self._priv, K.SETNS: self._priv, K.CGROUP_MKDIR: self._cgroup,
+        }
+        self._names = {
+            K.EXEC: "process.exec", K.FORK: "process.fork", K.EXIT: "process.exit", K.CONNECT: "net.connect",
+            K.ACCEPT: "net.accept", K.LISTEN: "net.listen", K.BIND: "net.bind", K.DNS: "dns.query",
+            K.OPEN: "file.open", K.UNLINK: "file.unlink", K.RENAME: "file.rename", K.MEMFD: "file.memfd",
+            K.SETUID: "priv.setuid", K.SETGID: "priv.setgid", K.CAPSET: "priv.capset", K.MOUNT: "priv.mount",
+            K.PTRACE: "priv.ptrace", K.UNSHARE: "priv.unshare", K.SETNS: "priv.setns",
+            K.CGROUP_MKDIR: "cgroup.mkdir",
         }
 
     def decode(self, buf: memoryview | bytes, off: int = 0, size: int | None = None) -> Event:
-        """Decode the record at ``buf[off:]``."""
-        kind = int.from_bytes(buf[off:off + 4], "little")
-        fn = self._by_kind.get(kind)
-        if fn is None:
+        """Decode the record at ``buf[off:off+size]`` (size defaults to the kind's size)."""
+        if len(buf) - off < H:
+            raise DecodeError(f"record of {len(buf) - off} bytes is shorter than its header")
+        kind = _U32.unpack_from(buf, off)[0]
+        need = _MIN_SIZE.get(kind)
+        if need is None:
             raise DecodeError(f"unknown record kind {kind}")
-        return fn(buf, off)
-
-    def _base(self, v: tuple[object, ...], kind: str) -> Event:
-        ts = v[2]
-        assert isinstance(ts, int)
+        end = off + (need if size is None else size)
+        if end - off < need or end > len(buf):
+            raise DecodeError(f"record kind {kind}: {end - off} bytes, expected {need}")
+        rec = buf[off:end]
+        rec = rec.tobytes() if isinstance(rec, memoryview) else rec
+        (_, _, ts, cgid, pid, tid, ppid, uid, euid, gid, pidns, vpid, vtid, _, comm) = _HDR.unpack_from(rec, 0)
         t = ts + self.clock_offset
-        return Event(
-            id=new_id(t), time=t, kind=kind, cgroup_id=v[3], pid=v[4], tid=v[5],  # type: ignore[arg-type]
-            ppid=v[6], uid=v[7], euid=v[8], gid=v[9], pidns=v[10], vpid=v[11], vtid=v[12],  # type: ignore[arg-type]
-            comm=_str(v[14]),  # type: ignore[arg-type]
-        )
+        nul = comm.find(b"\0")
+        e = Event(id=f"{t:016x}{self._tag}{next(self._seq):x}", time=t, kind=self._names[kind], cgroup_id=cgid,
+                  pid=pid, tid=tid, ppid=ppid, uid=uid, euid=euid, gid=gid, pidns=pidns, vpid=vpid, vtid=vtid,
+                  comm=(comm[:nul] if nul >= 0 else comm).decode("utf-8", "replace"))
+        self._by_kind[kind](rec, e)
+        return e
 
-    def _exec(self, buf: memoryview | bytes, off: int) -> Event:
-        v = _EXEC.unpack_from(buf, off)
-        e = self._base(v, "process.exec")
-        args_len, args_full, depth = v[17], v[18], v[19]
-        argv = [a.decode("utf-8", "replace") for a in v[21][:args_len].split(b"\0")]
+    @staticmethod
+    def _exec(rec: bytes, e: Event) -> None:
+        _ino, _dev, args_len, args_full, depth = _EXEC.unpack_from(rec, H)
+        raw = rec[_EXEC_ARGS:_EXEC_ARGS + min(args_len, L.ARGS_LEN)]
+        argv = raw.decode("utf-8", "replace").split("\0")
         if argv and argv[-1] == "":
             argv.pop()
         cmdline = " ".join(argv)
         if args_full > args_len:
             cmdline += " ..."
             e.attrs = {"argv_truncated": True}
-        parts = [_str(p) for p in v[22:22 + min(depth, L.CWD_DEPTH)]]
+        parts = [_cstr(rec, _EXEC_CWD + i * L.CWD_PART, L.CWD_PART) for i in range(min(depth, L.CWD_DEPTH))]
         cwd = "/" + "/".join(reversed(parts))
-        exe = _str(v[20])
+        exe = _cstr(rec, _EXEC_FILENAME, L.PATH_LEN)
         if exe and not exe.startswith("/"):
-            exe = (cwd.rstrip("/") + "/" + exe.removeprefix("./")) if cwd else exe
+            exe = cwd.rstrip("/") + "/" + exe.removeprefix("./")
         e.exe, e.argv, e.cmdline, e.cwd = exe, argv, cmdline, cwd
-        return e
 
-    def _fork(self, buf: memoryview | bytes, off: int) -> Event:
-        v = _FORK.unpack_from(buf, off)
-        e = self._base(v, "process.fork")
-        e.child_pid = v[15]
-        return e
+    @staticmethod
+    def _fork(rec: bytes, e: Event) -> None:
+        e.child_pid = _U32.unpack_from(rec, H)[0]
 
-    def _exit(self, buf: memoryview | bytes, off: int) -> Event:
-        v = _EXIT.unpack_from(buf, off)
-        e = self._base(v, "process.exit")
-        raw = v[15]
+    @staticmethod
+    def _exit(rec: bytes, e: Event) -> None:
+        raw = _U32.unpack_from(rec, H)[0]
         e.exit_code = (raw >> 8) & 0xFF
-        sig = raw & 0x7F
-        if sig:
-            e.signal = sig
-        return e
+        if raw & 0x7F:
+            e.signal = raw & 0x7F
 
-    def _net(self, buf: memoryview | bytes, off: int) -> Event:
-        v = _NET.unpack_from(buf, off)
-        kind = L.Kind(v[0])
-        result, family, proto, sport, dport, saddr, daddr = v[15], v[16], v[17], v[18], v[19], v[21], v[22]
+    @staticmethod
+    def _net(rec: bytes, e: Event) -> None:
+        result, family, proto, sport, dport, _pad, saddr, daddr = _NET.unpack_from(rec, H)
         fam = "ipv6" if family == socket.AF_INET6 else "ipv4"
         pname = PROTOS.get(proto, str(proto))
-        if kind is L.Kind.CONNECT:
-            info = NetInfo(proto=pname, family=fam, dst_ip=_addr(family, daddr), dst_port=dport,
-                           src_port=sport or None, result=result)
-            name = "net.connect"
-        elif kind is L.Kind.ACCEPT:
-            info = NetInfo(proto=pname, family=fam, src_ip=_addr(family, daddr), src_port=dport,
-                           dst_ip=_addr(family, saddr), dst_port=sport, result=0)
-            name = "net.accept"
-        elif kind is L.Kind.BIND:
-            info = NetInfo(proto=pname, family=fam, src_ip=_addr(family, daddr), src_port=dport, result=result)
-            name = "net.bind"
+        kind = e.kind
+        if kind == "net.connect":
+            e.net = NetInfo(proto=pname, family=fam, dst_ip=_addr(family, daddr), dst_port=dport,
+                            src_port=sport or None, result=result)
+        elif kind == "net.accept":
+            e.net = NetInfo(proto=pname, family=fam, src_ip=_addr(family, daddr), src_port=dport,
+                            dst_ip=_addr(family, saddr), dst_port=sport, result=0)
+        elif kind == "net.bind":
+            e.net = NetInfo(proto=pname, family=fam, src_ip=_addr(family, daddr), src_port=dport, result=result)
         else:
-            info = NetInfo(proto=pname, family=fam, src_ip=_addr(family, saddr), src_port=sport, result=0)
-            name = "net.listen"
-        e = self._base(v, name)
-        e.net = info
-        return e
+            e.net = NetInfo(proto=pname, family=fam, src_ip=_addr(family, saddr), src_port=sport, result=0)
 
-    def _dns(self, buf: memoryview | bytes, off: int) -> Event:
-        v = _DNS.unpack_from(buf, off)
-        e = self._base(v, "dns.query")
-        family, dport, n, daddr, payload = v[15], v[16], v[17], v[18], v[19]
-        parsed = parse_dns_name(payload[:n])
+    @staticmethod
+    def _dns(rec: bytes, e: Event) -> None:
+        family, dport, n, daddr = _DNS.unpack_from(rec, H)
+        parsed = parse_dns_name(rec[_DNS_PAYLOAD:_DNS_PAYLOAD + min(n, L.DNS_LEN)])
         name, qtype = parsed if parsed else ("", None)
         e.dns = DnsInfo(name=name, qtype=qtype, server_ip=_addr(family, daddr), server_port=dport)
         if parsed is None:
             e.attrs = {"dns_unparsed": True}
-        return e
 
-    def _file(self, buf: memoryview | bytes, off: int) -> Event:
-        v = _FILE.unpack_from(buf, off)
-        kind = L.Kind(v[0])
-        flags, path, path2 = v[15], _str(v[17]), _str(v[18])
-        if kind is L.Kind.OPEN:
-            e = self._base(v, "file.open")
+    @staticmethod
+    def _file(rec: bytes, e: Event) -> None:
+        flags = _U32.unpack_from(rec, H)[0]
+        path = _cstr(rec, _FILE_PATH, L.PATH_LEN)
+        kind = e.kind
+        if kind == "file.open":
             e.file = FileInfo(path=path, intent=intent_of(flags), flags=flags)
-        elif kind is L.Kind.UNLINK:
-            e = self._base(v, "file.unlink")
+        elif kind == "file.unlink":
             e.file = FileInfo(path=path, intent="write", flags=flags)
-        elif kind is L.Kind.RENAME:
-            e = self._base(v, "file.rename")
-            e.file = FileInfo(path=path, intent="write", new_path=path2, flags=flags)
+        elif kind == "file.rename":
+            e.file = FileInfo(path=path, intent="write", new_path=_cstr(rec, _FILE_PATH2, L.PATH_LEN), flags=flags)
         else:
-            e = self._base(v, "file.memfd")
             e.file = FileInfo(path=f"memfd:{path}", name=path, flags=flags)
-        return e
 
-    def _cgroup(self, buf: memoryview | bytes, off: int) -> Event:
-        v = _CGROUP.unpack_from(buf, off)
-        e = self._base(v, "cgroup.mkdir")
-        e.attrs = {"cgroup_id": v[15], "level": v[16], "path": _str(v[18])}
-        return e
+    @staticmethod
+    def _cgroup(rec: bytes, e: Event) -> None:
+        cgid, level, _pad = _CGROUP.unpack_from(rec, H)
+        e.attrs = {"cgroup_id": cgid, "level": level, "path": _cstr(rec, _CGROUP_PATH, L.PATH_LEN)}
 
-    def _priv(self, buf: memoryview | bytes, off: int) -> Event:
-        v = _PRIV.unpack_from(buf, off)
-        kind = L.Kind(v[0])
-        op, a0, a1 = v[15], v[17], v[18]
-        if kind in (L.Kind.SETUID, L.Kind.SETGID):
+    @staticmethod
+    def _priv(rec: bytes, e: Event) -> None:
+        op, _pad, a0, a1, _a2, eff0, eff1, prm0, prm1, inh0, inh1 = _PRIV.unpack_from(rec, H)
+        kind = e.kind
+        if kind in ("priv.setuid", "priv.setgid"):
             opname = PRIV_OPS.get(op, str(op))
-            uid_like = kind is L.Kind.SETUID
             single = opname in ("setuid", "setgid")
             first, second = _opt(a0), (_opt(a0) if single else _opt(a1))
-            info = (PrivInfo(op=opname, uid=first, euid=second) if uid_like
-                    else PrivInfo(op=opname, gid=first, egid=second))
-            name = "priv.setuid" if uid_like else "priv.setgid"
-        elif kind is L.Kind.CAPSET:
-            info = PrivInfo(op="capset", cap_effective=v[20] | v[21] << 32, cap_permitted=v[22] | v[23] << 32,
-                            cap_inheritable=v[24] | v[25] << 32)
-            name = "priv.capset"
-        elif kind is L.Kind.MOUNT:
-            info = PrivInfo(op="mount", target=_str(v[26]), source=_str(v[27]), fstype=_str(v[28]) or None,
-                            mount_flags=a0 & 0xFFFFFFFF)
-            name = "priv.mount"
-        elif kind is L.Kind.PTRACE:
-            info = PrivInfo(op="ptrace", request=a0, target_pid=a1)
-            name = "priv.ptrace"
-        elif kind is L.Kind.UNSHARE:
-            info = PrivInfo(op="unshare", ns_flags=a0 & 0xFFFFFFFF)
-            name = "priv.unshare"
+            e.priv = (PrivInfo(op=opname, uid=first, euid=second) if kind == "priv.setuid"
+                      else PrivInfo(op=opname, gid=first, egid=second))
+        elif kind == "priv.capset":
+            e.priv = PrivInfo(op="capset", cap_effective=eff0 | eff1 << 32, cap_permitted=prm0 | prm1 << 32,
+                              cap_inheritable=inh0 | inh1 << 32)
+        elif kind == "priv.mount":
+            e.priv = PrivInfo(op="mount", target=_cstr(rec, _PRIV_PATH, L.PATH_LEN),
+                              source=_cstr(rec, _PRIV_PATH2, L.NAME_LEN),
+                              fstype=_cstr(rec, _PRIV_FSTYPE, L.COMM_LEN) or None, mount_flags=a0 & 0xFFFFFFFF)
+        elif kind == "priv.ptrace":
+            e.priv = PrivInfo(op="ptrace", request=a0, target_pid=a1)
+        elif kind == "priv.unshare":
+            e.priv = PrivInfo(op="unshare", ns_flags=a0 & 0xFFFFFFFF)
         else:
-            info = PrivInfo(op="setns", ns_flags=a0 & 0xFFFFFFFF)
-            name = "priv.setns"
-        e = self._base(v, name)
-        e.priv = info
-        return e
+            e.priv = PrivInfo(op="setns", ns_flags=a0 & 0xFFFFFFFF)
