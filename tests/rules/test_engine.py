@@ -227,23 +227,34 @@ def test_value_index_skips_rules_whose_value_cannot_match() -> None:
 
 
 def test_value_index_never_misses_and_keeps_rule_order() -> None:
-    # 61 rules on proc.name / file.path affixes; each event must get exactly the rules a linear scan gives.
+    # 61 rules over every indexable form; each event must get exactly the rules a linear scan gives.
+    forms = [
+        "proc.name in (p{i}, q{m})",
+        "proc.exe startswith (/opt/{m}, /opt)",
+        "proc.exe endswith (q{m}, /p{i})",
+        "proc.cmdline contains (\"x{m}\", \"x{m}y\")",
+        "proc.cmdline icontains \"AB{m}\"",
+        "proc.exe glob \"/opt/*/p{m}\" or proc.exe glob \"/usr/p{i}*\"",
+        "proc.exe startswith /usr/ or proc.exe startswith /bin/",
+        "proc.cmdline glob \"*-v{m}*\"",
+        "evt.attr[ip] cidr (10.{m}.0.0/16, 0.0.0.0/4, fd00::/8)",
+    ]
     parts = []
     for i in range(61):
-        if i % 3 == 0:
-            parts.append(f"- rule: n{i}\n  condition: kind = process.exec and proc.name in (p{i}, q{i % 5})\n")
-        elif i % 3 == 1:
-            cond = f"kind = process.exec and proc.exe startswith (/opt/{i % 4}, /opt)"
-            parts.append(f"- rule: s{i}\n  condition: {cond}\n")
-        else:
-            parts.append(f"- rule: e{i}\n  condition: kind = process.exec and proc.exe endswith (q{i % 5}, /p{i})\n")
+        cond = forms[i % len(forms)].format(i=i, m=i % 5).replace("'", "''")
+        parts.append(f"- rule: r{i}\n  condition: 'kind = process.exec and ({cond})'\n")
     rs = rules("".join(parts))
     eng = Engine(rs)
-    for n, exe in enumerate(["/opt/2/p3", "/usr/q4", "/opt/1/x/q0", "/bin/p9"]):
-        e = ev("process.exec", n, exe=exe)
+    samples = [("/opt/2/p3", "run x2y -v1", "10.2.3.4"), ("/usr/q4", "AB3 ab1", "8.8.8.8"),
+               ("/opt/1/x/q0", "x4 x3y", "fd00::9"), ("/bin/p9", "-v4 --", "::ffff:10.0.0.1"),
+               ("/usr/p10zz", "none", "15.1.1.1")]
+    for n, (exe, cmd, ip) in enumerate(samples):
+        e = ev("process.exec", n, exe=exe, cmdline=cmd, attrs={"ip": ip})
         got = [a.rule for a in eng.process(e)]
         want = [r.name for r in rs.rules if r.pred(e, eng._ctx) and (r.kinds is None or r.kinds(e.kind))]
-        assert got == want and got
+        assert got == want and len(got) >= 3, (exe, got, want)
+    ix = eng._index["process.exec"]
+    assert ix.always == () and len(ix.lit) == 2 and len(ix.cidr) == 1
 
 
 def test_alert_fields_from_rule_and_event() -> None:

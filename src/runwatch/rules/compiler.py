@@ -54,11 +54,52 @@ class Compiled:
 
 @dataclass(frozen=True, slots=True)
 class IndexTerm:
-    """A top-level term the engine can index on: ``mode`` is ``eq``, ``prefix`` or ``suffix``."""
+    """A top-level term the engine can index on.
+
+    ``mode``: ``eq`` (exact values), ``prefix``, ``suffix``, ``contains``, ``icontains``
+    (lower-cased literals) or ``cidr`` (``ipaddress`` networks).
+    """
 
     mode: str
     spec: FieldSpec
     values: tuple[Any, ...]
+
+
+_AFFIX_MODES = {"startswith": "prefix", "endswith": "suffix", "contains": "contains", "icontains": "icontains"}
+
+
+def glob_literals(pattern: str) -> tuple[str, str, str]:
+    """A glob's literal prefix, literal suffix and longest literal run ("" where there is none)."""
+    segs: list[str | None] = []  # literal text, or None for a wildcard
+    i, n, buf = 0, len(pattern), ""
+    while i < n:
+        ch = pattern[i]
+        if ch in "*?":
+            segs.extend([buf, None])
+            buf = ""
+            i += 1
+            continue
+        if ch == "[":
+            j = i + 1
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            close = pattern.find("]", j)
+            if close >= 0:
+                segs.extend([buf, None])
+                buf = ""
+                i = close + 1
+                continue
+        buf += ch
+        i += 1
+    segs.append(buf)
+    lits = [sg for sg in segs if sg]
+    prefix = segs[0] or ""
+    suffix = segs[-1] or ""
+    if len(segs) == 1:  # no wildcard at all: the whole pattern is exact
+        return prefix, suffix, prefix
+    return prefix, suffix, max(lits, key=len) if lits else ""
 
 
 def _always(e: Event, c: EvalCtx) -> bool:
@@ -148,18 +189,47 @@ class Compiler:
             pred = self.compile(rest[0] if len(rest) == 1 else BoolOp("and", rest)).pred
         else:
             pred = _always
-        terms: list[IndexTerm] = []
-        for p in rest:
-            if not isinstance(p, Cmp) or p.op not in ("=", "in", "startswith", "endswith"):
-                continue
-            spec = resolve_field(p.field)
-            if spec is None or spec.type not in ("str", "ip", "int") or (p.op != "=" and p.op != "in"
-                                                                        and spec.type == "int"):
-                continue
-            vals = _coerce(spec, p.op, self._values(p), p.op_token)
-            mode = "eq" if p.op in ("=", "in") else ("prefix" if p.op == "startswith" else "suffix")
-            terms.append(IndexTerm(mode, spec, tuple(vals)))
+        terms = [t for p in rest if (t := self._index_term(p)) is not None]
         return Compiled(pred, full.kinds, full.needs), terms
+
+    def _index_term(self, node: Node) -> IndexTerm | None:
+        """An index term implied by ``node`` being true, or None.
+
+        ``=``/``in`` give exact values; ``startswith``/``endswith`` affixes; ``contains``/
+        ``icontains`` required substrings; ``glob`` its literal prefix, suffix or longest
+        literal run. An ``or`` of terms with the same field and mode merges their values.
+        """
+        if isinstance(node, BoolOp) and node.op == "or":
+            subs = [self._index_term(item) for item in node.items]
+            first = subs[0]
+            if first is None or any(t is None or (t.mode, t.spec.name) != (first.mode, first.spec.name)
+                                    for t in subs):
+                return None
+            return IndexTerm(first.mode, first.spec, tuple(v for t in subs if t is not None for v in t.values))
+        if not isinstance(node, Cmp):
+            return None
+        spec = resolve_field(node.field)
+        if spec is None or spec.type not in ("str", "ip", "int"):
+            return None
+        op = node.op
+        if spec.type == "int" and op not in ("=", "in"):
+            return None
+        if op in ("=", "in"):
+            return IndexTerm("eq", spec, tuple(_coerce(spec, op, self._values(node), node.op_token)))
+        if op == "cidr":
+            return IndexTerm("cidr", spec, tuple(_coerce(spec, op, self._values(node), node.op_token)))
+        if op not in _AFFIX_MODES and op != "glob":
+            return None
+        vals = [str(v) for v in _coerce(spec, op, self._values(node), node.op_token)]
+        if op != "glob":
+            mode = _AFFIX_MODES[op]
+            return IndexTerm(mode, spec, tuple(v.lower() for v in vals) if mode == "icontains" else tuple(vals))
+        parts = [glob_literals(v) for v in vals]
+        for mode, pick in (("prefix", 0), ("suffix", 1), ("contains", 2)):
+            lits = [part[pick] for part in parts]
+            if all(lits):
+                return IndexTerm(mode, spec, tuple(lits))
+        return None
 
     def _macro_ref(self, node: MacroRef) -> Compiled:
         name = node.name

@@ -15,14 +15,15 @@ be shared between engines.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from runwatch.alerts.model import Alert, alert_from_event
 from runwatch.events import Event
 from runwatch.rules.compiler import IndexTerm
-from runwatch.rules.fields import EvalCtx, Getter
+from runwatch.rules.fields import EvalCtx, Getter, parse_ip
 from runwatch.rules.model import Rule, RuleMeta, RuleSet
 from runwatch.rules.sequences import SequenceMatcher
 
@@ -34,11 +35,12 @@ class _KindIndex:
     """The rules and sequences for one event kind, with value indexes over top-level terms.
 
     Each rule goes to exactly one place: the bucket of its first ``=``/``in`` term, else of
-    its first ``startswith`` term, else of its first ``endswith`` term, else ``always``.
+    its first ``startswith`` term, else ``endswith``, else a required substring
+    (``contains``/``icontains``/glob literal, found with one regex per field), else ``always``.
     A rule's full predicate is still evaluated, so the index only has to never miss.
     """
 
-    __slots__ = ("always", "eq", "plain", "prefix", "rules", "seqs", "suffix")
+    __slots__ = ("always", "cidr", "eq", "lit", "plain", "prefix", "rules", "seqs", "suffix")
 
     def __init__(self, rules: tuple[Rule, ...], seqs: tuple[SequenceMatcher, ...]) -> None:
         self.rules = rules
@@ -46,6 +48,8 @@ class _KindIndex:
         always: list[Rule] = []
         eq: dict[str, tuple[Getter, dict[Any, list[Rule]]]] = {}
         affix: dict[tuple[str, str], tuple[Getter, dict[str, list[Rule]]]] = {}
+        lit: dict[tuple[str, str], tuple[Getter, dict[str, list[Rule]]]] = {}
+        cidr: dict[str, tuple[Getter, dict[tuple[int, int], list[Rule]]]] = {}
         for r in rules:
             term = _pick(r.index)
             if term is None:
@@ -54,9 +58,17 @@ class _KindIndex:
                 _, buckets = eq.setdefault(term.spec.name, (term.spec.get, {}))
                 for v in set(term.values):
                     buckets.setdefault(v, []).append(r)
-            else:
+            elif term.mode == "cidr":
+                _, cbuckets = cidr.setdefault(term.spec.name, (term.spec.get, {}))
+                for key in {k for net in term.values for k in _net_keys(net)}:
+                    cbuckets.setdefault(key, []).append(r)
+            elif term.mode in ("prefix", "suffix"):
                 _, buckets = affix.setdefault((term.mode, term.spec.name), (term.spec.get, {}))
                 for v in _minimal(term.values, term.mode):
+                    buckets.setdefault(v, []).append(r)
+            else:
+                _, buckets = lit.setdefault((term.mode, term.spec.name), (term.spec.get, {}))
+                for v in set(term.values):
                     buckets.setdefault(v, []).append(r)
         self.always = tuple(always)
         self.eq = tuple((g, {k: tuple(v) for k, v in b.items()}) for g, b in eq.values())
@@ -64,7 +76,10 @@ class _KindIndex:
                             for (mode, _), (g, b) in affix.items() if mode == "prefix")
         self.suffix = tuple((g, tuple(sorted({len(k) for k in b})), {k: tuple(v) for k, v in b.items()})
                             for (mode, _), (g, b) in affix.items() if mode == "suffix")
-        self.plain = not (self.eq or self.prefix or self.suffix)  # no value index: always == all rules
+        self.lit = tuple(_literal_index(g, mode == "icontains", b) for (mode, _), (g, b) in lit.items())
+        self.cidr = tuple((g, {k: tuple(v) for k, v in b.items()}) for g, b in cidr.values())
+        # no value index: always == all rules
+        self.plain = not (self.eq or self.prefix or self.suffix or self.lit or self.cidr)
 
     def candidates(self, e: Event, c: EvalCtx) -> tuple[Rule, ...] | list[Rule]:
         """The rules that may match ``e`` (each at most once, in no particular order)."""
@@ -97,17 +112,69 @@ class _KindIndex:
                     found = buckets.get(v[n - length:])
                     if found:
                         hits.extend(found)
+        for g, cbuckets in self.cidr:
+            v = g(e, c)
+            ip = parse_ip(v) if v else None
+            if ip is not None:
+                found = cbuckets.get((4, int(ip) >> 24) if ip.version == 4 else (6, int(ip) >> 112))
+                if found:
+                    hits.extend(found)
+        if self.lit:
+            before = len(hits)
+            for g, lower, finditer, by_literal in self.lit:
+                v = g(e, c)
+                if v:
+                    for m in finditer(v.lower() if lower else v):
+                        hits.extend(by_literal[m.group(1)])
+            if len(hits) > before:  # several literals of one rule may occur in one value
+                return list(dict.fromkeys(hits))
         return hits
 
 
+def _net_keys(net: Any) -> list[tuple[int, int]]:
+    """Buckets (version, top 8 bits of IPv4 / top 16 of IPv6) covering a network; [] if too wide."""
+    bits, top = (32, 8) if net.version == 4 else (128, 16)
+    if net.prefixlen >= top:
+        return [(net.version, int(net.network_address) >> (bits - top))]
+    if top - net.prefixlen > 8:
+        return []
+    first = int(net.network_address) >> (bits - top)
+    return [(net.version, first + i) for i in range(1 << (top - net.prefixlen))]
+
+
 def _pick(terms: tuple[IndexTerm, ...]) -> IndexTerm | None:
-    for mode in ("eq", "prefix", "suffix"):
+    for t in terms:
+        if t.mode == "cidr" and t.values and all(_net_keys(n) for n in t.values):
+            cidr_term: IndexTerm | None = t
+            break
+    else:
+        cidr_term = None
+    for mode in ("eq", "prefix", "suffix", "cidr", "contains", "icontains"):
+        if mode == "cidr":
+            if cidr_term is not None:
+                return cidr_term
+            continue
         for t in terms:
             if t.mode == mode and t.values and all(isinstance(v, str | int) for v in t.values):
                 if mode != "eq" and any(v == "" for v in t.values):
                     continue
                 return t
     return None
+
+
+_LitIndex = tuple[Getter, bool, Callable[[str], Iterator[re.Match[str]]], dict[str, tuple[Rule, ...]]]
+
+
+def _literal_index(get: Getter, lower: bool, buckets: dict[str, list[Rule]]) -> _LitIndex:
+    """One regex finding, at every position, the longest literal that starts there.
+
+    Any other literal starting at that position is a prefix of the one found, so each literal
+    maps to its own rules plus those of its prefixes: no occurrence is missed.
+    """
+    lits = sorted(buckets, key=len, reverse=True)
+    rx = re.compile("(?=(" + "|".join(re.escape(x) for x in lits) + "))", re.DOTALL)
+    by_literal = {x: tuple(dict.fromkeys(r for y in lits if x.startswith(y) for r in buckets[y])) for x in lits}
+    return get, lower, rx.finditer, by_literal
 
 
 def _minimal(values: tuple[Any, ...], mode: str) -> list[str]:

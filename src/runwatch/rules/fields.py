@@ -265,7 +265,7 @@ def resolve_field(name: str) -> FieldSpec | None:
         return None
     family, arg = m.group(1), m.group(2)
     if family == "evt.attr":
-        return FieldSpec(name, "str", _attr(arg)) if _ATTR_KEY.match(arg) else None
+        return FieldSpec(name, "ip", _attr(arg)) if _ATTR_KEY.match(arg) else None  # str ops plus cidr
     if not arg.isdigit() or not 1 <= int(arg) <= 64:
         return None
     n = int(arg)

@@ -93,7 +93,7 @@ class RuleTestCase:
     line: int
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity equality and hashing: the engine keys on rules
 class Rule:
     """A compiled single-event rule."""
 
@@ -111,7 +111,7 @@ class Rule:
         return self.meta.name
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Sequence:
     """A compiled sequence: ordered step predicates, key fields and the window."""
 
