@@ -51,7 +51,7 @@ KINDS: tuple[str, ...] = (
 )
 
 
-class Container(msgspec.Struct, omit_defaults=True, frozen=True):
+class Container(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     """Where an event happened: the container and, under Kubernetes, its pod."""
 
     id: str
@@ -64,7 +64,7 @@ class Container(msgspec.Struct, omit_defaults=True, frozen=True):
     spiffe_id: str | None = None
 
 
-class ToolCall(msgspec.Struct, omit_defaults=True, frozen=True):
+class ToolCall(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     """The AI tool call an event happened inside (filled by the AI-context join)."""
 
     name: str
@@ -72,7 +72,7 @@ class ToolCall(msgspec.Struct, omit_defaults=True, frozen=True):
     agent: str | None = None
 
 
-class FileInfo(msgspec.Struct, omit_defaults=True):
+class FileInfo(msgspec.Struct, omit_defaults=True, gc=False):
     """``file.*`` kinds. ``intent`` is ``read``, ``write`` or ``rw``. Contents are never stored."""
 
     path: str
@@ -82,7 +82,7 @@ class FileInfo(msgspec.Struct, omit_defaults=True):
     name: str | None = None  # file.memfd name
 
 
-class NetInfo(msgspec.Struct, omit_defaults=True):
+class NetInfo(msgspec.Struct, omit_defaults=True, gc=False):
     """``net.*`` kinds. For ``net.accept`` the peer is ``src``; ``result`` is 0 or -errno."""
 
     proto: str  # tcp | udp | raw | unix
@@ -94,7 +94,7 @@ class NetInfo(msgspec.Struct, omit_defaults=True):
     result: int | None = None
 
 
-class DnsInfo(msgspec.Struct, omit_defaults=True):
+class DnsInfo(msgspec.Struct, omit_defaults=True, gc=False):
     """``dns.query``: the question as sent, parsed from the packet head."""
 
     name: str
@@ -103,7 +103,7 @@ class DnsInfo(msgspec.Struct, omit_defaults=True):
     server_port: int | None = None
 
 
-class PrivInfo(msgspec.Struct, omit_defaults=True):
+class PrivInfo(msgspec.Struct, omit_defaults=True, gc=False):
     """``priv.*`` kinds. Only the fields meaningful for the operation are set."""
 
     op: str  # the syscall: setuid, setresuid, capset, mount, ptrace, unshare, setns, ...
@@ -124,11 +124,14 @@ class PrivInfo(msgspec.Struct, omit_defaults=True):
     result: int | None = None
 
 
-class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One observation. ``time`` is nanoseconds since the epoch.
 
     ``ancestry`` lists executables from the parent upward. ``pidns``/``vpid`` let
     events from inside a pid namespace join with host-side kernel events.
+
+    Not tracked by the garbage collector (``gc=False``): events are created at ring-buffer
+    rate and never form reference cycles, so cycle collection would only cost time.
     """
 
     id: str

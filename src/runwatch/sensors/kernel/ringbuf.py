@@ -58,33 +58,46 @@ class RingReader:
         cons = _U64.unpack_from(self._cons, 0)[0]
         return int(prod - cons)
 
-    def drain(self, handle: Callable[[memoryview, int, int], T], limit: int = 65536) -> list[T]:
-        """Pass each committed record (buffer, offset, length) to ``handle``; collect results.
+    def drain(self, handle: Callable[[bytes, int, int], T | None], limit_bytes: int = 8 << 20) -> list[T]:
+        """Pass each committed record (chunk, offset, length) to ``handle``; collect results.
 
-        ``handle`` must copy what it needs: the space is released after the batch.
-        Exceptions from ``handle`` propagate after the consumer position is saved, so a
+        The queued bytes (at most ``limit_bytes`` per call) are copied out of the ring in
+        one go and records are handed over as offsets into that copy, so ``handle`` may
+        keep references. ``None`` results are skipped. The space is released at the end;
+        if ``handle`` raises, the position after the failing record is saved first, so a
         bad record is skipped, not re-read forever.
         """
         out: list[T] = []
         cons = _U64.unpack_from(self._cons, 0)[0]
         prod = _U64.unpack_from(self._view, 0)[0]
-        data, mask = self._data, self._mask
+        if cons >= prod:
+            return out
+        base = cons & self._mask
+        # The data area is mapped twice, so [base, base + size) is contiguous.
+        chunk = self._data[base:base + min(prod - cons, limit_bytes, self.size)].tobytes()
+        end = len(chunk)
+        pos = 0
+        u32 = _U32.unpack_from
         try:
-            while cons < prod and len(out) < limit:
-                off = cons & mask
-                hdr = _U32.unpack_from(data, off)[0]
+            while pos + HDR <= end:
+                hdr = u32(chunk, pos)[0]
                 if hdr & BUSY:
                     break
                 length = hdr & ~(BUSY | DISCARD)
-                nxt = cons + ((length + HDR + 7) & ~7)
-                cons = nxt  # advanced first: a record that fails to decode is skipped
+                nxt = pos + ((length + HDR + 7) & ~7)
+                if nxt > end:
+                    break  # the record continues past what was copied: next time
+                at = pos
+                pos = nxt  # advanced first: a record that fails to decode is skipped
                 self.records += 1
                 if hdr & DISCARD:
                     self.discarded += 1
-                else:
-                    out.append(handle(data, off + HDR, length))
+                    continue
+                item = handle(chunk, at + HDR, length)
+                if item is not None:
+                    out.append(item)
         finally:
-            _U64.pack_into(self._cons, 0, cons)
+            _U64.pack_into(self._cons, 0, cons + pos)
         return out
 
     def close(self) -> None:

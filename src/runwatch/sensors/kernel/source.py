@@ -90,7 +90,7 @@ class KernelSource:
         key = ctypes.c_uint32(pid)
         lib().bpf_map_delete_elem(self._obj.map_fd("tracked"), ctypes.byref(key))
 
-    def _decode(self, buf: memoryview, off: int, length: int) -> Event | None:
+    def _decode(self, buf: bytes, off: int, length: int) -> Event | None:
         try:
             return self._decoder.decode(buf, off, length)
         except (DecodeError, ValueError, IndexError):
@@ -103,7 +103,7 @@ class KernelSource:
             return None
         if self._reader.pending_bytes() == 0:
             self._reader.wait(timeout)
-        batch = [e for e in self._reader.drain(self._decode) if e is not None]
+        batch = self._reader.drain(self._decode)
         self.events += len(batch)
         return batch
 
