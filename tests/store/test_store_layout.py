@@ -206,3 +206,20 @@ def test_bad_container_rejected_good_ones_kept(tmp_path: Path) -> None:
     with SqliteStore(db) as store, pytest.raises(StoreError, match=rejected):
         store.write([*evs[:2], bad, *evs[2:]])
     assert [e.id for e in query_events(db)] == [f"cx-{i:02d}" for i in range(5)]
+
+
+def test_backpressure_bound_loses_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    # 37 batches of 1009 rows exceed the 32k-row queue bound, so write() has to wait for the
+    # writer; then one batch larger than the bound on its own.
+    with SqliteStore(db) as store:
+        for b in range(37):
+            store.write([Event(id=f"p{b}-{j}", time=b * 10_000 + j, kind="file.open", pid=b) for j in range(1009)])
+        store.write([Event(id=f"big-{j}", time=10**9 + j, kind="net.connect", pid=9) for j in range(40_009)])
+        store.flush()
+        stats = store.stats()
+    assert (stats["written"], stats["duplicates"], stats["lost"]) == (37 * 1009 + 40_009, 0, 0)
+    assert len(query_events(db, kinds=["file.open"])) == 37 * 1009
+    assert len(query_events(db, pid=23)) == 1009
+    newest = query_events(db, order="desc", limit=3)
+    assert [e.id for e in newest] == ["big-40008", "big-40007", "big-40006"]
