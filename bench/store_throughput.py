@@ -10,10 +10,16 @@ seconds per event (both threads; the honest one-core cost when other work shares
 bytes per event on disk, and the store layout (schema version, page size, indexes).
 
 Recorded on the 2-core dev VM (Debian 12, Python 3.11, SQLite 3.40, 500k events, pinned to
-one CPU, other jobs running on the machine, best of 3):
-  layout 1 (4 B-trees, text kind/container columns, JSON, 4 KiB pages): 105-126k events/s
-  layout 2 (3 B-trees, integer kind/container codes, msgpack, 16 KiB pages): see the module
-  docstring of runwatch.store.sqlite for the final figure.
+CPU 0, other jobs sharing the machine; 4 interleaved runs each):
+
+  store layout 1 (4 B-trees, text kind/container columns, JSON, 4 KiB pages, one row per step):
+      81-87k events/s wall, 10.8-11.7 us CPU/event (86-93k events per CPU-second), 841 B/event
+  store layout 2 (3 B-trees, integer kind/container codes, msgpack, 16 KiB pages, 128-row
+  INSERTs, transactions spanning batches):
+      164-179k events/s wall, 4.9-5.6 us CPU/event (180-205k events per CPU-second), 636 B/event
+
+With the smaller events of the earlier version of this benchmark (no argv/cwd, one container)
+layout 1 gave 92-121k events/s and layout 2 160-233k events/s (wall).
 """
 
 from __future__ import annotations

@@ -35,14 +35,20 @@ INSERT_GROUP = INSERT_EVENT.replace(
     "VALUES (?, ?, ?, ?, ?, ?, ?)", "VALUES " + ",".join(["(?,?,?,?,?,?,?)"] * GROUP_ROWS)
 )
 
-# Layout 2 (physical design chosen by measurement with bench/store_throughput.py; CPU time per
-# event on one core of the 2-core dev VM, SQLite 3.40, inserts only, mixed realistic events):
-#   layout 1: (time,id) table + unique id + (kind,time) + (container_id,time), JSON, 4 KiB pages
-#             ~6.1 us/event in SQLite, ~110-125k events/s end to end
+# Layout 2, chosen by measurement (CPU time per event on one core of the 2-core dev VM, SQLite
+# 3.40, realistic mixed events of ~430 bytes; insert cost alone, then end to end with the writer
+# thread in bench/store_throughput.py):
+#   layout 1: (time,id) table + unique id + (kind,time) + (container_id,time) indexes, text
+#             columns, JSON, 4 KiB pages, one statement step per row: ~11 us/event end to end
 #   layout 2: (time,id) table + unique id + one (kind,ck,time) index, integer kind and container
-#             codes, msgpack, 16 KiB pages: ~3.8 us/event in SQLite (see the bench for end to end)
-# One secondary index costs ~0.7-1 us/event whatever its width, so kind and container share one
-# composite index: a kind filter is a prefix range; a container-only filter becomes
+#             codes, msgpack, 16 KiB pages, 128-row statements: ~5 us/event end to end
+# What each change bought (inserts only): one statement step per 128 rows instead of per row
+# -1 us; dropping a secondary index -0.6..1 us (width hardly matters, so kind and container
+# share one composite index); 16 KiB pages -0.3..1 us; msgpack is 20% smaller than JSON and a
+# little faster to encode. Tried and not kept: a partial unique index (only for ids that do not
+# start with their own time) instead of the full one, blobs stored per batch instead of per
+# row, larger wal_autocheckpoint, mmap, bigger or smaller page cache: no gain beyond noise.
+# A kind filter is a prefix range of the composite index; a container-only filter becomes
 # ``kind IN (all codes) AND ck IN (...)`` (one range per kind, a few dozen at most).
 # Uniqueness of ``id`` needs its own index (ids from other sources need not be time-sortable, so
 # the (time, id) key alone would not make ids unique). INSERT OR IGNORE is the cheapest
