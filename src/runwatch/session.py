@@ -18,6 +18,7 @@ from typing import Any
 from runwatch.enrich.stage import Enrichment
 from runwatch.events import Event
 from runwatch.pipeline import Pipeline, Sink
+from runwatch.rules.stage import AlertSink, DetectionStage
 from runwatch.sensors.select import Opened, open_source
 from runwatch.store.sqlite import SqliteStore
 
@@ -33,6 +34,10 @@ class SessionOptions:
     track_self: bool = False  # only what this process starts from now on
     containers: tuple[str, ...] = ()  # keep only events of these container ids/names (prefixes)
     sdk_socket: str | None = None  # collect agent-SDK events here (None: no collector)
+    rules: tuple[str, ...] = ()  # rule files/dirs; empty: no detection stage
+    alerts_out: str | None = None  # also append alerts as JSON lines here
+    live_alerts: bool = True  # print alerts to stderr as they happen
+    throttle_s: float = 60.0
     live: Sink | None = None  # e.g. a TextOutput for live printing
     extra_sinks: list[Sink] = field(default_factory=list)
 
@@ -72,6 +77,7 @@ class Session:
         self.opened: Opened | None = None
         self.pipeline: Pipeline | None = None
         self.enrichment: Enrichment | None = None
+        self.detection: DetectionStage | None = None
         self._thread: threading.Thread | None = None
         self._sinks: list[Sink] = []
         self._closed = False
@@ -98,6 +104,7 @@ class Session:
                 self._sinks.append(self.opts.live)
             self._sinks.extend(self.opts.extra_sinks)
             self.enrichment = Enrichment()
+            self.detection = self._detection()
             self.opened = open_source(self.opts.source, track_self=self.opts.track_self,
                                       ring_bytes=self.opts.ring_bytes, sdk_socket=self.opts.sdk_socket)
             stages: list[Any] = [_SelfFilter(), self.enrichment]
@@ -105,6 +112,8 @@ class Session:
                 from runwatch.enrich.aicontext import ToolCallJoin
 
                 stages.append(ToolCallJoin())
+            if self.detection is not None:
+                stages.append(self.detection)
             if self.opts.containers:
                 stages.append(_ContainerFilter(self.opts.containers))
             self.pipeline = Pipeline(self.opened.source, stages, self._sinks)
@@ -123,6 +132,23 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _detection(self) -> DetectionStage | None:
+        """The detection stage over the chosen rules (RuleLoadError lists every located error)."""
+        if not self.opts.rules:
+            return None
+        from runwatch.alerts.throttle import Throttle
+        from runwatch.rules import Engine, JsonlAlertSink, StreamAlertSink, load_rules
+
+        engine = Engine(load_rules(list(self.opts.rules)))
+        sinks: list[AlertSink] = []
+        if self.opts.live_alerts:
+            sinks.append(StreamAlertSink())
+        if self.opts.alerts_out:
+            sinks.append(JsonlAlertSink(self.opts.alerts_out))
+        if self.store is not None:
+            sinks.append(self.store.alert_sink())
+        return DetectionStage(engine, sinks, throttle=Throttle(self.opts.throttle_s))
 
     # -- the watched command ------------------------------------------------------------
 
@@ -166,6 +192,10 @@ class Session:
             self.pipeline.stop.set()
             self._thread.join(timeout=30)
         summary = self.summary()
+        if self.detection is not None:
+            self.detection.close()  # pending throttle summaries reach the sinks before the store closes
+            errors.extend(self.detection.errors)
+            summary["alerts"] = self.detection.emitted
         if self.pipeline is not None:
             self.pipeline.close()
             errors.extend(self.pipeline.errors)

@@ -68,7 +68,7 @@ def test_v1_file_is_migrated_to_v2(tmp_path: Path, events: list[Event]) -> None:
     unnamed = Container(id="a1b2c3d4e5f60718293a4b5c6d7e8f90", runtime="runc")  # same id as "agent"
     extra = [_custom(0, unnamed), _custom(1, None)]
     _write_v1(db, events + extra)
-    with pytest.raises(StoreError, match=r"version 1 is older than 2; open it once for writing"):
+    with pytest.raises(StoreError, match=r"version 1 is older than 3; open it once for writing"):
         query_events(db)
     with SqliteStore(db) as store:
         store.write(events[:5])  # already stored: duplicates
@@ -94,7 +94,7 @@ def test_v1_file_is_migrated_to_v2(tmp_path: Path, events: list[Event]) -> None:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     finally:
         conn.close()
-    assert version == "2"
+    assert version == "3"
     assert indexes == [("events_id",), ("events_kind_ck",)]
     assert set(kinds) == {*KINDS, "vendor.custom"} and len(kinds) == len(KINDS) + 1
     assert boxes == [
@@ -223,3 +223,44 @@ def test_backpressure_bound_loses_nothing(tmp_path: Path) -> None:
     assert len(query_events(db, pid=23)) == 1009
     newest = query_events(db, order="desc", limit=3)
     assert [e.id for e in newest] == ["big-40008", "big-40007", "big-40006"]
+
+
+def test_alerts_are_stored_and_read_back(tmp_path):
+    from runwatch.alerts.model import Alert, Workload
+    from runwatch.store.sqlite import SqliteStore, query_alerts
+
+    db = tmp_path / "a.db"
+    alerts = [Alert(id=f"a-{i}", time=1_000 + i, rule="shell_in_model_server" if i % 2 else "secret_read",
+                    severity="high", output=f"alert {i}", workload=Workload(id="c1", name="agent"), count=i + 1)
+              for i in range(23)]
+    with SqliteStore(db) as store:
+        sink = store.alert_sink()
+        sink.write_alerts(alerts[:20])
+        store.write_alerts(alerts[20:])
+        sink.close()  # the sink's close leaves the store open
+        store.write_alerts([])
+    got = query_alerts(db)
+    assert [a.id for a in got] == [f"a-{i}" for i in range(23)]
+    assert got[22].count == 23 and got[22].workload.name == "agent"
+    assert len(query_alerts(db, rule="secret_read")) == 12
+    assert [a.id for a in query_alerts(db, since_ns=1_020)] == ["a-20", "a-21", "a-22"]
+
+
+def test_v2_file_gains_the_alerts_table(tmp_path):
+    import sqlite3
+
+    from runwatch.store.sqlite import SqliteStore, query_alerts
+
+    db = tmp_path / "v2.db"
+    SqliteStore(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE alerts")
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="version 2 is older than 3"):
+        query_alerts(db)
+    SqliteStore(db).close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    assert conn.execute("SELECT count(*) FROM alerts").fetchone() == (0,)

@@ -7,10 +7,12 @@ import sys
 import click
 
 from runwatch import __version__
+from runwatch.cli.alerts import alerts
 from runwatch.cli.common import fail
 from runwatch.cli.demo import demo
 from runwatch.cli.doctor import doctor
 from runwatch.cli.query import events
+from runwatch.cli.rules import rules
 from runwatch.cli.watch import run, watch
 
 
@@ -30,6 +32,8 @@ cli.add_command(watch)
 cli.add_command(events)
 cli.add_command(doctor)
 cli.add_command(demo)
+cli.add_command(rules)
+cli.add_command(alerts)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import click
 from runwatch.cli.common import db_option, err_console, fail, note
 from runwatch.events import Event
 from runwatch.outputs.text import TextOutput
+from runwatch.rules.yamlsrc import RuleLoadError
 from runwatch.sdk.wire import DEFAULT_SOCKET
 from runwatch.sensors.select import NoSourceError
 from runwatch.session import Session, SessionOptions
@@ -49,7 +51,24 @@ def _source_options(f: Any) -> Any:
                      help="Unix socket where agents using runwatch.sdk report tool calls (bind-mount its "
                      "directory into containers; RUNWATCH_SOCKET is set for CMD).")(f)
     f = click.option("--no-sdk", is_flag=True, help="Do not collect agent-SDK events.")(f)
+    f = click.option("--rules", "rules", multiple=True, metavar="PATH",
+                     help="Rule file or directory; repeatable (default: the built-in AI-workload pack).")(f)
+    f = click.option("--no-rules", is_flag=True, help="Record events only; run no detections.")(f)
+    f = click.option("--alerts-out", metavar="FILE", help="Also append every alert as JSON lines to FILE.")(f)
     return db_option()(f)
+
+
+def rule_paths(rules: tuple[str, ...], no_rules: bool) -> tuple[str, ...]:
+    """The rule paths to load: the given ones, else the built-in pack (if installed)."""
+    if no_rules:
+        return ()
+    if rules:
+        return rules
+    try:
+        pack = importlib.import_module("runwatch.rules.default")
+    except ImportError:
+        return ()
+    return tuple(str(p) for p in pack.default_rule_paths())
 
 
 def ring_bytes(mb: int) -> int:
@@ -63,9 +82,11 @@ def ring_bytes(mb: int) -> int:
 def _open(opts: SessionOptions, command: list[str]) -> Session:
     try:
         session = Session(opts).start(command)
-    except NoSourceError as exc:
-        fail(str(exc))
-    except StoreError as exc:
+    except RuleLoadError as exc:
+        for err in exc.errors:
+            err_console.print(str(err), markup=False, highlight=False)
+        fail(f"{len(exc.errors)} error(s) in the rules; nothing was started")
+    except (NoSourceError, StoreError) as exc:
         fail(str(exc))
     assert session.opened is not None
     for line in session.opened.notices:
@@ -77,8 +98,9 @@ def _print_summary(summary: dict[str, Any], counter: _Counter, db: str | None) -
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(counter.kinds.items())) or "none"
     drops = summary.get("drops", 0)
     where = f"; stored in {db}" if db else ""
+    alerts = f"; alerts {summary['alerts']}" if "alerts" in summary else ""
     err_console.print(f"[bold]runwatch:[/] {summary.get('events', 0)} events ({kinds}); "
-                      f"drops {drops}{where}", highlight=False, soft_wrap=True)
+                      f"drops {drops}{alerts}{where}", highlight=False, soft_wrap=True)
     if drops:
         by_kind = {k: v for k, v in summary.get("source_stats", {}).items() if k.startswith("drops.")}
         note(f"the kernel ring buffer overflowed: {drops} events were dropped {by_kind}; "
@@ -95,7 +117,8 @@ def _exit_status(rc: int) -> int:
 @_source_options
 @click.argument("command", nargs=-1, required=True, metavar="-- CMD [ARGS]...")
 def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, ring_mb: int,
-        verbose: bool, sdk_socket: str, no_sdk: bool) -> None:
+        verbose: bool, sdk_socket: str, no_sdk: bool, rules: tuple[str, ...], no_rules: bool,
+        alerts_out: str | None) -> None:
     """Run CMD under the sensor and watch its whole process subtree.
 
     Containers CMD starts (runc, podman) are followed too. When CMD exits, runwatch drains
@@ -106,7 +129,8 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
     counter = _Counter()
     opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=ring_bytes(ring_mb),
                           track_self=True, live=TextOutput() if verbose else None, extra_sinks=[counter],
-                          sdk_socket=None if no_sdk else sdk_socket)
+                          sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
+                          alerts_out=alerts_out)
     session = _open(opts, list(command))
     rc = 0
     try:
@@ -152,7 +176,8 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
 @click.option("--stats-json", metavar="FILE", help="On exit, write the run summary (events, drops, hooks) "
               "as JSON to FILE.")
 def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: bool, sdk_socket: str,
-          no_sdk: bool, containers: tuple[str, ...], duration: float | None, stats_json: str | None) -> None:
+          no_sdk: bool, rules: tuple[str, ...], no_rules: bool, alerts_out: str | None,
+          containers: tuple[str, ...], duration: float | None, stats_json: str | None) -> None:
     """Watch the whole host (or the given containers) until SIGINT/SIGTERM.
 
     On stop it drains the sensor, flushes the store and prints a summary with drops.
@@ -160,7 +185,8 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
     counter = _Counter()
     opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=ring_bytes(ring_mb),
                           containers=containers, live=TextOutput() if verbose else None, extra_sinks=[counter],
-                          sdk_socket=None if no_sdk else sdk_socket)
+                          sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
+                          alerts_out=alerts_out)
     session = _open(opts, ["watch", *containers])
     stop = threading.Event()
 

@@ -43,8 +43,12 @@ from urllib.parse import quote
 
 import msgspec
 
+from runwatch.alerts.model import Alert
+from runwatch.alerts.render import from_json as alert_from_json
+from runwatch.alerts.render import to_json as alert_json
 from runwatch.events import Container, Event
 from runwatch.store.sqlite_layout import (
+    INSERT_ALERT,
     STORE_SCHEMA_VERSION,
     Row,
     StoreError,
@@ -56,7 +60,9 @@ from runwatch.store.sqlite_layout import (
     read_version,
 )
 
-__all__ = ["STORE_SCHEMA_VERSION", "RunRecord", "SqliteStore", "StoreError", "query_events", "query_runs"]
+__all__ = [
+    "STORE_SCHEMA_VERSION", "RunRecord", "SqliteStore", "StoreError", "query_alerts", "query_events", "query_runs",
+]
 
 
 _QUEUE_MAX_ROWS = 32_768  # rows waiting for the writer; write() blocks beyond (see write())
@@ -286,6 +292,16 @@ class SqliteStore:
         self._put(("run", rid, started_ns, ended_ns, cmd, exit_code, stats_json))
         return rid
 
+    def write_alerts(self, alerts: Sequence[Alert]) -> None:
+        """Enqueue alerts (stored as their contract JSON, one row each, keyed by alert id)."""
+        if alerts:
+            rows = [(a.id, a.time, a.rule, a.severity, a.workload.id, a.count, alert_json(a)) for a in alerts]
+            self._put(("alerts", rows))
+
+    def alert_sink(self) -> _StoreAlerts:
+        """An alert sink (``write_alerts``/``close``) feeding this store; closing it leaves the store open."""
+        return _StoreAlerts(self)
+
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything enqueued before this call is committed.
 
@@ -401,6 +417,8 @@ class SqliteStore:
                 rows = self._resolve(conn, item, txn.kinds, txn.boxes) if type(item) is _NewNames else item
                 txn.inserted += insert_events(conn, rows)
                 txn.rows += len(item)
+            elif item[0] == "alerts":
+                conn.executemany(INSERT_ALERT, item[1])
             else:
                 conn.execute(_INSERT_RUN, item[1:])
                 txn.runs += 1
@@ -615,6 +633,47 @@ def _select(
         params.append(limit)
     rows: list[tuple[bytes]] = conn.execute(sql, params).fetchall()
     return rows
+
+
+class _StoreAlerts:
+    """Alert sink view of a store (the store itself is closed by its owner)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+
+    def write_alerts(self, alerts: list[Alert]) -> None:
+        self.store.write_alerts(alerts)
+
+    def close(self) -> None:
+        """Nothing to close: the store outlives its alert sink."""
+
+
+def query_alerts(path: str | os.PathLike[str], *, rule: str | None = None, since_ns: int | None = None,
+                 limit: int | None = None) -> list[Alert]:
+    """Stored alerts, oldest first (optionally one rule's, from ``since_ns``)."""
+    conn, shown = _connect_ro(path)
+    where: list[str] = []
+    params: list[Any] = []
+    if rule is not None:
+        where.append("rule = ?")
+        params.append(rule)
+    if since_ns is not None:
+        where.append("time >= ?")
+        params.append(since_ns)
+    sql = "SELECT data FROM alerts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY time, id"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    try:
+        rows = conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []  # written by a version before alerts were stored
+        raise StoreError(f"cannot read alerts from {shown}: {exc}") from None
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read alerts from {shown}: {exc}") from None
+    finally:
+        conn.close()
+    return [alert_from_json(r[0]) for r in rows]
 
 
 def query_runs(path: str | os.PathLike[str]) -> list[RunRecord]:

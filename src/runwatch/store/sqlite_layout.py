@@ -15,7 +15,7 @@ import msgspec
 from runwatch.events import KINDS, Event
 
 #: Version of the on-disk layout (independent of the event schema version).
-STORE_SCHEMA_VERSION = 2
+STORE_SCHEMA_VERSION = 3
 
 
 # A row as the caller thread builds it: (id, time, kind, pid, container, tool_call_id, data).
@@ -149,8 +149,22 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
         conn.execute(ddl)
 
 
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    # alerts: one row per emitted alert (a throttle summary replaces nothing: it has its own id).
+    conn.execute(
+        "CREATE TABLE alerts (id TEXT PRIMARY KEY, time INTEGER NOT NULL, rule TEXT NOT NULL, "
+        "severity TEXT NOT NULL, workload_id TEXT, count INTEGER NOT NULL, data BLOB NOT NULL)"
+    )
+    conn.execute("CREATE INDEX alerts_time ON alerts(time)")
+    conn.execute("CREATE INDEX alerts_rule ON alerts(rule, time)")
+
+
+INSERT_ALERT = (
+    "INSERT OR REPLACE INTO alerts (id, time, rule, severity, workload_id, count, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
 #: ``_MIGRATIONS[v]`` upgrades a file at version ``v`` to ``v + 1``. Only ever append.
-_MIGRATIONS = (_migrate_0_to_1, _migrate_1_to_2)
+_MIGRATIONS = (_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3)
 assert len(_MIGRATIONS) == STORE_SCHEMA_VERSION
 
 
