@@ -12,7 +12,9 @@ Not thread-safe: one :class:`FalcoImporter` per import.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,7 +188,8 @@ class FalcoImporter:
     def finish(self) -> list[ImportedRule]:
         """One record per rule (and per file-level problem), in source order."""
         lists = self.flat_lists()
-        thunks = {name: (lambda c=cond: parse(c)) for name, cond in self.macros.items()}
+        thunks: dict[str, Callable[[], Any]] = {name: functools.partial(parse, cond)
+                                                 for name, cond in self.macros.items()}
         tr = Translator(lists, thunks)
         out: list[ImportedRule] = list(self.problems)
         used: set[str] = set()
@@ -210,6 +213,7 @@ class FalcoImporter:
         if not r.condition.strip():
             rec.skip("rule has no condition")
             return rec
+        tr.empty_lists.clear()
         try:
             ast = parse(r.condition)
             node = tr.node(ast)
@@ -227,8 +231,14 @@ class FalcoImporter:
                 rec.skip("condition is always true once terms runwatch decides are folded")
             else:
                 missing = sorted(self.syscalls(ast, set()) - set(SYSCALL_KINDS))
-                rec.skip(f"can never match: runwatch reports no events for syscalls {', '.join(missing)}" if missing
-                         else "condition is always false in runwatch")
+                empty = sorted(tr.empty_lists)
+                if missing:
+                    rec.skip(f"can never match: runwatch reports no events for syscalls {', '.join(missing)}")
+                elif empty:
+                    rec.skip(f"can never match: it needs a value from the empty list {', '.join(empty)} "
+                             "(a template to customise)")
+                else:
+                    rec.skip("condition is always false in runwatch")
             return rec
         rec.entry = self.entry_for(r, name, emit(node))
         return rec

@@ -230,7 +230,8 @@ FIELD_MAP: dict[str, str] = {
     "proc.pexe": "proc.pexe", "proc.pexepath": "proc.pexe", "proc.cwd": "proc.cwd",
     "proc.pid": "proc.pid", "proc.ppid": "proc.ppid", "proc.vpid": "proc.vpid", "thread.tid": "proc.tid",
     "proc.aname": "proc.anames", "user.uid": "proc.uid", "group.gid": "proc.gid",
-    "container.name": "container.name", "k8s.ns.name": "container.namespace", "k8s.pod.name": "container.pod",
+    "container.id": "container.id", "container.name": "container.name", "k8s.ns.name": "container.namespace",
+    "k8s.pod.name": "container.pod",
     "k8s.pod.uid": "container.pod_uid",
     "fd.name": "file.path", "fd.nameraw": "file.path", "fd.directory": "file.dir", "fd.filename": "file.name",
     "fd.sip": "net.dst.ip", "fd.rip": "net.dst.ip", "fd.ip": "net.dst.ip", "fd.sport": "net.dst.port",
@@ -306,6 +307,7 @@ class Translator:
         self.failed: dict[str, str] = {}
         self.active: list[str] = []
         self.dropped: set[str] = set()
+        self.empty_lists: set[str] = set()  # empty Falco lists used (templates left to customise)
 
     def macro(self, name: str) -> Any:
         if name in self.cache:
@@ -361,7 +363,12 @@ class Translator:
         """The comparison's values with list names expanded (recursively, by the loader)."""
         out: list[str] = []
         for v in c.values or ():
-            out.extend(self.lists[v] if c.listy and v in self.lists else [v])
+            if c.listy and v in self.lists:
+                out.extend(self.lists[v])
+                if not self.lists[v]:
+                    self.empty_lists.add(v)
+            else:
+                out.append(v)
         return out
 
     def cmp(self, c: Cmp) -> Any:
@@ -498,7 +505,7 @@ def _errno_result(t: Translator, op: str, vals: list[str]) -> Any:
 
 
 def _ptrace_request(t: Translator, op: str, vals: list[str]) -> Any:
-    if op not in ("=", "!=", "in") or not vals or any(v not in _PTRACE for v in vals):
+    if op not in ("=", "!=", "in", "contains") or not vals or any(v not in _PTRACE for v in vals):
         raise Unsupported(f"evt.arg.request {op} {' '.join(vals)} is not supported")
     term = Term(f"priv.request in ({', '.join(str(_PTRACE[v]) for v in vals)})")
     return Not(term) if op == "!=" else term

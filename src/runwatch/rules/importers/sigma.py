@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from sigma.conditions import ConditionItem, ConditionAND, ConditionNOT, ConditionOR
+from sigma.conditions import ConditionAND, ConditionItem, ConditionNOT, ConditionOR
 from sigma.conversion.base import TextQueryBackend
 from sigma.conversion.state import ConversionState
 from sigma.correlations import SigmaCorrelationRule
@@ -159,7 +159,8 @@ def runwatch_pipeline() -> ProcessingPipeline:
         items.append(ProcessingItem(FailUnmappedFields(list(fmap)),
                                     rule_conditions=[LogsourceCondition(category=cat, product="linux")],
                                     identifier=f"runwatch_unmapped_{cat}"))
-        items.append(ProcessingItem(FieldMappingTransformation(dict(fmap)),
+        mapping: dict[str | None, str | list[str]] = {k: v for k, v in fmap.items()}
+        items.append(ProcessingItem(FieldMappingTransformation(mapping),
                                     rule_conditions=[LogsourceCondition(category=cat, product="linux")],
                                     identifier=f"runwatch_fields_{cat}"))
     return ProcessingPipeline(items=items, name="runwatch", priority=20)
@@ -287,7 +288,7 @@ class SigmaImporter:
     """
 
     def __init__(self) -> None:
-        self.backend = RunwatchBackend(processing_pipeline=runwatch_pipeline())
+        self.backend = RunwatchBackend(runwatch_pipeline())
 
     def import_text(self, text: str, file: str) -> list[ImportedRule]:
         """Every rule in one Sigma file (several ``---`` documents allowed) as records."""
