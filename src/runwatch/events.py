@@ -124,6 +124,27 @@ class PrivInfo(msgspec.Struct, omit_defaults=True, gc=False):
     result: int | None = None
 
 
+class DecisionInfo(msgspec.Struct, omit_defaults=True, gc=False):
+    """``policy.decision``: what a policy decided, and why.
+
+    ``verdict`` is one of allow, deny, challenge, approve, reject, timeout, kill, would_deny,
+    would_challenge (the ``would_*`` verdicts are monitor mode: recorded, not enforced).
+    ``target`` is what was decided on (tool name, exe path, ``ip:port``, file path) and
+    ``layer`` which decider made it (``tool``, ``exec``, ``egress``, ``file``).
+    ``latency_ns`` is the time the decision took (for approve/reject/timeout: since the challenge).
+    """
+
+    policy: str
+    verdict: str
+    rule: str | None = None
+    reason: str | None = None
+    latency_ns: int | None = None
+    mode: str | None = None  # monitor | enforce
+    target: str | None = None
+    layer: str | None = None
+    challenge_id: str | None = None
+
+
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One observation. ``time`` is nanoseconds since the epoch.
 
@@ -164,6 +185,7 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     net: NetInfo | None = None
     dns: DnsInfo | None = None
     priv: PrivInfo | None = None
+    decision: DecisionInfo | None = None  # policy.decision
     attrs: dict[str, Any] | None = None  # source-specific extras (notice text, AI fields)
 
 

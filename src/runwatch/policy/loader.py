@@ -1,0 +1,408 @@
+"""Policy files: YAML in, a validated :class:`~runwatch.policy.model.PolicySet` out.
+
+A file holds one or more YAML documents; each is a mapping with a ``policies`` list, a
+bare list of policies, or a single policy mapping. Every problem is collected with its
+``file:line`` and raised together as one :class:`PolicyLoadError` (nothing half-loaded).
+The format is documented in ``docs/policy.md``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runwatch.policy.model import (
+    FAILS,
+    MODES,
+    EgressRule,
+    EgressRules,
+    ExecRules,
+    FileRules,
+    Policy,
+    PolicySet,
+    ProtectedFile,
+    Selector,
+    ToolRules,
+)
+from runwatch.rules.loader import parse_duration
+from runwatch.rules.yamlsrc import LocDict, LocList, RuleError, load_yaml_documents
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyError:
+    """One located problem in a policy file; ``str()`` is the one-line ``file:line: message``."""
+
+    file: str
+    line: int
+    message: str
+    policy: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class PolicyLoadError(Exception):
+    """Policies failed to load; ``errors`` holds every located error."""
+
+    def __init__(self, errors: list[PolicyError]) -> None:
+        self.errors = list(errors)
+        first = str(self.errors[0]) if self.errors else "no errors"
+        more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+        super().__init__(first + more)
+
+
+POLICY_KEYS = ("id", "description", "selector", "mode", "fail", "challenge_timeout", "tools", "egress", "exec",
+               "files")
+SELECTOR_KEYS = ("container", "labels", "identity", "pod", "namespace", "process")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_HOST = re.compile(r"^[a-z0-9*?_]([a-z0-9*?_.-]{0,252})$")
+_SUFFIXES = (".yaml", ".yml")
+
+
+def policy_files(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Files named by ``paths``: files as given, directories expanded to their ``*.yaml``/``*.yml``
+    (sorted, not recursive). A missing path raises :class:`PolicyLoadError`."""
+    out: list[str] = []
+    errors: list[PolicyError] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(str(f) for f in sorted(p.iterdir()) if f.suffix in _SUFFIXES and f.is_file())
+        elif p.exists():
+            out.append(str(p))
+        else:
+            errors.append(PolicyError(str(p), 0, "no such policy file or directory"))
+    if errors:
+        raise PolicyLoadError(errors)
+    return out
+
+
+class _Load:
+    """One load: the error list and the ids seen so far."""
+
+    def __init__(self) -> None:
+        self.errors: list[PolicyError] = []
+        self.ids: dict[str, str] = {}  # id -> where first defined
+
+    def err(self, file: str, line: int, message: str, policy: str | None = None) -> None:
+        self.errors.append(PolicyError(file, line, message, policy))
+
+    # -- small typed readers: each reports and returns None on a bad value -----------------
+
+    def strings(self, file: str, d: LocDict, key: str, where: str, *, one_ok: bool = True) -> tuple[str, ...] | None:
+        value = d.get(key)
+        if isinstance(value, str) and one_ok:
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            self.err(file, d.value_line(key), f"{where}: {key} must be a list of non-empty strings")
+            return None
+        return tuple(v.strip() for v in value)
+
+    def unknown_keys(self, file: str, d: LocDict, allowed: Sequence[str], where: str) -> bool:
+        ok = True
+        for key in d:
+            if key not in allowed:
+                self.err(file, d.key_line(key), f"{where}: unknown key {key!r} (known: {', '.join(allowed)})")
+                ok = False
+        return ok
+
+
+def parse_egress(text: str) -> EgressRule:
+    """Parse ``CIDR[:port]``, ``IP[:port]``, ``[IPv6]:port`` or ``host[:port]`` (port ``*`` = any).
+
+    Raises ValueError with a one-line reason.
+    """
+    s = text.strip()
+    if not s:
+        raise ValueError("empty destination")
+    addr, port_text = s, None
+    if s.startswith("["):
+        end = s.find("]")
+        if end < 0:
+            raise ValueError(f"{text!r}: missing ']'")
+        addr, rest = s[1:end], s[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{text!r}: expected ':port' after ']'")
+            port_text = rest[1:]
+    elif s.count(":") == 1:
+        addr, port_text = s.split(":")
+    port: int | None = None
+    if port_text is not None and port_text != "*":
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"{text!r}: port must be 1-65535 or '*', not {port_text!r}")
+        port = int(port_text)
+    if any(c.isdigit() for c in addr[:1]) or ":" in addr or "/" in addr:
+        try:
+            net = ipaddress.ip_network(addr, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{text!r}: {exc}") from None
+        return EgressRule(text=s, cidr=str(net), port=port)
+    host = addr.lower().rstrip(".")
+    if not _HOST.match(host) or ".." in host:
+        raise ValueError(f"{text!r}: not an IP address, CIDR or host name")
+    return EgressRule(text=s, host=host, port=port)
+
+
+def _abs_patterns(load: _Load, file: str, d: LocDict, key: str, where: str) -> tuple[str, ...] | None:
+    pats = load.strings(file, d, key, where)
+    if pats is None:
+        return None
+    bad = [p for p in pats if not (p.startswith("/") or p.startswith("*"))]
+    if bad:
+        load.err(file, d.value_line(key), f"{where}: {key}: {bad[0]!r} must be an absolute path or a glob")
+        return None
+    return pats
+
+
+def _selector(load: _Load, file: str, d: Any, line: int, where: str) -> Selector | None:
+    if not isinstance(d, LocDict):
+        load.err(file, line, f"{where}: selector must be a mapping with one of: {', '.join(SELECTOR_KEYS)}")
+        return None
+    ok = load.unknown_keys(file, d, SELECTOR_KEYS, f"{where} selector")
+    if not d:
+        load.err(file, d.line, f"{where}: selector is empty (use container: '*' to select every container)")
+        return None
+    args: dict[str, Any] = {}
+    for key in ("container", "identity", "pod", "namespace", "process"):
+        if key in d:
+            pats = load.strings(file, d, key, f"{where} selector")
+            ok = ok and pats is not None
+            args[key] = pats or ()
+    if "labels" in d:
+        labels = d["labels"]
+        if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str | int | bool)
+                                                   for k, v in labels.items()):
+            load.err(file, d.value_line("labels"), f"{where} selector: labels must map names to values")
+            ok = False
+        else:
+            args["labels"] = {k: str(v) for k, v in labels.items()}
+    return Selector(**args) if ok else None
+
+
+def _tools(load: _Load, file: str, d: Any, line: int, where: str) -> ToolRules | None:
+    if not isinstance(d, LocDict):
+        load.err(file, line, f"{where}: tools must be a mapping with allow, deny and/or challenge")
+        return None
+    ok = load.unknown_keys(file, d, ("allow", "deny", "challenge"), f"{where} tools")
+    args: dict[str, Any] = {}
+    for key in ("allow", "deny", "challenge"):
+        if key in d:
+            if d[key] is None or d[key] == []:
+                args[key] = ()
+                continue
+            pats = load.strings(file, d, key, f"{where} tools")
+            ok = ok and pats is not None
+            args[key] = pats or ()
+    return ToolRules(**args) if ok else None
+
+
+def _egress(load: _Load, file: str, d: Any, line: int, where: str) -> EgressRules | None:
+    if not isinstance(d, LocDict):
+        load.err(file, line, f"{where}: egress must be a mapping with an allow list")
+        return None
+    ok = load.unknown_keys(file, d, ("allow",), f"{where} egress")
+    items = d.get("allow", [])
+    if items is None:
+        items = []
+    if not isinstance(items, list):
+        load.err(file, d.value_line("allow"), f"{where} egress: allow must be a list of destinations")
+        return None
+    rules: list[EgressRule] = []
+    for i, item in enumerate(items):
+        item_line = items.item_line(i) if isinstance(items, LocList) else d.value_line("allow")
+        if not isinstance(item, str | int):
+            load.err(file, item_line, f"{where} egress: destination must be a string like '10.0.0.0/8:443'")
+            ok = False
+            continue
+        try:
+            rules.append(parse_egress(str(item)))
+        except ValueError as exc:
+            load.err(file, item_line, f"{where} egress: {exc}")
+            ok = False
+    return EgressRules(allow=tuple(rules)) if ok else None
+
+
+def _exec(load: _Load, file: str, d: Any, line: int, where: str) -> ExecRules | None:
+    if not isinstance(d, LocDict):
+        load.err(file, line, f"{where}: exec must be a mapping with allow and/or deny")
+        return None
+    ok = load.unknown_keys(file, d, ("allow", "deny", "action"), f"{where} exec")
+    args: dict[str, Any] = {}
+    for key in ("allow", "deny"):
+        if key in d:
+            pats = () if d[key] in (None, []) else _abs_patterns(load, file, d, key, f"{where} exec")
+            ok = ok and pats is not None
+            args[key] = pats or ()
+    if "action" in d:
+        if d["action"] not in ("deny", "kill"):
+            load.err(file, d.value_line("action"), f"{where} exec: action must be deny or kill, not {d['action']!r}")
+            ok = False
+        else:
+            args["action"] = d["action"]
+    return ExecRules(**args) if ok else None
+
+
+def _files(load: _Load, file: str, d: Any, line: int, where: str) -> FileRules | None:
+    if not isinstance(d, LocDict):
+        load.err(file, line, f"{where}: files must be a mapping with protect and/or immutable")
+        return None
+    ok = load.unknown_keys(file, d, ("protect", "immutable"), f"{where} files")
+    protect: list[ProtectedFile] = []
+    items = d.get("protect", [])
+    if not isinstance(items, list):
+        load.err(file, d.value_line("protect"), f"{where} files: protect must be a list of {{path, readers}}")
+        ok, items = False, []
+    for i, item in enumerate(items):
+        item_line = items.item_line(i) if isinstance(items, LocList) else d.value_line("protect")
+        if not isinstance(item, LocDict):
+            load.err(file, item_line, f"{where} files: protect entry must be a mapping with path and readers")
+            ok = False
+            continue
+        ok = load.unknown_keys(file, item, ("path", "readers"), f"{where} files.protect") and ok
+        path = item.get("path")
+        if not isinstance(path, str) or not path.startswith("/"):
+            load.err(file, item.value_line("path"), f"{where} files.protect: path must be an absolute path")
+            ok = False
+            continue
+        readers: tuple[str, ...] | None = ()
+        if item.get("readers") not in (None, []):
+            readers = _abs_patterns(load, file, item, "readers", f"{where} files.protect {path}")
+        if readers is None:
+            ok = False
+            continue
+        protect.append(ProtectedFile(path=path, readers=readers))
+    immutable: tuple[str, ...] | None = ()
+    if d.get("immutable") not in (None, []):
+        immutable = _abs_patterns(load, file, d, "immutable", f"{where} files")
+    if immutable is None:
+        ok = False
+    return FileRules(protect=tuple(protect), immutable=immutable or ()) if ok else None
+
+
+def _policy(load: _Load, file: str, d: LocDict) -> Policy | None:
+    pid = d.get("id")
+    if not isinstance(pid, str) or not _ID.match(pid):
+        load.err(file, d.value_line("id") if "id" in d else d.line,
+                 "policy needs an id (letters, digits, '_', '.', ':', '-'; at most 128)")
+        return None
+    where = f"policy {pid!r}"
+    if pid in load.ids:
+        load.err(file, d.value_line("id"), f"{where}: duplicate id (first defined at {load.ids[pid]})", pid)
+        return None
+    load.ids[pid] = f"{file}:{d.line}"
+    n_before = len(load.errors)
+    load.unknown_keys(file, d, POLICY_KEYS, where)
+    args: dict[str, Any] = {"id": pid, "source": f"{file}:{d.line}"}
+    if "selector" not in d:
+        load.err(file, d.line, f"{where}: selector is required", pid)
+    else:
+        args["selector"] = _selector(load, file, d["selector"], d.value_line("selector"), where)
+    for key, allowed in (("mode", MODES), ("fail", FAILS)):
+        if key in d:
+            if d[key] not in allowed:
+                load.err(file, d.value_line(key), f"{where}: {key} must be {' or '.join(allowed)}, not {d[key]!r}", pid)
+            else:
+                args[key] = d[key]
+    if "challenge_timeout" in d:
+        try:
+            ns = parse_duration(d["challenge_timeout"])
+            if ns <= 0:
+                raise ValueError(f"challenge_timeout must be positive, not {d['challenge_timeout']!r}")
+            args["challenge_timeout_ns"] = ns
+        except ValueError as exc:
+            load.err(file, d.value_line("challenge_timeout"), f"{where}: {exc}", pid)
+    if "description" in d:
+        if not isinstance(d["description"], str):
+            load.err(file, d.value_line("description"), f"{where}: description must be a string", pid)
+        else:
+            args["description"] = d["description"].strip()
+    for key, reader in (("tools", _tools), ("egress", _egress), ("exec", _exec), ("files", _files)):
+        if key in d:
+            args[key] = reader(load, file, d[key], d.value_line(key), where)
+    for e in load.errors[n_before:]:
+        if e.policy is None:
+            load.errors[load.errors.index(e)] = PolicyError(e.file, e.line, e.message, pid)
+    if len(load.errors) > n_before or any(v is None for k, v in args.items() if k != "description"):
+        return None
+    return Policy(**args)
+
+
+def _documents(load: _Load, text: str, file: str) -> list[Policy]:
+    yaml_errors: list[RuleError] = []
+    docs = load_yaml_documents(text, file, yaml_errors)
+    load.errors.extend(PolicyError(e.file, e.line, e.message) for e in yaml_errors)
+    out: list[Policy] = []
+    for doc in docs:
+        if doc is None:
+            continue
+        if isinstance(doc, LocDict) and "policies" in doc:
+            extra = [k for k in doc if k != "policies"]
+            for k in extra:
+                load.err(file, doc.key_line(k), f"unknown top-level key {k!r} (only 'policies')")
+            entries = doc["policies"]
+            if not isinstance(entries, LocList):
+                load.err(file, doc.value_line("policies"), "policies must be a list of policy mappings")
+                continue
+        elif isinstance(doc, LocDict):
+            entries = LocList([doc])
+            entries.line, entries.item_lines, entries.item_nodes = doc.line, [doc.line], []
+        elif isinstance(doc, LocList):
+            entries = doc
+        else:
+            load.err(file, 1, "a policy file holds a 'policies' list, a list of policies or one policy")
+            continue
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, LocDict):
+                load.err(file, entries.item_line(i), "a policy must be a mapping (id, selector, ...)")
+                continue
+            policy = _policy(load, file, entry)
+            if policy is not None:
+                out.append(policy)
+    return out
+
+
+def load_policy_texts(texts: Iterable[tuple[str, str]]) -> PolicySet:
+    """Load policies from ``(text, source name)`` pairs; raises :class:`PolicyLoadError`."""
+    load = _Load()
+    policies: list[Policy] = []
+    names: list[str] = []
+    for text, source in texts:
+        names.append(source)
+        policies.extend(_documents(load, text, source))
+    if load.errors:
+        raise PolicyLoadError(load.errors)
+    return PolicySet(tuple(policies), tuple(names))
+
+
+def load_policies(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> PolicySet:
+    """Load policy files and directories (``*.yaml``/``*.yml``) in order.
+
+    Raises :class:`PolicyLoadError` carrying every located error of every file.
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    texts: list[tuple[str, str]] = []
+    errors: list[PolicyError] = []
+    for f in policy_files(paths):
+        try:
+            texts.append((Path(f).read_text(encoding="utf-8"), f))
+        except (OSError, UnicodeDecodeError) as exc:
+            errors.append(PolicyError(f, 0, f"cannot read: {exc}"))
+    if errors:
+        raise PolicyLoadError(errors)
+    return load_policy_texts(texts)
+
+
+def check_policies(paths: Iterable[str | os.PathLike[str]]) -> list[PolicyError]:
+    """Every located error of the given files (empty when they load)."""
+    try:
+        load_policies(paths)
+    except PolicyLoadError as exc:
+        return exc.errors
+    return []
