@@ -56,3 +56,18 @@ def test(paths: tuple[str, ...]) -> None:
     click.echo(f"{len(results) - failed} passed, {failed} failed")
     if failed:
         sys.exit(1)
+
+
+@rules.command(name="import")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--format", "fmt", type=click.Choice(["auto", "sigma", "falco"]), default="auto", show_default=True,
+              help="Input format (auto decides per file).")
+@click.option("-o", "--out", metavar="FILE", help="Write the rules that loaded to FILE as a runwatch rule file.")
+def import_(paths: tuple[str, ...], fmt: str, out: str | None) -> None:
+    """Import SigmaHQ (Linux) or Falco rule files: each rule loaded or a one-line reason.
+
+    Prints one status line per rule and a summary per corpus (how much of it loads).
+    """
+    from runwatch.rules.importers import cli_import
+
+    sys.exit(cli_import(list(paths), fmt, out))
