@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: GPL-2.0
+/* runwatch policy enforcement in the kernel.
+ *
+ * Egress: cgroup/connect4, connect6, sendmsg4, sendmsg6, attached by userspace to each
+ * policed container's cgroup v2 directory (so they also run for its child cgroups).
+ * The policy is found by the task's cgroup id or the nearest ancestor id present in
+ * cg_cfg; the destination is looked up in the allow LPM trie under that policy's id.
+ * Enforce denies (the syscall fails with EPERM); monitor allows and reports would_deny.
+ *
+ * Kill: tp_btf/sched_process_exec (attached once, host-wide) sends SIGKILL to a task
+ * whose new executable (inode, device) is listed in kill_set for its policy cgroup.
+ *
+ * Every deny/would_deny/kill/would_kill is one struct enf_record in the `decisions`
+ * ring buffer; a failed reservation is counted in `lost`.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "enforce.h"
+
+#define SIGKILL 9
+
+/* Keep the record type in the object's BTF for the layout check. */
+struct enf_record *_enf_record __attribute__((unused));
+struct enf_allow_val *_enf_allow_val __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} decisions SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct enf_cg_cfg);
+} cg_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct enf_allow_key);
+	__type(value, struct enf_allow_val);
+} allow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct enf_kill_key);
+	__type(value, __u32);
+} kill_set SEC(".maps");
+
+/* The policy for the current task: its own cgroup id, else the deepest ancestor with an
+ * entry. Returns NULL (no policy: allow) when none matches. */
+static __always_inline struct enf_cg_cfg *find_cfg(__u64 *policy_cgid)
+{
+	__u64 id = bpf_get_current_cgroup_id();
+	struct enf_cg_cfg *cfg = bpf_map_lookup_elem(&cg_cfg, &id);
+
+	if (cfg) {
+		*policy_cgid = id;
+		return cfg;
+	}
+	for (int level = ENF_MAX_LEVEL; level >= 1; level--) {
+		id = bpf_get_current_ancestor_cgroup_id(level);
+		if (!id)
+			continue;
+		cfg = bpf_map_lookup_elem(&cg_cfg, &id);
+		if (cfg) {
+			*policy_cgid = id;
+			return cfg;
+		}
+	}
+	return NULL;
+}
+
+static __always_inline void emit(__u64 start, __u64 policy_cgid, __u32 hook, __u32 verdict,
+				 const __u8 *addr, __u16 port, __u16 proto, __u64 ino, __u32 dev)
+{
+	struct enf_record *r = bpf_ringbuf_reserve(&decisions, sizeof(*r), 0);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	if (!r) {
+		__u32 zero = 0;
+		__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+		if (n)
+			*n += 1;
+		return;
+	}
+	r->ts = bpf_ktime_get_ns();
+	r->policy_cgid = policy_cgid;
+	r->cgid = bpf_get_current_cgroup_id();
+	r->ino = ino;
+	r->dev = dev;
+	r->pid = pid_tgid >> 32;
+	r->tid = (__u32)pid_tgid;
+	r->hook = hook;
+	r->verdict = verdict;
+	r->port = port;
+	r->proto = proto;
+	for (int i = 0; i < 16; i++)
+		r->addr[i] = addr ? addr[i] : 0;
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	r->latency_ns = r->ts - start;
+	bpf_ringbuf_submit(r, 0);
+}
+
+/* 1 = allowed (or no policy), 0 = denied in enforce mode. */
+static __always_inline int check(struct bpf_sock_addr *ctx, __u32 hook, int v6)
+{
+	__u64 start = bpf_ktime_get_ns();
+	__u64 policy_cgid = 0;
+	struct enf_cg_cfg *cfg = find_cfg(&policy_cgid);
+	struct enf_allow_key key = {};
+	struct enf_allow_val *val;
+	__u16 port;
+
+	if (!cfg || cfg->egress == ENF_OFF)
+		return 1;
+	__builtin_memcpy(key.data, &policy_cgid, 8);
+	if (v6) {
+		__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1];
+		__u32 w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
+		__builtin_memcpy(key.data + 8, &w0, 4);
+		__builtin_memcpy(key.data + 12, &w1, 4);
+		__builtin_memcpy(key.data + 16, &w2, 4);
+		__builtin_memcpy(key.data + 20, &w3, 4);
+	} else {
+		__u32 ip4 = ctx->user_ip4;
+		key.data[18] = 0xff;
+		key.data[19] = 0xff;
+		__builtin_memcpy(key.data + 20, &ip4, 4);
+	}
+	key.prefixlen = 64 + 128;
+	port = bpf_ntohs((__u16)ctx->user_port);
+
+	val = bpf_map_lookup_elem(&allow, &key);
+	if (val) {
+		if (val->any_port)
+			return 1;
+		for (int i = 0; i < ENF_MAX_PORTS; i++) {
+			if (i >= val->nports)
+				break;
+			if (val->ports[i] == port)
+				return 1;
+		}
+	}
+	if (cfg->egress == ENF_ENFORCE) {
+		emit(start, policy_cgid, hook, ENF_DENY, key.data + 8, port, ctx->protocol, 0, 0);
+		return 0;
+	}
+	emit(start, policy_cgid, hook, ENF_WOULD_DENY, key.data + 8, port, ctx->protocol, 0, 0);
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int enf_connect4(struct bpf_sock_addr *ctx)
+{
+	return check(ctx, ENF_HOOK_CONNECT4, 0);
+}
+
+SEC("cgroup/connect6")
+int enf_connect6(struct bpf_sock_addr *ctx)
+{
+	return check(ctx, ENF_HOOK_CONNECT6, 1);
+}
+
+SEC("cgroup/sendmsg4")
+int enf_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return check(ctx, ENF_HOOK_SENDMSG4, 0);
+}
+
+SEC("cgroup/sendmsg6")
+int enf_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return check(ctx, ENF_HOOK_SENDMSG6, 1);
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(enf_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u64 start = bpf_ktime_get_ns();
+	__u64 policy_cgid = 0;
+	struct enf_cg_cfg *cfg = find_cfg(&policy_cgid);
+	struct enf_kill_key key = {};
+
+	if (!cfg || cfg->kill == ENF_OFF)
+		return 0;
+	key.cgid = policy_cgid;
+	key.ino = BPF_CORE_READ(bprm, file, f_inode, i_ino);
+	key.dev = BPF_CORE_READ(bprm, file, f_inode, i_sb, s_dev);
+	if (!bpf_map_lookup_elem(&kill_set, &key))
+		return 0;
+	if (cfg->kill == ENF_ENFORCE) {
+		bpf_send_signal(SIGKILL);
+		emit(start, policy_cgid, ENF_HOOK_EXEC, ENF_KILL, NULL, 0, 0, key.ino, key.dev);
+	} else {
+		emit(start, policy_cgid, ENF_HOOK_EXEC, ENF_WOULD_KILL, NULL, 0, 0, key.ino, key.dev);
+	}
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

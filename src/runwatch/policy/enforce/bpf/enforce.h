@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/* Maps and records shared by enforce.bpf.c and the Python side (bpfobj.py).
+ *
+ * Contract: bpfobj.py mirrors these structs with ctypes; a test compares both against
+ * the BTF of the built object, so the layouts cannot drift.
+ */
+#ifndef RUNWATCH_ENFORCE_H
+#define RUNWATCH_ENFORCE_H
+
+#define ENF_COMM_LEN 16
+#define ENF_MAX_PORTS 16
+#define ENF_MAX_LEVEL 16
+
+/* Per policy cgroup modes (enf_cg_cfg.egress / .kill). */
+enum enf_mode {
+	ENF_OFF = 0,
+	ENF_MONITOR = 1,
+	ENF_ENFORCE = 2,
+};
+
+/* Which hook produced a record (enf_record.hook). */
+enum enf_hook {
+	ENF_HOOK_CONNECT4 = 1,
+	ENF_HOOK_CONNECT6 = 2,
+	ENF_HOOK_SENDMSG4 = 3,
+	ENF_HOOK_SENDMSG6 = 4,
+	ENF_HOOK_EXEC = 5,
+};
+
+/* What the program did (enf_record.verdict). */
+enum enf_verdict {
+	ENF_DENY = 1,
+	ENF_WOULD_DENY = 2,
+	ENF_KILL = 3,
+	ENF_WOULD_KILL = 4,
+};
+
+/* Value of the cg_cfg hash, keyed by the cgroup v2 id a policy was applied to. */
+struct enf_cg_cfg {
+	__u32 egress;  /* enum enf_mode */
+	__u32 kill;    /* enum enf_mode */
+};
+
+/* Key of the egress allow LPM trie: the policy cgroup id (always matched in full: the
+ * prefix length counts its 64 bits) then the address as IPv6 (IPv4 v4-mapped). */
+struct enf_allow_key {
+	__u32 prefixlen;
+	__u8 data[24];  /* 8 bytes cgroup id (host order), 16 bytes address */
+};
+
+/* Ports allowed for a prefix. Userspace folds the ports of every covering prefix into
+ * each entry, so the longest match alone decides. Ports in host order. */
+struct enf_allow_val {
+	__u32 any_port;
+	__u32 nports;
+	__u16 ports[ENF_MAX_PORTS];
+};
+
+/* Key of the kill hash: policy cgroup id + the executable's inode and (kernel) device. */
+struct enf_kill_key {
+	__u64 cgid;
+	__u64 ino;
+	__u32 dev;
+	__u32 pad;
+};
+
+/* One decision record in the ring buffer. */
+struct enf_record {
+	__u64 ts;          /* CLOCK_MONOTONIC ns */
+	__u64 policy_cgid; /* the cgroup id the policy was applied to */
+	__u64 cgid;        /* the task's own cgroup id */
+	__u64 latency_ns;  /* time spent deciding in the program */
+	__u64 ino;         /* exec: executable inode */
+	__u32 dev;         /* exec: executable device (kernel encoding) */
+	__u32 pid;         /* tgid */
+	__u32 tid;
+	__u32 hook;        /* enum enf_hook */
+	__u32 verdict;     /* enum enf_verdict */
+	__u16 port;        /* host order */
+	__u16 proto;       /* IPPROTO_* of the socket */
+	__u8 addr[16];     /* IPv6 or v4-mapped IPv4 */
+	char comm[ENF_COMM_LEN];
+};
+
+#endif

@@ -1,0 +1,249 @@
+"""The loaded enforcement BPF object (``bpf/enforce.bpf.o``): maps, links and decision records.
+
+One :class:`EnforceObject` per process. It loads the object, attaches the host-wide exec
+program (``tp_btf/sched_process_exec``, the kill hook) and attaches the four egress
+programs to a cgroup on request. Every attachment is a BPF *link* held only by this
+process's file descriptors (nothing is pinned), so the kernel detaches all of it when the
+process exits, even on SIGKILL: a dead runwatch leaves nothing enforced.
+
+Thread safety: map updates and attach/detach are serialised by an internal lock; the
+decision ring is drained by one thread only (:meth:`EnforceObject.drain`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from pathlib import Path
+
+from runwatch.policy.enforce.spec import EnforcementError
+from runwatch.sensors.kernel.libbpf import LibbpfError, LogCapture, lib
+from runwatch.sensors.kernel.loader import BpfObject
+from runwatch.sensors.kernel.ringbuf import RingReader
+
+ENF_OFF, ENF_MONITOR, ENF_ENFORCE = 0, 1, 2
+HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4, HOOK_SENDMSG6, HOOK_EXEC = 1, 2, 3, 4, 5
+V_DENY, V_WOULD_DENY, V_KILL, V_WOULD_KILL = 1, 2, 3, 4
+MAX_PORTS = 16
+EGRESS_PROGRAMS: tuple[str, ...] = ("enf_connect4", "enf_connect6", "enf_sendmsg4", "enf_sendmsg6")
+EXEC_PROGRAM = "enf_exec"
+RING_BYTES = 1 << 20
+
+MODE_CODES = {"monitor": ENF_MONITOR, "enforce": ENF_ENFORCE}
+
+
+class CgCfg(ctypes.Structure):
+    """Mirrors struct enf_cg_cfg."""
+
+    _fields_ = [("egress", ctypes.c_uint32), ("kill", ctypes.c_uint32)]
+
+
+class AllowKey(ctypes.Structure):
+    """Mirrors struct enf_allow_key."""
+
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("data", ctypes.c_uint8 * 24)]
+
+
+class AllowVal(ctypes.Structure):
+    """Mirrors struct enf_allow_val."""
+
+    _fields_ = [("any_port", ctypes.c_uint32), ("nports", ctypes.c_uint32),
+                ("ports", ctypes.c_uint16 * MAX_PORTS)]
+
+
+class KillKey(ctypes.Structure):
+    """Mirrors struct enf_kill_key."""
+
+    _fields_ = [("cgid", ctypes.c_uint64), ("ino", ctypes.c_uint64), ("dev", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32)]
+
+
+class EnfRecord(ctypes.Structure):
+    """Mirrors struct enf_record (one decision from the kernel)."""
+
+    _fields_ = [
+        ("ts", ctypes.c_uint64),
+        ("policy_cgid", ctypes.c_uint64),
+        ("cgid", ctypes.c_uint64),
+        ("latency_ns", ctypes.c_uint64),
+        ("ino", ctypes.c_uint64),
+        ("dev", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
+        ("hook", ctypes.c_uint32),
+        ("verdict", ctypes.c_uint32),
+        ("port", ctypes.c_uint16),
+        ("proto", ctypes.c_uint16),
+        ("addr", ctypes.c_uint8 * 16),
+        ("comm", ctypes.c_char * 16),
+    ]
+
+
+LAYOUTS: dict[str, type[ctypes.Structure]] = {
+    "enf_cg_cfg": CgCfg, "enf_allow_key": AllowKey, "enf_allow_val": AllowVal,
+    "enf_kill_key": KillKey, "enf_record": EnfRecord,
+}
+"""BTF struct name -> ctypes mirror (checked against the built object by the tests)."""
+
+
+def object_path() -> Path:
+    """The built object: ``$RUNWATCH_ENFORCE_BPF_OBJ``, else ``bpf/build/enforce.bpf.o`` here."""
+    env = os.environ.get("RUNWATCH_ENFORCE_BPF_OBJ")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent / "bpf" / "build" / "enforce.bpf.o"
+
+
+def kernel_dev(st_dev: int) -> int:
+    """A userspace ``st_dev`` in the kernel's internal dev_t encoding (``s_dev``: major<<20 | minor)."""
+    return (os.major(st_dev) << 20) | os.minor(st_dev)
+
+
+def _possible_cpus() -> int:
+    text = Path("/sys/devices/system/cpu/possible").read_text().strip()
+    count = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        count += int(hi or lo) - int(lo) + 1
+    return count
+
+
+class EnforceObject:
+    """The loaded object; see the module docstring. Call :meth:`close` exactly once."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        path = path or object_path()
+        try:
+            self._obj = BpfObject(path)
+        except (FileNotFoundError, LibbpfError) as exc:
+            raise EnforcementError(
+                f"cannot open {path}: {exc} (build it: make -C src/runwatch/policy/enforce/bpf)") from exc
+        with LogCapture() as log:
+            rc = lib().bpf_object__load(self._obj.ptr)
+        if rc != 0:
+            self._obj.close()
+            raise EnforcementError(f"the kernel refused the enforcement programs: {os.strerror(-rc)}: "
+                                   f"{log.tail(3)}")
+        self._lock = threading.Lock()
+        self._modes: dict[int, tuple[int, int]] = {}
+        self._cfg_fd = self._obj.map_fd("cg_cfg")
+        self._allow_fd = self._obj.map_fd("allow")
+        self._kill_fd = self._obj.map_fd("kill_set")
+        self._lost_fd = self._obj.map_fd("lost")
+        self._ncpu = _possible_cpus()
+        self.ring = RingReader(self._obj.map_fd("decisions"), RING_BYTES)
+        self.exec_link = 0
+        self.exec_problem: str | None = None
+        with LogCapture() as log:
+            link = lib().bpf_program__attach(self._obj.programs[EXEC_PROGRAM])
+        if link:
+            self.exec_link = link
+        else:
+            err = ctypes.get_errno()
+            self.exec_problem = f"attach to tp_btf/sched_process_exec failed: {os.strerror(err)} {log.tail(1)}"
+
+    # -- cgroup links -------------------------------------------------------------------
+
+    def attach_cgroup(self, cgroup_dir: Path) -> list[int]:
+        """Attach the four egress programs to ``cgroup_dir``; return their links."""
+        try:
+            fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise EnforcementError(f"cannot open cgroup {cgroup_dir}: {exc.strerror}") from exc
+        links: list[int] = []
+        try:
+            with self._lock:
+                for name in EGRESS_PROGRAMS:
+                    with LogCapture() as log:
+                        link = lib().bpf_program__attach_cgroup(self._obj.programs[name], fd)
+                    if not link:
+                        err = ctypes.get_errno()
+                        for made in links:
+                            lib().bpf_link__destroy(made)
+                        raise EnforcementError(f"attaching {name} to {cgroup_dir} failed: "
+                                               f"{os.strerror(err)} {log.tail(1)}".strip())
+                    links.append(link)
+        finally:
+            os.close(fd)  # the links hold their own reference to the cgroup
+        return links
+
+    def detach(self, links: list[int]) -> None:
+        """Destroy links made by :meth:`attach_cgroup` (the list is emptied)."""
+        with self._lock:
+            for link in links:
+                lib().bpf_link__destroy(link)
+            links.clear()
+
+    # -- maps ---------------------------------------------------------------------------
+
+    def set_mode(self, cgid: int, *, egress: int | None = None, kill: int | None = None) -> None:
+        """Set the egress and/or kill mode of a policy cgroup (ENF_OFF removes its entry when both are off)."""
+        with self._lock:
+            old = self._modes.get(cgid, (ENF_OFF, ENF_OFF))
+            new = (old[0] if egress is None else egress, old[1] if kill is None else kill)
+            key = ctypes.c_uint64(cgid)
+            if new == (ENF_OFF, ENF_OFF):
+                self._modes.pop(cgid, None)
+                lib().bpf_map_delete_elem(self._cfg_fd, ctypes.byref(key))
+                return
+            val = CgCfg(*new)
+            self._update(self._cfg_fd, key, val, "cg_cfg")
+            self._modes[cgid] = new
+
+    def allow_put(self, key: AllowKey, val: AllowVal) -> None:
+        """Insert or replace one allow-trie entry."""
+        with self._lock:
+            self._update(self._allow_fd, key, val, "allow")
+
+    def allow_delete(self, key: AllowKey) -> None:
+        """Remove one allow-trie entry (absent entries are ignored)."""
+        with self._lock:
+            lib().bpf_map_delete_elem(self._allow_fd, ctypes.byref(key))
+
+    def kill_put(self, key: KillKey) -> None:
+        """Add an executable to the kill set."""
+        with self._lock:
+            self._update(self._kill_fd, key, ctypes.c_uint32(1), "kill_set")
+
+    def kill_delete(self, key: KillKey) -> None:
+        """Remove an executable from the kill set."""
+        with self._lock:
+            lib().bpf_map_delete_elem(self._kill_fd, ctypes.byref(key))
+
+    def _update(self, fd: int, key: ctypes._CData, val: ctypes._CData, name: str) -> None:
+        rc = lib().bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(val), 0)
+        if rc < 0:
+            err = ctypes.get_errno() or -rc
+            raise EnforcementError(f"updating BPF map {name} failed: {os.strerror(err)}")
+
+    def lost(self) -> int:
+        """Decision records the kernel could not queue (ring full), summed over CPUs."""
+        values = (ctypes.c_uint64 * self._ncpu)()
+        key = ctypes.c_uint32(0)
+        if lib().bpf_map_lookup_elem(self._lost_fd, ctypes.byref(key), values) != 0:
+            return 0
+        return int(sum(values))
+
+    # -- records ------------------------------------------------------------------------
+
+    def drain(self) -> list[EnfRecord]:
+        """Every decision record queued so far (copies). One draining thread only."""
+        size = ctypes.sizeof(EnfRecord)
+
+        def one(chunk: bytes, offset: int, length: int) -> EnfRecord | None:
+            if length < size:
+                return None
+            return EnfRecord.from_buffer_copy(chunk, offset)
+
+        return self.ring.drain(one)
+
+    def close(self) -> None:
+        """Detach the exec program and free the object (cgroup links must be detached first)."""
+        with self._lock:
+            if self.exec_link:
+                lib().bpf_link__destroy(self.exec_link)
+                self.exec_link = 0
+            if self._obj.ptr:
+                self.ring.close()
+                self._obj.close()
