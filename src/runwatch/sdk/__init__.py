@@ -17,6 +17,10 @@ processes it spawns, are attributed to the call by runwatch's join from the pid 
 pid and thread id each message carries. Context follows ``contextvars``: asyncio tasks
 inherit the enclosing call, new threads start outside any call.
 
+When ``RUNWATCH_POLICY_SOCKET`` is set, ``tool_call`` first asks runwatch's policy
+(:mod:`runwatch.sdk.policy`); a denied call raises :class:`ToolDenied` before its body runs
+(and sends no ``tool.start``). :func:`decide` asks explicitly.
+
 Tool arguments are sent only as an HMAC-SHA256 digest (key from ``RUNWATCH_ARGS_KEY`` or a
 per-process random key) unless the operator sets ``RUNWATCH_STORE_ARGS=1``. Secret values
 are never sent.
@@ -38,15 +42,20 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar, cast, overload
 
+from runwatch.sdk import policy as _policy
+from runwatch.sdk.policy import Decision, ToolDenied, decide
 from runwatch.sdk.transport import Transport, get_transport, set_transport
 from runwatch.sdk.wire import ENV_ARGS_KEY, ENV_STORE_ARGS, MAX_ARGS
 
 __all__ = [
+    "Decision",
     "ToolCallScope",
+    "ToolDenied",
     "Transport",
     "announce",
     "args_digest",
     "current_tool_call",
+    "decide",
     "flush",
     "model_call",
     "plugin_load",
@@ -163,6 +172,12 @@ class ToolCallScope:
     # -- context manager --------------------------------------------------------------------
 
     def __enter__(self) -> ToolCallScope:
+        if _policy.policy_active():
+            _policy.check(self.name, self.args, self.agent, self.call_id)  # raises ToolDenied
+        return self._open()
+
+    def _open(self) -> ToolCallScope:
+        """Start the call (sends ``tool.start``); never raises."""
         try:
             start = time.monotonic_ns()
             parent = _current.get()
@@ -211,7 +226,12 @@ class ToolCallScope:
             pass
 
     async def __aenter__(self) -> ToolCallScope:
-        return self.__enter__()
+        if _policy.policy_active():
+            import asyncio
+
+            # A challenge may wait for a person: keep the event loop running meanwhile.
+            await asyncio.to_thread(_policy.check, self.name, self.args, self.agent, self.call_id)
+        return self._open()
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:

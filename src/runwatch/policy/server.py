@@ -1,0 +1,331 @@
+"""The local decision endpoint: HTTP/1.1 + JSON over unix sockets (and optional loopback TCP).
+
+Listeners (each a stdlib threading HTTP server, one thread per connection, keep-alive):
+
+* **decide** unix socket (mode 0666, next to the SDK socket so the same directory mount
+  reaches containers): ``POST /v1/decide``, ``GET /v1/challenges/ID[?wait=S]``, ``GET /v1/health``.
+  The caller's workload comes from the socket's peer credentials (SO_PEERCRED pid ->
+  ``/proc`` exe and cgroup container); claims in the body (pid, container, exe) are ignored.
+* **control** unix socket (mode 0600, root only): everything above plus ``GET /v1/challenges``
+  and ``POST /v1/challenges/ID/approve`` / ``.../reject``. Workloads never get this socket,
+  so an agent cannot approve its own challenge.
+* optional **TCP** on 127.0.0.1:PORT for gateways: the decide API only; the gateway states
+  the workload in the body (``container``, ``labels``, ``exe``, ``pid``) and is trusted to.
+
+``POST /v1/decide`` body: ``{"tool": str, "args"?: any, "args_digest"?: str, "call_id"?: str,
+"agent"?: str, "wait"?: bool}`` (plus the TCP claims). ``args`` are never stored: only their
+SHA-256 is recorded when no digest is given. Answer: :meth:`Decision.to_wire`
+(``verdict``, ``recorded``, ``policy``, ``rule``, ``reason``, ``mode``, ``fail``,
+``latency_ns``, and ``challenge_id``/``timeout_s`` for a challenge). With ``"wait": true`` a
+challenge is answered only once resolved (long poll). Errors: ``{"error": "one line"}`` with
+400 (bad request), 403 (control call on a decide listener), 404, 409 (already resolved).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import socketserver
+import struct
+import threading
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from runwatch.events import Container
+from runwatch.policy.challenges import ChallengeError
+from runwatch.policy.decide import Decider
+from runwatch.policy.model import Workload
+
+MAX_BODY = 1 << 20
+DEFAULT_DECIDE_SOCKET = "/run/runwatch/sdk/policy.sock"
+DEFAULT_CONTROL_SOCKET = "/run/runwatch/control.sock"
+_MAX_WAIT_S = 3600.0
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _peer_pid(sock: socket.socket) -> int | None:
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid, _uid, _gid = struct.unpack("3i", raw)
+    return pid or None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One connection; ``server`` is a :class:`_Listener`."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "runwatch-policy"
+    server: _Listener
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: every decision is recorded as an event instead."""
+
+    def address_string(self) -> str:
+        return self.server.label
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _send(self, status: int, obj: Any) -> None:
+        body = json.dumps(obj, separators=(",", ":")).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _body(self) -> dict[str, Any]:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            raise _HttpError(411 if length is None else 400, "Content-Length required")
+        n = int(length)
+        if n > MAX_BODY:
+            raise _HttpError(413, f"body larger than {MAX_BODY} bytes")
+        raw = self.rfile.read(n) if n else b""
+        if not raw:
+            return {}
+        try:
+            obj = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _HttpError(400, f"body is not JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise _HttpError(400, "body must be a JSON object")
+        return obj
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            url = urlsplit(self.path)
+            parts = [p for p in url.path.split("/") if p]
+            query = parse_qs(url.query)
+            self._route(method, parts, query)
+        except _HttpError as exc:
+            self._send(exc.status, {"error": str(exc)})
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:  # a bug must answer, not hang the caller
+            self._send(500, {"error": f"{type(exc).__name__}: {exc}"})
+
+    def do_GET(self) -> None:
+        """GET routes."""
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        """POST routes."""
+        self._dispatch("POST")
+
+    # -- routes -----------------------------------------------------------------------------
+
+    def _route(self, method: str, parts: list[str], query: dict[str, list[str]]) -> None:
+        srv = self.server
+        if parts[:1] != ["v1"]:
+            raise _HttpError(404, f"no route {self.path!r}")
+        rest = parts[1:]
+        if method == "POST" and rest == ["decide"]:
+            self._send(200, self._decide(self._body()))
+        elif method == "GET" and rest == ["health"]:
+            self._send(200, {"ok": True, "policies": len(srv.decider.policies)})
+        elif method == "GET" and len(rest) == 2 and rest[0] == "challenges":
+            self._send(200, self._challenge(rest[1], query))
+        elif method == "GET" and rest == ["challenges"]:
+            self._control()
+            self._send(200, {"challenges": [c.to_dict() for c in srv.decider.challenges.pending()]})
+        elif method == "POST" and len(rest) == 3 and rest[0] == "challenges" and rest[2] in ("approve", "reject"):
+            self._control()
+            body = self._body()
+            by = body.get("by")
+            book = srv.decider.challenges
+            try:
+                ch = (book.approve if rest[2] == "approve" else book.reject)(rest[1], str(by) if by else None)
+            except ChallengeError as exc:
+                raise _HttpError(404 if str(exc).startswith("no challenge") else 409, str(exc)) from None
+            self._send(200, ch.to_dict())
+        else:
+            raise _HttpError(404, f"no route {method} {self.path}")
+
+    def _control(self) -> None:
+        if not self.server.control:
+            raise _HttpError(403, "challenge answers are only accepted on the control socket")
+
+    def _workload(self, body: dict[str, Any]) -> Workload:
+        srv = self.server
+        agent = body.get("agent")
+        agent = str(agent) if agent is not None else None
+        if srv.family == socket.AF_UNIX:
+            pid = _peer_pid(self.connection)
+            if pid is None:
+                return Workload(agent=agent)
+            return srv.decider.workload_of(pid, agent)
+        container = None
+        if body.get("container"):
+            name = str(body["container"])
+            container = Container(id=str(body.get("container_id") or name), runtime="claimed", name=name)
+        labels = body.get("labels") or {}
+        if not isinstance(labels, dict):
+            raise _HttpError(400, "labels must be an object")
+        pid = body.get("pid")
+        return Workload(container=container, labels={str(k): str(v) for k, v in labels.items()},
+                        exe=str(body["exe"]) if body.get("exe") else None,
+                        pid=pid if isinstance(pid, int) else None, agent=agent)
+
+    def _decide(self, body: dict[str, Any]) -> dict[str, Any]:
+        tool = body.get("tool")
+        if not isinstance(tool, str) or not tool:
+            raise _HttpError(400, "'tool' (a non-empty string) is required")
+        digest = body.get("args_digest")
+        if digest is not None and not isinstance(digest, str):
+            raise _HttpError(400, "'args_digest' must be a string")
+        if digest is None and "args" in body:
+            canon = json.dumps(body["args"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            digest = "sha256:" + hashlib.sha256(canon.encode()).hexdigest()
+        call_id = body.get("call_id")
+        decider = self.server.decider
+        decision = decider.decide(self._workload(body), tool, digest,
+                                  call_id=str(call_id) if call_id is not None else None)
+        if decision.verdict == "challenge" and body.get("wait") is True and decision.challenge_id:
+            decision = decider.await_challenge(decision.challenge_id)
+        return decision.to_wire()
+
+    def _challenge(self, cid: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        decider = self.server.decider
+        wait = query.get("wait", ["0"])[0]
+        try:
+            wait_s = min(max(float(wait), 0.0), _MAX_WAIT_S)
+        except ValueError:
+            raise _HttpError(400, f"wait must be a number of seconds, not {wait!r}") from None
+        try:
+            decision = decider.await_challenge(cid, wait_s) if wait_s > 0 else decider.challenge_decision(cid)
+        except ChallengeError as exc:
+            raise _HttpError(404, str(exc)) from None
+        if decision is None:
+            raise _HttpError(404, f"no challenge {cid!r}")
+        return decision.to_wire()
+
+
+class _TcpHandler(_Handler):
+    disable_nagle_algorithm = True  # header and body go out as written
+
+
+class _Listener(socketserver.ThreadingMixIn, socketserver.BaseServer):
+    """What handlers see of their server (the listeners below add these attributes)."""
+
+    decider: Decider
+    control: bool
+    label: str
+    family: int
+    daemon_threads = True
+    block_on_close = False
+    errors = 0
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Count, do not print: a client that hangs up mid-request is not runwatch's problem."""
+        self.errors += 1
+
+
+class _UnixListener(_Listener, socketserver.UnixStreamServer):
+    pass
+
+
+class _TcpListener(_Listener, socketserver.TCPServer):
+    allow_reuse_address = True
+
+
+def _bind_unix(path: str, mode: int) -> _UnixListener:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if not _socket_alive(path):
+            os.unlink(path)
+    srv = _UnixListener(path, _Handler, bind_and_activate=True)
+    os.chmod(path, mode)
+    return srv
+
+
+def _socket_alive(path: str) -> bool:
+    """Whether another server answers on ``path`` (then it must not be unlinked)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(0.2)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class PolicyServer:
+    """The decide and control listeners around one :class:`Decider`.
+
+    Lifecycle: ``start()`` binds every listener (an existing live socket is an error, a
+    stale one is replaced) and serves each on a daemon thread; ``stop()`` (idempotent)
+    closes them and removes the socket files. Use as a context manager.
+    """
+
+    def __init__(self, decider: Decider, decide_socket: str | None = DEFAULT_DECIDE_SOCKET,
+                 control_socket: str | None = DEFAULT_CONTROL_SOCKET, tcp_port: int | None = None,
+                 tcp_host: str = "127.0.0.1") -> None:
+        self.decider = decider
+        self.decide_socket = decide_socket
+        self.control_socket = control_socket
+        self.tcp_port = tcp_port
+        self.tcp_host = tcp_host
+        self._servers: list[Any] = []
+        self._threads: list[threading.Thread] = []
+        self._paths: list[str] = []
+
+    def _add(self, srv: Any, control: bool, label: str, family: int) -> None:
+        srv.decider, srv.control, srv.label, srv.family = self.decider, control, label, family
+        t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},
+                             name=f"runwatch-policy-{label}", daemon=True)
+        self._servers.append(srv)
+        self._threads.append(t)
+        t.start()
+
+    def start(self) -> PolicyServer:
+        """Bind and serve every configured listener; on failure nothing stays bound."""
+        try:
+            for path, control, mode in ((self.decide_socket, False, 0o666), (self.control_socket, True, 0o600)):
+                if path is None:
+                    continue
+                if _socket_alive(path):
+                    raise OSError(f"{path}: another runwatch is already serving policy decisions there")
+                srv = _bind_unix(path, mode)
+                self._paths.append(path)
+                self._add(srv, control, "control" if control else "decide", socket.AF_UNIX)
+            if self.tcp_port is not None:
+                tcp = _TcpListener((self.tcp_host, self.tcp_port), _TcpHandler)
+                self.tcp_port = tcp.server_address[1]
+                self._add(tcp, False, "tcp", socket.AF_INET)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close the listeners and remove the socket files. Idempotent."""
+        for srv in self._servers:
+            with contextlib.suppress(Exception):
+                srv.shutdown()
+            with contextlib.suppress(Exception):
+                srv.server_close()
+        for t in self._threads:
+            t.join(timeout=2)
+        for path in self._paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self._servers, self._threads, self._paths = [], [], []
+
+    def __enter__(self) -> PolicyServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
