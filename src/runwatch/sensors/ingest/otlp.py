@@ -22,7 +22,8 @@ Request handling:
 
 Thread safety: HTTP requests are served on their own threads (``ThreadingHTTPServer``); the
 queue and counters are guarded by one lock. ``poll`` is for one consumer thread; ``stats``
-may be called from any thread. Events are queued whole per request, in time order within it.
+may be called from any thread. Conversion (which may read /proc) runs under a separate lock,
+so it never blocks ``poll``. Events are queued whole per request, in time order within it.
 """
 
 from __future__ import annotations
@@ -183,6 +184,7 @@ class OtlpReceiver:
         self.converter = Converter(resolver)
         self.last_error: str | None = None
         self._lock = threading.Lock()
+        self._convert_lock = threading.Lock()  # the resolver's cache is not thread safe
         self._ready = threading.Condition(self._lock)
         self._queue: deque[Event] = deque()
         self._server: _Server | None = None
@@ -374,7 +376,7 @@ class OtlpReceiver:
 
     def _accept_traces(self, request: Any, response: Any) -> None:
         spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-        with self._lock:  # the resolver's cache is not thread safe
+        with self._convert_lock:
             events, ignored, rejected, reasons = self.converter.convert(request.resource_spans)
         with self._ready:
             if len(self._queue) + len(events) > self.max_queue:
