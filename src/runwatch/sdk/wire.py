@@ -44,7 +44,27 @@ MESSAGE_KINDS: tuple[str, ...] = (
     "prompt.route",
     "plugin.load",
     "secret.access",
+    "audit",  # an in-process observation of the PEP 578 audit-hook sensor (runwatch.sdk.audithook)
 )
+
+AUDIT_EVENTS: tuple[str, ...] = (
+    "subprocess.Popen",
+    "os.system",
+    "os.exec",
+    "os.posix_spawn",
+    "os.spawn",
+    "socket.connect",
+    "socket.getaddrinfo",
+    "socket.gethostbyname",
+    "open",
+    "ctypes.dlopen",
+    "import",
+)
+"""Values of ``ev`` in an ``audit`` message: the Python audit event it reports (``import``:
+a module executed from a writable path, seen through the ``exec``/``import`` audit events)."""
+
+MAX_ARGV = 256
+"""Most argv items an ``audit`` message carries (the collector refuses more)."""
 
 STRING_KEYS: dict[str, str] = {
     "k": "message kind",
@@ -64,6 +84,18 @@ STRING_KEYS: dict[str, str] = {
     "pname": "enclosing tool call's name (non-tool messages inside a call)",
     "pcid": "enclosing tool call's call id",
     "pagent": "enclosing tool call's agent",
+    "ev": "audit: the audit event name (AUDIT_EVENTS)",
+    "exe": "audit exec: the program asked for",
+    "path": "audit open: the file path; audit connect to a unix socket: its path",
+    "intent": "audit open: read | write | rw",
+    "host": "audit getaddrinfo/gethostbyname: the name looked up; audit connect: the peer address",
+    "fam": "audit connect/getaddrinfo: ipv4 | ipv6 | unix",
+    "proto": "audit connect: tcp | udp | raw | unix",
+    "ver": "plugin.load: plugin version (MCP server version)",
+}
+
+LIST_KEYS: dict[str, str] = {
+    "argv": "audit exec: the argument vector (at most MAX_ARGV items of MAX_FIELD characters)",
 }
 
 INT_KEYS: dict[str, str] = {
@@ -76,6 +108,8 @@ INT_KEYS: dict[str, str] = {
     "psid": "enclosing tool call's span id (for tool.start: the parent call)",
     "sm": "tool.end: monotonic ns of the matching start",
     "dur": "tool.end: duration in ns",
+    "port": "audit connect/getaddrinfo: the port (0-65535)",
+    "fl": "audit open: the open(2) flags",
 }
 
 REQUIRED_KEYS: tuple[str, ...] = ("v", "k", "m", "pid", "tid", "ns")

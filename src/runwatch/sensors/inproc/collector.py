@@ -35,11 +35,13 @@ from pathlib import Path
 
 import msgspec
 
-from runwatch.events import Event, ToolCall, new_id
+from runwatch.events import DnsInfo, Event, FileInfo, NetInfo, ToolCall, new_id
 from runwatch.sdk.wire import (
+    AUDIT_EVENTS,
     DEFAULT_SOCKET,
     ENV_SOCKET,
     MAX_ARGS,
+    MAX_ARGV,
     MAX_DATAGRAM,
     MAX_FIELD,
     MESSAGE_KINDS,
@@ -80,10 +82,24 @@ class Message(msgspec.Struct, omit_defaults=True):
     pname: str | None = None
     pcid: str | None = None
     pagent: str | None = None
+    # audit messages (runwatch.sdk.audithook) and the plugin version; all optional, added later
+    ev: str | None = None
+    exe: str | None = None
+    argv: list[str] | None = None
+    path: str | None = None
+    intent: str | None = None
+    host: str | None = None
+    fam: str | None = None
+    proto: str | None = None
+    port: int | None = None
+    fl: int | None = None
+    ver: str | None = None
 
 
 _STR_FIELDS = tuple(f for f in Message.__struct_fields__ if f not in ("v", "m", "pid", "tid", "ns", "sid", "psid",
-                                                                       "sm", "dur", "args"))
+                                                                       "sm", "dur", "args", "argv", "port", "fl"))
+_AUDIT_EVENTS = frozenset(AUDIT_EVENTS)
+_EXEC_EVENTS = frozenset({"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn"})
 _decoder = msgspec.json.Decoder(Message)
 
 
@@ -110,6 +126,73 @@ def validate(msg: Message) -> None:
         raise MalformedMessage(f"{msg.k} needs name and sid")
     if msg.k == "tool.end" and msg.st not in ("ok", "error"):
         raise MalformedMessage(f"tool.end status must be ok or error, got {str(msg.st)[:20]!r}")
+    if msg.k == "audit":
+        _validate_audit(msg)
+
+
+def _validate_audit(msg: Message) -> None:
+    if msg.ev not in _AUDIT_EVENTS:
+        raise MalformedMessage(f"unknown audit event {str(msg.ev)[:40]!r}")
+    if msg.argv is not None:
+        if len(msg.argv) > MAX_ARGV:
+            raise MalformedMessage(f"argv has more than {MAX_ARGV} items")
+        if any(len(a) > MAX_FIELD for a in msg.argv):
+            raise MalformedMessage(f"an argv item is longer than {MAX_FIELD} characters")
+    if msg.port is not None and not 0 <= msg.port <= 65535:
+        raise MalformedMessage("port out of range")
+    if msg.fl is not None and not 0 <= msg.fl < 1 << 32:
+        raise MalformedMessage("open flags out of range")
+    if msg.ev in _EXEC_EVENTS and not msg.exe:
+        raise MalformedMessage(f"audit {msg.ev} needs exe")
+    if msg.ev == "open" and not msg.path:
+        raise MalformedMessage("audit open needs path")
+    if msg.ev in ("socket.getaddrinfo", "socket.gethostbyname") and not msg.host:
+        raise MalformedMessage(f"audit {msg.ev} needs host")
+    if msg.ev in ("ctypes.dlopen", "import") and not (msg.name or msg.src):
+        raise MalformedMessage(f"audit {msg.ev} needs name or src")
+
+
+def _audit_kind(msg: Message, ev: Event) -> None:
+    """Fill ``ev`` (kind, domain group, attrs) from an ``audit`` message.
+
+    Kinds: exec-like events are ``process.exec`` (``pid`` is the process that asked, which
+    for ``os.exec`` is also the new image), connects ``net.connect``, name look-ups
+    ``dns.query``, watched opens ``file.open``, ``ctypes.dlopen`` and modules executed from
+    writable paths ``plugin.load``. Every one has ``source="audit"`` and ``attrs["via"] = "audit"``.
+    """
+    name = msg.ev or ""
+    attrs = ev.attrs if ev.attrs is not None else {}
+    attrs["via"] = "audit"
+    attrs["audit_event"] = name
+    if name in _EXEC_EVENTS:
+        ev.kind = "process.exec"
+        ev.exe = msg.exe or ""
+        ev.argv = list(msg.argv) if msg.argv is not None else [ev.exe]
+        ev.cmdline = " ".join(ev.argv)
+    elif name == "socket.connect":
+        ev.kind = "net.connect"
+        fam = msg.fam or "unix"
+        if fam == "unix":
+            ev.net = NetInfo(proto="unix", family="unix")
+            if msg.path is not None:
+                attrs["unix_path"] = msg.path
+        else:
+            ev.net = NetInfo(proto=msg.proto or "tcp", family=fam, dst_ip=msg.host, dst_port=msg.port)
+    elif name in ("socket.getaddrinfo", "socket.gethostbyname"):
+        ev.kind = "dns.query"
+        qtype = {"ipv4": "A", "ipv6": "AAAA"}.get(msg.fam or "")
+        ev.dns = DnsInfo(name=msg.host or "", qtype=qtype)
+        if msg.port is not None:
+            attrs["port"] = msg.port
+    elif name == "open":
+        ev.kind = "file.open"
+        ev.file = FileInfo(path=msg.path or "", intent=msg.intent, flags=msg.fl)
+    else:  # ctypes.dlopen, import
+        ev.kind = "plugin.load"
+        attrs.update(plugin=msg.name, plugin_source=msg.src)
+        if msg.sha is not None:
+            attrs["sha256"] = msg.sha
+    ev.attrs = {k: v for k, v in attrs.items() if v is not None}
 
 
 def _ns_view(host_pid: int) -> tuple[int, int] | None:
@@ -367,6 +450,8 @@ class SdkCollector:
                 attrs.update(plugin=msg.name, plugin_source=msg.src)
                 if msg.sha is not None:
                     attrs["sha256"] = msg.sha
+                if msg.ver is not None:
+                    attrs["plugin_version"] = msg.ver
             elif kind == "secret.access":
                 attrs.update(secret=msg.name, secret_kind=msg.sk)
             elif kind == "hello":
@@ -374,9 +459,13 @@ class SdkCollector:
                 attrs.update(notice="sdk.attach", agent=msg.agent)
         if msg.route is not None:
             attrs["route"] = msg.route
-        return Event(id=new_id(t), time=t, kind=kind, source="sdk", pid=pid, tid=tid, uid=uid, cgroup_id=cgroup,
-                     pidns=pidns,
-                     vpid=vpid, vtid=vtid, tool_call=call, attrs={k: v for k, v in attrs.items() if v is not None})
+        event = Event(id=new_id(t), time=t, kind=kind, source="sdk", pid=pid, tid=tid, uid=uid, cgroup_id=cgroup,
+                      pidns=pidns,
+                      vpid=vpid, vtid=vtid, tool_call=call, attrs={k: v for k, v in attrs.items() if v is not None})
+        if kind == "audit":
+            event.source = "audit"
+            _audit_kind(msg, event)
+        return event
 
     def stats(self) -> dict[str, int]:
         """Counters: events, datagrams, malformed, no_credentials, identity_mismatch, drops (always 0:

@@ -1,0 +1,109 @@
+"""Fixtures for the zero-code instrumentation tests: a real SDK collector and this process's transport."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runwatch.events import Event
+from runwatch.sdk import audithook
+from runwatch.sdk.transport import Transport, set_transport
+from runwatch.sensors.inproc.collector import SdkCollector
+
+PYTHON = sys.executable
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    """A short, fresh directory for the SDK socket (unix socket paths are limited to 107 bytes)."""
+    d = Path(tempfile.mkdtemp(prefix="rw-auto-"))
+    os.chmod(d, 0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def collector(sock_dir: Path) -> Iterator[SdkCollector]:
+    """A listening SdkCollector, stopped at teardown."""
+    col = SdkCollector(sock_dir / "sdk.sock")
+    col.start()
+    try:
+        yield col
+    finally:
+        col.stop()
+
+
+@pytest.fixture
+def transport(collector: SdkCollector) -> Iterator[Transport]:
+    """This process's SDK transport pointed at ``collector``; the hook is turned off afterwards."""
+    t = Transport(str(collector.path))
+    old = set_transport(t)
+    try:
+        yield t
+    finally:
+        audithook.uninstall()
+        t.close()
+        set_transport(old)
+
+
+class Helpers:
+    """Helpers handed to tests through the ``helpers`` fixture (test modules cannot import conftest)."""
+
+    @staticmethod
+    def drain(col: SdkCollector, quiet: float = 0.3, limit: float = 10.0) -> list[Event]:
+        return drain(col, quiet, limit)
+
+    @staticmethod
+    def child_env(socket_path: Path | None, **extra: str) -> dict[str, str]:
+        return child_env(socket_path, **extra)
+
+    @staticmethod
+    def run_py(args: list[str], env: dict[str, str], cwd: Path | None = None,
+               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return run_py(args, env, cwd, timeout)
+
+
+@pytest.fixture
+def helpers() -> type[Helpers]:
+    """See :class:`Helpers`."""
+    return Helpers
+
+
+def drain(col: SdkCollector, quiet: float = 0.3, limit: float = 10.0) -> list[Event]:
+    """Every event the collector receives until nothing arrives for ``quiet`` s."""
+    out: list[Event] = []
+    deadline = time.monotonic() + limit
+    last = time.monotonic()
+    while time.monotonic() < deadline:
+        batch = col.poll(0.05) or []
+        if batch:
+            out.extend(batch)
+            last = time.monotonic()
+        elif time.monotonic() - last > quiet:
+            break
+    return out
+
+
+def child_env(socket_path: Path | None, **extra: str) -> dict[str, str]:
+    """An environment for child interpreters: RUNWATCH_* and PYTHONPATH cleared, then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNWATCH_") and k != "PYTHONPATH"}
+    if socket_path is not None:
+        env["RUNWATCH_SOCKET"] = str(socket_path)
+    env.update(extra)
+    return env
+
+
+def run_py(args: list[str], env: dict[str, str], cwd: Path | None = None,
+           timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run this interpreter with ``args``; text output captured."""
+    return subprocess.run([PYTHON, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
