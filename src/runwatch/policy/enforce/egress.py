@@ -206,7 +206,7 @@ class EgressEnforcer:
         with self._lock:
             return dict(self._by_target)
 
-    def decision(self, rec: B.EnfRecord, targets: dict[int, tuple[str, Policy]]) -> Decision | None:
+    def decision(self, rec: B.EnfRecord) -> Decision | None:
         """The decision for one kernel record (None if its policy is no longer applied)."""
         with self._lock:
             state = self._by_cgid.get(rec.policy_cgid)

@@ -1,0 +1,19 @@
+"""Kernel enforcement of policies on containers: egress (cgroup BPF), files and exec
+(fanotify permission events) and kill at exec (BPF ``bpf_send_signal``).
+
+Public API::
+
+    enf = Enforcers(on_decision=callback)   # callback(Decision), called on one thread
+    enf.start()                             # load BPF, start the responder and dispatcher
+    notices = enf.apply(container, policy)  # container: Target (RuncContainer fits); policy: model.Policy
+    enf.remove(container.id)
+    enf.stop()                              # detach everything (a crash does the same)
+
+``decision_event(decision)`` turns a :class:`Decision` into a ``policy.decision`` Event.
+See docs/enforcement.md.
+"""
+
+from runwatch.policy.enforce.facade import Enforcers
+from runwatch.policy.enforce.spec import Decision, EnforcementError, Target, decision_event
+
+__all__ = ["Decision", "EnforcementError", "Enforcers", "Target", "decision_event"]

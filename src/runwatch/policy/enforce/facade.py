@@ -1,0 +1,206 @@
+"""The :class:`Enforcers` facade: one object that applies a policy's kernel parts to a container.
+
+Lifecycle (ordered; teardown always runs): ``start()`` loads the BPF object (egress and
+kill) and starts the fanotify responder and the dispatcher thread; ``apply(target, policy)``
+per container; ``remove(target_id)`` when it goes; ``stop()``. If the BPF object cannot be
+loaded, egress and kernel kills are unavailable (``problems`` says why): applying a policy
+that needs them raises with ``fail: closed`` and returns a notice with ``fail: open``.
+
+Decisions: the dispatcher thread drains the kernel's decision ring and the fanotify
+responder's queue and calls ``on_decision`` with each :class:`Decision`, in arrival order
+per source, never concurrently. A slow callback delays only other callbacks, never an
+enforcement answer. Kernel records lost to a full ring are counted in :meth:`stats`.
+
+Crash safety: cgroup programs are BPF links and fanotify marks belong to a group fd, both
+owned only by this process; when it exits (even by SIGKILL) the kernel detaches the
+programs, drops the marks and allows pending permission events.
+
+Thread safety: ``apply``/``remove`` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from runwatch.policy.enforce import bpfobj as B
+from runwatch.policy.enforce.egress import EgressEnforcer, Resolver, getaddrinfo_resolver
+from runwatch.policy.enforce.fanotify import FanotifyEnforcer
+from runwatch.policy.enforce.kill import KillEnforcer
+from runwatch.policy.enforce.spec import Decision, EnforcementError, Target
+from runwatch.policy.model import Policy
+
+
+class Enforcers:
+    """Egress, file/exec and kill enforcement behind one small API (see the module docstring)."""
+
+    def __init__(self, on_decision: Callable[[Decision], None] | None = None, *,
+                 resolver: Resolver = getaddrinfo_resolver, refresh_s: float = 60.0,
+                 bpf_object: Path | None = None) -> None:
+        self.on_decision = on_decision
+        self.problems: list[str] = []
+        self._resolver = resolver
+        self._refresh_s = refresh_s
+        self._bpf_path = bpf_object
+        self._obj: B.EnforceObject | None = None
+        self._egress: EgressEnforcer | None = None
+        self._kill: KillEnforcer | None = None
+        self._queue: queue.SimpleQueue[Decision] = queue.SimpleQueue()
+        self._fan = FanotifyEnforcer(self._queue.put)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._applied: dict[str, Policy] = {}
+        self._lock = threading.Lock()
+        self.dispatched = 0
+        self.callback_errors = 0
+
+    def start(self) -> Enforcers:
+        """Load and start everything available; returns self."""
+        try:
+            self._obj = B.EnforceObject(self._bpf_path)
+        except EnforcementError as exc:
+            self.problems.append(f"egress and kernel kill unavailable: {exc}")
+        if self._obj is not None:
+            self._egress = EgressEnforcer(self._obj, self._resolver)
+            self._kill = KillEnforcer(self._obj)
+            if self._obj.exec_problem:
+                self.problems.append(f"kernel kill unavailable: {self._obj.exec_problem}")
+        self._fan.start()
+        self._thread = threading.Thread(target=self._dispatch, name="runwatch-enforce", daemon=True)
+        self._thread.start()
+        return self
+
+    def apply(self, target: Target, policy: Policy) -> list[str]:
+        """Enforce (or monitor) ``policy`` on ``target``, replacing what was there.
+
+        Returns notices (rules that could not be placed exactly). Raises
+        :class:`EnforcementError` (one line) when the policy cannot be applied and its
+        ``fail`` is ``closed``; whatever was applied for this target is removed first.
+        """
+        notices: list[str] = []
+        try:
+            if policy.egress is not None:
+                if self._egress is None:
+                    self._unavailable(policy, "egress", notices)
+                else:
+                    self._egress.apply(target, policy)
+            elif self._egress is not None:
+                self._egress.remove(target.id)
+            handled: set[tuple[int, int]] = set()
+            if self._kill is not None:
+                handled, more = self._kill.apply(target, policy)
+                notices.extend(more)
+            elif policy.exec is not None and policy.exec.action == "kill":
+                notices.append("kernel kill unavailable: denied execs are refused and killed from userspace")
+            notices.extend(self._fan.apply(target, policy, kill_handled=handled))
+        except (EnforcementError, OSError) as exc:
+            self.remove(target.id)
+            if isinstance(exc, EnforcementError):
+                raise
+            raise EnforcementError(f"applying policy {policy.id} to {target.id}: {exc}") from exc
+        if notices and policy.fail == "closed" and any("not protected" in n for n in notices):
+            self.remove(target.id)
+            raise EnforcementError(f"policy {policy.id} (fail: closed) on {target.id}: {'; '.join(notices)}")
+        with self._lock:
+            self._applied[target.id] = policy
+        return notices
+
+    def remove(self, target_id: str) -> None:
+        """Stop enforcing on a target (links detached, map entries and marks dropped)."""
+        if self._egress is not None:
+            self._egress.remove(target_id)
+        if self._kill is not None:
+            self._kill.remove(target_id)
+        self._fan.remove(target_id)
+        with self._lock:
+            self._applied.pop(target_id, None)
+
+    def learn_dns(self, name: str, addresses: list[str]) -> int:
+        """Feed a DNS answer (name -> addresses) to host-name egress rules; see :class:`EgressEnforcer`."""
+        return self._egress.learn(name, addresses) if self._egress is not None else 0
+
+    def applied(self) -> dict[str, str]:
+        """target id -> policy id for every target under enforcement."""
+        with self._lock:
+            return {t: p.id for t, p in self._applied.items()}
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: decisions dispatched, callback errors, kernel records lost, fanotify answers."""
+        return {"dispatched": self.dispatched, "callback_errors": self.callback_errors,
+                "lost": self._obj.lost() if self._obj is not None else 0, "fanotify_answered": self._fan.answered,
+                "problems": list(self.problems)}
+
+    def stop(self) -> None:
+        """Remove every target, stop the threads, unload BPF. Idempotent."""
+        for target_id in list(self._applied):
+            with contextlib.suppress(Exception):
+                self.remove(target_id)
+        self._fan.stop()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._flush()
+        if self._egress is not None:
+            self._egress.close()
+        if self._kill is not None:
+            self._kill.close()
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+
+    def __enter__(self) -> Enforcers:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _unavailable(self, policy: Policy, what: str, notices: list[str]) -> None:
+        why = "; ".join(self.problems) or "not started"
+        if policy.fail == "closed":
+            raise EnforcementError(f"policy {policy.id} needs {what} enforcement (fail: closed): {why}")
+        notices.append(f"{what} not enforced (fail: open): {why}")
+
+    def _dispatch(self) -> None:
+        last_refresh = time.monotonic()
+        while not self._stop.is_set():
+            if self._obj is not None:
+                self._obj.ring.wait(0.05)
+            else:
+                self._stop.wait(0.05)
+            self._flush()
+            if self._egress is not None and time.monotonic() - last_refresh > self._refresh_s:
+                last_refresh = time.monotonic()
+                with contextlib.suppress(EnforcementError):
+                    self._egress.refresh()
+
+    def _flush(self) -> None:
+        out: list[Decision] = []
+        if self._obj is not None:
+            for rec in self._obj.drain():
+                d = None
+                if rec.hook == B.HOOK_EXEC:
+                    d = self._kill.decision(rec) if self._kill is not None else None
+                elif self._egress is not None:
+                    d = self._egress.decision(rec)
+                if d is not None:
+                    out.append(d)
+        while True:
+            try:
+                out.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        for d in out:
+            self.dispatched += 1
+            if self.on_decision is not None:
+                try:
+                    self.on_decision(d)
+                except Exception:
+                    self.callback_errors += 1

@@ -1,0 +1,463 @@
+"""File and exec enforcement with fanotify permission events, answered from the policy.
+
+One fanotify group (``FAN_CLASS_CONTENT``, ``FAN_REPORT_TID``) per container:
+
+* protected secrets and immutable paths: an *inode* mark (``FAN_OPEN_PERM``) on each file
+  named literally, resolved in the container's view through ``/proc/<pid>/root``. A
+  container's secret is a bind mount of a host file, so the mark on that inode covers the
+  container's view and the host's alike. A ``dir/`` prefix or a glob marks its literal
+  parent directory with ``FAN_EVENT_ON_CHILD`` (direct children only).
+* exec: a *mount* mark (``FAN_OPEN_EXEC_PERM``) on each of the container's own mounts
+  (reached through ``/proc/<pid>/root``), so only execs inside that container pay.
+
+Nothing else on the machine is marked, so other opens cost nothing. Files are identified
+by ``fstat`` (device, inode) of the event fd, processes by ``stat`` of ``/proc/<tid>/exe``;
+literal rules (``/bin/sh``, a reader ``/usr/bin/python3``) are resolved to inodes when the
+policy is applied, so symlinks, hard links and ``./x`` do not bypass them. Globs match the
+path of the event fd (the container's view). Verdicts are cached per inode.
+
+Write intent (immutable paths): fanotify does not report the opener's flags, so the
+responder reads them from ``/proc/<tid>/syscall`` of the blocked thread (``open``,
+``openat``, ``creat``, ``openat2``); when they cannot be known the policy's ``fail`` decides.
+
+Contracts: the responder never opens a file on a marked inode or mount (it would wait on
+itself); events of this process's own threads are always allowed at once. Closing a group
+(``remove``, ``stop``, or the process dying) drops its marks and allows its pending events.
+One responder thread answers every group; ``apply``/``remove`` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import select
+import signal
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from runwatch.policy.enforce.paths import cgroup_rel, process_cgroup, resolve_in_root, within
+from runwatch.policy.enforce.spec import Decision, EnforcementError, Target, Verdict
+from runwatch.policy.model import Policy, first_match, is_glob, path_match
+
+FAN_CLOEXEC, FAN_NONBLOCK, FAN_CLASS_CONTENT, FAN_REPORT_TID = 0x1, 0x2, 0x4, 0x100
+FAN_MARK_ADD, FAN_MARK_MOUNT = 0x1, 0x10
+FAN_OPEN_PERM, FAN_OPEN_EXEC_PERM, FAN_EVENT_ON_CHILD = 0x10000, 0x40000, 0x08000000
+FAN_ALLOW, FAN_DENY = 1, 2
+AT_FDCWD = -100
+_META = struct.Struct("=IBBHQii")
+_RESP = struct.Struct("=iI")
+_SKIP_FS = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "bpf", "tracefs",
+                      "debugfs", "securityfs", "pstore", "configfs", "fusectl", "binfmt_misc"})
+_SYS_OPEN, _SYS_CREAT, _SYS_OPENAT, _SYS_OPENAT2 = 2, 85, 257, 437  # x86-64
+_CACHE_MAX = 65536
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
+_libc.fanotify_init.restype = ctypes.c_int
+_libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
+_libc.fanotify_mark.restype = ctypes.c_int
+
+Key = tuple[int, int]  # (st_dev, st_ino)
+
+
+def _mark(fd: int, flags: int, mask: int, path: str) -> None:
+    if _libc.fanotify_mark(fd, FAN_MARK_ADD | flags, mask, AT_FDCWD, path.encode()) < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"fanotify_mark {path}: {os.strerror(err)}")
+
+
+def write_intent(tid: int) -> bool | None:
+    """Whether the open ``tid`` is blocked in asks for write access (None: cannot tell)."""
+    try:
+        with open(f"/proc/{tid}/syscall", "rb") as f:
+            fields = f.read().split()
+        nr = int(fields[0])
+        args = [int(a, 16) for a in fields[1:7]]
+    except (OSError, ValueError, IndexError):
+        return None
+    if nr == _SYS_CREAT:
+        return True
+    if nr == _SYS_OPEN:
+        flags = args[1]
+    elif nr == _SYS_OPENAT:
+        flags = args[2]
+    elif nr == _SYS_OPENAT2:
+        try:
+            fd = os.open(f"/proc/{tid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                flags = struct.unpack("=Q", os.pread(fd, 8, args[2]))[0]
+            finally:
+                os.close(fd)
+        except (OSError, struct.error):
+            return None
+    else:
+        return False  # exec and other non-write opens
+    return bool(flags & 3) or bool(flags & 0o1000)  # O_WRONLY/O_RDWR or O_TRUNC
+
+
+@dataclass
+class _FileClass:
+    path: str
+    protect_idx: int | None
+    immutable: str | None
+
+
+@dataclass
+class _Group:
+    fd: int
+    target_id: str
+    cgroup: str
+    policy: Policy
+    protect_keys: dict[Key, int] = field(default_factory=dict)  # literal protected file -> index
+    reader_keys: list[set[Key]] = field(default_factory=list)  # per protect index
+    immutable_keys: dict[Key, str] = field(default_factory=dict)
+    exec_deny_keys: dict[Key, str] = field(default_factory=dict)
+    exec_allow_keys: dict[Key, str] = field(default_factory=dict)
+    exec_skip: set[Key] = field(default_factory=set)  # handled by the BPF kill hook
+    files: dict[Key, _FileClass] = field(default_factory=dict)
+    execs: dict[Key, tuple[str, str, str]] = field(default_factory=dict)  # verdict, rule, path
+    readers_ok: dict[tuple[int, Key], str | None] = field(default_factory=dict)
+
+
+class FanotifyEnforcer:
+    """Applies ``policy.files`` and ``policy.exec`` with fanotify; see the module docstring.
+
+    ``emit`` receives every decision from the responder thread; it must be quick and must
+    not block (put it on a queue).
+    """
+
+    def __init__(self, emit: Callable[[Decision], None]) -> None:
+        self._emit = emit
+        self._lock = threading.Lock()
+        self._groups: dict[int, _Group] = {}
+        self._by_target: dict[str, int] = {}
+        self._ep = select.epoll()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._ep.register(self._wake_r, select.EPOLLIN)
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self.answered = 0
+
+    def start(self) -> None:
+        """Start the responder thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="runwatch-fanotify", daemon=True)
+            self._thread.start()
+
+    def apply(self, target: Target, policy: Policy, *, kill_handled: set[Key] | None = None) -> list[str]:
+        """Mark what ``policy`` protects in ``target``; replaces an earlier policy there.
+
+        ``kill_handled`` lists executables the BPF kill hook handles (allowed here so the
+        kernel kills them). Returns notices (rules that could not be placed). Raises
+        :class:`EnforcementError` if fanotify is unavailable or a needed mark fails.
+        """
+        self.remove(target.id)
+        files, exe = policy.files, policy.exec
+        if (files is None or not (files.protect or files.immutable)) and exe is None:
+            return []
+        fd = _libc.fanotify_init(FAN_CLOEXEC | FAN_NONBLOCK | FAN_CLASS_CONTENT | FAN_REPORT_TID,
+                                 os.O_RDONLY | os.O_LARGEFILE | os.O_CLOEXEC)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise EnforcementError(f"fanotify_init failed: {os.strerror(err)}")
+        group = _Group(fd, target.id, cgroup_rel(target.cgroup_dir), policy, exec_skip=set(kill_handled or ()))
+        root = f"/proc/{target.init_pid}/root"
+        notices: list[str] = []
+        try:
+            if files is not None:
+                for i, prot in enumerate(files.protect):
+                    group.reader_keys.append(self._keys(root, prot.readers, notices, "reader"))
+                    for key in self._mark_paths(fd, root, prot.path, notices):
+                        group.protect_keys[key] = i
+                for pattern in files.immutable:
+                    for key in self._mark_paths(fd, root, pattern, notices):
+                        group.immutable_keys[key] = pattern
+            if exe is not None:
+                for pattern in exe.deny:
+                    for key in self._keys(root, (pattern,), notices, "exec.deny"):
+                        group.exec_deny_keys[key] = pattern
+                for pattern in exe.allow or ():
+                    for key in self._keys(root, (pattern,), notices, "exec.allow"):
+                        group.exec_allow_keys[key] = pattern
+                self._mark_mounts(fd, target.init_pid)
+        except BaseException:
+            os.close(fd)
+            raise
+        with self._lock:
+            self._groups[fd] = group
+            self._by_target[target.id] = fd
+            self._ep.register(fd, select.EPOLLIN)
+        return notices
+
+    def remove(self, target_id: str) -> None:
+        """Drop a target's marks (closing its group allows its pending events). Unknown ids are ignored."""
+        with self._lock:
+            fd = self._by_target.pop(target_id, None)
+            if fd is None:
+                return
+            self._groups.pop(fd, None)
+            with contextlib.suppress(OSError):
+                self._ep.unregister(fd)
+            os.close(fd)
+
+    def stop(self) -> None:
+        """Remove every target and stop the responder."""
+        for target_id in list(self._by_target):
+            self.remove(target_id)
+        self._stop = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._ep.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    # -- apply helpers ------------------------------------------------------------------
+
+    @staticmethod
+    def _keys(root: str, patterns: tuple[str, ...], notices: list[str], what: str) -> set[Key]:
+        """Inodes of the literal (non-glob) patterns in the container's view."""
+        keys: set[Key] = set()
+        for pattern in patterns:
+            if is_glob(pattern) or pattern.endswith("/"):
+                continue
+            try:
+                st = os.stat(resolve_in_root(root, pattern))
+            except OSError as exc:
+                notices.append(f"{what} {pattern}: not found in the container ({exc.strerror})")
+                continue
+            keys.add((st.st_dev, st.st_ino))
+        return keys
+
+    @staticmethod
+    def _mark_paths(fd: int, root: str, pattern: str, notices: list[str]) -> set[Key]:
+        """Mark a literal file (inode mark) or, for ``dir/`` and globs, its literal parent directory."""
+        if is_glob(pattern) or pattern.endswith("/"):
+            literal = pattern
+            for i, ch in enumerate(pattern):
+                if ch in "*?[":
+                    literal = pattern[:i]
+                    break
+            directory = literal if literal.endswith("/") else literal.rsplit("/", 1)[0] + "/"
+            try:
+                _mark(fd, 0, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD, resolve_in_root(root, directory))
+            except OSError as exc:
+                notices.append(f"{pattern}: cannot watch {directory} ({exc.strerror})")
+            return set()
+        try:
+            host_path = resolve_in_root(root, pattern)
+            st = os.stat(host_path)
+            _mark(fd, 0, FAN_OPEN_PERM, host_path)
+        except OSError as exc:
+            notices.append(f"{pattern}: not protected ({exc.strerror})")
+            return set()
+        return {(st.st_dev, st.st_ino)}
+
+    @staticmethod
+    def _mark_mounts(fd: int, pid: int) -> None:
+        """Exec marks on every mount of the container (pseudo filesystems skipped)."""
+        try:
+            with open(f"/proc/{pid}/mountinfo") as f:
+                lines = f.read().splitlines()
+        except OSError as exc:
+            raise EnforcementError(f"cannot read the mounts of pid {pid}: {exc.strerror}") from exc
+        for line in lines:
+            left, _, right = line.partition(" - ")
+            fstype = right.split(" ", 1)[0]
+            if fstype in _SKIP_FS:
+                continue
+            point = left.split(" ")[4].replace("\\040", " ")
+            try:
+                _mark(fd, FAN_MARK_MOUNT, FAN_OPEN_EXEC_PERM, f"/proc/{pid}/root{point}")
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.EACCES):
+                    continue  # an overmounted or vanished mount point
+                raise EnforcementError(f"cannot watch execs on {point}: {exc.strerror}") from exc
+
+    # -- responder ----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop:
+            try:
+                ready = self._ep.poll(0.5)
+            except OSError:
+                return
+            for fd, _ in ready:
+                if fd == self._wake_r:
+                    continue
+                with self._lock:
+                    group = self._groups.get(fd)
+                    if group is not None:
+                        self._serve(group)
+
+    def _serve(self, group: _Group) -> None:
+        try:
+            buf = os.read(group.fd, 8192)
+        except BlockingIOError:
+            return
+        off = 0
+        own = os.getpid()
+        while off + _META.size <= len(buf):
+            length, _, _, _, mask, efd, tid = _META.unpack_from(buf, off)
+            off += length
+            if efd < 0:
+                continue
+            t0 = time.perf_counter_ns()
+            answer = FAN_ALLOW
+            decision: tuple[Verdict, str, str, str, bool | None, str | None] | None = None
+            try:
+                if tid == own or os.path.exists(f"/proc/self/task/{tid}"):
+                    pass  # never block runwatch itself
+                elif mask & FAN_OPEN_EXEC_PERM:
+                    answer, decision = self._decide_exec(group, efd, tid)
+                else:
+                    answer, decision = self._decide_open(group, efd, tid)
+            except Exception as exc:  # a decision that cannot be made follows `fail`
+                answer = FAN_ALLOW if group.policy.fail == "open" else FAN_DENY
+                decision = ("deny" if answer == FAN_DENY else "would_deny", "fail." + group.policy.fail,
+                            f"cannot decide: {exc}", "?", None, None)
+            try:
+                os.write(group.fd, _RESP.pack(efd, answer))
+            finally:
+                os.close(efd)
+            self.answered += 1
+            if decision is not None:
+                verdict, rule, reason, path, write, exe = decision
+                layer = "exec" if mask & FAN_OPEN_EXEC_PERM else "file"
+                self._emit(Decision(
+                    time_ns=time.time_ns(), layer=layer, verdict=verdict, policy_id=group.policy.id, rule=rule,
+                    reason=reason, latency_ns=time.perf_counter_ns() - t0, mode=group.policy.mode, pid=tid,
+                    target=path, container_id=group.target_id, exe=exe, write=write))
+
+    def _in_target(self, group: _Group, tid: int) -> bool:
+        cg = process_cgroup(tid)
+        return cg is not None and within(cg, group.cgroup)
+
+    def _deny(self, group: _Group) -> tuple[int, Verdict]:
+        if group.policy.mode == "enforce":
+            return FAN_DENY, "deny"
+        return FAN_ALLOW, "would_deny"
+
+    def _decide_open(self, group: _Group, efd: int, tid: int
+                     ) -> tuple[int, tuple[Verdict, str, str, str, bool | None, str | None] | None]:
+        st = os.fstat(efd)
+        key = (st.st_dev, st.st_ino)
+        cls = group.files.get(key)
+        if cls is None:
+            cls = self._classify(group, efd, key)
+        if cls.protect_idx is None and cls.immutable is None:
+            return FAN_ALLOW, None
+        files = group.policy.files
+        assert files is not None
+        exe_path: str | None = None
+        if cls.immutable is not None:
+            write = write_intent(tid)
+            if write is None:
+                write = group.policy.fail == "closed"
+            if write and self._in_target(group, tid):
+                answer, verdict = self._deny(group)
+                exe_path = _readlink(f"/proc/{tid}/exe")
+                return answer, (verdict, f"files.immutable:{cls.immutable}", "open for writing of an immutable path",
+                                cls.path, True, exe_path)
+        if cls.protect_idx is None:
+            return FAN_ALLOW, None
+        prot = files.protect[cls.protect_idx]
+        exe_st = os.stat(f"/proc/{tid}/exe")
+        exe_key = (exe_st.st_dev, exe_st.st_ino)
+        ok_key = (cls.protect_idx, exe_key)
+        if ok_key not in group.readers_ok:
+            if len(group.readers_ok) > _CACHE_MAX:
+                group.readers_ok.clear()
+            if exe_key in group.reader_keys[cls.protect_idx]:
+                group.readers_ok[ok_key] = "reader"
+            else:
+                exe_path = _readlink(f"/proc/{tid}/exe")
+                hit = first_match(prot.readers, exe_path) if exe_path else None
+                group.readers_ok[ok_key] = hit
+        rule = f"files.protect:{prot.path}"
+        if group.readers_ok[ok_key] is not None:
+            return FAN_ALLOW, ("allow", rule, "listed reader", cls.path, False, exe_path)
+        if not self._in_target(group, tid):
+            return FAN_ALLOW, None
+        answer, verdict = self._deny(group)
+        exe_path = exe_path or _readlink(f"/proc/{tid}/exe")
+        return answer, (verdict, rule, "not a listed reader of a protected file", cls.path, None, exe_path)
+
+    def _classify(self, group: _Group, efd: int, key: Key) -> _FileClass:
+        path = _readlink(f"/proc/self/fd/{efd}") or "?"
+        files = group.policy.files
+        protect_idx = group.protect_keys.get(key)
+        immutable = group.immutable_keys.get(key)
+        if files is not None:
+            if protect_idx is None:
+                for i, prot in enumerate(files.protect):
+                    if (is_glob(prot.path) or prot.path.endswith("/")) and path_match(prot.path, path):
+                        protect_idx = i
+                        break
+            if immutable is None:
+                for pattern in files.immutable:
+                    if (is_glob(pattern) or pattern.endswith("/")) and path_match(pattern, path):
+                        immutable = pattern
+                        break
+        cls = _FileClass(path, protect_idx, immutable)
+        if len(group.files) > _CACHE_MAX:
+            group.files.clear()
+        group.files[key] = cls
+        return cls
+
+    def _decide_exec(self, group: _Group, efd: int, tid: int
+                     ) -> tuple[int, tuple[Verdict, str, str, str, bool | None, str | None] | None]:
+        st = os.fstat(efd)
+        key = (st.st_dev, st.st_ino)
+        if key in group.exec_skip:
+            return FAN_ALLOW, None  # the BPF kill hook acts on this one
+        cached = group.execs.get(key)
+        if cached is None:
+            cached = self._exec_verdict(group, efd, key)
+        verdict, rule, path = cached
+        if verdict == "allow" or not self._in_target(group, tid):
+            return FAN_ALLOW, None
+        answer, out = self._deny(group)
+        assert group.policy.exec is not None
+        reason = "executable not allowed by the exec policy"
+        if group.policy.exec.action == "kill" and group.policy.mode == "enforce":
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(tid, signal.SIGKILL)
+            out, reason = "kill", reason + " (killed)"
+        return answer, (out, rule, reason, path, None, None)
+
+    def _exec_verdict(self, group: _Group, efd: int, key: Key) -> tuple[str, str, str]:
+        rules = group.policy.exec
+        assert rules is not None
+        path = _readlink(f"/proc/self/fd/{efd}") or "?"
+        if key in group.exec_deny_keys:
+            out = ("deny", f"exec.deny:{group.exec_deny_keys[key]}", path)
+        else:
+            hit = first_match(rules.deny, path)
+            if hit is not None:
+                out = ("deny", f"exec.deny:{hit}", path)
+            elif rules.allow is None:
+                out = ("allow", "exec.unlisted", path)
+            elif key in group.exec_allow_keys:
+                out = ("allow", f"exec.allow:{group.exec_allow_keys[key]}", path)
+            else:
+                hit = first_match(rules.allow, path)
+                out = ("allow", f"exec.allow:{hit}", path) if hit is not None else ("deny", "exec.default", path)
+        if len(group.execs) > _CACHE_MAX:
+            group.execs.clear()
+        group.execs[key] = out
+        return out
+
+
+def _readlink(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
