@@ -34,6 +34,9 @@ class SessionOptions:
     track_self: bool = False  # only what this process starts from now on
     containers: tuple[str, ...] = ()  # keep only events of these container ids/names (prefixes)
     sdk_socket: str | None = None  # collect agent-SDK events here (None: no collector)
+    otlp_listen: tuple[str, int] | None = None  # OTLP/HTTP receiver for GenAI spans
+    otlp_export: str | None = None  # export tool-attributed events as OTLP spans to this URL
+    join_hold_ms: float | None = None  # reorder window of the tool-call join (default: 200, 6000 with OTLP)
     rules: tuple[str, ...] = ()  # rule files/dirs; empty: no detection stage
     alerts_out: str | None = None  # also append alerts as JSON lines here
     live_alerts: bool = True  # print alerts to stderr as they happen
@@ -102,16 +105,25 @@ class Session:
                 self._sinks.append(out)
             if self.opts.live is not None:
                 self._sinks.append(self.opts.live)
+            if self.opts.otlp_export:
+                from runwatch.outputs.otlp import OtlpOutput
+
+                otlp_out = OtlpOutput(self.opts.otlp_export)
+                otlp_out.open()
+                self._sinks.append(otlp_out)
             self._sinks.extend(self.opts.extra_sinks)
             self.enrichment = Enrichment()
             self.detection = self._detection()
             self.opened = open_source(self.opts.source, track_self=self.opts.track_self,
-                                      ring_bytes=self.opts.ring_bytes, sdk_socket=self.opts.sdk_socket)
+                                      ring_bytes=self.opts.ring_bytes, sdk_socket=self.opts.sdk_socket,
+                                      otlp_listen=self.opts.otlp_listen)
             stages: list[Any] = [_SelfFilter(), self.enrichment]
-            if self.opened.sdk_socket:
+            if self.opened.sdk_socket or self.opened.otlp_endpoint:
                 from runwatch.enrich.aicontext import ToolCallJoin
 
-                stages.append(ToolCallJoin())
+                # OTLP spans arrive only after they end (plus the exporter's batch delay).
+                hold = self.opts.join_hold_ms or (6000.0 if self.opened.otlp_endpoint else 200.0)
+                stages.append(ToolCallJoin(hold_ms=hold))
             if self.detection is not None:
                 stages.append(self.detection)
             if self.opts.containers:

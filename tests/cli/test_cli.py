@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -188,3 +189,47 @@ def test_run_joins_kernel_events_with_sdk_tool_calls(tmp_path):
     assert [t["tool_call"] for t in trues] == [{"name": "run_shell", "call_id": "c-5", "agent": "cli-agent"}] * 5
     assert [(f.get("tool_call"), f.get("unattested")) for f in falses] == [(None, True)] * 3
     assert [e["kind"] for e in events if e["kind"].startswith("tool.")] == ["tool.start", "tool.end"]
+
+
+OTEL_AGENT = """
+import os, subprocess
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+provider = TracerProvider(resource=Resource.create({"process.pid": os.getpid(), "service.name": "otel-agent"}))
+provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=os.environ["RW_OTLP"] + "/v1/traces")))
+tracer = provider.get_tracer("agent")
+attrs = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "web_fetch", "gen_ai.tool.call.id": "call-7",
+         "gen_ai.agent.name": "otel-agent"}
+with tracer.start_as_current_span("execute_tool web_fetch", attributes=attrs):
+    for _ in range(7):
+        subprocess.run(["/usr/bin/true"])
+provider.shutdown()
+"""
+
+
+@pytest.mark.kernel
+def test_run_joins_kernel_events_with_otlp_genai_spans(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = tmp_path / "otlp.db"
+    env = {**os.environ, "RW_OTLP": f"http://127.0.0.1:{port}"}
+    res = rw("run", "--db", str(db), "--no-sdk", "--otlp-listen", f"127.0.0.1:{port}", "--",
+             sys.executable, "-c", OTEL_AGENT, env=env)
+    assert res.returncode == 0, res.stderr
+    events = [json.loads(line) for line in rw("events", "--db", str(db), "--format", "json").stdout.splitlines()]
+    trues = [e for e in events if e["kind"] == "process.exec" and e["exe"] == "/usr/bin/true"]
+    call = {"name": "web_fetch", "call_id": "call-7", "agent": "otel-agent"}
+    assert [t.get("tool_call") for t in trues] == [call] * 7
+    tools = [e for e in events if e["kind"].startswith("tool.")]
+    assert [(e["kind"], e["source"]) for e in tools] == [("tool.start", "otlp"), ("tool.end", "otlp")]
+
+
+def test_bad_otlp_listen_is_a_usage_error():
+    res = rw("run", "--otlp-listen", "nope", "--", "true")
+    assert res.returncode == 2
+    assert "expected HOST:PORT" in res.stderr

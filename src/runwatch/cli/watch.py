@@ -55,7 +55,20 @@ def _source_options(f: Any) -> Any:
                      help="Rule file or directory; repeatable (default: the built-in AI-workload pack).")(f)
     f = click.option("--no-rules", is_flag=True, help="Record events only; run no detections.")(f)
     f = click.option("--alerts-out", metavar="FILE", help="Also append every alert as JSON lines to FILE.")(f)
+    f = click.option("--otlp-listen", metavar="HOST:PORT", callback=_host_port,
+                     help="Receive OpenTelemetry GenAI spans (OTLP/HTTP) here, e.g. 127.0.0.1:4318.")(f)
+    f = click.option("--otlp-export", metavar="URL",
+                     help="Export tool-attributed events as OTLP spans, e.g. http://collector:4318/v1/traces.")(f)
     return db_option()(f)
+
+
+def _host_port(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
+    return host, int(port)
 
 
 def rule_paths(rules: tuple[str, ...], no_rules: bool) -> tuple[str, ...]:
@@ -118,7 +131,7 @@ def _exit_status(rc: int) -> int:
 @click.argument("command", nargs=-1, required=True, metavar="-- CMD [ARGS]...")
 def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, ring_mb: int,
         verbose: bool, sdk_socket: str, no_sdk: bool, rules: tuple[str, ...], no_rules: bool,
-        alerts_out: str | None) -> None:
+        alerts_out: str | None, otlp_listen: tuple[str, int] | None, otlp_export: str | None) -> None:
     """Run CMD under the sensor and watch its whole process subtree.
 
     Containers CMD starts (runc, podman) are followed too. When CMD exits, runwatch drains
@@ -130,7 +143,7 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
     opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=ring_bytes(ring_mb),
                           track_self=True, live=TextOutput() if verbose else None, extra_sinks=[counter],
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
-                          alerts_out=alerts_out)
+                          alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export)
     session = _open(opts, list(command))
     rc = 0
     try:
@@ -177,7 +190,8 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
               "as JSON to FILE.")
 def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: bool, sdk_socket: str,
           no_sdk: bool, rules: tuple[str, ...], no_rules: bool, alerts_out: str | None,
-          containers: tuple[str, ...], duration: float | None, stats_json: str | None) -> None:
+          otlp_listen: tuple[str, int] | None, otlp_export: str | None, containers: tuple[str, ...],
+          duration: float | None, stats_json: str | None) -> None:
     """Watch the whole host (or the given containers) until SIGINT/SIGTERM.
 
     On stop it drains the sensor, flushes the store and prints a summary with drops.
@@ -186,7 +200,7 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
     opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=ring_bytes(ring_mb),
                           containers=containers, live=TextOutput() if verbose else None, extra_sinks=[counter],
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
-                          alerts_out=alerts_out)
+                          alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export)
     session = _open(opts, ["watch", *containers])
     stop = threading.Event()
 

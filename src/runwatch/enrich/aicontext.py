@@ -1,7 +1,10 @@
 """The AI-context join: kernel events get the tool call they happened inside.
 
-:class:`ToolCallJoin` is a pipeline stage over a merged stream of kernel events and SDK
-events (``source == "sdk"``, from :class:`~runwatch.sensors.inproc.SdkCollector`).
+:class:`ToolCallJoin` is a pipeline stage over a merged stream of kernel events and AI
+events: SDK events (``source == "sdk"``, from :class:`~runwatch.sensors.inproc.SdkCollector`)
+and OpenTelemetry GenAI spans (``source == "otlp"``, from the OTLP receiver). OTLP spans
+carry no thread: their calls are process-wide (every thread of the process, checked after
+the event's own thread).
 
 Matching key. The SDK inside a container knows only its own pid namespace: it reports the
 namespace inode, its pid and its thread id *inside* that namespace. Kernel events carry the
@@ -60,6 +63,13 @@ ACTIVITY_KINDS: frozenset[str] = frozenset({
 """Kinds that count as activity for ``unattested`` (not fork/exit bookkeeping)."""
 
 AgentKey = tuple[int, int]  # (pid namespace inode, pid inside it)
+
+PROCESS_WIDE = -1
+"""Thread key of calls reported without a thread (OTLP spans): they cover every thread of
+the process, checked after the event's own thread."""
+
+AI_SOURCES: frozenset[str] = frozenset({"sdk", "otlp"})
+"""Sources whose events open and close calls (applied on arrival, never held)."""
 
 
 @dataclass(eq=False)
@@ -134,7 +144,7 @@ class ToolCallJoin:
     def __call__(self, batch: list[Event]) -> list[Event]:
         out: list[Event] = []
         for e in batch:
-            if e.source == "sdk":
+            if e.source in AI_SOURCES:
                 self._apply_sdk(e)
                 out.append(e)
             else:
@@ -198,7 +208,7 @@ class ToolCallJoin:
         span = e.attrs.get("span")
         if not isinstance(span, int):
             return
-        vtid = e.vtid if e.vtid is not None else e.tid
+        vtid = e.vtid if e.vtid is not None else (e.tid or PROCESS_WIDE)
         call = self._calls.get((key, span))
         if e.kind == "tool.start":
             if call is None:
@@ -297,16 +307,20 @@ class ToolCallJoin:
         thread_known = False
         if agent is not None:
             vtid = self._vtid(e)
+            call, candidates = None, 0
             if vtid is None:
                 self.counters["thread_unknown"] += 1
             else:
                 thread_known = True
                 call, candidates = self._thread_call(agent, vtid, t)
-                if call is not None:
-                    origin = call
-                    if candidates > 1:
-                        self.counters["ambiguous"] += 1
-                        e.attrs = {**(e.attrs or {}), "tool_call_candidates": candidates}
+            if call is None and PROCESS_WIDE in agent.threads:
+                call, candidates = self._thread_call(agent, PROCESS_WIDE, t)
+                thread_known = True
+            if call is not None:
+                origin = call
+                if candidates > 1:
+                    self.counters["ambiguous"] += 1
+                    e.attrs = {**(e.attrs or {}), "tool_call_candidates": candidates}
         if origin is None:
             origin = self._lineage.get(e.pid)
         if origin is None and agent is not None and thread_known and t >= agent.first:

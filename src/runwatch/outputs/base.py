@@ -36,7 +36,9 @@ OutputFactory = Callable[..., Output]
 _REGISTRY: dict[str, OutputFactory] = {}
 
 #: Modules whose import registers the built-in outputs (loaded on first lookup).
-_BUILTIN_MODULES = ("runwatch.outputs.jsonl", "runwatch.outputs.ocsf", "runwatch.outputs.text")
+_BUILTIN_MODULES = (
+    "runwatch.outputs.jsonl", "runwatch.outputs.ocsf", "runwatch.outputs.otlp", "runwatch.outputs.text",
+)
 _builtins_loaded = False
 
 

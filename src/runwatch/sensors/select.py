@@ -21,6 +21,7 @@ class Opened:
     refused: dict[str, str] = field(default_factory=dict)  # hook/program -> reason
     active: dict[str, str] = field(default_factory=dict)
     sdk_socket: str | None = None  # where the agent-SDK collector listens, if it runs
+    otlp_endpoint: str | None = None  # where the OTLP/HTTP receiver listens, if it runs
 
 
 def _kernel(track: bool, ring_bytes: int) -> Opened:
@@ -48,7 +49,7 @@ def _proc(root_pid: int | None) -> Opened:
 
 
 def open_source(prefer: str = "auto", *, track_self: bool = False, ring_bytes: int = 1 << 24,
-                sdk_socket: str | None = None) -> Opened:
+                sdk_socket: str | None = None, otlp_listen: tuple[str, int] | None = None) -> Opened:
     """Start the sources: the best system source, plus the agent-SDK collector.
 
     ``prefer`` is auto, kernel or proc. ``track_self``: report only processes this process
@@ -59,12 +60,35 @@ def open_source(prefer: str = "auto", *, track_self: bool = False, ring_bytes: i
     opened = _open_system(prefer, track_self, ring_bytes)
     if sdk_socket:
         _add_sdk(opened, sdk_socket)
+    if otlp_listen is not None:
+        _add_otlp(opened, *otlp_listen)
     return opened
+
+
+def _merge(opened: Opened, extra: Source) -> None:
+    from runwatch.sensors.multi import MultiSource
+
+    if isinstance(opened.source, MultiSource):
+        opened.source = MultiSource([*opened.source.sources, extra])
+    else:
+        opened.source = MultiSource([opened.source, extra])
+
+
+def _add_otlp(opened: Opened, host: str, port: int) -> None:
+    from runwatch.sensors.ingest.otlp import OtlpReceiver
+
+    receiver = OtlpReceiver(host, port)
+    try:
+        receiver.start()
+    except (OSError, RuntimeError) as exc:
+        opened.notices.append(f"OTLP receiver not started on {host}:{port}: {exc}")
+        return
+    _merge(opened, receiver)
+    opened.otlp_endpoint = f"http://{host}:{receiver.port}"
 
 
 def _add_sdk(opened: Opened, path: str) -> None:
     from runwatch.sensors.inproc.collector import SdkCollector
-    from runwatch.sensors.multi import MultiSource
 
     offset = getattr(opened.source, "clock_offset", None)
     collector = SdkCollector(path, clock_offset=offset if isinstance(offset, int) else None)
@@ -73,7 +97,7 @@ def _add_sdk(opened: Opened, path: str) -> None:
     except (OSError, RuntimeError) as exc:
         opened.notices.append(f"agent SDK collector not started on {path}: {exc}")
         return
-    opened.source = MultiSource([opened.source, collector])
+    _merge(opened, collector)
     opened.sdk_socket = path
 
 
