@@ -55,6 +55,11 @@ _SKIP_FS = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", 
                       "debugfs", "securityfs", "pstore", "configfs", "fusectl", "binfmt_misc"})
 _SYS_OPEN, _SYS_CREAT, _SYS_OPENAT, _SYS_OPENAT2 = 2, 85, 257, 437  # x86-64
 _CACHE_MAX = 65536
+LOADERS: tuple[str, ...] = (
+    "/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1",
+    "/lib/ld-musl-x86_64.so.1", "/lib/ld-musl-aarch64.so.1",
+)
+"""ELF interpreters: execve opens them with exec intent too, so an exec allow list admits them."""
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
@@ -184,6 +189,9 @@ class FanotifyEnforcer:
                 for pattern in exe.allow or ():
                     for key in self._keys(root, (pattern,), notices, "exec.allow"):
                         group.exec_allow_keys[key] = pattern
+                if exe.allow is not None:
+                    for key in self._keys(root, LOADERS, [], "loader"):
+                        group.exec_allow_keys.setdefault(key, "(ELF interpreter)")
                 self._mark_mounts(fd, target.init_pid)
         except BaseException:
             os.close(fd)
