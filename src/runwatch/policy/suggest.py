@@ -5,8 +5,9 @@ policy file (YAML with comments) in monitor mode:
 
 * ``tools.allow``: every tool name of a ``tool.start``;
 * ``egress.allow``: every ``net.connect`` destination ``ip:port`` (failed connects other
-  than "in progress" are left out). A connect made by the same process within
-  :data:`DNS_WINDOW_NS` after it asked DNS for a name becomes a host rule ``name:port``
+  than "in progress" are left out). The first connect (not to a resolver or loopback) a
+  process makes within :data:`DNS_WINDOW_NS` after it asked DNS for a name becomes a host
+  rule ``name:port``
   (the IPs seen are listed in a comment); four or more addresses of one IPv4 /24 on one
   port collapse to the /24. The resolvers asked (``dns.query`` server) are allowed on their port.
 * ``exec.allow``: every executable of a ``process.exec``;
@@ -95,9 +96,13 @@ class _Seen:
                 if e.net.result is not None and e.net.result not in _IN_PROGRESS:
                     continue
                 names = self.conns.setdefault((e.net.dst_ip, e.net.dst_port), set())
-                lookups = recent_dns.get(e.pid, [])
-                if lookups and e.time - lookups[-1][0] <= DNS_WINDOW_NS:
-                    names.add(lookups[-1][1])
+                lookups = recent_dns.get(e.pid)
+                # The first connect after a lookup (not to a resolver, not to loopback) takes the name.
+                if lookups and e.net.dst_port != 53 and not _is_loopback(e.net.dst_ip):
+                    asked_ns, name = lookups.pop()
+                    lookups.clear()
+                    if e.time - asked_ns <= DNS_WINDOW_NS:
+                        names.add(name)
             elif k == "file.open" and e.file is not None:
                 self._file(e.file.path, e.file.intent, e.exe)
             elif k == "secret.access" and e.attrs and e.attrs.get("secret_kind") == "file":
@@ -146,6 +151,13 @@ def _egress_lines(seen: _Seen) -> list[str]:
     for (rip, rport), queries in sorted(seen.resolvers.items()):
         lines.append(f"- {_q(_dest(rip, rport))}  # DNS resolver ({queries} queries)")
     return lines
+
+
+def _is_loopback(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_ip(text: str) -> bool:
