@@ -82,7 +82,8 @@ def build_reports(run: DemoRun) -> list[ScenarioReport]:
 
 def runtime_noise(e: Event) -> bool:
     """The container runtime's own set-up (runc init's mounts, id changes, exec of the init)."""
-    return "runc" in e.exe.rsplit("/", 1)[-1] or (e.comm or "").startswith("runc:")
+    return ("runc" in e.exe.rsplit("/", 1)[-1] or (e.comm or "").startswith("runc")
+            or e.cmdline.endswith("runc init"))
 
 
 def timeline_events(rep: ScenarioReport) -> list[Event]:

@@ -213,8 +213,8 @@ def run_demo(names: Sequence[str], db: str, *, rules: tuple[str, ...] = (), limi
         finally:
             say("draining the sensor and flushing the store")
             run.summary = session.close()
-        run.peers = {"service_requests": service.requests, "plugin_requests": plugin.requests,
-                     "dns_queries": dns.queries}
+        run.peers = {"service_port": service.port, "service_requests": service.requests,
+                     "plugin_port": plugin.port, "plugin_requests": plugin.requests, "dns_queries": dns.queries}
         if ext is not None and ext.sink is not None:
             run.peers["sink_bytes"] = ext.sink.body_bytes
             run.peers["sink_requests"] = ext.sink.requests
