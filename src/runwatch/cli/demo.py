@@ -46,7 +46,7 @@ def demo(scenarios: tuple[str, ...], list_only: bool, db: str, keep: bool, limit
         con = Console(highlight=False, width=160)  # piped: keep timeline lines and the table whole
     if list_only:
         for sc in SCENARIOS.values():
-            con.print(f"{sc.name:<20} {'benign' if sc.benign else 'attack':<7} {sc.title}")
+            con.print(f"{sc.name:<20} {sc.label:<7} {sc.title}")
         return
     rules = rule_paths((), no_rules)
     con.print(Rule("runwatch demo"))
@@ -63,7 +63,7 @@ def demo(scenarios: tuple[str, ...], list_only: bool, db: str, keep: bool, limit
     reports = build_reports(run)
     for rep in reports:
         sc = rep.run.scenario
-        con.print(Rule(f"{sc.name} ({'benign' if sc.benign else 'attack'}): {sc.title}"))
+        con.print(Rule(f"{sc.name} ({sc.label}): {sc.title}"))
         con.print(f"  [dim]expect: {sc.expect}[/]")
         if rep.run.result.error:
             con.print(f"  [red]scenario failed:[/] {rep.run.result.error}")

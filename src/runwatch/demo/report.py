@@ -226,7 +226,7 @@ def render_summary(reports: list[ScenarioReport], console: Console) -> None:
     for col in ("scenario", "kind", "events", "tool calls", "attributed", "unattested", "alerts", "rules fired"):
         table.add_column(col, justify="left" if col in ("scenario", "kind", "rules fired") else "right")
     for rep in reports:
-        table.add_row(rep.name, "benign" if rep.run.scenario.benign else "attack", str(len(rep.events)),
+        table.add_row(rep.name, rep.run.scenario.label, str(len(rep.events)),
                       str(len(rep.tool_calls)), str(len(rep.attributed)), str(len(rep.unattested)),
                       str(len(rep.alerts)), ", ".join(rep.rule_ids) or "-")
     console.print(table)
