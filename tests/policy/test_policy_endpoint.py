@@ -294,3 +294,29 @@ def test_monitor_mode_over_the_endpoint_allows_and_records(serve: Any, tmp_path:
         ran.write_text("ran")
     assert ran.exists()
     assert [e.decision.verdict for e in s.events if e.decision] == ["would_deny"]
+
+
+def test_keep_alive_survives_error_answers_with_bodies(serve: Any) -> None:
+    s = serve(_policies())
+    body = json.dumps({"by": "agent"}).encode()
+    decide = json.dumps({"tool": "search"}).encode()
+    raw = (b"POST /v1/challenges/abc/approve HTTP/1.1\r\nHost: x\r\nContent-Length: " + str(len(body)).encode()
+           + b"\r\n\r\n" + body
+           + b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Length: " + str(len(decide)).encode()
+           + b"\r\nConnection: close\r\n\r\n" + decide)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(5)
+        c.connect(s.decide_sock)
+        c.sendall(raw)  # two pipelined requests
+        got = b""
+        while chunk := c.recv(65536):
+            got += chunk
+    first, second = got.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"403 Forbidden\r\n")
+    assert second.startswith(b"200 OK\r\n") and b"Connection: close" in second
+    assert json.loads(second.split(b"\r\n\r\n", 1)[1])["verdict"] == "allow"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(5)
+        c.connect(s.decide_sock)
+        c.sendall(b"DELETE /v1/decide HTTP/1.0\r\n\r\n")
+        assert c.recv(65536).startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")

@@ -31,9 +31,10 @@ import socket
 import socketserver
 import struct
 import threading
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import msgspec
 
 from runwatch.events import Container
 from runwatch.policy.challenges import ChallengeError
@@ -61,37 +62,102 @@ def _peer_pid(sock: socket.socket) -> int | None:
     return pid or None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """One connection; ``server`` is a :class:`_Listener`."""
+_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+            409: "Conflict", 411: "Length Required", 413: "Payload Too Large", 431: "Headers Too Large",
+            500: "Internal Server Error", 501: "Not Implemented"}
+_MAX_LINE = 8192
+_MAX_HEADERS = 64
 
-    protocol_version = "HTTP/1.1"
-    server_version = "runwatch-policy"
+
+class _Handler(socketserver.StreamRequestHandler):
+    """One connection speaking a small HTTP/1.1 subset (keep-alive, Content-Length bodies).
+
+    Hand-rolled rather than ``http.server``: its e-mail based header parser alone costs more
+    than a whole decision. ``server`` is a :class:`_Listener`.
+    """
+
     server: _Listener
+    _peer: Workload | None = None  # the unix peer's workload, resolved on first use
+    path = ""
+    headers: dict[str, str] = {}  # replaced per request, never mutated
+    raw = b""
+    close_after = False
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: every decision is recorded as an event instead."""
+    def handle(self) -> None:
+        """Serve requests until the peer closes, asks to close, or sends something unusable."""
+        try:
+            while self._one():
+                pass
+        except (OSError, ValueError):
+            pass  # peer went away mid-request
 
-    def address_string(self) -> str:
-        return self.server.label
+    def _one(self) -> bool:
+        line = self.rfile.readline(_MAX_LINE + 1)
+        if not line:
+            return False
+        if line in (b"\r\n", b"\n"):
+            return True  # tolerated blank line between requests
+        if not line.endswith(b"\n"):
+            self._send(400, {"error": f"request line longer than {_MAX_LINE} bytes"}, close=True)
+            return False
+        parts = line.decode("latin-1").split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            self._send(400, {"error": "malformed request line"}, close=True)
+            return False
+        method, self.path, version = parts
+        headers: dict[str, str] = {}
+        for _ in range(_MAX_HEADERS + 1):
+            h = self.rfile.readline(_MAX_LINE + 1)
+            if h in (b"\r\n", b"\n", b""):
+                break
+            name, sep, value = h.decode("latin-1").partition(":")
+            if not sep:
+                self._send(400, {"error": "malformed header line"}, close=True)
+                return False
+            headers[name.strip().lower()] = value.strip()
+        else:
+            self._send(431, {"error": f"more than {_MAX_HEADERS} headers"}, close=True)
+            return False
+        self.headers = headers
+        conn = headers.get("connection", "").lower()
+        self.close_after = conn == "close" or (version == "HTTP/1.0" and conn != "keep-alive")
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            self._send(411, {"error": "chunked bodies are not supported; send Content-Length"}, close=True)
+            return False
+        # Read the whole body before routing, so an early error answer never leaves body
+        # bytes behind to be misread as the next request.
+        self.raw = b""
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                self._send(400, {"error": f"bad Content-Length {length!r}"}, close=True)
+                return False
+            if int(length) > MAX_BODY:
+                self._send(413, {"error": f"body larger than {MAX_BODY} bytes"}, close=True)
+                return False
+            self.raw = self.rfile.read(int(length))
+        if method not in ("GET", "POST"):
+            self._send(405, {"error": f"method {method} not allowed"})
+        else:
+            self._dispatch(method)
+        return not self.close_after
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _send(self, status: int, obj: Any) -> None:
+    def _send(self, status: int, obj: Any, close: bool = False) -> None:
         body = json.dumps(obj, separators=(",", ":")).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        close = close or self.close_after
+        head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n")
+        if close:
+            head += "Connection: close\r\n"
+        head += "\r\n"
+        self.wfile.write(head.encode("latin-1") + body)  # one write: header and body leave together
 
     def _body(self) -> dict[str, Any]:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            raise _HttpError(411 if length is None else 400, "Content-Length required")
-        n = int(length)
-        if n > MAX_BODY:
-            raise _HttpError(413, f"body larger than {MAX_BODY} bytes")
-        raw = self.rfile.read(n) if n else b""
+        if "content-length" not in self.headers:
+            raise _HttpError(411, "Content-Length required")
+        raw = self.raw
         if not raw:
             return {}
         try:
@@ -111,17 +177,9 @@ class _Handler(BaseHTTPRequestHandler):
         except _HttpError as exc:
             self._send(exc.status, {"error": str(exc)})
         except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+            self.close_after = True
         except Exception as exc:  # a bug must answer, not hang the caller
             self._send(500, {"error": f"{type(exc).__name__}: {exc}"})
-
-    def do_GET(self) -> None:
-        """GET routes."""
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        """POST routes."""
-        self._dispatch("POST")
 
     # -- routes -----------------------------------------------------------------------------
 
@@ -161,10 +219,14 @@ class _Handler(BaseHTTPRequestHandler):
         agent = body.get("agent")
         agent = str(agent) if agent is not None else None
         if srv.family == socket.AF_UNIX:
-            pid = _peer_pid(self.connection)
-            if pid is None:
-                return Workload(agent=agent)
-            return srv.decider.workload_of(pid, agent)
+            # One peer per connection, and sockets are close-on-exec: resolve the peer once
+            # per connection (keep-alive callers pay for /proc and cgroup lookups once).
+            base = self._peer
+            if base is None:
+                pid = _peer_pid(self.connection)
+                base = srv.decider.workload_of(pid, None) if pid is not None else Workload()
+                self._peer = base
+            return base if base.agent == agent else msgspec.structs.replace(base, agent=agent)
         container = None
         if body.get("container"):
             name = str(body["container"])
@@ -212,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _TcpHandler(_Handler):
-    disable_nagle_algorithm = True  # header and body go out as written
+    disable_nagle_algorithm = True
 
 
 class _Listener(socketserver.ThreadingMixIn, socketserver.BaseServer):
