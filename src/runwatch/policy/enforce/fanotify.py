@@ -127,6 +127,7 @@ class _Group:
     files: dict[Key, _FileClass] = field(default_factory=dict)
     execs: dict[Key, tuple[str, str, str]] = field(default_factory=dict)  # verdict, rule, path
     readers_ok: dict[tuple[int, Key], str | None] = field(default_factory=dict)
+    allow_seen: set[tuple[int, Key]] = field(default_factory=set)  # (tid, file): allow already recorded
 
 
 class FanotifyEnforcer:
@@ -391,6 +392,12 @@ class FanotifyEnforcer:
                 group.readers_ok[ok_key] = hit
         rule = f"files.protect:{prot.path}"
         if group.readers_ok[ok_key] is not None:
+            seen = (tid, key)
+            if seen in group.allow_seen:
+                return FAN_ALLOW, None  # recorded once per thread and file, not per open
+            if len(group.allow_seen) > _CACHE_MAX:
+                group.allow_seen.clear()
+            group.allow_seen.add(seen)
             return FAN_ALLOW, ("allow", rule, "listed reader", cls.path, False, exe_path)
         if not self._in_target(group, tid):
             return FAN_ALLOW, None
