@@ -1,0 +1,565 @@
+"""Live workloads for the default rule pack: every rule's positive and benign near-miss.
+
+Each case is a Python script run as the init of a fresh runc container (host Python, busybox
+rootfs, the SDK socket bound in) or, where the point is that the same act on the host is
+fine, as a host process. ``PORT`` in the environment is a TCP listener on 127.0.0.1 (the
+containers share the host network namespace).
+
+The session fixture ``rulepack_live`` starts one pipeline (kernel sensor with the extra
+watches the pack needs + SDK collector -> enrichment -> tool-call join), runs every case once,
+and hands each case its own events (those attributed to its container, or to its host
+process) together with the JSONL file they were recorded to. Tests taking ``live_case`` are
+parametrized over :data:`CASES` (``pytest_generate_tests``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runwatch.containers.oci import Bind
+from runwatch.containers.rootfs import Rootfs
+from runwatch.containers.runc import RuncContainer
+from runwatch.enrich.aicontext import ToolCallJoin
+from runwatch.enrich.stage import Enrichment
+from runwatch.events import Event
+from runwatch.outputs.jsonl import JsonlOutput
+from runwatch.sensors.inproc.collector import SdkCollector
+from runwatch.sensors.kernel import watchlist
+from runwatch.sensors.kernel.layout import WatchFlag
+from runwatch.sensors.kernel.loader import object_path
+from runwatch.sensors.kernel.source import KernelSource
+from runwatch.sensors.multi import MultiSource
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RECORD_ENV = "RUNWATCH_RECORD_RULEPACK_FIXTURES"
+"""Set to 1 to (re)write the committed replay fixtures from the live run."""
+
+SDK_DIR_IN_CONTAINER = "/run/runwatch-sdk"
+
+#: Watches the pack needs beyond the sensor's default list (see docs/rulepack.md).
+EXTRA_WATCHES: tuple[watchlist.Watch, ...] = (
+    watchlist.Watch("/dev/nvidia", WatchFlag.READ | WatchFlag.WRITE),
+    watchlist.Watch("/dev/dri/", WatchFlag.READ | WatchFlag.WRITE),
+    watchlist.Watch("/dev/kfd", WatchFlag.READ | WatchFlag.WRITE),
+    watchlist.Watch("/var/run/docker.sock", WatchFlag.READ | WatchFlag.WRITE),
+    watchlist.Watch("/run/docker.sock", WatchFlag.READ | WatchFlag.WRITE),
+    watchlist.Watch("/run/containerd/containerd.sock", WatchFlag.READ | WatchFlag.WRITE),
+    watchlist.Watch("/var/run/containerd/containerd.sock", WatchFlag.READ | WatchFlag.WRITE),
+    watchlist.Watch("/run/crio/crio.sock", WatchFlag.READ | WatchFlag.WRITE),
+    watchlist.Watch("/sys/fs/cgroup/", WatchFlag.WRITE),
+    watchlist.Watch("/etc/ld.so.preload", WatchFlag.WRITE),
+    watchlist.Watch("/etc/group", WatchFlag.WRITE),
+    watchlist.Watch("/usr/lib/", WatchFlag.WRITE),
+    watchlist.Watch("/usr/local/sbin/", WatchFlag.WRITE),
+)
+
+PRELUDE = textwrap.dedent("""
+    import ctypes, os, shutil, socket, subprocess, sys, time
+    from runwatch import sdk
+    libc = ctypes.CDLL(None, use_errno=True)
+    PORT = int(os.environ.get("PORT", "9"))
+
+    def udp_connect(ip, port):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.connect((ip, port))
+        except OSError:
+            pass
+        s.close()
+
+    def tcp_try(ip, port):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex((ip, port))
+        s.close()
+
+    def try_open(path, mode="r"):
+        try:
+            open(path, mode).close()
+        except OSError:
+            pass
+
+    def ptrace_child(requests):
+        child = os.fork()
+        if child == 0:
+            time.sleep(5)
+            os._exit(0)
+        libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+        if libc.ptrace(16, child, None, None) == 0:
+            os.waitpid(child, 0)
+            for req in requests:
+                libc.ptrace(req, child, ctypes.c_void_p(0x1000), ctypes.c_void_p(0x41))
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+
+    def capset(effective):
+        hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
+        data = (ctypes.c_uint32 * 6)(effective, effective, 0, 0, 0, 0)
+        libc.capset(hdr, data)
+
+    def wget(out):
+        url = f"http://127.0.0.1:{PORT}/x"
+        subprocess.run(["wget", "-q", "--tries=1", "-T", "2", "-O", out, url], capture_output=True, timeout=20)
+
+    def drop_binary(path):
+        shutil.copy("/usr/bin/true", path)
+        os.chmod(path, 0o755)
+""")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One workload: the rule it is about (None: a benign workload that must raise nothing)."""
+
+    name: str
+    rule: str | None
+    positive: bool
+    script: str
+    options: dict[str, Any] = field(default_factory=dict)
+    host: bool = False
+    argv: tuple[str, ...] = ()  # run this instead of python3 -c PRELUDE+script
+
+    @property
+    def code(self) -> str:
+        """The full script: the shared helpers, then this case's lines.
+
+        SDK workloads stay alive a moment after their last message: the collector reads the
+        sender's cgroup from /proc when the datagram arrives, and a sender that has already
+        exited leaves its SDK events without a container.
+        """
+        linger = "\ntime.sleep(0.5)\n" if self.uses_sdk else ""
+        return PRELUDE + textwrap.dedent(self.script) + linger
+
+    @property
+    def uses_sdk(self) -> bool:
+        """Whether the workload talks to the SDK collector."""
+        return "sdk." in self.script
+
+
+SECRET = {"api_key": b"sk-live-not-a-real-key-23"}
+UID1000 = {"uid": 1000}
+
+MEMFD_EXEC = """
+    fd = os.memfd_create("payload")
+    os.write(fd, open("/usr/bin/true", "rb").read())
+    pid = os.fork()
+    if pid == 0:
+        os.execve(fd, ["payload"], {})
+    os.waitpid(pid, 0)
+"""
+
+MEMFD_BUFFER = """
+    fd = os.memfd_create("buffer")
+    os.write(fd, b"scratch data")
+    os.lseek(fd, 0, 0)
+    assert os.read(fd, 7) == b"scratch"
+    subprocess.run(["/usr/bin/true"])
+"""
+
+REVERSE_SHELL = """
+    s = socket.create_connection(("127.0.0.1", PORT))
+    for fd in (0, 1, 2):
+        os.dup2(s.fileno(), fd)
+    os.execv("/bin/sh", ["sh", "-c", "exit 0"])
+"""
+
+HTTP_SERVER = """
+    import http.server, threading, urllib.request
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    srv.RequestHandlerClass.log_message = lambda *a: None
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    for _ in range(7):
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/etc/hostname").status == 200
+    srv.shutdown()
+"""
+
+CONFIG_READER = """
+    import json
+    key = open("/run/secrets/api_key").read()
+    host = open("/etc/hostname").read()
+    with open("/tmp/app.json", "w") as f:
+        json.dump({"workers": 3, "model": "small"}, f)
+    cfg = json.load(open("/tmp/app.json"))
+    assert cfg["workers"] == 3 and key and host
+"""
+
+AGENT_LOOP = """
+    sdk.announce("benign-agent")
+    for i in range(5):
+        with sdk.prompt_route("operator"):
+            sdk.model_call("openai", "gpt-4o-mini")
+            with sdk.tool_call("web_search", call_id=f"s{i}", agent="benign-agent"):
+                socket.create_connection(("127.0.0.1", PORT)).close()
+            with sdk.tool_call("calculator", call_id=f"c{i}", agent="benign-agent"):
+                sum(range(1000))
+    sdk.flush(2.0)
+"""
+
+CASES: tuple[Case, ...] = (
+    Case("shell-pos", "shell_spawned_by_model_server", True, "subprocess.run(['/bin/sh', '-c', '/usr/bin/true'])"),
+    Case("shell-neg", "shell_spawned_by_model_server", False, "subprocess.run(['/usr/bin/true'])"),
+    Case("toolshell-pos", "shell_in_tool_call", True, """
+        with sdk.tool_call("run_code", call_id="k1", agent="coder"):
+            subprocess.run(["/bin/sh", "-c", "/usr/bin/true"])
+        sdk.flush(2.0)
+    """),
+    Case("toolshell-neg", "shell_in_tool_call", False, """
+        with sdk.tool_call("run_code", call_id="k1", agent="coder"):
+            subprocess.run(["/usr/bin/true"])
+        sdk.flush(2.0)
+    """),
+    Case("untrusted-pos", "untrusted_input_then_shell_in_tool_call", True, """
+        with sdk.prompt_route("web"):
+            with sdk.tool_call("summarize_page", call_id="u1", agent="browser"):
+                subprocess.run(["/bin/sh", "-c", "/usr/bin/true"])
+        sdk.flush(2.0)
+    """),
+    Case("untrusted-neg", "untrusted_input_then_shell_in_tool_call", False, """
+        with sdk.prompt_route("operator"):
+            with sdk.tool_call("summarize_page", call_id="u1", agent="browser"):
+                subprocess.run(["/bin/sh", "-c", "/usr/bin/true"])
+        sdk.flush(2.0)
+    """),
+    Case("inline-pos", "interpreter_inline_code_from_model_server", True,
+         "subprocess.run([sys.executable, '-c', 'print(23)'])"),
+    Case("inline-neg", "interpreter_inline_code_from_model_server", False, """
+        import multiprocessing
+        p = multiprocessing.get_context("spawn").Process(target=abs, args=(-23,))
+        p.start(); p.join()
+        assert p.exitcode == 0
+    """),
+    Case("memfd-pos", "memfd_create_then_exec", True, MEMFD_EXEC),
+    Case("memfd-neg", "memfd_create_then_exec", False, MEMFD_BUFFER),
+    Case("tmpexec-pos", "exec_from_temp_location", True,
+         "drop_binary('/tmp/.x'); subprocess.run(['/tmp/.x'])"),
+    Case("tmpexec-neg", "exec_from_temp_location", False,
+         "drop_binary('/tmp/.x'); subprocess.run(['/usr/bin/true'])"),
+    Case("download-pos", "download_then_exec", True, """
+        wget("/tmp/dl")
+        drop_binary("/tmp/dl"); subprocess.run(["/tmp/dl"])
+    """),
+    Case("download-neg", "download_then_exec", False, """
+        wget("/tmp/dl")
+        subprocess.run(["/usr/bin/true"])
+    """),
+    Case("chmod-pos", "chmod_then_exec_new_file", True,
+         "drop_binary('/tmp/p'); subprocess.run(['chmod', '+x', '/tmp/p']); subprocess.run(['/tmp/p'])"),
+    Case("chmod-neg", "chmod_then_exec_new_file", False,
+         "drop_binary('/tmp/p'); subprocess.run(['chmod', '644', '/tmp/p']); subprocess.run(['/usr/bin/true'])"),
+    Case("revcmd-pos", "reverse_shell_cmdline", True,
+         "subprocess.run(['/bin/sh', '-c', f'echo hi > /dev/tcp/127.0.0.1/{PORT} || true'], capture_output=True)"),
+    Case("revcmd-neg", "reverse_shell_cmdline", False,
+         "subprocess.run(['/bin/sh', '-c', 'echo hi > /dev/null'])"),
+    Case("revsock-pos", "connect_then_shell_exec", True, REVERSE_SHELL),
+    Case("revsock-neg", "connect_then_shell_exec", False, """
+        socket.create_connection(("127.0.0.1", PORT)).close()
+        subprocess.run(["/bin/sh", "-c", "exit 0"])
+    """),
+    Case("pip-pos", "package_install_at_runtime", True,
+         "subprocess.run(['/usr/bin/pip', 'install', '--no-index', '-q', 'rw-no-such-pkg-23'], capture_output=True)"),
+    Case("pip-neg", "package_install_at_runtime", False,
+         "subprocess.run(['/usr/bin/pip', '--version'], capture_output=True)"),
+    Case("setuid-pos", "setuid_root_by_non_root", True, """
+        try:
+            os.setuid(0)
+        except PermissionError:
+            pass
+    """, UID1000),
+    Case("setuid-neg", "setuid_root_by_non_root", False, "os.setuid(1000)", UID1000),
+    Case("suidbin-pos", "setuid_binary_executed_in_container", True,
+         "subprocess.run(['/usr/bin/su', '--help'], capture_output=True)", UID1000),
+    Case("suidbin-neg", "setuid_binary_executed_in_container", False,
+         "subprocess.run(['/usr/bin/id'], capture_output=True)", UID1000),
+    Case("capset-pos", "capabilities_raised_by_non_root", True, "capset(1 << 21)", UID1000),
+    Case("capset-neg", "capabilities_raised_by_non_root", False, "capset(0)", UID1000),
+    Case("ptrace-pos", "ptrace_attach", True, "ptrace_child([])"),
+    Case("ptrace-neg", "ptrace_attach", False, """
+        child = os.fork()
+        if child == 0:
+            libc.ptrace(0, 0, None, None)
+            os._exit(0)
+        os.waitpid(child, 0)
+    """),
+    Case("poke-pos", "ptrace_memory_write", True, "ptrace_child([5])"),
+    Case("poke-neg", "ptrace_memory_write", False, "ptrace_child([2])"),
+    Case("nsenter-pos", "namespace_tool_in_container", True,
+         "subprocess.run(['/usr/bin/nsenter', '-t', '1', '-m', '/usr/bin/true'], capture_output=True)"),
+    Case("nsenter-neg", "namespace_tool_in_container", False,
+         "subprocess.run(['/usr/bin/ls', '/proc/1/ns'], capture_output=True)"),
+    Case("unshare-pos", "namespace_change_in_container", True, "libc.unshare(0x00020000)"),
+    Case("unshare-neg", "namespace_change_in_container", False, "os.readlink('/proc/self/ns/mnt')"),
+    Case("mount-pos", "sensitive_mount_in_container", True,
+         "libc.mount(b'cgroup', b'/rw-no-such-dir', b'cgroup', 0, b'rdma')", {"sys_admin": True}),
+    Case("mount-neg", "sensitive_mount_in_container", False,
+         "libc.mount(b'scratch', b'/rw-no-such-dir', b'tmpfs', 0, None)", {"sys_admin": True}),
+    Case("release-pos", "release_agent_write", True, "try_open('/sys/fs/cgroup/rdma/release_agent', 'w')"),
+    Case("release-neg", "release_agent_write", False, "try_open('/sys/fs/cgroup/rdma/cgroup.procs', 'w')"),
+    Case("sock-pos", "container_runtime_socket_access", True, "try_open('/var/run/docker.sock')"),
+    Case("sock-neg", "container_runtime_socket_access", False, "try_open('/var/run/docker.sock')", host=True),
+    Case("bindir-pos", "write_below_binary_dir", True, "try_open('/usr/local/bin/rw-planted', 'w')"),
+    Case("bindir-neg", "write_below_binary_dir", False,
+         "open('/usr/bin/true', 'rb').read(); try_open('/tmp/rw-scratch', 'w')"),
+    Case("passwd-pos", "system_auth_file_modified", True, "try_open('/etc/passwd', 'a')"),
+    Case("passwd-neg", "system_auth_file_modified", False, "open('/etc/passwd').read()"),
+    Case("shadow-pos", "shadow_file_read", True, "try_open('/etc/shadow')"),
+    Case("shadow-neg", "shadow_file_read", False,
+         "subprocess.run(['/usr/bin/passwd', '-S', 'root'], capture_output=True)"),
+    Case("egress-pos", "secret_read_then_new_egress", True,
+         "open('/run/secrets/api_key').read(); udp_connect('1.1.1.1', 443)", {"secrets": SECRET}),
+    Case("egress-neg", "secret_read_then_new_egress", False,
+         "open('/run/secrets/api_key').read(); socket.create_connection(('127.0.0.1', PORT)).close()",
+         {"secrets": SECRET}),
+    Case("secretcat-pos", "secret_read_by_unexpected_process", True,
+         "subprocess.run(['cat', '/run/secrets/api_key'], capture_output=True)", {"secrets": SECRET}),
+    Case("secretcat-neg", "secret_read_by_unexpected_process", False,
+         "open('/run/secrets/api_key').read()", {"secrets": SECRET}),
+    Case("credfile-pos", "credential_file_read", True, "try_open('/root/.aws/credentials')"),
+    Case("credfile-neg", "credential_file_read", False, "try_open('/root/.aws/config')"),
+    Case("credsearch-pos", "credential_search_command", True,
+         "subprocess.run(['find', '/run', '-name', 'id_rsa'], capture_output=True)"),
+    Case("credsearch-neg", "credential_search_command", False,
+         "subprocess.run(['find', '/run', '-name', '*.log'], capture_output=True)"),
+    Case("imds-pos", "cloud_metadata_access", True, "tcp_try('169.254.169.254', 80)"),
+    Case("imds-neg", "cloud_metadata_access", False, "udp_connect('169.254.169.253', 53)"),
+    Case("tool-pos", "unapproved_tool_executed", True, """
+        with sdk.tool_call("shell_exec", call_id="t1", agent="planner"):
+            pass
+        sdk.flush(2.0)
+    """),
+    Case("tool-neg", "unapproved_tool_executed", False, """
+        with sdk.tool_call("web_search", call_id="t2", agent="planner"):
+            pass
+        sdk.flush(2.0)
+    """),
+    Case("plugin-egress-pos", "plugin_load_then_new_external_endpoint", True, """
+        sdk.plugin_load("weather-mcp", "/opt/mcp/weather", sha256="ab" * 32)
+        sdk.flush(2.0); time.sleep(0.3)
+        udp_connect("1.1.1.1", 443)
+    """),
+    Case("plugin-egress-neg", "plugin_load_then_new_external_endpoint", False, """
+        sdk.plugin_load("weather-mcp", "/opt/mcp/weather", sha256="ab" * 32)
+        sdk.flush(2.0); time.sleep(0.3)
+        socket.create_connection(("127.0.0.1", PORT)).close()
+    """),
+    Case("plugin-src-pos", "plugin_loaded_from_unverified_source", True, """
+        sdk.plugin_load("notes", "https://203.0.113.4/notes.py")
+        sdk.flush(2.0)
+    """),
+    Case("plugin-src-neg", "plugin_loaded_from_unverified_source", False, """
+        sdk.plugin_load("notes", "/opt/plugins/notes.py", sha256="ab" * 32)
+        sdk.flush(2.0)
+    """),
+    Case("gpu-pos", "gpu_device_access_by_unexpected_process", True,
+         "subprocess.run(['cat', '/dev/nvidia0'], capture_output=True)"),
+    Case("gpu-neg", "gpu_device_access_by_unexpected_process", False, "try_open('/dev/nvidia0')"),
+    Case("dns-pos", "dns_query_to_exfiltration_service", True, """
+        try:
+            socket.getaddrinfo("rw23.oast.fun", 443)
+        except OSError:
+            pass
+    """),
+    Case("dns-neg", "dns_query_to_exfiltration_service", False, """
+        try:
+            socket.getaddrinfo("pypi.org", 443)
+        except OSError:
+            pass
+    """),
+    Case("benign-http", None, False, HTTP_SERVER),
+    Case("benign-config", None, False, CONFIG_READER, {"secrets": SECRET}),
+    Case("benign-pip-version", None, False, "", argv=("/usr/bin/pip", "--version")),
+    Case("benign-agent", None, False, AGENT_LOOP),
+)
+
+
+class LivePipeline:
+    """Kernel sensor + SDK collector -> Enrichment -> ToolCallJoin on one consumer thread."""
+
+    def __init__(self, sock_dir: Path) -> None:
+        watches = watchlist.default_watches() + list(EXTRA_WATCHES)
+        self.collector = SdkCollector(sock_dir / "sdk.sock")
+        self.source = MultiSource([KernelSource(track_pids=[os.getpid()], watches=watches), self.collector])
+        self.enrich = Enrichment()
+        self.join = ToolCallJoin(hold_ms=200.0)
+        self.events: list[Event] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._swap = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> LivePipeline:
+        self.source.start()
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            out = self.join(self.enrich(self.source.poll(0.02) or []))
+            if self._swap.is_set():
+                out += self.join.flush()
+                self.join = ToolCallJoin(hold_ms=200.0)
+                self._swap.clear()
+            with self._lock:
+                self.events.extend(out)
+
+    def fresh_join(self) -> None:
+        """Settle, then start a new ToolCallJoin (consumer thread swaps it; this waits).
+
+        The join keys agents by pid-namespace inode, and the kernel hands a finished
+        container's inode to the next container; a fresh join keeps one SDK case's calls
+        from being attributed to the next case's processes.
+        """
+        self.settle(0.3)
+        self._swap.set()
+        deadline = time.monotonic() + 10
+        while self._swap.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def settle(self, quiet: float = 0.4) -> list[Event]:
+        """Wait until nothing new arrives for ``quiet`` s and the join holds nothing."""
+        n, deadline = -1, time.monotonic() + 20
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            with self._lock:
+                now = len(self.events)
+            if now == n and self.join.held() == 0:
+                break
+            n = now
+        with self._lock:
+            return list(self.events)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.source.stop()
+
+
+@dataclass
+class LiveResult:
+    """One case's events, in pipeline order, and the JSONL file they were recorded to."""
+
+    case: Case
+    events: list[Event]
+    jsonl: Path
+
+
+def _listener() -> tuple[socket.socket, threading.Thread]:
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return srv, t
+
+
+def _host_events(events: list[Event], pid: int) -> list[Event]:
+    return [e for e in events if e.pid == pid and e.container is None]
+
+
+@pytest.fixture(scope="session")
+def rulepack_live(runc_rootfs: Rootfs) -> Iterator[dict[str, LiveResult]]:
+    """Runs every case once under one live pipeline; maps case name -> LiveResult."""
+    if not object_path().exists():
+        pytest.fail(f"{object_path()} is missing: run scripts/install.sh")
+    work = Path(tempfile.mkdtemp(prefix="rw-rulepack-"))
+    sock_dir = work / "sdk"
+    sock_dir.mkdir()
+    os.chmod(sock_dir, 0o755)
+    srv, srv_thread = _listener()
+    port = srv.getsockname()[1]
+    live = LivePipeline(sock_dir).start()
+    containers: list[RuncContainer] = []
+    owners: dict[str, tuple[str, int]] = {}
+    try:
+        previous: Case | None = None
+        for case in CASES:
+            if case.uses_sdk or (previous is not None and previous.uses_sdk):
+                live.fresh_join()
+            previous = case
+            env = {"PORT": str(port), "RUNWATCH_SOCKET": f"{SDK_DIR_IN_CONTAINER}/sdk.sock"}
+            args = list(case.argv) if case.argv else ["python3", "-c", case.code]
+            if case.host:
+                proc = subprocess.Popen([sys.executable, "-c", case.code], env={**os.environ, **env},
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                _, err = proc.communicate(timeout=60)
+                assert proc.returncode == 0, f"{case.name}: {err.decode()[-400:]}"
+                owners[case.name] = ("host", proc.pid)
+                continue
+            c = RuncContainer(runc_rootfs, name=case.name, env=env,
+                              binds=[Bind(sock_dir, SDK_DIR_IN_CONTAINER, False)], **case.options)
+            containers.append(c)
+            res = c.run(args, timeout=60)
+            assert res.returncode == 0, f"{case.name}: rc {res.returncode}: {res.stderr.decode()[-600:]}"
+            owners[case.name] = (c.id, 0)
+        events = live.settle()
+    finally:
+        live.stop()
+        srv.close()
+        srv_thread.join(timeout=5)
+        for c in containers:
+            c.close()
+    results: dict[str, LiveResult] = {}
+    record = os.environ.get(RECORD_ENV) == "1"
+    for case in CASES:
+        where, pid = owners[case.name]
+        if where == "host":
+            mine = _host_events(events, pid)
+        else:
+            mine = [e for e in events if e.container is not None and e.container.id == where]
+        path = work / f"{case.name}.jsonl"
+        _write_jsonl(path, mine)
+        if record:
+            FIXTURES.mkdir(exist_ok=True)
+            (FIXTURES / fixture_name(case)).write_bytes(gzip.compress(path.read_bytes(), mtime=0))
+        results[case.name] = LiveResult(case, mine, path)
+    try:
+        yield results
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def fixture_name(case: Case) -> str:
+    """``<rule>.pos.jsonl.gz`` / ``<rule>.neg.jsonl.gz``, or ``benign.<case>.jsonl.gz``."""
+    if case.rule is None:
+        return f"benign.{case.name}.jsonl.gz"
+    return f"{case.rule}.{'pos' if case.positive else 'neg'}.jsonl.gz"
+
+
+def _write_jsonl(path: Path, events: list[Event]) -> None:
+    out = JsonlOutput(path)
+    out.open()
+    try:
+        out.write(events)
+    finally:
+        out.close()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``live_case`` over every case (ids are the case names)."""
+    if "live_case" in metafunc.fixturenames:
+        metafunc.parametrize("live_case", CASES, ids=[c.name for c in CASES])
