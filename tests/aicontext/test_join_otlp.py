@@ -48,3 +48,26 @@ def test_kernel_events_inside_an_otlp_span_get_its_tool_call_on_any_thread() -> 
     before = got[f"knet.connect{1 * MS}{VPID}"]
     assert before.tool_call is None and before.unattested is None
     assert j.stats()["attributed"] == 3
+
+
+def test_a_reused_pid_namespace_key_starts_a_new_agent() -> None:
+    """Namespace inodes are recycled: the next container's pid 1 must not inherit old calls."""
+    now = [T0]
+    j = ToolCallJoin(hold_ms=100, clock=lambda: now[0])
+
+    def sdk(kind: str, t: int, span: int, name: str, pid: int) -> Event:
+        return Event(id=f"s{t}{kind}", time=T0 + t, kind=kind, source="sdk", pid=pid, tid=pid, pidns=NS,
+                     vpid=1, vtid=1, tool_call=ToolCall(name=name, call_id=f"{name}-{span}"), attrs={"span": span})
+
+    nxt = HOST_PID + 50
+    first = [sdk("tool.start", 1 * MS, 1, "run_shell", HOST_PID), kernel("process.exit", 5 * MS, vtid=1, vpid=1)]
+    # The first container's run_shell never ended (killed); the next container gets the recycled
+    # namespace inode, is pid 1 in it again and numbers its first span 1 again.
+    second = [sdk("tool.start", 10 * MS, 1, "http_get", nxt), kernel("net.connect", 11 * MS, vtid=1, vpid=1, pid=nxt),
+              sdk("tool.end", 12 * MS, 1, "http_get", nxt)]
+    out = j(first) + j(second)
+    now[0] += 10_000 * MS
+    out += j([])
+    connect = next(e for e in out if e.kind == "net.connect")
+    assert connect.tool_call is not None and connect.tool_call.call_id == "http_get-1"
+    assert j.stats()["attributed"] == 2  # the first container's exit (inside run_shell) and the connect

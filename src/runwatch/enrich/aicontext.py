@@ -10,7 +10,9 @@ Matching key. The SDK inside a container knows only its own pid namespace: it re
 namespace inode, its pid and its thread id *inside* that namespace. Kernel events carry the
 same three values (``pidns``, ``vpid``, ``vtid``) beside the host ids, so a thread is keyed
 ``(pidns, vpid, vtid)`` on both sides, which holds across namespaces and needs no /proc
-reads. For kernel events without ``vtid`` (an older sensor object) the in-namespace thread
+reads. The agent key also holds the host pid (the collector learns it from the socket's
+credentials): namespace inodes are recycled, so the next container's pid 1 would otherwise
+share the previous one's key. For kernel events without ``vtid`` (an older sensor object) the in-namespace thread
 id is ``tid`` when the event is in this process's pid namespace, else it is read once from
 ``/proc/<pid>/task/<tid>/status`` (``NSpid``) and cached.
 
@@ -62,7 +64,7 @@ ACTIVITY_KINDS: frozenset[str] = frozenset({
 })
 """Kinds that count as activity for ``unattested`` (not fork/exit bookkeeping)."""
 
-AgentKey = tuple[int, int]  # (pid namespace inode, pid inside it)
+AgentKey = tuple[int, int, int]  # (pid namespace inode, pid inside it, host pid)
 
 PROCESS_WIDE = -1
 """Thread key of calls reported without a thread (OTLP spans): they cover every thread of
@@ -136,7 +138,7 @@ class ToolCallJoin:
         self.counters: dict[str, int] = {
             "attributed": 0, "unattested": 0, "late_sdk": 0, "thread_unknown": 0, "ambiguous": 0,
             "evicted_processes": 0, "evicted_calls": 0, "evicted_lineage": 0, "forced_releases": 0,
-            "orphan_ends": 0,
+            "orphan_ends": 0, "reused_keys": 0,
         }
 
     # -- the stage ----------------------------------------------------------------------------
@@ -199,7 +201,13 @@ class ToolCallJoin:
     def _apply_sdk(self, e: Event) -> None:
         if e.pidns is None or e.vpid is None:
             return
-        key = (e.pidns, e.vpid)
+        key = (e.pidns, e.vpid, e.pid)
+        old = self._agents.get(key)
+        if old is not None and old.exited is not None and e.time > old.exited:
+            # A new process behind a reused key: pid-namespace inodes are recycled, so the next
+            # container's pid 1 has the same key as the previous one. Forget the old agent.
+            self._drop_agent_calls(key, self._agents.pop(key))
+            self.counters["reused_keys"] += 1
         agent = self._agent(key, e.time)
         if e.time <= self._watermark:
             self.counters["late_sdk"] += 1
@@ -303,7 +311,7 @@ class ToolCallJoin:
     def _attribute(self, e: Event) -> Event:
         t = e.time
         origin: _Origin | None = None
-        agent = self._agents.get((e.pidns, e.vpid)) if e.pidns is not None and e.vpid is not None else None
+        agent = self._agents.get((e.pidns, e.vpid, e.pid)) if e.pidns is not None and e.vpid is not None else None
         thread_known = False
         if agent is not None:
             vtid = self._vtid(e)
