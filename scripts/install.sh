@@ -29,6 +29,7 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
   touch "$stamp"
 fi
 
-echo "[install] building BPF object"
+echo "[install] building BPF objects"
 make -s -C src/runwatch/sensors/kernel/bpf
+make -s -C src/runwatch/policy/enforce/bpf
 echo "[install] ok"

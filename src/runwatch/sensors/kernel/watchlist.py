@@ -42,6 +42,22 @@ DEFAULT_WATCHES: tuple[Watch, ...] = (
     Watch("/usr/bin/", WatchFlag.WRITE),
     Watch("/usr/sbin/", WatchFlag.WRITE),
     Watch("/usr/local/bin/", WatchFlag.WRITE),
+    Watch("/usr/local/sbin/", WatchFlag.WRITE),
+    Watch("/usr/lib/", WatchFlag.WRITE),
+    Watch("/etc/ld.so.preload", WatchFlag.WRITE),
+    Watch("/etc/group", WatchFlag.WRITE),
+    Watch("/sys/fs/cgroup/", WatchFlag.WRITE),  # release_agent and friends (container escapes)
+    # GPU devices (model weights and accelerators: who touches them)
+    Watch("/dev/nvidia", RW),
+    Watch("/dev/dri/", RW),
+    Watch("/dev/kfd", RW),
+    # Container runtime sockets (escape by driving the runtime)
+    Watch("/var/run/docker.sock", RW),
+    Watch("/run/docker.sock", RW),
+    Watch("/run/containerd/containerd.sock", RW),
+    Watch("/var/run/containerd/containerd.sock", RW),
+    Watch("/run/crio/crio.sock", RW),
+    Watch("/run/podman/podman.sock", RW),
 )
 
 #: Per-home credential directories, expanded for each home directory on the host.
