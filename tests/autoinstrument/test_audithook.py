@@ -118,7 +118,7 @@ def test_outside_a_call_events_carry_no_call_and_read_of_write_only_prefix_is_si
 
 
 class _Broken(Transport):
-    def submit(self, msg: object) -> None:  # type: ignore[override]
+    def submit(self, msg: object) -> None:
         raise RuntimeError("transport exploded")
 
 

@@ -43,7 +43,6 @@ import os
 import pwd
 import socket
 import sys
-import sysconfig
 import threading
 from collections.abc import Iterable
 from types import CodeType, FrameType
@@ -55,14 +54,20 @@ from runwatch.sdk.wire import MAX_ARGV, MAX_FIELD
 
 ENV_WATCH = "RUNWATCH_WATCH_PATHS"
 
-#: Prefixes watched for reads and writes (the kernel sensor's secrets, tokens and keys).
+#: Prefixes watched for reads and writes: secrets, tokens, keys, GPU devices, container runtime
+#: sockets. Kept equal to the kernel sensor's list (a test compares them); this module cannot
+#: import that one, which loads libbpf.
 RW_PREFIXES: tuple[str, ...] = (
     "/run/secrets/", "/var/run/secrets/", "/etc/shadow", "/etc/gshadow", "/etc/ssl/private/",
     "/etc/pki/tls/private/", "/etc/kubernetes/pki/", "/var/lib/kubelet/pki/",
+    "/dev/nvidia", "/dev/dri/", "/dev/kfd",
+    "/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
+    "/var/run/containerd/containerd.sock", "/run/crio/crio.sock", "/run/podman/podman.sock",
 )
-#: Prefixes watched for writes only (account files and binary directories).
+#: Prefixes watched for writes only: account files, binary and library directories, cgroup files.
 WRITE_PREFIXES: tuple[str, ...] = (
-    "/etc/sudoers", "/etc/passwd", "/bin/", "/sbin/", "/usr/bin/", "/usr/sbin/", "/usr/local/bin/",
+    "/etc/sudoers", "/etc/passwd", "/etc/group", "/etc/ld.so.preload", "/bin/", "/sbin/", "/usr/bin/",
+    "/usr/sbin/", "/usr/local/bin/", "/usr/local/sbin/", "/usr/lib/", "/sys/fs/cgroup/",
 )
 #: Credential files and directories under each home directory (read and write).
 HOME_SECRETS: tuple[str, ...] = (".aws/", ".ssh/", ".kube/", ".docker/config.json", ".config/gcloud/", ".azure/")
@@ -104,6 +109,7 @@ class _State:
         self.rw: tuple[str, ...] = ()
         self.wo: tuple[str, ...] = ()
         self.every: tuple[str, ...] = ()
+        self.by_top: dict[str, tuple[str, ...]] | None = {}  # first path component -> prefixes under it
         self.ignored: frozenset[str] = frozenset()
         self.installed_dirs: tuple[str, ...] = ()
         self.cwd = "/"
@@ -120,10 +126,8 @@ _st = _State()
 def _installed_dirs() -> tuple[str, ...]:
     """The interpreter's own directories (stdlib, site-packages) and runwatch's package."""
     dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        path = sysconfig.get_paths().get(key)
-        if path:
-            dirs.add(path)
+    dirs.add(os.path.dirname(os.__file__))  # the stdlib (sysconfig costs milliseconds at start-up)
+    dirs.update(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
     dirs.add(os.path.dirname(os.path.dirname(os.path.abspath(sdk.__file__))))
     return tuple(sorted(d.rstrip("/") + "/" for d in dirs if d))
 
@@ -139,7 +143,7 @@ def install(watch: Iterable[str] = (), *, imports: bool = True, ignore: Iterable
     extra = tuple(os.path.abspath(p) + ("/" if p.endswith("/") else "") for p in watch)
     rw = tuple(dict.fromkeys(st.rw + RW_PREFIXES + home_prefixes() + env_prefixes() + extra))
     st.rw, st.wo = rw, WRITE_PREFIXES
-    st.every = rw + WRITE_PREFIXES
+    _set_every(rw + WRITE_PREFIXES)
     st.ignored = st.ignored | frozenset(os.path.abspath(p) for p in ignore)
     st.installed_dirs = _installed_dirs()
     st.cwd = os.getcwd().rstrip("/") + "/"
@@ -164,7 +168,24 @@ def watch_paths(*prefixes: str) -> None:
     """Report opens under these absolute prefixes too (a trailing ``/`` watches a directory)."""
     extra = tuple(os.path.abspath(p) + ("/" if p.endswith("/") else "") for p in prefixes)
     _st.rw = tuple(dict.fromkeys(_st.rw + extra))
-    _st.every = _st.rw + _st.wo
+    _set_every(_st.rw + _st.wo)
+
+
+def _top(path: str) -> str:
+    end = path.find("/", 1)
+    return path[1:end] if end > 0 else path[1:]
+
+
+def _set_every(every: tuple[str, ...]) -> None:
+    """Install the prefix list and its index by first path component (None: a prefix is ``/``)."""
+    by_top: dict[str, tuple[str, ...]] | None = {}
+    for prefix in every:
+        top = _top(prefix)
+        if not top or by_top is None:
+            by_top = None
+            continue
+        by_top[top] = (*by_top.get(top, ()), prefix)
+    _st.every, _st.by_top = every, by_top
 
 
 def ignore_origin(path: str) -> None:
@@ -198,9 +219,16 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         return
     if event == "open":
         path = args[0]
-        if path.__class__ is str and path[:1] == "/" and not path.startswith(st.every):
-            return
-        if path.__class__ is int:
+        if path.__class__ is str and path[:1] == "/":
+            by_top = st.by_top
+            if by_top is not None:
+                end = path.find("/", 1)
+                group = by_top.get(path[1:end] if end > 0 else path[1:])
+                if group is None or not path.startswith(group):
+                    return
+            elif not path.startswith(st.every):
+                return
+        elif path.__class__ is int:
             return
     tid = threading.get_ident()
     busy = st.busy
@@ -393,6 +421,9 @@ def _module_load(name: str, origin: str) -> None:
     st = _st
     if not st.imports or origin in st.ignored or not _writable(origin):
         return
+    main = sys.argv[0] if sys.argv else ""
+    if main and os.path.abspath(main) == origin:
+        return  # the main script (``python script.py`` executes it like a module)
     extra: dict[str, Any] = {"ev": "import", "name": name, "src": origin}
     sha = _sha256(origin)
     if sha is not None:

@@ -31,19 +31,21 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import importlib.abc
-import importlib.machinery
-import inspect
 import json
 import os
 import sys
 import threading
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runwatch import sdk
+
+if TYPE_CHECKING:
+    import importlib.machinery
+
+# Start-up cost matters (this is imported by every instrumented interpreter): importlib.abc,
+# inspect and uuid are not imported here; the patches that need inspect import it when applied.
 
 META_CALL_ID = "io.runwatch/call_id"
 """The request ``_meta`` key carrying the client's tool call id to an MCP server."""
@@ -133,7 +135,7 @@ async def adispatch_tool_calls(message_or_response: Any, registry: Mapping[str, 
     for name, call_id, args in parsed:
         async with sdk.tool_call(name, call_id=call_id, agent=agent, args=args):
             result = registry[name](**args)
-            if inspect.isawaitable(result):
+            if hasattr(result, "__await__"):
                 result = await result
         out.append(_result_message(call_id, result))
     return out
@@ -258,7 +260,7 @@ def _patch_mcp_session(mod: ModuleType) -> bool:
 
     def make_call_tool(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def call_tool(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
-            call_id = f"mcp-{uuid.uuid4().hex[:16]}"
+            call_id = f"mcp-{os.urandom(8).hex()}"
             try:
                 meta = kwargs.get("meta")
                 if meta is None or isinstance(meta, Mapping):
@@ -350,6 +352,8 @@ def _patch_mcp_func_metadata(mod: ModuleType) -> bool:
 
 
 def _patch_openai_responses(mod: ModuleType) -> bool:
+    import inspect
+
     ok = True
     for cls_name in ("ResponsesToolRunner", "AsyncResponsesToolRunner"):
         cls = getattr(mod, cls_name, None)
@@ -378,6 +382,8 @@ def _patch_openai_responses(mod: ModuleType) -> bool:
 
 
 def _patch_openai_dispatch(mod: ModuleType) -> bool:
+    import inspect
+
     ok = True
     for cls_name in ("ToolDispatcher", "AsyncToolDispatcher"):
         cls = getattr(mod, cls_name, None)
@@ -425,8 +431,9 @@ def _apply(name: str, module: ModuleType) -> None:
             _applied[name] = False
 
 
-class _PostImportFinder(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: for :data:`PATCHES` names, wraps the real loader's ``exec_module``."""
+class _PostImportFinder:
+    """A meta-path finder that finds nothing itself: for :data:`PATCHES` names, wraps the real
+    loader's ``exec_module`` (the protocol is duck-typed, so importlib.abc is not needed)."""
 
     def __init__(self) -> None:
         self._busy = threading.local()
