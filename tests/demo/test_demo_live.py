@@ -168,7 +168,7 @@ def test_exfil_secret_read_and_upload_are_attributed_to_their_tool_calls(
         demo: tuple[DemoRun, dict[str, ScenarioReport]]) -> None:
     run, reps = demo
     rep = reps["exfil-agent"]
-    read = ToolCall(name="read_file", call_id="rx-3", agent="report-agent")
+    read = ToolCall(name="read_file", call_id="rx-2", agent="report-agent")
     opens = _secret_opens(rep)
     assert [(e.file.path if e.file else None, e.file.intent if e.file else None, e.tool_call) for e in opens] == [
         (SECRET_PATH, "read", read)]
@@ -176,9 +176,10 @@ def test_exfil_secret_read_and_upload_are_attributed_to_their_tool_calls(
     assert [(e.attrs["secret"] if e.attrs else None, e.tool_call) for e in access] == [(SECRET_NAME, read)]
     out = [e for e in _kernel(rep, "net.connect") if e.net and e.net.dst_ip == SINK_IP]
     assert [(e.net.dst_port if e.net else None, e.tool_call) for e in out] == [
-        (SINK_PORT, ToolCall(name="http_post", call_id="rx-2", agent="report-agent")),
+        (SINK_PORT, ToolCall(name="http_post", call_id="rx-3", agent="report-agent")),
         (SINK_PORT, ToolCall(name="http_post", call_id="rx-4", agent="report-agent"))]
-    assert opens[0].time < out[1].time
+    assert opens[0].time < out[0].time  # the secret is read, then goes out first
+    assert "secret_read_then_new_egress" in rep.rule_ids
     assert _workload_execs(rep) == []
     benign = reps["exfil-agent-benign"]
     assert _secret_opens(benign) == []

@@ -114,8 +114,10 @@ def test_approved_tools_file_appends_the_agents_tools(tmp_path: Path) -> None:
     text = write_approved_tools(tmp_path / "t.yaml", fixture).read_text()
     import yaml
 
-    assert yaml.safe_load(text) == [{"list": "approved_tools", "append": True,
-                                     "items": ["http_get", "http_post", "read_file", "python_eval", "send_money"]}]
+    assert yaml.safe_load(text) == [
+        {"list": "approved_tools", "append": True,
+         "items": ["http_get", "http_post", "read_file", "python_eval", "send_money"]},
+        {"list": "external_networks", "append": True, "items": ["10.23.0.0/24"]}]
 
 
 def test_cli_lists_scenarios_and_refuses_unknown_ones() -> None:

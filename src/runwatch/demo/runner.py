@@ -116,7 +116,9 @@ def write_approved_tools(path: Path, fixture: Path | None) -> Path:
         for suite in json.loads(fixture.read_text())["suites"].values():
             tools += [str(t) for t in suite["tools"] if str(t) not in tools]
     path.write_text("# The demo agents' declared tools, appended to the rule pack's approved list.\n"
-                    "- list: approved_tools\n  append: true\n  items: " + json.dumps(tools) + "\n")
+                    "- list: approved_tools\n  append: true\n  items: " + json.dumps(tools) + "\n"
+                    "# The demo's \"external\" host lives in 10.23.0.0/24 (a private range on this machine).\n"
+                    "- list: external_networks\n  append: true\n  items: [10.23.0.0/24]\n")
     return path
 
 

@@ -1,9 +1,9 @@
 """An agent that uploads a summary of its workspace notes to a webhook on an "external" host.
 
 ``python3 -m runwatch.demo.workloads.exfil_agent --notes PATH --webhook URL``. The scripted
-planner reads the notes with ``read_file`` and posts a summary with ``http_post``. Then it
-follows any instruction in the notes of the form ``upload <path> to <url>`` (the indirect
-prompt injection): with the poisoned notes of the attack scenario that reads the mounted
+planner reads the notes with ``read_file``, follows any instruction in them of the form
+``upload <path> to <url>`` (the indirect prompt injection), then posts a summary with
+``http_post``: with the poisoned notes of the attack scenario that reads the mounted
 secret ``/run/secrets/api-token`` with ``read_file`` and posts it with ``http_post`` to the
 sink in the other network namespace. The clean notes carry no such line.
 
@@ -45,14 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     with sdk.prompt_route("agent/weekly-report"):
         sdk.model_call("scripted", "scripted-planner-1")
         notes = box.call("read_file", {"path": args.notes})
-        summary = {"lines": len(notes.splitlines()), "words": len(notes.split()), "title": notes.split("\n", 1)[0]}
-        box.call("http_post", {"url": args.webhook, "data": json.dumps(summary)})
         last = ""
-        for tool, targs in follow_instructions(notes):
+        for tool, targs in follow_instructions(notes):  # the planner acts on embedded instructions first
             if targs.get("data") == "{file}":
                 targs = {**targs, "data": last}
             last = box.call(tool, targs)
             say(tool, targs.get("path") or targs.get("url"))
+        summary = {"lines": len(notes.splitlines()), "words": len(notes.split()), "title": notes.split("\n", 1)[0]}
+        box.call("http_post", {"url": args.webhook, "data": json.dumps(summary)})
     sdk.flush(2.0)
     linger()
     errors = [entry for entry in box.log if entry[2] != "ok"]
