@@ -63,6 +63,8 @@ class SequenceMatcher:
 
     def feed(self, e: Event, c: EvalCtx) -> tuple[int, tuple[str, ...]] | None:
         """Advance this sequence with one event; ``(start_ns, evidence ids)`` when it completes."""
+        if not self._keys and not self._steps[0](e, c):
+            return None  # nothing in progress and no new start: the common case, no key needed
         key = self.key_of(e, c)
         if key is None:
             return None
