@@ -11,9 +11,9 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runwatch.enrich.stage import Enrichment
 from runwatch.events import Event
@@ -21,6 +21,12 @@ from runwatch.pipeline import Pipeline, Sink
 from runwatch.rules.stage import AlertSink, DetectionStage
 from runwatch.sensors.select import Opened, open_source
 from runwatch.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from runwatch.policy.apply import CommandCgroup, ContainerPolicyStage
+    from runwatch.policy.enforce import Enforcers
+    from runwatch.policy.model import PolicySet
+    from runwatch.policy.runtime import PolicyRuntime
 
 
 @dataclass
@@ -43,6 +49,11 @@ class SessionOptions:
     throttle_s: float = 60.0
     live: Sink | None = None  # e.g. a TextOutput for live printing
     extra_sinks: list[Sink] = field(default_factory=list)
+    policy_paths: tuple[str, ...] = ()  # policy files/dirs; empty: no policy
+    policy_mode: str | None = None  # monitor | enforce: overrides every policy's mode
+    control_socket: str | None = None  # approve/reject socket (None: the default)
+    own_cgroup: bool = False  # spawn() puts the command in its own v2 cgroup (runwatch run)
+    notice: Callable[[str], None] | None = None  # live one-line notices (policy applied, ...)
 
 
 class _ContainerFilter:
@@ -87,12 +98,20 @@ class Session:
         self.run_id: str | None = None
         self.command: str = ""
         self.exit_code: int | None = None
+        self.policies: PolicySet | None = None
+        self.policy_runtime: PolicyRuntime | None = None
+        self.enforcers: Enforcers | None = None
+        self.applier: ContainerPolicyStage | None = None
+        self.cmd_cgroup: CommandCgroup | None = None
+        self.policy_notices: list[str] = []
 
     # -- start-up, in order ---------------------------------------------------------------
 
     def start(self, command: Sequence[str] = ()) -> Session:
         """Open the store and outputs, start the source and the consumer thread."""
         self.command = " ".join(command)
+        if self.opts.policy_paths:
+            self._load_policies()  # PolicyLoadError (every located error) before anything starts
         try:
             if self.opts.db:
                 self.store = SqliteStore(self.opts.db)
@@ -117,7 +136,12 @@ class Session:
             self.opened = open_source(self.opts.source, track_self=self.opts.track_self,
                                       ring_bytes=self.opts.ring_bytes, sdk_socket=self.opts.sdk_socket,
                                       otlp_listen=self.opts.otlp_listen)
-            stages: list[Any] = [_SelfFilter(), self.enrichment]
+            stages: list[Any] = [_SelfFilter()]
+            if self.policies is not None:
+                self._start_policy()
+                if self.applier is not None:
+                    stages.append(self.applier)  # before enrichment: it consumes cgroup.mkdir
+            stages.append(self.enrichment)
             if self.opened.sdk_socket or self.opened.otlp_endpoint:
                 from runwatch.enrich.aicontext import ToolCallJoin
 
@@ -135,6 +159,7 @@ class Session:
             self._thread = threading.Thread(target=self.pipeline.run, name="runwatch-pipeline", daemon=True)
             self._thread.start()
         except BaseException:
+            self._stop_policy()
             self.close()
             raise
         return self
@@ -144,6 +169,85 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- policy ---------------------------------------------------------------------------
+
+    def _say(self, line: str) -> None:
+        self.policy_notices.append(line)
+        if self.opts.notice is not None:
+            self.opts.notice(line)
+
+    def _load_policies(self) -> None:
+        from runwatch.policy.loader import load_policies
+
+        policies = load_policies(list(self.opts.policy_paths))
+        if self.opts.policy_mode is not None:
+            policies = policies.with_mode(self.opts.policy_mode)  # type: ignore[arg-type]
+        self.policies = policies
+
+    def _start_policy(self) -> None:
+        """Decisions endpoint, its events as a source, kernel enforcers and the apply stage.
+
+        Ordering: the endpoint binds first (a live socket of another runwatch is an error),
+        then the enforcers load; the decision source joins the session's sources."""
+        from runwatch.enrich.containers import find_cgroup2_mount
+        from runwatch.policy.apply import ContainerPolicyStage, RuleActionSink
+        from runwatch.policy.enforce import Enforcers, decision_event
+        from runwatch.policy.runtime import PolicyRuntime, decide_socket_beside
+        from runwatch.policy.server import DEFAULT_CONTROL_SOCKET
+        from runwatch.policy.source import record_decision
+        from runwatch.sensors.multi import MultiSource
+
+        assert self.policies is not None and self.opened is not None
+        sdk = self.opened.sdk_socket or self.opts.sdk_socket
+        self.policy_runtime = PolicyRuntime(self.policies, decide_socket=decide_socket_beside(sdk),
+                                            control_socket=self.opts.control_socket or DEFAULT_CONTROL_SOCKET)
+        self.policy_runtime.start()
+        src = self.opened.source
+        parts = list(src.sources) if isinstance(src, MultiSource) else [src]
+        self.opened.source = MultiSource([*parts, self.policy_runtime.source])
+        if self.detection is not None:
+            self.detection.sinks.append(RuleActionSink(self.policies, say=self._say))
+        if not any(p.egress is not None or p.exec is not None or p.files is not None for p in self.policies):
+            return
+        v2_root = find_cgroup2_mount()
+        if v2_root is None:
+            self._say("no cgroup v2 hierarchy: egress, file and exec rules are not enforced")
+            return
+        self.enforcers = Enforcers(on_decision=lambda d: record_decision(decision_event(d))).start()
+        for problem in self.enforcers.problems:
+            self._say(problem)
+        scope = None
+        if self.opts.own_cgroup:
+            from runwatch.policy.apply import CommandCgroup
+
+            self.cmd_cgroup = CommandCgroup(v2_root).create()
+            scope = self.cmd_cgroup.rel
+        self.applier = ContainerPolicyStage(self.policies, self.enforcers, v2_root=v2_root, scope=scope,
+                                            resolver=self.enrichment.containers if self.enrichment else None,
+                                            say=self._say)
+        if scope is None:
+            n = self.applier.scan_existing()
+            if n:
+                self._say(f"{n} running container(s) checked against the policies")
+
+    def _stop_policy(self) -> list[str]:
+        """Endpoint, apply stage, enforcers, command cgroup: stopped in that order. Idempotent."""
+        errors: list[str] = []
+        if self.policy_runtime is not None:
+            self.policy_runtime.stop()
+        if self.applier is not None:
+            self.applier.close()
+        if self.enforcers is not None:
+            try:
+                self.enforcers.stop()  # last decisions reach the bus before the pipeline drains
+            except Exception as exc:
+                errors.append(f"stopping enforcers: {exc}")
+            self.enforcers = None
+        if self.cmd_cgroup is not None:
+            errors.extend(self.cmd_cgroup.remove())
+            self.cmd_cgroup = None
+        return errors
 
     def _detection(self) -> DetectionStage | None:
         """The detection stage over the chosen rules (RuleLoadError lists every located error)."""
@@ -172,13 +276,44 @@ class Session:
         me = os.getpid()
         if self.opts.track_self and track is not None:
             track(me)
-        if self.opened is not None and self.opened.sdk_socket and "env" not in popen:
-            popen["env"] = {**os.environ, "RUNWATCH_SOCKET": self.opened.sdk_socket}
+        env: dict[str, str] = {}
+        if self.opened is not None and self.opened.sdk_socket:
+            env["RUNWATCH_SOCKET"] = self.opened.sdk_socket
+        if self.policy_runtime is not None:
+            env.update(self.policy_runtime.env())
+        if env:
+            popen["env"] = {**(popen.get("env") or os.environ), **env}
+        if self.cmd_cgroup is not None:
+            self._apply_command_policy(argv)
+            popen["preexec_fn"] = self.cmd_cgroup.preexec
         try:
             return subprocess.Popen(list(argv), **popen)
         finally:
             if self.opts.track_self and untrack is not None:
                 untrack(me)
+
+    def _apply_command_policy(self, argv: Sequence[str]) -> None:
+        """Apply the command's policy to its cgroup before it starts: the one selected by its
+        executable, else the only policy in the set unless that one selects containers."""
+        import shutil
+
+        from runwatch.policy.enforce import EnforcementError
+
+        assert self.cmd_cgroup is not None and self.policies is not None and self.enforcers is not None
+        found = shutil.which(argv[0]) if argv else None
+        exe = os.path.realpath(found) if found else (argv[0] if argv else "")
+        policy = self.policies.for_process(exe)
+        if policy is None and len(self.policies) == 1:
+            only = next(iter(self.policies))
+            policy = None if only.selector.needs_container else only
+        if policy is None or (policy.egress is None and policy.exec is None and policy.files is None):
+            return
+        try:
+            for line in self.enforcers.apply(self.cmd_cgroup.target(), policy):
+                self._say(f"policy {policy.id} on {argv[0]}: {line}")
+        except EnforcementError as exc:
+            raise EnforcementError(f"policy {policy.id} cannot be applied to the command: {exc}") from None
+        self._say(f"policy {policy.id} ({policy.mode}) applied to the command's cgroup {self.cmd_cgroup.rel}")
 
     # -- teardown -------------------------------------------------------------------------
 
@@ -199,7 +334,7 @@ class Session:
         if self._closed:
             return self.summary()
         self._closed = True
-        errors: list[str] = []
+        errors: list[str] = self._stop_policy()
         if self.pipeline is not None and self._thread is not None:
             self.pipeline.stop.set()
             self._thread.join(timeout=30)
@@ -227,6 +362,9 @@ class Session:
                                  exit_code=self.exit_code, stats=summary, run_id=self.run_id)
             finally:
                 store.close()
+        if self.policy_runtime is not None:
+            summary["policy"] = {"decisions": self.policy_runtime.stats(),
+                                 "containers": self.applier.counts if self.applier is not None else {}}
         if errors:
             summary["errors"] = errors
         return summary

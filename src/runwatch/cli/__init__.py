@@ -11,6 +11,7 @@ from runwatch.cli.alerts import alerts
 from runwatch.cli.common import fail
 from runwatch.cli.demo import demo
 from runwatch.cli.doctor import doctor
+from runwatch.cli.policy import approve, challenges, policy, reject
 from runwatch.cli.query import events
 from runwatch.cli.rules import rules
 from runwatch.cli.watch import run, watch
@@ -34,6 +35,10 @@ cli.add_command(doctor)
 cli.add_command(demo)
 cli.add_command(rules)
 cli.add_command(alerts)
+cli.add_command(policy)
+cli.add_command(approve)
+cli.add_command(reject)
+cli.add_command(challenges)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,8 +16,10 @@ from typing import Any
 import click
 
 from runwatch.cli.common import db_option, err_console, fail, note
+from runwatch.cli.policy import DecisionPrinter, policy_options
 from runwatch.events import Event
 from runwatch.outputs.text import TextOutput
+from runwatch.policy.enforce.spec import EnforcementError
 from runwatch.rules.yamlsrc import RuleLoadError
 from runwatch.sdk.wire import DEFAULT_SOCKET
 from runwatch.sensors.select import NoSourceError
@@ -92,15 +94,37 @@ def ring_bytes(mb: int) -> int:
     return size
 
 
+def _with_policy(opts: SessionOptions, policy: tuple[str, ...], mode: str | None, control_socket: str) -> None:
+    """Fill the policy fields of ``opts`` (``--mode`` needs ``--policy``)."""
+    if mode is not None and not policy:
+        raise click.UsageError("--mode needs --policy (the mode applies to the loaded policies)")
+    if not policy:
+        return
+    missing = [p for p in policy if not os.path.exists(p)]
+    if missing:
+        fail(f"{missing[0]}: no such policy file or directory; nothing was started")
+    opts.policy_paths, opts.policy_mode, opts.control_socket = policy, mode, control_socket
+    opts.notice = note
+    opts.extra_sinks.append(DecisionPrinter())
+
+
 def _open(opts: SessionOptions, command: list[str]) -> Session:
+    from runwatch.policy.loader import PolicyLoadError
+
     try:
         session = Session(opts).start(command)
     except RuleLoadError as exc:
         for err in exc.errors:
             err_console.print(str(err), markup=False, highlight=False)
         fail(f"{len(exc.errors)} error(s) in the rules; nothing was started")
-    except (NoSourceError, StoreError) as exc:
+    except PolicyLoadError as exc:
+        for perr in exc.errors:
+            err_console.print(str(perr), markup=False, highlight=False, soft_wrap=True)
+        fail(f"{len(exc.errors)} error(s) in the policies; nothing was started")
+    except (NoSourceError, StoreError, EnforcementError) as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot start the policy endpoint: {exc}")
     assert session.opened is not None
     for line in session.opened.notices:
         note(line)
@@ -128,22 +152,32 @@ def _exit_status(rc: int) -> int:
 
 @click.command(context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})
 @_source_options
+@policy_options
 @click.argument("command", nargs=-1, required=True, metavar="-- CMD [ARGS]...")
 def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, ring_mb: int,
         verbose: bool, sdk_socket: str, no_sdk: bool, rules: tuple[str, ...], no_rules: bool,
-        alerts_out: str | None, otlp_listen: tuple[str, int] | None, otlp_export: str | None) -> None:
+        alerts_out: str | None, otlp_listen: tuple[str, int] | None, otlp_export: str | None,
+        policy: tuple[str, ...], mode: str | None, control_socket: str) -> None:
     """Run CMD under the sensor and watch its whole process subtree.
 
     Containers CMD starts (runc, podman) are followed too. When CMD exits, runwatch drains
     the sensor, flushes the store, prints a summary and exits with CMD's exit code.
 
-    Example: runwatch run --db demo.db -- runc run -b bundle ctr1
+    With --policy, CMD runs in its own cgroup under the policy selected for its executable,
+    each container it starts gets the policy selected by its name or labels as soon as its
+    cgroup appears, tool calls are decided on the policy socket next to the SDK socket
+    (RUNWATCH_POLICY_SOCKET is set for CMD), and every decision is stored and the denying
+    ones printed live.
+
+    Example: runwatch run --db demo.db --policy agent.yaml --mode enforce -- runc run -b bundle ctr1
     """
     counter = _Counter()
     opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=ring_bytes(ring_mb),
                           track_self=True, live=TextOutput() if verbose else None, extra_sinks=[counter],
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
-                          alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export)
+                          alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
+                          own_cgroup=True)
+    _with_policy(opts, policy, mode, control_socket)
     session = _open(opts, list(command))
     rc = 0
     try:
@@ -155,6 +189,9 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
         except PermissionError:
             err_console.print(f"runwatch: {command[0]}: permission denied", highlight=False, markup=False)
             rc = 126
+        except EnforcementError as exc:
+            err_console.print(f"runwatch: error: {exc}; {command[0]} was not started", highlight=False, markup=False)
+            rc = 1
         else:
             def forward(signum: int, _frame: Any) -> None:
                 # The terminal already signals CMD's process group; forward when sent to us alone.
@@ -188,19 +225,24 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
               help="Stop after this many seconds (default: until SIGINT/SIGTERM).")
 @click.option("--stats-json", metavar="FILE", help="On exit, write the run summary (events, drops, hooks) "
               "as JSON to FILE.")
+@policy_options
 def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: bool, sdk_socket: str,
           no_sdk: bool, rules: tuple[str, ...], no_rules: bool, alerts_out: str | None,
           otlp_listen: tuple[str, int] | None, otlp_export: str | None, containers: tuple[str, ...],
-          duration: float | None, stats_json: str | None) -> None:
+          duration: float | None, stats_json: str | None, policy: tuple[str, ...], mode: str | None,
+          control_socket: str) -> None:
     """Watch the whole host (or the given containers) until SIGINT/SIGTERM.
 
     On stop it drains the sensor, flushes the store and prints a summary with drops.
+    With --policy, every container (running or appearing) gets the policy its name or
+    labels select, and tool calls are decided on the policy socket next to the SDK socket.
     """
     counter = _Counter()
     opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=ring_bytes(ring_mb),
                           containers=containers, live=TextOutput() if verbose else None, extra_sinks=[counter],
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export)
+    _with_policy(opts, policy, mode, control_socket)
     session = _open(opts, ["watch", *containers])
     stop = threading.Event()
 
