@@ -228,6 +228,7 @@ class ContainerPolicyStage:
         self.say: Say = say or (lambda _line: None)
         self._pending: dict[int, _Pending] = {}
         self._applied: dict[int, _Applied] = {}  # cgroup id -> what is applied
+        self._known: dict[str, tuple[Container, int]] = {}  # container id -> (container, cgroup id), bounded
         self._lock = threading.Lock()
         self._closed = False
         self._last_check = time.monotonic()
@@ -239,6 +240,11 @@ class ContainerPolicyStage:
         for e in batch:
             if e.kind == "cgroup.mkdir" and e.attrs:
                 self._on_mkdir(e)
+            elif e.kind == "policy.decision" and e.container is None and e.attrs:
+                # Enforcer decisions name the container by id (file decisions carry no cgroup id).
+                known = self._known.get(str(e.attrs.get("container_id", "")))
+                if known is not None:
+                    e.container, e.cgroup_id = known
             elif e.kind == "process.exit" and self._applied:
                 for cgid, a in list(self._applied.items()):
                     if a.target.init_pid == e.pid:
@@ -376,6 +382,9 @@ class ContainerPolicyStage:
         else:
             self.counts["applied"] += 1
             self._applied[target.cgroup_id] = _Applied(target, policy, container)
+            self._known[container.id] = (container, target.cgroup_id)
+            while len(self._known) > 4096:
+                self._known.pop(next(iter(self._known)))
             self.say(f"policy {policy.id} ({policy.mode}) applied to container {who}")
         return True
 

@@ -1,0 +1,197 @@
+"""End to end through the real CLI: ``runwatch run --policy ... -- driver`` where the driver
+starts a runc container; the policy is applied as the container appears and enforced by
+the kernel (egress, protected secret, exec deny), every decision stored and printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+RUNWATCH = str(Path(sys.executable).with_name("runwatch"))
+DRIVER = str(Path(__file__).with_name("e2e_driver.py"))
+SECRET = "token-value-23\n"
+
+
+def rw(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([RUNWATCH, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def run_policy(tmp: Path, policy: str, cfg: dict[str, Any], *, mode: str | None = "enforce",
+               cmd: list[str] | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], str]:
+    """``runwatch run --policy`` over the driver (or ``cmd``); returns (process, driver JSON, stderr)."""
+    (tmp / "policy.yaml").write_text(policy)
+    log = tmp / "runwatch.log"
+    cfg = {**cfg, "wait_log": str(log)}
+    args = [RUNWATCH, "run", "--db", str(tmp / "e2e.db"), "--no-rules", "--sdk-socket", str(tmp / "sock" / "sdk.sock"),
+            "--control-socket", str(tmp / "control.sock"), "--policy", str(tmp / "policy.yaml")]
+    if mode:
+        args += ["--mode", mode]
+    args += ["--", *(cmd or [sys.executable, DRIVER, json.dumps(cfg)])]
+    with open(log, "w") as err:
+        proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=err, text=True, timeout=120, check=False)
+    lines = proc.stdout.strip().splitlines()
+    out = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+    return proc, out, log.read_text()
+
+
+def decisions(db: Path) -> list[dict[str, Any]]:
+    res = rw("events", "--db", str(db), "--kind", "policy.decision", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    return [json.loads(line) for line in res.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def listeners() -> Iterator[dict[str, int]]:
+    """TCP listeners on 127.0.0.23 (to be allowed) and 127.0.0.29 (not allowed)."""
+    socks = []
+    ports = {}
+    for ip in ("127.0.0.23", "127.0.0.29"):
+        s = socket.socket()
+        s.bind((ip, 0))
+        s.listen(64)
+        socks.append(s)
+        ports[ip] = s.getsockname()[1]
+    yield ports
+    for s in socks:
+        s.close()
+
+
+PROBE = """
+import socket, sys
+for ip, port in ((sys.argv[1], int(sys.argv[2])), (sys.argv[3], int(sys.argv[4]))):
+    s = socket.socket()
+    try:
+        s.connect((ip, port)); print(ip, "connected")
+    except OSError as e:
+        print(ip, "errno", e.errno)
+    s.close()
+"""
+
+
+def test_egress_enforced_in_a_container_started_by_the_command(tmp_path, listeners):  # type: ignore[no-untyped-def]
+    ok, bad = listeners["127.0.0.23"], listeners["127.0.0.29"]
+    policy = (f"id: net-23\nselector: {{container: [e2e-net]}}\nmode: monitor\n"
+              f"egress:\n  allow: ['127.0.0.23:{ok}']\n")
+    steps = [["{python}", "-c", PROBE, "127.0.0.23", str(ok), "127.0.0.29", str(bad)]]
+    proc, out, log = run_policy(tmp_path, policy, {"name": "e2e-net", "steps": steps})
+    assert proc.returncode == 0, log
+    assert out["applied"] is True, log
+    assert out["steps"][0]["out"] == "127.0.0.23 connected\n127.0.0.29 errno 1\n"
+    cid = out["id"]
+    assert f"policy net-23 (enforce) applied to container e2e-net ({cid})" in log
+    assert f"POLICY DENY [egress] 127.0.0.29:{bad} policy=net-23 rule=egress.default container=e2e-net" in log
+    got = decisions(tmp_path / "e2e.db")
+    assert [(d["decision"]["verdict"], d["decision"]["target"], d["decision"]["mode"], d["container"]["name"],
+             d["container"]["id"]) for d in got] == [("deny", f"127.0.0.29:{bad}", "enforce", "e2e-net", cid)]
+    assert got[0]["net"]["dst_port"] == bad and got[0]["net"]["result"] == -1
+    # Everything is gone: the command's cgroup and the container's.
+    assert not Path(f"/sys/fs/cgroup/unified/runwatch/{cid}").exists()
+    assert not any(Path("/sys/fs/cgroup/unified/runwatch-run").glob(f"{os.getpid()}*"))
+
+
+READ = "import sys; sys.stdout.write(open('/run/secrets/token').read())"
+
+
+def test_protected_secret_only_for_the_listed_reader(tmp_path):  # type: ignore[no-untyped-def]
+    from runwatch.containers.rootfs import build_rootfs
+
+    py = str(build_rootfs().python)
+    policy = ("id: sec-23\nselector: {container: [e2e-secret]}\nmode: enforce\n"
+              f"files:\n  protect:\n    - path: /run/secrets/token\n      readers: ['{py}']\n")
+    steps = [["/bin/busybox", "cat", "/run/secrets/token"], ["{python}", "-c", READ]]
+    proc, out, log = run_policy(tmp_path, policy, {"name": "e2e-secret", "secrets": {"token": SECRET},
+                                                    "steps": steps}, mode=None)
+    assert proc.returncode == 0, log
+    assert out["applied"] is True, log
+    cat, reader = out["steps"]
+    assert (cat["rc"], cat["out"]) == (1, "") and "Operation not permitted" in cat["err"]
+    assert (reader["rc"], reader["out"]) == (0, SECRET)
+    got = decisions(tmp_path / "e2e.db")
+    assert [(d["decision"]["verdict"], d["decision"]["rule"], d["exe"], d["container"]["name"]) for d in got] == [
+        ("deny", "files.protect:/run/secrets/token", "/bin/busybox", "e2e-secret"),
+        ("allow", "files.protect:/run/secrets/token", py, "e2e-secret"),
+    ]
+
+
+SPAWN = """
+import subprocess
+try:
+    p = subprocess.run(['/bin/sh', '-c', 'echo shell-ran-23'], capture_output=True)
+    print(p.returncode, p.stdout.decode().strip())
+except OSError as e:
+    print('errno', e.errno)
+"""
+
+EXEC_POLICY = "id: ex-23\nselector: {container: [e2e-exec]}\nmode: monitor\nexec:\n  deny: [/bin/sh]\n"
+
+
+def test_exec_deny_of_sh_stops_the_shell_in_enforce_mode(tmp_path):  # type: ignore[no-untyped-def]
+    proc, out, log = run_policy(tmp_path, EXEC_POLICY, {"name": "e2e-exec", "steps": [["{python}", "-c", SPAWN]]})
+    assert proc.returncode == 0, log
+    assert out["applied"] is True, log
+    assert out["steps"][0]["out"] == "errno 1\n"
+    got = decisions(tmp_path / "e2e.db")
+    assert [(d["decision"]["verdict"], d["decision"]["rule"], d["decision"]["mode"]) for d in got] == [
+        ("deny", "exec.deny:/bin/sh", "enforce")]
+    assert "POLICY DENY [exec]" in log
+
+
+def test_exec_deny_of_sh_runs_in_monitor_mode_and_records_would_deny(tmp_path):  # type: ignore[no-untyped-def]
+    proc, out, log = run_policy(tmp_path, EXEC_POLICY, {"name": "e2e-exec", "steps": [["{python}", "-c", SPAWN]]},
+                                mode="monitor")
+    assert proc.returncode == 0, log
+    assert out["applied"] is True, log
+    assert out["steps"][0]["out"] == "0 shell-ran-23\n"
+    got = decisions(tmp_path / "e2e.db")
+    assert [(d["decision"]["verdict"], d["decision"]["rule"], d["decision"]["mode"]) for d in got] == [
+        ("would_deny", "exec.deny:/bin/sh", "monitor")]
+    assert "POLICY WOULD_DENY [exec]" in log
+
+
+HOST = """
+import socket, sys
+print(open('/proc/self/cgroup').read().strip().splitlines()[-1])
+for port in (int(sys.argv[1]), int(sys.argv[2])):
+    s = socket.socket()
+    try:
+        s.connect(('127.0.0.23' if port == int(sys.argv[1]) else '127.0.0.29', port)); print(port, 'connected')
+    except OSError as e:
+        print(port, 'errno', e.errno)
+sys.exit(23)
+"""
+
+
+def test_command_runs_in_its_own_cgroup_under_its_policy(tmp_path, listeners):  # type: ignore[no-untyped-def]
+    ok, bad = listeners["127.0.0.23"], listeners["127.0.0.29"]
+    policy = f"id: cmd-23\nselector: {{process: ['*']}}\nmode: monitor\negress:\n  allow: ['127.0.0.23:{ok}']\n"
+    proc, _out, log = run_policy(tmp_path, policy, {}, cmd=[sys.executable, "-c", HOST, str(ok), str(bad)])
+    assert proc.returncode == 23, log
+    first, *rest = proc.stdout.splitlines()
+    assert first.startswith("0::/runwatch-run/") and first.split("/")[-1].isdigit()
+    assert rest == [f"{ok} connected", f"{bad} errno 1"]
+    assert not Path("/sys/fs/cgroup/unified" + first[3:]).exists()
+    got = decisions(tmp_path / "e2e.db")
+    assert [(d["decision"]["verdict"], d["decision"]["target"], d.get("container")) for d in got] == [
+        ("deny", f"127.0.0.29:{bad}", None)]
+
+
+def test_policy_errors_are_located_and_nothing_starts(tmp_path):  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: x\nselector: {container: [a]}\nmode: sometimes\negress:\n  allow: ['10.0.0.1/8']\n")
+    marker = tmp_path / "ran"
+    res = rw("run", "--db", str(tmp_path / "x.db"), "--policy", str(bad), "--", "/usr/bin/touch", str(marker))
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert all(line.startswith(f"{bad}:") for line in lines[:-1]) and len(lines) == 3
+    assert lines[-1] == "runwatch: error: 2 error(s) in the policies; nothing was started"
+    assert not marker.exists()
