@@ -29,8 +29,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
+import ipaddress
 import json
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -45,7 +47,7 @@ from runwatch.enrich.containers import DEFAULT_RUNC_ROOTS, ContainerResolver, pa
 from runwatch.events import Container, Event
 from runwatch.policy.enforce import Decision, EnforcementError, Enforcers, decision_event
 from runwatch.policy.enforce.kill import kill_pid
-from runwatch.policy.model import Policy, PolicySet
+from runwatch.policy.model import Policy, PolicySet, is_glob
 from runwatch.policy.source import record_decision
 
 Say = Callable[[str], None]
@@ -123,6 +125,21 @@ def runtime_state(cid: str) -> tuple[int, dict[str, str]] | None:
             bundle = labels.get("bundle")
             return pid, {**(_annotations(bundle) if bundle else {}), **labels}
     return None
+
+
+def resolve_in_namespaces(pid: int, name: str, timeout_s: float = 2.0) -> set[str]:
+    """Addresses of ``name`` resolved inside the network and mount namespaces of ``pid``
+    (``nsenter`` + ``getent ahosts``: the container's resolver and files). Empty on failure."""
+    try:
+        res = subprocess.run(["nsenter", "-t", str(pid), "-n", "-m", "--", "getent", "ahosts", name],
+                             capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    out = set()
+    for line in res.stdout.splitlines():
+        with contextlib.suppress(ValueError, IndexError):
+            out.add(str(ipaddress.ip_address(line.split()[0])))
+    return out
 
 
 class CommandCgroup:
@@ -381,12 +398,28 @@ class ContainerPolicyStage:
                      "creation")
         else:
             self.counts["applied"] += 1
+            self._learn_hosts(policy, target.init_pid, who)
             self._applied[target.cgroup_id] = _Applied(target, policy, container)
             self._known[container.id] = (container, target.cgroup_id)
             while len(self._known) > 4096:
                 self._known.pop(next(iter(self._known)))
             self.say(f"policy {policy.id} ({policy.mode}) applied to container {who}")
         return True
+
+    def _learn_hosts(self, policy: Policy, pid: int, who: str) -> None:
+        """Resolve the policy's host names as the container does (its network namespace and its
+        own resolv.conf) and allow those addresses too; the host's resolver may know other
+        addresses, or none (a name served by a resolver inside the container's network)."""
+        if policy.egress is None or pid == os.getpid():
+            return
+        for host, _port in policy.egress.hosts():
+            if is_glob(host):
+                continue
+            addrs = resolve_in_namespaces(pid, host)
+            if addrs:
+                self.enforcers.learn_dns(host, sorted(addrs))
+            else:
+                self.say(f"policy {policy.id} on container {who}: {host} does not resolve inside the container")
 
     def _kill_container(self, target: CgroupTarget, policy: Policy, why: str) -> None:
         """fail: closed and the policy cannot be applied: kill everything in the container."""
