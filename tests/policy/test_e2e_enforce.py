@@ -195,3 +195,83 @@ def test_policy_errors_are_located_and_nothing_starts(tmp_path):  # type: ignore
     assert all(line.startswith(f"{bad}:") for line in lines[:-1]) and len(lines) == 3
     assert lines[-1] == "runwatch: error: 2 error(s) in the policies; nothing was started"
     assert not marker.exists()
+
+
+KILL_RULE = """
+- rule: sleeper_23
+  desc: a sleep that must not be left running
+  condition: kind = process.exec and proc.exe = /usr/bin/sleep and proc.cmdline contains "2.3"
+  output: "sleep %proc.cmdline"
+  severity: high
+  attack: [T1059]
+  action: kill
+- rule: tee_23
+  desc: a tee that should be denied
+  condition: kind = process.exec and proc.exe = /usr/bin/tee
+  output: "tee %proc.cmdline"
+  severity: medium
+  attack: [T1059]
+  action: deny
+"""
+
+
+@pytest.mark.parametrize("mode", ["enforce", "monitor"])
+def test_rule_actions_kill_in_enforce_and_are_recorded(tmp_path, mode):  # type: ignore[no-untyped-def]
+    (tmp_path / "rules.yaml").write_text(KILL_RULE)
+    (tmp_path / "policy.yaml").write_text("id: host-23\nselector: {process: ['*']}\ntools: {deny: [x]}\n")
+    script = "echo hi | /usr/bin/tee /dev/null >/dev/null; /usr/bin/sleep 2.3; echo rc=$?"
+    res = subprocess.run([RUNWATCH, "run", "--db", str(tmp_path / "k.db"), "--rules", str(tmp_path / "rules.yaml"),
+                          "--sdk-socket", str(tmp_path / "sock" / "sdk.sock"), "--control-socket",
+                          str(tmp_path / "control.sock"), "--policy", str(tmp_path / "policy.yaml"), "--mode", mode,
+                          "--", "/bin/sh", "-c", script], capture_output=True, text=True, timeout=90, check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ("rc=137\n" if mode == "enforce" else "rc=0\n")
+    got = decisions(tmp_path / "k.db")
+    assert [(d["decision"]["verdict"], d["decision"]["rule"], d["exe"]) for d in got] == [
+        ("would_deny", "rule:tee_23", "/usr/bin/tee"),
+        ("kill" if mode == "enforce" else "would_deny", "rule:sleeper_23", "/usr/bin/sleep"),
+    ]
+
+
+def test_watch_applies_policies_to_containers_as_they_appear(tmp_path, listeners):  # type: ignore[no-untyped-def]
+    import signal
+    import time
+
+    from runwatch.containers.rootfs import build_rootfs
+    from runwatch.containers.runc import RuncContainer
+
+    ok, bad = listeners["127.0.0.23"], listeners["127.0.0.29"]
+    pdir = tmp_path / "policies"
+    pdir.mkdir()
+    (pdir / "a-net.yaml").write_text(f"id: watch-23\nselector: {{container: [e2e-watch]}}\nmode: enforce\n"
+                                     f"egress:\n  allow: ['127.0.0.23:{ok}']\n")
+    (pdir / "b-other.yaml").write_text("id: other\nselector: {container: [someone-else]}\nexec: {deny: [/bin/sh]}\n")
+    log = tmp_path / "watch.log"
+    args = [RUNWATCH, "watch", "--db", str(tmp_path / "w.db"), "--no-rules", "--sdk-socket",
+            str(tmp_path / "sock" / "sdk.sock"), "--control-socket", str(tmp_path / "control.sock"),
+            "--policy", str(pdir), "--duration", "60"]
+    rootfs = build_rootfs()
+    with open(log, "w") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 20
+        while "2 policy(ies) loaded" not in log.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        with RuncContainer(rootfs, name="e2e-watch") as c:
+            c.start()
+            applied = f"policy watch-23 (enforce) applied to container e2e-watch ({c.id})"
+            deadline = time.monotonic() + 15
+            while applied not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert applied in log.read_text(), log.read_text()
+            probe = c.exec([str(rootfs.python), "-c", PROBE, "127.0.0.23", str(ok), "127.0.0.29", str(bad)])
+            assert probe.stdout.decode() == "127.0.0.23 connected\n127.0.0.29 errno 1\n"
+            cid = c.id
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, log.read_text()
+    got = decisions(tmp_path / "w.db")
+    assert [(d["decision"]["verdict"], d["decision"]["target"], d["container"]["id"]) for d in got] == [
+        ("deny", f"127.0.0.29:{bad}", cid)]

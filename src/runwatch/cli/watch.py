@@ -244,6 +244,8 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export)
     _with_policy(opts, policy, mode, control_socket)
     session = _open(opts, ["watch", *containers])
+    if session.policies is not None:
+        note(f"{len(session.policies)} policy(ies) loaded; applied to containers as they appear")
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
