@@ -1,1 +1,1 @@
-pytest_plugins = ["runwatch.containers.pytest_plugin"]
+pytest_plugins = ["runwatch.containers.pytest_plugin", "runwatch.testing.pytest_plugin"]

@@ -1,10 +1,8 @@
-"""Fixtures for the store tests: 23 mixed events with every optional group represented."""
+"""Sample events for output and store tests: 23 mixed events with every optional group present."""
 
 from __future__ import annotations
 
 from typing import Any
-
-import pytest
 
 from runwatch.events import Container, DnsInfo, Event, FileInfo, NetInfo, PrivInfo, ToolCall
 
@@ -63,9 +61,3 @@ def make_events() -> list[Event]:
                 Event(kind="process.exit", exit_code=i, attrs={"note": f"n{i}", "k": [1, 2]}, **common)
             )
     return events
-
-
-@pytest.fixture
-def events() -> list[Event]:
-    """A fresh list of the 23 sample events."""
-    return make_events()
