@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ from runwatch.events import Event
 from runwatch.sdk import audithook
 from runwatch.sdk.transport import Transport, set_transport
 from runwatch.sensors.inproc.collector import SdkCollector
+from runwatch.testing.capture import socket_dir
 
 PYTHON = sys.executable
 
@@ -24,12 +23,8 @@ PYTHON = sys.executable
 @pytest.fixture
 def sock_dir() -> Iterator[Path]:
     """A short, fresh directory for the SDK socket (unix socket paths are limited to 107 bytes)."""
-    d = Path(tempfile.mkdtemp(prefix="rw-auto-"))
-    os.chmod(d, 0o755)
-    try:
+    with socket_dir("rw-auto-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

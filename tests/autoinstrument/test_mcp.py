@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import textwrap
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +12,7 @@ import pytest
 
 from runwatch.events import Event, ToolCall
 from runwatch.sensors.inproc.collector import SdkCollector
+from runwatch.testing.capture import LiveCapture, live_capture
 
 SERVER = textwrap.dedent('''
     import subprocess
@@ -126,69 +124,14 @@ def test_propagation_can_be_turned_off(tmp_path: Path, collector: SdkCollector, 
 # -- with the live kernel sensor -----------------------------------------------------------------
 
 
-class _LiveJoin:
-    """KernelSource (this test's descendants) + SdkCollector via MultiSource, enriched and joined."""
-
-    def __init__(self, sock: Path) -> None:
-        from runwatch.enrich.aicontext import ToolCallJoin
-        from runwatch.enrich.stage import Enrichment
-        from runwatch.sensors.kernel.source import KernelSource
-        from runwatch.sensors.multi import MultiSource
-
-        self.collector = SdkCollector(sock)
-        self.source = MultiSource([KernelSource(track_pids=[os.getpid()]), self.collector])
-        self.enrich, self.join = Enrichment(), ToolCallJoin(hold_ms=200.0)
-        self.events: list[Event] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            out = self.join(self.enrich(self.source.poll(0.02) or []))
-            with self._lock:
-                self.events.extend(out)
-
-    def start(self) -> _LiveJoin:
-        self.source.start()
-        self._thread.start()
-        return self
-
-    def settle(self, quiet: float = 0.5) -> list[Event]:
-        n, deadline = -1, time.monotonic() + 20
-        while time.monotonic() < deadline:
-            time.sleep(quiet)
-            with self._lock:
-                now = len(self.events)
-            if now == n and self.join.held() == 0:
-                break
-            n = now
-        with self._lock:
-            return list(self.events)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self.source.stop()
-
-
 @pytest.fixture
-def live(sock_dir: Path) -> Iterator[_LiveJoin]:
-    from runwatch.sensors.kernel.loader import object_path
-
-    if os.geteuid() != 0:
-        pytest.skip("the eBPF sensor needs root")
-    if not object_path().exists():
-        pytest.fail(f"{object_path()} is missing: run scripts/install.sh")
-    lj = _LiveJoin(sock_dir / "sdk.sock").start()
-    try:
+def live(sock_dir: Path) -> Iterator[LiveCapture]:
+    with live_capture(sdk_socket=sock_dir / "sdk.sock", hold_ms=200.0, quiet=0.5, limit=20.0) as lj:
         yield lj
-    finally:
-        lj.stop()
 
 
 @pytest.mark.kernel
-def test_server_side_execs_are_attributed_by_the_join(tmp_path: Path, live: _LiveJoin, helpers: Any) -> None:
+def test_server_side_execs_are_attributed_by_the_join(tmp_path: Path, live: LiveCapture, helpers: Any) -> None:
     server, agent = _scripts(tmp_path)
     res = helpers.run_py(["-m", "runwatch.sdk.run", str(agent), str(server)],
                          helpers.child_env(live.collector.path))

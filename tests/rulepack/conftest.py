@@ -23,7 +23,6 @@ import sys
 import tempfile
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,16 +33,11 @@ import pytest
 from runwatch.containers.oci import Bind
 from runwatch.containers.rootfs import Rootfs
 from runwatch.containers.runc import RuncContainer
-from runwatch.enrich.aicontext import ToolCallJoin
-from runwatch.enrich.stage import Enrichment
 from runwatch.events import Event
 from runwatch.outputs.jsonl import JsonlOutput
-from runwatch.sensors.inproc.collector import SdkCollector
 from runwatch.sensors.kernel import watchlist
 from runwatch.sensors.kernel.layout import WatchFlag
-from runwatch.sensors.kernel.loader import object_path
-from runwatch.sensors.kernel.source import KernelSource
-from runwatch.sensors.multi import MultiSource
+from runwatch.testing.capture import LiveCapture, require_kernel_sensor
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RECORD_ENV = "RUNWATCH_RECORD_RULEPACK_FIXTURES"
@@ -387,68 +381,6 @@ CASES: tuple[Case, ...] = (
 )
 
 
-class LivePipeline:
-    """Kernel sensor + SDK collector -> Enrichment -> ToolCallJoin on one consumer thread."""
-
-    def __init__(self, sock_dir: Path) -> None:
-        watches = watchlist.default_watches() + list(EXTRA_WATCHES)
-        self.collector = SdkCollector(sock_dir / "sdk.sock")
-        self.source = MultiSource([KernelSource(track_pids=[os.getpid()], watches=watches), self.collector])
-        self.enrich = Enrichment()
-        self.join = ToolCallJoin(hold_ms=200.0)
-        self.events: list[Event] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._swap = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def start(self) -> LivePipeline:
-        self.source.start()
-        self._thread.start()
-        return self
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            out = self.join(self.enrich(self.source.poll(0.02) or []))
-            if self._swap.is_set():
-                out += self.join.flush()
-                self.join = ToolCallJoin(hold_ms=200.0)
-                self._swap.clear()
-            with self._lock:
-                self.events.extend(out)
-
-    def fresh_join(self) -> None:
-        """Settle, then start a new ToolCallJoin (consumer thread swaps it; this waits).
-
-        The join keys agents by pid-namespace inode, and the kernel hands a finished
-        container's inode to the next container; a fresh join keeps one SDK case's calls
-        from being attributed to the next case's processes.
-        """
-        self.settle(0.3)
-        self._swap.set()
-        deadline = time.monotonic() + 10
-        while self._swap.is_set() and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-    def settle(self, quiet: float = 0.4) -> list[Event]:
-        """Wait until nothing new arrives for ``quiet`` s and the join holds nothing."""
-        n, deadline = -1, time.monotonic() + 20
-        while time.monotonic() < deadline:
-            time.sleep(quiet)
-            with self._lock:
-                now = len(self.events)
-            if now == n and self.join.held() == 0:
-                break
-            n = now
-        with self._lock:
-            return list(self.events)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self.source.stop()
-
-
 @dataclass
 class LiveResult:
     """One case's events, in pipeline order, and the JSONL file they were recorded to."""
@@ -484,15 +416,15 @@ def _host_events(events: list[Event], pid: int) -> list[Event]:
 @pytest.fixture(scope="session")
 def rulepack_live(runc_rootfs: Rootfs) -> Iterator[dict[str, LiveResult]]:
     """Runs every case once under one live pipeline; maps case name -> LiveResult."""
-    if not object_path().exists():
-        pytest.fail(f"{object_path()} is missing: run scripts/install.sh")
+    require_kernel_sensor()
     work = Path(tempfile.mkdtemp(prefix="rw-rulepack-"))
     sock_dir = work / "sdk"
     sock_dir.mkdir()
     os.chmod(sock_dir, 0o755)
     srv, srv_thread = _listener()
     port = srv.getsockname()[1]
-    live = LivePipeline(sock_dir).start()
+    live = LiveCapture(sdk_socket=sock_dir / "sdk.sock", hold_ms=200.0,
+                       watches=watchlist.default_watches() + list(EXTRA_WATCHES), quiet=0.4, limit=20.0).start()
     containers: list[RuncContainer] = []
     owners: dict[str, tuple[str, int]] = {}
     try:

@@ -1,0 +1,162 @@
+"""Live captures for tests: the real kernel sensor (optionally with the SDK collector), enriched.
+
+:class:`LiveCapture` runs a :class:`KernelSource` that follows everything this test process
+starts (the test process itself is the sensor's own process and is never reported; its
+children and their descendants, containers included, are). With ``sdk_socket`` an
+:class:`SdkCollector` listens there too, merged through :class:`MultiSource`; with ``hold_ms``
+batches also go through a :class:`ToolCallJoin`, ticked with empty batches so held events
+leave. One consumer thread polls, enriches and joins, like the pipeline.
+
+Thread safety: ``events`` is appended by the consumer thread under a lock; read it through
+:meth:`LiveCapture.settle` (or after :meth:`LiveCapture.stop`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from runwatch.enrich.aicontext import ToolCallJoin
+from runwatch.enrich.stage import Enrichment
+from runwatch.events import Event
+from runwatch.sensors.base import Source
+from runwatch.sensors.inproc.collector import SdkCollector
+from runwatch.sensors.kernel.loader import object_path
+from runwatch.sensors.kernel.source import KernelSource
+from runwatch.sensors.kernel.watchlist import Watch
+from runwatch.sensors.multi import MultiSource
+
+
+class LiveCapture:
+    """Kernel sensor (+ SDK collector) -> Enrichment (-> ToolCallJoin) on one consumer thread.
+
+    ``quiet`` (seconds) and ``limit`` (seconds) are the defaults of :meth:`settle`.
+    """
+
+    def __init__(self, *, sdk_socket: Path | None = None, hold_ms: float | None = None,
+                 watches: list[Watch] | None = None, quiet: float = 0.3, limit: float = 10.0) -> None:
+        kernel = KernelSource(track_pids=[os.getpid()], watches=watches)
+        self.collector: SdkCollector | None = None
+        self.source: Source = kernel
+        if sdk_socket is not None:
+            self.collector = SdkCollector(sdk_socket)
+            self.source = MultiSource([kernel, self.collector])
+        self.enrich = Enrichment()
+        self.hold_ms = hold_ms
+        self.join: ToolCallJoin | None = None if hold_ms is None else ToolCallJoin(hold_ms=hold_ms)
+        self.quiet, self.limit = quiet, limit
+        self.events: list[Event] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._swap = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> LiveCapture:
+        """Start the source and the consumer thread; returns self."""
+        self.source.start()
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            batch = self.source.poll(0.02) or []
+            out = self.enrich(batch) if batch else []
+            hold_ms = self.hold_ms
+            if self.join is not None and hold_ms is not None:
+                out = self.join(out)
+                if self._swap.is_set():
+                    out += self.join.flush()
+                    self.join = ToolCallJoin(hold_ms=hold_ms)
+                    self._swap.clear()
+            with self._lock:
+                self.events.extend(out)
+
+    def _held(self) -> int:
+        join = self.join
+        return 0 if join is None else join.held()
+
+    def fresh_join(self) -> None:
+        """Settle, then start a new ToolCallJoin (the consumer thread swaps it; this waits).
+
+        The join keys agents by pid-namespace inode, and the kernel hands a finished
+        container's inode to the next container; a fresh join keeps one SDK case's calls
+        from being attributed to the next case's processes. Needs ``hold_ms``.
+        """
+        if self.join is None:
+            raise ValueError("fresh_join needs a capture made with hold_ms")
+        self.settle(0.3)
+        self._swap.set()
+        deadline = time.monotonic() + 10
+        while self._swap.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def settle(self, quiet: float | None = None) -> list[Event]:
+        """Wait until nothing new arrives for ``quiet`` s and the join holds nothing; return all events.
+
+        Gives up waiting after the capture's ``limit`` seconds.
+        """
+        quiet = self.quiet if quiet is None else quiet
+        n, deadline = -1, time.monotonic() + self.limit
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            with self._lock:
+                now = len(self.events)
+            if now == n and self._held() == 0:
+                break
+            n = now
+        with self._lock:
+            return list(self.events)
+
+    def where(self, pred: Callable[[Event], bool]) -> list[Event]:
+        """Settled events matching ``pred``."""
+        return [e for e in self.settle() if pred(e)]
+
+    def stop(self) -> None:
+        """Stop the consumer thread, then the source."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.source.stop()
+
+
+def require_kernel_sensor() -> None:
+    """Skip the test without root; fail it when the compiled BPF object is missing."""
+    if os.geteuid() != 0:
+        pytest.skip("the eBPF sensor needs root")
+    if not object_path().exists():
+        pytest.fail(f"{object_path()} is missing: run scripts/install.sh")
+
+
+@contextmanager
+def live_capture(*, sdk_socket: Path | None = None, hold_ms: float | None = None,
+                 watches: list[Watch] | None = None, quiet: float = 0.3,
+                 limit: float = 10.0) -> Iterator[LiveCapture]:
+    """A started :class:`LiveCapture` (after :func:`require_kernel_sensor`), stopped on exit."""
+    require_kernel_sensor()
+    capture = LiveCapture(sdk_socket=sdk_socket, hold_ms=hold_ms, watches=watches, quiet=quiet, limit=limit)
+    capture.start()
+    try:
+        yield capture
+    finally:
+        capture.stop()
+
+
+@contextmanager
+def socket_dir(prefix: str) -> Iterator[Path]:
+    """A fresh, short temp directory (mode 0755) for an SDK socket, removed on exit.
+
+    Unix socket paths are limited to 107 bytes; the directory may be bind-mounted into containers.
+    """
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(d, 0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
