@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,16 +147,6 @@ def test_open_calls_are_sent_incomplete_and_unknown_calls_are_orphans() -> None:
     child = next(s for s in spans if s.name == "process.exec")
     assert child.parent is not None and child.parent.span_id != tool.context.span_id
     assert (out.stats()["incomplete"], out.stats()["orphan_events"]) == (1, 1)
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    rx = OtlpReceiver("127.0.0.1", 0)
-    rx.start()
-    try:
-        yield rx
-    finally:
-        rx.stop()
 
 
 def drain(rx: OtlpReceiver) -> list[Event]:

@@ -6,7 +6,6 @@ import gzip
 import http.client
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +36,6 @@ EXPECTED_TOOLS = [
     ("tool.start", "run_shell", "call_9a3Np", "travel-planner", T0 + 3_200_000_019, None),
     ("tool.end", "run_shell", "call_9a3Np", "travel-planner", T0 + 3_900_000_023, "error"),
 ]
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    rx = OtlpReceiver("127.0.0.1", 0)
-    rx.start()
-    try:
-        yield rx
-    finally:
-        rx.stop()
 
 
 def post(rx: OtlpReceiver, body: bytes, content_type: str | None = PROTOBUF, *, path: str = "/v1/traces",
