@@ -201,17 +201,7 @@ class RuncContainer:
         self._check_idle()
         self._prepare(args)
         log = self._fresh_log("run")
-        cmd = [
-            self.runc,
-            "--log",
-            str(log),
-            "--log-format",
-            "json",
-            "run",
-            "--bundle",
-            str(self.bundle),
-            self.id,
-        ]
+        cmd = self._run_cmd(log)
         timed_out = False
         with cgroup_parent_lock(shared=True):
             proc = subprocess.Popen(
@@ -239,6 +229,11 @@ class RuncContainer:
             raise ContainerError(f"runc run {self.id} failed (rc {proc.returncode}): {failure}")
         return subprocess.CompletedProcess(list(args), proc.returncode, out, err)
 
+    def _run_cmd(self, log: Path, *options: str) -> list[str]:
+        """``runc run`` of this bundle logging JSON to ``log``, with ``options`` before the id."""
+        return [self.runc, "--log", str(log), "--log-format", "json", "run", "--bundle", str(self.bundle),
+                *options, self.id]
+
     # -- long-lived -----------------------------------------------------------------------
 
     def start(self, args: Sequence[str] = DEFAULT_LONG_LIVED_ARGS, *, timeout: float = 10.0) -> int:
@@ -256,19 +251,7 @@ class RuncContainer:
         pid_file.unlink(missing_ok=True)
         self._close_stdio()
         self._stdio = [open(self.bundle / "stdout.log", "wb"), open(self.bundle / "stderr.log", "wb")]  # noqa: SIM115
-        cmd = [
-            self.runc,
-            "--log",
-            str(log),
-            "--log-format",
-            "json",
-            "run",
-            "--bundle",
-            str(self.bundle),
-            "--pid-file",
-            str(pid_file),
-            self.id,
-        ]
+        cmd = self._run_cmd(log, "--pid-file", str(pid_file))
         deadline = time.monotonic() + timeout
         with cgroup_parent_lock(shared=True):
             self._proc = subprocess.Popen(
