@@ -272,17 +272,28 @@ class OtlpOutput:
     def _ctx(ids: Ids) -> SpanContext:
         return SpanContext(ids[0], ids[1], is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
 
+    def _span_ids(self, e: Event) -> tuple[Ids, int | None, Any] | None:
+        """(span ids, parent span id, open-span key) of a tool event; None when not exported.
+
+        Ingested (OTLP) tool spans keep their own ids and are remembered for attribution even
+        when ``export_ingested`` is off (then None is returned).
+        """
+        assert e.tool_call is not None
+        if e.source != "otlp":
+            return self._sdk_ids(e)
+        found = self._ingested_ids(e)
+        if found is not None:
+            self._remember(e.tool_call, found[0])
+        if not self.export_ingested or found is None:
+            return None
+        return found[0], found[1], ("otlp", found[0][1])
+
     def _tool_start(self, e: Event) -> None:
         assert e.tool_call is not None
-        if e.source == "otlp":
-            found = self._ingested_ids(e)
-            if found is not None:
-                self._remember(e.tool_call, found[0])
-            if not self.export_ingested or found is None:
-                return
-            ids, parent, key = found[0], found[1], ("otlp", found[0][1])
-        else:
-            ids, parent, key = self._sdk_ids(e)
+        placed = self._span_ids(e)
+        if placed is None:
+            return
+        ids, parent, key = placed
         self._remember(e.tool_call, ids)
         self._open[key] = _Open(e.tool_call, ids, parent, self._resource(e), e.time, e.id)
         while len(self._open) > self.max_tracked:
@@ -291,15 +302,10 @@ class OtlpOutput:
     def _tool_end(self, e: Event) -> None:
         assert e.tool_call is not None
         attrs = e.attrs or {}
-        if e.source == "otlp":
-            found = self._ingested_ids(e)
-            if found is not None:
-                self._remember(e.tool_call, found[0])
-            if not self.export_ingested or found is None:
-                return
-            ids, parent, key = found[0], found[1], ("otlp", found[0][1])
-        else:
-            ids, parent, key = self._sdk_ids(e)
+        placed = self._span_ids(e)
+        if placed is None:
+            return
+        ids, parent, key = placed
         opened = self._open.pop(key, None)
         if opened is None:  # start not seen: rebuild from the end event
             start = attrs.get("start_time")
