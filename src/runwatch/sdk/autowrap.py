@@ -100,6 +100,16 @@ def _result_message(call_id: str | None, result: Any) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": call_id, "content": content}
 
 
+def _checked_calls(message_or_response: Any,
+                   registry: Mapping[str, Callable[..., Any]]) -> list[tuple[str, str | None, dict[str, Any]]]:
+    """The message's (name, call id, arguments) calls; ValueError (one line) if one names an unknown tool."""
+    parsed = [_parse_call(c) for c in _tool_calls(message_or_response)]
+    for name, call_id, _ in parsed:
+        if name not in registry:
+            raise ValueError(f"tool call {call_id!r} names unknown tool {name!r} (known: {sorted(registry)})")
+    return parsed
+
+
 def dispatch_tool_calls(message_or_response: Any, registry: Mapping[str, Callable[..., Any]],
                         agent: str | None = None) -> list[dict[str, Any]]:
     """Run every function tool call of an OpenAI-style message, each inside its ``tool_call``.
@@ -112,10 +122,7 @@ def dispatch_tool_calls(message_or_response: Any, registry: Mapping[str, Callabl
     call naming no registered tool or with arguments that are not a JSON object, before any
     tool of the message runs; a tool's own exception propagates after its ``tool.end``.
     """
-    parsed = [_parse_call(c) for c in _tool_calls(message_or_response)]
-    for name, call_id, _ in parsed:
-        if name not in registry:
-            raise ValueError(f"tool call {call_id!r} names unknown tool {name!r} (known: {sorted(registry)})")
+    parsed = _checked_calls(message_or_response, registry)
     out: list[dict[str, Any]] = []
     for name, call_id, args in parsed:
         with sdk.tool_call(name, call_id=call_id, agent=agent, args=args):
@@ -127,10 +134,7 @@ def dispatch_tool_calls(message_or_response: Any, registry: Mapping[str, Callabl
 async def adispatch_tool_calls(message_or_response: Any, registry: Mapping[str, Callable[..., Any]],
                                agent: str | None = None) -> list[dict[str, Any]]:
     """:func:`dispatch_tool_calls` for registries of coroutine functions (plain functions work too)."""
-    parsed = [_parse_call(c) for c in _tool_calls(message_or_response)]
-    for name, call_id, _ in parsed:
-        if name not in registry:
-            raise ValueError(f"tool call {call_id!r} names unknown tool {name!r} (known: {sorted(registry)})")
+    parsed = _checked_calls(message_or_response, registry)
     out: list[dict[str, Any]] = []
     for name, call_id, args in parsed:
         async with sdk.tool_call(name, call_id=call_id, agent=agent, args=args):
