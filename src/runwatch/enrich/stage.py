@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from runwatch.enrich.containers import ContainerResolver
 from runwatch.enrich.proctree import ProcessTree
 from runwatch.events import Event
@@ -12,13 +14,18 @@ class Enrichment:
 
     Each event is enriched before it updates the tree, so an exit still sees the exe of
     the process that exits; an exec updates the tree first, since it may be the first the
-    tree hears of a process whose fork was not reported. Not thread safe: the pipeline's consumer thread owns it.
+    tree hears of a process whose fork was not reported. Not thread safe: the pipeline's
+    consumer thread owns it.
     """
 
     def __init__(self, tree: ProcessTree | None = None, containers: ContainerResolver | None = None,
-                 seed: bool = True) -> None:
+                 seed: bool = True, max_pids: int = 65536) -> None:
         self.tree = tree if tree is not None else ProcessTree()
         self.containers = containers if containers is not None else ContainerResolver()
+        # The last cgroup the kernel saw each pid in: AI events (SDK, OTLP, audit hooks) from
+        # a process that exited before its cgroup could be read still get their container.
+        self._cgroup_of: OrderedDict[int, int] = OrderedDict()
+        self._max_pids = max_pids
         if seed:
             self.tree.seed_from_proc()
 
@@ -36,12 +43,24 @@ class Enrichment:
             else:
                 tree.enrich(event)
                 tree.apply(event)
+            if event.cgroup_id and event.source == "kernel" and event.pid > 0:
+                self._remember(event.pid, event.cgroup_id)
             if event.container is None:
                 if event.cgroup_id:
                     event.container = containers.resolve(event.cgroup_id)
                 elif event.source == "proc" and event.pid > 0:
                     event.container = containers.resolve_pid(event.pid)
+                elif event.pid > 0 and event.pid in self._cgroup_of:
+                    event.container = containers.resolve(self._cgroup_of[event.pid])
         return batch
+
+    def _remember(self, pid: int, cgroup_id: int) -> None:
+        known = self._cgroup_of
+        if known.get(pid) != cgroup_id:
+            known[pid] = cgroup_id
+        known.move_to_end(pid)
+        if len(known) > self._max_pids:
+            known.popitem(last=False)
 
     def stats(self) -> dict[str, int]:
         """Process-tree and container-cache counters, prefixed."""
