@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,9 +33,13 @@ def collector(sock_dir: Path) -> Iterator[SdkCollector]:
     """A listening SdkCollector, stopped at teardown."""
     col = SdkCollector(sock_dir / "sdk.sock")
     col.start()
+    reader = _Reader(col)
+    _READERS[id(col)] = reader
     try:
         yield col
     finally:
+        reader.close()
+        del _READERS[id(col)]
         col.stop()
 
 
@@ -74,13 +79,51 @@ def helpers() -> type[Helpers]:
     return Helpers
 
 
+class _Reader:
+    """Reads a collector all the time, as runwatch does: a unix datagram socket queues only a
+    few datagrams (net.unix.max_dgram_qlen), and an exiting agent flushes for a bounded time,
+    so a collector read only after the agent ran could lose its last messages."""
+
+    def __init__(self, col: SdkCollector) -> None:
+        self.col = col
+        self.events: list[Event] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="sdk-collector-reader", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            batch = self.col.poll(0.05)
+            if batch:
+                with self.lock:
+                    self.events.extend(batch)
+
+    def take(self) -> list[Event]:
+        with self.lock:
+            out, self.events = self.events, []
+        return out
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+_READERS: dict[int, _Reader] = {}
+
+
 def drain(col: SdkCollector, quiet: float = 0.3, limit: float = 10.0) -> list[Event]:
     """Every event the collector receives until nothing arrives for ``quiet`` s."""
     out: list[Event] = []
     deadline = time.monotonic() + limit
     last = time.monotonic()
+    reader = _READERS.get(id(col))
     while time.monotonic() < deadline:
-        batch = col.poll(0.05) or []
+        if reader is not None:
+            time.sleep(0.05)
+            batch = reader.take()
+        else:
+            batch = col.poll(0.05) or []
         if batch:
             out.extend(batch)
             last = time.monotonic()
