@@ -32,7 +32,11 @@ from runwatch.sensors.proc.source import (
 )
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the proc connector tests run as root")
-TRUE_EXE = os.path.realpath("/bin/true")  # /usr/bin/true on this host (/bin -> usr/bin)
+SLEEP_EXE = os.path.realpath("/usr/bin/sleep")
+# The fallback reads exe/argv/cwd from /proc after the kernel's message, so a process that
+# exits at once can win that race (the event then says ``exe_unread``). Workloads whose exe
+# the tests check therefore live 50 ms: long enough that the read cannot lose.
+LINGER = "0.05"
 SH_EXE = os.path.realpath("/bin/sh")
 
 
@@ -210,7 +214,7 @@ def test_twenty_three_execs_in_a_cgroup(tmp_path: Path, busy_s: float) -> None:
     cg_ino = os.stat(cg_dir).st_ino
     try:
         t0 = time.time_ns()
-        script = "read x; for i in $(seq 23); do /bin/true; done"
+        script = f"read x; i=0; while [ $i -lt 23 ]; do /usr/bin/sleep {LINGER}; i=$((i+1)); done"
         with _paused(["/bin/sh", "-c", script], tmp_path) as (proc, source):
             (cg_dir / "cgroup.procs").write_text(str(proc.pid))
             events = _release_and_collect(proc, source, busy_s)
@@ -221,11 +225,12 @@ def test_twenty_three_execs_in_a_cgroup(tmp_path: Path, busy_s: float) -> None:
     shell = proc.pid
     assert all(e.source == "proc" and t0 <= e.time <= t1 for e in events)
     execs = [e for e in events if e.kind == "process.exec"]
-    assert collections.Counter(e.exe for e in execs) == {TRUE_EXE: 23, "/usr/bin/seq": 1}
-    trues = [e for e in execs if e.exe == TRUE_EXE]
+    assert collections.Counter(e.exe for e in execs) == {SLEEP_EXE: 23}
+    trues = [e for e in execs if e.exe == SLEEP_EXE]
     pidns = os.stat("/proc/self/ns/pid").st_ino
     for e in trues:
-        assert (e.argv, e.cmdline, e.cwd, e.comm) == (["/bin/true"], "/bin/true", str(tmp_path), "true")
+        assert (e.argv, e.cmdline, e.cwd, e.comm) == (
+            ["/usr/bin/sleep", LINGER], f"/usr/bin/sleep {LINGER}", str(tmp_path), "sleep")
         assert (e.ppid, e.tid, e.vpid, e.pidns, e.uid) == (shell, e.pid, e.pid, pidns, 0)
         assert e.ancestry[0] == SH_EXE
         assert e.attrs == {"cgroup": cg_rel}
@@ -237,7 +242,7 @@ def test_twenty_three_execs_in_a_cgroup(tmp_path: Path, busy_s: float) -> None:
     assert set(exits) == {shell} | {e.pid for e in execs}
     assert all((x.exit_code, x.signal) == (0, None) for x in exits.values())
     assert exits[shell].exe == SH_EXE
-    assert sorted(exits[e.pid].exe for e in trues) == [TRUE_EXE] * 23
+    assert sorted(exits[e.pid].exe for e in trues) == [SLEEP_EXE] * 23
     assert (stats["drops"], stats["lost"], stats["malformed"]) == (0, 0, 0)
 
 
@@ -250,13 +255,13 @@ def test_cgroup_id_is_the_inode_of_the_cgroup_dir(tmp_path: Path) -> None:
     cg_dir.mkdir()
     try:
         inode = os.stat(cg_dir).st_ino
-        with _paused(["/bin/sh", "-c", "read x; exec /bin/true"], tmp_path) as (proc, source):
+        with _paused(["/bin/sh", "-c", f"read x; exec /usr/bin/sleep {LINGER}"], tmp_path) as (proc, source):
             (cg_dir / "cgroup.procs").write_text(str(proc.pid))
             events = _release_and_collect(proc, source)
     finally:
         cg_dir.rmdir()
     assert [(e.kind, e.pid) for e in events] == [("process.exec", proc.pid), ("process.exit", proc.pid)]
-    assert (events[0].exe, events[0].cgroup_id, events[1].cgroup_id) == (TRUE_EXE, inode, inode)
+    assert (events[0].exe, events[0].cgroup_id, events[1].cgroup_id) == (SLEEP_EXE, inode, inode)
 
 
 @pytest.mark.kernel
@@ -368,7 +373,7 @@ def test_watching_itself_sees_its_children_but_not_the_reader(tmp_path: Path) ->
     source = ProcConnectorSource(root_pid=os.getpid())  # how `runwatch run` uses it
     try:
         source.start()
-        children = [subprocess.run(["/bin/true"], cwd=tmp_path, check=True) for _ in range(7)]
+        children = [subprocess.run(["/usr/bin/sleep", LINGER], cwd=tmp_path, check=True) for _ in range(7)]
         events: list[Event] = []
         deadline = time.monotonic() + 60
         while sum(e.kind == "process.exit" for e in events) < 7 and time.monotonic() < deadline:
@@ -379,7 +384,7 @@ def test_watching_itself_sees_its_children_but_not_the_reader(tmp_path: Path) ->
         source.stop()
     assert len(children) == 7
     execs = [e for e in events if e.kind == "process.exec"]
-    assert [(e.exe, e.ppid, e.cwd) for e in execs] == [(TRUE_EXE, os.getpid(), str(tmp_path))] * 7
+    assert [(e.exe, e.ppid, e.cwd) for e in execs] == [(SLEEP_EXE, os.getpid(), str(tmp_path))] * 7
     assert [e.exit_code for e in events if e.kind == "process.exit"] == [0] * 7
     assert reader not in {e.pid for e in events}
 
