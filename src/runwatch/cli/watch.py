@@ -255,7 +255,8 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
         signal.signal(s, on_signal)
     deadline = time.monotonic() + duration if duration else None
     try:
-        with err_console.status("watching...", spinner="dots") if sys.stderr.isatty() else _Null() as status:
+        tty = sys.stderr.isatty()
+        with err_console.status("watching...", spinner="dots") if tty else contextlib.nullcontext() as status:
             while not stop.wait(0.5):
                 if deadline is not None and time.monotonic() >= deadline:
                     break
@@ -269,15 +270,5 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
         with open(stats_json, "w") as fh:
             json.dump(summary, fh, indent=2, default=str)
     _print_summary(summary, counter, db)
-
-
-class _Null:
-    """A stand-in for rich's status when stderr is not a terminal."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
