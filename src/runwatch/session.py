@@ -20,7 +20,7 @@ from runwatch.events import Event
 from runwatch.pipeline import Pipeline, Sink
 from runwatch.rules.stage import AlertSink, DetectionStage
 from runwatch.sensors.select import Opened, open_source
-from runwatch.store.sqlite import SqliteStore
+from runwatch.store.sqlite import SqliteStore, StoreError
 
 if TYPE_CHECKING:
     from runwatch.policy.apply import CommandCgroup, ContainerPolicyStage
@@ -343,6 +343,12 @@ class Session:
             self.detection.close()  # pending throttle summaries reach the sinks before the store closes
             errors.extend(self.detection.errors)
             summary["alerts"] = self.detection.emitted
+        if self.store is not None and self.run_id is not None:
+            try:  # on the open writer, before the pipeline closes the store with its sinks
+                self.store.record_run(started_ns=self.started_ns, ended_ns=time.time_ns(), command=self.command,
+                                      exit_code=self.exit_code, stats=summary, run_id=self.run_id)
+            except StoreError as exc:
+                errors.append(str(exc))
         if self.pipeline is not None:
             self.pipeline.close()
             errors.extend(self.pipeline.errors)
@@ -354,14 +360,6 @@ class Session:
                     sink.close()
                 except Exception as exc:
                     errors.append(str(exc))
-        if self.store is not None and self.run_id is not None:
-            # The store was closed by the pipeline; record the run on a fresh writer.
-            store = SqliteStore(self.store.path)
-            try:
-                store.record_run(started_ns=self.started_ns, ended_ns=time.time_ns(), command=self.command,
-                                 exit_code=self.exit_code, stats=summary, run_id=self.run_id)
-            finally:
-                store.close()
         if self.policy_runtime is not None:
             summary["policy"] = {"decisions": self.policy_runtime.stats(),
                                  "containers": self.applier.counts if self.applier is not None else {}}
