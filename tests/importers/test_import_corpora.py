@@ -112,6 +112,6 @@ def test_cli_import_writes_a_loadable_file(tmp_path: Path, capsys: pytest.Captur
 
 def test_cli_import_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_import([tmp_path / "absent.yml"], "auto", None) == 2
-    assert capsys.readouterr().out == f"error: {tmp_path / 'absent.yml'}: no such file or directory\n"
+    assert capsys.readouterr().err == f"runwatch: error: {tmp_path / 'absent.yml'}: no such file or directory\n"
     assert cli_import([SIGMA], "splunk", None) == 2
-    assert capsys.readouterr().out == "error: unknown format 'splunk' (one of auto, sigma, falco)\n"
+    assert capsys.readouterr().err == "runwatch: error: unknown format 'splunk' (one of auto, sigma, falco)\n"

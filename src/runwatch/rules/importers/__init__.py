@@ -105,17 +105,19 @@ def import_rules(paths: Iterable[str | os.PathLike[str]], fmt: str = "auto") -> 
 
 
 def cli_import(paths: Iterable[str | os.PathLike[str]], fmt: str = "auto", out: str | None = None,
-               stream: TextIO | None = None) -> int:
+               stream: TextIO | None = None, errors: TextIO | None = None) -> int:
     """``runwatch rules import``: one status line per rule, one summary line per corpus.
 
     Writes the loaded rules to ``out`` when given. Exit code: 0 when at least one rule
-    loaded, 1 when none did, 2 for bad arguments or an unwritable output file.
+    loaded, 1 when none did, 2 for bad arguments or an unwritable output file (reported as
+    one ``runwatch: error:`` line on ``errors``, standard error by default).
     """
     w = stream or sys.stdout
+    err = errors or sys.stderr
     try:
         report = import_rules(paths, fmt)
     except ImportError_ as exc:
-        print(f"error: {exc}", file=w)
+        print(f"runwatch: error: {exc}", file=err)
         return 2
     for r in report.rules:
         print(r.status_line(), file=w)
@@ -125,7 +127,7 @@ def cli_import(paths: Iterable[str | os.PathLike[str]], fmt: str = "auto", out: 
         try:
             Path(out).write_text(report.to_yaml(), encoding="utf-8")
         except OSError as exc:
-            print(f"error: cannot write {out}: {exc.strerror}", file=w)
+            print(f"runwatch: error: cannot write {out}: {exc.strerror}", file=err)
             return 2
         print(f"wrote {len(report.loaded)} rules to {out}", file=w)
     return 0 if report.loaded else 1
