@@ -1,8 +1,17 @@
-"""A monitoring session: source, enrichment, store and outputs wired in order.
+"""A monitoring session: outputs, sources, the pipeline and the policies, started in order.
 
 Used by ``runwatch run`` (one command's subtree), ``runwatch watch`` (host-wide) and the
-demo. Start-up is ordered (store, outputs, source, pipeline thread); :meth:`close` always
-runs every teardown step, in reverse, and records the run with its counters and drops.
+demo. Everything is built unstarted first (rules and policies load here, so their located
+errors come before anything runs), then started as a short list of steps::
+
+    outputs   open the output group (store, files, console, OTLP, alert outputs)
+    sources   start the source group (system source, SDK collector, OTLP receiver, decisions)
+    pipeline  record the run, start the consumer thread
+    policy    bind the endpoint, load the enforcers, open the apply gate
+
+:meth:`Session.close` always runs the stop of every step that started, in reverse: the
+policy first (its last decisions reach the decision source), then the pipeline drains and
+the run is recorded with its counters and drops, then the sources stop, the outputs close.
 """
 
 from __future__ import annotations
@@ -17,16 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 from runwatch.enrich.stage import Enrichment
 from runwatch.events import Event
-from runwatch.pipeline import Pipeline, Sink
-from runwatch.rules.stage import AlertSink, DetectionStage
-from runwatch.sensors.select import Opened, open_source
+from runwatch.outputs.base import AlertOutput, Output, output_factory
+from runwatch.outputs.group import OutputGroup
+from runwatch.pipeline import Pipeline, Stage
+from runwatch.sensors.select import Sources, build_sources
 from runwatch.store.sqlite import SqliteStore, StoreError
 
 if TYPE_CHECKING:
-    from runwatch.policy.apply import CommandCgroup, ContainerPolicyStage
-    from runwatch.policy.enforce import Enforcers
     from runwatch.policy.model import PolicySet
-    from runwatch.policy.runtime import PolicyRuntime
+    from runwatch.policy.wiring import SessionPolicy
+    from runwatch.rules.stage import DetectionStage
 
 
 @dataclass
@@ -47,8 +56,8 @@ class SessionOptions:
     alerts_out: str | None = None  # also append alerts as JSON lines here
     live_alerts: bool = True  # print alerts to stderr as they happen
     throttle_s: float = 60.0
-    live: Sink | None = None  # e.g. a TextOutput for live printing
-    extra_sinks: list[Sink] = field(default_factory=list)
+    live: Output | None = None  # e.g. a TextOutput for live printing
+    extra_sinks: list[Output] = field(default_factory=list)  # further event outputs, after the others
     policy_paths: tuple[str, ...] = ()  # policy files/dirs; empty: no policy
     policy_mode: str | None = None  # monitor | enforce: overrides every policy's mode
     control_socket: str | None = None  # approve/reject socket (None: the default)
@@ -81,288 +90,241 @@ class _SelfFilter:
         return [e for e in batch if e.pid != self.pid]
 
 
+Stop = Callable[[], "list[str] | None"]
+
+
 class Session:
     """One sensor session. Use as a context manager; ``close`` is idempotent."""
 
     def __init__(self, opts: SessionOptions) -> None:
         self.opts = opts
         self.started_ns = time.time_ns()
-        self.store: SqliteStore | None = None
-        self.opened: Opened | None = None
-        self.pipeline: Pipeline | None = None
-        self.enrichment: Enrichment | None = None
-        self.detection: DetectionStage | None = None
-        self._thread: threading.Thread | None = None
-        self._sinks: list[Sink] = []
-        self._closed = False
-        self.run_id: str | None = None
-        self.command: str = ""
+        self.command = ""
         self.exit_code: int | None = None
+        self.run_id: str | None = None
         self.policies: PolicySet | None = None
-        self.policy_runtime: PolicyRuntime | None = None
-        self.enforcers: Enforcers | None = None
-        self.applier: ContainerPolicyStage | None = None
-        self.cmd_cgroup: CommandCgroup | None = None
+        self.policy: SessionPolicy | None = None
         self.policy_notices: list[str] = []
+        self.outputs = OutputGroup()
+        self.store: SqliteStore | None = None
+        self.sources: Sources | None = None
+        self.enrichment = Enrichment()
+        self.detection: DetectionStage | None = None
+        self.pipeline: Pipeline | None = None
+        self._thread: threading.Thread | None = None
+        self._stops: list[tuple[str, Stop]] = []  # teardown of each started step, in start order
+        self._final: dict[str, Any] | None = None
+        self._closed = False
 
-    # -- start-up, in order ---------------------------------------------------------------
-
-    def start(self, command: Sequence[str] = ()) -> Session:
-        """Open the store and outputs, start the source and the consumer thread."""
-        self.command = " ".join(command)
-        if self.opts.policy_paths:
-            self._load_policies()  # PolicyLoadError (every located error) before anything starts
-        try:
-            if self.opts.db:
-                self.store = SqliteStore(self.opts.db)
-                self._sinks.append(self.store)
-            if self.opts.events_out:
-                from runwatch.outputs.jsonl import JsonlOutput
-
-                out = JsonlOutput(self.opts.events_out)
-                out.open()
-                self._sinks.append(out)
-            if self.opts.live is not None:
-                self._sinks.append(self.opts.live)
-            if self.opts.otlp_export:
-                from runwatch.outputs.otlp import OtlpOutput
-
-                otlp_out = OtlpOutput(self.opts.otlp_export)
-                otlp_out.open()
-                self._sinks.append(otlp_out)
-            self._sinks.extend(self.opts.extra_sinks)
-            self.enrichment = Enrichment()
-            self.detection = self._detection()
-            self.opened = open_source(self.opts.source, track_self=self.opts.track_self,
-                                      ring_bytes=self.opts.ring_bytes, sdk_socket=self.opts.sdk_socket,
-                                      otlp_listen=self.opts.otlp_listen)
-            stages: list[Any] = [_SelfFilter()]
-            if self.policies is not None:
-                self._start_policy()
-                if self.applier is not None:
-                    stages.append(self.applier)  # before enrichment: it consumes cgroup.mkdir
-            stages.append(self.enrichment)
-            if self.opened.sdk_socket or self.opened.otlp_endpoint:
-                from runwatch.enrich.aicontext import ToolCallJoin
-
-                # OTLP spans arrive only after they end (plus the exporter's batch delay).
-                hold = self.opts.join_hold_ms or (6000.0 if self.opened.otlp_endpoint else 200.0)
-                stages.append(ToolCallJoin(hold_ms=hold))
-            if self.detection is not None:
-                stages.append(self.detection)
-            if self.opts.containers:
-                stages.append(_ContainerFilter(self.opts.containers))
-            self.pipeline = Pipeline(self.opened.source, stages, self._sinks)
-            if self.store is not None:
-                self.run_id = self.store.record_run(started_ns=self.started_ns, command=self.command,
-                                                   stats=self.summary())
-            self._thread = threading.Thread(target=self.pipeline.run, name="runwatch-pipeline", daemon=True)
-            self._thread.start()
-        except BaseException:
-            self._stop_policy()
-            self.close()
-            raise
-        return self
-
-    def __enter__(self) -> Session:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- policy ---------------------------------------------------------------------------
+    # -- build (nothing runs yet) -----------------------------------------------------------
 
     def _say(self, line: str) -> None:
         self.policy_notices.append(line)
         if self.opts.notice is not None:
             self.opts.notice(line)
 
-    def _load_policies(self) -> None:
-        from runwatch.policy.loader import load_policies
+    def _build(self) -> None:
+        """Rules, policies, outputs and sources, all unstarted (located load errors raise here)."""
+        o = self.opts
+        if o.policy_paths:
+            from runwatch.policy.loader import load_policies
 
-        policies = load_policies(list(self.opts.policy_paths))
-        if self.opts.policy_mode is not None:
-            policies = policies.with_mode(self.opts.policy_mode)  # type: ignore[arg-type]
-        self.policies = policies
+            policies = load_policies(list(o.policy_paths))
+            self.policies = policies.with_mode(o.policy_mode) if o.policy_mode else policies  # type: ignore[arg-type]
+        if o.rules:
+            self.detection = self._detection()
+        self.sources = build_sources(o.source, track_self=o.track_self, ring_bytes=o.ring_bytes,
+                                     sdk_socket=o.sdk_socket, otlp_listen=o.otlp_listen)
+        if self.policies is not None:
+            from runwatch.policy.wiring import SessionPolicy
 
-    def _start_policy(self) -> None:
-        """Decisions endpoint, its events as a source, kernel enforcers and the apply stage.
+            self.policy = SessionPolicy(self.policies, sdk_socket=o.sdk_socket, control_socket=o.control_socket,
+                                        own_cgroup=o.own_cgroup, resolver=self.enrichment.containers, say=self._say)
+            self.sources.group.add(self.policy.source)
+        for out in self._outputs():
+            self.outputs.add(out)
 
-        Ordering: the endpoint binds first (a live socket of another runwatch is an error),
-        then the enforcers load; the decision source joins the session's sources."""
-        from runwatch.enrich.containers import find_cgroup2_mount
-        from runwatch.policy.apply import ContainerPolicyStage, RuleActionSink
-        from runwatch.policy.enforce import Enforcers, decision_event
-        from runwatch.policy.runtime import PolicyRuntime, decide_socket_beside
-        from runwatch.policy.server import DEFAULT_CONTROL_SOCKET
-        from runwatch.policy.source import record_decision
-        from runwatch.sensors.multi import MultiSource
-
-        assert self.policies is not None and self.opened is not None
-        sdk = self.opened.sdk_socket or self.opts.sdk_socket
-        self.policy_runtime = PolicyRuntime(self.policies, decide_socket=decide_socket_beside(sdk),
-                                            control_socket=self.opts.control_socket or DEFAULT_CONTROL_SOCKET)
-        self.policy_runtime.start()
-        src = self.opened.source
-        parts = list(src.sources) if isinstance(src, MultiSource) else [src]
-        self.opened.source = MultiSource([*parts, self.policy_runtime.source])
+    def _outputs(self) -> list[Output | AlertOutput]:
+        """The output group's members in declared order (events first, then alert outputs)."""
+        o = self.opts
+        outs: list[Output | AlertOutput] = []
+        if o.db:
+            outs.append(output_factory("sqlite")(o.db))
+        if o.events_out:
+            outs.append(output_factory("jsonl")(o.events_out))
+        if o.live is not None:
+            outs.append(o.live)
+        if o.otlp_export:
+            outs.append(output_factory("otlp")(o.otlp_export))
+        outs.extend(o.extra_sinks)
         if self.detection is not None:
-            self.detection.sinks.append(RuleActionSink(self.policies, say=self._say))
-        if not any(p.egress is not None or p.exec is not None or p.files is not None for p in self.policies):
-            return
-        v2_root = find_cgroup2_mount()
-        if v2_root is None:
-            self._say("no cgroup v2 hierarchy: egress, file and exec rules are not enforced")
-            return
-        self.enforcers = Enforcers(on_decision=lambda d: record_decision(decision_event(d))).start()
-        for problem in self.enforcers.problems:
-            self._say(problem)
-        scope = None
-        if self.opts.own_cgroup:
-            from runwatch.policy.apply import CommandCgroup
+            if o.live_alerts:
+                outs.append(output_factory("alerts-stream")())
+            if o.alerts_out:
+                outs.append(output_factory("alerts-jsonl")(o.alerts_out))
+        if self.policy is not None:
+            outs.append(self.policy.actions)
+        return outs
 
-            self.cmd_cgroup = CommandCgroup(v2_root).create()
-            scope = self.cmd_cgroup.rel
-        self.applier = ContainerPolicyStage(self.policies, self.enforcers, v2_root=v2_root, scope=scope,
-                                            resolver=self.enrichment.containers if self.enrichment else None,
-                                            say=self._say)
-        if scope is None:
-            n = self.applier.scan_existing()
-            if n:
-                self._say(f"{n} running container(s) checked against the policies")
-
-    def _stop_policy(self) -> list[str]:
-        """Endpoint, apply stage, enforcers, command cgroup: stopped in that order. Idempotent."""
-        errors: list[str] = []
-        if self.policy_runtime is not None:
-            self.policy_runtime.stop()
-        if self.applier is not None:
-            self.applier.close()
-        if self.enforcers is not None:
-            try:
-                self.enforcers.stop()  # last decisions reach the bus before the pipeline drains
-            except Exception as exc:
-                errors.append(f"stopping enforcers: {exc}")
-            self.enforcers = None
-        if self.cmd_cgroup is not None:
-            errors.extend(self.cmd_cgroup.remove())
-            self.cmd_cgroup = None
-        return errors
-
-    def _detection(self) -> DetectionStage | None:
+    def _detection(self) -> DetectionStage:
         """The detection stage over the chosen rules (RuleLoadError lists every located error)."""
-        if not self.opts.rules:
-            return None
         from runwatch.alerts.throttle import Throttle
-        from runwatch.rules import Engine, JsonlAlertSink, StreamAlertSink, load_rules
+        from runwatch.rules import DetectionStage, Engine, load_rules
 
         engine = Engine(load_rules(list(self.opts.rules)))
-        sinks: list[AlertSink] = []
-        if self.opts.live_alerts:
-            sinks.append(StreamAlertSink())
-        if self.opts.alerts_out:
-            sinks.append(JsonlAlertSink(self.opts.alerts_out))
+        return DetectionStage(engine, self.outputs.write_alerts, throttle=Throttle(self.opts.throttle_s))
+
+    # -- start-up, in order ---------------------------------------------------------------
+
+    def start(self, command: Sequence[str] = ()) -> Session:
+        """Build everything, then start outputs, sources, pipeline and policy in that order."""
+        self.command = " ".join(command)
+        self._build()
+        assert self.sources is not None
+        try:
+            self._step("outputs", self._open_outputs, self._close_outputs)
+            self._step("sources", self.sources.start, self._stop_sources)
+            self._step("pipeline", self._start_pipeline, self._stop_pipeline)
+            if self.policy is not None:
+                self._step("policy", self.policy.start, self.policy.stop)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _step(self, name: str, start: Callable[[], object], stop: Stop) -> None:
+        self._stops.append((name, stop))  # a step that fails half-way still releases what it took
+        start()
+
+    def _open_outputs(self) -> None:
+        self.outputs.open()
+        for m in self.outputs.members:
+            store = getattr(m, "store", None)
+            if isinstance(store, SqliteStore):
+                self.store = store
+
+    def _start_pipeline(self) -> None:
+        assert self.sources is not None
+        stages: list[Stage] = [_SelfFilter()]
+        if self.policy is not None:
+            stages.append(self.policy.gate)  # before enrichment: it consumes cgroup.mkdir
+        stages.append(self.enrichment)
+        if self.sources.sdk_socket or self.sources.otlp_endpoint:
+            from runwatch.enrich.aicontext import ToolCallJoin
+
+            # OTLP spans arrive only after they end (plus the exporter's batch delay).
+            hold = self.opts.join_hold_ms or (6000.0 if self.sources.otlp_endpoint else 200.0)
+            stages.append(ToolCallJoin(hold_ms=hold))
+        if self.detection is not None:
+            stages.append(self.detection)
+        if self.opts.containers:
+            stages.append(_ContainerFilter(self.opts.containers))
+        self.pipeline = Pipeline(self.sources.group, stages, [self.outputs])
         if self.store is not None:
-            sinks.append(self.store.alert_sink())
-        return DetectionStage(engine, sinks, throttle=Throttle(self.opts.throttle_s))
+            self.run_id = self.store.record_run(started_ns=self.started_ns, command=self.command,
+                                               stats=self.summary())
+        self._thread = threading.Thread(target=self.pipeline.run, name="runwatch-pipeline", daemon=True)
+        self._thread.start()
+
+    @property
+    def notices(self) -> list[str]:
+        """What the user should be told about the sources (fallbacks, refused programs, ...)."""
+        return self.sources.notices if self.sources is not None else []
 
     # -- the watched command ------------------------------------------------------------
 
     def spawn(self, argv: Sequence[str], **popen: Any) -> subprocess.Popen[bytes]:
         """Start ``argv`` so that it and every descendant is watched from its first exec."""
-        src = self.opened.source if self.opened else None
-        track = getattr(src, "track", None)
-        untrack = getattr(src, "untrack", None)
+        group = self.sources.group if self.sources is not None else None
         me = os.getpid()
-        if self.opts.track_self and track is not None:
-            track(me)
+        if self.opts.track_self and group is not None:
+            group.track(me)
         env: dict[str, str] = {}
-        if self.opened is not None and self.opened.sdk_socket:
-            env["RUNWATCH_SOCKET"] = self.opened.sdk_socket
-        if self.policy_runtime is not None:
-            env.update(self.policy_runtime.env())
+        if self.sources is not None and self.sources.sdk_socket:
+            env["RUNWATCH_SOCKET"] = self.sources.sdk_socket
+        if self.policy is not None:
+            env.update(self.policy.env())
         if env:
             popen["env"] = {**(popen.get("env") or os.environ), **env}
-        if self.cmd_cgroup is not None:
-            self._apply_command_policy(argv)
-            popen["preexec_fn"] = self.cmd_cgroup.preexec
+        if self.policy is not None:
+            preexec = self.policy.prepare_command(argv)
+            if preexec is not None:
+                popen["preexec_fn"] = preexec
         try:
             return subprocess.Popen(list(argv), **popen)
         finally:
-            if self.opts.track_self and untrack is not None:
-                untrack(me)
+            if self.opts.track_self and group is not None:
+                group.untrack(me)
 
-    def _apply_command_policy(self, argv: Sequence[str]) -> None:
-        """Apply the command's policy to its cgroup before it starts: the one selected by its
-        executable, else the only policy in the set unless that one selects containers."""
-        import shutil
-
-        from runwatch.policy.enforce import EnforcementError
-
-        assert self.cmd_cgroup is not None and self.policies is not None and self.enforcers is not None
-        found = shutil.which(argv[0]) if argv else None
-        exe = os.path.realpath(found) if found else (argv[0] if argv else "")
-        policy = self.policies.for_process(exe)
-        if policy is None and len(self.policies) == 1:
-            only = next(iter(self.policies))
-            policy = None if only.selector.needs_container else only
-        if policy is None or (policy.egress is None and policy.exec is None and policy.files is None):
-            return
-        try:
-            for line in self.enforcers.apply(self.cmd_cgroup.target(), policy):
-                self._say(f"policy {policy.id} on {argv[0]}: {line}")
-        except EnforcementError as exc:
-            raise EnforcementError(f"policy {policy.id} cannot be applied to the command: {exc}") from None
-        self._say(f"policy {policy.id} ({policy.mode}) applied to the command's cgroup {self.cmd_cgroup.rel}")
-
-    # -- teardown -------------------------------------------------------------------------
+    # -- teardown, in reverse -------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
         """Sources, active/refused hooks, events and drops so far."""
         out: dict[str, Any] = {"events": self.pipeline.events if self.pipeline else 0, "drops": 0}
-        if self.opened is not None:
-            stats = self.opened.source.stats()
+        if self.sources is not None and self.sources.group.running:
+            group = self.sources.group
+            stats = group.stats()
             out["drops"] = stats.get("drops", 0)
-            out["source"] = self.opened.source.name
+            out["source"] = group.name
             out["source_stats"] = stats
-            out["hooks"] = {"active": sorted(self.opened.active), "refused": self.opened.refused}
-            out["notices"] = self.opened.notices
+            out["hooks"] = {"active": sorted(self.sources.active), "refused": self.sources.refused}
+            out["notices"] = self.sources.notices
         return out
 
-    def close(self) -> dict[str, Any]:
-        """Stop, drain and flush everything; record the run. Returns the final summary."""
-        if self._closed:
-            return self.summary()
-        self._closed = True
-        errors: list[str] = self._stop_policy()
+    def _stop_pipeline(self) -> list[str]:
+        """Stop consuming and drain; hand on throttle summaries; record the run on the open store."""
+        errors: list[str] = []
         if self.pipeline is not None and self._thread is not None:
             self.pipeline.stop.set()
             self._thread.join(timeout=30)
-        summary = self.summary()
+            errors.extend(self.pipeline.errors)
+        summary = self.summary()  # before the sources stop: their counters go with them
         if self.detection is not None:
-            self.detection.close()  # pending throttle summaries reach the sinks before the store closes
-            errors.extend(self.detection.errors)
+            self.detection.close()
             summary["alerts"] = self.detection.emitted
+        if self.policy is not None:
+            summary["policy"] = self.policy.stats()
         if self.store is not None and self.run_id is not None:
-            try:  # on the open writer, before the pipeline closes the store with its sinks
+            try:
                 self.store.record_run(started_ns=self.started_ns, ended_ns=time.time_ns(), command=self.command,
                                       exit_code=self.exit_code, stats=summary, run_id=self.run_id)
             except StoreError as exc:
                 errors.append(str(exc))
-        if self.pipeline is not None:
-            self.pipeline.close()
-            errors.extend(self.pipeline.errors)
-        elif self.opened is not None:
-            self.opened.source.stop()
-        else:
-            for sink in self._sinks:
-                try:
-                    sink.close()
-                except Exception as exc:
-                    errors.append(str(exc))
-        if self.policy_runtime is not None:
-            summary["policy"] = {"decisions": self.policy_runtime.stats(),
-                                 "containers": self.applier.counts if self.applier is not None else {}}
+        self._final = summary
+        return errors
+
+    def _stop_sources(self) -> list[str]:
+        assert self.sources is not None
+        try:
+            self.sources.stop()
+        except Exception as exc:
+            return [f"stopping sources: {exc}"]
+        return []
+
+    def _close_outputs(self) -> list[str]:
+        self.outputs.close()
+        return list(self.outputs.errors)
+
+    def close(self) -> dict[str, Any]:
+        """Stop every started step in reverse; returns the final summary (with any errors)."""
+        if self._closed:
+            return self._final if self._final is not None else self.summary()
+        self._closed = True
+        errors: list[str] = []
+        for _name, stop in reversed(self._stops):
+            try:
+                errors.extend(stop() or [])
+            except Exception as exc:
+                errors.append(f"{_name}: {exc}")
+        self._stops = []
+        summary = self._final if self._final is not None else self.summary()
         if errors:
             summary["errors"] = errors
+        self._final = summary
         return summary
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from runwatch.alerts import Alert, Throttle, from_json, render_text, to_json, to_ocsf
 from runwatch.events import Event
+from runwatch.outputs.group import OutputGroup
 from runwatch.rules import DetectionStage, Engine, load_texts
 
 T0 = 1_700_000_000_000_000_000
@@ -127,12 +129,20 @@ def test_throttle_eviction_emits_pending_summary() -> None:
 
 
 class ListSink:
+    name = "list"
+
     def __init__(self) -> None:
         self.alerts: list[Alert] = []
         self.closed = False
 
-    def write_alerts(self, alerts: list[Alert]) -> None:
+    def open(self) -> None:
+        pass
+
+    def write_alerts(self, alerts: Sequence[Alert]) -> None:
         self.alerts.extend(alerts)
+
+    def flush(self) -> None:
+        pass
 
     def close(self) -> None:
         self.closed = True
@@ -140,11 +150,15 @@ class ListSink:
 
 def test_detection_stage_passes_events_and_flushes_on_close() -> None:
     sink = ListSink()
-    stage = DetectionStage(Engine(load_texts([(RULE, "r.yaml")])), [sink], Throttle(window_s=100))
+    outputs = OutputGroup([sink])
+    outputs.open()
+    stage = DetectionStage(Engine(load_texts([(RULE, "r.yaml")])), outputs.write_alerts, Throttle(window_s=100))
     batch = [exec_event(i, i) for i in range(7)]
     assert stage(batch) is batch
     assert [a.count for a in sink.alerts] == [1]
     stage.close()
-    assert [a.count for a in sink.alerts] == [1, 6] and sink.closed
+    assert [a.count for a in sink.alerts] == [1, 6] and not sink.closed
+    outputs.close()
+    assert sink.closed and outputs.alerts_written == 2
     st = stage.stats()
     assert st["emitted"] == 2 and st["engine"]["events"] == 7  # type: ignore[index]

@@ -89,7 +89,10 @@ def test_sigint_drains_flushes_and_exits_with_the_child(tmp_path):
     db = tmp_path / "int.db"
     proc = subprocess.Popen([RUNWATCH, "run", "--db", str(db), "--", "/usr/bin/sleep", "30"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    deadline = time.monotonic() + 30
+    while not subprocess.run(["pgrep", "-x", "-P", str(proc.pid), "sleep"], capture_output=True).stdout:
+        assert time.monotonic() < deadline and proc.poll() is None, "the command never started"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from runwatch.cli.common import fail, note
-from runwatch.sensors.select import NoSourceError
+from runwatch.sensors.fallback import NoSourceError
 from runwatch.store.sqlite import StoreError
 
 

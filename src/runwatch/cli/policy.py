@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO, TypeVar
 
 import click
@@ -43,11 +43,20 @@ class DecisionPrinter:
 
     Thread safety: ``write`` from the pipeline thread only."""
 
+    name = "decisions"
+
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.printed = 0
 
-    def write(self, events: list[Event]) -> None:
+    def open(self) -> None:
+        """Nothing to open: the stream belongs to the caller."""
+
+    def flush(self) -> None:
+        """Flush the stream."""
+        self.stream.flush()
+
+    def write(self, events: Sequence[Event]) -> None:
         """Print the decisions of a batch that are not plain allows."""
         for e in events:
             d = e.decision
@@ -65,7 +74,8 @@ class DecisionPrinter:
         self.stream.flush()
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Flush (the stream is not ours to close)."""
+        self.stream.flush()
 
 
 def _cli_error(exc: Exception) -> None:

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -22,22 +23,31 @@ from runwatch.outputs.text import TextOutput
 from runwatch.policy.enforce.spec import EnforcementError
 from runwatch.rules.yamlsrc import RuleLoadError
 from runwatch.sdk.wire import DEFAULT_SOCKET
-from runwatch.sensors.select import NoSourceError
+from runwatch.sensors.fallback import NoSourceError
 from runwatch.session import Session, SessionOptions
 from runwatch.store.sqlite import StoreError
 
 
 class _Counter:
-    """Sink counting events per kind (for the summary)."""
+    """Output counting events per kind (for the summary)."""
+
+    name = "counter"
 
     def __init__(self) -> None:
         self.kinds: Counter[str] = Counter()
 
-    def write(self, events: list[Event]) -> None:
+    def open(self) -> None:
+        """Nothing to open."""
+
+    def write(self, events: Sequence[Event]) -> None:
+        """Count the batch's events by kind."""
         self.kinds.update(e.kind for e in events)
 
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
     def close(self) -> None:
-        pass
+        """Nothing to release."""
 
 
 def _source_options(f: Any) -> Any:
@@ -125,8 +135,7 @@ def _open(opts: SessionOptions, command: list[str]) -> Session:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot start the policy endpoint: {exc}")
-    assert session.opened is not None
-    for line in session.opened.notices:
+    for line in session.notices:
         note(line)
     return session
 

@@ -197,8 +197,7 @@ def run_demo(names: Sequence[str], db: str, *, rules: tuple[str, ...] = (), limi
         extra = (str(write_approved_tools(tmp / "demo-approved-tools.yaml", fixture)),) if rules else ()
         session = _start_session(opts, run.notices, extra)
         run.rules = opts.rules
-        if session.opened is not None:
-            run.notices.extend(session.opened.notices)
+        run.notices.extend(session.notices)
         try:
             for i, sc in enumerate(scenarios, 1):
                 say(f"[{i}/{len(scenarios)}] {sc.name}: {sc.title}")

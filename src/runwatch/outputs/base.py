@@ -1,9 +1,11 @@
-"""The small output interface and the output registry.
+"""The small output interfaces and the output registry.
 
-Lifecycle (after Falco's abstract output): ``open()`` once, ``write(events)`` any number of
-times, ``reopen()`` whenever logs are rotated (for example on SIGHUP), ``close()`` which always
-runs and is idempotent. An output is driven from one thread; ``reopen()`` alone may be called
-from a signal handler or another thread, so implementations make it defer the real work.
+Lifecycle (after Falco's abstract output): ``open()`` once, ``write(events)`` (an
+:class:`Output`) or ``write_alerts(alerts)`` (an :class:`AlertOutput`) any number of times,
+``flush()`` to push what is buffered to its destination, ``close()`` which always runs and is
+idempotent. An output is driven from one thread. File outputs also offer ``reopen()`` for log
+rotation (for example on SIGHUP); it may be called from a signal handler or another thread,
+so implementations make it defer the real work.
 
 Built-in outputs register through :func:`register_output`, the same seam a third party uses;
 the registry refuses a second registration of a name.
@@ -13,13 +15,15 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from runwatch.alerts.model import Alert
 from runwatch.events import Event
 
 
+@runtime_checkable
 class Output(Protocol):
-    """An event sink: JSONL file, OCSF JSONL, console text, ..."""
+    """An event output: the store, a JSONL file, OCSF JSONL, console text, OTLP spans, ..."""
 
     name: str
 
@@ -27,17 +31,33 @@ class Output(Protocol):
 
     def write(self, events: Sequence[Event]) -> None: ...
 
-    def reopen(self) -> None: ...
+    def flush(self) -> object: ...  # a return value is ignored
 
     def close(self) -> None: ...
 
 
-OutputFactory = Callable[..., Output]
+@runtime_checkable
+class AlertOutput(Protocol):
+    """An alert output: the console, a JSONL file, the store, the policy's rule actions, ..."""
+
+    name: str
+
+    def open(self) -> None: ...
+
+    def write_alerts(self, alerts: Sequence[Alert]) -> None: ...
+
+    def flush(self) -> object: ...  # a return value is ignored
+
+    def close(self) -> None: ...
+
+
+OutputFactory = Callable[..., Output | AlertOutput]
 _REGISTRY: dict[str, OutputFactory] = {}
 
 #: Modules whose import registers the built-in outputs (loaded on first lookup).
 _BUILTIN_MODULES = (
     "runwatch.outputs.jsonl", "runwatch.outputs.ocsf", "runwatch.outputs.otlp", "runwatch.outputs.text",
+    "runwatch.outputs.alerts", "runwatch.outputs.store",
 )
 _builtins_loaded = False
 

@@ -77,6 +77,14 @@ class JsonlOutput:
             raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         self.lines += len(events)
 
+    def flush(self) -> None:
+        """Push buffered lines to the file."""
+        if self._fh is not None:
+            try:
+                self._fh.flush()
+            except OSError as exc:
+                raise OutputError(f"cannot flush {self.path}: {exc.strerror or exc}") from None
+
     def reopen(self) -> None:
         """Ask for the file to be reopened before the next write (signal-safe)."""
         self._reopen_requested = True

@@ -213,6 +213,10 @@ class TextOutput:
         """Render and print the events."""
         render_events(events, self._console)
 
+    def flush(self) -> None:
+        """Flush the console's stream."""
+        self._console.file.flush()
+
     def reopen(self) -> None:
         """Nothing to reopen for a console."""
 

@@ -1,7 +1,7 @@
 """Policies applied to workloads as they appear: the watched command's own cgroup and every
 container (started by it, or host-wide), plus the policy side of detection rule actions.
 
-Pieces, wired by :class:`runwatch.session.Session`:
+Pieces, wired for a session by :class:`runwatch.policy.wiring.SessionPolicy`:
 
 * :class:`CommandCgroup` -- a cgroup v2 directory for the command ``runwatch run`` starts
   (``<v2 root>/runwatch-run/<runwatch pid>``). The child moves itself in between fork and
@@ -35,7 +35,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -452,12 +452,20 @@ class RuleActionSink:
     ``would_deny``. Decisions go to :func:`record_decision` (the pipeline stores them).
     """
 
+    name = "policy-actions"
+
     def __init__(self, policies: PolicySet, say: Say | None = None) -> None:
         self.policies = policies
         self.say: Say = say or (lambda _line: None)
         self.acted = 0
 
-    def write_alerts(self, alerts: list[Alert]) -> None:
+    def open(self) -> None:
+        """Nothing to open."""
+
+    def flush(self) -> None:
+        """Nothing is buffered: decisions are recorded as they are made."""
+
+    def write_alerts(self, alerts: Sequence[Alert]) -> None:
         """Act on every alert whose rule asks for ``kill`` or ``deny``."""
         for a in alerts:
             if a.rule_action not in ("kill", "deny") or a.process.pid <= 0:

@@ -8,30 +8,27 @@ Public API::
     check_files(paths) -> list[RuleError]
     Engine(ruleset).process(event) -> list[Alert]; .process_batch(events); .stats()
     run_rule_tests(paths) -> list[TestResult]
-    DetectionStage(engine, sinks, throttle)                # pipeline stage
+    DetectionStage(engine, emit, throttle)                 # pipeline stage; emit(alerts)
 """
 
 from runwatch.rules.engine import Engine
 from runwatch.rules.fields import FIELDS, INDEXED_FIELDS, resolve_field
 from runwatch.rules.loader import check_files, load_rules, load_texts, parse_duration, rule_files
 from runwatch.rules.model import Rule, RuleSet, Sequence
-from runwatch.rules.stage import AlertSink, DetectionStage, JsonlAlertSink, StreamAlertSink
+from runwatch.rules.stage import DetectionStage
 from runwatch.rules.testing import TestResult, run_rule_tests, run_ruleset_tests
 from runwatch.rules.yamlsrc import RuleError, RuleLoadError
 
 __all__ = [
     "FIELDS",
     "INDEXED_FIELDS",
-    "AlertSink",
     "DetectionStage",
     "Engine",
-    "JsonlAlertSink",
     "Rule",
     "RuleError",
     "RuleLoadError",
     "RuleSet",
     "Sequence",
-    "StreamAlertSink",
     "TestResult",
     "check_files",
     "load_rules",

@@ -1,18 +1,27 @@
-"""Several sources polled as one (for example the kernel sensor and the SDK collector).
+"""Several sources started, polled and stopped as one (kernel sensor, SDK collector, ...).
 
-Batches are concatenated in source order; events of different sources are not time
+Lifecycle: members are added unstarted, in the order they must start; :meth:`MultiSource.start`
+starts them in that order and :meth:`MultiSource.stop` stops every member that started, in
+reverse, even if one fails. A member added as *optional* that cannot start is a notice (in
+:attr:`MultiSource.notices`), not an error; a required member that cannot start stops those
+already started and re-raises. Members cannot be added once the group has started.
+
+Batches are concatenated in member order; events of different sources are not time
 ordered relative to each other (stages that need order, such as the AI-context join, hold
-and sort). ``poll(timeout)``: every source is first polled without waiting; only if
-none had anything does the first (primary) source wait for up to ``timeout``, then the
+and sort). ``poll(timeout)``: every running member is first polled without waiting; only if
+none had anything does the first (primary) member wait for up to ``timeout``, then the
 others are polled once more without waiting. So a secondary's events wait at most one
 ``timeout`` behind a quiet primary.
 
 A source whose ``poll`` returns ``None`` has ended and is not polled again; the merged
-source ends when all have. Thread safety: as for any source, ``poll`` from one thread.
+source ends when all have (after ``stop`` too, members still hand out what they held).
+Thread safety: ``start``/``stop`` from the owning thread, ``poll`` from one consumer thread,
+``stats`` from any.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from runwatch.events import Event
@@ -20,28 +29,71 @@ from runwatch.sensors.base import Source
 
 
 class MultiSource:
-    """Merges ``sources`` into one :class:`~runwatch.sensors.base.Source` named ``name``."""
+    """Merges ``sources`` into one :class:`~runwatch.sensors.base.Source` named ``name``.
 
-    def __init__(self, sources: Sequence[Source], name: str | None = None) -> None:
-        if not sources:
-            raise ValueError("MultiSource needs at least one source")
-        names = [s.name for s in sources]
-        if len(set(names)) != len(names):
-            raise ValueError(f"MultiSource sources must have distinct names, got {names}")
-        self.sources = list(sources)
-        self.name = name if name is not None else "+".join(names)
-        self._active = list(self.sources)
+    ``optional`` maps member names to the words naming them in a notice when they cannot
+    start (for example ``{"sdk": "agent SDK collector on /run/runwatch/sdk.sock"}``).
+    """
+
+    def __init__(self, sources: Sequence[Source] = (), name: str | None = None, *,
+                 optional: dict[str, str] | None = None) -> None:
+        self.sources: list[Source] = []
+        self._optional: dict[str, str] = {}
+        self._fixed_name = name
+        self._active: list[Source] = []
         self._started: list[Source] = []
+        self._running = False
+        self.notices: list[str] = []
+        for src in sources:
+            self.add(src, optional=(optional or {}).get(src.name))
+
+    def add(self, source: Source, *, optional: str | None = None) -> None:
+        """Append an unstarted member; ``optional``: how a notice names it if it cannot start."""
+        if self._running:
+            raise RuntimeError(f"cannot add source {source.name!r}: the group has started")
+        if any(s.name == source.name for s in self.sources):
+            raise ValueError(f"MultiSource sources must have distinct names, got {source.name!r} twice")
+        self.sources.append(source)
+        if optional is not None:
+            self._optional[source.name] = optional
+
+    @property
+    def name(self) -> str:
+        """The given name, else the running members' names joined by ``+`` (all members before start)."""
+        if self._fixed_name is not None:
+            return self._fixed_name
+        members = self._started if self._running else self.sources
+        return "+".join(s.name for s in members)
+
+    @property
+    def running(self) -> list[Source]:
+        """Members that started (in start order)."""
+        return list(self._started)
 
     def start(self) -> None:
-        """Start every source in order; if one fails, stop those already started and re-raise."""
+        """Start every member in order (see the module docstring for optional members)."""
+        if not self.sources:
+            raise ValueError("MultiSource needs at least one source")
+        self._running = True
         for src in self.sources:
             try:
                 src.start()
-            except BaseException:
+            except BaseException as exc:
+                label = self._optional.get(src.name)
+                if label is not None and isinstance(exc, (OSError, RuntimeError)):
+                    self._stop_one(src)
+                    self.notices.append(f"{label} not started: {exc}")
+                    continue
+                self._stop_one(src)
                 self.stop()
                 raise
             self._started.append(src)
+        self._active = list(self._started)
+
+    @staticmethod
+    def _stop_one(src: Source) -> None:
+        with contextlib.suppress(Exception):  # the start error is the one to report
+            src.stop()  # a source that failed to start releases what it took
 
     def _poll_each(self, out: list[Event], sources: Sequence[Source], timeout: float) -> None:
         for src in sources:
@@ -53,7 +105,7 @@ class MultiSource:
                 out.extend(batch)
 
     def poll(self, timeout: float) -> list[Event] | None:
-        """Merged batch (possibly empty); None once every source has ended."""
+        """Merged batch (possibly empty); None once every member has ended."""
         if not self._active:
             return None
         out: list[Event] = []
@@ -67,7 +119,7 @@ class MultiSource:
         return out
 
     def stop(self) -> None:
-        """Stop every started source (in reverse order), even if one fails; re-raise the first error."""
+        """Stop every started member (in reverse order), even if one fails; re-raise the first error."""
         first: BaseException | None = None
         for src in reversed(self._started):
             try:
@@ -79,7 +131,7 @@ class MultiSource:
             raise first
 
     def stats(self) -> dict[str, int]:
-        """Each source's counters prefixed by its name, plus summed ``events`` and ``drops``."""
+        """Each member's counters prefixed by its name, plus summed ``events`` and ``drops``."""
         out: dict[str, int] = {"events": 0, "drops": 0}
         for src in self.sources:
             for key, value in src.stats().items():
@@ -89,15 +141,15 @@ class MultiSource:
         return out
 
     def track(self, pid: int) -> None:
-        """Forward to every member source that can follow a process subtree (the kernel sensor)."""
-        for src in self.sources:
+        """Forward to every running member that can follow a process subtree (the kernel sensor)."""
+        for src in self._started:
             fn = getattr(src, "track", None)
             if fn is not None:
                 fn(pid)
 
     def untrack(self, pid: int) -> None:
-        """Forward to every member source that has ``untrack``."""
-        for src in self.sources:
+        """Forward to every running member that has ``untrack``."""
+        for src in self._started:
             fn = getattr(src, "untrack", None)
             if fn is not None:
                 fn(pid)

@@ -1,123 +1,130 @@
-"""Choose the best event source this host allows: eBPF first, the proc connector if not."""
+"""The session's sources, built unstarted from the source registry as one group.
+
+:func:`build_sources` declares the group in start order: the system source (the eBPF sensor,
+else the proc connector: :class:`~runwatch.sensors.fallback.FirstAvailable`), then the
+optional agent-SDK collector and OTLP receiver (one that cannot bind is a notice, not an
+error). Further members (the policy decisions) are added before start. Starting and stopping
+is the group's job (:class:`~runwatch.sensors.multi.MultiSource`): in order, and in reverse.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 
-from runwatch.sensors.base import Source
+from runwatch.sensors.base import Source, source_factory
+from runwatch.sensors.fallback import Candidate, FirstAvailable, NoSourceError
+from runwatch.sensors.multi import MultiSource
 
+__all__ = ["NoSourceError", "Sources", "build_sources"]
 
-class NoSourceError(RuntimeError):
-    """Neither the eBPF sensor nor the fallback can run here."""
+PROC_LOST_NOTICE = "fallback source (proc connector + /proc) cannot see: "
 
 
 @dataclass
-class Opened:
-    """A started source and what the user should be told about it."""
+class Sources:
+    """The unstarted source group and what the user should be told about it once started."""
 
-    source: Source
-    notices: list[str] = field(default_factory=list)
-    refused: dict[str, str] = field(default_factory=dict)  # hook/program -> reason
-    active: dict[str, str] = field(default_factory=dict)
-    sdk_socket: str | None = None  # where the agent-SDK collector listens, if it runs
-    otlp_endpoint: str | None = None  # where the OTLP/HTTP receiver listens, if it runs
+    group: MultiSource
+    system: FirstAvailable
+    sdk_path: str | None = None  # where the agent-SDK collector is to listen
+    otlp: Source | None = None
+    otlp_addr: tuple[str, int] | None = None
+    extra_notices: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Start every member in declared order (NoSourceError if no system source runs)."""
+        self.group.start()
+
+    def stop(self) -> None:
+        """Stop every started member, in reverse."""
+        self.group.stop()
+
+    def _running(self, name: str) -> bool:
+        return any(s.name == name for s in self.group.running)
+
+    @property
+    def sdk_socket(self) -> str | None:
+        """Where the agent-SDK collector listens, if it runs."""
+        return self.sdk_path if self.sdk_path and self._running("sdk") else None
+
+    @property
+    def otlp_endpoint(self) -> str | None:
+        """Where the OTLP/HTTP receiver listens, if it runs."""
+        if self.otlp is None or self.otlp_addr is None or not self._running("otlp"):
+            return None
+        return f"http://{self.otlp_addr[0]}:{getattr(self.otlp, 'port', self.otlp_addr[1])}"
+
+    @property
+    def report(self) -> object | None:
+        """The kernel sensor's load report (programs active and refused), if it runs."""
+        return getattr(self.system.chosen, "report", None)
+
+    @property
+    def active(self) -> dict[str, str]:
+        """Active hooks/programs of the kernel sensor."""
+        return dict(getattr(self.report, "active", {}) or {})
+
+    @property
+    def refused(self) -> dict[str, str]:
+        """Hooks/programs the kernel refused, with the reason."""
+        return dict(getattr(self.report, "refused", {}) or {})
+
+    @property
+    def notices(self) -> list[str]:
+        """One line each: fallbacks taken, programs refused, optional members not started."""
+        out: list[str] = []
+        chosen = self.system.chosen
+        if chosen is not None and chosen.name == "proc":
+            if self.system.reasons:
+                out.append(self.system.reasons[0] + " -> falling back to the proc connector")
+            out.append(PROC_LOST_NOTICE + "; ".join(getattr(chosen, "LOST", ())))
+        refused = self.refused
+        if refused:
+            kinds_lost = getattr(self.report, "kinds_lost", None)
+            lost = sorted(kinds_lost()) if callable(kinds_lost) else []
+            out.append(f"{len(refused)} sensor program(s) refused by the kernel ({', '.join(sorted(refused))}); "
+                       f"still active: {len(self.active)}; event kinds lost: {', '.join(lost) or 'none'} "
+                       "(see `runwatch doctor`)")
+        return out + self.group.notices + self.extra_notices
 
 
-def _kernel(track: bool, ring_bytes: int) -> Opened:
-    from runwatch.sensors.kernel.source import KernelSource
-
-    src = KernelSource(track_pids=[] if track else None, ring_bytes=ring_bytes)
-    src.start()
-    opened = Opened(src, refused=dict(src.report.refused), active=dict(src.report.active))
-    if src.report.refused:
-        lost = sorted(src.report.kinds_lost())
-        opened.notices.append(
-            f"{len(src.report.refused)} sensor program(s) refused by the kernel "
-            f"({', '.join(sorted(src.report.refused))}); still active: {len(src.report.active)}; "
-            f"event kinds lost: {', '.join(lost) or 'none'} (see `runwatch doctor`)")
-    return opened
-
-
-def _proc(root_pid: int | None) -> Opened:
-    from runwatch.sensors.proc.source import ProcConnectorSource
-
-    src = ProcConnectorSource(root_pid=root_pid)
-    src.start()
-    return Opened(src, notices=["fallback source (proc connector + /proc) cannot see: "
-                                + "; ".join(ProcConnectorSource.LOST)])
+def _system(prefer: str, track_self: bool, ring_bytes: int) -> FirstAvailable:
+    candidates: list[Candidate] = []
+    if prefer in ("auto", "kernel"):
+        skip = None
+        if os.geteuid() != 0 and prefer == "auto":
+            skip = "not running as root (needs CAP_BPF, CAP_PERFMON)"
+        kernel = source_factory("kernel")(track_pids=[] if track_self else None, ring_bytes=ring_bytes)
+        candidates.append(Candidate("eBPF sensor", kernel, skip))
+    if prefer in ("auto", "proc"):
+        proc = source_factory("proc")(root_pid=os.getpid() if track_self else None)
+        candidates.append(Candidate("proc connector", proc))
+    if not candidates:
+        raise ValueError(f"unknown source preference {prefer!r} (auto, kernel or proc)")
+    return FirstAvailable(candidates)
 
 
-def open_source(prefer: str = "auto", *, track_self: bool = False, ring_bytes: int = 1 << 24,
-                sdk_socket: str | None = None, otlp_listen: tuple[str, int] | None = None) -> Opened:
-    """Start the sources: the best system source, plus the agent-SDK collector.
+def build_sources(prefer: str = "auto", *, track_self: bool = False, ring_bytes: int = 1 << 24,
+                  sdk_socket: str | None = None, otlp_listen: tuple[str, int] | None = None) -> Sources:
+    """Build (not start) the session's source group.
 
     ``prefer`` is auto, kernel or proc. ``track_self``: report only processes this process
     starts from now on (runwatch run). ``sdk_socket``: also collect agent-SDK events on this
-    unix socket (a collector that cannot bind is a notice, not an error).
-    Raises NoSourceError with every reason if no system source can start.
+    unix socket; ``otlp_listen``: also receive OTLP/HTTP GenAI spans on (host, port).
     """
-    opened = _open_system(prefer, track_self, ring_bytes)
+    system = _system(prefer, track_self, ring_bytes)
+    group = MultiSource()
+    group.add(system)
+    sources = Sources(group, system)
     if sdk_socket:
-        _add_sdk(opened, sdk_socket)
+        # One clock for every source: the kernel sensor's monotonic-to-epoch offset.
+        offset = getattr(system.candidates[0].source, "clock_offset", None)
+        collector = source_factory("sdk")(sdk_socket, clock_offset=offset if isinstance(offset, int) else None)
+        group.add(collector, optional="agent SDK collector")
+        sources.sdk_path = sdk_socket
     if otlp_listen is not None:
-        _add_otlp(opened, *otlp_listen)
-    return opened
-
-
-def _merge(opened: Opened, extra: Source) -> None:
-    from runwatch.sensors.multi import MultiSource
-
-    if isinstance(opened.source, MultiSource):
-        opened.source = MultiSource([*opened.source.sources, extra])
-    else:
-        opened.source = MultiSource([opened.source, extra])
-
-
-def _add_otlp(opened: Opened, host: str, port: int) -> None:
-    from runwatch.sensors.ingest.otlp import OtlpReceiver
-
-    receiver = OtlpReceiver(host, port)
-    try:
-        receiver.start()
-    except (OSError, RuntimeError) as exc:
-        opened.notices.append(f"OTLP receiver not started on {host}:{port}: {exc}")
-        return
-    _merge(opened, receiver)
-    opened.otlp_endpoint = f"http://{host}:{receiver.port}"
-
-
-def _add_sdk(opened: Opened, path: str) -> None:
-    from runwatch.sensors.inproc.collector import SdkCollector
-
-    offset = getattr(opened.source, "clock_offset", None)
-    collector = SdkCollector(path, clock_offset=offset if isinstance(offset, int) else None)
-    try:
-        collector.start()
-    except (OSError, RuntimeError) as exc:
-        opened.notices.append(f"agent SDK collector not started on {path}: {exc}")
-        return
-    _merge(opened, collector)
-    opened.sdk_socket = path
-
-
-def _open_system(prefer: str, track_self: bool, ring_bytes: int) -> Opened:
-    reasons: list[str] = []
-    if prefer in ("auto", "kernel"):
-        if os.geteuid() != 0 and prefer == "auto":
-            reasons.append("eBPF sensor: not running as root (needs CAP_BPF, CAP_PERFMON)")
-        else:
-            try:
-                return _kernel(track_self, ring_bytes)
-            except (OSError, RuntimeError) as exc:
-                reasons.append(f"eBPF sensor: {exc}")
-        if prefer == "kernel":
-            raise NoSourceError("; ".join(reasons))
-    try:
-        opened = _proc(os.getpid() if track_self else None)
-    except (OSError, RuntimeError) as exc:
-        reasons.append(f"proc connector: {exc}")
-        raise NoSourceError("no event source can run here: " + "; ".join(reasons)) from None
-    if reasons:
-        opened.notices.insert(0, reasons[0] + " -> falling back to the proc connector")
-    return opened
+        receiver = source_factory("otlp")(*otlp_listen)
+        group.add(receiver, optional=f"OTLP receiver on {otlp_listen[0]}:{otlp_listen[1]}")
+        sources.otlp, sources.otlp_addr = receiver, otlp_listen
+    return sources

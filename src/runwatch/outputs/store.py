@@ -1,0 +1,57 @@
+"""The SQLite store as an output of both events and alerts (registered as ``sqlite``).
+
+:meth:`StoreOutput.open` opens the database (its writer thread starts there), ``write`` and
+``write_alerts`` enqueue, ``flush`` waits until everything enqueued is committed, and
+``close`` flushes and closes the database. The open store is :attr:`StoreOutput.store`
+(for run records and queries while the session runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from runwatch.alerts.model import Alert
+from runwatch.events import Event
+from runwatch.outputs.base import register_output
+from runwatch.store.sqlite import SqliteStore
+
+
+class StoreOutput:
+    """Events and alerts into the SQLite database at ``path``."""
+
+    name = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.store: SqliteStore | None = None
+
+    def open(self) -> None:
+        """Open (creating or migrating) the database; StoreError names the path."""
+        if self.store is None:
+            self.store = SqliteStore(self.path)
+
+    def _open_store(self) -> SqliteStore:
+        if self.store is None:
+            raise RuntimeError(f"{self.path}: the store output is not open")
+        return self.store
+
+    def write(self, events: Sequence[Event]) -> None:
+        """Enqueue events for the writer."""
+        self._open_store().write(events)
+
+    def write_alerts(self, alerts: Sequence[Alert]) -> None:
+        """Enqueue alerts for the writer."""
+        self._open_store().write_alerts(alerts)
+
+    def flush(self) -> None:
+        """Wait until everything enqueued is committed."""
+        if self.store is not None:
+            self.store.flush()
+
+    def close(self) -> None:
+        """Flush and close the database (StoreError if the writer lost events). Idempotent."""
+        if self.store is not None:
+            self.store.close()
+
+
+register_output("sqlite", StoreOutput)

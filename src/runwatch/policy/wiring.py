@@ -1,0 +1,184 @@
+"""Everything a monitoring session needs for its policies, as one stage with a lifecycle.
+
+:class:`SessionPolicy` is built before the session starts anything (policies already
+loaded) and offers the session three pieces to place:
+
+* :attr:`SessionPolicy.source` -- the decision events, a member of the session's source group;
+* :attr:`SessionPolicy.actions` -- the alert output turning rule actions into decisions;
+* :attr:`SessionPolicy.gate` -- the pipeline stage placed before enrichment (it consumes the
+  kernel's ``cgroup.mkdir``): until :meth:`SessionPolicy.start` has loaded the enforcers it
+  holds batches back, then applies policies to containers as they appear.
+
+Ordering: the session starts it after the pipeline runs -- the endpoint binds (a live socket
+of another runwatch is an error), the kernel enforcers load, the watched command's cgroup is
+made, running containers are checked, then the gate opens -- and stops it first, so the last
+decisions reach the decision source before the pipeline drains. ``stop`` is idempotent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from runwatch.enrich.containers import ContainerResolver, find_cgroup2_mount
+from runwatch.events import Event
+from runwatch.policy.apply import CommandCgroup, ContainerPolicyStage, RuleActionSink
+from runwatch.policy.enforce import EnforcementError, Enforcers, decision_event
+from runwatch.policy.model import PolicySet
+from runwatch.policy.runtime import PolicyRuntime, decide_socket_beside
+from runwatch.policy.server import DEFAULT_CONTROL_SOCKET
+from runwatch.policy.source import record_decision
+
+Say = Callable[[str], None]
+
+
+class PolicyGate:
+    """Pipeline stage: holds batches until opened, then runs them through the apply stage (if any).
+
+    Thread safety: ``__call__``/``flush`` on the pipeline thread; ``open`` from the owner.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = False
+        self._applier: ContainerPolicyStage | None = None
+        self._held: list[Event] = []
+
+    def open(self, applier: ContainerPolicyStage | None) -> None:
+        """Let batches through from now on (through ``applier`` when there is one)."""
+        with self._lock:
+            self._applier, self._open = applier, True
+
+    def __call__(self, batch: list[Event]) -> list[Event]:
+        with self._lock:
+            if not self._open:
+                self._held.extend(batch)
+                return []
+            held, self._held = self._held, []
+            applier = self._applier
+        batch = held + batch if held else batch
+        return applier(batch) if applier is not None else batch
+
+    def flush(self) -> list[Event]:
+        """What is held (the gate never opened) or what the apply stage still holds."""
+        with self._lock:
+            held, self._held = self._held, []
+            applier = self._applier
+        if applier is None:
+            return held
+        return applier(held) + applier.flush() if held else applier.flush()
+
+
+class SessionPolicy:
+    """The policies of one session: endpoint, decision source, enforcers, apply stage, rule actions."""
+
+    def __init__(self, policies: PolicySet, *, sdk_socket: str | None, control_socket: str | None = None,
+                 own_cgroup: bool = False, resolver: ContainerResolver | None = None,
+                 say: Say | None = None) -> None:
+        self.policies = policies
+        self.own_cgroup = own_cgroup
+        self.resolver = resolver
+        self.say: Say = say or (lambda _line: None)
+        self.runtime = PolicyRuntime(policies, decide_socket=decide_socket_beside(sdk_socket),
+                                     control_socket=control_socket or DEFAULT_CONTROL_SOCKET)
+        self.source = self.runtime.source
+        self.actions = RuleActionSink(policies, say=self.say)
+        self.gate = PolicyGate()
+        self.enforcers: Enforcers | None = None
+        self.applier: ContainerPolicyStage | None = None
+        self.cmd_cgroup: CommandCgroup | None = None
+
+    @property
+    def enforces(self) -> bool:
+        """Whether any policy has kernel-enforced parts (egress, exec or files)."""
+        return any(p.egress is not None or p.exec is not None or p.files is not None for p in self.policies)
+
+    def start(self) -> SessionPolicy:
+        """Bind the endpoint, load the enforcers, open the gate (see the module docstring)."""
+        self.runtime.start()
+        try:
+            self._start_enforcement()
+        finally:
+            self.gate.open(self.applier)
+        return self
+
+    def _start_enforcement(self) -> None:
+        if not self.enforces:
+            return
+        v2_root = find_cgroup2_mount()
+        if v2_root is None:
+            self.say("no cgroup v2 hierarchy: egress, file and exec rules are not enforced")
+            return
+        self.enforcers = Enforcers(on_decision=lambda d: record_decision(decision_event(d))).start()
+        for problem in self.enforcers.problems:
+            self.say(problem)
+        scope = None
+        if self.own_cgroup:
+            self.cmd_cgroup = CommandCgroup(v2_root).create()
+            scope = self.cmd_cgroup.rel
+        self.applier = ContainerPolicyStage(self.policies, self.enforcers, v2_root=v2_root, scope=scope,
+                                            resolver=self.resolver, say=self.say)
+        if scope is None:
+            n = self.applier.scan_existing()
+            if n:
+                self.say(f"{n} running container(s) checked against the policies")
+
+    def env(self) -> dict[str, str]:
+        """Environment for the watched command (where its SDK asks, its fail default)."""
+        return self.runtime.env()
+
+    def prepare_command(self, argv: Sequence[str]) -> Callable[[], None] | None:
+        """Apply the command's policy to its cgroup before it starts; returns the ``preexec_fn``
+        moving the child there (None without a command cgroup).
+
+        The policy is the one selected by the executable, else the only policy in the set
+        unless that one selects containers. Raises EnforcementError if it cannot be applied.
+        """
+        if self.cmd_cgroup is None:
+            return None
+        if self.enforcers is not None:
+            self._apply_command_policy(argv)
+        return self.cmd_cgroup.preexec
+
+    def _apply_command_policy(self, argv: Sequence[str]) -> None:
+        assert self.cmd_cgroup is not None and self.enforcers is not None
+        found = shutil.which(argv[0]) if argv else None
+        exe = os.path.realpath(found) if found else (argv[0] if argv else "")
+        policy = self.policies.for_process(exe)
+        if policy is None and len(self.policies) == 1:
+            only = next(iter(self.policies))
+            policy = None if only.selector.needs_container else only
+        if policy is None or (policy.egress is None and policy.exec is None and policy.files is None):
+            return
+        try:
+            for line in self.enforcers.apply(self.cmd_cgroup.target(), policy):
+                self.say(f"policy {policy.id} on {argv[0]}: {line}")
+        except EnforcementError as exc:
+            raise EnforcementError(f"policy {policy.id} cannot be applied to the command: {exc}") from None
+        self.say(f"policy {policy.id} ({policy.mode}) applied to the command's cgroup {self.cmd_cgroup.rel}")
+
+    def stop(self) -> list[str]:
+        """Endpoint, apply stage, enforcers, command cgroup: stopped in that order. Returns
+        problems (one line each). Idempotent."""
+        errors: list[str] = []
+        self.runtime.stop()
+        if self.applier is not None:
+            self.applier.close()
+        if self.enforcers is not None:
+            try:
+                self.enforcers.stop()  # last decisions reach the bus before the pipeline drains
+            except Exception as exc:
+                errors.append(f"stopping enforcers: {exc}")
+            self.enforcers = None
+        if self.cmd_cgroup is not None:
+            errors.extend(self.cmd_cgroup.remove())
+            self.cmd_cgroup = None
+        return errors
+
+    def stats(self) -> dict[str, Any]:
+        """Decision counts and per-container apply counts (for the run summary)."""
+        return {"decisions": self.runtime.stats(),
+                "containers": self.applier.counts if self.applier is not None else {}}
