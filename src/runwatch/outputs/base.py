@@ -13,12 +13,12 @@ the registry refuses a second registration of a name.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from runwatch.alerts.model import Alert
 from runwatch.events import Event
+from runwatch.registry import Registry
 
 
 @runtime_checkable
@@ -52,43 +52,24 @@ class AlertOutput(Protocol):
 
 
 OutputFactory = Callable[..., Output | AlertOutput]
-_REGISTRY: dict[str, OutputFactory] = {}
 
-#: Modules whose import registers the built-in outputs (loaded on first lookup).
-_BUILTIN_MODULES = (
+#: The output registry; importing these modules registers the built-in outputs.
+OUTPUTS: Registry[OutputFactory] = Registry("output", (
     "runwatch.outputs.jsonl", "runwatch.outputs.ocsf", "runwatch.outputs.otlp", "runwatch.outputs.text",
     "runwatch.outputs.alerts", "runwatch.outputs.store",
-)
-_builtins_loaded = False
+))
 
 
 def register_output(name: str, factory: OutputFactory) -> None:
     """Register an output factory under ``name``; a second registration of a name is an error."""
-    if not name or not name.replace("-", "").replace("_", "").isalnum():
-        raise ValueError(f"invalid output name {name!r} (use letters, digits, '-' and '_')")
-    if name in _REGISTRY:
-        raise ValueError(f"output {name!r} is already registered")
-    _REGISTRY[name] = factory
-
-
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
-        for module in _BUILTIN_MODULES:
-            importlib.import_module(module)
+    OUTPUTS.register(name, factory)
 
 
 def output_factory(name: str) -> OutputFactory:
     """Look up a registered output factory (built-ins included)."""
-    _load_builtins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown output {name!r} (known: {', '.join(sorted(_REGISTRY))})") from None
+    return OUTPUTS.get(name)
 
 
 def registered_outputs() -> list[str]:
     """Names of all registered outputs, sorted."""
-    _load_builtins()
-    return sorted(_REGISTRY)
+    return OUTPUTS.names()

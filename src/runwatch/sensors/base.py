@@ -12,11 +12,11 @@ starts it: the session starts its sources as one group, in a declared order.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Protocol
 
 from runwatch.events import Event
+from runwatch.registry import Registry
 
 
 class Source(Protocol):
@@ -35,41 +35,24 @@ class Source(Protocol):
 
 
 SourceFactory = Callable[..., Source]
-_REGISTRY: dict[str, SourceFactory] = {}
 
-#: Modules whose import registers the built-in sources (loaded on first lookup).
-_BUILTIN_MODULES = (
+#: The source registry; importing these modules registers the built-in sources.
+SOURCES: Registry[SourceFactory] = Registry("source", (
     "runwatch.sensors.kernel.source", "runwatch.sensors.proc.source", "runwatch.sensors.inproc.collector",
     "runwatch.sensors.ingest.otlp", "runwatch.policy.source",
-)
-_builtins_loaded = False
+))
 
 
 def register_source(name: str, factory: SourceFactory) -> None:
     """Register a source factory under ``name``; a second registration of a name is an error."""
-    if name in _REGISTRY:
-        raise ValueError(f"source {name!r} is already registered")
-    _REGISTRY[name] = factory
-
-
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
-        for module in _BUILTIN_MODULES:
-            importlib.import_module(module)
+    SOURCES.register(name, factory)
 
 
 def source_factory(name: str) -> SourceFactory:
     """Look up a registered source factory (built-ins included)."""
-    _load_builtins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown source {name!r} (known: {', '.join(sorted(_REGISTRY))})") from None
+    return SOURCES.get(name)
 
 
 def registered_sources() -> list[str]:
     """Names of all registered sources, sorted."""
-    _load_builtins()
-    return sorted(_REGISTRY)
+    return SOURCES.names()
