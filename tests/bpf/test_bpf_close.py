@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -17,10 +18,8 @@ pytestmark = pytest.mark.kernel
 def _fds() -> dict[int, str]:
     out = {}
     for name in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(OSError):  # the fd of the listing itself is gone by now
             out[int(name)] = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            pass  # the fd of the listing itself
     return out
 
 

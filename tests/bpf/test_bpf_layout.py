@@ -7,11 +7,12 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from runwatch.bpf.layout import field_offsets, struct_of
-from runwatch.bpf.libbpf import lib, type_name
+from runwatch.bpf.libbpf import lib, possible_cpus, type_name
 from runwatch.bpf.object import BpfObject
 from runwatch.bpf.spec import ObjectSpec
 from runwatch.policy.enforce import bpfobj
@@ -107,3 +108,9 @@ def test_kind_enum_matches_header():
     header = loader.SPEC.header_path().read_text()
     for kind in L.Kind:
         assert f"RW_{kind.name} = {kind.value}," in header
+
+
+def test_per_cpu_values_are_one_per_possible_cpu():
+    text = Path("/sys/devices/system/cpu/possible").read_text().strip()  # e.g. "0-1" or "0,2-5"
+    expected = sum(int(hi or lo) - int(lo) + 1 for lo, _, hi in (part.partition("-") for part in text.split(",")))
+    assert possible_cpus() == expected

@@ -46,6 +46,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map_lookup_elem": (c_int, [c_int, vp, vp]),
     "bpf_map_delete_elem": (c_int, [c_int, vp]),
     "libbpf_set_print": (vp, [vp]),
+    "libbpf_num_possible_cpus": (c_int, []),
     "libbpf_bpf_prog_type_str": (ctypes.c_char_p, [c_int]),
     "libbpf_bpf_attach_type_str": (ctypes.c_char_p, [c_int]),
     "libbpf_bpf_map_type_str": (ctypes.c_char_p, [c_int]),
@@ -92,6 +93,12 @@ def check_rc(rc: int, what: str) -> None:
     if rc < 0:
         err = -rc if rc != -1 else (ctypes.get_errno() or 1)
         raise LibbpfError(err, f"{what}: {os.strerror(err)}")
+
+
+def possible_cpus() -> int:
+    """Number of possible CPUs: the number of values a per-CPU map lookup returns."""
+    n: int = lib().libbpf_num_possible_cpus()
+    return n if n > 0 else os.cpu_count() or 1
 
 
 def type_name(kind: str, value: int) -> str:

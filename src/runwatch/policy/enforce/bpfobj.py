@@ -17,7 +17,7 @@ import os
 import threading
 from pathlib import Path
 
-from runwatch.bpf.libbpf import LibbpfError, lib
+from runwatch.bpf.libbpf import LibbpfError, lib, possible_cpus
 from runwatch.bpf.object import BpfObject
 from runwatch.bpf.ringbuf import RingReader
 from runwatch.bpf.spec import MapDecl, ObjectSpec, ProgramDecl
@@ -126,15 +126,6 @@ def kernel_dev(st_dev: int) -> int:
     return (os.major(st_dev) << 20) | os.minor(st_dev)
 
 
-def _possible_cpus() -> int:
-    text = Path("/sys/devices/system/cpu/possible").read_text().strip()
-    count = 0
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        count += int(hi or lo) - int(lo) + 1
-    return count
-
-
 class EnforceObject:
     """The loaded object; see the module docstring. Call :meth:`close` exactly once."""
 
@@ -156,7 +147,7 @@ class EnforceObject:
         self._allow_fd = self._obj.map_fd("allow")
         self._kill_fd = self._obj.map_fd("kill_set")
         self._lost_fd = self._obj.map_fd("lost")
-        self._ncpu = _possible_cpus()
+        self._ncpu = possible_cpus()
         self.ring = RingReader(self._obj.map_fd("decisions"), RING_BYTES)
         self.exec_link = 0
         self.exec_problem: str | None = None

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import ctypes
-import os
-from pathlib import Path
 
-from runwatch.bpf.libbpf import check_rc, lib
+from runwatch.bpf.libbpf import check_rc, lib, possible_cpus
 from runwatch.bpf.object import BpfObject
 from runwatch.bpf.ringbuf import RingReader
 from runwatch.events import Event
@@ -14,19 +12,6 @@ from runwatch.sensors.base import register_source
 from runwatch.sensors.kernel import layout as L
 from runwatch.sensors.kernel import loader, watchlist
 from runwatch.sensors.kernel.decode import DecodeError, Decoder
-
-
-def possible_cpus() -> int:
-    """Number of possible CPUs (the size of per-CPU map values)."""
-    try:
-        text = Path("/sys/devices/system/cpu/possible").read_text().strip()
-    except OSError:
-        return os.cpu_count() or 1
-    total = 0
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        total += (int(hi) - int(lo) + 1) if hi else 1
-    return total
 
 
 class KernelSource:
