@@ -101,6 +101,7 @@ def test_sensor_program_table_is_the_object_spec():
 
 
 def test_enforcer_program_names_are_declared():
+    assert bpfobj.EGRESS_PROGRAMS == ("enf_connect4", "enf_connect6", "enf_sendmsg4", "enf_sendmsg6")
     assert {*bpfobj.EGRESS_PROGRAMS, bpfobj.EXEC_PROGRAM} == {p.name for p in bpfobj.SPEC.programs}
 
 

@@ -27,7 +27,6 @@ ENF_OFF, ENF_MONITOR, ENF_ENFORCE = 0, 1, 2
 HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4, HOOK_SENDMSG6, HOOK_EXEC = 1, 2, 3, 4, 5
 V_DENY, V_WOULD_DENY, V_KILL, V_WOULD_KILL = 1, 2, 3, 4
 MAX_PORTS = 16
-EGRESS_PROGRAMS: tuple[str, ...] = ("enf_connect4", "enf_connect6", "enf_sendmsg4", "enf_sendmsg6")
 EXEC_PROGRAM = "enf_exec"
 RING_BYTES = 1 << 20
 
@@ -119,6 +118,9 @@ SPEC = ObjectSpec(
     structs=LAYOUTS,
 )
 """The enforcement object as data (checked against the built object by the layout test)."""
+
+EGRESS_PROGRAMS: tuple[str, ...] = tuple(p.name for p in SPEC.programs if p.prog_type == "cgroup_sock_addr")
+"""The programs :meth:`EnforceObject.attach_cgroup` attaches, in declaration order."""
 
 
 def kernel_dev(st_dev: int) -> int:
