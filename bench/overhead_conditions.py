@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runwatch.bpf.libbpf import LibbpfError
+from runwatch.bpf.object import BpfObject
 from runwatch.sensors.kernel import loader
 from runwatch.sensors.kernel.layout import WatchFlag
-from runwatch.sensors.kernel.libbpf import LibbpfError, LogCapture, lib
 from runwatch.sensors.kernel.watchlist import default_watches
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,23 +75,21 @@ class Noop:
         problem = loader.ensure_tracefs()
         if problem:
             raise RuntimeError(problem)
-        obj = loader.BpfObject(BUILD / "noop.bpf.o")
-        links: list[int] = []
+        obj = BpfObject(BUILD / "noop.bpf.o")
         try:
-            for name, prog in obj.programs.items():
-                lib().bpf_program__set_autoload(prog, name in workload.noop_programs)
-            with LogCapture() as log:
-                rc = lib().bpf_object__load(obj.ptr)
-            if rc:
-                raise LibbpfError(-rc, f"loading the no-op programs failed: {log.tail(3)}")
+            obj.set_autoload(set(workload.noop_programs))
+            try:
+                obj.load()
+            except LibbpfError as exc:
+                raise LibbpfError(exc.errno, f"loading the no-op programs failed: {exc.strerror}") from exc
             for name in workload.noop_programs:
-                link = lib().bpf_program__attach(obj.programs[name])
-                if not link:
-                    raise LibbpfError(1, f"attaching no-op program {name} failed")
-                links.append(link)
+                try:
+                    obj.attach(name)
+                except LibbpfError as exc:
+                    raise LibbpfError(exc.errno, f"attaching no-op program {name} failed: {exc.strerror}") from exc
             yield {"programs": list(workload.noop_programs)}
         finally:
-            loader.unload(obj, links)
+            obj.close()
 
 
 def _bpf_links(pid: int) -> int:

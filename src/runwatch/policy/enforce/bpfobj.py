@@ -17,16 +17,16 @@ import os
 import threading
 from pathlib import Path
 
+from runwatch.bpf.libbpf import LibbpfError, lib, possible_cpus
+from runwatch.bpf.object import BpfObject
+from runwatch.bpf.ringbuf import RingReader
+from runwatch.bpf.spec import MapDecl, ObjectSpec, ProgramDecl
 from runwatch.policy.enforce.spec import EnforcementError
-from runwatch.sensors.kernel.libbpf import LibbpfError, LogCapture, lib
-from runwatch.sensors.kernel.loader import BpfObject
-from runwatch.sensors.kernel.ringbuf import RingReader
 
 ENF_OFF, ENF_MONITOR, ENF_ENFORCE = 0, 1, 2
 HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4, HOOK_SENDMSG6, HOOK_EXEC = 1, 2, 3, 4, 5
 V_DENY, V_WOULD_DENY, V_KILL, V_WOULD_KILL = 1, 2, 3, 4
 MAX_PORTS = 16
-EGRESS_PROGRAMS: tuple[str, ...] = ("enf_connect4", "enf_connect6", "enf_sendmsg4", "enf_sendmsg6")
 EXEC_PROGRAM = "enf_exec"
 RING_BYTES = 1 << 20
 
@@ -95,18 +95,37 @@ def object_path() -> Path:
     return Path(__file__).resolve().parent / "bpf" / "build" / "enforce.bpf.o"
 
 
+SPEC = ObjectSpec(
+    name="enforce.bpf.o",
+    locate=object_path,
+    header="enforce.h",
+    struct_prefix="enf_",
+    programs=(
+        ProgramDecl("enf_connect4", "cgroup/connect4", "cgroup_sock_addr", "cgroup_inet4_connect"),
+        ProgramDecl("enf_connect6", "cgroup/connect6", "cgroup_sock_addr", "cgroup_inet6_connect"),
+        ProgramDecl("enf_sendmsg4", "cgroup/sendmsg4", "cgroup_sock_addr", "cgroup_udp4_sendmsg"),
+        ProgramDecl("enf_sendmsg6", "cgroup/sendmsg6", "cgroup_sock_addr", "cgroup_udp6_sendmsg"),
+        ProgramDecl(EXEC_PROGRAM, "tp_btf/sched_process_exec", "tracing", "trace_raw_tp"),
+    ),
+    maps=(
+        MapDecl("decisions", "ringbuf", 0, 0, RING_BYTES),
+        MapDecl("lost", "percpu_array", 4, 8, 1),
+        MapDecl("cg_cfg", "hash", 8, ctypes.sizeof(CgCfg), 4096),
+        MapDecl("allow", "lpm_trie", ctypes.sizeof(AllowKey), ctypes.sizeof(AllowVal), 65536),
+        MapDecl("kill_set", "hash", ctypes.sizeof(KillKey), 4, 16384),
+        MapDecl(".bss", "array", 4, 2 * 8, 1),  # the two struct-pointer anchors that keep structs in BTF
+    ),
+    structs=LAYOUTS,
+)
+"""The enforcement object as data (checked against the built object by the layout test)."""
+
+EGRESS_PROGRAMS: tuple[str, ...] = tuple(p.name for p in SPEC.programs if p.prog_type == "cgroup_sock_addr")
+"""The programs :meth:`EnforceObject.attach_cgroup` attaches, in declaration order."""
+
+
 def kernel_dev(st_dev: int) -> int:
     """A userspace ``st_dev`` in the kernel's internal dev_t encoding (``s_dev``: major<<20 | minor)."""
     return (os.major(st_dev) << 20) | os.minor(st_dev)
-
-
-def _possible_cpus() -> int:
-    text = Path("/sys/devices/system/cpu/possible").read_text().strip()
-    count = 0
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        count += int(hi or lo) - int(lo) + 1
-    return count
 
 
 class EnforceObject:
@@ -119,29 +138,25 @@ class EnforceObject:
         except (FileNotFoundError, LibbpfError) as exc:
             raise EnforcementError(
                 f"cannot open {path}: {exc} (build it: make -C src/runwatch/policy/enforce/bpf)") from exc
-        with LogCapture() as log:
-            rc = lib().bpf_object__load(self._obj.ptr)
-        if rc != 0:
+        try:
+            self._obj.load()
+        except LibbpfError as exc:
             self._obj.close()
-            raise EnforcementError(f"the kernel refused the enforcement programs: {os.strerror(-rc)}: "
-                                   f"{log.tail(3)}")
+            raise EnforcementError(f"the kernel refused the enforcement programs: {exc.strerror}") from exc
         self._lock = threading.Lock()
         self._modes: dict[int, tuple[int, int]] = {}
         self._cfg_fd = self._obj.map_fd("cg_cfg")
         self._allow_fd = self._obj.map_fd("allow")
         self._kill_fd = self._obj.map_fd("kill_set")
         self._lost_fd = self._obj.map_fd("lost")
-        self._ncpu = _possible_cpus()
+        self._ncpu = possible_cpus()
         self.ring = RingReader(self._obj.map_fd("decisions"), RING_BYTES)
         self.exec_link = 0
         self.exec_problem: str | None = None
-        with LogCapture() as log:
-            link = lib().bpf_program__attach(self._obj.programs[EXEC_PROGRAM])
-        if link:
-            self.exec_link = link
-        else:
-            err = ctypes.get_errno()
-            self.exec_problem = f"attach to tp_btf/sched_process_exec failed: {os.strerror(err)} {log.tail(1)}"
+        try:
+            self.exec_link = self._obj.attach(EXEC_PROGRAM)
+        except LibbpfError as exc:
+            self.exec_problem = f"attach to tp_btf/sched_process_exec failed: {exc.strerror}"
 
     # -- cgroup links -------------------------------------------------------------------
 
@@ -155,15 +170,11 @@ class EnforceObject:
         try:
             with self._lock:
                 for name in EGRESS_PROGRAMS:
-                    with LogCapture() as log:
-                        link = lib().bpf_program__attach_cgroup(self._obj.programs[name], fd)
-                    if not link:
-                        err = ctypes.get_errno()
-                        for made in links:
-                            lib().bpf_link__destroy(made)
-                        raise EnforcementError(f"attaching {name} to {cgroup_dir} failed: "
-                                               f"{os.strerror(err)} {log.tail(1)}".strip())
-                    links.append(link)
+                    try:
+                        links.append(self._obj.attach_cgroup(name, fd))
+                    except LibbpfError as exc:
+                        self._obj.destroy(links)
+                        raise EnforcementError(f"attaching {name} to {cgroup_dir} failed: {exc.strerror}") from exc
         finally:
             os.close(fd)  # the links hold their own reference to the cgroup
         return links
@@ -171,8 +182,7 @@ class EnforceObject:
     def detach(self, links: list[int]) -> None:
         """Destroy links made by :meth:`attach_cgroup` (the list is emptied)."""
         with self._lock:
-            for link in links:
-                lib().bpf_link__destroy(link)
+            self._obj.destroy(links)
             links.clear()
 
     # -- maps ---------------------------------------------------------------------------
@@ -239,11 +249,9 @@ class EnforceObject:
         return self.ring.drain(one)
 
     def close(self) -> None:
-        """Detach the exec program and free the object (cgroup links must be detached first)."""
+        """Detach the exec program and every cgroup link still attached, then free the object."""
         with self._lock:
-            if self.exec_link:
-                lib().bpf_link__destroy(self.exec_link)
-                self.exec_link = 0
+            self.exec_link = 0
             if self._obj.ptr:
                 self.ring.close()
                 self._obj.close()

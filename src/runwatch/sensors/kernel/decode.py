@@ -17,6 +17,7 @@ import struct
 import time
 from collections.abc import Callable
 
+from runwatch.bpf.layout import struct_of
 from runwatch.events import DnsInfo, Event, FileInfo, NetInfo, PrivInfo
 from runwatch.sensors.kernel import layout as L
 
@@ -28,7 +29,7 @@ O_ACCMODE, O_CREAT, O_TRUNC = 3, 0o100, 0o1000
 K = L.Kind
 
 _HDR = struct.Struct("<IIQQIIIIIIIIII16s")
-assert _HDR.size == L.struct_of(L.RwHdr).size
+assert _HDR.size == struct_of(L.RwHdr).size
 H = _HDR.size
 
 

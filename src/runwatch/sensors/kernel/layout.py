@@ -1,16 +1,15 @@
 """Python mirror of the records in ``bpf/runwatch.h``.
 
 The ctypes structures here are the single Python statement of the kernel layout; the
-decoder derives its ``struct`` formats from them, and a test checks them field by field
-against the BTF of the built ``runwatch.bpf.o``. Change both sides together.
+decoder derives its ``struct`` formats from them (:func:`runwatch.bpf.layout.struct_of`),
+and the layout test checks them field by field against the BTF of the built
+``runwatch.bpf.o``. Change both sides together.
 """
 
 from __future__ import annotations
 
 import ctypes
-import struct
 from enum import IntEnum
-from typing import Any
 
 COMM_LEN = 16
 PATH_LEN = 256
@@ -144,31 +143,3 @@ RECORDS: dict[str, type[ctypes.Structure]] = {
     "rw_hdr": RwHdr, "rw_exec": RwExec, "rw_fork": RwFork, "rw_exit": RwExit, "rw_net": RwNet,
     "rw_dns": RwDns, "rw_file": RwFile, "rw_priv": RwPriv, "rw_cgroup": RwCgroup, "rw_config": RwConfig,
 }
-
-_CHARS: dict[Any, str] = {
-    ctypes.c_uint8: "B", ctypes.c_uint16: "H", ctypes.c_uint32: "I", ctypes.c_uint64: "Q",
-    ctypes.c_int32: "i", ctypes.c_int64: "q", ctypes.c_char: "s",
-}
-
-
-def _fmt(ctype: Any) -> str:
-    """struct format for one ctypes field (flattening nested structs and arrays)."""
-    if issubclass(ctype, ctypes.Structure):
-        return "".join(_fmt(t) for _, t, *_ in ctype._fields_)
-    if issubclass(ctype, ctypes.Array):
-        elem: Any = ctype._type_
-        length: int = ctype._length_
-        if elem is ctypes.c_char or elem is ctypes.c_uint8:
-            return f"{length}s"
-        if issubclass(elem, ctypes.Array) and elem._type_ is ctypes.c_char:
-            return f"{elem._length_}s" * length
-        return _CHARS[elem] * length
-    return _CHARS[ctype]
-
-
-def struct_of(record: type[ctypes.Structure]) -> struct.Struct:
-    """A little-endian ``struct.Struct`` equivalent to a mirror (sizes checked)."""
-    st = struct.Struct("<" + _fmt(record))
-    if st.size != ctypes.sizeof(record):
-        raise AssertionError(f"{record.__name__}: struct size {st.size} != ctypes {ctypes.sizeof(record)}")
-    return st

@@ -1,8 +1,9 @@
 """Load and attach the kernel sensor's BPF programs, each one independently.
 
-Programs are declared once, as data, in :data:`PROGRAMS`. Loading tries the whole object
-first; if the kernel refuses it, each program is probed alone, the refused ones are turned
-off with their reason, and the rest load. Attach failures are handled the same way.
+Programs are declared once, as data, in :data:`PROGRAMS`; :data:`SPEC` declares the whole
+object (programs, maps, shared structs) for :mod:`runwatch.bpf`. Loading tries the whole
+object first; if the kernel refuses it, each program is probed alone, the refused ones are
+turned off with their reason, and the rest load. Attach failures are handled the same way.
 :class:`LoadReport` says which hooks are active and why the others are not.
 """
 
@@ -14,8 +15,10 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runwatch.bpf.libbpf import LibbpfError, lib
+from runwatch.bpf.object import BpfObject
+from runwatch.bpf.spec import MapDecl, ObjectSpec, ProgramDecl
 from runwatch.sensors.kernel import layout as L
-from runwatch.sensors.kernel.libbpf import LibbpfError, LogCapture, check_ptr, lib
 
 TRACEFS = Path("/sys/kernel/tracing")
 
@@ -75,6 +78,36 @@ def object_path() -> Path:
     return Path(__file__).resolve().parent / "bpf" / "build" / "runwatch.bpf.o"
 
 
+#: libbpf program type and expected attach type of each section prefix the sensor uses.
+_SECTION_TYPES: dict[str, tuple[str, str | None]] = {
+    "tp_btf": ("tracing", "trace_raw_tp"),
+    "tracepoint": ("tracepoint", None),
+}
+
+RING_BYTES = 1 << 24
+"""The compiled size of the ``events`` ring buffer (the loader may resize it)."""
+
+SPEC = ObjectSpec(
+    name="runwatch.bpf.o",
+    locate=object_path,
+    header="runwatch.h",
+    struct_prefix="rw_",
+    programs=tuple(ProgramDecl(p.name, p.hook, *_SECTION_TYPES[p.hook.split("/", 1)[0]]) for p in PROGRAMS),
+    maps=(
+        MapDecl("events", "ringbuf", 0, 0, RING_BYTES),
+        MapDecl("drops", "percpu_array", 4, 8, L.MAX_KIND),
+        MapDecl("tracked", "hash", 4, 1, 65536),
+        MapDecl("watched", "lpm_trie", 4 + L.PATH_LEN, 4, 1024),
+        MapDecl("scratch", "percpu_array", 4, 4 + 2 * L.PATH_LEN, 2),
+        MapDecl("pending", "lru_hash", 4, 36, 8192),
+        MapDecl("dns_socks", "lru_hash", 8, 24, 4096),
+        MapDecl(".rodata", "array", 4, ctypes.sizeof(L.RwConfig), 1),
+        MapDecl(".bss", "array", 4, 8 * 8, 1),  # the eight record-pointer anchors that keep records in BTF
+    ),
+    structs=L.RECORDS,
+)
+
+
 @dataclass
 class LoadReport:
     """Which programs are active, and the reason for each one that is not."""
@@ -106,45 +139,12 @@ def ensure_tracefs() -> str | None:
     return None if (TRACEFS / "events").is_dir() else f"tracefs mounted but {TRACEFS}/events is missing"
 
 
-class BpfObject:
-    """An opened (and later loaded) libbpf object. Close it exactly once."""
-
-    def __init__(self, path: Path) -> None:
-        if not path.exists():
-            raise FileNotFoundError(f"BPF object {path} not found: run scripts/install.sh to build it")
-        self.ptr = check_ptr(lib().bpf_object__open_file(str(path).encode(), None), f"open {path}")
-        self.programs: dict[str, int] = {}
-        p = None
-        while True:
-            p = lib().bpf_object__next_program(self.ptr, p)
-            if not p:
-                break
-            self.programs[lib().bpf_program__name(p).decode()] = p
-
-    def map(self, name: str) -> int:
-        """The libbpf map pointer of a map by name."""
-        return check_ptr(lib().bpf_object__find_map_by_name(self.ptr, name.encode()), f"map {name}")
-
-    def map_fd(self, name: str) -> int:
-        """The file descriptor of a map (after load)."""
-        fd: int = lib().bpf_map__fd(self.map(name))
-        if fd < 0:
-            raise LibbpfError(-fd, f"map {name} has no fd")
-        return fd
-
-    def close(self) -> None:
-        """Free the object (and its maps and programs)."""
-        if self.ptr:
-            lib().bpf_object__close(self.ptr)
-            self.ptr = 0
-
-
 @dataclass
 class LoadOptions:
     """What to set before load: the read-only config and the ring buffer size (bytes, power of 2)."""
 
     filter_tracked: bool = False
-    ring_bytes: int = 1 << 24
+    ring_bytes: int = RING_BYTES
     wakeup_bytes: int = 1 << 20
     disabled: tuple[str, ...] = ()
 
@@ -156,26 +156,26 @@ def _prepare(obj: BpfObject, opts: LoadOptions, enabled: set[str]) -> None:
     if rc:
         raise LibbpfError(-rc, "setting the sensor configuration (.rodata) failed")
     lib().bpf_map__set_max_entries(obj.map("events"), opts.ring_bytes)
-    for name, prog in obj.programs.items():
-        lib().bpf_program__set_autoload(prog, name in enabled)
+    obj.set_autoload(enabled)
 
 
 def _try_load(path: Path, opts: LoadOptions, enabled: set[str]) -> tuple[BpfObject | None, str]:
     obj = BpfObject(path)
-    _prepare(obj, opts, enabled)
-    with LogCapture() as log:
-        rc = lib().bpf_object__load(obj.ptr)
-    if rc == 0:
-        return obj, ""
-    obj.close()
-    return None, f"{os.strerror(-rc) if rc < 0 else rc}: {log.tail(3)}"
+    try:
+        _prepare(obj, opts, enabled)
+        obj.load()
+    except LibbpfError as exc:
+        obj.close()
+        return None, exc.strerror or str(exc)
+    return obj, ""
 
 
 def load(opts: LoadOptions | None = None, path: Path | None = None) -> tuple[BpfObject, list[int], LoadReport]:
     """Load and attach every program the kernel accepts.
 
-    Returns the loaded object, the attach links (destroy them, then close the object) and
-    the report. Raises LibbpfError only if no program at all can be loaded.
+    Returns the loaded object, the attach links (the object owns them: :func:`unload` or
+    ``BpfObject.close`` destroys them) and the report. Raises LibbpfError only if no
+    program at all can be loaded.
     """
     opts = opts or LoadOptions()
     path = path or object_path()
@@ -207,14 +207,12 @@ def load(opts: LoadOptions | None = None, path: Path | None = None) -> tuple[Bpf
     links: list[int] = []
     specs = {p.name: p for p in PROGRAMS}
     for name in sorted(enabled):
-        with LogCapture() as log:
-            link = lib().bpf_program__attach(obj.programs[name])
-        if link:
-            links.append(link)
-            report.active[name] = specs[name].hook
+        try:
+            links.append(obj.attach(name))
+        except LibbpfError as exc:
+            report.refused[name] = f"attach to {specs[name].hook} failed: {exc.strerror}"
         else:
-            err_no = ctypes.get_errno()
-            report.refused[name] = f"attach to {specs[name].hook} failed: {os.strerror(err_no)} {log.tail(1)}".strip()
+            report.active[name] = specs[name].hook
     if not links:
         obj.close()
         raise LibbpfError(1, "no sensor program could be attached: " + "; ".join(report.refused.values()))
@@ -222,8 +220,7 @@ def load(opts: LoadOptions | None = None, path: Path | None = None) -> tuple[Bpf
 
 
 def unload(obj: BpfObject, links: list[int]) -> None:
-    """Detach every link, then free the object. Safe to call once per load()."""
-    for link in links:
-        lib().bpf_link__destroy(link)
+    """Detach every link (concurrently), then free the object. Safe to call once per load()."""
+    obj.destroy(links)
     links.clear()
     obj.close()

@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import ctypes
-import os
-from pathlib import Path
 
+from runwatch.bpf.libbpf import check_rc, lib, possible_cpus
+from runwatch.bpf.object import BpfObject
+from runwatch.bpf.ringbuf import RingReader
 from runwatch.events import Event
 from runwatch.sensors.base import register_source
 from runwatch.sensors.kernel import layout as L
 from runwatch.sensors.kernel import loader, watchlist
 from runwatch.sensors.kernel.decode import DecodeError, Decoder
-from runwatch.sensors.kernel.libbpf import check_rc, lib
-from runwatch.sensors.kernel.ringbuf import RingReader
-
-
-def possible_cpus() -> int:
-    """Number of possible CPUs (the size of per-CPU map values)."""
-    try:
-        text = Path("/sys/devices/system/cpu/possible").read_text().strip()
-    except OSError:
-        return os.cpu_count() or 1
-    total = 0
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        total += (int(hi) - int(lo) + 1) if hi else 1
-    return total
 
 
 class KernelSource:
@@ -51,7 +37,7 @@ class KernelSource:
         self._watches = watches if watches is not None else watchlist.default_watches()
         self._opts = loader.LoadOptions(filter_tracked=track_pids is not None, ring_bytes=ring_bytes,
                                         wakeup_bytes=wakeup_bytes, disabled=disabled)
-        self._obj: loader.BpfObject | None = None
+        self._obj: BpfObject | None = None
         self._links: list[int] = []
         self._reader: RingReader | None = None
         self._decoder = Decoder()

@@ -11,8 +11,8 @@ import ctypes
 import pwd
 from dataclasses import dataclass
 
+from runwatch.bpf.libbpf import check_rc, lib
 from runwatch.sensors.kernel.layout import PATH_LEN, WatchFlag
-from runwatch.sensors.kernel.libbpf import check_rc, lib
 
 RW = WatchFlag.READ | WatchFlag.WRITE
 

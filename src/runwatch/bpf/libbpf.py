@@ -1,5 +1,7 @@
 """A small ctypes layer over Debian's ``libbpf.so.1``: only the calls runwatch uses.
 
+Shared by the kernel sensor and the enforcers (through :mod:`runwatch.bpf.object`).
+
 Each binding is declared once in ``_SIGNATURES`` with its result and argument types, so a
 wrong call fails in ctypes rather than in the kernel. Functions returning pointers give
 ``None`` on failure with ``errno`` set (libbpf 1.x "strict" behaviour).
@@ -21,15 +23,22 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_object__load": (c_int, [vp]),
     "bpf_object__close": (None, [vp]),
     "bpf_object__next_program": (vp, [vp, vp]),
+    "bpf_object__next_map": (vp, [vp, vp]),
     "bpf_object__find_map_by_name": (vp, [vp, ctypes.c_char_p]),
     "bpf_program__name": (ctypes.c_char_p, [vp]),
     "bpf_program__section_name": (ctypes.c_char_p, [vp]),
     "bpf_program__set_autoload": (c_int, [vp, ctypes.c_bool]),
+    "bpf_program__type": (c_int, [vp]),
+    "bpf_program__expected_attach_type": (c_int, [vp]),
     "bpf_program__attach": (vp, [vp]),
     "bpf_program__attach_cgroup": (vp, [vp, c_int]),
     "bpf_program__fd": (c_int, [vp]),
     "bpf_link__destroy": (c_int, [vp]),
     "bpf_map__fd": (c_int, [vp]),
+    "bpf_map__name": (ctypes.c_char_p, [vp]),
+    "bpf_map__type": (c_int, [vp]),
+    "bpf_map__key_size": (c_uint32, [vp]),
+    "bpf_map__value_size": (c_uint32, [vp]),
     "bpf_map__set_max_entries": (c_int, [vp, c_uint32]),
     "bpf_map__max_entries": (c_uint32, [vp]),
     "bpf_map__set_initial_value": (c_int, [vp, vp, ctypes.c_size_t]),
@@ -37,6 +46,10 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map_lookup_elem": (c_int, [c_int, vp, vp]),
     "bpf_map_delete_elem": (c_int, [c_int, vp]),
     "libbpf_set_print": (vp, [vp]),
+    "libbpf_num_possible_cpus": (c_int, []),
+    "libbpf_bpf_prog_type_str": (ctypes.c_char_p, [c_int]),
+    "libbpf_bpf_attach_type_str": (ctypes.c_char_p, [c_int]),
+    "libbpf_bpf_map_type_str": (ctypes.c_char_p, [c_int]),
 }
 
 PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, ctypes.c_char_p, vp)
@@ -80,6 +93,23 @@ def check_rc(rc: int, what: str) -> None:
     if rc < 0:
         err = -rc if rc != -1 else (ctypes.get_errno() or 1)
         raise LibbpfError(err, f"{what}: {os.strerror(err)}")
+
+
+def possible_cpus() -> int:
+    """Number of possible CPUs: the number of values a per-CPU map lookup returns."""
+    n: int = lib().libbpf_num_possible_cpus()
+    return n if n > 0 else os.cpu_count() or 1
+
+
+def type_name(kind: str, value: int) -> str:
+    """libbpf's name for a program type, attach type or map type (``kind``: prog, attach, map).
+
+    For example ``type_name("map", 27) == "ringbuf"``; unknown values give ``"unknown(N)"``.
+    """
+    fn = {"prog": "libbpf_bpf_prog_type_str", "attach": "libbpf_bpf_attach_type_str",
+          "map": "libbpf_bpf_map_type_str"}[kind]
+    name: bytes | None = getattr(lib(), fn)(value)
+    return name.decode() if name else f"unknown({value})"
 
 
 class LogCapture:
