@@ -55,13 +55,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from runwatch import eventkinds
 from runwatch.events import Event, ToolCall
 
-ACTIVITY_KINDS: frozenset[str] = frozenset({
-    "process.exec", "net.connect", "net.accept", "net.listen", "net.bind", "dns.query", "file.open",
-    "file.unlink", "file.rename", "file.memfd", "priv.setuid", "priv.setgid", "priv.capset", "priv.mount",
-    "priv.ptrace", "priv.unshare", "priv.setns",
-})
+ACTIVITY_KINDS: frozenset[str] = eventkinds.activity_kinds()
 """Kinds that count as activity for ``unattested`` (not fork/exit bookkeeping)."""
 
 AgentKey = tuple[int, int, int]  # (pid namespace inode, pid inside it, host pid)
