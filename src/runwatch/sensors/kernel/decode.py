@@ -57,7 +57,7 @@ _RECORDS: dict[str, type[ctypes.Structure]] = {
 }
 #: Record kind (``rw_hdr.kind``) -> (event kind, decoder family), from the event table.
 _KINDS: dict[int, tuple[str, str]] = {
-    int(K[k.record]): (k.name, k.decoder) for k in eventkinds.kernel_kinds() if k.record and k.decoder
+    int(K.__members__[k.record]): (k.name, k.decoder) for k in eventkinds.kernel_kinds() if k.record and k.decoder
 }
 _MIN_SIZE = {code: ctypes.sizeof(_RECORDS[family]) for code, (_, family) in _KINDS.items()}
 
