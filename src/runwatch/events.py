@@ -25,7 +25,8 @@ SCHEMA_VERSION = 2
 """Version of the :class:`Event` schema. Bumped whenever a field or group is added (the
 schema test compares the structs with the committed ``tests/schema/event_schema_v<N>.json``
 and fails on a removed, renamed or retyped field, or on an addition without a bump).
-Version 2 added the ``ai`` group (before it, AI facts were keys of ``attrs``)."""
+A new kind needs no bump (kinds are entries of the event table, checked add-only by the same
+test). Version 2 added the ``ai`` group (before it, AI facts were keys of ``attrs``)."""
 
 #: Every event kind, in table order (derived from :data:`runwatch.eventkinds.TABLE`). The
 #: strings are part of the public contract.

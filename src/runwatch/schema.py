@@ -9,10 +9,15 @@ Versioning (falcosecurity/libs ``event_table.c`` is the model): the schema only 
 ``tests/schema/event_schema_v<N>.json`` is the committed description of schema version N;
 a committed snapshot is never edited. The schema test requires
 
-* a snapshot for every version from 1 to ``SCHEMA_VERSION``, the newest equal to the
-  current description (so any change, even an addition, needs a bump and a new snapshot);
-* every older snapshot to be contained in the current one: no struct, field or kind
+* a snapshot for every version from 1 to ``SCHEMA_VERSION``, the newest with the same
+  structs as the current description (so a new field or group needs a bump and a new
+  snapshot);
+* every snapshot to be contained in the current description: no struct, field or kind
   removed or renamed, no field's type or default changed, no new required field.
+
+Kinds are versioned by the event table, not by ``SCHEMA_VERSION``: a new kind is one new
+table entry and needs no bump (readers that do not know a kind keep it as data), but a
+kind in any snapshot can never go away.
 
 :func:`check_grows` states that rule; ``python -m runwatch.schema PATH`` writes the current
 description (to create the snapshot of a new version).
