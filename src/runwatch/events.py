@@ -5,7 +5,9 @@ ingest adapters) produces :class:`Event` values; every sink consumes them.
 
 Contract (add-only): fields are only ever added. A changed meaning is a new ``kind``.
 Kind-specific data lives in one optional group per domain (``file``, ``net``, ``dns``,
-``priv``) so rule fields read naturally (``file.path``, ``net.dst_port``).
+``priv``, ``decision``, ``ai``) so rule fields read naturally (``file.path``, ``ai.route``).
+The kinds themselves are declared in :mod:`runwatch.eventkinds`. :data:`SCHEMA_VERSION`
+is written with stored events; :func:`upgrade` brings events of older schemas up to date.
 """
 
 from __future__ import annotations
@@ -17,38 +19,18 @@ from typing import Any
 
 import msgspec
 
-SCHEMA_VERSION = 1
+from runwatch import eventkinds
 
-#: Every event kind, grouped by domain. The strings are part of the public contract.
-KINDS: tuple[str, ...] = (
-    "process.exec",
-    "process.fork",
-    "process.exit",
-    "net.connect",
-    "net.accept",
-    "net.listen",
-    "net.bind",
-    "dns.query",
-    "file.open",
-    "file.unlink",
-    "file.rename",
-    "file.memfd",
-    "priv.setuid",
-    "priv.setgid",
-    "priv.capset",
-    "priv.mount",
-    "priv.ptrace",
-    "priv.unshare",
-    "priv.setns",
-    "tool.start",
-    "tool.end",
-    "model.call",
-    "plugin.load",
-    "secret.access",
-    "policy.decision",
-    "sensor.notice",
-    "cgroup.mkdir",  # internal: consumed by container attribution, not stored
-)
+SCHEMA_VERSION = 2
+"""Version of the :class:`Event` schema. Bumped whenever a field or group is added (the
+schema test compares the structs with the committed ``tests/schema/event_schema_v<N>.json``
+and fails on a removed, renamed or retyped field, or on an addition without a bump).
+A new kind needs no bump (kinds are entries of the event table, checked add-only by the same
+test). Version 2 added the ``ai`` group (before it, AI facts were keys of ``attrs``)."""
+
+#: Every event kind, in table order (derived from :data:`runwatch.eventkinds.TABLE`). The
+#: strings are part of the public contract.
+KINDS: tuple[str, ...] = eventkinds.names()
 
 
 class Container(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
@@ -145,6 +127,47 @@ class DecisionInfo(msgspec.Struct, omit_defaults=True, gc=False):
     challenge_id: str | None = None
 
 
+class AiInfo(msgspec.Struct, omit_defaults=True, gc=False):
+    """AI-layer facts of ``tool.*``, ``model.call``, ``plugin.load``, ``secret.access`` and
+    ``policy.decision`` events (from the agent SDK, audit hooks and OTLP GenAI spans).
+
+    The tool call itself is :class:`ToolCall` (``Event.tool_call``); this group holds what
+    the AI sources say about it and about the other AI operations. Add-only like the rest.
+    Times are nanoseconds (``start_time`` since the epoch); ``span``/``parent_span`` are the
+    SDK's (or the OTLP span id's low 63 bits) integer span keys, ``trace_id``/``span_id``/
+    ``parent_span_id`` the OTLP ids in hex.
+    """
+
+    operation: str | None = None  # execute_tool | model.call | prompt.route | chat | ...
+    route: str | None = None  # the prompt route the operation came in on (untrusted:web, operator, ...)
+    provider: str | None = None  # model.call
+    model: str | None = None
+    agent: str | None = None
+    agent_id: str | None = None
+    conversation_id: str | None = None
+    tool_type: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    status: str | None = None  # tool.end / model.call: ok | error
+    error: str | None = None
+    duration_ns: int | None = None
+    start_time: int | None = None  # tool.end: when its call started
+    args_digest: str | None = None  # tool.start / policy.decision: digest of the arguments
+    args: str | None = None  # tool.start: the arguments, only when the agent opted in
+    span: int | None = None
+    parent_span: int | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    plugin: str | None = None  # plugin.load
+    plugin_source: str | None = None
+    plugin_version: str | None = None
+    sha256: str | None = None
+    secret: str | None = None  # secret.access: the secret's name (or path)
+    secret_kind: str | None = None  # env | file | vault | ...
+    tool_call_candidates: int | None = None  # set by the join when several calls were open
+
+
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One observation. ``time`` is nanoseconds since the epoch.
 
@@ -186,7 +209,8 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     dns: DnsInfo | None = None
     priv: PrivInfo | None = None
     decision: DecisionInfo | None = None  # policy.decision
-    attrs: dict[str, Any] | None = None  # source-specific extras (notice text, AI fields)
+    attrs: dict[str, Any] | None = None  # source-specific extras (notice text, sensor details)
+    ai: AiInfo | None = None  # AI-layer facts (schema 2)
 
 
 _seq = itertools.count(1)
@@ -209,8 +233,36 @@ def to_json(event: Event) -> bytes:
 
 
 def from_json(data: bytes | str) -> Event:
-    """Decode one event, validating it against the schema."""
-    return _decoder.decode(data)
+    """Decode one event, validating it against the schema (older schemas are upgraded)."""
+    return upgrade(_decoder.decode(data))
+
+
+#: ``attrs`` keys that schema 1 used for what is now the ``ai`` group.
+AI_KEYS: frozenset[str] = frozenset(AiInfo.__struct_fields__)
+
+
+def upgrade(event: Event) -> Event:
+    """Bring an event decoded from an older schema up to :data:`SCHEMA_VERSION`, in place.
+
+    Schema 1 -> 2: the AI keys of ``attrs`` move into ``ai``. A value of the wrong type stays
+    in ``attrs``. Idempotent and cheap for current events (one ``is None`` test), so readers of
+    recordings whose version is unknown (JSONL, rule test cases) call it on every event.
+    """
+    attrs = event.attrs
+    if attrs is None or event.ai is not None or AI_KEYS.isdisjoint(attrs):
+        return event
+    moved: dict[str, Any] = {}
+    for key in AI_KEYS.intersection(attrs):
+        try:
+            msgspec.convert({key: attrs[key]}, AiInfo)
+        except msgspec.ValidationError:
+            continue
+        moved[key] = attrs[key]
+    if moved:
+        event.ai = msgspec.convert(moved, AiInfo)
+        rest = {k: v for k, v in attrs.items() if k not in moved}
+        event.attrs = rest or None
+    return event
 
 
 def to_dict(event: Event) -> dict[str, Any]:

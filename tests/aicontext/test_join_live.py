@@ -64,8 +64,8 @@ def test_23_execs_inside_a_tool_call_carry_it_and_7_outside_are_unattested(
     # Cross-namespace: the SDK saw pid 1 in the container's namespace; the host saw another pid.
     assert start.pid != 1 and start.pid > 0
     assert start.pidns != os.stat("/proc/self/ns/pid").st_ino
-    assert start.attrs is not None and start.attrs["span"] == 1 and len(start.attrs["args_digest"]) == 64
-    assert end.attrs is not None and end.attrs["status"] == "ok"
+    assert start.ai is not None and start.ai.span == 1 and len(start.ai.args_digest) == 64
+    assert end.ai is not None and end.ai.status == "ok"
     forks = [e for e in events if e.kind == "process.fork" and e.pid == start.pid]
     assert len(forks) == 30
     assert sum(1 for f in forks if f.tool_call is not None) == 23

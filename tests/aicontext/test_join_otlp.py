@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runwatch.enrich.aicontext import ToolCallJoin
-from runwatch.events import Event, ToolCall
+from runwatch.events import AiInfo, Event, ToolCall
 
 NS, VPID, HOST_PID = 4026532777, 7, 81007
 MS = 1_000_000
@@ -14,7 +14,7 @@ def otlp(kind: str, t: int, span: int, name: str) -> Event:
     # What the OTLP receiver emits: host pid resolved, pid namespace view, no thread ids.
     return Event(id=f"o{span}{kind}", time=T0 + t, kind=kind, source="otlp", pid=HOST_PID, tid=0, pidns=NS,
                  vpid=VPID, tool_call=ToolCall(name=name, call_id=f"call-{span}", agent="otel-agent"),
-                 attrs={"span": span})
+                 ai=AiInfo(span=span))
 
 
 def kernel(kind: str, t: int, vtid: int, pid: int = HOST_PID, vpid: int = VPID, child: int | None = None) -> Event:
@@ -57,7 +57,7 @@ def test_a_reused_pid_namespace_key_starts_a_new_agent() -> None:
 
     def sdk(kind: str, t: int, span: int, name: str, pid: int) -> Event:
         return Event(id=f"s{t}{kind}", time=T0 + t, kind=kind, source="sdk", pid=pid, tid=pid, pidns=NS,
-                     vpid=1, vtid=1, tool_call=ToolCall(name=name, call_id=f"{name}-{span}"), attrs={"span": span})
+                     vpid=1, vtid=1, tool_call=ToolCall(name=name, call_id=f"{name}-{span}"), ai=AiInfo(span=span))
 
     nxt = HOST_PID + 50
     first = [sdk("tool.start", 1 * MS, 1, "run_shell", HOST_PID), kernel("process.exit", 5 * MS, vtid=1, vpid=1)]

@@ -6,7 +6,7 @@ import os
 import threading
 
 from runwatch.enrich.aicontext import ToolCallJoin
-from runwatch.events import Event, ToolCall
+from runwatch.events import AiInfo, Event, ToolCall
 
 NS, AGENT, HOST_PID = 4026532999, 1, 70001  # a container's pid namespace, its pid 1, its host pid
 MS = 1_000_000
@@ -30,13 +30,9 @@ def join(hold_ms: float = 200.0, **kw: int) -> tuple[ToolCallJoin, Clock]:
 
 def sdk(kind: str, t: int, span: int, name: str = "run_shell", vtid: int = AGENT, parent: int | None = None,
         vpid: int = AGENT, start: int | None = None) -> Event:
-    attrs: dict[str, object] = {"span": span}
-    if parent is not None:
-        attrs["parent_span"] = parent
-    if start is not None:
-        attrs["start_time"] = start
+    ai = AiInfo(span=span, parent_span=parent, start_time=start)
     return Event(id=f"s{span}{kind}", time=T0 + t, kind=kind, source="sdk", pid=HOST_PID + vpid - AGENT,
-                 pidns=NS, vpid=vpid, vtid=vtid, tool_call=ToolCall(name=name, call_id=f"c-{span}"), attrs=attrs)
+                 pidns=NS, vpid=vpid, vtid=vtid, tool_call=ToolCall(name=name, call_id=f"c-{span}"), ai=ai)
 
 
 def k(kind: str, t: int, pid: int = HOST_PID, vpid: int = AGENT, vtid: int | None = AGENT,
@@ -89,7 +85,8 @@ def test_nested_calls_give_the_innermost_and_interleaved_tasks_are_flagged() -> 
     kernel = [e for e in events if e.source == "kernel"]
     assert [e.tool_call.name if e.tool_call else None for e in kernel] == ["inner", "outer", "task_b"]
     assert kernel[0].attrs is None and kernel[1].attrs is None
-    assert kernel[2].attrs == {"tool_call_candidates": 2}
+    assert kernel[0].ai is None and kernel[1].ai is None
+    assert kernel[2].ai == AiInfo(tool_call_candidates=2)
     assert j.stats()["ambiguous"] == 1
 
 
@@ -172,7 +169,7 @@ def test_kernel_events_without_vtid_use_the_host_tid_in_this_namespace() -> None
     j, clock = join()
     ns, me, tid = os.stat("/proc/self/ns/pid").st_ino, os.getpid(), threading.get_native_id()
     start = Event(id="s", time=T0 + MS, kind="tool.start", source="sdk", pid=me, pidns=ns, vpid=me, vtid=tid,
-                  tool_call=ToolCall(name="local"), attrs={"span": 1})
+                  tool_call=ToolCall(name="local"), ai=AiInfo(span=1))
     old = Event(id="k", time=T0 + 2 * MS, kind="net.connect", pid=me, tid=tid, pidns=ns, vpid=me)
     events = run(j, clock, [start, old])
     assert events[-1].tool_call == ToolCall(name="local")

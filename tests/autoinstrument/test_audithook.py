@@ -89,17 +89,17 @@ def test_each_observation_is_reported_once_with_exact_values(
     assert opens[0].file.flags & os.O_WRONLY and opens[0].file.flags & os.O_CREAT
     assert not any(e.file is not None and e.file.path.startswith(str(plain)) for e in events)
 
-    loads = [e for e in mine if e.kind == "plugin.load" and e.attrs is not None
-             and e.attrs["plugin"] in ("libm.so.6", "rw_plugin_23")]
-    assert [(e.attrs["audit_event"], e.attrs["plugin"], e.attrs["plugin_source"]) for e in loads if e.attrs] == [
+    loads = [e for e in mine if e.kind == "plugin.load" and e.ai is not None
+             and e.ai.plugin in ("libm.so.6", "rw_plugin_23")]
+    assert [(e.attrs["audit_event"], e.ai.plugin, e.ai.plugin_source) for e in loads if e.attrs] == [
         ("ctypes.dlopen", "libm.so.6", "libm.so.6"), ("import", "rw_plugin_23", str(module))]
-    assert loads[1].attrs is not None
-    assert loads[1].attrs["sha256"] == hashlib.sha256(b"VALUE = 23\n").hexdigest()
+    assert loads[1].ai is not None
+    assert loads[1].ai.sha256 == hashlib.sha256(b"VALUE = 23\n").hexdigest()
 
     attributed = execs + connects + lookups + opens + loads
     assert len(attributed) == 8
     assert {e.tool_call for e in attributed} == {CALL}
-    assert all(e.attrs is not None and isinstance(e.attrs["span"], int) for e in attributed)
+    assert all(e.ai is not None and isinstance(e.ai.span, int) for e in attributed)
     assert collector.stats()["malformed"] == 0
 
 

@@ -65,7 +65,7 @@ def _scripts(tmp_path: Path) -> tuple[Path, Path]:
 
 def _by_pid(events: list[Event]) -> tuple[int, int]:
     """(agent pid, server pid): the agent announces as 'agent', the server with no name."""
-    hellos = {e.pid: (e.attrs or {}).get("agent") for e in events if e.kind == "sensor.notice"}
+    hellos = {e.pid: (e.ai.agent if e.ai else None) for e in events if e.kind == "sensor.notice"}
     agent = [p for p, name in hellos.items() if name == "agent"]
     server = [p for p, name in hellos.items() if name != "agent"]
     assert len(agent) == 1 and len(server) == 1, hellos
@@ -85,10 +85,10 @@ def _check_sdk_side(events: list[Event], server: Path) -> tuple[int, int, str]:
     assert ids[0] == ids[1] and ids[2] == ids[3] and ids[0] != ids[2]
     assert all(i is not None and i.startswith("mcp-") and len(i) == 20 for i in ids)
     loads = [e for e in events if e.kind == "plugin.load" and e.source == "sdk"]
-    assert len(loads) == 1 and loads[0].pid == agent_pid and loads[0].attrs is not None
-    assert loads[0].attrs["plugin"] == SERVER_NAME
-    assert loads[0].attrs["plugin_source"] == f"mcp+stdio:{sys.executable} {server}"
-    assert loads[0].attrs["plugin_version"] == "0.23.0"
+    assert len(loads) == 1 and loads[0].pid == agent_pid and loads[0].ai is not None
+    assert loads[0].ai.plugin == SERVER_NAME
+    assert loads[0].ai.plugin_source == f"mcp+stdio:{sys.executable} {server}"
+    assert loads[0].ai.plugin_version == "0.23.0"
     run_true = next(c for _, c in agent_tools if c is not None and c.name == "run_true")
     # Server-side audit: three execs of /usr/bin/true inside run_true, nothing else attributed.
     audit_execs = [e for e in events if e.source == "audit" and e.kind == "process.exec" and e.pid == server_pid]

@@ -57,7 +57,7 @@ def test_dispatcher_runs_each_tool_inside_its_call(collector: SdkCollector, tran
                      ("tool.start", ToolCall("shell", "call_7", "planner")),
                      ("tool.end", ToolCall("shell", "call_7", "planner"))]
     start = next(e for e in events if e.kind == "tool.start")
-    assert start.attrs is not None and start.attrs["args_digest"] == sdk.args_digest({"a": 2, "b": 21})
+    assert start.ai is not None and start.ai.args_digest == sdk.args_digest({"a": 2, "b": 21})
 
 
 def test_async_dispatcher_and_dict_messages() -> None:

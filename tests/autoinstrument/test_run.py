@@ -62,7 +62,7 @@ def test_output_and_exit_status_equal_a_plain_run(tmp_path: Path, sock_dir: Path
     assert plain.returncode == {"ok": 0, "exit23": 23, "raises": 1, "exit_text": 1}[name]
     if listening:
         hello = [e for e in events if e.kind == "sensor.notice"]
-        assert len(hello) == 1 and hello[0].attrs is not None and hello[0].attrs["agent"] == name
+        assert len(hello) == 1 and hello[0].ai is not None and hello[0].ai.agent == name
         execs = [e for e in events if e.kind == "process.exec"]
         assert [e.argv for e in execs] == ([["/usr/bin/true"]] if name == "exit23" else [])
         # The main script itself is not reported as a module loaded from a writable path.
@@ -93,7 +93,7 @@ def test_module_mode_and_agent_option(tmp_path: Path, collector: SdkCollector, h
     (pid,) = wrapped_pid
     mine = [e for e in events if e.pid == pid]
     assert [e.kind for e in mine if e.source == "sdk"] == ["sensor.notice", "tool.start", "tool.end"]
-    assert mine[0].attrs is not None and mine[0].attrs["agent"] == "pkg-agent"
+    assert mine[0].ai is not None and mine[0].ai.agent == "pkg-agent"
     execs = [e for e in mine if e.kind == "process.exec"]
     assert len(execs) == 1 and execs[0].argv == ["/usr/bin/true", "x"]
     assert execs[0].tool_call == ToolCall(name="shell", call_id="c-7")

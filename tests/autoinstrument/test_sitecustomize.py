@@ -29,7 +29,7 @@ def test_pythonpath_switch_instruments_a_plain_run(tmp_path: Path, collector: Sd
     assert (res.returncode, res.stdout, res.stderr) == (0, "active True ['x']\n", "")
     events = helpers.drain(collector)
     assert [e.kind for e in events if e.source == "sdk"] == ["sensor.notice", "tool.start", "tool.end"]
-    assert events[0].attrs is not None and events[0].attrs["agent"] == "site-agent"
+    assert events[0].ai is not None and events[0].ai.agent == "site-agent"
     execs = [e for e in events if e.source == "audit" and e.kind == "process.exec"]
     assert [(e.argv, e.tool_call) for e in execs] == [(["/usr/bin/true", "site"], ToolCall("shell", "c-23"))]
 
@@ -50,8 +50,8 @@ def test_switch_off_and_chained_sitecustomize(tmp_path: Path, collector: SdkColl
     events = helpers.drain(collector)
     # The chained run announced itself; the switched-off run sent its own tool calls only.
     # A sitecustomize executed from a writable directory is itself a module load worth reporting.
-    loads = [e.attrs for e in events if e.source == "audit"]
-    assert [(a["plugin"], a["plugin_source"]) for a in loads if a] == [
+    loads = [e.ai for e in events if e.source == "audit"]
+    assert [(a.plugin, a.plugin_source) for a in loads if a] == [
         ("sitecustomize", str(other / "sitecustomize.py"))]
     assert sorted(e.kind for e in events) == ["plugin.load", "sensor.notice", "tool.end", "tool.start"]
 

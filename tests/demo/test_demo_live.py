@@ -83,9 +83,9 @@ def test_model_server_shell_carries_run_shell_and_the_prompt_route(
     call = ToolCall(name="run_shell", call_id="ms-1", agent="model-server")
     start = _start(rep, "ms-1")
     assert start.tool_call == call
-    assert start.attrs is not None and start.attrs["route"] == "completions/tool-use"
-    routes = [e.attrs["route"] for e in rep.events if e.kind == "model.call" and e.attrs
-              and e.attrs.get("operation") == "prompt.route"]
+    assert start.ai is not None and start.ai.route == "completions/tool-use"
+    routes = [e.ai.route for e in rep.events if e.kind == "model.call" and e.ai
+              and e.ai.operation == "prompt.route"]
     assert routes == ["completions/chat", "completions/chat", "completions/tool-use"]
     execs = _workload_execs(rep)
     assert [(e.exe, e.cmdline) for e in execs] == [
@@ -116,8 +116,8 @@ def test_model_server_benign_prompts_cause_no_exec_no_secret_read_no_alert(
     assert rep.tool_calls == []
     assert _workload_execs(rep) == []
     assert _secret_opens(rep) == []
-    routes = [e.attrs["route"] for e in rep.events if e.kind == "model.call" and e.attrs
-              and e.attrs.get("operation") == "prompt.route"]
+    routes = [e.ai.route for e in rep.events if e.kind == "model.call" and e.ai
+              and e.ai.operation == "prompt.route"]
     assert routes == ["completions/chat"] * 5
     assert len([e for e in _kernel(rep, "net.accept") if e.unattested]) == 5
     assert rep.rule_ids == []
@@ -129,11 +129,11 @@ def test_plugin_connect_to_the_new_port_is_after_the_load_and_inside_its_tool_ca
     rep = reps["plugin-agent"]
     port = run.peers["plugin_port"]
     loads = [e for e in rep.events if e.kind == "plugin.load"]
-    assert len(loads) == 1 and loads[0].attrs is not None
+    assert len(loads) == 1 and loads[0].ai is not None
     src = Path(weather_plugin.__file__)
-    assert loads[0].attrs["plugin"] == "weather-mcp"
-    assert loads[0].attrs["plugin_source"] == str(src)
-    assert loads[0].attrs["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert loads[0].ai.plugin == "weather-mcp"
+    assert loads[0].ai.plugin_source == str(src)
+    assert loads[0].ai.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
     assert loads[0].tool_call == ToolCall(name="load_plugin", call_id="ta-6", agent="tool-agent")
     to_plugin = [e for e in _kernel(rep, "net.connect") if e.net and e.net.dst_port == port]
     call = ToolCall(name="weather.forecast", call_id="ta-7", agent="tool-agent")
@@ -173,7 +173,7 @@ def test_exfil_secret_read_and_upload_are_attributed_to_their_tool_calls(
     assert [(e.file.path if e.file else None, e.file.intent if e.file else None, e.tool_call) for e in opens] == [
         (SECRET_PATH, "read", read)]
     access = [e for e in rep.events if e.kind == "secret.access"]
-    assert [(e.attrs["secret"] if e.attrs else None, e.tool_call) for e in access] == [(SECRET_NAME, read)]
+    assert [(e.ai.secret if e.ai else None, e.tool_call) for e in access] == [(SECRET_NAME, read)]
     out = [e for e in _kernel(rep, "net.connect") if e.net and e.net.dst_ip == SINK_IP]
     assert [(e.net.dst_port if e.net else None, e.tool_call) for e in out] == [
         (SINK_PORT, ToolCall(name="http_post", call_id="rx-3", agent="report-agent")),

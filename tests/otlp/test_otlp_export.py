@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from runwatch.events import Container, DnsInfo, Event, FileInfo, NetInfo, ToolCall, new_id
+from runwatch.events import AiInfo, Container, DnsInfo, Event, FileInfo, NetInfo, ToolCall, new_id
 from runwatch.outputs.base import output_factory
 from runwatch.outputs.otlp import OtlpOutput, OtlpOutputError, traces_url
 from runwatch.sensors.ingest.otlp import PROTOBUF, OtlpReceiver
@@ -31,9 +31,9 @@ CALLS = [
 ]
 
 
-def sdk(kind: str, t: int, call: ToolCall | None, **attrs: Any) -> Event:
+def sdk(kind: str, t: int, call: ToolCall | None, **ai: Any) -> Event:
     return Event(id=new_id(t), time=t, kind=kind, source="sdk", pid=ME, tid=TID, pidns=NS, vpid=ME, vtid=TID,
-                 tool_call=call, attrs=attrs)
+                 tool_call=call, ai=AiInfo(**ai))
 
 
 def kernel(kind: str, t: int, call: ToolCall | None, pid: int, **fields: Any) -> Event:
@@ -167,18 +167,18 @@ def test_round_trip_through_the_receiver(receiver: OtlpReceiver, compression: st
     sent = [(e.kind, e.time, e.tool_call) for e in original if e.kind in ("tool.start", "tool.end")]
     got = [(e.kind, e.time, e.tool_call) for e in back if e.kind in ("tool.start", "tool.end")]
     assert sorted(got, key=lambda r: (r[1], r[0])) == sorted(sent, key=lambda r: (r[1], r[0]))
-    status = {e.tool_call.call_id: e.attrs["status"] for e in back if e.kind == "tool.end" and e.tool_call
-              and e.attrs}
+    status = {e.tool_call.call_id: e.ai.status for e in back if e.kind == "tool.end" and e.tool_call
+              and e.ai}
     assert status == {"c-1": "ok", "c-2": "error", "c-3": "ok"}
     for e in back:  # process.pid in the resource resolves back to this process
         assert (e.pid, e.pidns, e.vpid) == (ME, NS, ME)
         assert e.attrs is not None and e.attrs["service"] == "runwatch-test"
     nested = next(e for e in back if e.kind == "tool.start" and e.tool_call == CALLS[2])
     outer = next(e for e in back if e.kind == "tool.start" and e.tool_call == CALLS[1])
-    assert nested.attrs is not None and outer.attrs is not None
-    assert nested.attrs["parent_span_id"] == outer.attrs["span_id"]
+    assert nested.ai is not None and outer.ai is not None
+    assert nested.ai.parent_span_id == outer.ai.span_id
     models = [e for e in back if e.kind == "model.call"]
-    assert len(models) == 1 and models[0].attrs is not None and models[0].attrs["model"] == "gpt-4o"
+    assert len(models) == 1 and models[0].ai is not None and models[0].ai.model == "gpt-4o"
     stats = receiver.stats()
     assert (stats["spans"], stats["spans_ignored"], stats["events"]) == (11, 7, 7)
 

@@ -67,14 +67,14 @@ def tool_rows(events: list[Event]) -> list[tuple[Any, ...]]:
     rows = []
     for e in events:
         if e.kind in ("tool.start", "tool.end"):
-            assert e.tool_call is not None and e.attrs is not None
+            assert e.tool_call is not None and e.ai is not None
             rows.append((e.kind, e.tool_call.name, e.tool_call.call_id, e.tool_call.agent, e.time,
-                         e.attrs.get("status")))
+                         e.ai.status))
     return rows
 
 
 def comparable(events: list[Event]) -> list[tuple[Any, ...]]:
-    return [(e.kind, e.time, e.tool_call, e.pid, e.vpid, e.container, e.attrs) for e in events]
+    return [(e.kind, e.time, e.tool_call, e.pid, e.vpid, e.container, e.attrs, e.ai) for e in events]
 
 
 def test_registered_as_otlp_source() -> None:
@@ -90,17 +90,17 @@ def test_protobuf_fixture_yields_the_tool_events(receiver: OtlpReceiver) -> None
     events = drain(receiver)
     assert tool_rows(events) == EXPECTED_TOOLS
     assert all(e.source == "otlp" for e in events)
-    ends = {e.tool_call.call_id: e.attrs for e in events if e.kind == "tool.end" and e.tool_call and e.attrs}
-    assert ends["call_9a3Np"]["error"] == "command exited with status 2"
-    assert ends["call_9a1Kx"]["duration_ns"] == 250_000_004
-    assert ends["call_9a2Lm"]["start_time"] == T0 + 1_700_000_013
+    ends = {e.tool_call.call_id: e.ai for e in events if e.kind == "tool.end" and e.tool_call and e.ai}
+    assert ends["call_9a3Np"].error == "command exited with status 2"
+    assert ends["call_9a1Kx"].duration_ns == 250_000_004
+    assert ends["call_9a2Lm"].start_time == T0 + 1_700_000_013
     starts = [e for e in events if e.kind == "tool.start"]
-    assert [e.attrs["span_id"] for e in starts if e.attrs] == ["a1b2c3d4e5f60733", "a1b2c3d4e5f60744",
-                                                               "a1b2c3d4e5f60755"]
-    assert {e.attrs["trace_id"] for e in starts if e.attrs} == {"5b8efff798038103d269b633813fc60c"}
-    assert [e.attrs["tool_type"] for e in starts if e.attrs] == ["function", "extension", "function"]
-    models = [(e.time, e.attrs["operation"], e.attrs["provider"], e.attrs["model"], e.attrs["agent"])
-              for e in events if e.kind == "model.call" and e.attrs]
+    assert [e.ai.span_id for e in starts if e.ai] == ["a1b2c3d4e5f60733", "a1b2c3d4e5f60744",
+                                                      "a1b2c3d4e5f60755"]
+    assert {e.ai.trace_id for e in starts if e.ai} == {"5b8efff798038103d269b633813fc60c"}
+    assert [e.ai.tool_type for e in starts if e.ai] == ["function", "extension", "function"]
+    models = [(e.time, e.ai.operation, e.ai.provider, e.ai.model, e.ai.agent)
+              for e in events if e.kind == "model.call" and e.ai]
     assert models == [
         (T0, "invoke_agent", "openai", "gpt-4o-2024-08-06", "travel-planner"),
         (T0 + 100_000_000, "chat", "openai", "gpt-4o-2024-08-06", "travel-planner"),
@@ -265,7 +265,7 @@ def test_base64_ids_and_tool_name_from_span_name(receiver: OtlpReceiver) -> None
     assert post(receiver, json.dumps(doc).encode(), JSON)[0] == 200
     events = drain(receiver)
     assert tool_rows(events) == EXPECTED_TOOLS
-    assert [e.attrs["span_id"] for e in events if e.kind == "tool.start" and e.attrs] == [
+    assert [e.ai.span_id for e in events if e.kind == "tool.start" and e.ai] == [
         "a1b2c3d4e5f60733", "a1b2c3d4e5f60744", "a1b2c3d4e5f60755"]
 
 

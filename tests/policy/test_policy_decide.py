@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from runwatch.events import Container, Event
+from runwatch.events import AiInfo, Container, Event
 from runwatch.pipeline import Pipeline
 from runwatch.policy import Workload, load_policy_texts
 from runwatch.policy.challenges import ChallengeBook, ChallengeError
@@ -72,7 +72,7 @@ def test_monitor_mode_allows_and_records_would_deny() -> None:
     infos = [e.decision for e in events]
     assert [(i.verdict, i.mode, i.policy) for i in infos if i] == [("would_deny", "monitor", "watch-only"),
                                                                    ("would_challenge", "monitor", "watch-only")]
-    assert events[0].attrs == {"args_digest": "digest-23"}
+    assert events[0].ai == AiInfo(args_digest="digest-23")
     # The same policies forced to enforce deny instead.
     enforced = Decider(load_policy_texts([(POLICIES, "p.yaml")]).with_mode("enforce"), emit=lambda e: None)
     assert enforced.decide(WATCHED, "run_shell").verdict == "deny"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from runwatch import sdk
-from runwatch.events import Event
+from runwatch.events import AiInfo, Event
 from runwatch.policy import load_policy_texts
 from runwatch.policy.cli import PolicyCliError, cli_approve, cli_challenges, cli_reject, format_challenges
 from runwatch.policy.decide import Decider
@@ -114,7 +114,7 @@ def test_decide_over_http_on_the_unix_socket(serve: Any) -> None:
         "tools.default")
     e = s.events[0]
     assert (e.pid, e.exe, e.tool_call.agent if e.tool_call else None) == (os.getpid(), SELF_EXE, "planner")
-    assert e.attrs is not None and str(e.attrs["args_digest"]).startswith("sha256:")
+    assert e.ai is not None and str(e.ai.args_digest).startswith("sha256:")
     assert _http(s.decide_sock, "POST", "/v1/decide", b"{not json")[0] == 400
     assert _http(s.decide_sock, "POST", "/v1/decide", {"args": {}}) == (
         400, {"error": "'tool' (a non-empty string) is required"})
@@ -177,7 +177,7 @@ def test_sdk_tool_call_denied_before_its_body_runs(serve: Any, tmp_path: Path) -
     verdicts = [(e.tool_call.name if e.tool_call else "", e.decision.verdict if e.decision else "") for e in s.events]
     assert verdicts == [("run_shell", "deny"), ("http_get", "deny"), ("run_shell", "deny"), ("write_note", "allow")]
     assert all(e.decision and e.decision.latency_ns and e.decision.latency_ns > 0 for e in s.events)
-    assert s.events[0].attrs == {"args_digest": sdk.args_digest({"cmd": "touch"})}
+    assert s.events[0].ai == AiInfo(args_digest=sdk.args_digest({"cmd": "touch"}))
 
 
 def test_tool_call_in_another_process_consults_the_env_socket(serve: Any, tmp_path: Path) -> None:

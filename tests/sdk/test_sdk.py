@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from runwatch import sdk
-from runwatch.events import Event, ToolCall
+from runwatch.events import AiInfo, Event, ToolCall
 from runwatch.sdk.transport import Transport
 from runwatch.sensors.inproc.collector import SdkCollector
 
@@ -61,10 +61,10 @@ def test_context_manager_sends_start_and_end_with_identity(collector: SdkCollect
     call = ToolCall(name="run_shell", call_id="c-23", agent="planner")
     assert (start.kind, end.kind) == ("tool.start", "tool.end")
     assert start.tool_call == end.tool_call == call
-    assert start.attrs == {"span": sid}
-    assert end.attrs is not None and end.attrs["status"] == "ok" and end.attrs["span"] == sid
-    assert end.attrs["duration_ns"] == end.time - start.time
-    assert end.attrs["start_time"] == start.time
+    assert start.ai == AiInfo(span=sid)
+    assert end.ai is not None and end.ai.status == "ok" and end.ai.span == sid
+    assert end.ai.duration_ns == end.time - start.time
+    assert end.ai.start_time == start.time
     me = os.getpid()
     for e in (start, end):
         assert (e.source, e.pid, e.vpid, e.tid, e.vtid) == ("sdk", me, me, threading.get_native_id(),
@@ -78,8 +78,8 @@ def test_exception_is_recorded_and_propagates(collector: SdkCollector) -> None:
     with pytest.raises(KeyError), sdk.tool_call("lookup"):
         raise KeyError("x")
     _, end = collect(collector, 2)
-    assert end.attrs is not None
-    assert (end.attrs["status"], end.attrs["error"]) == ("error", "KeyError")
+    assert end.ai is not None
+    assert (end.ai.status, end.ai.error) == ("error", "KeyError")
 
 
 def test_sync_decorator_per_invocation_spans(collector: SdkCollector) -> None:
@@ -95,7 +95,7 @@ def test_sync_decorator_per_invocation_spans(collector: SdkCollector) -> None:
     assert bare() == "bare"
     assert add.__name__ == "add"
     events = collect(collector, 8)
-    spans = [e.attrs["span"] for e in events if e.attrs]
+    spans = [e.ai.span for e in events if e.ai]
     assert spans[0:2] == [spans[0]] * 2 and len(set(spans)) == 4
     assert events[-1].tool_call == ToolCall(name="bare")
 
@@ -113,15 +113,15 @@ def test_async_tasks_keep_their_own_calls(collector: SdkCollector) -> None:
 
     assert asyncio.run(main()) == [0, 1, 2]
     events = collect(collector, 2 + 3 * 3)
-    starts = {e.attrs["span"]: e for e in events if e.kind == "tool.start" and e.attrs}
+    starts = {e.ai.span: e for e in events if e.kind == "tool.start" and e.ai}
     plan = next(e for e in starts.values() if e.tool_call == ToolCall(name="plan", call_id="p-1"))
     fetches = [e for e in starts.values() if e.tool_call == ToolCall(name="fetch")]
     assert len(fetches) == 3
-    assert all(e.attrs is not None and e.attrs["parent_span"] == plan.attrs["span"] for e in fetches)  # type: ignore[index]
+    assert all(e.ai is not None and e.ai.parent_span == plan.ai.span for e in fetches)
     models = [e for e in events if e.kind == "model.call"]
-    by_span = {e.attrs["span"]: e.attrs["model"] for e in models if e.attrs}
+    by_span = {e.ai.span: e.ai.model for e in models if e.ai}
     assert sorted(by_span.values()) == ["m0", "m1", "m2"]
-    assert set(by_span) == {e.attrs["span"] for e in fetches if e.attrs}
+    assert set(by_span) == {e.ai.span for e in fetches if e.ai}
 
 
 def test_new_threads_start_outside_any_call(collector: SdkCollector) -> None:
@@ -141,18 +141,18 @@ def test_other_messages_carry_the_enclosing_call_and_route(collector: SdkCollect
         sdk.secret_access("OPENAI_API_KEY", "env")
     sdk.model_call("openai", "gpt-y")
     route, start, model, plugin, secret, _end, outside = collect(collector, 7)
-    assert route.kind == "model.call" and route.attrs == {"operation": "prompt.route", "route": "support/billing"}
-    assert start.attrs is not None and start.attrs["route"] == "support/billing"
+    assert route.kind == "model.call" and route.ai == AiInfo(operation="prompt.route", route="support/billing")
+    assert start.ai is not None and start.ai.route == "support/billing"
     call = ToolCall(name="lookup", call_id="c-7")
-    assert model.tool_call == call and model.attrs is not None
-    assert (model.attrs["provider"], model.attrs["model"], model.attrs["route"]) == ("openai", "gpt-x",
+    assert model.tool_call == call and model.ai is not None
+    assert (model.ai.provider, model.ai.model, model.ai.route) == ("openai", "gpt-x",
                                                                                      "support/billing")
-    assert plugin.kind == "plugin.load" and plugin.tool_call == call and plugin.attrs is not None
-    assert (plugin.attrs["plugin"], plugin.attrs["plugin_source"], plugin.attrs["sha256"]) == (
+    assert plugin.kind == "plugin.load" and plugin.tool_call == call and plugin.ai is not None
+    assert (plugin.ai.plugin, plugin.ai.plugin_source, plugin.ai.sha256) == (
         "weather", "/plugins/weather.py", "ab" * 32)
-    assert secret.kind == "secret.access" and secret.attrs is not None
-    assert (secret.attrs["secret"], secret.attrs["secret_kind"]) == ("OPENAI_API_KEY", "env")
-    assert outside.tool_call is None and outside.attrs is not None and "route" not in outside.attrs
+    assert secret.kind == "secret.access" and secret.ai is not None
+    assert (secret.ai.secret, secret.ai.secret_kind) == ("OPENAI_API_KEY", "env")
+    assert outside.tool_call is None and outside.ai is not None and outside.ai.route is None
 
 
 def test_no_collector_never_raises_and_counts_drops(tmp_path: Path) -> None:
@@ -191,22 +191,22 @@ def test_args_are_sent_only_as_a_keyed_digest(collector: SdkCollector) -> None:
     assert res.returncode == 0, res.stderr
     start, _ = collect(collector, 2)
     canonical = json.dumps({"a": "x", "b": [1, 2]}, separators=(",", ":")).encode()
-    assert start.attrs is not None
-    assert start.attrs["args_digest"] == hmac.new(b"k-23", canonical, hashlib.sha256).hexdigest()
-    assert "args" not in start.attrs
+    assert start.ai is not None
+    assert start.ai.args_digest == hmac.new(b"k-23", canonical, hashlib.sha256).hexdigest()
+    assert start.ai.args is None
     # Without a configured key each process uses its own random key.
     _agent_run({"RUNWATCH_SOCKET": sock}, ARGS_AGENT)
     _agent_run({"RUNWATCH_SOCKET": sock}, ARGS_AGENT)
     events = collect(collector, 4)
-    digests = [e.attrs["args_digest"] for e in events if e.kind == "tool.start" and e.attrs]
-    assert len(set(digests)) == 2 and start.attrs["args_digest"] not in digests
+    digests = [e.ai.args_digest for e in events if e.kind == "tool.start" and e.ai]
+    assert len(set(digests)) == 2 and start.ai.args_digest not in digests
 
 
 def test_operator_opt_in_sends_argument_content(collector: SdkCollector) -> None:
     res = _agent_run({"RUNWATCH_SOCKET": str(collector.path), "RUNWATCH_STORE_ARGS": "1"}, ARGS_AGENT)
     assert res.returncode == 0, res.stderr
     start, _ = collect(collector, 2)
-    assert start.attrs is not None and start.attrs["args"] == '{"a":"x","b":[1,2]}'
+    assert start.ai is not None and start.ai.args == '{"a":"x","b":[1,2]}'
 
 
 def test_forked_child_reports_its_own_pid(collector: SdkCollector) -> None:
@@ -226,6 +226,6 @@ def test_forked_child_reports_its_own_pid(collector: SdkCollector) -> None:
     res = _agent_run({"RUNWATCH_SOCKET": str(collector.path)}, code)
     assert res.returncode == 0, res.stderr
     parent, child = sorted(collect(collector, 2), key=lambda e: e.time)
-    assert parent.attrs is not None and parent.attrs["model"] == "parent"
-    assert child.attrs is not None and child.attrs["model"] == "child"
+    assert parent.ai is not None and parent.ai.model == "parent"
+    assert child.ai is not None and child.ai.model == "child"
     assert child.pid == child.vpid == int(res.stdout) != parent.pid

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from runwatch.alerts.model import Alert
 from runwatch.demo.runner import DemoRun, ScenarioRun
-from runwatch.events import Event
+from runwatch.events import AiInfo, Event
 from runwatch.store.sqlite import query_alerts, query_events
 
 SDK_KINDS = frozenset({"tool.start", "tool.end", "model.call", "plugin.load", "secret.access", "sensor.notice"})
@@ -98,26 +98,26 @@ def _short(text: str, limit: int = 72) -> str:
 
 def describe(e: Event) -> str:
     """The kind-specific part of a timeline line."""
-    a = e.attrs or {}
+    a = e.ai or AiInfo()
     tc = e.tool_call
     if e.kind == "tool.start" and tc is not None:
-        route = f"  route={a['route']}" if "route" in a else ""
+        route = f"  route={a.route}" if a.route is not None else ""
         return f"[bold]{escape(tc.name)}[/] {escape(f'[{tc.call_id}]')}{escape(route)}"
     if e.kind == "tool.end" and tc is not None:
-        dur = a.get("duration_ns")
+        dur = a.duration_ns
         took = f" {dur / 1e6:.1f} ms" if isinstance(dur, int) else ""
-        return escape(f"{tc.name} [{tc.call_id}] {a.get('status', '?')}{took}")
+        return escape(f"{tc.name} [{tc.call_id}] {a.status or '?'}{took}")
     if e.kind == "model.call":
-        if a.get("operation") == "prompt.route":
-            return f"prompt.route {a.get('route')}"
-        return f"{a.get('provider')}/{a.get('model')}"
+        if a.operation == "prompt.route":
+            return f"prompt.route {a.route}"
+        return f"{a.provider}/{a.model}"
     if e.kind == "plugin.load":
-        sha = str(a.get("sha256", ""))[:12]
-        return f"[bold]{escape(str(a.get('plugin')))}[/] " + escape(f"from {a.get('plugin_source')} sha256 {sha}")
+        sha = (a.sha256 or "")[:12]
+        return f"[bold]{escape(str(a.plugin))}[/] " + escape(f"from {a.plugin_source} sha256 {sha}")
     if e.kind == "secret.access":
-        return f"{a.get('secret')} ({a.get('secret_kind')})"
+        return f"{a.secret} ({a.secret_kind})"
     if e.kind == "sensor.notice":
-        return f"agent {a.get('agent') or '?'} attached ({a.get('notice')})"
+        return f"agent {a.agent or '?'} attached ({(e.attrs or {}).get('notice')})"
     if e.kind == "process.exec":
         return f"{e.exe}  {_short(e.cmdline)}"
     if e.net is not None:

@@ -21,7 +21,7 @@ Rules, applied to each kernel event in time order:
 1. **Thread inside a call**: the event's thread has a tool call open at the event's time
    (``start <= time <= end``): it gets the innermost such call. If the thread has several
    open calls that are not nested (asyncio tasks interleaving on one thread: the kernel
-   sees threads, not tasks), the most recently started wins and ``attrs["tool_call_candidates"]``
+   sees threads, not tasks), the most recently started wins and ``ai.tool_call_candidates``
    says how many were open. That is the documented limit of a per-thread join.
 2. **Spawned inside a call**: a ``process.fork`` made by a thread inside a call gives the
    child the call for the child's whole life (until its ``process.exit``), and the child's
@@ -55,13 +55,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from runwatch.events import Event, ToolCall
+from runwatch import eventkinds
+from runwatch.events import AiInfo, Event, ToolCall
 
-ACTIVITY_KINDS: frozenset[str] = frozenset({
-    "process.exec", "net.connect", "net.accept", "net.listen", "net.bind", "dns.query", "file.open",
-    "file.unlink", "file.rename", "file.memfd", "priv.setuid", "priv.setgid", "priv.capset", "priv.mount",
-    "priv.ptrace", "priv.unshare", "priv.setns",
-})
+ACTIVITY_KINDS: frozenset[str] = eventkinds.activity_kinds()
 """Kinds that count as activity for ``unattested`` (not fork/exit bookkeeping)."""
 
 AgentKey = tuple[int, int, int]  # (pid namespace inode, pid inside it, host pid)
@@ -211,22 +208,21 @@ class ToolCallJoin:
         agent = self._agent(key, e.time)
         if e.time <= self._watermark:
             self.counters["late_sdk"] += 1
-        if e.kind not in ("tool.start", "tool.end") or e.tool_call is None or not e.attrs:
+        ai = e.ai
+        if e.kind not in ("tool.start", "tool.end") or e.tool_call is None or ai is None:
             return
-        span = e.attrs.get("span")
-        if not isinstance(span, int):
+        span = ai.span
+        if span is None:
             return
         vtid = e.vtid if e.vtid is not None else (e.tid or PROCESS_WIDE)
         call = self._calls.get((key, span))
         if e.kind == "tool.start":
             if call is None:
-                parent = e.attrs.get("parent_span")
-                self._add_call(agent, _Call(e.tool_call, key, vtid, span, parent if isinstance(parent, int) else None,
-                                            e.time))
+                self._add_call(agent, _Call(e.tool_call, key, vtid, span, ai.parent_span, e.time))
             return
         if call is None:  # the start was lost or evicted: rebuild the interval from the end
-            start = e.attrs.get("start_time")
-            if not isinstance(start, int):
+            start = ai.start_time
+            if start is None:
                 self.counters["orphan_ends"] += 1
                 return
             call = _Call(e.tool_call, key, vtid, span, None, start)
@@ -328,7 +324,10 @@ class ToolCallJoin:
                 origin = call
                 if candidates > 1:
                     self.counters["ambiguous"] += 1
-                    e.attrs = {**(e.attrs or {}), "tool_call_candidates": candidates}
+                    if e.ai is None:
+                        e.ai = AiInfo(tool_call_candidates=candidates)
+                    else:
+                        e.ai.tool_call_candidates = candidates
         if origin is None:
             origin = self._lineage.get(e.pid)
         if origin is None and agent is not None and thread_known and t >= agent.first:

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import msgspec
 
-from runwatch.events import Event
+from runwatch.events import Event, upgrade
 from runwatch.outputs.base import register_output
 
 
@@ -133,7 +133,7 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[Event]:
             if not line.strip():
                 continue
             try:
-                yield decoder.decode(line)
+                yield upgrade(decoder.decode(line))
             except msgspec.DecodeError as exc:
                 raise ValueError(f"{shown}:{lineno}: {exc}") from None
     finally:

@@ -11,6 +11,10 @@ versioned reference at schema.ocsf.io):
 * ``dns.query``        -> DNS Activity (4003): 1 Query.
 * everything else      -> Base Event (0), activity 99 Other, with the details in ``unmapped``.
 
+Each kind's class and default activity are declared once, in the event table
+(:mod:`runwatch.eventkinds`); this module fills the class's objects and refines the
+activity where it depends on the event (a refused or failed ``net.connect``).
+
 ``type_uid`` is always ``class_uid * 100 + activity_id``; ``time`` is in milliseconds.
 Fields without an OCSF home go under ``unmapped`` (never dropped).
 """
@@ -20,11 +24,12 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 
+from runwatch import eventkinds
 from runwatch.events import Event
 from runwatch.outputs.base import register_output
 from runwatch.outputs.jsonl import JsonlOutput
@@ -41,7 +46,7 @@ _CLASS = {
 }
 
 # Process Activity (1007)
-_LAUNCH, _TERMINATE, _OPEN, _SET_USER_ID, _OTHER = 1, 2, 3, 5, 99
+_OTHER = 99
 _LAUNCH_FORK, _LAUNCH_EXEC = 2, 3
 
 _ECONNREFUSED = 111
@@ -54,22 +59,7 @@ _EINPROGRESS = 115
 # the caller a handle on another process (3 Open; the request number is kept so consumers can
 # tell PTRACE_POKETEXT-style injection apart); the rest are 99 Other with a precise
 # activity_name. mount is a file-system operation and OCSF has File System Activity 12 Mount.
-_PRIV: dict[str, tuple[int, int, str]] = {
-    "priv.setuid": (1007, _SET_USER_ID, "Set User ID"),
-    "priv.setgid": (1007, _OTHER, "Set Group ID"),
-    "priv.capset": (1007, _OTHER, "Set Capabilities"),
-    "priv.ptrace": (1007, _OPEN, "Open"),
-    "priv.unshare": (1007, _OTHER, "Unshare Namespaces"),
-    "priv.setns": (1007, _OTHER, "Enter Namespace"),
-    "priv.mount": (1001, 12, "Mount"),
-}
-
-_FILE: dict[str, tuple[int, str]] = {
-    "file.open": (14, "Open"),
-    "file.unlink": (4, "Delete"),
-    "file.rename": (5, "Rename"),
-    "file.memfd": (1, "Create"),
-}
+# Each kind's class and activity are declared in the event table (runwatch.eventkinds).
 
 
 @functools.cache
@@ -154,6 +144,15 @@ def _status(result: int | None, out: dict[str, Any]) -> None:
         out["status_code"] = str(result)
 
 
+def _declared(e: Event) -> tuple[int, int, str]:
+    """The kind's OCSF class, activity id and name from the event table."""
+    k = eventkinds.spec(e.kind)
+    if k is None:
+        return 0, _OTHER, e.kind
+    class_uid, activity_id, name = k.ocsf
+    return class_uid, activity_id, name or e.kind
+
+
 def _process_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> tuple[int, int, str]:
     me = _process(e)
     if e.kind == "process.exec":
@@ -162,7 +161,7 @@ def _process_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -
         out["process"] = me
         out["actor"] = {"process": _parent(e) if e.ppid else me}
         out["launch_type_id"], out["launch_type"] = _LAUNCH_EXEC, "Exec"
-        return 1007, _LAUNCH, "Launch"
+        return _declared(e)
     if e.kind == "process.fork":
         child: dict[str, Any] = {k: v for k, v in me.items() if k != "parent_process"}
         child["pid"] = e.child_pid if e.child_pid is not None else 0
@@ -170,7 +169,7 @@ def _process_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -
         out["process"] = child
         out["actor"] = {"process": me}
         out["launch_type_id"], out["launch_type"] = _LAUNCH_FORK, "Fork"
-        return 1007, _LAUNCH, "Launch"
+        return _declared(e)
     if e.kind == "process.exit":
         out["process"] = me
         out["actor"] = {"process": me}
@@ -178,15 +177,14 @@ def _process_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -
             out["exit_code"] = e.exit_code
         if e.signal is not None:
             unmapped["signal"] = e.signal
-        return 1007, _TERMINATE, "Terminate"
+        return _declared(e)
     # priv.* mapped to Process Activity
-    class_uid, activity_id, name = _PRIV[e.kind]
     out["actor"] = {"process": me}
     if e.kind == "priv.ptrace" and e.priv is not None and e.priv.target_pid is not None:
         out["process"] = {"pid": e.priv.target_pid}
     else:
         out["process"] = me
-    return class_uid, activity_id, name
+    return _declared(e)
 
 
 def _file_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> tuple[int, int, str]:
@@ -195,18 +193,17 @@ def _file_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> t
         p = e.priv
         target = (p.target if p else None) or ""
         out["file"] = {"path": target, "name": _basename(target), "type_id": 2}
-        return 1001, 12, "Mount"
+        return _declared(e)
     f = e.file
-    activity_id, name = _FILE.get(e.kind, (_OTHER, "Other"))
     if f is not None:
         path = f.path if e.kind != "file.memfd" or not f.name else f"memfd:{f.name}"
         out["file"] = {"path": path, "name": _basename(path), "type_id": 1}
         if e.kind == "file.rename" and f.new_path:
             out["file_result"] = {"path": f.new_path, "name": _basename(f.new_path), "type_id": 1}
-    return 1001, activity_id, name
+    return _declared(e)
 
 
-def _network_activity(e: Event, out: dict[str, Any]) -> tuple[int, int, str]:
+def _network_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> tuple[int, int, str]:
     out["actor"] = {"process": _process(e)}
     n = e.net
     if n is None:
@@ -232,14 +229,10 @@ def _network_activity(e: Event, out: dict[str, Any]) -> tuple[int, int, str]:
         if n.result == -_ECONNREFUSED:
             return 4001, 5, "Refuse"
         return 4001, 4, "Fail"
-    if e.kind == "net.accept":
-        return 4001, 1, "Open"
-    if e.kind == "net.listen":
-        return 4001, 7, "Listen"
-    return 4001, _OTHER, "Bind" if e.kind == "net.bind" else "Other"
+    return _declared(e)
 
 
-def _dns_activity(e: Event, out: dict[str, Any]) -> tuple[int, int, str]:
+def _dns_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> tuple[int, int, str]:
     out["actor"] = {"process": _process(e)}
     d = e.dns
     if d is not None:
@@ -253,6 +246,15 @@ def _dns_activity(e: Event, out: dict[str, Any]) -> tuple[int, int, str]:
     return 4003, 1, "Query"
 
 
+#: OCSF class_uid -> the function that fills that class's objects (others: Base Event).
+_ACTIVITY: dict[int, Callable[[Event, dict[str, Any], dict[str, Any]], tuple[int, int, str]]] = {
+    1007: _process_activity,
+    1001: _file_activity,
+    4001: _network_activity,
+    4003: _dns_activity,
+}
+
+
 def to_ocsf(event: Event, *, hostname: str | None = None) -> dict[str, Any]:
     """Map one event to an OCSF 1.8 event object (plain builtins, ready for JSON).
 
@@ -261,17 +263,12 @@ def to_ocsf(event: Event, *, hostname: str | None = None) -> dict[str, Any]:
     e = event
     out: dict[str, Any] = {}
     unmapped: dict[str, Any] = {"kind": e.kind, "source": e.source}
-    kind = e.kind
-    if kind.startswith("process.") or (kind in _PRIV and _PRIV[kind][0] == 1007):
-        class_uid, activity_id, activity_name = _process_activity(e, out, unmapped)
-    elif kind.startswith("file.") or kind == "priv.mount":
-        class_uid, activity_id, activity_name = _file_activity(e, out, unmapped)
-    elif kind.startswith("net."):
-        class_uid, activity_id, activity_name = _network_activity(e, out)
-    elif kind == "dns.query":
-        class_uid, activity_id, activity_name = _dns_activity(e, out)
+    declared = eventkinds.spec(e.kind)
+    mapped = _ACTIVITY.get(declared.ocsf[0]) if declared is not None else None
+    if mapped is not None:
+        class_uid, activity_id, activity_name = mapped(e, out, unmapped)
     else:
-        class_uid, activity_id, activity_name = 0, _OTHER, kind
+        class_uid, activity_id, activity_name = _declared(e)
         out["actor"] = {"process": _process(e)}
     if e.priv is not None:
         unmapped["priv"] = msgspec.to_builtins(e.priv)
@@ -279,6 +276,8 @@ def to_ocsf(event: Event, *, hostname: str | None = None) -> dict[str, Any]:
         unmapped["file"] = {
             k: v for k, v in (("intent", e.file.intent), ("flags", e.file.flags)) if v is not None
         }
+    if e.ai is not None:
+        unmapped["ai"] = msgspec.to_builtins(e.ai)
     for key in ("tid", "euid", "gid", "cgroup_id", "pidns", "vpid", "unattested", "attrs", "argv"):
         value = getattr(e, key)
         if value is not None and value != 0:

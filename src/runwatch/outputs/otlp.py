@@ -51,12 +51,13 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from runwatch.events import Event, ToolCall
+from runwatch.events import AiInfo, Event, ToolCall
 from runwatch.outputs.base import register_output
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:4318/v1/traces"
 _SCOPE = InstrumentationScope("runwatch", "1")
 _AI_SOURCES = ("sdk", "otlp")
+_NO_AI = AiInfo()  # read-only stand-in for an event without an ai group (never assigned to one)
 _MODEL_OPS = frozenset({"chat", "text_completion", "generate_content", "embeddings", "invoke_agent", "create_agent"})
 Ids = tuple[int, int]  # (trace id, span id)
 
@@ -240,12 +241,12 @@ class OtlpOutput:
 
     @staticmethod
     def _ingested_ids(e: Event) -> tuple[Ids, int | None] | None:
-        attrs = e.attrs or {}
+        ai = e.ai or _NO_AI
         try:
-            ids = (int(str(attrs["trace_id"]), 16), int(str(attrs["span_id"]), 16))
-        except (KeyError, ValueError):
+            ids = (int(str(ai.trace_id), 16), int(str(ai.span_id), 16))
+        except ValueError:  # absent (None) or not hex
             return None
-        parent = attrs.get("parent_span_id")
+        parent = ai.parent_span_id
         try:
             return ids, int(str(parent), 16) if parent else None
         except ValueError:
@@ -253,11 +254,11 @@ class OtlpOutput:
 
     def _sdk_ids(self, e: Event) -> tuple[Ids, int | None, Any]:
         proc = self._proc_key(e)
-        attrs = e.attrs or {}
-        span = attrs.get("span")
-        span_key = span if isinstance(span, int) else (e.tool_call, attrs.get("start_time"))
+        ai = e.ai or _NO_AI
+        span = ai.span
+        span_key = span if isinstance(span, int) else (e.tool_call, ai.start_time)
         trace = self._hash(16, "trace", proc)
-        parent = attrs.get("parent_span")
+        parent = ai.parent_span
         parent_id = self._hash(8, "span", proc, parent) if isinstance(parent, int) else None
         return (trace, self._hash(8, "span", proc, span_key)), parent_id, (proc, span_key)
 
@@ -301,19 +302,19 @@ class OtlpOutput:
 
     def _tool_end(self, e: Event) -> None:
         assert e.tool_call is not None
-        attrs = e.attrs or {}
+        ai = e.ai or _NO_AI
         placed = self._span_ids(e)
         if placed is None:
             return
         ids, parent, key = placed
         opened = self._open.pop(key, None)
         if opened is None:  # start not seen: rebuild from the end event
-            start = attrs.get("start_time")
+            start = ai.start_time
             opened = _Open(e.tool_call, ids, parent, self._resource(e), start if isinstance(start, int) else e.time,
                            e.id)
             self._remember(e.tool_call, ids)
-        error = attrs.get("error") if attrs.get("status") == "error" else None
-        failed = attrs.get("status") == "error"
+        failed = ai.status == "error"
+        error = ai.error if failed else None
         self._emit_tool(opened, e.time, (str(error) if error else "tool call failed") if failed else None,
                         end_id=e.id)
 
@@ -343,20 +344,20 @@ class OtlpOutput:
     def _model(self, e: Event) -> None:
         if e.source == "otlp" and not self.export_ingested:
             return
-        attrs = e.attrs or {}
-        op = str(attrs.get("operation") or "chat")
+        ai = e.ai or _NO_AI
+        op = str(ai.operation or "chat")
         op = op if op in _MODEL_OPS else "chat"
         span_attrs: dict[str, Any] = {"gen_ai.operation.name": op, "runwatch.event.id": e.id}
-        for key, name in (("provider", "gen_ai.provider.name"), ("model", "gen_ai.request.model"),
-                          ("agent", "gen_ai.agent.name")):
-            if attrs.get(key) is not None:
-                span_attrs[name] = str(attrs[key])
+        for value, name in ((ai.provider, "gen_ai.provider.name"), (ai.model, "gen_ai.request.model"),
+                            (ai.agent, "gen_ai.agent.name")):
+            if value is not None:
+                span_attrs[name] = str(value)
         parent = self._by_call.get(e.tool_call) if e.tool_call is not None else None
         trace = parent[0] if parent is not None else self._hash(16, "trace", self._proc_key(e))
         ids = (trace, self._hash(8, "event", e.id))
-        duration = attrs.get("duration_ns")
+        duration = ai.duration_ns
         end = e.time + duration if isinstance(duration, int) and duration > 0 else e.time
-        model = attrs.get("model")
+        model = ai.model
         self._submit(ReadableSpan(f"{op} {model}" if model else op, context=self._ctx(ids),
                                   parent=self._ctx(parent) if parent else None, resource=self._resource(e),
                                   attributes=span_attrs, kind=SpanKind.CLIENT, start_time=e.time, end_time=end,

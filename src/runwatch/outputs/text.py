@@ -150,10 +150,14 @@ def event_summary(event: Event) -> str:
         who = f" by {tc.agent}" if tc.agent else ""
         return f"{tc.name}{who}" + (f" [{tc.call_id}]" if tc.call_id else "")
     attrs = e.attrs or {}
-    for key in ("message", "name", "model", "plugin", "secret", "decision"):
+    for key in ("message", "name"):
         if key in attrs:
             return str(attrs[key])
-    return ""
+    if e.ai is not None:
+        for value in (e.ai.model, e.ai.plugin, e.ai.secret):
+            if value is not None:
+                return value
+    return str(attrs["decision"]) if "decision" in attrs else ""
 
 
 def _container_label(event: Event) -> str:

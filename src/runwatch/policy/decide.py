@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from runwatch.events import Container, Event, ToolCall
+from runwatch.events import AiInfo, Container, Event, ToolCall
 from runwatch.policy.challenges import PENDING, Challenge, ChallengeBook
 from runwatch.policy.model import Policy, PolicySet, Workload
 from runwatch.policy.source import decision_event, record_decision
@@ -184,15 +184,13 @@ class Decider:
                 recorded: str, rule: str, reason: str, latency: int, cid: str | None, *,
                 policy_id: str | None = None, mode: str | None = None) -> None:
         self.counts[recorded] = self.counts.get(recorded, 0) + 1
-        attrs: dict[str, object] = {}
-        if digest:
-            attrs["args_digest"] = digest
         try:
             self.emit(decision_event(
                 policy=policy.id if policy is not None else (policy_id or ""), verdict=recorded, rule=rule,
                 reason=reason, latency_ns=latency, mode=policy.mode if policy is not None else mode, target=tool,
                 layer="tool", pid=w.pid or 0, exe=w.exe or "", container=w.container,
-                tool_call=ToolCall(name=tool, call_id=call_id, agent=w.agent), challenge_id=cid, attrs=attrs))
+                tool_call=ToolCall(name=tool, call_id=call_id, agent=w.agent), challenge_id=cid,
+                ai=AiInfo(args_digest=digest) if digest else None))
         except Exception:  # recording must never turn a decision into an error
             self.counts["emit_errors"] = self.counts.get("emit_errors", 0) + 1
 

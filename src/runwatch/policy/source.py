@@ -19,7 +19,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from runwatch.events import Container, DecisionInfo, Event, ToolCall, new_id
+from runwatch.events import AiInfo, Container, DecisionInfo, Event, ToolCall, new_id
 from runwatch.sensors.base import register_source
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def decision_event(*, policy: str, verdict: str, rule: str | None, reason: str |
                    mode: str | None, target: str | None, layer: str, pid: int = 0, exe: str = "",
                    container: Container | None = None, tool_call: ToolCall | None = None,
                    challenge_id: str | None = None, attrs: dict[str, object] | None = None,
-                   time_ns: int | None = None) -> Event:
+                   ai: AiInfo | None = None, time_ns: int | None = None) -> Event:
     """Build a ``policy.decision`` event (``time_ns``: epoch ns, default now)."""
     t = time.time_ns() if time_ns is None else time_ns
     return Event(
@@ -85,7 +85,7 @@ def decision_event(*, policy: str, verdict: str, rule: str | None, reason: str |
         container=container, tool_call=tool_call,
         decision=DecisionInfo(policy=policy, verdict=verdict, rule=rule, reason=reason, latency_ns=latency_ns,
                               mode=mode, target=target, layer=layer, challenge_id=challenge_id),
-        attrs=attrs or None,
+        attrs=attrs or None, ai=ai,
     )
 
 

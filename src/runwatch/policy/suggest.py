@@ -105,8 +105,8 @@ class _Seen:
                         names.add(name)
             elif k == "file.open" and e.file is not None:
                 self._file(e.file.path, e.file.intent, e.exe)
-            elif k == "secret.access" and e.attrs and e.attrs.get("secret_kind") == "file":
-                path = str(e.attrs.get("secret", ""))
+            elif k == "secret.access" and e.ai is not None and e.ai.secret_kind == "file":
+                path = e.ai.secret or ""
                 if path.startswith("/"):
                     self._file(path, "read", e.exe)
 

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runwatch.events import Event
+from runwatch import eventkinds
+from runwatch.events import AI_KEYS, Event
 
 #: Field types. ``ip`` is a string holding an address (adds ``cidr``).
 FieldType = str  # "str" | "int" | "bool" | "ip" | "list" | "object"
@@ -46,6 +47,7 @@ class FieldSpec:
     type: FieldType
     get: Getter
     needs: str | None = None  # "first_seen" | "tree": engine state the field reads
+    reads: str | None = None  # the Event attribute that must be set (None: every kind has it)
 
 
 def _base(path: str) -> str | None:
@@ -96,15 +98,26 @@ def _args(e: Event, c: EvalCtx) -> str | None:
     return None
 
 
+def _text(v: Any) -> str | None:
+    if v is None or v == "":
+        return None
+    return v if isinstance(v, str) else str(v)
+
+
 def _attr(key: str) -> Getter:
+    if key in AI_KEYS:  # schema 1 kept the AI facts in attrs: the same key reads the ai group
+        def get_ai(e: Event, c: EvalCtx) -> Any:
+            g = e.ai
+            v = getattr(g, key) if g is not None else None
+            if v is None and e.attrs is not None:
+                v = e.attrs.get(key)
+            return _text(v)
+
+        return get_ai
+
     def get(e: Event, c: EvalCtx) -> Any:
         a = e.attrs
-        if a is None:
-            return None
-        v = a.get(key)
-        if v is None or v == "":
-            return None
-        return v if isinstance(v, str) else str(v)
+        return _text(a.get(key)) if a is not None else None
 
     return get
 
@@ -171,11 +184,27 @@ def _external(e: Event, c: EvalCtx) -> bool | None:
     return is_external(n.dst_ip)
 
 
+#: Field-name prefix -> the Event group its fields read.
+_PREFIX_READS = {"file": "file", "net": "net", "dns": "dns", "priv": "priv", "tool": "tool_call", "ai": "ai"}
+#: Fields outside those prefixes that only some kinds carry.
+_READS = {"proc.exit_code": "exit_code", "proc.signal": "signal", "proc.child_pid": "child_pid",
+          "tool.unattested": "unattested"}
+
+#: ``ai.*`` string fields: the ``Event.ai`` attribute of the same name.
+AI_STR_FIELDS: tuple[str, ...] = (
+    "operation", "route", "provider", "model", "agent", "agent_id", "conversation_id", "tool_type", "status",
+    "error", "args_digest", "plugin", "plugin_source", "plugin_version", "sha256", "secret", "secret_kind",
+)
+#: ``ai.*`` integer fields.
+AI_INT_FIELDS: tuple[str, ...] = ("input_tokens", "output_tokens", "duration_ns", "tool_call_candidates")
+
+
 def _fields() -> dict[str, FieldSpec]:
     f: dict[str, FieldSpec] = {}
 
     def add(name: str, typ: FieldType, get: Getter, needs: str | None = None) -> None:
-        f[name] = FieldSpec(name, typ, get, needs)
+        reads = _READS.get(name) or _PREFIX_READS.get(name.partition(".")[0])
+        f[name] = FieldSpec(name, typ, get, needs, reads)
 
     add("kind", "str", lambda e, c: e.kind)
     add("evt.kind", "str", lambda e, c: e.kind)
@@ -241,6 +270,10 @@ def _fields() -> dict[str, FieldSpec]:
     add("tool.call_id", "str", _tool("call_id"))
     add("tool.agent", "str", _tool("agent"))
     add("tool.unattested", "bool", lambda e, c: e.unattested)
+    for attr in AI_STR_FIELDS:
+        add(f"ai.{attr}", "str", _group_getter("ai", attr, True))
+    for attr in AI_INT_FIELDS:
+        add(f"ai.{attr}", "int", _group_getter("ai", attr, False))
     return f
 
 
@@ -253,6 +286,24 @@ INDEXED_FIELDS: tuple[str, ...] = ("proc.aname[N]", "proc.aexe[N]", "evt.attr[KE
 
 _INDEXED = re.compile(r"^(proc\.aname|proc\.aexe|evt\.attr)\[([^\]]+)\]$")
 _ATTR_KEY = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+@functools.lru_cache(maxsize=256)
+def fields_for_kind(kind: str) -> tuple[str, ...]:
+    """The plain fields an event of ``kind`` can have a value for (from the event table).
+
+    Every field of an unknown kind is possible (it may carry anything).
+    """
+    k = eventkinds.spec(kind)
+    if k is None:
+        return tuple(FIELDS)
+    have = eventkinds.carried(k)
+    return tuple(n for n, s in FIELDS.items() if s.reads is None or s.reads in have)
+
+
+def kinds_for_field(name: str) -> tuple[str, ...]:
+    """The kinds whose events can have a value for the plain field ``name`` (table order)."""
+    return tuple(k.name for k in eventkinds.TABLE if name in fields_for_kind(k.name))
 
 
 def resolve_field(name: str) -> FieldSpec | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from runwatch.events import Event
+from runwatch.events import Event, upgrade
 from runwatch.rules.compiler import Compiled, CompileError, Compiler, IndexTerm
 from runwatch.rules.exceptions import compile_exceptions
 from runwatch.rules.fields import FieldSpec, resolve_field
@@ -433,7 +433,7 @@ def test_event(raw: Any, index: int) -> Event:
     d.setdefault("id", f"t{index + 1}")
     if "time" not in d:
         d["time"] = TEST_BASE_NS + (parse_duration(at) if at is not None else index * 1_000_000)
-    return msgspec.convert(d, Event)
+    return upgrade(msgspec.convert(d, Event))
 
 
 def rule_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:

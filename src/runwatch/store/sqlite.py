@@ -46,7 +46,7 @@ import msgspec
 from runwatch.alerts.model import Alert
 from runwatch.alerts.render import from_json as alert_from_json
 from runwatch.alerts.render import to_json as alert_json
-from runwatch.events import Container, Event
+from runwatch.events import SCHEMA_VERSION, Container, Event, upgrade
 from runwatch.store.sqlite_layout import (
     INSERT_ALERT,
     STORE_SCHEMA_VERSION,
@@ -57,6 +57,7 @@ from runwatch.store.sqlite_layout import (
     ensure_schema,
     insert_events,
     kind_code,
+    read_event_schema,
     read_version,
 )
 
@@ -562,22 +563,25 @@ def query_events(
     conn, shown = _connect_ro(path)
     try:
         rows = _select(conn, kind_list, container, pid, since_ns, until_ns, limit, order)
+        stale = read_event_schema(conn) < SCHEMA_VERSION
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read event store {shown}: {exc}") from None
+    except StoreError as exc:
+        raise StoreError(f"{shown}: {exc}") from None
     finally:
         conn.close()
     if not rows:
         return []
     try:
         events: list[Event] = _DECODE_ALL(_msgpack_array_header(len(rows)) + b"".join(r[0] for r in rows))
-        return events
+        return [upgrade(e) for e in events] if stale else events
     except msgspec.DecodeError:
         pass
     # Slow path only to name the bad row precisely.
     out: list[Event] = []
     for n, (data,) in enumerate(rows):
         try:
-            out.append(_DECODE_ONE(data))
+            out.append(upgrade(_DECODE_ONE(data)))
         except msgspec.DecodeError as exc:
             raise StoreError(f"{shown}: stored event #{n} does not decode: {exc}") from None
     return out

@@ -12,7 +12,7 @@ from itertools import chain
 
 import msgspec
 
-from runwatch.events import KINDS, Event
+from runwatch.events import KINDS, SCHEMA_VERSION, Event
 
 #: Version of the on-disk layout (independent of the event schema version).
 STORE_SCHEMA_VERSION = 3
@@ -182,6 +182,31 @@ def read_version(conn: sqlite3.Connection, path: str) -> int:
         raise StoreError(f"{path}: corrupt schema_version {row[0]!r} in meta table") from None
 
 
+def note_event_schema(conn: sqlite3.Connection) -> None:
+    """Record ``meta.event_schema``: the oldest event schema (``events.SCHEMA_VERSION``) the
+    file's events may be written in. Set once: a file that already holds events from before
+    the key existed holds schema 1; a fresh file holds this runwatch's schema. A newer writer
+    never raises it, since the older events stay in the file.
+    """
+    if conn.execute("SELECT 1 FROM meta WHERE key = 'event_schema'").fetchone() is not None:
+        return
+    old = conn.execute("SELECT 1 FROM events LIMIT 1").fetchone() is not None
+    conn.execute("INSERT INTO meta (key, value) VALUES ('event_schema', ?)", (str(1 if old else SCHEMA_VERSION),))
+
+
+def read_event_schema(conn: sqlite3.Connection) -> int:
+    """The oldest event schema the file may hold (1 when it predates the ``event_schema`` key).
+
+    Readers upgrade each event (``events.upgrade``) when this is below ``SCHEMA_VERSION``; a
+    higher value is readable as is, since the event schema only ever gains fields.
+    """
+    row = conn.execute("SELECT value FROM meta WHERE key = 'event_schema'").fetchone()
+    try:
+        return int(row[0]) if row is not None else 1
+    except (TypeError, ValueError):
+        raise StoreError(f"corrupt event_schema {row[0]!r} in meta table") from None
+
+
 def check_not_newer(version: int, path: str) -> None:
     if version > STORE_SCHEMA_VERSION:
         raise StoreError(
@@ -204,6 +229,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(STORE_SCHEMA_VERSION),),
             )
+        note_event_schema(conn)
         # Kinds added to the schema since the file was created get their codes now, so the
         # writer's fast path knows every standard kind.
         conn.executemany("INSERT OR IGNORE INTO kinds (name) VALUES (?)", [(k,) for k in KINDS])

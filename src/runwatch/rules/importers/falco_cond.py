@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from runwatch import eventkinds
+
 # -- AST -------------------------------------------------------------------------------------
 
 
@@ -207,21 +209,7 @@ def parse(text: str) -> Any:
 # -- translation -----------------------------------------------------------------------------
 
 #: Syscall (``evt.type`` value) -> runwatch event kind. Syscalls not listed are never reported.
-SYSCALL_KINDS: dict[str, str] = {
-    "execve": "process.exec", "execveat": "process.exec",
-    "clone": "process.fork", "clone3": "process.fork", "fork": "process.fork", "vfork": "process.fork",
-    "procexit": "process.exit",
-    "open": "file.open", "openat": "file.open", "openat2": "file.open", "creat": "file.open",
-    "unlink": "file.unlink", "unlinkat": "file.unlink",
-    "rename": "file.rename", "renameat": "file.rename", "renameat2": "file.rename",
-    "memfd_create": "file.memfd",
-    "connect": "net.connect", "accept": "net.accept", "accept4": "net.accept",
-    "listen": "net.listen", "bind": "net.bind",
-    "setuid": "priv.setuid", "setresuid": "priv.setuid", "setreuid": "priv.setuid",
-    "setgid": "priv.setgid", "setresgid": "priv.setgid", "setregid": "priv.setgid",
-    "capset": "priv.capset", "mount": "priv.mount", "ptrace": "priv.ptrace",
-    "unshare": "priv.unshare", "setns": "priv.setns",
-}
+SYSCALL_KINDS: dict[str, str] = eventkinds.syscall_kinds()
 
 #: Falco field -> runwatch field, where the meaning carries over directly.
 FIELD_MAP: dict[str, str] = {

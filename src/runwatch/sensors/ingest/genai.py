@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from runwatch.events import Container, Event, ToolCall, new_id
+from runwatch.events import AI_KEYS, AiInfo, Container, Event, ToolCall, new_id
 from runwatch.sensors.inproc.collector import cgroup_id_of
 
 TOOL_OPS = frozenset({"execute_tool"})
@@ -300,11 +300,14 @@ class Converter:
 
     def _event(self, kind: str, t: int, ident: Identity, base: dict[str, Any], call: ToolCall | None,
                extra: dict[str, Any]) -> Event:
-        attrs = {**base, **{k: v for k, v in extra.items() if v is not None}}
+        # The span's GenAI facts are the typed ai group; resource and attribution details stay in attrs.
+        facts = {**base, **{k: v for k, v in extra.items() if v is not None}}
+        attrs = {k: v for k, v in facts.items() if k not in AI_KEYS}
+        ai = AiInfo(**{k: v for k, v in facts.items() if k in AI_KEYS})
         container = self._container(base.get("container_id"), base.get("container_runtime"), ident)
         return Event(id=new_id(t), time=t, kind=kind, source="otlp", pid=ident.pid, uid=ident.uid,
                      cgroup_id=ident.cgroup_id, pidns=ident.pidns, vpid=ident.vpid, container=container,
-                     tool_call=call, attrs=attrs)
+                     tool_call=call, attrs=attrs or None, ai=ai)
 
     def _tool_events(self, span: Span, attrs: dict[str, Any], agent: str | None, ident: Identity,
                      base: dict[str, Any]) -> list[Event]:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import msgspec
 
-from runwatch.events import DnsInfo, Event, FileInfo, NetInfo, ToolCall, new_id
+from runwatch.events import AiInfo, DnsInfo, Event, FileInfo, NetInfo, ToolCall, new_id
 from runwatch.sdk.wire import (
     AUDIT_EVENTS,
     DEFAULT_SOCKET,
@@ -50,6 +50,7 @@ from runwatch.sdk.wire import (
 from runwatch.sensors.base import register_source
 
 _UCRED = struct.Struct("iII")
+_NO_AI = AiInfo()  # compared against, never assigned to an event
 _RECV_BUF = 2 * MAX_DATAGRAM
 
 
@@ -189,9 +190,9 @@ def _audit_kind(msg: Message, ev: Event) -> None:
         ev.file = FileInfo(path=msg.path or "", intent=msg.intent, flags=msg.fl)
     else:  # ctypes.dlopen, import
         ev.kind = "plugin.load"
-        attrs.update(plugin=msg.name, plugin_source=msg.src)
-        if msg.sha is not None:
-            attrs["sha256"] = msg.sha
+        ai = ev.ai if ev.ai is not None else AiInfo()
+        ai.plugin, ai.plugin_source, ai.sha256 = msg.name, msg.src, msg.sha
+        ev.ai = ai
     ev.attrs = {k: v for k, v in attrs.items() if v is not None}
 
 
@@ -418,50 +419,37 @@ class SdkCollector:
                 tid = self._tids[key] or 0
         kind = msg.k
         attrs: dict[str, object] = {}
+        ai = AiInfo(route=msg.route)
         call: ToolCall | None = None
         if kind in ("tool.start", "tool.end"):
             call = ToolCall(name=msg.name or "", call_id=msg.cid, agent=msg.agent)
-            attrs["span"] = msg.sid
+            ai.span = msg.sid
             if kind == "tool.start":
-                if msg.psid is not None:
-                    attrs["parent_span"] = msg.psid
-                if msg.ah is not None:
-                    attrs["args_digest"] = msg.ah
-                if msg.args is not None:
-                    attrs["args"] = msg.args
+                ai.parent_span, ai.args_digest, ai.args = msg.psid, msg.ah, msg.args
             else:
-                attrs["status"] = msg.st
-                if msg.dur is not None:
-                    attrs["duration_ns"] = msg.dur
+                ai.status, ai.duration_ns, ai.error = msg.st, msg.dur, msg.err
                 if msg.sm is not None:
-                    attrs["start_time"] = msg.sm + self.clock_offset
-                if msg.err is not None:
-                    attrs["error"] = msg.err
+                    ai.start_time = msg.sm + self.clock_offset
         else:
             if msg.pname is not None:
                 call = ToolCall(name=msg.pname, call_id=msg.pcid, agent=msg.pagent)
-                attrs["span"] = msg.psid
+                ai.span = msg.psid
             if kind == "model.call":
-                attrs.update(operation="model.call", provider=msg.prov, model=msg.model)
+                ai.operation, ai.provider, ai.model = "model.call", msg.prov, msg.model
             elif kind == "prompt.route":
                 kind = "model.call"
-                attrs["operation"] = "prompt.route"
+                ai.operation = "prompt.route"
             elif kind == "plugin.load":
-                attrs.update(plugin=msg.name, plugin_source=msg.src)
-                if msg.sha is not None:
-                    attrs["sha256"] = msg.sha
-                if msg.ver is not None:
-                    attrs["plugin_version"] = msg.ver
+                ai.plugin, ai.plugin_source, ai.sha256, ai.plugin_version = msg.name, msg.src, msg.sha, msg.ver
             elif kind == "secret.access":
-                attrs.update(secret=msg.name, secret_kind=msg.sk)
+                ai.secret, ai.secret_kind = msg.name, msg.sk
             elif kind == "hello":
                 kind = "sensor.notice"
-                attrs.update(notice="sdk.attach", agent=msg.agent)
-        if msg.route is not None:
-            attrs["route"] = msg.route
+                attrs["notice"] = "sdk.attach"
+                ai.agent = msg.agent
         event = Event(id=new_id(t), time=t, kind=kind, source="sdk", pid=pid, tid=tid, uid=uid, cgroup_id=cgroup,
-                      pidns=pidns,
-                      vpid=vpid, vtid=vtid, tool_call=call, attrs={k: v for k, v in attrs.items() if v is not None})
+                      pidns=pidns, vpid=vpid, vtid=vtid, tool_call=call, attrs=attrs or None,
+                      ai=ai if ai != _NO_AI else None)
         if kind == "audit":
             event.source = "audit"
             _audit_kind(msg, event)

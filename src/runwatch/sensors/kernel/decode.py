@@ -17,6 +17,7 @@ import struct
 import time
 from collections.abc import Callable
 
+from runwatch import eventkinds
 from runwatch.bpf.layout import struct_of
 from runwatch.events import DnsInfo, Event, FileInfo, NetInfo, PrivInfo
 from runwatch.sensors.kernel import layout as L
@@ -50,12 +51,16 @@ _PRIV_PATH, _PRIV_PATH2, _PRIV_FSTYPE = (_off(L.RwPriv, f) for f in ("path", "pa
 _CGROUP = struct.Struct("<QII")  # id, level, pad
 _CGROUP_PATH = _off(L.RwCgroup, "path")
 
-_SIZES = {K.EXEC: L.RwExec, K.FORK: L.RwFork, K.EXIT: L.RwExit, K.CONNECT: L.RwNet, K.ACCEPT: L.RwNet,
-          K.LISTEN: L.RwNet, K.BIND: L.RwNet, K.DNS: L.RwDns, K.OPEN: L.RwFile, K.UNLINK: L.RwFile,
-          K.RENAME: L.RwFile, K.MEMFD: L.RwFile, K.SETUID: L.RwPriv, K.SETGID: L.RwPriv,
-          K.CAPSET: L.RwPriv, K.MOUNT: L.RwPriv, K.PTRACE: L.RwPriv, K.UNSHARE: L.RwPriv,
-          K.SETNS: L.RwPriv, K.CGROUP_MKDIR: L.RwCgroup}
-_MIN_SIZE = {int(k): ctypes.sizeof(v) for k, v in _SIZES.items()}
+#: Decoder family (``KindSpec.decoder``) -> the record struct it reads.
+_RECORDS: dict[str, type[ctypes.Structure]] = {
+    "exec": L.RwExec, "fork": L.RwFork, "exit": L.RwExit, "net": L.RwNet, "dns": L.RwDns, "file": L.RwFile,
+    "priv": L.RwPriv, "cgroup": L.RwCgroup,
+}
+#: Record kind (``rw_hdr.kind``) -> (event kind, decoder family), from the event table.
+_KINDS: dict[int, tuple[str, str]] = {
+    int(K.__members__[k.record]): (k.name, k.decoder) for k in eventkinds.kernel_kinds() if k.record and k.decoder
+}
+_MIN_SIZE = {code: ctypes.sizeof(_RECORDS[family]) for code, (_, family) in _KINDS.items()}
 
 
 class DecodeError(ValueError):
@@ -125,21 +130,12 @@ class Decoder:
         self.clock_offset = (time.time_ns() - time.monotonic_ns()) if clock_offset is None else clock_offset
         self._tag = f"-{os.getpid() & 0xFFFF:04x}{id(self) & 0xFFF:03x}-"
         self._seq = itertools.count(1)
-        self._by_kind: dict[int, Callable[[bytes, Event], None]] = {
-            K.EXEC: self._exec, K.FORK: self._fork, K.EXIT: self._exit, K.CONNECT: self._net,
-            K.ACCEPT: self._net, K.LISTEN: self._net, K.BIND: self._net, K.DNS: self._dns,
-            K.OPEN: self._file, K.UNLINK: self._file, K.RENAME: self._file, K.MEMFD: self._file,
-            K.SETUID: self._priv, K.SETGID: self._priv, K.CAPSET: self._priv, K.MOUNT: self._priv,
-            K.PTRACE: self._priv, K.UNSHARE: self._priv, K.SETNS: self._priv, K.CGROUP_MKDIR: self._cgroup,
+        families: dict[str, Callable[[bytes, Event], None]] = {
+            "exec": self._exec, "fork": self._fork, "exit": self._exit, "net": self._net, "dns": self._dns,
+            "file": self._file, "priv": self._priv, "cgroup": self._cgroup,
         }
-        self._names = {
-            K.EXEC: "process.exec", K.FORK: "process.fork", K.EXIT: "process.exit", K.CONNECT: "net.connect",
-            K.ACCEPT: "net.accept", K.LISTEN: "net.listen", K.BIND: "net.bind", K.DNS: "dns.query",
-            K.OPEN: "file.open", K.UNLINK: "file.unlink", K.RENAME: "file.rename", K.MEMFD: "file.memfd",
-            K.SETUID: "priv.setuid", K.SETGID: "priv.setgid", K.CAPSET: "priv.capset", K.MOUNT: "priv.mount",
-            K.PTRACE: "priv.ptrace", K.UNSHARE: "priv.unshare", K.SETNS: "priv.setns",
-            K.CGROUP_MKDIR: "cgroup.mkdir",
-        }
+        self._by_kind = {code: families[family] for code, (_, family) in _KINDS.items()}
+        self._names = {code: name for code, (name, _) in _KINDS.items()}
 
     def decode(self, buf: memoryview | bytes, off: int = 0, size: int | None = None) -> Event:
         """Decode the record at ``buf[off:off+size]`` (size defaults to the kind's size)."""

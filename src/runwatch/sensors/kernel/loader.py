@@ -15,6 +15,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runwatch import eventkinds
 from runwatch.bpf.libbpf import LibbpfError, lib
 from runwatch.bpf.object import BpfObject
 from runwatch.bpf.spec import MapDecl, ObjectSpec, ProgramDecl
@@ -32,42 +33,8 @@ class ProgramSpec:
     provides: tuple[str, ...]
 
 
-PROGRAMS: tuple[ProgramSpec, ...] = (
-    ProgramSpec("rw_exec", "tp_btf/sched_process_exec", ("process.exec",)),
-    ProgramSpec("rw_fork", "tp_btf/sched_process_fork", ("process.fork",)),
-    ProgramSpec("rw_exit", "tp_btf/sched_process_exit", ("process.exit",)),
-    ProgramSpec("rw_connect_enter", "tracepoint/syscalls/sys_enter_connect", ("net.connect",)),
-    ProgramSpec("rw_connect_exit", "tracepoint/syscalls/sys_exit_connect", ("net.connect",)),
-    ProgramSpec("rw_bind_enter", "tracepoint/syscalls/sys_enter_bind", ("net.bind",)),
-    ProgramSpec("rw_bind_exit", "tracepoint/syscalls/sys_exit_bind", ("net.bind",)),
-    ProgramSpec("rw_accept4_exit", "tracepoint/syscalls/sys_exit_accept4", ("net.accept",)),
-    ProgramSpec("rw_accept_exit", "tracepoint/syscalls/sys_exit_accept", ("net.accept",)),
-    ProgramSpec("rw_listen", "tracepoint/syscalls/sys_enter_listen", ("net.listen",)),
-    ProgramSpec("rw_sendto", "tracepoint/syscalls/sys_enter_sendto", ("dns.query",)),
-    ProgramSpec("rw_sendmsg", "tracepoint/syscalls/sys_enter_sendmsg", ("dns.query",)),
-    ProgramSpec("rw_sendmmsg", "tracepoint/syscalls/sys_enter_sendmmsg", ("dns.query",)),
-    ProgramSpec("rw_openat", "tracepoint/syscalls/sys_enter_openat", ("file.open",)),
-    ProgramSpec("rw_open", "tracepoint/syscalls/sys_enter_open", ("file.open",)),
-    ProgramSpec("rw_openat2", "tracepoint/syscalls/sys_enter_openat2", ("file.open",)),
-    ProgramSpec("rw_unlinkat", "tracepoint/syscalls/sys_enter_unlinkat", ("file.unlink",)),
-    ProgramSpec("rw_unlink", "tracepoint/syscalls/sys_enter_unlink", ("file.unlink",)),
-    ProgramSpec("rw_renameat2", "tracepoint/syscalls/sys_enter_renameat2", ("file.rename",)),
-    ProgramSpec("rw_renameat", "tracepoint/syscalls/sys_enter_renameat", ("file.rename",)),
-    ProgramSpec("rw_rename", "tracepoint/syscalls/sys_enter_rename", ("file.rename",)),
-    ProgramSpec("rw_memfd", "tracepoint/syscalls/sys_enter_memfd_create", ("file.memfd",)),
-    ProgramSpec("rw_setuid", "tracepoint/syscalls/sys_enter_setuid", ("priv.setuid",)),
-    ProgramSpec("rw_setreuid", "tracepoint/syscalls/sys_enter_setreuid", ("priv.setuid",)),
-    ProgramSpec("rw_setresuid", "tracepoint/syscalls/sys_enter_setresuid", ("priv.setuid",)),
-    ProgramSpec("rw_setgid", "tracepoint/syscalls/sys_enter_setgid", ("priv.setgid",)),
-    ProgramSpec("rw_setregid", "tracepoint/syscalls/sys_enter_setregid", ("priv.setgid",)),
-    ProgramSpec("rw_setresgid", "tracepoint/syscalls/sys_enter_setresgid", ("priv.setgid",)),
-    ProgramSpec("rw_capset", "tracepoint/syscalls/sys_enter_capset", ("priv.capset",)),
-    ProgramSpec("rw_mount", "tracepoint/syscalls/sys_enter_mount", ("priv.mount",)),
-    ProgramSpec("rw_ptrace", "tracepoint/syscalls/sys_enter_ptrace", ("priv.ptrace",)),
-    ProgramSpec("rw_unshare", "tracepoint/syscalls/sys_enter_unshare", ("priv.unshare",)),
-    ProgramSpec("rw_setns", "tracepoint/syscalls/sys_enter_setns", ("priv.setns",)),
-    ProgramSpec("rw_cgroup_mkdir", "tp_btf/cgroup_mkdir", ("cgroup.mkdir",)),
-)
+PROGRAMS: tuple[ProgramSpec, ...] = tuple(
+    ProgramSpec(p.program, p.hook, (k.name,)) for k in eventkinds.kernel_kinds() for p in k.programs)
 
 
 def object_path() -> Path:

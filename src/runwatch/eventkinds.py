@@ -1,0 +1,195 @@
+"""The event table: every event kind, declared once.
+
+Each :class:`KindSpec` says everything the rest of runwatch needs to know about one kind:
+its public name, its group, its OCSF class and default activity, which :class:`Event`
+attributes it carries (so which rule fields it can match), and, for kernel kinds, the ring
+buffer record it comes from, the decoder family that reads that record, the BPF programs
+that emit it and the syscalls (Falco ``evt.type`` names) it stands for.
+
+Every other table is derived from :data:`TABLE`: ``events.KINDS``, the kernel loader's
+program list, the kernel decoder's dispatch, the OCSF class mapping, rule-field
+availability per kind, the Falco ``evt.type`` mapping and the AI-context join's activity
+kinds. Adding a kind means adding one entry here, plus its decoder and tests.
+
+Contract (add-only, like falcosecurity/libs ``event_table.c``): a kind is never renamed
+or removed and its meaning never changes; a changed meaning is a new kind. This module
+imports nothing from runwatch, so every layer can read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Kind groups, in display order.
+GROUPS: tuple[str, ...] = ("process", "network", "file", "privilege", "ai", "policy", "sensor")
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One BPF program of the kernel sensor: its function name and the hook it attaches to."""
+
+    program: str
+    hook: str
+
+
+@dataclass(frozen=True, slots=True)
+class KindSpec:
+    """One event kind.
+
+    ``ocsf`` is (class_uid, activity_id, activity_name); class 0 is OCSF's Base Event and an
+    activity name of ``None`` means "the kind itself". ``carries`` lists the :class:`Event`
+    attributes the kind fills beyond the common process fields (``file``, ``net``, ``ai``,
+    ``exit_code``, ...). ``record`` is the member of ``enum rw_kind`` (``layout.Kind``) the
+    kernel writes for it and ``decoder`` the decoder family in ``sensors/kernel/decode.py``
+    that reads that record. ``activity`` marks kinds that count as workload activity for the
+    tool-call join (they get ``tool_call``/``unattested``). ``stored`` is False for internal
+    kinds that are consumed by enrichment and never reach a sink.
+    """
+
+    name: str
+    group: str
+    ocsf: tuple[int, int, str | None]
+    carries: tuple[str, ...] = ()
+    record: str | None = None
+    decoder: str | None = None
+    programs: tuple[Probe, ...] = ()
+    syscalls: tuple[str, ...] = ()
+    activity: bool = False
+    stored: bool = True
+
+
+def _tp(*names: str) -> tuple[Probe, ...]:
+    """Syscall-entry tracepoint probes: ``rw_NAME`` on ``sys_enter_NAME``."""
+    return tuple(Probe(f"rw_{n}", f"tracepoint/syscalls/sys_enter_{n}") for n in names)
+
+
+def _tp_exit(*names: str) -> tuple[Probe, ...]:
+    """Syscall-exit tracepoint probes: ``rw_NAME_exit`` on ``sys_exit_NAME``."""
+    return tuple(Probe(f"rw_{n}_exit", f"tracepoint/syscalls/sys_exit_{n}") for n in names)
+
+
+def _enter_exit(name: str) -> tuple[Probe, ...]:
+    """A syscall watched on entry (arguments) and exit (result)."""
+    return (Probe(f"rw_{name}_enter", f"tracepoint/syscalls/sys_enter_{name}"),
+            Probe(f"rw_{name}_exit", f"tracepoint/syscalls/sys_exit_{name}"))
+
+
+_OTHER = 99
+_BASE = (0, _OTHER, None)
+
+#: The event table. Order is the public order of ``events.KINDS`` (only ever append within
+#: a group's run; readers must not depend on positions).
+TABLE: tuple[KindSpec, ...] = (
+    KindSpec("process.exec", "process", (1007, 1, "Launch"), record="EXEC", decoder="exec",
+             programs=(Probe("rw_exec", "tp_btf/sched_process_exec"),), syscalls=("execve", "execveat"),
+             activity=True),
+    KindSpec("process.fork", "process", (1007, 1, "Launch"), ("child_pid",), record="FORK", decoder="fork",
+             programs=(Probe("rw_fork", "tp_btf/sched_process_fork"),),
+             syscalls=("clone", "clone3", "fork", "vfork")),
+    KindSpec("process.exit", "process", (1007, 2, "Terminate"), ("exit_code", "signal"), record="EXIT",
+             decoder="exit", programs=(Probe("rw_exit", "tp_btf/sched_process_exit"),), syscalls=("procexit",)),
+    KindSpec("net.connect", "network", (4001, 1, "Open"), ("net",), record="CONNECT", decoder="net",
+             programs=_enter_exit("connect"), syscalls=("connect",), activity=True),
+    KindSpec("net.accept", "network", (4001, 1, "Open"), ("net",), record="ACCEPT", decoder="net",
+             programs=_tp_exit("accept4", "accept"), syscalls=("accept", "accept4"), activity=True),
+    KindSpec("net.listen", "network", (4001, 7, "Listen"), ("net",), record="LISTEN", decoder="net",
+             programs=_tp("listen"), syscalls=("listen",), activity=True),
+    KindSpec("net.bind", "network", (4001, _OTHER, "Bind"), ("net",), record="BIND", decoder="net",
+             programs=_enter_exit("bind"), syscalls=("bind",), activity=True),
+    KindSpec("dns.query", "network", (4003, 1, "Query"), ("dns",), record="DNS", decoder="dns",
+             programs=_tp("sendto", "sendmsg", "sendmmsg"), activity=True),
+    KindSpec("file.open", "file", (1001, 14, "Open"), ("file",), record="OPEN", decoder="file",
+             programs=_tp("openat", "open", "openat2"), syscalls=("open", "openat", "openat2", "creat"),
+             activity=True),
+    KindSpec("file.unlink", "file", (1001, 4, "Delete"), ("file",), record="UNLINK", decoder="file",
+             programs=_tp("unlinkat", "unlink"), syscalls=("unlink", "unlinkat"), activity=True),
+    KindSpec("file.rename", "file", (1001, 5, "Rename"), ("file",), record="RENAME", decoder="file",
+             programs=_tp("renameat2", "renameat", "rename"), syscalls=("rename", "renameat", "renameat2"),
+             activity=True),
+    KindSpec("file.memfd", "file", (1001, 1, "Create"), ("file",), record="MEMFD", decoder="file",
+             programs=(Probe("rw_memfd", "tracepoint/syscalls/sys_enter_memfd_create"),),
+             syscalls=("memfd_create",), activity=True),
+    KindSpec("priv.setuid", "privilege", (1007, 5, "Set User ID"), ("priv",), record="SETUID", decoder="priv",
+             programs=_tp("setuid", "setreuid", "setresuid"), syscalls=("setuid", "setresuid", "setreuid"),
+             activity=True),
+    KindSpec("priv.setgid", "privilege", (1007, _OTHER, "Set Group ID"), ("priv",), record="SETGID",
+             decoder="priv", programs=_tp("setgid", "setregid", "setresgid"),
+             syscalls=("setgid", "setresgid", "setregid"), activity=True),
+    KindSpec("priv.capset", "privilege", (1007, _OTHER, "Set Capabilities"), ("priv",), record="CAPSET",
+             decoder="priv", programs=_tp("capset"), syscalls=("capset",), activity=True),
+    # mount is a file-system operation: OCSF File System Activity has 12 Mount.
+    KindSpec("priv.mount", "privilege", (1001, 12, "Mount"), ("priv",), record="MOUNT", decoder="priv",
+             programs=_tp("mount"), syscalls=("mount",), activity=True),
+    # ptrace gives the caller a handle on another process: Process Activity 3 Open.
+    KindSpec("priv.ptrace", "privilege", (1007, 3, "Open"), ("priv",), record="PTRACE", decoder="priv",
+             programs=_tp("ptrace"), syscalls=("ptrace",), activity=True),
+    KindSpec("priv.unshare", "privilege", (1007, _OTHER, "Unshare Namespaces"), ("priv",), record="UNSHARE",
+             decoder="priv", programs=_tp("unshare"), syscalls=("unshare",), activity=True),
+    KindSpec("priv.setns", "privilege", (1007, _OTHER, "Enter Namespace"), ("priv",), record="SETNS",
+             decoder="priv", programs=_tp("setns"), syscalls=("setns",), activity=True),
+    KindSpec("tool.start", "ai", _BASE, ("tool_call", "ai")),
+    KindSpec("tool.end", "ai", _BASE, ("tool_call", "ai")),
+    KindSpec("model.call", "ai", _BASE, ("ai",)),
+    KindSpec("plugin.load", "ai", _BASE, ("ai",)),
+    KindSpec("secret.access", "ai", _BASE, ("ai",)),
+    KindSpec("policy.decision", "policy", _BASE, ("decision", "tool_call", "ai")),
+    KindSpec("sensor.notice", "sensor", _BASE),
+    KindSpec("cgroup.mkdir", "sensor", _BASE, record="CGROUP_MKDIR", decoder="cgroup",
+             programs=(Probe("rw_cgroup_mkdir", "tp_btf/cgroup_mkdir"),), stored=False),
+)
+
+#: Each spec by kind name.
+BY_NAME: dict[str, KindSpec] = {k.name: k for k in TABLE}
+
+#: Attributes every kind may carry whatever its entry says (set by the tool-call join on activity kinds).
+JOINED: tuple[str, ...] = ("tool_call", "unattested")
+
+
+def spec(kind: str) -> KindSpec | None:
+    """The table entry of ``kind``, or ``None`` for a kind this runwatch does not know."""
+    return BY_NAME.get(kind)
+
+
+def names() -> tuple[str, ...]:
+    """Every kind name, in table order."""
+    return tuple(k.name for k in TABLE)
+
+
+def kernel_kinds() -> tuple[KindSpec, ...]:
+    """The kinds the kernel sensor emits (those with a ring-buffer record)."""
+    return tuple(k for k in TABLE if k.record is not None)
+
+
+def carried(kind: KindSpec) -> frozenset[str]:
+    """The :class:`Event` attributes ``kind`` can have set beyond the common fields."""
+    return frozenset(kind.carries + (JOINED if kind.activity else ()))
+
+
+def activity_kinds() -> frozenset[str]:
+    """Kinds that count as workload activity for the tool-call join (not fork/exit bookkeeping)."""
+    return frozenset(k.name for k in TABLE if k.activity)
+
+
+def syscall_kinds() -> dict[str, str]:
+    """Syscall name (Falco ``evt.type``) -> kind, for every kind that stands for syscalls."""
+    return {s: k.name for k in TABLE for s in k.syscalls}
+
+
+def _check(table: tuple[KindSpec, ...]) -> None:
+    seen: set[str] = set()
+    programs: set[str] = set()
+    for k in table:
+        if k.name in seen:
+            raise ValueError(f"event kind {k.name!r} is declared twice")
+        seen.add(k.name)
+        if k.group not in GROUPS:
+            raise ValueError(f"event kind {k.name!r}: unknown group {k.group!r}")
+        if (k.record is None) != (k.decoder is None):
+            raise ValueError(f"event kind {k.name!r}: a kernel record needs a decoder and a decoder a record")
+        for p in k.programs:
+            if p.program in programs:
+                raise ValueError(f"BPF program {p.program!r} is declared for two kinds")
+            programs.add(p.program)
+
+
+_check(TABLE)
