@@ -7,6 +7,12 @@ children and their descendants, containers included, are). With ``sdk_socket`` a
 batches also go through a :class:`ToolCallJoin`, ticked with empty batches so held events
 leave. One consumer thread polls, enriches and joins, like the pipeline.
 
+Loading and detaching the sensor takes seconds, so a test session shares one capture
+(:class:`SharedCapture`, the ``live_sensor`` fixture of :mod:`runwatch.testing.pytest_plugin`):
+each test starts with :meth:`LiveCapture.reset`, which lets the previous test's events drain,
+swaps in a fresh join and forgets everything seen so far; between tests events are enriched
+and joined (the process tree stays whole) but not kept.
+
 Thread safety: ``events`` is appended by the consumer thread under a lock; read it through
 :meth:`LiveCapture.settle` (or after :meth:`LiveCapture.stop`).
 """
@@ -57,6 +63,7 @@ class LiveCapture:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._swap = threading.Event()
+        self._keep = True  # whether the consumer keeps what it enriches (see reset/pause)
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def start(self) -> LiveCapture:
@@ -77,7 +84,8 @@ class LiveCapture:
                     self.join = ToolCallJoin(hold_ms=hold_ms)
                     self._swap.clear()
             with self._lock:
-                self.events.extend(out)
+                if self._keep:
+                    self.events.extend(out)
 
     def _held(self) -> int:
         join = self.join
@@ -97,6 +105,32 @@ class LiveCapture:
         deadline = time.monotonic() + 10
         while self._swap.is_set() and time.monotonic() < deadline:
             time.sleep(0.01)
+
+    def reset(self, *, quiet: float | None = None, limit: float | None = None) -> LiveCapture:
+        """Start afresh for the next test: drain, swap the join (if any), forget all events; returns self.
+
+        ``quiet`` and ``limit`` replace the defaults of :meth:`settle`. Events of processes the
+        previous test left running that arrive after this are the next test's: tests wait for
+        their workloads (and settle) before they end.
+        """
+        if self.join is not None:
+            self.fresh_join()
+        else:
+            self.settle(0.3)
+        with self._lock:
+            self.events.clear()
+            self._keep = True
+        if quiet is not None:
+            self.quiet = quiet
+        if limit is not None:
+            self.limit = limit
+        return self
+
+    def pause(self) -> None:
+        """Stop keeping events (they are still enriched and joined) and forget those kept."""
+        with self._lock:
+            self._keep = False
+            self.events.clear()
 
     def settle(self, quiet: float | None = None) -> list[Event]:
         """Wait until nothing new arrives for ``quiet`` s and the join holds nothing; return all events.
@@ -146,6 +180,50 @@ def live_capture(*, sdk_socket: Path | None = None, hold_ms: float | None = None
         yield capture
     finally:
         capture.stop()
+
+
+class SharedCapture:
+    """One :class:`LiveCapture` (kernel sensor + SDK collector + join) for many tests.
+
+    Started on the first :meth:`get`, with its SDK socket at ``socket`` in a private directory
+    (bind-mountable into containers); :meth:`close` stops it and removes the directory, and a
+    later :meth:`get` starts a new one. Not thread safe: the test runner's thread only.
+    """
+
+    def __init__(self, *, hold_ms: float = 200.0) -> None:
+        self.hold_ms = hold_ms
+        self._capture: LiveCapture | None = None
+        self._dir: Path | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether a capture is running now."""
+        return self._capture is not None
+
+    def get(self) -> LiveCapture:
+        """The running capture (started now if needed, after :func:`require_kernel_sensor`)."""
+        if self._capture is None:
+            require_kernel_sensor()
+            self._dir = Path(tempfile.mkdtemp(prefix="rw-live-"))
+            os.chmod(self._dir, 0o755)
+            capture = LiveCapture(sdk_socket=self._dir / "sdk.sock", hold_ms=self.hold_ms)
+            try:
+                capture.start()
+            except BaseException:
+                shutil.rmtree(self._dir, ignore_errors=True)
+                self._dir = None
+                raise
+            self._capture = capture
+        return self._capture
+
+    def close(self) -> None:
+        """Stop the capture and remove its socket directory; idempotent."""
+        capture, self._capture = self._capture, None
+        if capture is not None:
+            capture.stop()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
 
 @contextmanager
