@@ -32,7 +32,7 @@ import pytest
 
 from runwatch.enrich.aicontext import ToolCallJoin
 from runwatch.enrich.stage import Enrichment
-from runwatch.events import Event
+from runwatch.events import Event, from_json, to_json
 from runwatch.sensors.base import Source
 from runwatch.sensors.inproc.collector import SdkCollector
 from runwatch.sensors.kernel.loader import object_path
@@ -64,6 +64,8 @@ class LiveCapture:
         self._stop = threading.Event()
         self._swap = threading.Event()
         self._keep = True  # whether the consumer keeps what it enriches (see reset/pause)
+        self.record_raw = False  # keep each event's JSON as the source emitted it (see raw_events)
+        self._raw: list[bytes] = []
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def start(self) -> LiveCapture:
@@ -75,6 +77,10 @@ class LiveCapture:
     def _loop(self) -> None:
         while not self._stop.is_set():
             batch = self.source.poll(0.02) or []
+            if batch and self.record_raw and self._keep:
+                raw = [to_json(e) for e in batch]  # before enrichment fills them in
+                with self._lock:
+                    self._raw.extend(raw)
             out = self.enrich(batch) if batch else []
             hold_ms = self.hold_ms
             if self.join is not None and hold_ms is not None:
@@ -119,7 +125,9 @@ class LiveCapture:
             self.settle(0.3)
         with self._lock:
             self.events.clear()
+            self._raw.clear()
             self._keep = True
+        self.record_raw = False
         if quiet is not None:
             self.quiet = quiet
         if limit is not None:
@@ -131,6 +139,7 @@ class LiveCapture:
         with self._lock:
             self._keep = False
             self.events.clear()
+            self._raw.clear()
 
     def settle(self, quiet: float | None = None) -> list[Event]:
         """Wait until nothing new arrives for ``quiet`` s and the join holds nothing; return all events.
@@ -148,6 +157,15 @@ class LiveCapture:
             n = now
         with self._lock:
             return list(self.events)
+
+    def raw_events(self) -> list[Event]:
+        """Settle, then the events kept since the last reset as their source emitted them.
+
+        Only while ``record_raw`` was set; in arrival order, ``cgroup.mkdir`` records included.
+        """
+        self.settle()
+        with self._lock:
+            return [from_json(line) for line in self._raw]
 
     def where(self, pred: Callable[[Event], bool]) -> list[Event]:
         """Settled events matching ``pred``."""
