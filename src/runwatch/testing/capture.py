@@ -66,6 +66,8 @@ class LiveCapture:
         self._keep = True  # whether the consumer keeps what it enriches (see reset/pause)
         self.record_raw = False  # keep each event's JSON as the source emitted it (see raw_events)
         self._raw: list[bytes] = []
+        self._rounds = 0  # consumer iterations completed (under the lock)
+        self._last_arrival = time.monotonic()  # when the consumer last received or released events
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def start(self) -> LiveCapture:
@@ -92,6 +94,9 @@ class LiveCapture:
             with self._lock:
                 if self._keep:
                     self.events.extend(out)
+                if batch or out:
+                    self._last_arrival = time.monotonic()
+                self._rounds += 1
 
     def _held(self) -> int:
         join = self.join
@@ -142,19 +147,25 @@ class LiveCapture:
             self._raw.clear()
 
     def settle(self, quiet: float | None = None) -> list[Event]:
-        """Wait until nothing new arrives for ``quiet`` s and the join holds nothing; return all events.
+        """Wait until nothing new arrived for ``quiet`` s and the join holds nothing; return all events.
 
-        Gives up waiting after the capture's ``limit`` seconds.
+        Whatever the sources had queued when this was called is consumed first (two consumer
+        iterations must complete), so a workload that has returned is fully seen; the quiet
+        time counts from the last arrival, not from the call. Gives up after ``limit`` seconds.
         """
         quiet = self.quiet if quiet is None else quiet
-        n, deadline = -1, time.monotonic() + self.limit
-        while time.monotonic() < deadline:
-            time.sleep(quiet)
+        now = time.monotonic()
+        deadline = now + self.limit
+        with self._lock:
+            first_round = self._rounds
+        while now < deadline:
             with self._lock:
-                now = len(self.events)
-            if now == n and self._held() == 0:
+                drained = self._rounds >= first_round + 2
+                idle = now - self._last_arrival
+            if drained and idle >= quiet and self._held() == 0:
                 break
-            n = now
+            time.sleep(min(0.02, max(quiet - idle, 0.005)) if drained else 0.005)
+            now = time.monotonic()
         with self._lock:
             return list(self.events)
 
