@@ -10,8 +10,9 @@ leave. One consumer thread polls, enriches and joins, like the pipeline.
 Loading and detaching the sensor takes seconds, so a test session shares one capture
 (:class:`SharedCapture`, the ``live_sensor`` fixture of :mod:`runwatch.testing.pytest_plugin`):
 each test starts with :meth:`LiveCapture.reset`, which lets the previous test's events drain,
-swaps in a fresh join and forgets everything seen so far; between tests events are enriched
-and joined (the process tree stays whole) but not kept.
+swaps in a fresh join, forgets everything seen so far and follows this process's children
+again; :meth:`LiveCapture.pause` at the end of the test stops following new children (as if
+the sensor were detached) and drops what still arrives.
 
 Thread safety: ``events`` is appended by the consumer thread under a lock; read it through
 :meth:`LiveCapture.settle` (or after :meth:`LiveCapture.stop`).
@@ -50,6 +51,7 @@ class LiveCapture:
     def __init__(self, *, sdk_socket: Path | None = None, hold_ms: float | None = None,
                  watches: list[Watch] | None = None, quiet: float = 0.3, limit: float = 10.0) -> None:
         kernel = KernelSource(track_pids=[os.getpid()], watches=watches)
+        self.kernel = kernel
         self.collector: SdkCollector | None = None
         self.source: Source = kernel
         if sdk_socket is not None:
@@ -128,6 +130,7 @@ class LiveCapture:
             self.fresh_join()
         else:
             self.settle(0.3)
+        self.kernel.track(os.getpid())
         with self._lock:
             self.events.clear()
             self._raw.clear()
@@ -140,7 +143,12 @@ class LiveCapture:
         return self
 
     def pause(self) -> None:
-        """Stop keeping events (they are still enriched and joined) and forget those kept."""
+        """Stop following what this process starts next, stop keeping events, forget those kept.
+
+        Processes already followed still report (enriched and joined, then dropped), so the
+        process tree stays whole; :meth:`reset` follows new children again.
+        """
+        self.kernel.untrack(os.getpid())
         with self._lock:
             self._keep = False
             self.events.clear()
