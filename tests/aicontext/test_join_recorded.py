@@ -99,3 +99,10 @@ def test_round_trip_and_bad_lines_name_file_and_line(tmp_path: Path, recorded: l
         read_recording(bad)
     with pytest.raises(ValueError, match="exactly one of path or events"):
         ReplaySource()
+
+
+def test_registered_as_replay_source() -> None:
+    from runwatch.sensors.base import registered_sources, source_factory
+
+    assert source_factory("replay") is ReplaySource
+    assert "replay" in registered_sources()

@@ -40,7 +40,7 @@ _REGISTRY: dict[str, SourceFactory] = {}
 #: Modules whose import registers the built-in sources (loaded on first lookup).
 _BUILTIN_MODULES = (
     "runwatch.sensors.kernel.source", "runwatch.sensors.proc.source", "runwatch.sensors.inproc.collector",
-    "runwatch.sensors.ingest.otlp", "runwatch.policy.source",
+    "runwatch.sensors.ingest.otlp", "runwatch.sensors.replay", "runwatch.policy.source",
 )
 _builtins_loaded = False
 
