@@ -69,7 +69,8 @@ class LiveCapture:
         self.record_raw = False  # keep each event's JSON as the source emitted it (see raw_events)
         self._raw: list[bytes] = []
         self._rounds = 0  # consumer iterations completed (under the lock)
-        self._last_arrival = time.monotonic()  # when the consumer last received or released events
+        self._pending = 0  # events the join held after the last iteration (under the lock)
+        self._last_arrival = time.monotonic()  # when the sources last handed the consumer events
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def start(self) -> LiveCapture:
@@ -93,10 +94,12 @@ class LiveCapture:
                     out += self.join.flush()
                     self.join = ToolCallJoin(hold_ms=hold_ms)
                     self._swap.clear()
+            held = self._held()
             with self._lock:
+                self._pending = held  # published with the events it excludes, so settle sees both at once
                 if self._keep:
                     self.events.extend(out)
-                if batch or out:
+                if batch:  # what the join releases later is not new input (settle checks held())
                     self._last_arrival = time.monotonic()
                 self._rounds += 1
 
@@ -170,7 +173,8 @@ class LiveCapture:
             with self._lock:
                 drained = self._rounds >= first_round + 2
                 idle = now - self._last_arrival
-            if drained and idle >= quiet and self._held() == 0:
+                pending = self._pending
+            if drained and idle >= quiet and pending == 0:
                 break
             time.sleep(min(0.02, max(quiet - idle, 0.005)) if drained else 0.005)
             now = time.monotonic()
