@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from runwatch.testing.capture import LiveCapture, live_capture, socket_dir
+from runwatch.testing.capture import LiveCapture
 
 
 @pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    """A fresh directory for the SDK socket (bind-mounted into containers), removed after."""
-    with socket_dir("rw-sdk-") as d:
-        yield d
+def live_join(live_sensor: LiveCapture) -> LiveCapture:
+    """The session's live capture (kernel sensor + SdkCollector, enriched, joined), reset for this test."""
+    live_sensor.quiet, live_sensor.limit = 0.4, 15.0
+    return live_sensor
 
 
 @pytest.fixture
-def live_join(sock_dir: Path) -> Iterator[LiveCapture]:
-    """KernelSource (this test's descendants) + SdkCollector, enriched and joined; stopped at teardown."""
-    with live_capture(sdk_socket=sock_dir / "sdk.sock", hold_ms=200.0, quiet=0.4, limit=15.0) as live:
-        yield live
+def sock_dir(live_join: LiveCapture) -> Path:
+    """The directory of the live capture's SDK socket (bind-mounted into containers)."""
+    assert live_join.collector is not None
+    return live_join.collector.path.parent

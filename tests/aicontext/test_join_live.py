@@ -11,11 +11,15 @@ from pathlib import Path
 import pytest
 
 from runwatch.containers.oci import Bind
-from runwatch.events import ToolCall
+from runwatch.events import Event, ToolCall
+from runwatch.sensors.replay import write_recording
 
 pytestmark = pytest.mark.kernel
 
 SOCKET_IN_CONTAINER = "/run/runwatch-sdk/sdk.sock"
+RECORD_ENV = "RUNWATCH_RECORD_REPLAY_FIXTURES"
+"""Set to 1 to (re)write the raw recording replayed by test_join_recorded.py."""
+RECORDING = Path(__file__).parent / "fixtures" / "agent-23.raw.jsonl.gz"
 
 
 def _container(runc_container, sock_dir: Path, name: str):  # type: ignore[no-untyped-def]
@@ -39,6 +43,8 @@ AGENT_23 = textwrap.dedent("""
 
 def test_23_execs_inside_a_tool_call_carry_it_and_7_outside_are_unattested(
         live_join, runc_container, sock_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    record = os.environ.get(RECORD_ENV) == "1"
+    live_join.record_raw = record
     c = _container(runc_container, sock_dir, "agent-23")
     res = c.run(["python3", "-c", AGENT_23])
     assert res.returncode == 0, res.stderr
@@ -71,6 +77,18 @@ def test_23_execs_inside_a_tool_call_carry_it_and_7_outside_are_unattested(
     assert sum(1 for f in forks if f.tool_call is not None) == 23
     assert all(e.ppid == start.pid for e in execs)
     assert live_join.collector.stats()["malformed"] == 0
+    if record:
+        _record(live_join.raw_events(), c.id, {e.cgroup_id for e in events if e.container is not None
+                                               and e.container.id == c.id and e.cgroup_id})
+
+
+def _record(raw: list[Event], container_id: str, cgroups: set[int]) -> None:
+    """Write the container's raw events (its cgroup's creation included) as the replay fixture."""
+    mine = [e for e in raw if (e.cgroup_id in cgroups and e.kind != "cgroup.mkdir")
+            or (e.kind == "cgroup.mkdir" and e.attrs is not None and int(e.attrs["cgroup_id"]) in cgroups)]
+    assert any(e.kind == "cgroup.mkdir" for e in mine), f"no cgroup creation recorded for {container_id}"
+    RECORDING.parent.mkdir(exist_ok=True)
+    write_recording(RECORDING, mine)
 
 
 def _listener() -> socket.socket:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 
 from runwatch.events import Event, ToolCall
 from runwatch.sensors.inproc.collector import SdkCollector
-from runwatch.testing.capture import LiveCapture, live_capture
+from runwatch.testing.capture import LiveCapture
 
 SERVER = textwrap.dedent('''
     import subprocess
@@ -125,9 +124,9 @@ def test_propagation_can_be_turned_off(tmp_path: Path, collector: SdkCollector, 
 
 
 @pytest.fixture
-def live(sock_dir: Path) -> Iterator[LiveCapture]:
-    with live_capture(sdk_socket=sock_dir / "sdk.sock", hold_ms=200.0, quiet=0.5, limit=20.0) as lj:
-        yield lj
+def live(live_sensor: LiveCapture) -> LiveCapture:
+    live_sensor.quiet, live_sensor.limit = 0.5, 20.0
+    return live_sensor
 
 
 @pytest.mark.kernel

@@ -8,13 +8,17 @@ import pytest
 
 from runwatch.rules import load_rules, load_texts
 from runwatch.rules.importers import ImportReport, cli_import, import_rules
+from runwatch.testing.fixtures import fixture_path, require_fixture
 
-FIXTURES = Path("/work/shared/fixtures")
-SIGMA = FIXTURES / "sigma-linux"
-FALCO = FIXTURES / "falco-rules"
+SIGMA = fixture_path("sigma-linux")
+FALCO = fixture_path("falco-rules")
 FALCO_FILES = [FALCO / "falco_rules.yaml", FALCO / "falco-incubating_rules.yaml", FALCO / "falco-sandbox_rules.yaml"]
 
-pytestmark = pytest.mark.skipif(not SIGMA.is_dir() or not FALCO.is_dir(), reason="rule corpora not present")
+
+@pytest.fixture(autouse=True, scope="module")
+def _corpora() -> None:
+    """The rule corpora are needed (skipped without them; failed under CI)."""
+    require_fixture(SIGMA, FALCO)
 
 
 @pytest.fixture(scope="module")

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import pytest
 
 from runwatch.events import Container, Event, FileInfo, NetInfo
 from runwatch.rules import Engine, load_texts
 from runwatch.rules.importers import ImportReport, import_rules
+from runwatch.testing.fixtures import fixture_path, require_fixture
 
-SIGMA = Path("/work/shared/fixtures/sigma-linux/rules/linux")
-FALCO = Path("/work/shared/fixtures/falco-rules")
+SIGMA = fixture_path("sigma-linux", "rules", "linux")
+FALCO = fixture_path("falco-rules")
 SIGMA_FILES = [
     SIGMA / "file_event/file_event_lnx_persistence_sudoers_files.yml",
     SIGMA / "process_creation/proc_creation_lnx_clear_logs.yml",
@@ -21,7 +21,13 @@ SIGMA_FILES = [
 FALCO_FILES = [FALCO / "falco_rules.yaml", FALCO / "falco-incubating_rules.yaml"]
 CTR = Container(id="4f1c9e0a7b2d", runtime="runc", name="agent-7")
 
-pytestmark = pytest.mark.skipif(not SIGMA.is_dir() or not FALCO.is_dir(), reason="rule corpora not present")
+
+@pytest.fixture(autouse=True, scope="module")
+def _corpora() -> None:
+    """The rule corpora are needed (skipped without them; failed under CI)."""
+    require_fixture(SIGMA, FALCO)
+
+
 _ids = itertools.count(1)
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from runwatch.testing.capture import LiveCapture, live_capture
+from runwatch.testing.capture import LiveCapture
 
 
 @pytest.fixture
-def capture() -> Iterator[LiveCapture]:
-    """A started capture of everything this test process starts, stopped at teardown."""
-    with live_capture(quiet=0.3, limit=10.0) as cap:
-        yield cap
+def capture(live_sensor: LiveCapture) -> LiveCapture:
+    """The session's live capture, holding only what this test starts."""
+    live_sensor.quiet, live_sensor.limit = 0.3, 10.0
+    return live_sensor

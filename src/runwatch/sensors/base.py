@@ -39,7 +39,7 @@ SourceFactory = Callable[..., Source]
 #: The source registry; importing these modules registers the built-in sources.
 SOURCES: Registry[SourceFactory] = Registry("source", (
     "runwatch.sensors.kernel.source", "runwatch.sensors.proc.source", "runwatch.sensors.inproc.collector",
-    "runwatch.sensors.ingest.otlp", "runwatch.policy.source",
+    "runwatch.sensors.ingest.otlp", "runwatch.sensors.replay", "runwatch.policy.source",
 ))
 
 

@@ -3,17 +3,62 @@
 Register from a conftest with ``pytest_plugins = ["runwatch.testing.pytest_plugin"]``.
 
 * ``events`` (function): a fresh list of the 23 sample events of :func:`make_events`.
+* ``live_sensor`` (function): the session's one live capture (kernel sensor + SDK collector,
+  enriched and joined; see :class:`runwatch.testing.capture.SharedCapture`), reset for this
+  test so it holds only the events of what the test starts. The sensor is loaded on the first
+  test that asks for it and detached after the last one that does (in collection order).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from runwatch.events import Event
+from runwatch.testing.capture import LiveCapture, SharedCapture
 from runwatch.testing.events import make_events
+
+_SHARED = SharedCapture()
+_last_user: list[str] = []  # node id of the last collected test using live_sensor
 
 
 @pytest.fixture
 def events() -> list[Event]:
     """A fresh list of the 23 sample events."""
     return make_events()
+
+
+@pytest.fixture(scope="session")
+def _live_sensor_session() -> Iterator[SharedCapture]:
+    try:
+        yield _SHARED
+    finally:
+        _SHARED.close()
+
+
+@pytest.fixture
+def live_sensor(_live_sensor_session: SharedCapture) -> Iterator[LiveCapture]:
+    """The shared live capture, reset: ``settle()`` returns only events after this test began.
+
+    The test may set ``quiet``/``limit`` through :meth:`LiveCapture.reset` again; the capture
+    stops keeping events when the test ends.
+    """
+    capture = _live_sensor_session.get().reset(quiet=0.3, limit=10.0)
+    try:
+        yield capture
+    finally:
+        capture.pause()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Remember the last test that uses ``live_sensor``, to detach the sensor right after it."""
+    users = [item.nodeid for item in items if "live_sensor" in getattr(item, "fixturenames", ())]
+    _last_user[:] = users[-1:]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Detach the shared sensor once the last test using it is torn down (nothing else needs it)."""
+    if _last_user and item.nodeid == _last_user[0] and _SHARED.started:
+        _SHARED.close()
