@@ -24,6 +24,7 @@ import tempfile
 import textwrap
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -413,6 +414,10 @@ def _host_events(events: list[Event], pid: int) -> list[Event]:
     return [e for e in events if e.pid == pid and e.container is None]
 
 
+#: Containers the live fixture runs at once.
+PARALLEL_RUNS = 4
+
+
 @pytest.fixture(scope="session")
 def rulepack_live(runc_rootfs: Rootfs) -> Iterator[dict[str, LiveResult]]:
     """Runs every case once under one live pipeline; maps case name -> LiveResult."""
@@ -427,27 +432,39 @@ def rulepack_live(runc_rootfs: Rootfs) -> Iterator[dict[str, LiveResult]]:
                        watches=watchlist.default_watches() + list(EXTRA_WATCHES), quiet=0.4, limit=20.0).start()
     containers: list[RuncContainer] = []
     owners: dict[str, tuple[str, int]] = {}
+    env = {"PORT": str(port), "RUNWATCH_SOCKET": f"{SDK_DIR_IN_CONTAINER}/sdk.sock"}
+
+    def container_of(case: Case) -> RuncContainer:
+        c = RuncContainer(runc_rootfs, name=case.name, env=env,
+                          binds=[Bind(sock_dir, SDK_DIR_IN_CONTAINER, False)], **case.options)
+        containers.append(c)
+        owners[case.name] = (c.id, 0)
+        return c
+
+    def run_in(c: RuncContainer, case: Case) -> None:
+        args = list(case.argv) if case.argv else ["python3", "-c", case.code]
+        res = c.run(args, timeout=60)
+        assert res.returncode == 0, f"{case.name}: rc {res.returncode}: {res.stderr.decode()[-600:]}"
+
     try:
-        previous: Case | None = None
+        # Workloads that do not talk to the SDK are independent (events are told apart by
+        # container), so they run a few at a time; SDK workloads each get a fresh join.
+        plain = [c for c in CASES if not c.host and not c.uses_sdk]
+        with ThreadPoolExecutor(max_workers=PARALLEL_RUNS) as pool:
+            for done in [pool.submit(run_in, container_of(case), case) for case in plain]:
+                done.result()
         for case in CASES:
-            if case.uses_sdk or (previous is not None and previous.uses_sdk):
-                live.fresh_join()
-            previous = case
-            env = {"PORT": str(port), "RUNWATCH_SOCKET": f"{SDK_DIR_IN_CONTAINER}/sdk.sock"}
-            args = list(case.argv) if case.argv else ["python3", "-c", case.code]
+            if case in plain:
+                continue
+            live.fresh_join()
             if case.host:
                 proc = subprocess.Popen([sys.executable, "-c", case.code], env={**os.environ, **env},
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                 _, err = proc.communicate(timeout=60)
                 assert proc.returncode == 0, f"{case.name}: {err.decode()[-400:]}"
                 owners[case.name] = ("host", proc.pid)
-                continue
-            c = RuncContainer(runc_rootfs, name=case.name, env=env,
-                              binds=[Bind(sock_dir, SDK_DIR_IN_CONTAINER, False)], **case.options)
-            containers.append(c)
-            res = c.run(args, timeout=60)
-            assert res.returncode == 0, f"{case.name}: rc {res.returncode}: {res.stderr.decode()[-600:]}"
-            owners[case.name] = (c.id, 0)
+            else:
+                run_in(container_of(case), case)
         events = live.settle()
     finally:
         live.stop()
