@@ -234,10 +234,8 @@ def test_alerts_are_stored_and_read_back(tmp_path):
                     severity="high", output=f"alert {i}", workload=Workload(id="c1", name="agent"), count=i + 1)
               for i in range(23)]
     with SqliteStore(db) as store:
-        sink = store.alert_sink()
-        sink.write_alerts(alerts[:20])
+        store.write_alerts(alerts[:20])
         store.write_alerts(alerts[20:])
-        sink.close()  # the sink's close leaves the store open
         store.write_alerts([])
     got = query_alerts(db)
     assert [a.id for a in got] == [f"a-{i}" for i in range(23)]

@@ -299,10 +299,6 @@ class SqliteStore:
             rows = [(a.id, a.time, a.rule, a.severity, a.workload.id, a.count, alert_json(a)) for a in alerts]
             self._put(("alerts", rows))
 
-    def alert_sink(self) -> _StoreAlerts:
-        """An alert sink (``write_alerts``/``close``) feeding this store; closing it leaves the store open."""
-        return _StoreAlerts(self)
-
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything enqueued before this call is committed.
 
@@ -637,19 +633,6 @@ def _select(
         params.append(limit)
     rows: list[tuple[bytes]] = conn.execute(sql, params).fetchall()
     return rows
-
-
-class _StoreAlerts:
-    """Alert sink view of a store (the store itself is closed by its owner)."""
-
-    def __init__(self, store: SqliteStore) -> None:
-        self.store = store
-
-    def write_alerts(self, alerts: list[Alert]) -> None:
-        self.store.write_alerts(alerts)
-
-    def close(self) -> None:
-        """Nothing to close: the store outlives its alert sink."""
 
 
 def query_alerts(path: str | os.PathLike[str], *, rule: str | None = None, since_ns: int | None = None,
