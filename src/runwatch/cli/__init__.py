@@ -2,22 +2,49 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from runwatch import __version__
-from runwatch.cli.alerts import alerts
 from runwatch.cli.common import fail
-from runwatch.cli.demo import demo
-from runwatch.cli.doctor import doctor
-from runwatch.cli.policy import approve, challenges, policy, reject
-from runwatch.cli.query import events
-from runwatch.cli.rules import rules
-from runwatch.cli.watch import run, watch
+
+#: Each subcommand and the ``module:attribute`` that defines it; a module is imported only
+#: when its command runs (or help lists it), so a command pays for its own imports alone.
+COMMANDS: dict[str, str] = {
+    "run": "runwatch.cli.watch:run",
+    "watch": "runwatch.cli.watch:watch",
+    "events": "runwatch.cli.query:events",
+    "doctor": "runwatch.cli.doctor:doctor",
+    "demo": "runwatch.cli.demo:demo",
+    "rules": "runwatch.cli.rules:rules",
+    "alerts": "runwatch.cli.alerts:alerts",
+    "policy": "runwatch.cli.policy:policy",
+    "approve": "runwatch.cli.policy:approve",
+    "reject": "runwatch.cli.policy:reject",
+    "challenges": "runwatch.cli.policy:challenges",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported from :data:`COMMANDS` on first lookup."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        command = getattr(importlib.import_module(module), attr)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="runwatch")
 def cli() -> None:
     """runwatch: runtime telemetry, detection and policy for containerised AI workloads.
@@ -26,19 +53,6 @@ def cli() -> None:
     reads, privilege changes) through eBPF, attributes every event to its container and
     process ancestry, and stores it in SQLite (the embedded default).
     """
-
-
-cli.add_command(run)
-cli.add_command(watch)
-cli.add_command(events)
-cli.add_command(doctor)
-cli.add_command(demo)
-cli.add_command(rules)
-cli.add_command(alerts)
-cli.add_command(policy)
-cli.add_command(approve)
-cli.add_command(reject)
-cli.add_command(challenges)
 
 
 def main(argv: list[str] | None = None) -> None:
