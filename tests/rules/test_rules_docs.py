@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from runwatch.rules import FIELDS, INDEXED_FIELDS
+from runwatch.rules.collect import KEYS
 from runwatch.rules.compiler import ALL_OPS
-from runwatch.rules.loader import _KEYS
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "rules.md").read_text()
 
@@ -18,5 +18,5 @@ def test_every_field_is_documented() -> None:
 
 def test_every_operator_and_key_is_documented() -> None:
     assert [op for op in sorted(ALL_OPS) if f"`{op}`" not in DOC] == []
-    keys = sorted({k for ks in _KEYS.values() for k in ks})
+    keys = sorted({k for ks in KEYS.values() for k in ks})
     assert [k for k in keys if f"`{k}`" not in DOC] == []

@@ -21,7 +21,7 @@ from runwatch.cli.policy import DecisionPrinter, policy_options
 from runwatch.events import Event
 from runwatch.outputs.text import TextOutput
 from runwatch.policy.enforce.spec import EnforcementError
-from runwatch.rules.yamlsrc import RuleLoadError
+from runwatch.rules.diagnostics import RuleLoadError
 from runwatch.sdk.wire import DEFAULT_SOCKET
 from runwatch.sensors.fallback import NoSourceError
 from runwatch.session import Session, SessionOptions

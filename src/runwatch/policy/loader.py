@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runwatch.config.errors import ConfigError, ConfigLoadError
+from runwatch.config.values import parse_duration
+from runwatch.config.yamlsrc import LocDict, LocList, load_yaml_documents
 from runwatch.policy.model import (
     FAILS,
     MODES,
@@ -29,31 +32,17 @@ from runwatch.policy.model import (
     Selector,
     ToolRules,
 )
-from runwatch.rules.loader import parse_duration
-from runwatch.rules.yamlsrc import LocDict, LocList, RuleError, load_yaml_documents
 
 
 @dataclass(frozen=True, slots=True)
-class PolicyError:
+class PolicyError(ConfigError):
     """One located problem in a policy file; ``str()`` is the one-line ``file:line: message``."""
 
-    file: str
-    line: int
-    message: str
     policy: str | None = None
 
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
 
-
-class PolicyLoadError(Exception):
+class PolicyLoadError(ConfigLoadError[PolicyError]):
     """Policies failed to load; ``errors`` holds every located error."""
-
-    def __init__(self, errors: list[PolicyError]) -> None:
-        self.errors = list(errors)
-        first = str(self.errors[0]) if self.errors else "no errors"
-        more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
-        super().__init__(first + more)
 
 
 POLICY_KEYS = ("id", "description", "selector", "mode", "fail", "challenge_timeout", "tools", "egress", "exec",
@@ -327,16 +316,16 @@ def _policy(load: _Load, file: str, d: LocDict) -> Policy | None:
             args[key] = reader(load, file, d[key], d.value_line(key), where)
     for e in load.errors[n_before:]:
         if e.policy is None:
-            load.errors[load.errors.index(e)] = PolicyError(e.file, e.line, e.message, pid)
+            load.errors[load.errors.index(e)] = PolicyError(e.file, e.line, e.message, pid, column=e.column)
     if len(load.errors) > n_before or any(v is None for k, v in args.items() if k != "description"):
         return None
     return Policy(**args)
 
 
 def _documents(load: _Load, text: str, file: str) -> list[Policy]:
-    yaml_errors: list[RuleError] = []
+    yaml_errors: list[ConfigError] = []
     docs = load_yaml_documents(text, file, yaml_errors)
-    load.errors.extend(PolicyError(e.file, e.line, e.message) for e in yaml_errors)
+    load.errors.extend(PolicyError(e.file, e.line, e.message, column=e.column) for e in yaml_errors)
     out: list[Policy] = []
     for doc in docs:
         if doc is None:
@@ -350,8 +339,7 @@ def _documents(load: _Load, text: str, file: str) -> list[Policy]:
                 load.err(file, doc.value_line("policies"), "policies must be a list of policy mappings")
                 continue
         elif isinstance(doc, LocDict):
-            entries = LocList([doc])
-            entries.line, entries.item_lines, entries.item_nodes = doc.line, [doc.line], []
+            entries = LocList.of([doc], file, doc.line, doc.column)
         elif isinstance(doc, LocList):
             entries = doc
         else:

@@ -9,10 +9,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from runwatch.config.errors import ConfigWarning
 from runwatch.events import Event
 from runwatch.rules.compiler import IndexTerm, KindTest, Pred
+from runwatch.rules.diagnostics import RuleError
 from runwatch.rules.fields import EvalCtx, FieldSpec, field_text, resolve_field
-from runwatch.rules.yamlsrc import RuleError
 
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
 ACTIONS: tuple[str, ...] = ("alert", "deny", "kill")
@@ -134,7 +135,8 @@ class RuleSet:
     """Everything loaded from a set of rule files.
 
     ``errors`` is empty unless loading was asked to keep going (``skip_invalid``); then
-    ``skipped`` maps each rule that did not load to a one-line reason.
+    ``skipped`` maps each rule that did not load to a one-line reason. ``warnings`` are
+    located problems that did not stop loading (unused macros and lists, any-kind rules).
     """
 
     rules: list[Rule] = field(default_factory=list)
@@ -143,6 +145,7 @@ class RuleSet:
     macros: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     errors: list[RuleError] = field(default_factory=list)
+    warnings: list[ConfigWarning] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
 
     def get(self, name: str) -> Rule | Sequence | None:
@@ -161,5 +164,5 @@ class RuleSet:
             rules=[r for r in self.rules if r.meta.enabled or r.name == also],
             sequences=[s for s in self.sequences if s.meta.enabled or s.name == also],
             lists=self.lists, macros=self.macros, files=self.files,
-            errors=self.errors, skipped=self.skipped,
+            errors=self.errors, warnings=self.warnings, skipped=self.skipped,
         )

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runwatch.config.errors import ConfigError
+from runwatch.config.yamlsrc import LocDict, LocList, load_yaml_documents
 from runwatch.rules.importers.falco_cond import (
     FIELD_MAP,
     SYSCALL_KINDS,
@@ -36,7 +38,6 @@ from runwatch.rules.importers.falco_cond import (
     simplify,
 )
 from runwatch.rules.importers.report import NIST_HOST, NIST_NET, TACTICS, ImportedRule, attack_id, one_line, slug
-from runwatch.rules.yamlsrc import LocDict, LocList, RuleError, load_yaml_documents
 
 LICENSE = "The Falco Authors, Apache License 2.0"
 
@@ -97,7 +98,7 @@ class FalcoImporter:
     def add_text(self, text: str, file: str) -> None:
         """Read one Falco rule file; problems are located and kept, other entries still load."""
         self.files.append(file)
-        errors: list[RuleError] = []
+        errors: list[ConfigError] = []
         docs = load_yaml_documents(text, file, errors)
         for err in errors:
             self.problem(err.file, err.line, err.message)

@@ -1,0 +1,24 @@
+"""Scalar value readers shared by rule and policy files."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ns|us|ms|s|m|h)?$")
+_UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+
+
+def parse_duration(value: Any) -> int:
+    """``60s``, ``500ms``, ``5m``, ``1h`` or a number of seconds, to nanoseconds.
+
+    Raises ValueError with a one-line reason.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"bad duration {value!r}")
+    if isinstance(value, int | float):
+        return int(value * 1_000_000_000)
+    m = _DURATION.match(str(value).strip())
+    if m is None:
+        raise ValueError(f"bad duration {value!r} (use e.g. 500ms, 60s, 5m, 1h)")
+    return int(float(m.group(1)) * _UNIT_NS[m.group(2) or "s"])

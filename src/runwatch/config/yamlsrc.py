@@ -1,0 +1,170 @@
+"""YAML reading that keeps source positions, for rule and policy files alike.
+
+Mappings and sequences come back as :class:`LocDict` / :class:`LocList`, which remember
+their file, the line and column of themselves, of each key and of each value, and the
+scalar node of each string value (so a condition error can be mapped to the exact line
+inside a multi-line scalar). Lines and columns are 1-based. Problems of the YAML itself
+(syntax, duplicate or non-string keys) are reported as :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from runwatch.config.errors import ConfigError, Location
+
+
+def node_location(source: str, node: Node) -> Location:
+    """Where ``node`` starts in ``source``."""
+    return Location(source, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class LocDict(dict[str, Any]):
+    """A mapping that remembers where it and its keys/values are."""
+
+    source: str
+    line: int
+    column: int
+    key_lines: dict[str, int]
+    key_nodes: dict[str, Node]
+    value_nodes: dict[str, Node]
+
+    @property
+    def location(self) -> Location:
+        """Where the mapping starts."""
+        return Location(self.source, self.line, self.column)
+
+    def key_location(self, key: str) -> Location:
+        """Where ``key`` is (the mapping's own place when the key is missing)."""
+        node = self.key_nodes.get(key)
+        return node_location(self.source, node) if node is not None else self.location
+
+    def value_location(self, key: str) -> Location:
+        """Where the value of ``key`` starts (the key's place when it is missing)."""
+        node = self.value_nodes.get(key)
+        return node_location(self.source, node) if node is not None else self.key_location(key)
+
+    def key_line(self, key: str) -> int:
+        """Line of ``key`` (the mapping's own line when the key is missing)."""
+        return self.key_lines.get(key, self.line)
+
+    def value_line(self, key: str) -> int:
+        """Line where the value of ``key`` starts."""
+        node = self.value_nodes.get(key)
+        return node.start_mark.line + 1 if node is not None else self.key_line(key)
+
+
+class LocList(list[Any]):
+    """A sequence that remembers the line of itself and of each item."""
+
+    source: str
+    line: int
+    column: int
+    item_lines: list[int]
+    item_nodes: list[Node]
+
+    def item_line(self, i: int) -> int:
+        """Line of item ``i``."""
+        return self.item_lines[i] if 0 <= i < len(self.item_lines) else self.line
+
+    def item_location(self, i: int) -> Location:
+        """Where item ``i`` starts (the sequence's own place when there is no such item)."""
+        if 0 <= i < len(self.item_nodes):
+            return node_location(self.source, self.item_nodes[i])
+        return Location(self.source, self.line, self.column)
+
+    @classmethod
+    def of(cls, items: list[Any], source: str, line: int, column: int = 0) -> LocList:
+        """A located list built in code (e.g. one entry standing for a list of one)."""
+        out = cls(items)
+        out.source, out.line, out.column = source, line, column
+        out.item_lines, out.item_nodes = [line] * len(items), []
+        return out
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader used only to compose nodes and construct scalars."""
+
+
+def _plain_str(loader: yaml.SafeLoader, node: Node) -> str:
+    return str(loader.construct_scalar(node))  # type: ignore[arg-type]
+
+
+# YAML 1.1 resolves a bare "=" to the "value" tag; in rule files it is the operator.
+_Loader.add_constructor("tag:yaml.org,2002:value", _plain_str)
+
+
+def _build(node: Node, loader: _Loader, errors: list[ConfigError], source: str) -> Any:
+    if isinstance(node, ScalarNode):
+        return loader.construct_object(node, deep=True)
+    if isinstance(node, SequenceNode):
+        seq = LocList(_build(item, loader, errors, source) for item in node.value)
+        seq.source, seq.line, seq.column = source, node.start_mark.line + 1, node.start_mark.column + 1
+        seq.item_lines = [item.start_mark.line + 1 for item in node.value]
+        seq.item_nodes = list(node.value)
+        return seq
+    if isinstance(node, MappingNode):
+        loader.flatten_mapping(node)
+        out = LocDict()
+        out.source, out.line, out.column = source, node.start_mark.line + 1, node.start_mark.column + 1
+        out.key_lines, out.key_nodes, out.value_nodes = {}, {}, {}
+        for knode, vnode in node.value:
+            key = _build(knode, loader, errors, source)
+            line, column = knode.start_mark.line + 1, knode.start_mark.column + 1
+            if not isinstance(key, str):
+                errors.append(ConfigError(source, line, f"mapping key {key!r} is not a string", column=column))
+                continue
+            if key in out:
+                errors.append(ConfigError(source, line, f"duplicate key {key!r}", column=column))
+                continue
+            out[key] = _build(vnode, loader, errors, source)
+            out.key_lines[key] = line
+            out.key_nodes[key] = knode
+            out.value_nodes[key] = vnode
+        return out
+    return None
+
+
+def load_yaml_documents(text: str, source: str, errors: list[ConfigError]) -> list[Any]:
+    """Every YAML document in ``text`` as located builtins; problems go to ``errors``."""
+    loader = _Loader(text)
+    docs: list[Any] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is not None:
+                docs.append(_build(node, loader, errors, source))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        column = mark.column + 1 if mark is not None else 0
+        problem = exc.problem or exc.context or "invalid YAML"
+        errors.append(ConfigError(source, line, f"YAML syntax error: {problem}", column=column))
+    except yaml.YAMLError as exc:
+        errors.append(ConfigError(source, 1, f"YAML error: {str(exc).splitlines()[0]}"))
+    finally:
+        loader.dispose()
+    return docs
+
+
+def scalar_source(node: Node | None, text: str) -> tuple[str, int, int] | None:
+    """The raw source text of a scalar value node, its first line and the column of its first character.
+
+    For block scalars (``|``, ``>``) the indicator line is skipped (the text then starts at
+    column 1 of the next line); quotes become spaces so offsets stay those of the file.
+    """
+    if not isinstance(node, ScalarNode):
+        return None
+    raw = text[node.start_mark.index:node.end_mark.index]
+    line, column = node.start_mark.line + 1, node.start_mark.column + 1
+    if node.style in ("|", ">"):
+        nl = raw.find("\n")
+        if nl < 0:
+            return None
+        raw, line, column = raw[nl + 1:], line + 1, 1
+    elif node.style in ('"', "'"):
+        raw = " " + raw[1:-1] + " "  # keep offsets; quotes become spaces
+    return raw, line, column
