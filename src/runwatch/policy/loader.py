@@ -8,6 +8,7 @@ The format is documented in ``docs/policy.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runwatch.config.errors import ConfigError, ConfigLoadError
+from runwatch.config.errors import ConfigError, ConfigLoadError, Location
 from runwatch.config.values import parse_duration
 from runwatch.config.yamlsrc import LocDict, LocList, load_yaml_documents
 from runwatch.policy.model import (
@@ -78,25 +79,25 @@ class _Load:
         self.errors: list[PolicyError] = []
         self.ids: dict[str, str] = {}  # id -> where first defined
 
-    def err(self, file: str, line: int, message: str, policy: str | None = None) -> None:
-        self.errors.append(PolicyError(file, line, message, policy))
+    def err(self, at: Location, message: str, policy: str | None = None) -> None:
+        self.errors.append(PolicyError(at.path, at.line, message, policy, column=at.column))
 
     # -- small typed readers: each reports and returns None on a bad value -----------------
 
-    def strings(self, file: str, d: LocDict, key: str, where: str, *, one_ok: bool = True) -> tuple[str, ...] | None:
+    def strings(self, d: LocDict, key: str, where: str, *, one_ok: bool = True) -> tuple[str, ...] | None:
         value = d.get(key)
         if isinstance(value, str) and one_ok:
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-            self.err(file, d.value_line(key), f"{where}: {key} must be a list of non-empty strings")
+            self.err(d.value_location(key), f"{where}: {key} must be a list of non-empty strings")
             return None
         return tuple(v.strip() for v in value)
 
-    def unknown_keys(self, file: str, d: LocDict, allowed: Sequence[str], where: str) -> bool:
+    def unknown_keys(self, d: LocDict, allowed: Sequence[str], where: str) -> bool:
         ok = True
         for key in d:
             if key not in allowed:
-                self.err(file, d.key_line(key), f"{where}: unknown key {key!r} (known: {', '.join(allowed)})")
+                self.err(d.key_location(key), f"{where}: unknown key {key!r} (known: {', '.join(allowed)})")
                 ok = False
         return ok
 
@@ -138,137 +139,137 @@ def parse_egress(text: str) -> EgressRule:
     return EgressRule(text=s, host=host, port=port)
 
 
-def _abs_patterns(load: _Load, file: str, d: LocDict, key: str, where: str) -> tuple[str, ...] | None:
-    pats = load.strings(file, d, key, where)
+def _abs_patterns(load: _Load, d: LocDict, key: str, where: str) -> tuple[str, ...] | None:
+    pats = load.strings(d, key, where)
     if pats is None:
         return None
     bad = [p for p in pats if not (p.startswith("/") or p.startswith("*"))]
     if bad:
-        load.err(file, d.value_line(key), f"{where}: {key}: {bad[0]!r} must be an absolute path or a glob")
+        load.err(d.value_location(key), f"{where}: {key}: {bad[0]!r} must be an absolute path or a glob")
         return None
     return pats
 
 
-def _selector(load: _Load, file: str, d: Any, line: int, where: str) -> Selector | None:
+def _selector(load: _Load, d: Any, at: Location, where: str) -> Selector | None:
     if not isinstance(d, LocDict):
-        load.err(file, line, f"{where}: selector must be a mapping with one of: {', '.join(SELECTOR_KEYS)}")
+        load.err(at, f"{where}: selector must be a mapping with one of: {', '.join(SELECTOR_KEYS)}")
         return None
-    ok = load.unknown_keys(file, d, SELECTOR_KEYS, f"{where} selector")
+    ok = load.unknown_keys(d, SELECTOR_KEYS, f"{where} selector")
     if not d:
-        load.err(file, d.line, f"{where}: selector is empty (use container: '*' to select every container)")
+        load.err(d.location, f"{where}: selector is empty (use container: '*' to select every container)")
         return None
     args: dict[str, Any] = {}
     for key in ("container", "identity", "pod", "namespace", "process"):
         if key in d:
-            pats = load.strings(file, d, key, f"{where} selector")
+            pats = load.strings(d, key, f"{where} selector")
             ok = ok and pats is not None
             args[key] = pats or ()
     if "labels" in d:
         labels = d["labels"]
         if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str | int | bool)
                                                    for k, v in labels.items()):
-            load.err(file, d.value_line("labels"), f"{where} selector: labels must map names to values")
+            load.err(d.value_location("labels"), f"{where} selector: labels must map names to values")
             ok = False
         else:
             args["labels"] = {k: str(v) for k, v in labels.items()}
     return Selector(**args) if ok else None
 
 
-def _tools(load: _Load, file: str, d: Any, line: int, where: str) -> ToolRules | None:
+def _tools(load: _Load, d: Any, at: Location, where: str) -> ToolRules | None:
     if not isinstance(d, LocDict):
-        load.err(file, line, f"{where}: tools must be a mapping with allow, deny and/or challenge")
+        load.err(at, f"{where}: tools must be a mapping with allow, deny and/or challenge")
         return None
-    ok = load.unknown_keys(file, d, ("allow", "deny", "challenge"), f"{where} tools")
+    ok = load.unknown_keys(d, ("allow", "deny", "challenge"), f"{where} tools")
     args: dict[str, Any] = {}
     for key in ("allow", "deny", "challenge"):
         if key in d:
             if d[key] is None or d[key] == []:
                 args[key] = ()
                 continue
-            pats = load.strings(file, d, key, f"{where} tools")
+            pats = load.strings(d, key, f"{where} tools")
             ok = ok and pats is not None
             args[key] = pats or ()
     return ToolRules(**args) if ok else None
 
 
-def _egress(load: _Load, file: str, d: Any, line: int, where: str) -> EgressRules | None:
+def _egress(load: _Load, d: Any, at: Location, where: str) -> EgressRules | None:
     if not isinstance(d, LocDict):
-        load.err(file, line, f"{where}: egress must be a mapping with an allow list")
+        load.err(at, f"{where}: egress must be a mapping with an allow list")
         return None
-    ok = load.unknown_keys(file, d, ("allow",), f"{where} egress")
+    ok = load.unknown_keys(d, ("allow",), f"{where} egress")
     items = d.get("allow", [])
     if items is None:
         items = []
     if not isinstance(items, list):
-        load.err(file, d.value_line("allow"), f"{where} egress: allow must be a list of destinations")
+        load.err(d.value_location("allow"), f"{where} egress: allow must be a list of destinations")
         return None
     rules: list[EgressRule] = []
     for i, item in enumerate(items):
-        item_line = items.item_line(i) if isinstance(items, LocList) else d.value_line("allow")
+        item_at = items.item_location(i) if isinstance(items, LocList) else d.value_location("allow")
         if not isinstance(item, str | int):
-            load.err(file, item_line, f"{where} egress: destination must be a string like '10.0.0.0/8:443'")
+            load.err(item_at, f"{where} egress: destination must be a string like '10.0.0.0/8:443'")
             ok = False
             continue
         try:
             rules.append(parse_egress(str(item)))
         except ValueError as exc:
-            load.err(file, item_line, f"{where} egress: {exc}")
+            load.err(item_at, f"{where} egress: {exc}")
             ok = False
     return EgressRules(allow=tuple(rules)) if ok else None
 
 
-def _exec(load: _Load, file: str, d: Any, line: int, where: str) -> ExecRules | None:
+def _exec(load: _Load, d: Any, at: Location, where: str) -> ExecRules | None:
     if not isinstance(d, LocDict):
-        load.err(file, line, f"{where}: exec must be a mapping with allow and/or deny")
+        load.err(at, f"{where}: exec must be a mapping with allow and/or deny")
         return None
-    ok = load.unknown_keys(file, d, ("allow", "deny", "action"), f"{where} exec")
+    ok = load.unknown_keys(d, ("allow", "deny", "action"), f"{where} exec")
     args: dict[str, Any] = {}
     for key in ("allow", "deny"):
         if key in d:
-            pats = () if d[key] in (None, []) else _abs_patterns(load, file, d, key, f"{where} exec")
+            pats = () if d[key] in (None, []) else _abs_patterns(load, d, key, f"{where} exec")
             ok = ok and pats is not None
             args[key] = pats or ()
     if "action" in d:
         if d["action"] not in ("deny", "kill"):
-            load.err(file, d.value_line("action"), f"{where} exec: action must be deny or kill, not {d['action']!r}")
+            load.err(d.value_location("action"), f"{where} exec: action must be deny or kill, not {d['action']!r}")
             ok = False
         else:
             args["action"] = d["action"]
     return ExecRules(**args) if ok else None
 
 
-def _files(load: _Load, file: str, d: Any, line: int, where: str) -> FileRules | None:
+def _files(load: _Load, d: Any, at: Location, where: str) -> FileRules | None:
     if not isinstance(d, LocDict):
-        load.err(file, line, f"{where}: files must be a mapping with protect and/or immutable")
+        load.err(at, f"{where}: files must be a mapping with protect and/or immutable")
         return None
-    ok = load.unknown_keys(file, d, ("protect", "immutable"), f"{where} files")
+    ok = load.unknown_keys(d, ("protect", "immutable"), f"{where} files")
     protect: list[ProtectedFile] = []
     items = d.get("protect", [])
     if not isinstance(items, list):
-        load.err(file, d.value_line("protect"), f"{where} files: protect must be a list of {{path, readers}}")
+        load.err(d.value_location("protect"), f"{where} files: protect must be a list of {{path, readers}}")
         ok, items = False, []
     for i, item in enumerate(items):
-        item_line = items.item_line(i) if isinstance(items, LocList) else d.value_line("protect")
+        item_at = items.item_location(i) if isinstance(items, LocList) else d.value_location("protect")
         if not isinstance(item, LocDict):
-            load.err(file, item_line, f"{where} files: protect entry must be a mapping with path and readers")
+            load.err(item_at, f"{where} files: protect entry must be a mapping with path and readers")
             ok = False
             continue
-        ok = load.unknown_keys(file, item, ("path", "readers"), f"{where} files.protect") and ok
+        ok = load.unknown_keys(item, ("path", "readers"), f"{where} files.protect") and ok
         path = item.get("path")
         if not isinstance(path, str) or not path.startswith("/"):
-            load.err(file, item.value_line("path"), f"{where} files.protect: path must be an absolute path")
+            load.err(item.value_location("path"), f"{where} files.protect: path must be an absolute path")
             ok = False
             continue
         readers: tuple[str, ...] | None = ()
         if item.get("readers") not in (None, []):
-            readers = _abs_patterns(load, file, item, "readers", f"{where} files.protect {path}")
+            readers = _abs_patterns(load, item, "readers", f"{where} files.protect {path}")
         if readers is None:
             ok = False
             continue
         protect.append(ProtectedFile(path=path, readers=readers))
     immutable: tuple[str, ...] | None = ()
     if d.get("immutable") not in (None, []):
-        immutable = _abs_patterns(load, file, d, "immutable", f"{where} files")
+        immutable = _abs_patterns(load, d, "immutable", f"{where} files")
     if immutable is None:
         ok = False
     return FileRules(protect=tuple(protect), immutable=immutable or ()) if ok else None
@@ -277,25 +278,25 @@ def _files(load: _Load, file: str, d: Any, line: int, where: str) -> FileRules |
 def _policy(load: _Load, file: str, d: LocDict) -> Policy | None:
     pid = d.get("id")
     if not isinstance(pid, str) or not _ID.match(pid):
-        load.err(file, d.value_line("id") if "id" in d else d.line,
+        load.err(d.value_location("id") if "id" in d else d.location,
                  "policy needs an id (letters, digits, '_', '.', ':', '-'; at most 128)")
         return None
     where = f"policy {pid!r}"
     if pid in load.ids:
-        load.err(file, d.value_line("id"), f"{where}: duplicate id (first defined at {load.ids[pid]})", pid)
+        load.err(d.value_location("id"), f"{where}: duplicate id (first defined at {load.ids[pid]})", pid)
         return None
     load.ids[pid] = f"{file}:{d.line}"
     n_before = len(load.errors)
-    load.unknown_keys(file, d, POLICY_KEYS, where)
+    load.unknown_keys(d, POLICY_KEYS, where)
     args: dict[str, Any] = {"id": pid, "source": f"{file}:{d.line}"}
     if "selector" not in d:
-        load.err(file, d.line, f"{where}: selector is required", pid)
+        load.err(d.location, f"{where}: selector is required", pid)
     else:
-        args["selector"] = _selector(load, file, d["selector"], d.value_line("selector"), where)
+        args["selector"] = _selector(load, d["selector"], d.value_location("selector"), where)
     for key, allowed in (("mode", MODES), ("fail", FAILS)):
         if key in d:
             if d[key] not in allowed:
-                load.err(file, d.value_line(key), f"{where}: {key} must be {' or '.join(allowed)}, not {d[key]!r}", pid)
+                load.err(d.value_location(key), f"{where}: {key} must be {' or '.join(allowed)}, not {d[key]!r}", pid)
             else:
                 args[key] = d[key]
     if "challenge_timeout" in d:
@@ -305,18 +306,18 @@ def _policy(load: _Load, file: str, d: LocDict) -> Policy | None:
                 raise ValueError(f"challenge_timeout must be positive, not {d['challenge_timeout']!r}")
             args["challenge_timeout_ns"] = ns
         except ValueError as exc:
-            load.err(file, d.value_line("challenge_timeout"), f"{where}: {exc}", pid)
+            load.err(d.value_location("challenge_timeout"), f"{where}: {exc}", pid)
     if "description" in d:
         if not isinstance(d["description"], str):
-            load.err(file, d.value_line("description"), f"{where}: description must be a string", pid)
+            load.err(d.value_location("description"), f"{where}: description must be a string", pid)
         else:
             args["description"] = d["description"].strip()
     for key, reader in (("tools", _tools), ("egress", _egress), ("exec", _exec), ("files", _files)):
         if key in d:
-            args[key] = reader(load, file, d[key], d.value_line(key), where)
+            args[key] = reader(load, d[key], d.value_location(key), where)
     for e in load.errors[n_before:]:
         if e.policy is None:
-            load.errors[load.errors.index(e)] = PolicyError(e.file, e.line, e.message, pid, column=e.column)
+            load.errors[load.errors.index(e)] = dataclasses.replace(e, policy=pid)
     if len(load.errors) > n_before or any(v is None for k, v in args.items() if k != "description"):
         return None
     return Policy(**args)
@@ -333,21 +334,21 @@ def _documents(load: _Load, text: str, file: str) -> list[Policy]:
         if isinstance(doc, LocDict) and "policies" in doc:
             extra = [k for k in doc if k != "policies"]
             for k in extra:
-                load.err(file, doc.key_line(k), f"unknown top-level key {k!r} (only 'policies')")
+                load.err(doc.key_location(k), f"unknown top-level key {k!r} (only 'policies')")
             entries = doc["policies"]
             if not isinstance(entries, LocList):
-                load.err(file, doc.value_line("policies"), "policies must be a list of policy mappings")
+                load.err(doc.value_location("policies"), "policies must be a list of policy mappings")
                 continue
         elif isinstance(doc, LocDict):
             entries = LocList.of([doc], file, doc.line, doc.column)
         elif isinstance(doc, LocList):
             entries = doc
         else:
-            load.err(file, 1, "a policy file holds a 'policies' list, a list of policies or one policy")
+            load.err(Location(file, 1), "a policy file holds a 'policies' list, a list of policies or one policy")
             continue
         for i, entry in enumerate(entries):
             if not isinstance(entry, LocDict):
-                load.err(file, entries.item_line(i), "a policy must be a mapping (id, selector, ...)")
+                load.err(entries.item_location(i), "a policy must be a mapping (id, selector, ...)")
                 continue
             policy = _policy(load, file, entry)
             if policy is not None:
