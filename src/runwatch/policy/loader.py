@@ -365,7 +365,8 @@ def load_policy_texts(texts: Iterable[tuple[str, str]]) -> PolicySet:
         names.append(source)
         policies.extend(_documents(load, text, source))
     if load.errors:
-        raise PolicyLoadError(load.errors)
+        order = {name: i for i, name in enumerate(names)}
+        raise PolicyLoadError(sorted(load.errors, key=lambda e: (order.get(e.file, -1), e.line)))
     return PolicySet(tuple(policies), tuple(names))
 
 

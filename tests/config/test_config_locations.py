@@ -1,0 +1,94 @@
+"""Located configuration: rule and policy errors carry the exact path, line and column."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runwatch.config import ConfigError, ConfigWarning, Location
+from runwatch.policy import PolicyError, PolicyLoadError, check_policies, load_policies
+from runwatch.rules import RuleError, RuleLoadError, check_files, load_rules
+
+RULES = """\
+- rule: inline_token
+  condition: kind = process.exec and proc.name pmatch x
+  severity: urgent
+- rule: folded_token
+  condition: >
+    kind = process.exec
+      and proc.name pmatch (x)
+- rule: quoted_token
+  condition: "kind = file.open and fd.name pmatch y"
+"""
+
+POLICY = """\
+policies:
+  - id: p23
+    selector: {container: [agent-*]}
+    mode: sometimes
+    exec:
+      deny: [relative/path]
+    egress:
+      allow: ["10.0.0.0/8:443", "10.0.0.0/33"]
+"""
+
+
+def test_location_prints_what_it_knows() -> None:
+    assert str(Location("a.yaml", 7, 23)) == "a.yaml:7:23"
+    assert str(Location("a.yaml", 7)) == "a.yaml:7"
+    assert str(Location("a.yaml")) == "a.yaml"
+    assert str(ConfigError("a.yaml", 7, "bad", column=23)) == "a.yaml:7: bad"
+    assert ConfigError("a.yaml", 7, "bad", column=23).location == Location("a.yaml", 7, 23)
+    assert str(ConfigWarning(Location("a.yaml", 7, 23), "odd", "x")) == "a.yaml:7:23: warning: odd"
+
+
+def test_bad_rule_file_errors_carry_path_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(RULES)
+    with pytest.raises(RuleLoadError) as info:
+        load_rules([path])
+    errors = info.value.errors
+    assert all(isinstance(e, RuleError) and isinstance(e, ConfigError) for e in errors)
+    assert [(str(e.location), e.message) for e in errors] == [
+        (f"{path}:2:48", "rule 'inline_token': unknown operator 'pmatch' after 'proc.name'"),
+        (f"{path}:3:13", "rule 'inline_token': bad severity 'urgent' (one of info, low, medium, high, critical)"),
+        (f"{path}:7:21", "rule 'folded_token': unknown operator 'pmatch' after 'proc.name'"),
+        (f"{path}:9:44", "rule 'quoted_token': unknown operator 'pmatch' after 'fd.name'"),
+    ]
+    assert str(errors[0]) == f"{path}:2: rule 'inline_token': unknown operator 'pmatch' after 'proc.name'"
+    assert [e.rule for e in check_files([path])] == ["inline_token", "inline_token", "folded_token", "quoted_token"]
+
+
+def test_yaml_syntax_error_carries_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "syntax.yaml"
+    path.write_text("- rule: a\n  condition: kind = process.exec\n   severity: low\n")
+    [err] = check_files([path])
+    assert err.location == Location(str(path), 3, 12)
+    assert err.message.startswith("YAML syntax error: ")
+
+
+def test_bad_policy_file_errors_carry_path_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "bad-policy.yaml"
+    path.write_text(POLICY)
+    with pytest.raises(PolicyLoadError) as info:
+        load_policies(path)
+    errors = info.value.errors
+    assert all(isinstance(e, PolicyError) and isinstance(e, ConfigError) for e in errors)
+    assert [(str(e.location), e.policy) for e in errors] == [
+        (f"{path}:4:11", "p23"),
+        (f"{path}:6:13", "p23"),
+        (f"{path}:8:33", "p23"),
+    ]
+    assert errors[0].message == "policy 'p23': mode must be monitor or enforce, not 'sometimes'"
+    assert str(errors[0]) == f"{path}:4: policy 'p23': mode must be monitor or enforce, not 'sometimes'"
+    assert [e.location for e in check_policies([path])] == [e.location for e in errors]
+
+
+def test_policy_and_rule_loaders_share_one_reader() -> None:
+    import runwatch.policy.loader as policy_loader
+    import runwatch.rules.collect as rule_collect
+    from runwatch.config import yamlsrc
+
+    assert policy_loader.load_yaml_documents is yamlsrc.load_yaml_documents
+    assert rule_collect.load_yaml_documents is yamlsrc.load_yaml_documents
