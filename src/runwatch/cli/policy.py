@@ -164,7 +164,7 @@ def suggest(db: str, container: str, output: str | None) -> None:
 @policy.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 def check(paths: tuple[str, ...]) -> None:
-    """Validate policy files or directories; every error as file:line: message."""
+    """Validate policy files or directories; every error as file:line:col: message."""
     from runwatch.policy.cli import cli_check
 
     missing = [p for p in paths if not os.path.exists(p)]

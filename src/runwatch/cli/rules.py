@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from runwatch.cli.common import fail
+from runwatch.cli.common import config_problems, fail
 
 
 @click.group()
@@ -17,18 +17,18 @@ def rules() -> None:
 @rules.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 def check(paths: tuple[str, ...]) -> None:
-    """Parse and lint rule files; print every error as FILE:LINE: message.
+    """Parse and lint rule files; print every warning and error as FILE:LINE:COL: message.
 
-    PATH may be a file or a directory (every *.yaml / *.yml in it). Exit 1 on any error.
+    PATH may be a file or a directory (every *.yaml / *.yml in it). Warnings (an unused macro
+    or list, a rule tried on every event kind) do not fail the check; exit 1 on any error.
     """
-    from runwatch.rules import check_files, load_rules
+    from runwatch.rules import lint_files, load_rules
 
     try:
-        errors = check_files(list(paths))
+        errors, warnings = lint_files(list(paths))
     except OSError as exc:
         fail(str(exc))
-    for err in errors:
-        click.echo(str(err), err=True)
+    config_problems(errors, warnings)
     if errors:
         fail(f"{len(errors)} error(s) in {', '.join(paths)}")
     rs = load_rules(list(paths))
@@ -44,8 +44,7 @@ def test(paths: tuple[str, ...]) -> None:
     try:
         results = run_rule_tests(list(paths))
     except RuleLoadError as exc:
-        for err in exc.errors:
-            click.echo(str(err), err=True)
+        config_problems(exc.errors)
         fail(f"{len(exc.errors)} error(s) loading {', '.join(paths)}")
     except OSError as exc:
         fail(str(exc))

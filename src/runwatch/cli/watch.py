@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from runwatch.cli.common import db_option, err_console, fail, note
+from runwatch.cli.common import config_problems, db_option, err_console, fail, note
 from runwatch.cli.policy import DecisionPrinter, policy_options
 from runwatch.events import Event
 from runwatch.outputs.text import TextOutput
@@ -124,12 +124,10 @@ def _open(opts: SessionOptions, command: list[str]) -> Session:
     try:
         session = Session(opts).start(command)
     except RuleLoadError as exc:
-        for err in exc.errors:
-            err_console.print(str(err), markup=False, highlight=False)
+        config_problems(exc.errors)
         fail(f"{len(exc.errors)} error(s) in the rules; nothing was started")
     except PolicyLoadError as exc:
-        for perr in exc.errors:
-            err_console.print(str(perr), markup=False, highlight=False, soft_wrap=True)
+        config_problems(exc.errors)
         fail(f"{len(exc.errors)} error(s) in the policies; nothing was started")
     except (NoSourceError, StoreError, EnforcementError) as exc:
         fail(str(exc))

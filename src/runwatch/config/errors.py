@@ -1,8 +1,9 @@
 """Where a configuration problem is, and the typed errors and warnings that carry it.
 
 Lines and columns are 1-based; ``0`` means unknown (a whole-file problem, an unreadable
-file). :class:`ConfigError` prints as ``file:line: message`` (the form editors and the CLI
-use); :class:`ConfigWarning` prints with the column, ``path:line:col: warning: message``.
+file). :class:`ConfigError` prints as ``file:line: message`` and shows (``located()``, what
+the commands print) as ``path:line:col: message``; :class:`ConfigWarning` prints with the
+column, ``path:line:col: warning: message``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class ConfigError:
     def location(self) -> Location:
         """The error's place as a :class:`Location`."""
         return Location(self.file, self.line, self.column)
+
+    def located(self) -> str:
+        """The one line a command shows: ``path:line:col: message`` (unknown parts left off)."""
+        return f"{self.location}: {self.message}"
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.message}"

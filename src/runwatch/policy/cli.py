@@ -95,7 +95,7 @@ def cli_suggest(db: str, container: str, output: str | None = None) -> str:
 
 
 def cli_check(paths: list[str]) -> list[str]:
-    """``runwatch policy check PATH...``: every located error as ``file:line: message`` (empty: valid)."""
+    """``runwatch policy check PATH...``: every located error as ``file:line:col: message`` (empty: valid)."""
     from runwatch.policy.loader import check_policies
 
-    return [str(e) for e in check_policies(paths)]
+    return [e.located() for e in check_policies(paths)]
