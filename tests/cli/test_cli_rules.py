@@ -66,3 +66,18 @@ def test_unreadable_rule_file_is_one_located_line(tmp_path: Path) -> None:
     assert len(lines) == 2
     assert lines[0].startswith(f"{path}:1: cannot read rule file: ")
     assert lines[1] == f"runwatch: error: 1 error(s) in {path}"
+
+
+def test_run_with_a_bad_rule_file_starts_nothing_and_shows_no_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    marker = tmp_path / "ran"
+    res = rw("run", "--db", str(tmp_path / "x.db"), "--rules", str(path), "--", "/usr/bin/touch", str(marker))
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    assert res.stderr.splitlines() == [
+        f"{path}:4:48: rule 'broken': unknown operator 'pmatch' after 'proc.name'",
+        "runwatch: error: 1 error(s) in the rules; nothing was started",
+    ]
+    assert not marker.exists()
+    assert not (tmp_path / "x.db").exists()
