@@ -22,16 +22,15 @@ def check(paths: tuple[str, ...]) -> None:
     PATH may be a file or a directory (every *.yaml / *.yml in it). Warnings (an unused macro
     or list, a rule tried on every event kind) do not fail the check; exit 1 on any error.
     """
-    from runwatch.rules import lint_files, load_rules
+    from runwatch.rules import load_rules
 
     try:
-        errors, warnings = lint_files(list(paths))
+        rs = load_rules(list(paths), skip_invalid=True)  # one load: every error and warning, kept
     except OSError as exc:
         fail(str(exc))
-    config_problems(errors, warnings)
-    if errors:
-        fail(f"{len(errors)} error(s) in {', '.join(paths)}")
-    rs = load_rules(list(paths))
+    config_problems(rs.errors, rs.warnings)
+    if rs.errors:
+        fail(f"{len(rs.errors)} error(s) in {', '.join(paths)}")
     click.echo(f"ok: {len(rs.rules)} rules, {len(rs.sequences)} sequences")
 
 
