@@ -81,3 +81,12 @@ def test_run_with_a_bad_rule_file_starts_nothing_and_shows_no_traceback(tmp_path
     ]
     assert not marker.exists()
     assert not (tmp_path / "x.db").exists()
+
+
+def test_policy_check_shows_warnings_and_stays_ok(tmp_path: Path) -> None:
+    path = tmp_path / "shadow.yaml"
+    path.write_text("id: t23\nselector: {container: [a]}\ntools:\n  deny: [run_shell]\n  allow: [run_shell, ls]\n")
+    res = rw("policy", "check", str(path))
+    assert (res.returncode, res.stdout) == (0, f"ok: {path}\n")
+    assert res.stderr.splitlines() == [
+        f"{path}:5:11: warning: policy 't23' tools: 'run_shell' in allow never applies (deny is checked first)"]

@@ -92,3 +92,29 @@ def test_policy_and_rule_loaders_share_one_reader() -> None:
 
     assert policy_loader.load_yaml_documents is yamlsrc.load_yaml_documents
     assert rule_collect.load_yaml_documents is yamlsrc.load_yaml_documents
+
+
+SHADOWED = """\
+- id: tools-23
+  selector: {container: [agent]}
+  tools:
+    deny: [run_shell, "send_*"]
+    challenge: [send_email, "send_*"]
+    allow: [search, run_shell]
+"""
+
+
+def test_policy_tool_pattern_shadowed_by_an_earlier_list_is_a_warning(tmp_path: Path) -> None:
+    from runwatch.policy.loader import lint_policies
+
+    path = tmp_path / "shadow.yaml"
+    path.write_text(SHADOWED)
+    assert len(load_policies(path)) == 1  # warnings never stop a load
+    errors, warnings = lint_policies([path])
+    assert errors == []
+    assert [(w.location, w.code, w.message) for w in warnings] == [
+        (Location(str(path), 5, 29), "shadowed-tool",
+         "policy 'tools-23' tools: 'send_*' in challenge never applies (deny is checked first)"),
+        (Location(str(path), 6, 21), "shadowed-tool",
+         "policy 'tools-23' tools: 'run_shell' in allow never applies (deny is checked first)"),
+    ]

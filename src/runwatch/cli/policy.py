@@ -11,7 +11,7 @@ from typing import Any, TextIO, TypeVar
 
 import click
 
-from runwatch.cli.common import DEFAULT_DB, err_console, fail
+from runwatch.cli.common import DEFAULT_DB, config_problems, err_console, fail
 from runwatch.events import Event
 from runwatch.policy.server import DEFAULT_CONTROL_SOCKET
 
@@ -164,15 +164,14 @@ def suggest(db: str, container: str, output: str | None) -> None:
 @policy.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 def check(paths: tuple[str, ...]) -> None:
-    """Validate policy files or directories; every error as file:line:col: message."""
+    """Validate policy files or directories; every warning and error as file:line:col: message."""
     from runwatch.policy.cli import cli_check
 
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         fail(f"{missing[0]}: no such file or directory")
-    errors = cli_check(list(paths))
-    for line in errors:
-        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+    errors, warnings = cli_check(list(paths))
+    config_problems(errors, warnings)
     if errors:
         fail(f"{len(errors)} error(s) in the policies")
     click.echo(f"ok: {', '.join(paths)}")

@@ -3,6 +3,7 @@
 This package imports without the CLI, the store or any sink. Public API::
 
     load_policies(paths) -> PolicySet          # raises PolicyLoadError listing every located error
+    lint_policies(paths) -> (errors, warnings) # warnings: ConfigWarning, path:line:col
     PolicySet.select(workload) / for_container(container) / for_process(exe) -> Policy | None
     Policy.tool_verdict / exec_verdict / egress_verdict / file_verdict -> (verdict, rule)
 
@@ -13,7 +14,14 @@ events in :mod:`runwatch.policy.source` and ``policy suggest`` in :mod:`runwatch
 Kernel enforcers are in :mod:`runwatch.policy.enforce`.
 """
 
-from runwatch.policy.loader import PolicyError, PolicyLoadError, check_policies, load_policies, load_policy_texts
+from runwatch.policy.loader import (
+    PolicyError,
+    PolicyLoadError,
+    check_policies,
+    lint_policies,
+    load_policies,
+    load_policy_texts,
+)
 from runwatch.policy.model import (
     VERDICTS,
     EgressRule,
@@ -43,6 +51,7 @@ __all__ = [
     "ToolRules",
     "Workload",
     "check_policies",
+    "lint_policies",
     "load_policies",
     "load_policy_texts",
 ]

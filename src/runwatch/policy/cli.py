@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import getpass
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runwatch.policy.server import DEFAULT_CONTROL_SOCKET
 from runwatch.policy.suggest import SuggestError
 from runwatch.policy.suggest import cli_suggest as _suggest
+
+if TYPE_CHECKING:
+    from runwatch.config.errors import ConfigWarning
+    from runwatch.policy.loader import PolicyError
 
 
 class PolicyCliError(Exception):
@@ -94,8 +98,8 @@ def cli_suggest(db: str, container: str, output: str | None = None) -> str:
         raise PolicyCliError(str(exc)) from None
 
 
-def cli_check(paths: list[str]) -> list[str]:
-    """``runwatch policy check PATH...``: every located error as ``file:line:col: message`` (empty: valid)."""
-    from runwatch.policy.loader import check_policies
+def cli_check(paths: list[str]) -> tuple[list[PolicyError], list[ConfigWarning]]:
+    """``runwatch policy check PATH...``: every located error and warning (no errors: valid)."""
+    from runwatch.policy.loader import lint_policies
 
-    return [e.located() for e in check_policies(paths)]
+    return lint_policies(paths)

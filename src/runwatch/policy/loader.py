@@ -2,8 +2,9 @@
 
 A file holds one or more YAML documents; each is a mapping with a ``policies`` list, a
 bare list of policies, or a single policy mapping. Every problem is collected with its
-``file:line`` and raised together as one :class:`PolicyLoadError` (nothing half-loaded).
-The format is documented in ``docs/policy.md``.
+``file:line:col`` and raised together as one :class:`PolicyLoadError` (nothing half-loaded).
+Problems that do not stop a load (a tool pattern that can never apply) are warnings, returned
+by :func:`lint_policies`. The format is documented in ``docs/policy.md``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runwatch.config.errors import ConfigError, ConfigLoadError, Location
+from runwatch.config.errors import ConfigError, ConfigLoadError, ConfigWarning, Location
 from runwatch.config.values import parse_duration
 from runwatch.config.yamlsrc import LocDict, LocList, load_yaml_documents
 from runwatch.policy.model import (
     FAILS,
     MODES,
+    TOOL_PRECEDENCE,
     EgressRule,
     EgressRules,
     ExecRules,
@@ -73,14 +75,18 @@ def policy_files(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
 
 
 class _Load:
-    """One load: the error list and the ids seen so far."""
+    """One load: the errors, the warnings and the ids seen so far."""
 
     def __init__(self) -> None:
         self.errors: list[PolicyError] = []
+        self.warnings: list[ConfigWarning] = []
         self.ids: dict[str, str] = {}  # id -> where first defined
 
     def err(self, at: Location, message: str, policy: str | None = None) -> None:
         self.errors.append(PolicyError(at.path, at.line, message, policy, column=at.column))
+
+    def warn(self, at: Location, message: str, code: str) -> None:
+        self.warnings.append(ConfigWarning(at, message, code))
 
     # -- small typed readers: each reports and returns None on a bad value -----------------
 
@@ -189,7 +195,23 @@ def _tools(load: _Load, d: Any, at: Location, where: str) -> ToolRules | None:
             pats = load.strings(d, key, f"{where} tools")
             ok = ok and pats is not None
             args[key] = pats or ()
+    if ok:
+        _shadowed_tools(load, d, where)
     return ToolRules(**args) if ok else None
+
+
+def _shadowed_tools(load: _Load, d: LocDict, where: str) -> None:
+    """Warn about a tool pattern written again in a list checked after one that already holds it."""
+    seen: dict[str, str] = {}  # pattern -> the first list (in precedence order) that holds it
+    for key in TOOL_PRECEDENCE:
+        items = d.get(key)
+        values = [items] if isinstance(items, str) else items if isinstance(items, list) else []
+        for i, pat in enumerate(values):
+            first = seen.setdefault(pat.strip(), key)
+            if first != key:
+                at = items.item_location(i) if isinstance(items, LocList) else d.value_location(key)
+                load.warn(at, f"{where} tools: {pat.strip()!r} in {key} never applies ({first} is checked first)",
+                          "shadowed-tool")
 
 
 def _egress(load: _Load, d: Any, at: Location, where: str) -> EgressRules | None:
@@ -356,25 +378,30 @@ def _documents(load: _Load, text: str, file: str) -> list[Policy]:
     return out
 
 
-def load_policy_texts(texts: Iterable[tuple[str, str]]) -> PolicySet:
-    """Load policies from ``(text, source name)`` pairs; raises :class:`PolicyLoadError`."""
+def _load_texts(texts: Iterable[tuple[str, str]]) -> tuple[PolicySet, _Load]:
+    """The policies that loaded and the load's errors and warnings, each sorted in file order."""
     load = _Load()
     policies: list[Policy] = []
     names: list[str] = []
     for text, source in texts:
         names.append(source)
         policies.extend(_documents(load, text, source))
+    order = {name: i for i, name in enumerate(names)}
+    load.errors.sort(key=lambda e: (order.get(e.file, -1), e.line))
+    load.warnings.sort(key=lambda w: (order.get(w.file, -1), w.location.line, w.location.column))
+    return PolicySet(tuple(policies), tuple(names)), load
+
+
+def load_policy_texts(texts: Iterable[tuple[str, str]]) -> PolicySet:
+    """Load policies from ``(text, source name)`` pairs; raises :class:`PolicyLoadError`."""
+    policies, load = _load_texts(texts)
     if load.errors:
-        order = {name: i for i, name in enumerate(names)}
-        raise PolicyLoadError(sorted(load.errors, key=lambda e: (order.get(e.file, -1), e.line)))
-    return PolicySet(tuple(policies), tuple(names))
+        raise PolicyLoadError(load.errors)
+    return policies
 
 
-def load_policies(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> PolicySet:
-    """Load policy files and directories (``*.yaml``/``*.yml``) in order.
-
-    Raises :class:`PolicyLoadError` carrying every located error of every file.
-    """
+def _read_files(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """``(text, file)`` of every policy file named; raises :class:`PolicyLoadError` for one missing or unreadable."""
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     texts: list[tuple[str, str]] = []
@@ -386,13 +413,27 @@ def load_policies(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[st
             errors.append(PolicyError(f, 0, f"cannot read: {exc}"))
     if errors:
         raise PolicyLoadError(errors)
-    return load_policy_texts(texts)
+    return texts
+
+
+def load_policies(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> PolicySet:
+    """Load policy files and directories (``*.yaml``/``*.yml``) in order.
+
+    Raises :class:`PolicyLoadError` carrying every located error of every file.
+    """
+    return load_policy_texts(_read_files(paths))
+
+
+def lint_policies(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[PolicyError], list[ConfigWarning]]:
+    """Every located error and every warning of the given files, each in file order."""
+    try:
+        texts = _read_files(paths)
+    except PolicyLoadError as exc:
+        return exc.errors, []
+    _, load = _load_texts(texts)
+    return load.errors, load.warnings
 
 
 def check_policies(paths: Iterable[str | os.PathLike[str]]) -> list[PolicyError]:
     """Every located error of the given files (empty when they load)."""
-    try:
-        load_policies(paths)
-    except PolicyLoadError as exc:
-        return exc.errors
-    return []
+    return lint_policies(paths)[0]

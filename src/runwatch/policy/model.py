@@ -166,6 +166,10 @@ class Selector(msgspec.Struct, frozen=True, kw_only=True):
         return True
 
 
+#: The tool lists in the order :meth:`Policy.tool_verdict` checks them (the first match wins).
+TOOL_PRECEDENCE: tuple[str, ...] = ("deny", "challenge", "allow")
+
+
 class ToolRules(msgspec.Struct, frozen=True, kw_only=True):
     """Tool-name globs. Precedence: deny, then challenge, then allow; when ``allow`` is a list
     (even empty) a tool in none of the lists is denied, when it is ``None`` such a tool is allowed."""
