@@ -118,3 +118,32 @@ def test_policy_tool_pattern_shadowed_by_an_earlier_list_is_a_warning(tmp_path: 
         (Location(str(path), 6, 21), "shadowed-tool",
          "policy 'tools-23' tools: 'run_shell' in allow never applies (deny is checked first)"),
     ]
+
+
+def test_libyaml_and_the_reference_parser_give_the_same_located_values() -> None:
+    """The fast parser is only a speed-up: same values, lines, columns and scalar source spans."""
+    import yaml
+
+    from runwatch.config import yamlsrc
+    from runwatch.rules.default import default_rule_paths
+
+    if not hasattr(yaml, "CSafeLoader"):
+        pytest.skip("PyYAML without libyaml")
+
+    def located(value: object) -> object:
+        if isinstance(value, yamlsrc.LocDict):
+            spans = {k: yamlsrc.scalar_source(n, text) for k, n in value.value_nodes.items()}
+            return (value.line, value.column, dict(value.key_lines), spans,
+                    {k: located(v) for k, v in value.items()})
+        if isinstance(value, yamlsrc.LocList):
+            return (value.line, value.column, list(value.item_lines), [located(v) for v in value])
+        return value
+
+    paths = default_rule_paths()
+    assert len(paths) == 8
+    for path in paths:
+        text = path.read_text()
+        fast = yamlsrc._load(yamlsrc._FastLoader(text), str(path), [])
+        slow = yamlsrc._load(yamlsrc._Loader(text), str(path), [])
+        assert fast[1] is slow[1] is False
+        assert located(fast[0]) == located(slow[0]), path

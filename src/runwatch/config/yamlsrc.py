@@ -86,7 +86,16 @@ class LocList(list[Any]):
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader used only to compose nodes and construct scalars."""
+    """SafeLoader used only to compose nodes and construct scalars (the reference parser:
+    its syntax error messages are the ones users see)."""
+
+
+_LIBYAML = hasattr(yaml, "CSafeLoader")
+
+
+class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The same over libyaml's parser where PyYAML has it (same nodes and marks, several
+    times faster); a file it refuses is read again by :class:`_Loader` for the message."""
 
 
 def _plain_str(loader: yaml.SafeLoader, node: Node) -> str:
@@ -95,9 +104,10 @@ def _plain_str(loader: yaml.SafeLoader, node: Node) -> str:
 
 # YAML 1.1 resolves a bare "=" to the "value" tag; in rule files it is the operator.
 _Loader.add_constructor("tag:yaml.org,2002:value", _plain_str)
+_FastLoader.add_constructor("tag:yaml.org,2002:value", _plain_str)
 
 
-def _build(node: Node, loader: _Loader, errors: list[ConfigError], source: str) -> Any:
+def _build(node: Node, loader: yaml.SafeLoader, errors: list[ConfigError], source: str) -> Any:
     if isinstance(node, ScalarNode):
         return loader.construct_object(node, deep=True)
     if isinstance(node, SequenceNode):
@@ -130,13 +140,25 @@ def _build(node: Node, loader: _Loader, errors: list[ConfigError], source: str) 
 
 def load_yaml_documents(text: str, source: str, errors: list[ConfigError]) -> list[Any]:
     """Every YAML document in ``text`` as located builtins; problems go to ``errors``."""
-    loader = _Loader(text)
+    found: list[ConfigError] = []
+    docs, refused = _load(_FastLoader(text), source, found)
+    if refused and _LIBYAML:
+        found = []
+        docs, _ = _load(_Loader(text), source, found)
+    errors.extend(found)
+    return docs
+
+
+def _load(loader: yaml.SafeLoader, source: str, errors: list[ConfigError]) -> tuple[list[Any], bool]:
+    """Documents read by ``loader`` and whether the parser refused the text."""
     docs: list[Any] = []
+    refused = True
     try:
         while loader.check_node():
             node = loader.get_node()
             if node is not None:
                 docs.append(_build(node, loader, errors, source))
+        refused = False
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -147,7 +169,7 @@ def load_yaml_documents(text: str, source: str, errors: list[ConfigError]) -> li
         errors.append(ConfigError(source, 1, f"YAML error: {str(exc).splitlines()[0]}"))
     finally:
         loader.dispose()
-    return docs
+    return docs, refused
 
 
 def scalar_source(node: Node | None, text: str) -> tuple[str, int, int] | None:
