@@ -21,12 +21,13 @@ import msgspec
 
 from runwatch import eventkinds
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the :class:`Event` schema. Bumped whenever a field or group is added (the
 schema test compares the structs with the committed ``tests/schema/event_schema_v<N>.json``
 and fails on a removed, renamed or retyped field, or on an addition without a bump).
 A new kind needs no bump (kinds are entries of the event table, checked add-only by the same
-test). Version 2 added the ``ai`` group (before it, AI facts were keys of ``attrs``)."""
+test). Version 2 added the ``ai`` group (before it, AI facts were keys of ``attrs``); version 3
+added the workload role (``Event.role``, ``Container.role``)."""
 
 #: Every event kind, in table order (derived from :data:`runwatch.eventkinds.TABLE`). The
 #: strings are part of the public contract.
@@ -44,6 +45,7 @@ class Container(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     namespace: str | None = None
     cgroup: str | None = None
     spiffe_id: str | None = None
+    role: str | None = None  # declared by the runwatch.io/role label or annotation
 
 
 class ToolCall(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
@@ -211,6 +213,7 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     decision: DecisionInfo | None = None  # policy.decision
     attrs: dict[str, Any] | None = None  # source-specific extras (notice text, sensor details)
     ai: AiInfo | None = None  # AI-layer facts (schema 2)
+    role: str | None = None  # the workload's role (schema 3): its container's, or agent (see enrich)
 
 
 _seq = itertools.count(1)
@@ -239,6 +242,11 @@ def from_json(data: bytes | str) -> Event:
 
 #: ``attrs`` keys that schema 1 used for what is now the ``ai`` group.
 AI_KEYS: frozenset[str] = frozenset(AiInfo.__struct_fields__)
+
+
+UPGRADE_BELOW = 2
+"""Events of a schema older than this need :func:`upgrade` (later versions only added optional
+fields, which older events simply lack)."""
 
 
 def upgrade(event: Event) -> Event:

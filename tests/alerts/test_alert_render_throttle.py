@@ -54,7 +54,7 @@ def test_json_keys_match_the_contract() -> None:
     assert obj["mappings"] == {"owasp_agentic": ["ASI05"], "owasp_llm": ["LLM06"], "owasp_nhi": ["NHI5"],
                                "nist_csf": ["DE.CM-01", "DE.CM-09"]}
     assert obj["workload"] == {"id": "c1", "name": "agent-c1", "runtime": "runc", "pod": "p", "namespace": None,
-                               "spiffe_id": "spiffe://td/agent"}
+                               "spiffe_id": "spiffe://td/agent", "role": None}
     assert obj["process"] == {"pid": 701, "exe": "/bin/sh", "cmdline": "sh -c id", "ancestry": ["/usr/bin/python3"]}
     assert obj["tool_call"] == {"name": "run_shell", "call_id": "call-7", "agent": "planner"}
     assert (obj["evidence"], obj["action"], obj["rule_action"], obj["count"]) == (["e1"], "alert", "deny", 1)
@@ -64,7 +64,7 @@ def test_json_keys_match_the_contract() -> None:
 def test_host_alert_has_null_workload_and_tool_call() -> None:
     obj = json.loads(to_json(alerts_for([exec_event(1, 0, container=None)])[0]))
     assert obj["workload"] == {"id": None, "name": None, "runtime": None, "pod": None, "namespace": None,
-                               "spiffe_id": None}
+                               "spiffe_id": None, "role": None}
     assert obj["tool_call"] is None
 
 

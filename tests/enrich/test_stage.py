@@ -41,3 +41,19 @@ def test_sdk_event_of_an_exited_agent_gets_the_container_from_its_kernel_events(
     out = stage([kernel, exit_]) + stage([sdk, other])
     assert [e.container for e in out] == [AGENT, AGENT, AGENT, None]
     assert sdk.cgroup_id is None  # not invented: only the container is filled
+
+
+def test_events_take_the_role_their_container_declares() -> None:
+    import msgspec
+
+    declared = msgspec.structs.replace(AGENT, role="plugin-runner")
+
+    class Declared(Resolver):
+        def resolve(self, cgroup_id: int) -> Container | None:
+            return declared if cgroup_id == 23023 else None
+
+    stage = Enrichment(containers=Declared(), seed=False)  # type: ignore[arg-type]
+    inside = Event(id="k1", time=1, kind="process.exec", pid=4242, exe="/usr/bin/python3", cgroup_id=23023)
+    host = Event(id="k2", time=2, kind="process.exec", pid=5151, exe="/bin/sh", cgroup_id=1)
+    out = stage([inside, host])
+    assert [(e.id, e.role) for e in out] == [("k1", "plugin-runner"), ("k2", None)]

@@ -1,8 +1,9 @@
 """Live workloads for the default rule pack: every rule's positive and benign near-miss.
 
 Each case is a Python script run as the init of a fresh runc container (host Python, busybox
-rootfs, the SDK socket bound in) or, where the point is that the same act on the host is
-fine, as a host process. ``PORT`` in the environment is a TCP listener on 127.0.0.1 (the
+rootfs, the SDK socket bound in, declared an AI workload by its ``runwatch.io/role``
+annotation, ``model-server`` unless the case says otherwise) or, where the point is that the
+same act on the host is fine, as a host process. ``PORT`` in the environment is a TCP listener on 127.0.0.1 (the
 containers share the host network namespace).
 
 The session fixture ``rulepack_live`` starts one pipeline (kernel sensor with the extra
@@ -34,6 +35,7 @@ import pytest
 from runwatch.containers.oci import Bind
 from runwatch.containers.rootfs import Rootfs
 from runwatch.containers.runc import RuncContainer
+from runwatch.enrich.roles import ROLE_LABEL
 from runwatch.events import Event
 from runwatch.outputs.jsonl import JsonlOutput
 from runwatch.sensors.kernel import watchlist
@@ -435,8 +437,9 @@ def rulepack_live(runc_rootfs: Rootfs) -> Iterator[dict[str, LiveResult]]:
     env = {"PORT": str(port), "RUNWATCH_SOCKET": f"{SDK_DIR_IN_CONTAINER}/sdk.sock"}
 
     def container_of(case: Case) -> RuncContainer:
+        options = {"annotations": {ROLE_LABEL: "model-server"}, **case.options}
         c = RuncContainer(runc_rootfs, name=case.name, env=env,
-                          binds=[Bind(sock_dir, SDK_DIR_IN_CONTAINER, False)], **case.options)
+                          binds=[Bind(sock_dir, SDK_DIR_IN_CONTAINER, False)], **options)
         containers.append(c)
         owners[case.name] = (c.id, 0)
         return c

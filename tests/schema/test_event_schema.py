@@ -67,6 +67,14 @@ def test_version_2_added_exactly_the_ai_group() -> None:
     assert v1["kinds"] == list(KINDS) and len(KINDS) == 27
 
 
+def test_version_3_added_exactly_the_workload_role() -> None:
+    v2, v3 = snapshot(2), snapshot(3)
+    assert set(v3["structs"]) == set(v2["structs"])
+    added = {name: sorted(set(v3["structs"][name]["fields"]) - set(v2["structs"][name]["fields"]))
+             for name in v3["structs"]}
+    assert {name: fields for name, fields in added.items() if fields} == {"Container": ["role"], "Event": ["role"]}
+
+
 def test_a_removed_field_fails() -> None:
     now = describe(variant("Event", {}, drop=("cwd",)))
     assert check_grows(snapshot(1), now) == ["Event.cwd was removed or renamed"]

@@ -25,7 +25,8 @@ class Mappings(msgspec.Struct):
 
 
 class Workload(msgspec.Struct):
-    """The container (and pod) an alert is about; all ``None`` for a host process."""
+    """The container (and pod) an alert is about and its role; all ``None`` for a host process
+    that is no declared workload."""
 
     id: str | None = None
     name: str | None = None
@@ -33,6 +34,7 @@ class Workload(msgspec.Struct):
     pod: str | None = None
     namespace: str | None = None
     spiffe_id: str | None = None
+    role: str | None = None
 
 
 class AlertProcess(msgspec.Struct):
@@ -86,12 +88,12 @@ class Alert(msgspec.Struct, kw_only=True):
 
 
 def workload_of(event: Event) -> Workload:
-    """The alert workload for an event's container (empty on the host)."""
+    """The alert workload for an event's container (empty on the host, but for its role)."""
     c = event.container
     if c is None:
-        return Workload()
+        return Workload(role=event.role)
     return Workload(id=c.id, name=c.name, runtime=c.runtime, pod=c.pod, namespace=c.namespace,
-                    spiffe_id=c.spiffe_id)
+                    spiffe_id=c.spiffe_id, role=event.role)
 
 
 def alert_from_event(

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runwatch.enrich.roles import AGENT, ROLE_LABEL
+
 if TYPE_CHECKING:
     from runwatch.containers.runc import RuncContainer
 
@@ -161,8 +163,9 @@ class _Driver:
         self.cfg = cfg
         self.result = DriveResult(cfg.scenario)
 
-    def container(self, name: str, *, workspace: Path | None = None, ws_rw: bool = False,
+    def container(self, name: str, *, role: str = AGENT, workspace: Path | None = None, ws_rw: bool = False,
                   netns: str | None = None, extra_binds: tuple[tuple[str, str], ...] = ()) -> RuncContainer:
+        """A container for one workload, its role declared by the ``runwatch.io/role`` annotation."""
         from runwatch.containers.oci import Bind
         from runwatch.containers.runc import RuncContainer
 
@@ -170,7 +173,7 @@ class _Driver:
                  Bind(workspace or Path(self.cfg.workspace), "/workspace", not ws_rw)]
         binds += [Bind(Path(src), dst, True) for src, dst in extra_binds]
         c = RuncContainer(name=name, secrets={SECRET_NAME: SECRET_VALUE}, binds=binds, netns=netns,
-                          env={"RUNWATCH_SOCKET": f"{SDK_DIR}/sdk.sock"})
+                          env={"RUNWATCH_SOCKET": f"{SDK_DIR}/sdk.sock"}, annotations={ROLE_LABEL: role})
         self.result.containers.append((c.id, name))
         return c
 
@@ -223,7 +226,7 @@ class _Driver:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        c = self.container(f"demo-{self.cfg.scenario}")
+        c = self.container(f"demo-{self.cfg.scenario}", role="model-server")
         answers: list[dict[str, Any]] = []
         self.result.details["answers"] = answers
         try:

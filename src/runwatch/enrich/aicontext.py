@@ -30,6 +30,8 @@ Rules, applied to each kernel event in time order:
    time of its first message on, its activity outside any call (and that of processes it
    spawned outside any call) gets ``unattested=True`` if the kind is in ``activity_kinds``
    (exec, network, DNS, file, privilege).
+4. **Role**: AI events, the instrumented process's own events and those of the processes it
+   spawned get ``role = "agent"`` unless their container declares another role.
 
 Ordering. SDK and kernel events come through different sources with different latencies,
 so kernel events are held in a reorder buffer until ``hold_ms`` after their time (by the
@@ -56,6 +58,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runwatch import eventkinds
+from runwatch.enrich.roles import AGENT
 from runwatch.events import AiInfo, Event, ToolCall
 
 ACTIVITY_KINDS: frozenset[str] = eventkinds.activity_kinds()
@@ -145,6 +148,8 @@ class ToolCallJoin:
         for e in batch:
             if e.source in AI_SOURCES:
                 self._apply_sdk(e)
+                if e.role is None:
+                    e.role = AGENT
                 out.append(e)
             else:
                 heapq.heappush(self._held, (e.time, next(self._seq), e))
@@ -332,6 +337,8 @@ class ToolCallJoin:
             origin = self._lineage.get(e.pid)
         if origin is None and agent is not None and thread_known and t >= agent.first:
             origin = UNATTESTED
+        if e.role is None and (agent is not None or origin is not None):
+            e.role = AGENT
         if isinstance(origin, _Call):
             if e.tool_call is None:
                 e.tool_call = origin.tool

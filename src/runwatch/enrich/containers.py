@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runwatch.enrich.roles import ROLE_LABEL
 from runwatch.events import Container
 
 #: runc state roots and the runtime reported for a container found only through that root.
@@ -500,7 +501,7 @@ class ContainerResolver:
         namespace = a.get("io.kubernetes.pod.namespace") or a.get("io.kubernetes.cri.sandbox-namespace")
         uid = pod_uid or a.get("io.kubernetes.pod.uid") or a.get("io.kubernetes.cri.sandbox-uid")
         return Container(id=cid, runtime=runtime, name=name, pod=pod, pod_uid=uid,
-                         namespace=namespace, cgroup=path)
+                         namespace=namespace, cgroup=path, role=a.get(ROLE_LABEL) or None)
 
     def _runc_state_dir(self, cid: str) -> tuple[str, str] | None:
         """``(state dir, runtime)`` of runc container ``cid`` under any configured root."""

@@ -6,11 +6,12 @@ from collections import OrderedDict
 
 from runwatch.enrich.containers import ContainerResolver
 from runwatch.enrich.proctree import ProcessTree
+from runwatch.enrich.roles import role_from_container
 from runwatch.events import Event
 
 
 class Enrichment:
-    """Fills ancestry, exe/cmdline and container on every event, in arrival order.
+    """Fills ancestry, exe/cmdline, container and its declared role on every event, in arrival order.
 
     Each event is enriched before it updates the tree, so an exit still sees the exe of
     the process that exits; an exec updates the tree first, since it may be the first the
@@ -52,6 +53,7 @@ class Enrichment:
                     event.container = containers.resolve_pid(event.pid)
                 elif event.pid > 0 and event.pid in self._cgroup_of:
                     event.container = containers.resolve(self._cgroup_of[event.pid])
+            role_from_container(event)
         return batch
 
     def _remember(self, pid: int, cgroup_id: int) -> None:

@@ -238,6 +238,7 @@ def _fields() -> dict[str, FieldSpec]:
         add(f"container.{attr}", "str", _container_getter(attr))
     for attr in ("id", "name", "runtime", "pod", "namespace", "spiffe_id"):
         add(f"workload.{attr}", "str", _container_getter(attr))
+    add("workload.role", "str", lambda e, c: e.role)
     add("identity.spiffe_id", "str", _container_getter("spiffe_id"))
     add("identity.trust_domain", "str", _trust_domain)
     add("file.path", "str", _group_getter("file", "path", True))

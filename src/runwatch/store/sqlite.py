@@ -46,7 +46,7 @@ import msgspec
 from runwatch.alerts.model import Alert
 from runwatch.alerts.render import from_json as alert_from_json
 from runwatch.alerts.render import to_json as alert_json
-from runwatch.events import SCHEMA_VERSION, Container, Event, upgrade
+from runwatch.events import UPGRADE_BELOW, Container, Event, upgrade
 from runwatch.store.sqlite_layout import (
     INSERT_ALERT,
     STORE_SCHEMA_VERSION,
@@ -559,7 +559,7 @@ def query_events(
     conn, shown = _connect_ro(path)
     try:
         rows = _select(conn, kind_list, container, pid, since_ns, until_ns, limit, order)
-        stale = read_event_schema(conn) < SCHEMA_VERSION
+        stale = read_event_schema(conn) < UPGRADE_BELOW
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read event store {shown}: {exc}") from None
     except StoreError as exc:
@@ -577,7 +577,8 @@ def query_events(
     out: list[Event] = []
     for n, (data,) in enumerate(rows):
         try:
-            out.append(upgrade(_DECODE_ONE(data)))
+            event = _DECODE_ONE(data)
+            out.append(upgrade(event) if stale else event)
         except msgspec.DecodeError as exc:
             raise StoreError(f"{shown}: stored event #{n} does not decode: {exc}") from None
     return out

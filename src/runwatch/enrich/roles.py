@@ -1,0 +1,28 @@
+"""Workload roles: what a workload is, from what is known about it, never from process names.
+
+A role is declared, not guessed: a container's ``runwatch.io/role`` label or annotation
+(``model-server``, ``agent``, ``plugin-runner``, ``tool-sandbox``, ``sidecar``, or any
+operator's own word), and an instrumented process (one the agent SDK attached to) together with
+what it spawns is an ``agent``. Rules about model servers and agents key on ``workload.role``
+(``Event.role``), so host tooling that is no declared workload is not their subject, and
+neither is runwatch itself or the command it was asked to run, unless declared.
+"""
+
+from __future__ import annotations
+
+from runwatch.events import Event
+
+ROLE_LABEL = "runwatch.io/role"
+"""The label (or OCI annotation) that declares a container's role."""
+
+AGENT = "agent"
+"""The role of an SDK-instrumented process and of the processes it spawns."""
+
+KNOWN_ROLES = ("model-server", AGENT, "plugin-runner", "tool-sandbox", "sidecar")
+"""The roles the default rule pack knows; other values are kept as declared."""
+
+
+def role_from_container(event: Event) -> None:
+    """Give ``event`` its container's declared role, unless it already has one."""
+    if event.role is None and event.container is not None and event.container.role:
+        event.role = event.container.role
