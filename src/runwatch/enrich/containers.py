@@ -2,7 +2,8 @@
 
 Kernel events carry ``bpf_get_current_cgroup_id()``, the kernfs id of the task's cgroup in
 the v2 hierarchy, which equals the inode number of that cgroup's directory under the v2
-mount (``/sys/fs/cgroup`` on pure-v2 hosts, ``/sys/fs/cgroup/unified`` on hybrid ones).
+mount (``/sys/fs/cgroup`` on pure-v2 hosts, ``/sys/fs/cgroup/unified`` on hybrid ones), as
+detected by :func:`runwatch.host.cgroup_v2`.
 
 Resolution order for an id not yet cached:
 
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runwatch.events import Container
+from runwatch.host import cgroup_v2_if_any, procfs
 
 #: runc state roots and the runtime reported for a container found only through that root.
 #: A root ending in ``/*`` holds one level of namespace dirs (``<root>/<namespace>/<id>``).
@@ -109,49 +111,6 @@ def parse_cgroup_path(path: str) -> tuple[str, str, str | None] | None:
     return None
 
 
-def find_cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
-    """Return the mount point of the cgroup v2 hierarchy, or ``None`` when there is none.
-
-    Prefers ``/sys/fs/cgroup`` (pure v2) then ``/sys/fs/cgroup/unified`` (hybrid), else the
-    first cgroup2 mount listed.
-    """
-    found: list[str] = []
-    try:
-        with open(mountinfo, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                left, sep, right = line.partition(" - ")
-                if not sep or not right.startswith("cgroup2 "):
-                    continue
-                fields = left.split()
-                if len(fields) >= 5:
-                    found.append(fields[4].replace("\\040", " "))
-    except OSError:
-        return None
-    for preferred in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
-        if preferred in found:
-            return preferred
-    return found[0] if found else None
-
-
-def cgroup_path_of_pid(pid: int, proc_root: str = "/proc") -> str | None:
-    """The v2 cgroup path of ``pid`` from ``/proc/<pid>/cgroup`` (the ``0::`` line), or ``None``."""
-    try:
-        with open(f"{proc_root}/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("0::"):
-                    return _clean_path(line[3:])
-    except OSError:
-        return None
-    return None
-
-
-def _clean_path(path: str) -> str:
-    path = path.strip()
-    if path.endswith(" (deleted)"):
-        path = path[: -len(" (deleted)")]
-    return "/" + path.strip("/")
-
-
 def _read_json(path: str) -> Any:
     """Parsed JSON of a small file, or ``None`` when missing, unreadable, too big or malformed."""
     try:
@@ -196,7 +155,7 @@ class ContainerResolver:
     """Maps cgroup v2 ids (and pids) to :class:`Container`; ``None`` means a host process.
 
     Args:
-        cgroup_root: v2 mount point; detected from mountinfo when ``None``.
+        cgroup_root: v2 mount point; the host's (:func:`runwatch.host.cgroup_v2`) when ``None``.
         runc_roots: ``(state root, runtime)`` pairs searched for ``<root>[/<ns>]/<id>``.
         docker_root / storage_root: Docker and containers/storage data roots (names).
         proc_root: procfs mount (for :meth:`resolve_pid`).
@@ -221,7 +180,11 @@ class ContainerResolver:
     ) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
-        root = cgroup_root if cgroup_root is not None else find_cgroup2_mount()
+        if cgroup_root is None:
+            found = cgroup_v2_if_any()
+            root = str(found.root) if found is not None else None
+        else:
+            root = cgroup_root
         self.cgroup_root: str | None = (root.rstrip("/") or "/") if root else None
         self.runc_roots = tuple(runc_roots)
         self.docker_root = docker_root
@@ -257,7 +220,7 @@ class ContainerResolver:
 
     def resolve_pid(self, pid: int) -> Container | None:
         """The container of a live process, from ``/proc/<pid>/cgroup``; ``None`` for host/gone."""
-        path = cgroup_path_of_pid(pid, self.proc_root)
+        path = procfs.cgroup_path(pid, self.proc_root)
         if path is None or self.cgroup_root is None:
             return None
         with self._lock:
@@ -438,11 +401,11 @@ class ContainerResolver:
     def _rel(self, abspath: str) -> str | None:
         assert self.cgroup_root is not None
         if self.cgroup_root == "/":
-            return _clean_path(abspath)
+            return procfs.clean_cgroup_path(abspath)
         if abspath == self.cgroup_root:
             return "/"
         if abspath.startswith(self.cgroup_root + "/"):
-            return _clean_path(abspath[len(self.cgroup_root):])
+            return procfs.clean_cgroup_path(abspath[len(self.cgroup_root):])
         return None
 
     # -- classification and names -------------------------------------------------------
@@ -556,7 +519,7 @@ class ContainerResolver:
             return self._rel(paths[""])
         cg = config.get("cgroups")
         if isinstance(cg, dict) and isinstance(cg.get("path"), str) and cg["path"].startswith("/"):
-            return _clean_path(cg["path"])
+            return procfs.clean_cgroup_path(cg["path"])
         return None
 
     def _docker_name(self, cid: str) -> str | None:

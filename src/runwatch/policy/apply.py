@@ -45,6 +45,7 @@ import msgspec
 from runwatch.alerts.model import Alert
 from runwatch.enrich.containers import DEFAULT_RUNC_ROOTS, ContainerResolver, parse_cgroup_path
 from runwatch.events import Container, Event
+from runwatch.host import CgroupV2, procfs
 from runwatch.policy.enforce import Decision, EnforcementError, Enforcers, decision_event
 from runwatch.policy.enforce.kill import kill_pid
 from runwatch.policy.model import Policy, PolicySet, is_glob
@@ -93,18 +94,6 @@ def _name_of(labels: dict[str, str]) -> str | None:
     return next((labels[k] for k in _NAME_KEYS if labels.get(k)), None)
 
 
-def process_cgroup_path(pid: int) -> str | None:
-    """The v2 cgroup path of ``pid`` (``/runwatch-run/123``), or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as fh:
-            for line in fh:
-                if line.startswith("0::"):
-                    return "/" + line[3:].strip().strip("/")
-    except OSError:
-        return None
-    return None
-
-
 def runtime_state(cid: str) -> tuple[int, dict[str, str]] | None:
     """``(init pid, labels and annotations)`` from the runtime's ``state.json``, once written."""
     for root, _runtime in DEFAULT_RUNC_ROOTS:
@@ -145,10 +134,10 @@ def resolve_in_namespaces(pid: int, name: str, timeout_s: float = 2.0) -> set[st
 class CommandCgroup:
     """The watched command's own v2 cgroup (see the module docstring). Not thread safe."""
 
-    def __init__(self, v2_root: str, name: str | None = None) -> None:
-        self.v2_root = v2_root.rstrip("/") or "/"
+    def __init__(self, cgroups: CgroupV2, name: str | None = None) -> None:
+        self.cgroups = cgroups
         self.rel = f"/{CMD_PARENT}/{name or os.getpid()}"
-        self.dir = Path(self.v2_root + self.rel)
+        self.dir = cgroups.dir_of(self.rel)
         self._fd: int | None = None
 
     def create(self) -> CommandCgroup:
@@ -185,8 +174,8 @@ class CommandCgroup:
             self._fd = None
         if not self.dir.exists():
             return problems
-        own = process_cgroup_path(os.getpid()) or "/"
-        dest = Path(self.v2_root + (own if own != "/" else "")) / "cgroup.procs"
+        own = procfs.cgroup_path(os.getpid()) or "/"
+        dest = self.cgroups.dir_of(own) / "cgroup.procs"
         for _ in range(3):
             try:
                 pids = [p for p in (self.dir / "cgroup.procs").read_text().split() if p]
@@ -232,14 +221,14 @@ class ContainerPolicyStage:
 
     ``scope``: a v2 cgroup path; only containers whose cgroup was created by a process in it
     (or below) are governed (None: every container on the host). ``resolver``: for names
-    (shared with enrichment); ``v2_root``: the cgroup v2 mount.
+    (shared with enrichment); ``cgroups``: the host's cgroup v2 hierarchy.
     """
 
-    def __init__(self, policies: PolicySet, enforcers: Enforcers, *, v2_root: str, scope: str | None = None,
+    def __init__(self, policies: PolicySet, enforcers: Enforcers, *, cgroups: CgroupV2, scope: str | None = None,
                  resolver: ContainerResolver | None = None, say: Say | None = None) -> None:
         self.policies = policies
         self.enforcers = enforcers
-        self.v2_root = v2_root.rstrip("/") or "/"
+        self.cgroups = cgroups
         self.scope = scope
         self.resolver = resolver
         self.say: Say = say or (lambda _line: None)
@@ -289,9 +278,12 @@ class ContainerPolicyStage:
                 state = _read_json(os.path.join(state_dir, "state.json"))
                 paths = state.get("cgroup_paths") if isinstance(state, dict) else None
                 unified = paths.get("") if isinstance(paths, dict) else None
-                if not isinstance(unified, str) or not unified.startswith(self.v2_root):
+                if not isinstance(unified, str):
                     continue
-                rel = unified[len(self.v2_root):] or "/"
+                try:
+                    rel = self.cgroups.rel(unified)
+                except ValueError:
+                    continue  # recorded under another hierarchy than this host's
                 try:
                     cgid = os.stat(unified).st_ino
                 except OSError:
@@ -327,11 +319,11 @@ class ContainerPolicyStage:
                                                                     for a in self._applied.values()):
             return  # a nested cgroup of a container already handled
         if self.scope is not None:
-            creator = process_cgroup_path(e.pid) if e.pid > 0 else None
+            creator = procfs.cgroup_path(e.pid) if e.pid > 0 else None
             if creator is None or not (creator == self.scope or creator.startswith(self.scope + "/")):
                 return
         self.counts["seen"] += 1
-        pend = _Pending(cid, runtime, path, Path(self.v2_root + path), cgid, time.monotonic())
+        pend = _Pending(cid, runtime, path, self.cgroups.dir_of(path), cgid, time.monotonic())
         self._pending[cgid] = pend
         # Early: the runtime creating the cgroup runs in the bundle (runc chdirs there), so
         # the name and labels are known now; the egress part needs nothing more than the cgroup.
