@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import ipaddress
-import json
 import os
 import subprocess
 import threading
@@ -38,14 +36,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
 from runwatch.alerts.model import Alert
-from runwatch.enrich.containers import DEFAULT_RUNC_ROOTS, ContainerResolver, parse_cgroup_path
+from runwatch.enrich.containers import ContainerResolver, parse_cgroup_path
 from runwatch.events import Container, Event
-from runwatch.host import CgroupV2, procfs
+from runwatch.host import CgroupV2, procfs, runtimes
 from runwatch.policy.enforce import Decision, EnforcementError, Enforcers, decision_event
 from runwatch.policy.enforce.kill import kill_pid
 from runwatch.policy.model import Policy, PolicySet, is_glob
@@ -74,46 +71,16 @@ class CgroupTarget:
     init_pid: int
 
 
-def _read_json(path: str) -> Any:
-    try:
-        with open(path, "rb") as fh:
-            return json.loads(fh.read(4 << 20))
-    except (OSError, ValueError):
-        return None
-
-
-def _annotations(bundle: str) -> dict[str, str]:
-    spec = _read_json(os.path.join(bundle, "config.json"))
-    raw = spec.get("annotations") if isinstance(spec, dict) else None
-    if not isinstance(raw, dict):
-        return {}
-    return {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)}
-
-
 def _name_of(labels: dict[str, str]) -> str | None:
     return next((labels[k] for k in _NAME_KEYS if labels.get(k)), None)
 
 
 def runtime_state(cid: str) -> tuple[int, dict[str, str]] | None:
     """``(init pid, labels and annotations)`` from the runtime's ``state.json``, once written."""
-    for root, _runtime in DEFAULT_RUNC_ROOTS:
-        for state_dir in glob.glob(os.path.join(root, cid)):
-            state = _read_json(os.path.join(state_dir, "state.json"))
-            if not isinstance(state, dict):
-                continue
-            pid = state.get("init_process_pid")
-            if not isinstance(pid, int) or pid <= 0:
-                continue
-            raw = state.get("config")
-            config: dict[str, Any] = raw if isinstance(raw, dict) else {}
-            labels: dict[str, str] = {}
-            for item in config.get("labels") or []:
-                if isinstance(item, str) and "=" in item:
-                    k, v = item.split("=", 1)
-                    labels[k] = v
-            bundle = labels.get("bundle")
-            return pid, {**(_annotations(bundle) if bundle else {}), **labels}
-    return None
+    state = runtimes.runc_state(cid)
+    if state is None or state.init_pid is None:
+        return None
+    return state.init_pid, {**(runtimes.bundle_annotations(state.bundle) if state.bundle else {}), **state.labels}
 
 
 def resolve_in_namespaces(pid: int, name: str, timeout_s: float = 2.0) -> set[str]:
@@ -272,24 +239,18 @@ class ContainerPolicyStage:
     def scan_existing(self) -> int:
         """Apply policies to containers already running (``runwatch watch``). Returns how many."""
         n = 0
-        for root, runtime in DEFAULT_RUNC_ROOTS:
-            for state_dir in glob.glob(os.path.join(root, "*")):
-                cid = os.path.basename(state_dir)
-                state = _read_json(os.path.join(state_dir, "state.json"))
-                paths = state.get("cgroup_paths") if isinstance(state, dict) else None
-                unified = paths.get("") if isinstance(paths, dict) else None
-                if not isinstance(unified, str):
-                    continue
-                try:
-                    rel = self.cgroups.rel(unified)
-                except ValueError:
-                    continue  # recorded under another hierarchy than this host's
-                try:
-                    cgid = os.stat(unified).st_ino
-                except OSError:
-                    continue
-                self._pending[cgid] = _Pending(cid, runtime, rel, Path(unified), cgid, time.monotonic())
-                n += 1
+        for state in runtimes.runc_states():
+            if state.cgroup_dir is None:
+                continue
+            try:
+                rel = self.cgroups.rel(state.cgroup_dir)
+            except ValueError:
+                continue  # recorded under another hierarchy than this host's
+            cgid = self.cgroups.id_of(rel)
+            if cgid is None:
+                continue
+            self._pending[cgid] = _Pending(state.id, state.runtime, rel, Path(state.cgroup_dir), cgid, time.monotonic())
+            n += 1
         self._advance()
         return n
 
@@ -329,7 +290,7 @@ class ContainerPolicyStage:
         # the name and labels are known now; the egress part needs nothing more than the cgroup.
         labels: dict[str, str] = {}
         with contextlib.suppress(OSError):
-            labels = _annotations(os.readlink(f"/proc/{e.pid}/cwd"))
+            labels = runtimes.bundle_annotations(os.readlink(f"/proc/{e.pid}/cwd"))
         container = Container(id=cid, runtime=runtime, name=_name_of(labels), cgroup=path)
         policy = self.policies.for_container(container, labels)
         if policy is None or policy.egress is None:
