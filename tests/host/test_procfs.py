@@ -79,3 +79,24 @@ def test_live_process_agrees_with_the_kernel() -> None:
     assert procfs.pidns("self") == os.stat("/proc/self/ns/pid").st_ino
     assert procfs.start_ticks(me) == int(Path(f"/proc/{me}/stat").read_text().rpartition(")")[2].split()[19])
     assert procfs.start_ticks(int(Path("/proc/sys/kernel/pid_max").read_text())) is None
+
+
+def test_stat_with_an_awkward_comm_and_boot_time(tmp_path: Path) -> None:
+    fields = " ".join(str(n) for n in range(3, 53))  # field 3 (state) .. 52; ppid is 4, start 22
+    line = f"4111 (a) b (c d) {fields}\n".replace(" 3 4 ", " S 4099 ", 1)
+    root = tmp_path / "proc"
+    (root / "4111").mkdir(parents=True)
+    (root / "4111" / "stat").write_text(line)
+    (root / "4127").mkdir()
+    (root / "4127" / "stat").write_text("4127 (no close paren 1 2 3\n")
+    (root / "stat").write_text("cpu  1 2 3\nbtime 1764723000\nprocesses 23\n")
+    assert procfs.stat(4111, str(root)) == procfs.Stat("a) b (c d", 4099, 22)
+    assert procfs.start_ticks(4111, str(root)) == 22
+    assert procfs.stat(4127, str(root)) is None and procfs.stat(4133, str(root)) is None
+    assert procfs.boot_time_ns(str(root)) == 1764723000 * 1_000_000_000
+    assert procfs.boot_time_ns(str(tmp_path / "none")) == 0
+    with open("/proc/stat") as f:
+        btime = next(int(ln.split()[1]) for ln in f if ln.startswith("btime "))
+    assert procfs.boot_time_ns() == btime * 1_000_000_000
+    assert procfs.stat(os.getpid()) == procfs.Stat(Path("/proc/self/comm").read_text().strip(), os.getppid(),
+                                                  procfs.start_ticks(os.getpid()) or -1)

@@ -106,11 +106,50 @@ def status(pid: int, tid: int | None = None, proc: str = PROC) -> Status | None:
     return parse_status(data) if data is not None else None
 
 
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """The fields of ``/proc/<pid>/stat`` runwatch uses; ``start_ticks`` is clock ticks since boot."""
+
+    comm: str
+    ppid: int
+    start_ticks: int
+
+
+def parse_stat(data: bytes) -> Stat | None:
+    """The fields of a stat file (``comm`` may hold spaces and parentheses), or None if malformed."""
+    text = data.decode("utf-8", "replace")
+    open_paren, close_paren = text.find("("), text.rfind(")")
+    if open_paren < 0 or close_paren < open_paren:
+        return None
+    fields = text[close_paren + 2:].split()
+    try:
+        return Stat(text[open_paren + 1:close_paren], int(fields[1]), int(fields[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+def stat(pid: int, proc: str = PROC) -> Stat | None:
+    """The stat fields of ``pid``, or None when it is gone."""
+    data = _read(f"{proc}/{pid}/stat")
+    return parse_stat(data) if data is not None else None
+
+
 def start_ticks(pid: int, proc: str = PROC) -> int | None:
     """Start time of ``pid`` in clock ticks since boot (field 22 of ``stat``), or None when gone."""
-    data = _read(f"{proc}/{pid}/stat")
-    fields = data.rpartition(b")")[2].split() if data is not None else []
-    return int(fields[19]) if len(fields) > 19 else None
+    st = stat(pid, proc)
+    return st.start_ticks if st is not None else None
+
+
+def boot_time_ns(proc: str = PROC) -> int:
+    """When the machine booted, in ns since the epoch (``btime`` of ``/proc/stat``); 0 if unknown."""
+    data = _read(f"{proc}/stat")
+    for line in data.splitlines() if data is not None else []:
+        if line.startswith(b"btime "):
+            try:
+                return int(line.split()[1]) * 1_000_000_000
+            except (IndexError, ValueError):
+                return 0
+    return 0
 
 
 def ns_pid(pid: int, tid: int | None = None, proc: str = PROC) -> int | None:

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runwatch.host import procfs
+from runwatch.host.mounts import read_mountinfo
 from runwatch.policy.enforce.paths import resolve_in_root, target_cgroup, within
 from runwatch.policy.enforce.spec import Decision, EnforcementError, Target, Verdict
 from runwatch.policy.model import Policy, first_match, is_glob, path_match
@@ -278,16 +279,13 @@ class FanotifyEnforcer:
     def _mark_mounts(fd: int, pid: int) -> None:
         """Exec marks on every mount of the container (pseudo filesystems skipped)."""
         try:
-            with open(f"/proc/{pid}/mountinfo") as f:
-                lines = f.read().splitlines()
+            mounts = read_mountinfo(f"/proc/{pid}/mountinfo")
         except OSError as exc:
             raise EnforcementError(f"cannot read the mounts of pid {pid}: {exc.strerror}") from exc
-        for line in lines:
-            left, _, right = line.partition(" - ")
-            fstype = right.split(" ", 1)[0]
-            if fstype in _SKIP_FS:
+        for mount in mounts:
+            if mount.fstype in _SKIP_FS:
                 continue
-            point = left.split(" ")[4].replace("\\040", " ")
+            point = mount.point
             try:
                 _mark(fd, FAN_MARK_MOUNT, FAN_OPEN_EXEC_PERM, f"/proc/{pid}/root{point}")
             except OSError as exc:

@@ -168,12 +168,9 @@ class ProcReader:
         for name in names:
             if not name.isdigit():
                 continue
-            try:
-                with open(f"{self.proc}/{name}/stat", "rb") as fh:
-                    stat = fh.read()
-                result[int(name)] = int(stat[stat.rindex(b")") + 2:].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
+            st = procfs.stat(int(name), self.proc)
+            if st is not None:
+                result[int(name)] = st.ppid
         return result
 
 
