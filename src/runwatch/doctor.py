@@ -77,10 +77,11 @@ def _host(d: Diagnosis) -> None:
     d.add("tracefs", (TRACEFS / "events").is_dir(), f"{TRACEFS} mounted" if (TRACEFS / "events").is_dir()
           else f"{TRACEFS} not mounted (the sensor mounts it at start)")
     from runwatch.host import cgroup_v2_if_any
+    from runwatch.host.mounts import cgroup_v1_mounted
 
     found = cgroup_v2_if_any()
     v2 = str(found.root) if found is not None else None
-    hybrid = Path("/sys/fs/cgroup/memory").is_dir()
+    hybrid = cgroup_v1_mounted()
     d.add("cgroup v2", v2 is not None, f"{v2} ({'hybrid v1+v2' if hybrid else 'unified'})" if v2 else
           "no cgroup v2 hierarchy: container attribution unavailable")
     runc = _tool_version(["runc", "--version"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from runwatch.host import CgroupV2, CgroupV2Missing, cgroup_v2, cgroup_v2_if_any, find_cgroup_v2, use_cgroup_v2
-from runwatch.host.mounts import Mount, parse_mountinfo, visible
+from runwatch.host.mounts import Mount, cgroup_v1_mounted, parse_mountinfo, visible
 
 HYBRID = (
     "23 1 259:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n"
@@ -74,6 +74,10 @@ def test_root_on_hybrid_pure_stacked_v1_only_and_unreadable(tmp_path: Path) -> N
     assert find_cgroup_v2(odd) == CgroupV2(Path("/mnt/cg 2"))
     assert find_cgroup_v2(_write(tmp_path, "v1", V1_ONLY)) is None
     assert find_cgroup_v2(str(tmp_path / "missing")) is None
+    v1 = [cgroup_v1_mounted(_write(tmp_path, name, text)) for name, text in
+          (("h", HYBRID), ("p", PURE), ("s", STACKED), ("v", V1_ONLY))]
+    assert v1 == [True, False, False, True]
+    assert cgroup_v1_mounted(str(tmp_path / "missing")) is False
 
 
 def test_v1_only_host_is_one_clear_line(forget: None) -> None:

@@ -55,6 +55,14 @@ def read_mountinfo(path: str = MOUNTINFO) -> list[Mount]:
         return parse_mountinfo(f.read())
 
 
+def cgroup_v1_mounted(path: str = MOUNTINFO) -> bool:
+    """Whether a cgroup v1 hierarchy is visible (a hybrid host when v2 is mounted too)."""
+    try:
+        return any(m.fstype == "cgroup" for m in visible(read_mountinfo(path)))
+    except OSError:
+        return False
+
+
 def visible(mounts: Iterable[Mount]) -> list[Mount]:
     """The mounts a path lookup can reach: not covered by a mount stacked on the same point,
     and not below a covered one. Order is kept."""
