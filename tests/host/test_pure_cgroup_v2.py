@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,50 @@ def test_runc_container_is_enforced_and_attributed_under_pure_v2() -> None:
     got = under_pure_v2("runc")
     assert got["id"].startswith("rw-")
     _assert_enforced_and_attributed(got, got["id"])
+
+
+E2E_DRIVER = Path(__file__).parents[1] / "policy" / "e2e_driver.py"
+RUNWATCH = str(Path(sys.executable).with_name("runwatch"))
+PROBE = """
+import socket, subprocess, sys
+for ip, port in ((sys.argv[1], int(sys.argv[2])), (sys.argv[3], int(sys.argv[4]))):
+    s = socket.socket()
+    try:
+        s.connect((ip, port)); print(ip, "connected")
+    except OSError as e:
+        print(ip, "errno", e.errno)
+    s.close()
+print("sh", subprocess.run(["/bin/sh", "-c", "true"]).returncode)
+"""
+
+
+def test_runwatch_run_enforces_on_a_container_it_starts_under_pure_v2(tmp_path: Path) -> None:
+    socks = [socket.create_server((ip, 0)) for ip in ("127.0.0.23", "127.0.0.29")]
+    ok, bad = (s.getsockname()[1] for s in socks)
+    (tmp_path / "policy.yaml").write_text(
+        f"id: v2-run\nselector: {{container: [v2-run]}}\nmode: enforce\negress:\n  allow: ['127.0.0.23:{ok}']\n"
+        "exec:\n  deny: [/bin/sh]\n  action: kill\n")
+    log = tmp_path / "runwatch.log"
+    cfg = {"name": "v2-run", "wait_log": str(log),
+           "steps": [["{python}", "-c", PROBE, "127.0.0.23", str(ok), "127.0.0.29", str(bad)]]}
+    args = [*PURE_V2, RUNWATCH, "run", "--db", str(tmp_path / "e2e.db"), "--no-rules", "--sdk-socket",
+            str(tmp_path / "sock" / "sdk.sock"), "--control-socket", str(tmp_path / "control.sock"),
+            "--policy", str(tmp_path / "policy.yaml"), "--mode", "enforce", "--",
+            sys.executable, str(E2E_DRIVER), json.dumps(cfg)]
+    try:
+        with open(log, "w") as err:
+            proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=err, text=True, timeout=120, check=False)
+    finally:
+        for s in socks:
+            s.close()
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["applied"] is True, text
+    assert out["steps"][0]["out"] == "127.0.0.23 connected\n127.0.0.29 errno 1\nsh -9\n"
+    assert f"policy v2-run (enforce) applied to container v2-run ({out['id']})" in text
+    res = subprocess.run([RUNWATCH, "events", "--db", str(tmp_path / "e2e.db"), "--kind", "policy.decision",
+                          "--format", "json"], capture_output=True, text=True, timeout=60, check=False)
+    got = [json.loads(line) for line in res.stdout.splitlines()]
+    assert sorted((d["decision"]["verdict"], d["decision"]["target"], d["container"]["id"]) for d in got) == [
+        ("deny", f"127.0.0.29:{bad}", out["id"]), ("kill", "/bin/sh", out["id"])]
