@@ -61,15 +61,12 @@ def test_runc_container_is_enforced_and_attributed_under_pure_v2() -> None:
 
 E2E_DRIVER = Path(__file__).parents[1] / "policy" / "e2e_driver.py"
 RUNWATCH = str(Path(sys.executable).with_name("runwatch"))
+# connect to each (ip, port) of argv[1], then exec /bin/sh; one line per step
 PROBE = """
-import socket, subprocess, sys
-for ip, port in ((sys.argv[1], int(sys.argv[2])), (sys.argv[3], int(sys.argv[4]))):
-    s = socket.socket()
-    try:
-        s.connect((ip, port)); print(ip, "connected")
-    except OSError as e:
-        print(ip, "errno", e.errno)
-    s.close()
+import json, socket, subprocess, sys
+for ip, port in json.loads(sys.argv[1]):
+    with socket.socket() as s:
+        print(ip, "errno", s.connect_ex((ip, port)))
 print("sh", subprocess.run(["/bin/sh", "-c", "true"]).returncode)
 """
 
@@ -82,7 +79,7 @@ def test_runwatch_run_enforces_on_a_container_it_starts_under_pure_v2(tmp_path: 
         "exec:\n  deny: [/bin/sh]\n  action: kill\n")
     log = tmp_path / "runwatch.log"
     cfg = {"name": "v2-run", "wait_log": str(log),
-           "steps": [["{python}", "-c", PROBE, "127.0.0.23", str(ok), "127.0.0.29", str(bad)]]}
+           "steps": [["{python}", "-c", PROBE, json.dumps([["127.0.0.23", ok], ["127.0.0.29", bad]])]]}
     args = [*PURE_V2, RUNWATCH, "run", "--db", str(tmp_path / "e2e.db"), "--no-rules", "--sdk-socket",
             str(tmp_path / "sock" / "sdk.sock"), "--control-socket", str(tmp_path / "control.sock"),
             "--policy", str(tmp_path / "policy.yaml"), "--mode", "enforce", "--",
@@ -97,7 +94,7 @@ def test_runwatch_run_enforces_on_a_container_it_starts_under_pure_v2(tmp_path: 
     assert proc.returncode == 0, text
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["applied"] is True, text
-    assert out["steps"][0]["out"] == "127.0.0.23 connected\n127.0.0.29 errno 1\nsh -9\n"
+    assert out["steps"][0]["out"] == "127.0.0.23 errno 0\n127.0.0.29 errno 1\nsh -9\n"
     assert f"policy v2-run (enforce) applied to container v2-run ({out['id']})" in text
     res = subprocess.run([RUNWATCH, "events", "--db", str(tmp_path / "e2e.db"), "--kind", "policy.decision",
                           "--format", "json"], capture_output=True, text=True, timeout=60, check=False)
