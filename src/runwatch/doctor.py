@@ -76,10 +76,12 @@ def _host(d: Diagnosis) -> None:
     d.add("sensor object", obj.exists(), str(obj) if obj.exists() else f"{obj} missing: run scripts/install.sh")
     d.add("tracefs", (TRACEFS / "events").is_dir(), f"{TRACEFS} mounted" if (TRACEFS / "events").is_dir()
           else f"{TRACEFS} not mounted (the sensor mounts it at start)")
-    from runwatch.enrich.containers import find_cgroup2_mount
+    from runwatch.host import cgroup_v2_if_any
+    from runwatch.host.mounts import cgroup_v1_mounted
 
-    v2 = find_cgroup2_mount()
-    hybrid = Path("/sys/fs/cgroup/memory").is_dir()
+    found = cgroup_v2_if_any()
+    v2 = str(found.root) if found is not None else None
+    hybrid = cgroup_v1_mounted()
     d.add("cgroup v2", v2 is not None, f"{v2} ({'hybrid v1+v2' if hybrid else 'unified'})" if v2 else
           "no cgroup v2 hierarchy: container attribution unavailable")
     runc = _tool_version(["runc", "--version"])

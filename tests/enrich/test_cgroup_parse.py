@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runwatch.enrich.containers import cgroup_path_of_pid, find_cgroup2_mount, parse_cgroup_path
+from runwatch.enrich.containers import parse_cgroup_path
+from runwatch.host import find_cgroup_v2, procfs
 
 H1 = "3f4a9c1be0d27a6f58c1d09e7b2a4c6d8e0f1a2b3c4d5e6f708192a3b4c5d6e7"
 H2 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -79,6 +80,11 @@ def test_parse_tolerates_whitespace_and_trailing_slash() -> None:
     assert parse_cgroup_path(" /docker/" + H1 + "/\n") == ("docker", H1, None)
 
 
+def find_cgroup2_mount(mountinfo: str) -> str | None:
+    found = find_cgroup_v2(mountinfo)
+    return str(found.root) if found is not None else None
+
+
 def test_find_cgroup2_mount_hybrid_pure_and_none(tmp_path: Path) -> None:
     hybrid = tmp_path / "hybrid"
     hybrid.write_text(
@@ -107,10 +113,10 @@ def test_cgroup_path_of_pid_reads_the_v2_line(tmp_path: Path) -> None:
     )
     (proc / "4127").mkdir()
     (proc / "4127" / "cgroup").write_text("4:memory:/x\n1:cpu:/x\n")  # v1 only
-    assert cgroup_path_of_pid(4111, str(proc)) == "/runwatch/abc"
-    assert cgroup_path_of_pid(4127, str(proc)) is None
-    assert cgroup_path_of_pid(4133, str(proc)) is None
+    assert procfs.cgroup_path(4111, str(proc)) == "/runwatch/abc"
+    assert procfs.cgroup_path(4127, str(proc)) is None
+    assert procfs.cgroup_path(4133, str(proc)) is None
     # and the real one for this process agrees with the kernel's own file
     with open(f"/proc/{os.getpid()}/cgroup") as f:
         line = next(ln for ln in f if ln.startswith("0::"))
-    assert cgroup_path_of_pid(os.getpid()) == "/" + line[3:].strip().strip("/")
+    assert procfs.cgroup_path(os.getpid()) == "/" + line[3:].strip().strip("/")

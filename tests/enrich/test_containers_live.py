@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from runwatch.enrich.containers import ContainerResolver, cgroup_path_of_pid, find_cgroup2_mount
+from runwatch.enrich.containers import ContainerResolver
 from runwatch.events import Container
+from runwatch.host import cgroup_v2_if_any, procfs
 
-CGROOT = find_cgroup2_mount()
+_V2 = cgroup_v2_if_any()
+CGROOT = str(_V2.root) if _V2 is not None else None
 pytestmark = pytest.mark.skipif(
     CGROOT is None or os.geteuid() != 0, reason="needs root and a cgroup v2 hierarchy"
 )
@@ -123,7 +125,7 @@ def test_resolve_real_process_in_fake_runc_container(area: CgroupArea, tmp_path:
     r = resolver(tmp_path, use_handles=use_handles, rescan_interval=0.0)
     expected = Container(id=cid, runtime="runc", name="tool-runner", pod="agent-pod-7",
                          pod_uid="11111111-2222-3333-4444-555555555555", namespace="ml-team", cgroup=rel)
-    assert cgroup_path_of_pid(proc.pid) == rel
+    assert procfs.cgroup_path(proc.pid) == rel
     assert r.resolve(ino) == expected
     assert r.resolve_pid(proc.pid) == expected
     assert r.path_of(ino) == rel

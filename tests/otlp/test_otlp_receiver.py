@@ -19,9 +19,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from runwatch.events import Event, ToolCall
+from runwatch.host import cgroup_v2
 from runwatch.sensors.base import source_factory
 from runwatch.sensors.ingest.otlp import JSON, PROTOBUF, OtlpReceiver
-from runwatch.sensors.inproc.collector import cgroup_id_of
 
 FIXTURES = Path(__file__).parent / "fixtures"
 T0 = 1767225600000000000
@@ -290,7 +290,7 @@ def test_own_pid_resolves_to_this_process(receiver: OtlpReceiver) -> None:
     for e in events:
         assert (e.pid, e.vpid, e.pidns) == (me, me, os.stat("/proc/self/ns/pid").st_ino)
         assert e.uid == os.getuid()
-        assert e.cgroup_id == cgroup_id_of(me)
+        assert e.cgroup_id == cgroup_v2().id_of_pid(me)
         assert e.container is None and e.tid == 0 and e.vtid is None
         assert e.attrs is not None and "pid_unresolved" not in e.attrs
     assert receiver.stats()["pid_unresolved"] == 0

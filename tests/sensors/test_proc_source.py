@@ -22,14 +22,20 @@ from pathlib import Path
 import pytest
 
 from runwatch.events import Event
+from runwatch.host import cgroup_v2_if_any, find_cgroup_v2
 from runwatch.sensors.base import source_factory
 from runwatch.sensors.proc import cnproc
 from runwatch.sensors.proc.source import (
     ProcConnectorSource,
     ProcConnectorUnavailable,
     ProcReader,
-    cgroup2_root,
 )
+
+
+def cgroup2_root(mountinfo: str | None = None) -> str | None:
+    found = cgroup_v2_if_any() if mountinfo is None else find_cgroup_v2(mountinfo)
+    return str(found.root) if found is not None else None
+
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the proc connector tests run as root")
 SLEEP_EXE = os.path.realpath("/usr/bin/sleep")
@@ -118,7 +124,7 @@ def test_registered_and_declares_what_it_cannot_see() -> None:
 
 
 def test_proc_reader_reads_self_and_counts_misses(tmp_path: Path) -> None:
-    reader = ProcReader(cgroup_root=cgroup2_root())
+    reader = ProcReader(cgroups=cgroup_v2_if_any())
     info = reader.read(os.getpid())
     assert info.exe == os.path.realpath(sys.executable)
     with open("/proc/self/cmdline", "rb") as fh:
@@ -132,7 +138,8 @@ def test_proc_reader_reads_self_and_counts_misses(tmp_path: Path) -> None:
     assert (empty.exe, empty.argv, empty.cwd, empty.comm, empty.pidns) == ("", None, None, None, None)
     assert reader.misses == 6  # status, exe, cmdline, cwd, cgroup, ns/pid
     mounts = tmp_path / "mounts"
-    mounts.write_text("cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\ncgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n")
+    mounts.write_text("30 24 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"
+                      "31 30 0:28 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n")
     assert cgroup2_root(str(mounts)) == "/sys/fs/cgroup"
     assert cgroup2_root(str(tmp_path / "missing")) is None
 

@@ -2,7 +2,8 @@
 leftover mounts, the caller's capability bounding set, and the lock that guards the shared
 ``/runwatch`` cgroup parent.
 
-All functions act on this host's real ``/proc`` and cgroup filesystems.
+All functions act on this host's real ``/proc`` and cgroup filesystems, read through
+:mod:`runwatch.host`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from runwatch.containers.oci import capabilities_from_mask
+from runwatch.host import procfs
+from runwatch.host.mounts import read_mountinfo, visible
 
 LOCK_DIR = Path("/run/runwatch")
 _POLL_S = 0.005
@@ -28,35 +31,19 @@ class CgroupError(RuntimeError):
 
 def own_bounding_capabilities() -> list[str]:
     """Capability names in this process's bounding set (what runc can pass on)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("CapBnd:"):
-                return capabilities_from_mask(int(line.split()[1], 16))
-    return []
+    st = procfs.status(os.getpid())
+    return capabilities_from_mask(st.cap_bnd) if st is not None and st.cap_bnd is not None else []
 
 
 def cgroup_mounts() -> list[Path]:
-    """Mount points of every cgroup v1 hierarchy and the v2 hierarchy on this host."""
-    mounts = []
-    with open("/proc/self/mountinfo") as info:
-        for line in info:
-            left, _, right = line.partition(" - ")
-            fstype = right.split(" ", 1)[0]
-            if fstype in ("cgroup", "cgroup2"):
-                mounts.append(Path(left.split(" ")[4].replace("\\040", " ")))
-    return mounts
+    """Mount points of every visible cgroup v1 hierarchy and of the v2 hierarchy on this host."""
+    return [Path(m.point) for m in visible(read_mountinfo()) if m.fstype in ("cgroup", "cgroup2")]
 
 
 def mounts_under(path: Path) -> list[str]:
-    """Host mount points at or below ``path`` in this process's mount namespace."""
+    """Host mount points at or below ``path`` in this process's mount namespace (hidden ones too)."""
     prefix = str(path)
-    found = []
-    with open("/proc/self/mountinfo") as info:
-        for line in info:
-            point = line.split(" ")[4].replace("\\040", " ")
-            if point == prefix or point.startswith(prefix + "/"):
-                found.append(point)
-    return found
+    return [m.point for m in read_mountinfo() if m.point == prefix or m.point.startswith(prefix + "/")]
 
 
 def remove_cgroup(cgroup: Path, timeout: float = 5.0) -> None:
@@ -113,19 +100,9 @@ def cgroup_parent_lock(*, shared: bool, blocking: bool = True) -> Iterator[bool]
         os.close(fd)
 
 
-def process_start_ticks(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (/proc/<pid>/stat field 22), or None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()
-    return int(fields[19]) if len(fields) > 19 else None
-
-
 def owner_token(pid: int) -> str:
     """``<pid>:<start ticks>``: identifies a live process even across pid reuse."""
-    return f"{pid}:{process_start_ticks(pid)}"
+    return f"{pid}:{procfs.start_ticks(pid)}"
 
 
 def owner_alive(token: str) -> bool:
@@ -133,4 +110,4 @@ def owner_alive(token: str) -> bool:
     pid_text, _, ticks = token.partition(":")
     if not pid_text.isdigit():
         return False
-    return str(process_start_ticks(int(pid_text))) == ticks
+    return str(procfs.start_ticks(int(pid_text))) == ticks

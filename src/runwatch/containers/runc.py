@@ -2,7 +2,7 @@
 
 A :class:`RuncContainer` owns one container id (``rw-<hex>``), one bundle directory
 (``config.json``, secret files, logs) and the cgroup ``/runwatch/<id>`` that runc creates
-under every v1 controller and under ``/sys/fs/cgroup/unified``. runc's state stays in its
+under every v1 controller and in the v2 hierarchy (:func:`runwatch.host.cgroup_v2`). runc's state stays in its
 default root (``/run/runc/<id>/state.json``) so other code can read it.
 
 Two ways to run:
@@ -48,9 +48,8 @@ from runwatch.containers.hostfs import (
 )
 from runwatch.containers.oci import ContainerOptions, build_oci_config
 from runwatch.containers.rootfs import Rootfs, RootfsError, build_rootfs
+from runwatch.host import cgroup_v2
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-UNIFIED_CGROUP_ROOT = CGROUP_ROOT / "unified"
 CGROUP_PARENT = "runwatch"
 """Containers live at cgroupsPath ``/runwatch/<id>``."""
 RUNC_STATE_ROOT = Path("/run/runc")
@@ -145,8 +144,8 @@ class RuncContainer:
 
     @property
     def cgroup_dir(self) -> Path:
-        """The container's cgroup v2 directory, ``/sys/fs/cgroup/unified/runwatch/<id>``."""
-        return UNIFIED_CGROUP_ROOT / CGROUP_PARENT / self.id
+        """The container's cgroup v2 directory, ``<v2 root>/runwatch/<id>``."""
+        return cgroup_v2().dir_of(f"/{CGROUP_PARENT}/{self.id}")
 
     @property
     def cgroup_id(self) -> int:

@@ -9,7 +9,6 @@ safe while other sessions on the same machine run containers of their own.
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import subprocess
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from runwatch.containers.hostfs import CgroupError, cgroup_mounts, owner_alive, remove_cgroup
 from runwatch.containers.oci import ANNOTATION_OWNER
 from runwatch.containers.runc import CGROUP_PARENT, DEFAULT_BUNDLE_PARENT, RUNC_STATE_ROOT
+from runwatch.host import runtimes
 
 _ID_PREFIX = "rw-"
 _UNCONFIGURED_GRACE_S = 600.0
@@ -33,20 +33,21 @@ def sweep_stale_containers(
     candidates: dict[str, Path | None] = {}
     if RUNC_STATE_ROOT.is_dir():
         for state_dir in RUNC_STATE_ROOT.glob(f"{_ID_PREFIX}*"):
-            owner, bundle = _owner_from_state(state_dir / "state.json")
-            if owner is not None and not owner_alive(owner):
-                candidates[state_dir.name] = bundle
+            state = runtimes.read_state(str(state_dir), "runc")
+            owner = state.labels.get(ANNOTATION_OWNER) if state is not None else None
+            if state is not None and owner is not None and not owner_alive(owner):
+                candidates[state_dir.name] = Path(state.bundle) if state.bundle else None
     if bundle_parent.is_dir():
         for bundle in bundle_parent.glob(f"{_ID_PREFIX}*"):
             if bundle.name in candidates or (RUNC_STATE_ROOT / bundle.name).exists():
                 continue
-            owner = _owner_from_config(bundle / "config.json")
+            owner = runtimes.bundle_annotations(str(bundle)).get(ANNOTATION_OWNER)
             unconfigured_and_old = owner is None and time.time() - _mtime(bundle) > _UNCONFIGURED_GRACE_S
             if unconfigured_and_old or (owner is not None and not owner_alive(owner)):
                 candidates[bundle.name] = bundle
-    for container_id, bundle in sorted(candidates.items()):
+    for container_id, found in sorted(candidates.items()):
         try:
-            _remove(container_id, bundle, runc_binary)
+            _remove(container_id, found, runc_binary)
             removed.append(container_id)
         except (OSError, CgroupError, subprocess.SubprocessError) as exc:
             problems.append(f"cannot remove stale container {container_id}: {exc}")
@@ -62,25 +63,6 @@ def _remove(container_id: str, bundle: Path | None, runc_binary: str) -> None:
         remove_cgroup(mount / CGROUP_PARENT / container_id)
     if bundle is not None:
         shutil.rmtree(bundle, ignore_errors=True)
-
-
-def _owner_from_state(state_file: Path) -> tuple[str | None, Path | None]:
-    """(owner token, bundle) from runc's state.json labels (``key=value`` strings)."""
-    try:
-        labels = json.loads(state_file.read_text())["config"]["labels"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None, None
-    values = dict(str(label).partition("=")[::2] for label in labels or [])
-    bundle = values.get("bundle")
-    return values.get(ANNOTATION_OWNER), Path(bundle) if bundle else None
-
-
-def _owner_from_config(config_file: Path) -> str | None:
-    try:
-        owner = json.loads(config_file.read_text())["annotations"][ANNOTATION_OWNER]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return owner if isinstance(owner, str) else None
 
 
 def _mtime(path: Path) -> float:

@@ -254,7 +254,8 @@ def _drive(session: Session, cfg: DriveConfig, sc: Scenario) -> ScenarioRun:
 
 def leftovers(run: DemoRun) -> list[str]:
     """Anything of this demo still on the machine: containers, cgroups, namespaces, veths."""
-    from runwatch.containers.runc import RUNC_STATE_ROOT, UNIFIED_CGROUP_ROOT
+    from runwatch.containers.runc import CGROUP_PARENT, RUNC_STATE_ROOT
+    from runwatch.host import cgroup_v2
 
     me = os.getpid()
     left = [f"netns {n}" for n in demo_netns_left(me)] + [f"link {n}" for n in demo_links_left(me)]
@@ -262,6 +263,6 @@ def leftovers(run: DemoRun) -> list[str]:
         for cid, name in r.result.containers:
             if (RUNC_STATE_ROOT / cid).exists():
                 left.append(f"runc container {cid} ({name})")
-            if (UNIFIED_CGROUP_ROOT / "runwatch" / cid).exists():
+            if cgroup_v2().dir_of(f"/{CGROUP_PARENT}/{cid}").exists():
                 left.append(f"cgroup of {cid} ({name})")
     return left

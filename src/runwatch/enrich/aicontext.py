@@ -51,7 +51,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -60,6 +59,7 @@ from dataclasses import dataclass, field
 from runwatch import eventkinds
 from runwatch.enrich.roles import AGENT
 from runwatch.events import AiInfo, Event, ToolCall
+from runwatch.host import procfs
 
 ACTIVITY_KINDS: frozenset[str] = eventkinds.activity_kinds()
 """Kinds that count as activity for ``unattested`` (not fork/exit bookkeeping)."""
@@ -100,17 +100,6 @@ UNATTESTED = _Unattested()
 _Origin = _Call | _Unattested
 
 
-def _ns_tid(pid: int, tid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/task/{tid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"NSpid:"):
-                    return int(line.split()[-1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 class ToolCallJoin:
     """Sets ``Event.tool_call`` / ``Event.unattested`` on kernel events (see the module docstring)."""
 
@@ -131,10 +120,7 @@ class ToolCallJoin:
         self._watermark = 0
         self._last_prune = 0
         self._tid_cache: OrderedDict[tuple[int, int], int | None] = OrderedDict()
-        try:
-            self._own_pidns: int | None = os.stat("/proc/self/ns/pid").st_ino
-        except OSError:
-            self._own_pidns = None
+        self._own_pidns = procfs.pidns("self")
         self.counters: dict[str, int] = {
             "attributed": 0, "unattested": 0, "late_sdk": 0, "thread_unknown": 0, "ambiguous": 0,
             "evicted_processes": 0, "evicted_calls": 0, "evicted_lineage": 0, "forced_releases": 0,
@@ -284,7 +270,7 @@ class ToolCallJoin:
             return e.tid
         key = (e.pid, e.tid)
         if key not in self._tid_cache:
-            self._tid_cache[key] = _ns_tid(e.pid, e.tid)
+            self._tid_cache[key] = procfs.ns_pid(e.pid, e.tid)
             if len(self._tid_cache) > 16384:
                 self._tid_cache.popitem(last=False)
         return self._tid_cache[key]

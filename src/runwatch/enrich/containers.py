@@ -2,7 +2,8 @@
 
 Kernel events carry ``bpf_get_current_cgroup_id()``, the kernfs id of the task's cgroup in
 the v2 hierarchy, which equals the inode number of that cgroup's directory under the v2
-mount (``/sys/fs/cgroup`` on pure-v2 hosts, ``/sys/fs/cgroup/unified`` on hybrid ones).
+mount (``/sys/fs/cgroup`` on pure-v2 hosts, ``/sys/fs/cgroup/unified`` on hybrid ones), as
+detected by :func:`runwatch.host.cgroup_v2`.
 
 Resolution order for an id not yet cached:
 
@@ -16,8 +17,8 @@ A cgroup path is classified by :func:`parse_cgroup_path` (docker, podman, contai
 CRI-O, Kubernetes, our own ``/runwatch/<id>``) and, when that finds nothing, by asking
 whether its last component names a container in one of runc's state roots. Names come from
 runc's ``state.json`` labels and the bundle's ``config.json`` annotations, Docker's
-``config.v2.json`` and containers/storage's ``containers.json``. Unreadable or malformed
-files count as unknown; they never raise.
+``config.v2.json`` and containers/storage's ``containers.json`` (all read through
+:mod:`runwatch.host.runtimes`). Unreadable or malformed files count as unknown; they never raise.
 
 Thread safety: every public method takes one internal lock, so an instance may be shared
 between threads; the intended use is single-threaded from the pipeline, where the lock is
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
 import re
 import struct
@@ -41,16 +41,8 @@ from typing import Any
 
 from runwatch.enrich.roles import ROLE_LABEL
 from runwatch.events import Container
-
-#: runc state roots and the runtime reported for a container found only through that root.
-#: A root ending in ``/*`` holds one level of namespace dirs (``<root>/<namespace>/<id>``).
-DEFAULT_RUNC_ROOTS: tuple[tuple[str, str], ...] = (
-    ("/run/runc", "runc"),
-    ("/run/containerd/runc/*", "containerd"),
-    ("/run/docker/runtime-runc/*", "docker"),
-)
-DEFAULT_DOCKER_ROOT = "/var/lib/docker"
-DEFAULT_STORAGE_ROOT = "/var/lib/containers/storage"
+from runwatch.host import cgroup_v2_if_any, procfs, runtimes
+from runwatch.host.runtimes import DEFAULT_DOCKER_ROOT, DEFAULT_RUNC_ROOTS, DEFAULT_STORAGE_ROOT
 
 _HEX_ID = r"[0-9a-f]{64}"
 _UID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}"
@@ -68,7 +60,6 @@ _POD_CGROUPFS = re.compile(rf"^pod({_UID})$")
 _POD_SYSTEMD = re.compile(rf"^kubepods(?:-[a-z]+)?-pod({_UID})\.slice$")
 _RUNC_ID = re.compile(r"^[\w+\-.]{1,1024}$")
 
-_MAX_FILE = 4 << 20  # bytes; larger metadata files are treated as malformed
 _FILEID_KERNFS = 0xFE  # handle type of kernfs (cgroupfs) file handles
 _WALK_MAX_DEPTH = 64
 _WALK_MAX_DIRS = 500_000
@@ -110,67 +101,6 @@ def parse_cgroup_path(path: str) -> tuple[str, str, str | None] | None:
     return None
 
 
-def find_cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
-    """Return the mount point of the cgroup v2 hierarchy, or ``None`` when there is none.
-
-    Prefers ``/sys/fs/cgroup`` (pure v2) then ``/sys/fs/cgroup/unified`` (hybrid), else the
-    first cgroup2 mount listed.
-    """
-    found: list[str] = []
-    try:
-        with open(mountinfo, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                left, sep, right = line.partition(" - ")
-                if not sep or not right.startswith("cgroup2 "):
-                    continue
-                fields = left.split()
-                if len(fields) >= 5:
-                    found.append(fields[4].replace("\\040", " "))
-    except OSError:
-        return None
-    for preferred in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
-        if preferred in found:
-            return preferred
-    return found[0] if found else None
-
-
-def cgroup_path_of_pid(pid: int, proc_root: str = "/proc") -> str | None:
-    """The v2 cgroup path of ``pid`` from ``/proc/<pid>/cgroup`` (the ``0::`` line), or ``None``."""
-    try:
-        with open(f"{proc_root}/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("0::"):
-                    return _clean_path(line[3:])
-    except OSError:
-        return None
-    return None
-
-
-def _clean_path(path: str) -> str:
-    path = path.strip()
-    if path.endswith(" (deleted)"):
-        path = path[: -len(" (deleted)")]
-    return "/" + path.strip("/")
-
-
-def _read_json(path: str) -> Any:
-    """Parsed JSON of a small file, or ``None`` when missing, unreadable, too big or malformed."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_FILE + 1)
-        if len(data) > _MAX_FILE:
-            return None
-        return json.loads(data)
-    except (OSError, ValueError):
-        return None
-
-
-def _str_dict(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        return {}
-    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
-
-
 @dataclass(slots=True)
 class _Entry:
     """A cached resolution. ``retry_until``/``next_try`` are monotonic seconds."""
@@ -197,7 +127,7 @@ class ContainerResolver:
     """Maps cgroup v2 ids (and pids) to :class:`Container`; ``None`` means a host process.
 
     Args:
-        cgroup_root: v2 mount point; detected from mountinfo when ``None``.
+        cgroup_root: v2 mount point; the host's (:func:`runwatch.host.cgroup_v2`) when ``None``.
         runc_roots: ``(state root, runtime)`` pairs searched for ``<root>[/<ns>]/<id>``.
         docker_root / storage_root: Docker and containers/storage data roots (names).
         proc_root: procfs mount (for :meth:`resolve_pid`).
@@ -222,7 +152,11 @@ class ContainerResolver:
     ) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
-        root = cgroup_root if cgroup_root is not None else find_cgroup2_mount()
+        if cgroup_root is None:
+            found = cgroup_v2_if_any()
+            root = str(found.root) if found is not None else None
+        else:
+            root = cgroup_root
         self.cgroup_root: str | None = (root.rstrip("/") or "/") if root else None
         self.runc_roots = tuple(runc_roots)
         self.docker_root = docker_root
@@ -258,7 +192,7 @@ class ContainerResolver:
 
     def resolve_pid(self, pid: int) -> Container | None:
         """The container of a live process, from ``/proc/<pid>/cgroup``; ``None`` for host/gone."""
-        path = cgroup_path_of_pid(pid, self.proc_root)
+        path = procfs.cgroup_path(pid, self.proc_root)
         if path is None or self.cgroup_root is None:
             return None
         with self._lock:
@@ -439,11 +373,11 @@ class ContainerResolver:
     def _rel(self, abspath: str) -> str | None:
         assert self.cgroup_root is not None
         if self.cgroup_root == "/":
-            return _clean_path(abspath)
+            return procfs.clean_cgroup_path(abspath)
         if abspath == self.cgroup_root:
             return "/"
         if abspath.startswith(self.cgroup_root + "/"):
-            return _clean_path(abspath[len(self.cgroup_root):])
+            return procfs.clean_cgroup_path(abspath[len(self.cgroup_root):])
         return None
 
     # -- classification and names -------------------------------------------------------
@@ -483,7 +417,7 @@ class ContainerResolver:
         for cid in candidates:
             if not _RUNC_ID.match(cid) or cid in (".", ".."):
                 continue
-            found = self._runc_state_dir(cid)
+            found = runtimes.state_dir(cid, self.runc_roots)
             if found is None:
                 continue
             meta = self._meta(cid)
@@ -503,78 +437,31 @@ class ContainerResolver:
         return Container(id=cid, runtime=runtime, name=name, pod=pod, pod_uid=uid,
                          namespace=namespace, cgroup=path, role=a.get(ROLE_LABEL) or None)
 
-    def _runc_state_dir(self, cid: str) -> tuple[str, str] | None:
-        """``(state dir, runtime)`` of runc container ``cid`` under any configured root."""
-        for root, runtime in self.runc_roots:
-            if not root.endswith("/*"):
-                parents = [root]
-            else:
-                try:
-                    with os.scandir(root[:-2]) as it:
-                        parents = [e.path for e in it if e.is_dir(follow_symlinks=False)]
-                except OSError:
-                    continue
-            for parent in parents:
-                # The dir exists from creation on; state.json is written a little later.
-                state_dir = os.path.join(parent, cid)
-                if os.path.isdir(state_dir):
-                    return state_dir, runtime
-        return None
-
     def _meta(self, cid: str) -> _Meta:
         self._stats["meta_reads"] += 1
         labels: dict[str, str] = {}
         runtime: str | None = None
         cgroup_path: str | None = None
         complete = False
-        found = self._runc_state_dir(cid)
+        found = runtimes.state_dir(cid, self.runc_roots)  # exists from creation on
         if found is not None:
-            state_dir, runtime = found
-            state = _read_json(os.path.join(state_dir, "state.json"))
-            if isinstance(state, dict):
+            runtime = found[1]
+            state = runtimes.read_state(*found)  # written a little later
+            if state is not None:
                 complete = True
-                config = state.get("config")
-                config = config if isinstance(config, dict) else {}
-                raw = config.get("labels")
-                state_labels: dict[str, str] = {}
-                for item in raw if isinstance(raw, list) else []:
-                    if isinstance(item, str) and "=" in item:
-                        k, v = item.split("=", 1)
-                        state_labels[k] = v
-                bundle = state_labels.get("bundle")
-                if bundle:
-                    spec = _read_json(os.path.join(bundle, "config.json"))
-                    if isinstance(spec, dict):
-                        labels.update(_str_dict(spec.get("annotations")))
-                labels.update(state_labels)
-                cgroup_path = self._state_cgroup(state, config)
-        name = self._docker_name(cid) or self._storage_name(cid)
+                if state.bundle:
+                    labels.update(runtimes.bundle_annotations(state.bundle))
+                labels.update(state.labels)
+                cgroup_path = self._state_cgroup(state)
+        name = None
+        if _BARE_ID.match(cid):
+            name = runtimes.docker_name(cid, self.docker_root) or runtimes.storage_name(cid, self.storage_root)
         return _Meta(runtime, labels, name, cgroup_path, complete)
 
-    def _state_cgroup(self, state: dict[str, Any], config: dict[str, Any]) -> str | None:
-        paths = state.get("cgroup_paths")
-        if isinstance(paths, dict) and isinstance(paths.get(""), str):
-            return self._rel(paths[""])
-        cg = config.get("cgroups")
-        if isinstance(cg, dict) and isinstance(cg.get("path"), str) and cg["path"].startswith("/"):
-            return _clean_path(cg["path"])
+    def _state_cgroup(self, state: runtimes.RuncState) -> str | None:
+        if state.cgroup_dir is not None:
+            return self._rel(state.cgroup_dir)
+        if state.config_cgroup is not None and state.config_cgroup.startswith("/"):
+            return procfs.clean_cgroup_path(state.config_cgroup)
         return None
 
-    def _docker_name(self, cid: str) -> str | None:
-        if not _BARE_ID.match(cid):
-            return None
-        cfg = _read_json(os.path.join(self.docker_root, "containers", cid, "config.v2.json"))
-        name = cfg.get("Name") if isinstance(cfg, dict) else None
-        return (name.lstrip("/") or None) if isinstance(name, str) else None
-
-    def _storage_name(self, cid: str) -> str | None:
-        if not _BARE_ID.match(cid):
-            return None
-        for driver in ("overlay", "vfs", "btrfs"):
-            listing = _read_json(os.path.join(self.storage_root, f"{driver}-containers", "containers.json"))
-            for item in listing if isinstance(listing, list) else []:
-                if isinstance(item, dict) and item.get("id") == cid:
-                    names = item.get("names")
-                    if isinstance(names, list) and names and isinstance(names[0], str):
-                        return names[0]
-        return None

@@ -26,6 +26,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 from runwatch.events import Event
+from runwatch.host import procfs
 
 _DEPTH_CAP = 64  # longest ancestry returned; real trees are far shallower
 _REUSE_SLACK_NS = 2_000_000_000  # /proc start times are only as exact as btime (1 s)
@@ -51,17 +52,6 @@ class ProcRecord:
         return self.exe or self.comm
 
 
-def _boot_time_ns(proc_root: str) -> int:
-    try:
-        with open(f"{proc_root}/stat", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("btime "):
-                    return int(line.split()[1]) * 1_000_000_000
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 def read_proc_record(pid: int, proc_root: str = "/proc", boot_ns: int | None = None) -> ProcRecord | None:
     """Read one process from ``/proc/<pid>``; ``None`` if it is gone or unreadable.
 
@@ -70,23 +60,11 @@ def read_proc_record(pid: int, proc_root: str = "/proc", boot_ns: int | None = N
     stat start time in clock ticks plus the boot time.
     """
     base = f"{proc_root}/{pid}"
-    try:
-        with open(f"{base}/stat", "rb") as f:
-            stat = f.read().decode("utf-8", "replace")
-    except OSError:
+    st = procfs.stat(pid, proc_root)
+    if st is None:
         return None
-    open_paren, close_paren = stat.find("("), stat.rfind(")")
-    if open_paren < 0 or close_paren < open_paren:
-        return None
-    comm = stat[open_paren + 1 : close_paren]
-    fields = stat[close_paren + 2 :].split()
-    try:
-        ppid = int(fields[1])
-        ticks = int(fields[19])
-    except (IndexError, ValueError):
-        return None
-    boot = _boot_time_ns(proc_root) if boot_ns is None else boot_ns
-    start = boot + ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    boot = procfs.boot_time_ns(proc_root) if boot_ns is None else boot_ns
+    start = boot + st.start_ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
     try:
         exe = os.readlink(f"{base}/exe")
     except OSError:
@@ -97,7 +75,7 @@ def read_proc_record(pid: int, proc_root: str = "/proc", boot_ns: int | None = N
     except OSError:
         raw = b""
     argv = tuple(a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1]) if raw else ()
-    return ProcRecord(pid=pid, ppid=ppid, exe=exe, cmdline=" ".join(argv), argv=argv, comm=comm,
+    return ProcRecord(pid=pid, ppid=st.ppid, exe=exe, cmdline=" ".join(argv), argv=argv, comm=st.comm,
                       start_time=start, from_proc=True)
 
 
@@ -124,7 +102,7 @@ class ProcessTree:
         self.exit_grace_ns = exit_grace_ns
         self.proc_root = proc_root
         self.proc_fallback = proc_fallback
-        self._boot_ns = _boot_time_ns(proc_root)
+        self._boot_ns = procfs.boot_time_ns(proc_root)
         self._procs: OrderedDict[int, ProcRecord] = OrderedDict()  # LRU order
         self._exited: OrderedDict[int, int] = OrderedDict()  # pid -> exit time, in exit order
         self._stats = dict.fromkeys(

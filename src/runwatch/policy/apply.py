@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import ipaddress
-import json
 import os
 import subprocess
 import threading
@@ -38,13 +36,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
 from runwatch.alerts.model import Alert
-from runwatch.enrich.containers import DEFAULT_RUNC_ROOTS, ContainerResolver, parse_cgroup_path
+from runwatch.enrich.containers import ContainerResolver, parse_cgroup_path
 from runwatch.events import Container, Event
+from runwatch.host import CgroupV2, procfs, runtimes
 from runwatch.policy.enforce import Decision, EnforcementError, Enforcers, decision_event
 from runwatch.policy.enforce.kill import kill_pid
 from runwatch.policy.model import Policy, PolicySet, is_glob
@@ -73,58 +71,16 @@ class CgroupTarget:
     init_pid: int
 
 
-def _read_json(path: str) -> Any:
-    try:
-        with open(path, "rb") as fh:
-            return json.loads(fh.read(4 << 20))
-    except (OSError, ValueError):
-        return None
-
-
-def _annotations(bundle: str) -> dict[str, str]:
-    spec = _read_json(os.path.join(bundle, "config.json"))
-    raw = spec.get("annotations") if isinstance(spec, dict) else None
-    if not isinstance(raw, dict):
-        return {}
-    return {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)}
-
-
 def _name_of(labels: dict[str, str]) -> str | None:
     return next((labels[k] for k in _NAME_KEYS if labels.get(k)), None)
 
 
-def process_cgroup_path(pid: int) -> str | None:
-    """The v2 cgroup path of ``pid`` (``/runwatch-run/123``), or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as fh:
-            for line in fh:
-                if line.startswith("0::"):
-                    return "/" + line[3:].strip().strip("/")
-    except OSError:
-        return None
-    return None
-
-
 def runtime_state(cid: str) -> tuple[int, dict[str, str]] | None:
     """``(init pid, labels and annotations)`` from the runtime's ``state.json``, once written."""
-    for root, _runtime in DEFAULT_RUNC_ROOTS:
-        for state_dir in glob.glob(os.path.join(root, cid)):
-            state = _read_json(os.path.join(state_dir, "state.json"))
-            if not isinstance(state, dict):
-                continue
-            pid = state.get("init_process_pid")
-            if not isinstance(pid, int) or pid <= 0:
-                continue
-            raw = state.get("config")
-            config: dict[str, Any] = raw if isinstance(raw, dict) else {}
-            labels: dict[str, str] = {}
-            for item in config.get("labels") or []:
-                if isinstance(item, str) and "=" in item:
-                    k, v = item.split("=", 1)
-                    labels[k] = v
-            bundle = labels.get("bundle")
-            return pid, {**(_annotations(bundle) if bundle else {}), **labels}
-    return None
+    state = runtimes.runc_state(cid)
+    if state is None or state.init_pid is None:
+        return None
+    return state.init_pid, {**(runtimes.bundle_annotations(state.bundle) if state.bundle else {}), **state.labels}
 
 
 def resolve_in_namespaces(pid: int, name: str, timeout_s: float = 2.0) -> set[str]:
@@ -145,10 +101,10 @@ def resolve_in_namespaces(pid: int, name: str, timeout_s: float = 2.0) -> set[st
 class CommandCgroup:
     """The watched command's own v2 cgroup (see the module docstring). Not thread safe."""
 
-    def __init__(self, v2_root: str, name: str | None = None) -> None:
-        self.v2_root = v2_root.rstrip("/") or "/"
+    def __init__(self, cgroups: CgroupV2, name: str | None = None) -> None:
+        self.cgroups = cgroups
         self.rel = f"/{CMD_PARENT}/{name or os.getpid()}"
-        self.dir = Path(self.v2_root + self.rel)
+        self.dir = cgroups.dir_of(self.rel)
         self._fd: int | None = None
 
     def create(self) -> CommandCgroup:
@@ -185,8 +141,8 @@ class CommandCgroup:
             self._fd = None
         if not self.dir.exists():
             return problems
-        own = process_cgroup_path(os.getpid()) or "/"
-        dest = Path(self.v2_root + (own if own != "/" else "")) / "cgroup.procs"
+        own = procfs.cgroup_path(os.getpid()) or "/"
+        dest = self.cgroups.dir_of(own) / "cgroup.procs"
         for _ in range(3):
             try:
                 pids = [p for p in (self.dir / "cgroup.procs").read_text().split() if p]
@@ -232,14 +188,14 @@ class ContainerPolicyStage:
 
     ``scope``: a v2 cgroup path; only containers whose cgroup was created by a process in it
     (or below) are governed (None: every container on the host). ``resolver``: for names
-    (shared with enrichment); ``v2_root``: the cgroup v2 mount.
+    (shared with enrichment); ``cgroups``: the host's cgroup v2 hierarchy.
     """
 
-    def __init__(self, policies: PolicySet, enforcers: Enforcers, *, v2_root: str, scope: str | None = None,
+    def __init__(self, policies: PolicySet, enforcers: Enforcers, *, cgroups: CgroupV2, scope: str | None = None,
                  resolver: ContainerResolver | None = None, say: Say | None = None) -> None:
         self.policies = policies
         self.enforcers = enforcers
-        self.v2_root = v2_root.rstrip("/") or "/"
+        self.cgroups = cgroups
         self.scope = scope
         self.resolver = resolver
         self.say: Say = say or (lambda _line: None)
@@ -283,21 +239,18 @@ class ContainerPolicyStage:
     def scan_existing(self) -> int:
         """Apply policies to containers already running (``runwatch watch``). Returns how many."""
         n = 0
-        for root, runtime in DEFAULT_RUNC_ROOTS:
-            for state_dir in glob.glob(os.path.join(root, "*")):
-                cid = os.path.basename(state_dir)
-                state = _read_json(os.path.join(state_dir, "state.json"))
-                paths = state.get("cgroup_paths") if isinstance(state, dict) else None
-                unified = paths.get("") if isinstance(paths, dict) else None
-                if not isinstance(unified, str) or not unified.startswith(self.v2_root):
-                    continue
-                rel = unified[len(self.v2_root):] or "/"
-                try:
-                    cgid = os.stat(unified).st_ino
-                except OSError:
-                    continue
-                self._pending[cgid] = _Pending(cid, runtime, rel, Path(unified), cgid, time.monotonic())
-                n += 1
+        for state in runtimes.runc_states():
+            if state.cgroup_dir is None:
+                continue
+            try:
+                rel = self.cgroups.rel(state.cgroup_dir)
+            except ValueError:
+                continue  # recorded under another hierarchy than this host's
+            cgid = self.cgroups.id_of(rel)
+            if cgid is None:
+                continue
+            self._pending[cgid] = _Pending(state.id, state.runtime, rel, Path(state.cgroup_dir), cgid, time.monotonic())
+            n += 1
         self._advance()
         return n
 
@@ -327,17 +280,17 @@ class ContainerPolicyStage:
                                                                     for a in self._applied.values()):
             return  # a nested cgroup of a container already handled
         if self.scope is not None:
-            creator = process_cgroup_path(e.pid) if e.pid > 0 else None
+            creator = procfs.cgroup_path(e.pid) if e.pid > 0 else None
             if creator is None or not (creator == self.scope or creator.startswith(self.scope + "/")):
                 return
         self.counts["seen"] += 1
-        pend = _Pending(cid, runtime, path, Path(self.v2_root + path), cgid, time.monotonic())
+        pend = _Pending(cid, runtime, path, self.cgroups.dir_of(path), cgid, time.monotonic())
         self._pending[cgid] = pend
         # Early: the runtime creating the cgroup runs in the bundle (runc chdirs there), so
         # the name and labels are known now; the egress part needs nothing more than the cgroup.
         labels: dict[str, str] = {}
         with contextlib.suppress(OSError):
-            labels = _annotations(os.readlink(f"/proc/{e.pid}/cwd"))
+            labels = runtimes.bundle_annotations(os.readlink(f"/proc/{e.pid}/cwd"))
         container = Container(id=cid, runtime=runtime, name=_name_of(labels), cgroup=path)
         policy = self.policies.for_container(container, labels)
         if policy is None or policy.egress is None:

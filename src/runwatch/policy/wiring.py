@@ -23,8 +23,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from runwatch.enrich.containers import ContainerResolver, find_cgroup2_mount
+from runwatch.enrich.containers import ContainerResolver
 from runwatch.events import Event
+from runwatch.host import cgroup_v2_if_any
 from runwatch.policy.apply import CommandCgroup, ContainerPolicyStage, RuleActionSink
 from runwatch.policy.enforce import EnforcementError, Enforcers, decision_event
 from runwatch.policy.model import PolicySet
@@ -108,8 +109,8 @@ class SessionPolicy:
     def _start_enforcement(self) -> None:
         if not self.enforces:
             return
-        v2_root = find_cgroup2_mount()
-        if v2_root is None:
+        cgroups = cgroup_v2_if_any()
+        if cgroups is None:
             self.say("no cgroup v2 hierarchy: egress, file and exec rules are not enforced")
             return
         self.enforcers = Enforcers(on_decision=lambda d: record_decision(decision_event(d))).start()
@@ -117,9 +118,9 @@ class SessionPolicy:
             self.say(problem)
         scope = None
         if self.own_cgroup:
-            self.cmd_cgroup = CommandCgroup(v2_root).create()
+            self.cmd_cgroup = CommandCgroup(cgroups).create()
             scope = self.cmd_cgroup.rel
-        self.applier = ContainerPolicyStage(self.policies, self.enforcers, v2_root=v2_root, scope=scope,
+        self.applier = ContainerPolicyStage(self.policies, self.enforcers, cgroups=cgroups, scope=scope,
                                             resolver=self.resolver, say=self.say)
         if scope is None:
             n = self.applier.scan_existing()

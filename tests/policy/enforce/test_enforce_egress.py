@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from runwatch.host import cgroup_v2, procfs
 from runwatch.policy.enforce import EnforcementError, decision_event
-from runwatch.policy.enforce.paths import UNIFIED, process_cgroup
 
 pytestmark = pytest.mark.kernel
 
@@ -106,12 +106,12 @@ def test_remove_restores_connectivity(runc_container, enforcers, tcp_port, polic
 
 
 def test_refuses_runwatch_own_cgroup(enforcers, policy):  # type: ignore[no-untyped-def]
-    own = process_cgroup(os.getpid())
+    own = procfs.cgroup_path(os.getpid())
     assert own is not None
 
     class Own:
         id = "self"
-        cgroup_dir = UNIFIED / own.lstrip("/")
+        cgroup_dir = cgroup_v2().dir_of(own)
         cgroup_id = Path(cgroup_dir).stat().st_ino
         init_pid = os.getpid()
 

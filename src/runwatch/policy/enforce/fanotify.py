@@ -40,7 +40,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from runwatch.policy.enforce.paths import cgroup_rel, process_cgroup, resolve_in_root, within
+from runwatch.host import procfs
+from runwatch.host.mounts import read_mountinfo
+from runwatch.policy.enforce.paths import resolve_in_root, target_cgroup, within
 from runwatch.policy.enforce.spec import Decision, EnforcementError, Target, Verdict
 from runwatch.policy.model import Policy, first_match, is_glob, path_match
 
@@ -166,12 +168,16 @@ class FanotifyEnforcer:
         files, exe = policy.files, policy.exec
         if (files is None or not (files.protect or files.immutable)) and exe is None:
             return []
+        try:
+            cgroup = target_cgroup(target.cgroup_dir)
+        except ValueError as exc:
+            raise EnforcementError(str(exc)) from exc
         fd = _libc.fanotify_init(FAN_CLOEXEC | FAN_NONBLOCK | FAN_CLASS_CONTENT | FAN_REPORT_TID,
                                  os.O_RDONLY | os.O_LARGEFILE | os.O_CLOEXEC)
         if fd < 0:
             err = ctypes.get_errno()
             raise EnforcementError(f"fanotify_init failed: {os.strerror(err)}")
-        group = _Group(fd, target.id, cgroup_rel(target.cgroup_dir), policy, exec_skip=set(kill_handled or ()))
+        group = _Group(fd, target.id, cgroup, policy, exec_skip=set(kill_handled or ()))
         root = f"/proc/{target.init_pid}/root"
         notices: list[str] = []
         try:
@@ -273,16 +279,13 @@ class FanotifyEnforcer:
     def _mark_mounts(fd: int, pid: int) -> None:
         """Exec marks on every mount of the container (pseudo filesystems skipped)."""
         try:
-            with open(f"/proc/{pid}/mountinfo") as f:
-                lines = f.read().splitlines()
+            mounts = read_mountinfo(f"/proc/{pid}/mountinfo")
         except OSError as exc:
             raise EnforcementError(f"cannot read the mounts of pid {pid}: {exc.strerror}") from exc
-        for line in lines:
-            left, _, right = line.partition(" - ")
-            fstype = right.split(" ", 1)[0]
-            if fstype in _SKIP_FS:
+        for mount in mounts:
+            if mount.fstype in _SKIP_FS:
                 continue
-            point = left.split(" ")[4].replace("\\040", " ")
+            point = mount.point
             try:
                 _mark(fd, FAN_MARK_MOUNT, FAN_OPEN_EXEC_PERM, f"/proc/{pid}/root{point}")
             except OSError as exc:
@@ -346,7 +349,7 @@ class FanotifyEnforcer:
                     target=path, container_id=group.target_id, exe=exe, write=write))
 
     def _in_target(self, group: _Group, tid: int) -> bool:
-        cg = process_cgroup(tid)
+        cg = procfs.cgroup_path(tid)
         return cg is not None and within(cg, group.cgroup)
 
     def _deny(self, group: _Group) -> tuple[int, Verdict]:

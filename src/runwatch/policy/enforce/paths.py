@@ -1,5 +1,5 @@
 """Path and cgroup helpers shared by the enforcers: resolve a path in a container's view,
-identify files by (device, inode), and find which cgroup a process is in.
+identify files by (device, inode), and compare cgroup paths (read through :mod:`runwatch.host`).
 
 Nothing here opens a file that a policy may protect: only ``stat``, ``readlink`` and reads
 of ``/proc`` and the cgroup filesystem (never marked by fanotify).
@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-UNIFIED = Path("/sys/fs/cgroup/unified")
+from runwatch.host import CgroupV2Missing, cgroup_v2, procfs
+
 _MAX_LINKS = 40
 
 
@@ -58,32 +59,27 @@ def file_key(st: os.stat_result) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
 
-def process_cgroup(pid: int) -> str | None:
-    """The cgroup v2 path of ``pid`` (``/runwatch/rw-...``), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/cgroup", "rb") as f:
-            for line in f:
-                if line.startswith(b"0::"):
-                    return line[3:].strip().decode(errors="replace")
-    except OSError:
-        return None
-    return None
-
-
-def cgroup_rel(cgroup_dir: Path) -> str:
-    """The cgroup path of a directory under the v2 mount (``/runwatch/rw-...``)."""
-    rel = Path(cgroup_dir).relative_to(UNIFIED)
-    return "/" + str(rel) if str(rel) != "." else "/"
-
-
 def within(child: str, parent: str) -> bool:
     """Whether cgroup path ``child`` equals ``parent`` or lies below it."""
     return parent == "/" or child == parent or child.startswith(parent.rstrip("/") + "/")
 
 
+def target_cgroup(cgroup_dir: Path) -> str:
+    """The cgroup path of an enforcement target's directory (``/runwatch/rw-...``).
+
+    Raises ValueError (one line) when it is not in the host's cgroup v2 hierarchy or the host
+    has none.
+    """
+    try:
+        return cgroup_v2().rel(cgroup_dir)
+    except CgroupV2Missing as exc:
+        raise ValueError(str(exc)) from None
+
+
 def check_not_own(cgroup_dir: Path) -> None:
-    """Raise ValueError if ``cgroup_dir`` holds this process (itself or as an ancestor)."""
-    own = process_cgroup(os.getpid())
-    target = cgroup_rel(cgroup_dir)
+    """Raise ValueError if ``cgroup_dir`` holds this process (itself or as an ancestor) or is not
+    a cgroup v2 directory (see :func:`target_cgroup`)."""
+    own = procfs.cgroup_path(os.getpid())
+    target = target_cgroup(cgroup_dir)
     if own is not None and within(own, target):
         raise ValueError(f"refusing to enforce on cgroup {target}: runwatch itself runs in {own}")

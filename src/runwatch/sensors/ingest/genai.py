@@ -47,7 +47,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from runwatch.events import AI_KEYS, AiInfo, Container, Event, ToolCall, new_id
-from runwatch.sensors.inproc.collector import cgroup_id_of
+from runwatch.host import cgroup_v2_if_any, procfs
 
 TOOL_OPS = frozenset({"execute_tool"})
 MODEL_OPS = frozenset({"invoke_agent", "create_agent", "chat", "text_completion", "generate_content", "embeddings"})
@@ -104,20 +104,10 @@ class Identity(NamedTuple):
     note: str | None  # why the pid could not be resolved, else None
 
 
-def _status_fields(pid: int) -> tuple[list[int], int] | None:
-    """(NSpid list, real uid) of host process ``pid`` from /proc, or None if unreadable."""
-    nspid: list[int] | None = None
-    uid = 0
-    try:
-        with open(f"/proc/{pid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"NSpid:"):
-                    nspid = [int(x) for x in line.split()[1:]]
-                elif line.startswith(b"Uid:"):
-                    uid = int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return (nspid, uid) if nspid else None
+def _status_fields(pid: int, proc: str) -> tuple[list[int], int] | None:
+    """(NSpid list, real uid) of host process ``pid``, or None if unreadable."""
+    st = procfs.status(pid, proc=proc)
+    return (st.nspid, st.uid or 0) if st is not None and st.nspid else None
 
 
 class PidResolver:
@@ -132,10 +122,8 @@ class PidResolver:
         self.ttl_ns = int(ttl_s * 1e9)
         self.max_entries = max_entries
         self._cache: OrderedDict[tuple[int, str | None], tuple[int, Identity]] = OrderedDict()
-        try:
-            self.own_pidns: int | None = os.stat(f"{proc}/self/ns/pid").st_ino
-        except OSError:
-            self.own_pidns = None
+        self._cgroups = cgroup_v2_if_any()
+        self.own_pidns: int | None = procfs.pidns("self", proc)
 
     def resolve(self, vpid: int | None, container_id: str | None) -> Identity:
         """Host identity for ``process.pid`` ``vpid`` (None: not given) in ``container_id``."""
@@ -155,15 +143,12 @@ class PidResolver:
         return ident
 
     def _identity(self, host_pid: int, vpid: int, uid: int) -> Identity:
-        try:
-            pidns: int | None = os.stat(f"{self.proc}/{host_pid}/ns/pid").st_ino
-        except OSError:
-            pidns = None
-        return Identity(host_pid, pidns, vpid, uid, cgroup_id_of(host_pid), None)
+        cgroup_id = self._cgroups.id_of_pid(host_pid, self.proc) if self._cgroups is not None else None
+        return Identity(host_pid, procfs.pidns(host_pid, self.proc), vpid, uid, cgroup_id, None)
 
     def _lookup(self, vpid: int, container_id: str | None) -> Identity:
         if container_id is None:
-            fields = _status_fields(vpid)
+            fields = _status_fields(vpid, self.proc)
             if fields is None:
                 return Identity(0, None, vpid, 0, None, f"no process {vpid} in runwatch's pid namespace")
             nspid, uid = fields
@@ -173,7 +158,7 @@ class PidResolver:
             return self._identity(vpid, vpid, uid)
         if not _CONTAINER_ID.match(container_id):
             return Identity(0, None, vpid, 0, None, "container.id has characters outside [A-Za-z0-9_.-]")
-        pattern = re.compile(rb"(?:^|[^A-Za-z0-9])" + re.escape(container_id.encode()) + rb"(?:$|[^A-Za-z0-9])")
+        pattern = re.compile(r"(?:^|[^A-Za-z0-9])" + re.escape(container_id) + r"(?:$|[^A-Za-z0-9])")
         members = 0
         try:
             entries = os.listdir(self.proc)
@@ -182,15 +167,11 @@ class PidResolver:
         for entry in entries:
             if not entry.isdigit():
                 continue
-            try:
-                with open(f"{self.proc}/{entry}/cgroup", "rb") as fh:
-                    text = fh.read()
-            except OSError:
-                continue
-            if not any(pattern.search(line.split(b":", 2)[-1]) for line in text.splitlines()):
+            paths = procfs.cgroup_paths(int(entry), self.proc)
+            if paths is None or not any(pattern.search(path) for path in paths):
                 continue
             members += 1
-            fields = _status_fields(int(entry))
+            fields = _status_fields(int(entry), self.proc)
             if fields is not None and fields[0][-1] == vpid:
                 return self._identity(int(entry), vpid, fields[1])
         if members == 0:

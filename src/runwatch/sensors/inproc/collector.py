@@ -36,6 +36,7 @@ from pathlib import Path
 import msgspec
 
 from runwatch.events import AiInfo, DnsInfo, Event, FileInfo, NetInfo, ToolCall, new_id
+from runwatch.host import cgroup_v2_if_any, procfs
 from runwatch.sdk.wire import (
     AUDIT_EVENTS,
     DEFAULT_SOCKET,
@@ -196,51 +197,6 @@ def _audit_kind(msg: Message, ev: Event) -> None:
     ev.attrs = {k: v for k, v in attrs.items() if v is not None}
 
 
-def _ns_view(host_pid: int) -> tuple[int, int] | None:
-    """(pid-namespace inode, pid inside it) of host process ``host_pid``, from /proc."""
-    try:
-        ns = os.stat(f"/proc/{host_pid}/ns/pid").st_ino
-        with open(f"/proc/{host_pid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"NSpid:"):
-                    return ns, int(line.split()[-1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def cgroup_id_of(host_pid: int, unified: str = "/sys/fs/cgroup/unified") -> int | None:
-    """The cgroup v2 id (inode of its directory) of host process ``host_pid``, or None."""
-    try:
-        with open(f"/proc/{host_pid}/cgroup", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"0::"):
-                    rel = line[3:].strip().decode()
-                    return os.stat(unified + rel).st_ino if rel != "/" else os.stat(unified).st_ino
-    except (OSError, UnicodeDecodeError):
-        return None
-    return None
-
-
-def host_tid(host_pid: int, vtid: int) -> int | None:
-    """Host thread id of the thread ``vtid`` (in-namespace id) of process ``host_pid``."""
-    try:
-        tasks = os.listdir(f"/proc/{host_pid}/task")
-    except OSError:
-        return None
-    for tid in tasks:
-        try:
-            with open(f"/proc/{host_pid}/task/{tid}/status", "rb") as fh:
-                for line in fh:
-                    if line.startswith(b"NSpid:"):
-                        if int(line.split()[-1]) == vtid:
-                            return int(tid)
-                        break
-        except (OSError, ValueError, IndexError):
-            continue
-    return None
-
-
 class SdkCollector:
     """Receives SDK datagrams on ``path`` and turns them into runwatch events.
 
@@ -263,7 +219,8 @@ class SdkCollector:
         self.last_error: str | None = None
         self._sock: socket.socket | None = None
         self._inode: int | None = None
-        self._own_ns = _ns_view(os.getpid())
+        self._own_ns = procfs.ns_view(os.getpid())
+        self._cgroup_v2 = cgroup_v2_if_any()  # detected once per process (runwatch.host)
         self._views: dict[int, tuple[int, int] | None] = {}
         self._cgroups: dict[int, int | None] = {}
         self._tids: dict[tuple[int, int], int | None] = {}
@@ -385,14 +342,14 @@ class SdkCollector:
         if host_pid not in self._views:
             if len(self._views) > 4096:
                 self._views.clear()
-            self._views[host_pid] = _ns_view(host_pid)
+            self._views[host_pid] = procfs.ns_view(host_pid)
         return self._views[host_pid]
 
     def _cgroup(self, host_pid: int) -> int | None:
         if host_pid not in self._cgroups:
             if len(self._cgroups) > 4096:
                 self._cgroups.clear()
-            self._cgroups[host_pid] = cgroup_id_of(host_pid)
+            self._cgroups[host_pid] = self._cgroup_v2.id_of_pid(host_pid) if self._cgroup_v2 else None
         return self._cgroups[host_pid]
 
     def to_event(self, msg: Message, creds: tuple[int, int, int] | None) -> Event:
@@ -415,7 +372,7 @@ class SdkCollector:
                 if key not in self._tids:
                     if len(self._tids) > 16384:
                         self._tids.clear()
-                    self._tids[key] = host_tid(pid, vtid)
+                    self._tids[key] = procfs.host_tid(pid, vtid)
                 tid = self._tids[key] or 0
         kind = msg.k
         attrs: dict[str, object] = {}

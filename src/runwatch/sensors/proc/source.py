@@ -37,6 +37,7 @@ from pathlib import Path
 import msgspec
 
 from runwatch.events import Event, PrivInfo, new_id
+from runwatch.host import CgroupV2, cgroup_v2_if_any, procfs
 from runwatch.sensors.base import register_source
 from runwatch.sensors.proc import cnproc
 from runwatch.sensors.proc.cnproc import (
@@ -50,7 +51,7 @@ from runwatch.sensors.proc.cnproc import (
     Record,
 )
 
-__all__ = ["ProcConnectorSource", "ProcConnectorUnavailable", "ProcReader", "cgroup2_root", "reader_main"]
+__all__ = ["ProcConnectorSource", "ProcConnectorUnavailable", "ProcReader", "reader_main"]
 
 _CACHE_MAX = 65536  # processes remembered (evicted oldest first if exits were missed)
 _ANCESTRY_MAX = 32
@@ -79,33 +80,15 @@ class _Proc:
     last_gid: tuple[int, int] | None = None
 
 
-def cgroup2_root(mounts: str = "/proc/self/mounts") -> str | None:
-    """The cgroup v2 mount point: ``/sys/fs/cgroup/unified`` on hybrid hosts,
-    ``/sys/fs/cgroup`` on pure v2, else the first cgroup2 mount; None without one."""
-    found: list[str] = []
-    try:
-        with open(mounts, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) >= 3 and parts[2] == "cgroup2":
-                    found.append(parts[1].replace("\\040", " "))
-    except OSError:
-        return None
-    for preferred in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
-        if preferred in found:
-            return preferred
-    return found[0] if found else None
-
-
 class ProcReader:
     """Best-effort reads of /proc/<pid>; never raises, counts every failed read in ``misses``.
 
     Not thread safe: one instance belongs to one thread.
     """
 
-    def __init__(self, proc: str = "/proc", cgroup_root: str | None = None) -> None:
+    def __init__(self, proc: str = "/proc", cgroups: CgroupV2 | None = None) -> None:
         self.proc = proc
-        self.cgroup_root = cgroup_root
+        self.cgroups = cgroups
         self.misses = 0
 
     def _read(self, dfd: int, name: str) -> bytes | None:
@@ -155,40 +138,25 @@ class ProcReader:
         info.cwd = self._link(dfd, "cwd")
         status = self._read(dfd, "status")
         if status is not None:
-            self._parse_status(status.decode("utf-8", "replace"), info)
+            st = procfs.parse_status(status)
+            info.comm = st.comm
+            info.ppid = st.ppid if st.ppid is not None else info.ppid
+            info.uid = st.uid if st.uid is not None else info.uid
+            info.euid = st.euid if st.euid is not None else info.euid
+            info.gid = st.gid if st.gid is not None else info.gid
+            info.vpid = st.nspid[-1] if st.nspid else info.vpid
         cg = self._read(dfd, "cgroup")
         if cg is not None:
-            for line in cg.decode("utf-8", "replace").splitlines():
-                if line.startswith("0::"):
-                    info.cgroup = line[3:]
-                    break
-        if info.cgroup is not None and self.cgroup_root is not None:
-            try:
-                info.cgroup_id = os.stat(self.cgroup_root + info.cgroup.rstrip("/")).st_ino
-            except OSError:
+            info.cgroup = procfs.parse_cgroup_v2(cg)
+        if info.cgroup is not None and self.cgroups is not None:
+            cgroup_id = self.cgroups.id_of(info.cgroup)
+            if cgroup_id is None:
                 self.misses += 1
+            info.cgroup_id = cgroup_id
         try:
             info.pidns = os.stat("ns/pid", dir_fd=dfd).st_ino
         except OSError:
             self.misses += 1
-
-    @staticmethod
-    def _parse_status(text: str, info: _Proc) -> None:
-        for line in text.splitlines():
-            key, _, value = line.partition(":")
-            fields = value.split()
-            if not fields:
-                continue
-            if key == "Name":
-                info.comm = value.strip()
-            elif key == "PPid":
-                info.ppid = int(fields[0])
-            elif key == "Uid" and len(fields) >= 2:
-                info.uid, info.euid = int(fields[0]), int(fields[1])
-            elif key == "Gid":
-                info.gid = int(fields[0])
-            elif key == "NSpid":
-                info.vpid = int(fields[-1])
 
     def ppid_map(self) -> dict[int, int]:
         """``pid -> ppid`` for every process visible now (from /proc/<pid>/stat)."""
@@ -200,12 +168,9 @@ class ProcReader:
         for name in names:
             if not name.isdigit():
                 continue
-            try:
-                with open(f"{self.proc}/{name}/stat", "rb") as fh:
-                    stat = fh.read()
-                result[int(name)] = int(stat[stat.rindex(b")") + 2:].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
+            st = procfs.stat(int(name), self.proc)
+            if st is not None:
+                result[int(name)] = st.ppid
         return result
 
 
@@ -217,7 +182,7 @@ class _Tracker:
     """
 
     def __init__(self) -> None:
-        self.reader = ProcReader(cgroup_root=cgroup2_root())
+        self.reader = ProcReader(cgroups=cgroup_v2_if_any())
         self._procs: dict[int, _Proc] = {}
         self._tracked: set[int] | None = None
         self.threads_skipped = 0
