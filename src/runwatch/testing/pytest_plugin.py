@@ -7,10 +7,14 @@ Register from a conftest with ``pytest_plugins = ["runwatch.testing.pytest_plugi
   enriched and joined; see :class:`runwatch.testing.capture.SharedCapture`), reset for this
   test so it holds only the events of what the test starts. The sensor is loaded on the first
   test that asks for it and detached after the last one that does (in collection order).
+* The sensor's syscall tracepoints are pinned for the session when run as root (see
+  :mod:`runwatch.testing.tracepins`: sensor teardown in ms instead of a second);
+  ``RUNWATCH_TEST_PIN_TRACEPOINTS=0`` turns that off.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -27,6 +31,21 @@ _last_user: list[str] = []  # node id of the last collected test using live_sens
 def events() -> list[Event]:
     """A fresh list of the 23 sample events."""
     return make_events()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tracepoint_pins() -> Iterator[None]:
+    if os.geteuid() != 0 or os.environ.get("RUNWATCH_TEST_PIN_TRACEPOINTS") == "0":
+        yield
+        return
+    from runwatch.sensors.kernel.loader import SPEC
+    from runwatch.testing.tracepins import TracepointPins, tracepoints_of
+
+    pins = TracepointPins(tracepoints_of([SPEC])).open()
+    try:
+        yield
+    finally:
+        pins.close()
 
 
 @pytest.fixture(scope="session")
