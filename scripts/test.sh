@@ -10,4 +10,6 @@ echo "[test] ruff"
 echo "[test] mypy"
 .venv/bin/mypy
 echo "[test] pytest"
-exec .venv/bin/pytest -q "$@"
+# Two workers, each test file on one worker (module fixtures stay whole); kernel tests only
+# look at what they started themselves, so two files run side by side.
+exec .venv/bin/pytest -q -n 2 --dist loadfile "$@"

@@ -104,7 +104,7 @@ class Session:
         self.run_id: str | None = None
         self.policies: PolicySet | None = None
         self.policy: SessionPolicy | None = None
-        self.policy_notices: list[str] = []
+        self.said: list[str] = []  # every live notice, in order (kept also when no callback is set)
         self.outputs = OutputGroup()
         self.store: SqliteStore | None = None
         self.sources: Sources | None = None
@@ -119,7 +119,7 @@ class Session:
     # -- build (nothing runs yet) -----------------------------------------------------------
 
     def _say(self, line: str) -> None:
-        self.policy_notices.append(line)
+        self.said.append(line)
         if self.opts.notice is not None:
             self.opts.notice(line)
 
@@ -167,11 +167,15 @@ class Session:
         return outs
 
     def _detection(self) -> DetectionStage:
-        """The detection stage over the chosen rules (RuleLoadError lists every located error)."""
+        """The detection stage over the chosen rules (RuleLoadError lists every located error;
+        each load warning is a notice)."""
         from runwatch.alerts.throttle import Throttle
         from runwatch.rules import DetectionStage, Engine, load_rules
 
-        engine = Engine(load_rules(list(self.opts.rules)))
+        rules = load_rules(list(self.opts.rules))
+        for warning in rules.warnings:
+            self._say(str(warning))
+        engine = Engine(rules)
         return DetectionStage(engine, self.outputs.write_alerts, throttle=Throttle(self.opts.throttle_s))
 
     # -- start-up, in order ---------------------------------------------------------------

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 RUNWATCH = str(Path(sys.executable).with_name("runwatch"))
 
 
@@ -90,3 +92,13 @@ def test_policy_check_shows_warnings_and_stays_ok(tmp_path: Path) -> None:
     assert (res.returncode, res.stdout) == (0, f"ok: {path}\n")
     assert res.stderr.splitlines() == [
         f"{path}:5:11: warning: policy 't23' tools: 'run_shell' in allow never applies (deny is checked first)"]
+
+
+@pytest.mark.kernel
+def test_run_shows_each_rule_warning_once_as_a_notice(tmp_path: Path) -> None:
+    path = tmp_path / "warn.yaml"
+    path.write_text(WARN_ONLY)
+    res = rw("run", "--db", str(tmp_path / "x.db"), "--no-sdk", "--rules", str(path), "--", "/bin/true")
+    assert res.returncode == 0, res.stderr
+    shown = [line for line in res.stderr.splitlines() if ": warning: " in line]
+    assert [line.partition(f"{path}:")[2].split(":")[0:2] for line in shown] == [["1", "3"], ["3", "3"], ["6", "14"]]

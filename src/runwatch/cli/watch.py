@@ -114,7 +114,6 @@ def _with_policy(opts: SessionOptions, policy: tuple[str, ...], mode: str | None
     if missing:
         fail(f"{missing[0]}: no such policy file or directory; nothing was started")
     opts.policy_paths, opts.policy_mode, opts.control_socket = policy, mode, control_socket
-    opts.notice = note
     opts.extra_sinks.append(DecisionPrinter())
 
 
@@ -183,7 +182,7 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
                           track_self=True, live=TextOutput() if verbose else None, extra_sinks=[counter],
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
-                          own_cgroup=True)
+                          own_cgroup=True, notice=note)
     _with_policy(opts, policy, mode, control_socket)
     session = _open(opts, list(command))
     rc = 0
@@ -248,7 +247,8 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
     opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=ring_bytes(ring_mb),
                           containers=containers, live=TextOutput() if verbose else None, extra_sinks=[counter],
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
-                          alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export)
+                          alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
+                          notice=note)
     _with_policy(opts, policy, mode, control_socket)
     session = _open(opts, ["watch", *containers])
     if session.policies is not None:
