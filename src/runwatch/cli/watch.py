@@ -22,7 +22,7 @@ from runwatch.events import Event
 from runwatch.outputs.text import TextOutput
 from runwatch.policy.enforce.spec import EnforcementError
 from runwatch.rules.diagnostics import RuleLoadError
-from runwatch.sdk.wire import DEFAULT_SOCKET
+from runwatch.sdk.wire import DEFAULT_SOCKET, ENV_SOCKET
 from runwatch.sensors.fallback import NoSourceError
 from runwatch.session import Session, SessionOptions
 from runwatch.store.sqlite import StoreError
@@ -59,7 +59,8 @@ def _source_options(f: Any) -> Any:
     f = click.option("--events-out", metavar="FILE", help="Also append every event as JSON lines to FILE "
                      "('-' for stdout).")(f)
     f = click.option("-v", "--verbose", is_flag=True, help="Print every event live to stderr.")(f)
-    f = click.option("--sdk-socket", metavar="PATH", default=DEFAULT_SOCKET, show_default=True,
+    f = click.option("--sdk-socket", metavar="PATH", default=lambda: os.environ.get(ENV_SOCKET, DEFAULT_SOCKET),
+                     show_default=f"$RUNWATCH_SOCKET or {DEFAULT_SOCKET}",
                      help="Unix socket where agents using runwatch.sdk report tool calls (bind-mount its "
                      "directory into containers; RUNWATCH_SOCKET is set for CMD).")(f)
     f = click.option("--no-sdk", is_flag=True, help="Do not collect agent-SDK events.")(f)
