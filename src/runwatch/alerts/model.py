@@ -58,7 +58,9 @@ class Alert(msgspec.Struct, kw_only=True):
     """One alert. ``time`` and ``first_time`` are ns since the epoch.
 
     ``count`` is how many matches this alert stands for (more than 1 after throttling,
-    matches from ``first_time`` to ``time``). ``action`` is what was done (the engine
+    matches from ``first_time`` to ``time``); ``evidence`` holds their event ids (bounded:
+    ``evidence_dropped`` counts the ids left out) and ``tools`` the distinct tool names they
+    happened in. ``action`` is what was done (the engine
     only alerts); ``rule_action`` is what the rule asks the policy stage for.
     """
 
@@ -73,6 +75,8 @@ class Alert(msgspec.Struct, kw_only=True):
     process: AlertProcess = msgspec.field(default_factory=AlertProcess)
     tool_call: AlertToolCall | None = None
     evidence: list[str] = msgspec.field(default_factory=list)
+    evidence_dropped: int = 0
+    tools: list[str] = msgspec.field(default_factory=list)
     action: str = "alert"
     rule_action: str = "alert"
     count: int = 1
@@ -80,6 +84,11 @@ class Alert(msgspec.Struct, kw_only=True):
     kind: str = ""
     tags: list[str] = msgspec.field(default_factory=list)
     desc: str = ""
+
+    @property
+    def fold_key(self) -> tuple[str, str, str]:
+        """What throttling folds by: rule, workload (container id, or ``host``) and process (exe)."""
+        return (self.rule, self.workload_key, self.process.exe)
 
     @property
     def workload_key(self) -> str:
@@ -126,6 +135,7 @@ def alert_from_event(
         process=AlertProcess(event.pid, event.exe, event.cmdline, list(event.ancestry)),
         tool_call=AlertToolCall(tc.name, tc.call_id, tc.agent) if tc is not None else None,
         evidence=list(evidence) if evidence is not None else [event.id],
+        tools=[tc.name] if tc is not None else [],
         rule_action=rule_action,
         first_time=event.time if first_time is None else first_time,
         kind=event.kind,
