@@ -21,13 +21,15 @@ import msgspec
 
 from runwatch import eventkinds
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the :class:`Event` schema. Bumped whenever a field or group is added (the
 schema test compares the structs with the committed ``tests/schema/event_schema_v<N>.json``
 and fails on a removed, renamed or retyped field, or on an addition without a bump).
 A new kind needs no bump (kinds are entries of the event table, checked add-only by the same
 test). Version 2 added the ``ai`` group (before it, AI facts were keys of ``attrs``); version 3
-added the workload role (``Event.role``, ``Container.role``)."""
+added the workload role (``Event.role``, ``Container.role``); version 4 added ``exec_name``,
+``exe_ino``, ``exe_dev`` and ``exe_deleted`` (``exe`` is the executed file, see
+:mod:`runwatch.exepath`)."""
 
 #: Every event kind, in table order (derived from :data:`runwatch.eventkinds.TABLE`). The
 #: strings are part of the public contract.
@@ -173,7 +175,11 @@ class AiInfo(msgspec.Struct, omit_defaults=True, gc=False):
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One observation. ``time`` is nanoseconds since the epoch.
 
-    ``ancestry`` lists executables from the parent upward. ``pidns``/``vpid`` let
+    ``exe`` is the executed file (symlinks, ``./x``, ``/proc/self/exe`` and ``/dev/fd/N``
+    resolved; ``memfd:NAME``; a deleted file keeps the `` (deleted)`` suffix), in every source;
+    ``exec_name`` is the name passed to ``execve`` as given. ``exe_ino``/``exe_dev`` identify
+    the executed file (``st_ino``/``st_dev`` as ``os.stat`` gives them); see
+    :mod:`runwatch.exepath`. ``ancestry`` lists executables from the parent upward. ``pidns``/``vpid`` let
     events from inside a pid namespace join with host-side kernel events.
 
     Not tracked by the garbage collector (``gc=False``): events are created at ring-buffer
@@ -214,6 +220,10 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     attrs: dict[str, Any] | None = None  # source-specific extras (notice text, sensor details)
     ai: AiInfo | None = None  # AI-layer facts (schema 2)
     role: str | None = None  # the workload's role (schema 3): its container's, or agent (see enrich)
+    exec_name: str | None = None  # process.exec: the name passed to execve, as given (schema 4)
+    exe_ino: int | None = None  # the executed file's inode (schema 4)
+    exe_dev: int | None = None  # and device, as os.stat's st_dev (schema 4)
+    exe_deleted: bool | None = None  # the executed file had no directory entry (schema 4)
 
 
 _seq = itertools.count(1)

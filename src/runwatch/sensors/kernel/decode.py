@@ -17,7 +17,7 @@ import struct
 import time
 from collections.abc import Callable
 
-from runwatch import eventkinds
+from runwatch import eventkinds, exepath
 from runwatch.bpf.layout import struct_of
 from runwatch.events import DnsInfo, Event, FileInfo, NetInfo, PrivInfo
 from runwatch.sensors.kernel import layout as L
@@ -41,6 +41,8 @@ def _off(record: type, name: str) -> int:
 # Fixed-size payload fields (strings are sliced separately at their offsets).
 _EXEC = struct.Struct("<QIIII")  # ino, dev, args_len, args_full, cwd_depth
 _EXEC_FILENAME, _EXEC_ARGS, _EXEC_CWD = (_off(L.RwExec, f) for f in ("filename", "args", "cwd"))
+_EXE_WALK = struct.Struct("<II")  # exe_len, exe_flags
+_EXEC_WALK, _EXEC_EXE = _off(L.RwExec, "exe_len"), _off(L.RwExec, "exe")
 _U32 = struct.Struct("<I")
 _NET = struct.Struct("<iHHHHI16s16s")  # result, family, proto, sport, dport, pad, saddr, daddr
 _DNS = struct.Struct("<HHI16s")  # family, dport, len, daddr
@@ -82,6 +84,25 @@ def _addr(family: int, raw: bytes) -> str:
 def _opt(value: int) -> int | None:
     """An id argument, or None for -1 ("leave unchanged")."""
     return None if value == -1 else value
+
+
+def user_dev(s_dev: int) -> int:
+    """A kernel ``s_dev`` (major << 20 | minor) as userspace's ``st_dev``."""
+    return os.makedev(s_dev >> 20, s_dev & 0xFFFFF)
+
+
+def exe_of(raw: bytes, flags: int) -> tuple[str, bool]:
+    """(``exe``, truncated) from the record's path walk: NUL-terminated components, leaf first."""
+    parts = raw.decode("utf-8", "replace").split("\0")
+    if parts and parts[-1] == "":
+        parts.pop()
+    truncated = bool(flags & L.ExeFlag.TRUNCATED)
+    if truncated and parts:
+        parts.pop()  # the top component may have been cut
+    parts.reverse()
+    exe = exepath.compose(parts, unlinked=bool(flags & L.ExeFlag.UNLINKED),
+                          detached=bool(flags & L.ExeFlag.DETACHED))
+    return ("/..." + exe if truncated else exe), truncated
 
 
 def intent_of(flags: int) -> str:
@@ -161,7 +182,7 @@ class Decoder:
 
     @staticmethod
     def _exec(rec: bytes, e: Event) -> None:
-        _ino, _dev, args_len, args_full, depth = _EXEC.unpack_from(rec, H)
+        ino, dev, args_len, args_full, depth = _EXEC.unpack_from(rec, H)
         raw = rec[_EXEC_ARGS:_EXEC_ARGS + min(args_len, L.ARGS_LEN)]
         argv = raw.decode("utf-8", "replace").split("\0")
         if argv and argv[-1] == "":
@@ -172,10 +193,15 @@ class Decoder:
             e.attrs = {"argv_truncated": True}
         parts = [_cstr(rec, _EXEC_CWD + i * L.CWD_PART, L.CWD_PART) for i in range(min(depth, L.CWD_DEPTH))]
         cwd = "/" + "/".join(reversed(parts))
-        exe = _cstr(rec, _EXEC_FILENAME, L.PATH_LEN)
-        if exe and not exe.startswith("/"):
-            exe = cwd.rstrip("/") + "/" + exe.removeprefix("./")
+        exe_len, flags = _EXE_WALK.unpack_from(rec, _EXEC_WALK)
+        exe, truncated = exe_of(rec[_EXEC_EXE:_EXEC_EXE + min(exe_len, L.EXE_LEN)], flags)
+        if truncated:
+            e.attrs = {**(e.attrs or {}), "exe_truncated": True}
         e.exe, e.argv, e.cmdline, e.cwd = exe, argv, cmdline, cwd
+        e.exec_name = _cstr(rec, _EXEC_FILENAME, L.PATH_LEN)
+        e.exe_ino, e.exe_dev = ino, user_dev(dev)
+        if flags & L.ExeFlag.UNLINKED:
+            e.exe_deleted = True
 
     @staticmethod
     def _fork(rec: bytes, e: Event) -> None:

@@ -19,6 +19,9 @@ CWD_PART = 32
 DNS_LEN = 256
 NAME_LEN = 64
 MAX_KIND = 32
+EXE_LEN = 512
+EXE_DEPTH = 32
+NAME_MAX = 256
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 s32, s64 = ctypes.c_int32, ctypes.c_int64
@@ -49,6 +52,14 @@ class Kind(IntEnum):
     CGROUP_MKDIR = 20
 
 
+class ExeFlag(IntEnum):
+    """``enum rw_exe_flags``: what the walk of the executed file's path found."""
+
+    UNLINKED = 1
+    DETACHED = 2
+    TRUNCATED = 4
+
+
 class WatchFlag(IntEnum):
     """``enum rw_watch_flags``: values of the watched-path trie."""
 
@@ -73,7 +84,8 @@ class RwExec(ctypes.Structure):
     _fields_ = [
         ("h", RwHdr), ("ino", u64), ("dev", u32), ("args_len", u32), ("args_full", u32),
         ("cwd_depth", u32), ("filename", ctypes.c_char * PATH_LEN), ("args", ctypes.c_char * ARGS_LEN),
-        ("cwd", (ctypes.c_char * CWD_PART) * CWD_DEPTH),
+        ("cwd", (ctypes.c_char * CWD_PART) * CWD_DEPTH), ("exe_len", u32), ("exe_flags", u32),
+        ("exe", ctypes.c_char * EXE_LEN),
     ]
 
 

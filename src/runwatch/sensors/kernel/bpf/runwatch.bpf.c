@@ -86,6 +86,20 @@ struct {
 	__type(value, struct path_scratch);
 } scratch SEC(".maps");
 
+/* Per-CPU room to build the executed file's path: components are appended at an offset
+ * below RW_EXE_LEN, each at most RW_NAME_MAX bytes, so twice the record's field is enough;
+ * the first RW_EXE_LEN bytes are copied into the record. */
+struct exe_scratch {
+	char data[RW_EXE_LEN * 2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exe_scratch);
+} exe_buf SEC(".maps");
+
 /* connect/bind arguments held from syscall entry to exit, by thread id. */
 struct pending_sa {
 	__u32 fd;
@@ -210,6 +224,98 @@ static __always_inline void read_cwd(struct rw_exec *e, struct task_struct *t)
 	e->cwd_depth = n;
 }
 
+/* State of the walk of the executed file's path (read_exe), one bpf_loop step at a time. */
+struct exe_walk {
+	struct dentry *d;
+	struct mount *m;
+	struct dentry *root;
+	struct vfsmount *root_mnt;
+	__u32 off;
+	__u32 n;
+	__u32 flags;
+	__u32 pad;
+};
+
+/* One step up: cross a mount point, or append d's name and go to its parent. Returns 1 to stop. */
+static long exe_step(__u32 i, void *arg)
+{
+	struct exe_walk *w = arg;
+	struct dentry *d = w->d, *parent, *mnt_root;
+	struct mount *m = w->m;
+	struct exe_scratch *buf;
+	__u32 zero = 0, off = w->off;
+	long r;
+
+	if (d == w->root && &m->mnt == w->root_mnt)
+		return 1;
+	mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
+	if (d == mnt_root) {
+		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+
+		if (mp == m)
+			return 1;
+		w->d = BPF_CORE_READ(m, mnt_mountpoint);
+		w->m = mp;
+		return 0;
+	}
+	if (w->n >= RW_EXE_DEPTH || off >= RW_EXE_LEN) {
+		w->flags |= RW_EXE_TRUNCATED;
+		return 1;
+	}
+	buf = bpf_map_lookup_elem(&exe_buf, &zero);
+	if (!buf)
+		return 1;
+	r = bpf_probe_read_kernel_str(&buf->data[off & (RW_EXE_LEN - 1)], RW_NAME_MAX,
+				      BPF_CORE_READ(d, d_name.name));
+	if (r <= 0)
+		return 1;
+	w->off = off + r;
+	w->n++;
+	parent = BPF_CORE_READ(d, d_parent);
+	if (parent == d) {
+		w->flags |= RW_EXE_DETACHED;
+		return 1;
+	}
+	w->d = parent;
+	return 0;
+}
+
+/* The executed file's path as the new image's root sees it, like d_path: walk the dentry
+ * chain up, crossing mount points, at most RW_EXE_DEPTH components (bpf_loop, one name
+ * read per step, so the verifier checks one step). Components go leaf first, NUL
+ * terminated, into e->exe. A file that no directory holds (deleted, memfd) is flagged
+ * RW_EXE_UNLINKED; a walk that ends on a pseudo file of no mounted tree (a memfd's
+ * "memfd:NAME") is flagged RW_EXE_DETACHED. */
+static __always_inline void read_exe(struct rw_exec *e, struct task_struct *t, struct file *f)
+{
+	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+	struct exe_walk w = {};
+	struct exe_scratch *buf;
+	__u32 zero = 0;
+
+	e->exe_len = 0;
+	e->exe_flags = 0;
+	if (!d)
+		return;
+	w.d = d;
+	w.m = container_of(BPF_CORE_READ(f, f_path.mnt), struct mount, mnt);
+	w.root = BPF_CORE_READ(t, fs, root.dentry);
+	w.root_mnt = BPF_CORE_READ(t, fs, root.mnt);
+	if (!BPF_CORE_READ(d, d_hash.pprev))
+		w.flags |= RW_EXE_UNLINKED;
+	bpf_loop(RW_EXE_DEPTH + 8, exe_step, &w, 0);
+	buf = bpf_map_lookup_elem(&exe_buf, &zero);
+	if (!buf)
+		return;
+	if (w.off > RW_EXE_LEN) {
+		w.flags |= RW_EXE_TRUNCATED;
+		w.off = RW_EXE_LEN;
+	}
+	bpf_probe_read_kernel(e->exe, RW_EXE_LEN, buf->data);
+	e->exe_len = w.off;
+	e->exe_flags = w.flags;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(rw_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -233,6 +339,7 @@ int BPF_PROG(rw_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	e->args_len = len;
 	e->cwd_depth = 0;
 	read_cwd(e, p);
+	read_exe(e, p, BPF_CORE_READ(bprm, file));
 	SUBMIT(e);
 	return 0;
 }

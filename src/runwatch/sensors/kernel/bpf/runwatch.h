@@ -16,6 +16,9 @@
 #define RW_DNS_LEN 256
 #define RW_NAME_LEN 64
 #define RW_MAX_KIND 32
+#define RW_EXE_LEN 512   /* resolved executable path: components, leaf first */
+#define RW_EXE_DEPTH 32  /* components walked at most */
+#define RW_NAME_MAX 256  /* one component (NAME_MAX + NUL) */
 
 enum rw_kind {
 	RW_EXEC = 1,
@@ -47,6 +50,13 @@ enum rw_watch_flags {
 	RW_WATCH_KEYS = 4,   /* only names ending in .pem or .key */
 };
 
+/* What the walk of the executed file's path found (rw_exec.exe_flags). */
+enum rw_exe_flags {
+	RW_EXE_UNLINKED = 1,  /* the file has no directory entry (deleted, or a memfd) */
+	RW_EXE_DETACHED = 2,  /* the walk ended on a file of no mounted tree (memfd, other pseudo files) */
+	RW_EXE_TRUNCATED = 4, /* more components or bytes than the record holds: the top is missing */
+};
+
 /* Which syscall a priv record came from (rw_priv.op). */
 enum rw_priv_op {
 	RW_OP_SETUID = 1, RW_OP_SETREUID, RW_OP_SETRESUID,
@@ -73,14 +83,18 @@ struct rw_hdr {
 
 struct rw_exec {
 	struct rw_hdr h;
-	__u64 ino;       /* executable's inode and device */
+	__u64 ino;       /* executed file's inode and device (s_dev: major << 20 | minor) */
 	__u32 dev;
 	__u32 args_len;  /* bytes of argv copied into args (NUL separated) */
 	__u32 args_full; /* bytes of argv the process really has */
 	__u32 cwd_depth; /* components filled in cwd, leaf first */
-	char filename[RW_PATH_LEN];
+	char filename[RW_PATH_LEN]; /* the name passed to execve, as given */
 	char args[RW_ARGS_LEN];
 	char cwd[RW_CWD_DEPTH][RW_CWD_PART];
+	__u32 exe_len;   /* bytes used in exe */
+	__u32 exe_flags; /* enum rw_exe_flags */
+	char exe[RW_EXE_LEN]; /* the executed file (bprm->file) as the process's root sees it:
+	                         NUL-terminated components, leaf first */
 };
 
 struct rw_fork {

@@ -1,0 +1,80 @@
+"""What ``Event.exe`` means, in every source: the executed file, never the name asked for.
+
+``exe`` is the path of the file the kernel executed (``bprm->file``), as the process's own
+root sees it, the way ``readlink /proc/PID/exe`` shows it: symlinks, ``./x``, ``/proc/self/exe``
+and ``/dev/fd/N`` are resolved. Two kinds of file have no such path:
+
+- a memfd is ``memfd:NAME`` (the name given to ``memfd_create``);
+- a deleted file keeps its last path with the kernel's `` (deleted)`` suffix, and the event
+  says ``exe_deleted``.
+
+The name passed to ``execve`` (or the program a Python caller asked for) is ``exec_name``.
+This module holds the one statement of those forms, shared by the kernel decoder, the
+/proc fallback, the audit-hook collector and the upgrade of old recordings. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: Suffix the kernel's ``d_path`` puts on a file that no directory holds any more.
+DELETED_SUFFIX = " (deleted)"
+#: Prefix of a memfd's name (``memfd_create``), and of its ``exe``.
+MEMFD_PREFIX = "memfd:"
+
+
+def compose(parts: list[str], *, unlinked: bool, detached: bool) -> str:
+    """The ``exe`` of a file whose path components are ``parts``, root first.
+
+    ``unlinked``: no directory entry holds the file. ``detached``: the walk ended on a file
+    of no mounted tree (a memfd lives on such an internal mount, named ``memfd:NAME``).
+    """
+    if detached and len(parts) == 1 and parts[0].startswith(MEMFD_PREFIX):
+        return parts[0]
+    path = "/" + "/".join(parts)
+    return path + DELETED_SUFFIX if unlinked and not detached else path
+
+
+def from_link(target: str, *, nlink: int | None = None) -> tuple[str, bool]:
+    """(``exe``, deleted) from a ``/proc/PID/exe`` link target.
+
+    ``nlink`` is the link count of the file (``os.stat`` of the link); 0 confirms that a
+    `` (deleted)`` suffix is the kernel's and not part of the file's name. Without it the
+    suffix is believed.
+    """
+    suffixed = target.endswith(DELETED_SUFFIX)
+    deleted = nlink == 0 if nlink is not None else suffixed
+    if deleted and suffixed:
+        bare = target[: -len(DELETED_SUFFIX)]
+        if bare.startswith("/" + MEMFD_PREFIX) and "/" not in bare[1:]:
+            return bare[1:], True
+    return target, deleted
+
+
+def resolve_program(program: str, *, cwd: str | None = None, path: str | None = None) -> str | None:
+    """Where the executable a caller asked for by ``program`` is, as ``exe`` would say it.
+
+    A name without a slash is searched in ``path`` (``PATH``), like ``execvp``; a relative
+    name is taken from ``cwd``; symlinks are resolved. ``None`` when no such executable exists
+    (the exec will fail, or it resolves differently in another mount namespace): the caller
+    must then not claim an ``exe``. Costs a few ``stat`` calls; never raises.
+    """
+    try:
+        if "/" not in program:
+            dirs = (path if path is not None else os.environ.get("PATH", os.defpath)).split(os.pathsep)
+            for d in dirs:
+                found = _executable(os.path.join(d or ".", program), cwd)
+                if found is not None:
+                    return found
+            return None
+        return _executable(program, cwd)
+    except (OSError, ValueError):
+        return None
+
+
+def _executable(name: str, cwd: str | None) -> str | None:
+    full = name if os.path.isabs(name) else os.path.join(cwd if cwd is not None else os.getcwd(), name)
+    real = os.path.realpath(full)
+    if os.path.isfile(real) and os.access(real, os.X_OK):
+        return real
+    return None
