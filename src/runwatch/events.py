@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from runwatch import eventkinds
+from runwatch import eventkinds, exepath
 
 SCHEMA_VERSION = 4
 """Version of the :class:`Event` schema. Bumped whenever a field or group is added (the
@@ -254,18 +254,33 @@ def from_json(data: bytes | str) -> Event:
 AI_KEYS: frozenset[str] = frozenset(AiInfo.__struct_fields__)
 
 
-UPGRADE_BELOW = 2
-"""Events of a schema older than this need :func:`upgrade` (later versions only added optional
-fields, which older events simply lack)."""
+UPGRADE_BELOW = 4
+"""Events of a schema older than this need :func:`upgrade` (schema 3 only added optional
+fields, which older events simply lack; schema 4 changed what an exec's ``exe`` holds)."""
+
+
+#: Sources whose schema-3 ``process.exec`` held the execve name in ``exe``.
+_NAMED_EXECS = frozenset({"kernel", "audit"})
+
+
+def _upgrade_exec(event: Event) -> None:
+    event.exec_name = event.exe
+    if exepath.is_indirect(event.exe):
+        event.attrs = {**(event.attrs or {}), "exe_unresolved": True}
 
 
 def upgrade(event: Event) -> Event:
     """Bring an event decoded from an older schema up to :data:`SCHEMA_VERSION`, in place.
 
     Schema 1 -> 2: the AI keys of ``attrs`` move into ``ai``. A value of the wrong type stays
-    in ``attrs``. Idempotent and cheap for current events (one ``is None`` test), so readers of
+    in ``attrs``. Schema 3 -> 4: a kernel or audit ``process.exec`` held the name passed to
+    ``execve`` in ``exe``; it is copied to ``exec_name``, and an ``exe`` that only points at the
+    executable (``/proc/self/exe``, ``/dev/fd/N``) is marked ``attrs["exe_unresolved"]``: which
+    file ran is not known. Idempotent and cheap for current events (a few attribute tests), so readers of
     recordings whose version is unknown (JSONL, rule test cases) call it on every event.
     """
+    if event.kind == "process.exec" and event.exec_name is None and event.source in _NAMED_EXECS:
+        _upgrade_exec(event)
     attrs = event.attrs
     if attrs is None or event.ai is not None or AI_KEYS.isdisjoint(attrs):
         return event

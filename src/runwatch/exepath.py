@@ -10,17 +10,29 @@ and ``/dev/fd/N`` are resolved. Two kinds of file have no such path:
 
 The name passed to ``execve`` (or the program a Python caller asked for) is ``exec_name``.
 This module holds the one statement of those forms, shared by the kernel decoder, the
-/proc fallback, the audit-hook collector and the upgrade of old recordings. Stdlib only.
+/proc fallback, the audit-hook collector, the upgrade of old recordings and ``policy suggest``.
+The audit hook (:mod:`runwatch.sdk.audithook`, which imports nothing outside the SDK) resolves
+the program it was asked for itself. Stdlib only.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 #: Suffix the kernel's ``d_path`` puts on a file that no directory holds any more.
 DELETED_SUFFIX = " (deleted)"
 #: Prefix of a memfd's name (``memfd_create``), and of its ``exe``.
 MEMFD_PREFIX = "memfd:"
+
+
+_INDIRECT = re.compile(r"^/(?:proc/(?:self|thread-self|\d+(?:/task/\d+)?)/(?:exe|fd/\d+)|dev/fd/\d+)$")
+
+
+def is_indirect(name: str) -> bool:
+    """Whether ``name`` only points at an executable (``/proc/self/exe``, ``/proc/PID/exe``,
+    ``/dev/fd/N``, ``/proc/self/fd/N``): an execve name of that form never is an ``exe``."""
+    return _INDIRECT.match(name) is not None
 
 
 def compose(parts: list[str], *, unlinked: bool, detached: bool) -> str:
@@ -49,32 +61,3 @@ def from_link(target: str, *, nlink: int | None = None) -> tuple[str, bool]:
         if bare.startswith("/" + MEMFD_PREFIX) and "/" not in bare[1:]:
             return bare[1:], True
     return target, deleted
-
-
-def resolve_program(program: str, *, cwd: str | None = None, path: str | None = None) -> str | None:
-    """Where the executable a caller asked for by ``program`` is, as ``exe`` would say it.
-
-    A name without a slash is searched in ``path`` (``PATH``), like ``execvp``; a relative
-    name is taken from ``cwd``; symlinks are resolved. ``None`` when no such executable exists
-    (the exec will fail, or it resolves differently in another mount namespace): the caller
-    must then not claim an ``exe``. Costs a few ``stat`` calls; never raises.
-    """
-    try:
-        if "/" not in program:
-            dirs = (path if path is not None else os.environ.get("PATH", os.defpath)).split(os.pathsep)
-            for d in dirs:
-                found = _executable(os.path.join(d or ".", program), cwd)
-                if found is not None:
-                    return found
-            return None
-        return _executable(program, cwd)
-    except (OSError, ValueError):
-        return None
-
-
-def _executable(name: str, cwd: str | None) -> str | None:
-    full = name if os.path.isabs(name) else os.path.join(cwd if cwd is not None else os.getcwd(), name)
-    real = os.path.realpath(full)
-    if os.path.isfile(real) and os.access(real, os.X_OK):
-        return real
-    return None

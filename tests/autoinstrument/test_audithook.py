@@ -67,10 +67,12 @@ def test_each_observation_is_reported_once_with_exact_values(
     assert all(e.attrs is not None and e.attrs["via"] == "audit" for e in mine)
 
     execs = [e for e in mine if e.kind == "process.exec"]
-    assert [(e.exe, e.argv, e.attrs["audit_event"]) for e in execs if e.attrs] == [
-        ("/usr/bin/true", ["/usr/bin/true", "odd-23"], "subprocess.Popen"),
-        ("/bin/sh", ["/bin/sh", "-c", "exit 0"], "os.system"),
+    # exe is the executable the program resolved to (/bin/sh is a symlink to dash), exec_name the name asked for
+    assert [(e.exe, e.exec_name, e.argv, e.attrs["audit_event"]) for e in execs if e.attrs] == [
+        ("/usr/bin/true", "/usr/bin/true", ["/usr/bin/true", "odd-23"], "subprocess.Popen"),
+        (os.path.realpath("/bin/sh"), "/bin/sh", ["/bin/sh", "-c", "exit 0"], "os.system"),
     ]
+    assert os.path.realpath("/bin/sh") == "/usr/bin/dash"
     assert execs[0].cmdline == "/usr/bin/true odd-23"
 
     connects = [e for e in mine if e.kind == "net.connect"]

@@ -75,6 +75,16 @@ def test_version_3_added_exactly_the_workload_role() -> None:
     assert {name: fields for name, fields in added.items() if fields} == {"Container": ["role"], "Event": ["role"]}
 
 
+def test_version_4_added_exactly_the_executed_file_fields() -> None:
+    v3, v4 = snapshot(3), snapshot(4)
+    assert set(v4["structs"]) == set(v3["structs"])
+    added = {name: sorted(set(v4["structs"][name]["fields"]) - set(v3["structs"][name]["fields"]))
+             for name in v4["structs"]}
+    assert {name: fields for name, fields in added.items() if fields} == {
+        "Event": ["exe_deleted", "exe_dev", "exe_ino", "exec_name"]}
+    assert v4["structs"]["Event"]["required"] == v3["structs"]["Event"]["required"]
+
+
 def test_a_removed_field_fails() -> None:
     now = describe(variant("Event", {}, drop=("cwd",)))
     assert check_grows(snapshot(1), now) == ["Event.cwd was removed or renamed"]

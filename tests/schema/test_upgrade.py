@@ -102,7 +102,7 @@ def test_a_fresh_store_records_the_event_schema(tmp_path: Path) -> None:
     db = tmp_path / "new.db"
     with SqliteStore(db):
         pass
-    assert _meta(db, "event_schema") == str(SCHEMA_VERSION) == "3"
+    assert _meta(db, "event_schema") == str(SCHEMA_VERSION) == "4"
 
 
 def test_a_store_from_before_the_key_is_read_as_schema_1_and_upgraded(tmp_path: Path) -> None:
@@ -121,12 +121,12 @@ def test_a_store_from_before_the_key_is_read_as_schema_1_and_upgraded(tmp_path: 
 
 def test_the_recorded_version_decides_whether_events_are_upgraded(tmp_path: Path) -> None:
     db = _schema_1_store(tmp_path)
-    _set_meta(db, "event_schema", "2")  # a schema-2 file: its events are read as stored
+    _set_meta(db, "event_schema", "4")  # a file of the current schema: its events are read as stored
     first = query_events(db, limit=1)[0]
     assert first.ai is None and first.attrs is not None and first.attrs["route"] == "untrusted:web"
-    _set_meta(db, "event_schema", "3")  # a schema-3 file: read as stored too
-    assert query_events(db, limit=1)[0].ai is None
-    _set_meta(db, "event_schema", "4")  # newer writer: still readable, the schema only grows
+    _set_meta(db, "event_schema", "3")  # a schema-3 file is upgraded: its execs named the execve string in exe
+    assert query_events(db, limit=1)[0].ai is not None
+    _set_meta(db, "event_schema", "5")  # newer writer: still readable, the schema only grows
     assert len(query_events(db)) == 7
 
 

@@ -10,7 +10,9 @@ policy file (YAML with comments) in monitor mode:
   rule ``name:port``
   (the IPs seen are listed in a comment); four or more addresses of one IPv4 /24 on one
   port collapse to the /24. The resolvers asked (``dns.query`` server) are allowed on their port.
-* ``exec.allow``: every executable of a ``process.exec``;
+* ``exec.allow``: every executed file of a ``process.exec`` (``Event.exe``, resolved by the
+  sensor; an exe that is not known, such as ``/proc/self/exe`` in a recording of schema 2,
+  is never written: see :func:`known_exe`);
 * ``files.protect``: every secret path (mounted secrets, service-account tokens, private
   keys, cloud and SSH credentials) read, with the executables that read it as readers;
   ``files.immutable``: the system binary directories, if nothing wrote there.
@@ -28,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from runwatch import exepath
 from runwatch.events import Event
 
 DNS_WINDOW_NS = 5_000_000_000
@@ -62,6 +65,15 @@ def _dest(ip: str, port: int | None) -> str:
     return host if port is None else f"{host}:{port}"
 
 
+def known_exe(e: Event) -> str:
+    """The event's executed file, or "" when it is not known: an ``exe`` that only points at
+    an executable (``/proc/self/exe``, ``/dev/fd/N``, kept by recordings of schema 2) or that
+    its source could not resolve names no file a policy could allow."""
+    if not e.exe or exepath.is_indirect(e.exe) or (e.attrs is not None and e.attrs.get("exe_unresolved")):
+        return ""
+    return e.exe
+
+
 class _Seen:
     """What the events show, in first-seen order."""
 
@@ -85,8 +97,8 @@ class _Seen:
             k = e.kind
             if k == "tool.start" and e.tool_call is not None and e.tool_call.name:
                 self.tools[e.tool_call.name] = self.tools.get(e.tool_call.name, 0) + 1
-            elif k == "process.exec" and e.exe:
-                self.execs[e.exe] = self.execs.get(e.exe, 0) + 1
+            elif k == "process.exec" and (exe := known_exe(e)):
+                self.execs[exe] = self.execs.get(exe, 0) + 1
             elif k == "dns.query" and e.dns is not None:
                 recent_dns[e.pid].append((e.time, e.dns.name.lower().rstrip(".")))
                 if e.dns.server_ip:
@@ -104,11 +116,11 @@ class _Seen:
                     if e.time - asked_ns <= DNS_WINDOW_NS:
                         names.add(name)
             elif k == "file.open" and e.file is not None:
-                self._file(e.file.path, e.file.intent, e.exe)
+                self._file(e.file.path, e.file.intent, known_exe(e))
             elif k == "secret.access" and e.ai is not None and e.ai.secret_kind == "file":
                 path = e.ai.secret or ""
                 if path.startswith("/"):
-                    self._file(path, "read", e.exe)
+                    self._file(path, "read", known_exe(e))
 
     def _file(self, path: str, intent: str | None, exe: str) -> None:
         if intent in ("write", "rw") and path.startswith(BINARY_DIRS):

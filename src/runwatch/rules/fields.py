@@ -87,7 +87,10 @@ def _nz(value: str | None) -> str | None:
 
 
 def _proc_name(e: Event, c: EvalCtx) -> str | None:
-    return e.exe.rpartition("/")[2] or e.comm or None if e.exe else e.comm or None
+    # The name the program was run as (the execve name's last component, like the kernel's
+    # comm: a busybox applet or /bin/sh keeps its name), else the executed file's.
+    name = e.exec_name or e.exe
+    return name.rpartition("/")[2] or e.comm or None if name else e.comm or None
 
 
 def _args(e: Event, c: EvalCtx) -> str | None:
@@ -218,6 +221,7 @@ def _fields() -> dict[str, FieldSpec]:
     add("proc.name", "str", _proc_name)
     add("proc.comm", "str", lambda e, c: e.comm or None)
     add("proc.exe", "str", lambda e, c: e.exe or None)
+    add("proc.exec_name", "str", lambda e, c: e.exec_name or None)
     add("proc.cmdline", "str", lambda e, c: e.cmdline or None)
     add("proc.args", "str", _args)
     add("proc.argv", "list", lambda e, c: e.argv or None)

@@ -267,16 +267,58 @@ def _argv(args: Any) -> list[str]:
         return [_text(args)]
 
 
-def _exec(ev: str, exe: Any, argv: Any) -> None:
+def resolve_program(program: str, *, cwd: str | None = None, path: str | None = None) -> str | None:
+    """The executable a caller asking for ``program`` gets, as the kernel would name it.
+
+    A name without a slash is searched in ``path`` (default ``PATH``), like ``execvp``; a
+    relative name is taken from ``cwd`` (default the current directory); symlinks are resolved
+    (``/proc/self/exe`` is this interpreter). ``None`` when no such executable exists: the
+    report then claims no executable. A few ``stat`` calls; never raises.
+    """
+    try:
+        if "/" in program:
+            return _executable(program, cwd)
+        dirs = (path if path is not None else os.environ.get("PATH", os.defpath)).split(os.pathsep)
+        for d in dirs:
+            found = _executable(os.path.join(d or ".", program), cwd)
+            if found is not None:
+                return found
+    except (OSError, ValueError, TypeError):
+        pass
+    return None
+
+
+def _executable(name: str, cwd: str | None) -> str | None:
+    full = os.path.join(cwd if cwd is not None else os.getcwd(), name)  # join keeps an absolute name
+    real = os.path.realpath(full)
+    return real if os.path.isfile(real) and os.access(real, os.X_OK) else None
+
+
+def _env_path(env: Any) -> str | None:
+    """``PATH`` of an ``env`` mapping handed to subprocess (None: this process's)."""
+    try:
+        value = env.get("PATH", env.get(b"PATH")) if env is not None else None
+    except (AttributeError, TypeError):
+        return None
+    return os.fsdecode(value) if isinstance(value, str | bytes) else None
+
+
+def _exec(ev: str, exe: Any, argv: Any, *, cwd: Any = None, env: Any = None) -> None:
     items = _argv(argv) if argv is not None else []
     program = _text(exe) if exe is not None else (items[0] if items else "")
     if not program:
         return
-    _emit({"ev": ev, "exe": program, "argv": items or [program]})
+    msg: dict[str, Any] = {"ev": ev, "exe": program, "argv": items or [program]}
+    where = _text(cwd) if isinstance(cwd, str | bytes | os.PathLike) else None
+    resolved = resolve_program(program, cwd=where, path=_env_path(env))
+    if resolved is not None:
+        msg["xe"] = _text(resolved)
+    _emit(msg)
 
 
-def _on_popen(args: tuple[Any, ...]) -> None:
-    _exec("subprocess.Popen", args[0], args[1])
+def _on_popen(args: tuple[Any, ...]) -> None:  # subprocess.Popen(executable, args, cwd, env)
+    _exec("subprocess.Popen", args[0], args[1], cwd=args[2] if len(args) > 2 else None,
+          env=args[3] if len(args) > 3 else None)
 
 
 def _on_system(args: tuple[Any, ...]) -> None:

@@ -85,7 +85,9 @@ STRING_KEYS: dict[str, str] = {
     "pcid": "enclosing tool call's call id",
     "pagent": "enclosing tool call's agent",
     "ev": "audit: the audit event name (AUDIT_EVENTS)",
-    "exe": "audit exec: the program asked for",
+    "exe": "audit exec: the program asked for (the execve name, not resolved)",
+    "xe": "audit exec: the executable that program resolves to here (PATH searched, cwd applied, "
+          "symlinks resolved); absent when none exists",
     "path": "audit open: the file path; audit connect to a unix socket: its path",
     "intent": "audit open: read | write | rw",
     "host": "audit getaddrinfo/gethostbyname: the name looked up; audit connect: the peer address",

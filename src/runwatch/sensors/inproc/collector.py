@@ -87,6 +87,7 @@ class Message(msgspec.Struct, omit_defaults=True):
     # audit messages (runwatch.sdk.audithook) and the plugin version; all optional, added later
     ev: str | None = None
     exe: str | None = None
+    xe: str | None = None
     argv: list[str] | None = None
     path: str | None = None
     intent: str | None = None
@@ -158,7 +159,8 @@ def _audit_kind(msg: Message, ev: Event) -> None:
     """Fill ``ev`` (kind, domain group, attrs) from an ``audit`` message.
 
     Kinds: exec-like events are ``process.exec`` (``pid`` is the process that asked, which
-    for ``os.exec`` is also the new image), connects ``net.connect``, name look-ups
+    for ``os.exec`` is also the new image; ``exec_name`` the program asked for, ``exe`` the
+    executable it resolved to in the caller), connects ``net.connect``, name look-ups
     ``dns.query``, watched opens ``file.open``, ``ctypes.dlopen`` and modules executed from
     writable paths ``plugin.load``. Every one has ``source="audit"`` and ``attrs["via"] = "audit"``.
     """
@@ -168,8 +170,14 @@ def _audit_kind(msg: Message, ev: Event) -> None:
     attrs["audit_event"] = name
     if name in _EXEC_EVENTS:
         ev.kind = "process.exec"
-        ev.exe = msg.exe or ""
-        ev.argv = list(msg.argv) if msg.argv is not None else [ev.exe]
+        # exe is the executed file (runwatch.exepath): the hook's resolution of the program,
+        # never the name asked for, which is exec_name. Without one (an older SDK, or no such
+        # executable) exe stays empty and the event says so.
+        ev.exec_name = msg.exe or ""
+        ev.exe = msg.xe or ""
+        if not msg.xe:
+            attrs["exe_unresolved"] = True
+        ev.argv = list(msg.argv) if msg.argv is not None else [ev.exec_name]
         ev.cmdline = " ".join(ev.argv)
     elif name == "socket.connect":
         ev.kind = "net.connect"

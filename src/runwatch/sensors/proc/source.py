@@ -36,6 +36,7 @@ from pathlib import Path
 
 import msgspec
 
+from runwatch import exepath
 from runwatch.events import Event, PrivInfo, new_id
 from runwatch.host import CgroupV2, cgroup_v2_if_any, procfs
 from runwatch.sensors.base import register_source
@@ -55,7 +56,7 @@ __all__ = ["ProcConnectorSource", "ProcConnectorUnavailable", "ProcReader", "rea
 
 _CACHE_MAX = 65536  # processes remembered (evicted oldest first if exits were missed)
 _ANCESTRY_MAX = 32
-_READS_PER_PROCESS = 6  # exe, cmdline, cwd, status, cgroup, ns/pid
+_READS_PER_PROCESS = 6  # exe (link and stat, one miss), cmdline, cwd, status, cgroup, ns/pid
 _LEN = struct.Struct("<I")
 
 
@@ -65,6 +66,9 @@ class _Proc:
 
     ppid: int = 0
     exe: str = ""
+    exe_ino: int | None = None
+    exe_dev: int | None = None
+    exe_deleted: bool | None = None
     cmdline: str = ""
     argv: list[str] | None = None
     comm: str | None = None
@@ -126,7 +130,15 @@ class ProcReader:
         # only status, cgroup and ns), so they are read first, fastest first.
         exe = self._link(dfd, "exe")
         if exe is not None:
-            info.exe = exe
+            try:
+                st = os.stat("exe", dir_fd=dfd)  # the executed file itself, even when deleted
+            except OSError:
+                self.misses += 1
+                info.exe, deleted = exepath.from_link(exe)
+            else:
+                info.exe, deleted = exepath.from_link(exe, nlink=st.st_nlink)
+                info.exe_ino, info.exe_dev = st.st_ino, st.st_dev
+            info.exe_deleted = deleted or None
         raw = self._read(dfd, "cmdline")
         if raw:
             argv = [a.decode("utf-8", "replace") for a in raw.split(b"\0")]
@@ -239,7 +251,8 @@ class _Tracker:
         t = ts + self.offset
         return Event(
             id=new_id(t), time=t, kind=kind, source="proc", pid=pid, tid=tid, ppid=info.ppid,
-            uid=info.uid, euid=info.euid, gid=info.gid, exe=info.exe, cmdline=info.cmdline,
+            uid=info.uid, euid=info.euid, gid=info.gid, exe=info.exe, exe_ino=info.exe_ino,
+            exe_dev=info.exe_dev, exe_deleted=info.exe_deleted, cmdline=info.cmdline,
             argv=list(info.argv) if info.argv is not None else None, comm=info.comm, cwd=info.cwd,
             cgroup_id=info.cgroup_id, pidns=info.pidns, vpid=info.vpid,
         )
