@@ -5,6 +5,8 @@ root sees it, the way ``readlink /proc/PID/exe`` shows it: symlinks, ``./x``, ``
 and ``/dev/fd/N`` are resolved. Two kinds of file have no such path:
 
 - a memfd is ``memfd:NAME`` (the name given to ``memfd_create``);
+- a file on a detached mount (runc re-executes itself from a bind mount of its binary that
+  it detached) has its path within its filesystem, and ``attrs["exe_detached"]``;
 - a deleted file keeps its last path with the kernel's `` (deleted)`` suffix, and the event
   says ``exe_deleted``.
 
@@ -35,16 +37,22 @@ def is_indirect(name: str) -> bool:
     return _INDIRECT.match(name) is not None
 
 
+def is_memfd(parts: list[str], *, detached: bool) -> bool:
+    """Whether a walk that found ``parts`` (root first) ended on a memfd."""
+    return detached and len(parts) == 1 and parts[0].startswith(MEMFD_PREFIX)
+
+
 def compose(parts: list[str], *, unlinked: bool, detached: bool) -> str:
     """The ``exe`` of a file whose path components are ``parts``, root first.
 
-    ``unlinked``: no directory entry holds the file. ``detached``: the walk ended on a file
-    of no mounted tree (a memfd lives on such an internal mount, named ``memfd:NAME``).
+    ``unlinked``: no directory entry holds the file. ``detached``: the file is on no mount
+    the process reaches; ``parts`` are then its path within its filesystem, or a memfd's
+    single name ``memfd:NAME`` (which is the ``exe`` as it is).
     """
-    if detached and len(parts) == 1 and parts[0].startswith(MEMFD_PREFIX):
+    if is_memfd(parts, detached=detached):
         return parts[0]
     path = "/" + "/".join(parts)
-    return path + DELETED_SUFFIX if unlinked and not detached else path
+    return path + DELETED_SUFFIX if unlinked else path
 
 
 def from_link(target: str, *, nlink: int | None = None) -> tuple[str, bool]:

@@ -91,18 +91,26 @@ def user_dev(s_dev: int) -> int:
     return os.makedev(s_dev >> 20, s_dev & 0xFFFFF)
 
 
-def exe_of(raw: bytes, flags: int) -> tuple[str, bool]:
-    """(``exe``, truncated) from the record's path walk: NUL-terminated components, leaf first."""
+def exe_of(raw: bytes, flags: int) -> tuple[str, dict[str, bool]]:
+    """(``exe``, attrs to add) from the record's path walk: NUL-terminated components, leaf first.
+
+    attrs: ``exe_truncated`` (the top of a too-long path is missing, shown as ``/...``),
+    ``exe_detached`` (the path is the file's within a filesystem no mount reaches).
+    """
     parts = raw.decode("utf-8", "replace").split("\0")
     if parts and parts[-1] == "":
         parts.pop()
-    truncated = bool(flags & L.ExeFlag.TRUNCATED)
-    if truncated and parts:
-        parts.pop()  # the top component may have been cut
+    marks: dict[str, bool] = {}
+    if flags & L.ExeFlag.TRUNCATED:
+        marks["exe_truncated"] = True
+        if parts:
+            parts.pop()  # the top component may have been cut
     parts.reverse()
-    exe = exepath.compose(parts, unlinked=bool(flags & L.ExeFlag.UNLINKED),
-                          detached=bool(flags & L.ExeFlag.DETACHED))
-    return ("/..." + exe if truncated else exe), truncated
+    detached = bool(flags & L.ExeFlag.DETACHED)
+    if detached and not exepath.is_memfd(parts, detached=True):
+        marks["exe_detached"] = True
+    exe = exepath.compose(parts, unlinked=bool(flags & L.ExeFlag.UNLINKED), detached=detached)
+    return ("/..." + exe if "exe_truncated" in marks else exe), marks
 
 
 def intent_of(flags: int) -> str:
@@ -194,9 +202,9 @@ class Decoder:
         parts = [_cstr(rec, _EXEC_CWD + i * L.CWD_PART, L.CWD_PART) for i in range(min(depth, L.CWD_DEPTH))]
         cwd = "/" + "/".join(reversed(parts))
         exe_len, flags = _EXE_WALK.unpack_from(rec, _EXEC_WALK)
-        exe, truncated = exe_of(rec[_EXEC_EXE:_EXEC_EXE + min(exe_len, L.EXE_LEN)], flags)
-        if truncated:
-            e.attrs = {**(e.attrs or {}), "exe_truncated": True}
+        exe, marks = exe_of(rec[_EXEC_EXE:_EXEC_EXE + min(exe_len, L.EXE_LEN)], flags)
+        if marks:
+            e.attrs = {**(e.attrs or {}), **marks}
         e.exe, e.argv, e.cmdline, e.cwd = exe, argv, cmdline, cwd
         e.exec_name = _cstr(rec, _EXEC_FILENAME, L.PATH_LEN)
         e.exe_ino, e.exe_dev = ino, user_dev(dev)

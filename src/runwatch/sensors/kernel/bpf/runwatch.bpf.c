@@ -233,30 +233,40 @@ struct exe_walk {
 	__u32 off;
 	__u32 n;
 	__u32 flags;
-	__u32 pad;
+	__u32 detached; /* past the root of a detached mount: walking dentries only */
 };
 
 /* One step up: cross a mount point, or append d's name and go to its parent. Returns 1 to stop. */
 static long exe_step(__u32 i, void *arg)
 {
 	struct exe_walk *w = arg;
-	struct dentry *d = w->d, *parent, *mnt_root;
+	struct dentry *d = w->d;
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
 	struct mount *m = w->m;
 	struct exe_scratch *buf;
 	__u32 zero = 0, off = w->off;
 	long r;
 
-	if (d == w->root && &m->mnt == w->root_mnt)
-		return 1;
-	mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
-	if (d == mnt_root) {
-		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
-
-		if (mp == m)
+	if (!w->detached) {
+		if (d == w->root && &m->mnt == w->root_mnt)
 			return 1;
-		w->d = BPF_CORE_READ(m, mnt_mountpoint);
-		w->m = mp;
-		return 0;
+		if (d == BPF_CORE_READ(m, mnt.mnt_root)) {
+			struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+
+			if (mp != m) {
+				w->d = BPF_CORE_READ(m, mnt_mountpoint);
+				w->m = mp;
+				return 0;
+			}
+			if (parent == d)
+				return 1; /* the top of a mount tree */
+			/* A detached bind mount of a file or directory (runc re-executes itself from
+			 * one): go on up its filesystem, so the path is the file's within it. */
+			w->detached = 1;
+			w->flags |= RW_EXE_DETACHED;
+		}
+	} else if (parent == d) {
+		return 1;
 	}
 	if (w->n >= RW_EXE_DEPTH || off >= RW_EXE_LEN) {
 		w->flags |= RW_EXE_TRUNCATED;
@@ -271,9 +281,8 @@ static long exe_step(__u32 i, void *arg)
 		return 1;
 	w->off = off + r;
 	w->n++;
-	parent = BPF_CORE_READ(d, d_parent);
 	if (parent == d) {
-		w->flags |= RW_EXE_DETACHED;
+		w->flags |= RW_EXE_DETACHED; /* a pseudo file with no parent: a memfd's "memfd:NAME" */
 		return 1;
 	}
 	w->d = parent;
@@ -284,8 +293,9 @@ static long exe_step(__u32 i, void *arg)
  * chain up, crossing mount points, at most RW_EXE_DEPTH components (bpf_loop, one name
  * read per step, so the verifier checks one step). Components go leaf first, NUL
  * terminated, into e->exe. A file that no directory holds (deleted, memfd) is flagged
- * RW_EXE_UNLINKED; a walk that ends on a pseudo file of no mounted tree (a memfd's
- * "memfd:NAME") is flagged RW_EXE_DETACHED. */
+ * RW_EXE_UNLINKED. RW_EXE_DETACHED: the file is on no mount the process can reach, and
+ * the path is the one within its filesystem (a detached bind mount), or the pseudo file's
+ * name (a memfd's "memfd:NAME"). */
 static __always_inline void read_exe(struct rw_exec *e, struct task_struct *t, struct file *f)
 {
 	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);

@@ -53,7 +53,8 @@ enum rw_watch_flags {
 /* What the walk of the executed file's path found (rw_exec.exe_flags). */
 enum rw_exe_flags {
 	RW_EXE_UNLINKED = 1,  /* the file has no directory entry (deleted, or a memfd) */
-	RW_EXE_DETACHED = 2,  /* the walk ended on a file of no mounted tree (memfd, other pseudo files) */
+	RW_EXE_DETACHED = 2,  /* on no mount the process reaches: the path within its filesystem
+	                         (a detached bind mount), or a pseudo file's name (memfd) */
 	RW_EXE_TRUNCATED = 4, /* more components or bytes than the record holds: the top is missing */
 };
 
