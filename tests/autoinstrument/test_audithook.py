@@ -184,3 +184,38 @@ def test_collector_refuses_malformed_audit_messages(collector: SdkCollector, lin
         ("file.open", "audit", "/run/secrets/a")]
     assert collector.stats()["malformed"] == 1
     assert collector.last_error is not None and reason in collector.last_error
+
+
+def test_exec_reports_the_executable_the_program_resolves_to(
+        tmp_path: Path, collector: SdkCollector, transport: Transport, helpers: Any) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    x = work / "x-23"
+    x.write_bytes(Path("/usr/bin/true").read_bytes())
+    x.chmod(0o755)
+    link = tmp_path / "via-link"
+    link.symlink_to(x)
+    audithook.install()
+    subprocess.run(["sh", "-c", "exit 0"], check=True)  # found on PATH, a symlink to dash
+    subprocess.run(["./x-23"], cwd=work, check=True)  # relative to the child's cwd
+    subprocess.run([str(link)], check=True)
+    subprocess.run(["/proc/self/exe", "-c", "pass"], check=True)  # this interpreter
+    with pytest.raises(FileNotFoundError):
+        subprocess.run(["rw-no-such-program-23"])
+    audithook.uninstall()
+    assert sdk.flush(5.0)
+    execs = [e for e in _audit(helpers.drain(collector)) if e.pid == os.getpid() and e.kind == "process.exec"]
+    assert [(e.exec_name, e.exe) for e in execs] == [
+        ("sh", "/usr/bin/dash"), ("./x-23", str(x)), (str(link), str(x)),
+        ("/proc/self/exe", os.path.realpath(sys.executable)), ("rw-no-such-program-23", "")]
+    # no executable by that name: the event says so rather than claiming the name as exe
+    assert [bool(e.attrs and e.attrs.get("exe_unresolved")) for e in execs] == [False] * 4 + [True]
+
+
+def test_a_message_without_a_resolved_executable_claims_none(collector: SdkCollector, helpers: Any) -> None:
+    head = f'{{"v":1,"k":"audit","m":1,"pid":{os.getpid()},"tid":1,"ns":1,'.encode()
+    _send(collector, head + b'"ev":"os.system","exe":"/bin/sh","argv":["/bin/sh","-c","id"]}\n')
+    events = helpers.drain(collector, quiet=0.1)
+    assert [(e.kind, e.exe, e.exec_name, e.cmdline, e.attrs) for e in events] == [
+        ("process.exec", "", "/bin/sh", "/bin/sh -c id",
+         {"via": "audit", "audit_event": "os.system", "exe_unresolved": True})]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runwatch.events import Container, DnsInfo, Event, FileInfo, NetInfo, ToolCall, new_id
+from runwatch.events import Container, DnsInfo, Event, FileInfo, NetInfo, ToolCall, from_json, new_id
 from runwatch.policy import load_policies, load_policy_texts
 from runwatch.policy.cli import PolicyCliError, cli_suggest
 from runwatch.policy.suggest import suggest_policy
@@ -120,3 +120,23 @@ def test_cli_suggest_reads_the_store(tmp_path: Path) -> None:
         cli_suggest(str(db), "nobody")
     with pytest.raises(PolicyCliError, match="no such event store"):
         cli_suggest(str(tmp_path / "missing.db"), "agent-23")
+
+
+def test_an_executable_that_only_points_at_a_file_is_never_suggested() -> None:
+    # A schema-2 recording: the kernel reported the execve name, so a re-exec through
+    # /proc/self/exe (and the secret read that followed) named no file.
+    lines = [
+        '{"id":"a","time":1,"kind":"process.exec","pid":23,"exe":"/usr/bin/python3.11"}',
+        '{"id":"b","time":2,"kind":"process.exec","pid":24,"exe":"/proc/self/exe"}',
+        '{"id":"c","time":3,"kind":"file.open","pid":24,"exe":"/proc/self/exe",'
+        '"file":{"path":"/run/secrets/token","intent":"read"}}',
+        '{"id":"d","time":4,"kind":"process.exec","pid":25,"exe":"/dev/fd/6"}',
+        '{"id":"e","time":5,"kind":"file.open","pid":23,"exe":"/usr/bin/python3.11",'
+        '"file":{"path":"/run/secrets/token","intent":"read"}}',
+    ]
+    text = suggest_policy([from_json(line) for line in lines], "agent-23")
+    assert "/proc/self/exe" not in text and "/dev/fd/6" not in text
+    p = load_policy_texts([(text, "s.yaml")]).get("suggested-agent-23")
+    assert p is not None and p.exec is not None and p.files is not None
+    assert p.exec.allow == ("/usr/bin/python3.11",)
+    assert [(x.path, x.readers) for x in p.files.protect] == [("/run/secrets/token", ("/usr/bin/python3.11",))]

@@ -136,3 +136,29 @@ def test_a_corrupt_event_schema_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as err:
         query_events(db)
     assert str(err.value) == f"{db}: corrupt event_schema 'two' in meta table"
+
+
+def test_schema_2_execs_keep_the_name_as_given_and_mark_what_only_points_at_a_file() -> None:
+    lines = [
+        b'{"id":"v2-1","time":1,"kind":"process.exec","pid":23,"exe":"/proc/self/exe","cmdline":"python3 -c x"}',
+        b'{"id":"v2-2","time":2,"kind":"process.exec","pid":24,"exe":"/bin/sh","attrs":{"argv_truncated":true}}',
+        b'{"id":"v2-3","time":3,"kind":"process.exec","source":"audit","pid":25,"exe":"/dev/fd/6"}',
+        b'{"id":"v2-4","time":4,"kind":"process.exec","source":"proc","pid":26,"exe":"/usr/bin/dash"}',
+        b'{"id":"v2-5","time":5,"kind":"file.open","pid":23,"exe":"/proc/self/exe","file":{"path":"/x"}}',
+    ]
+    got = [from_json(line) for line in lines]
+    assert [(e.exe, e.exec_name, e.attrs) for e in got] == [
+        ("/proc/self/exe", "/proc/self/exe", {"exe_unresolved": True}),
+        ("/bin/sh", "/bin/sh", {"argv_truncated": True}),
+        ("/dev/fd/6", "/dev/fd/6", {"exe_unresolved": True}),
+        ("/usr/bin/dash", None, None),  # /proc/PID/exe was always the executed file
+        ("/proc/self/exe", None, None),  # only execs named a program
+    ]
+    again = [from_json(msgspec.json.encode(e)) for e in got]
+    assert again == got
+
+
+def test_schema_1_recording_exec_gets_its_name() -> None:
+    exec_ = recording()[1]
+    assert (exec_.kind, exec_.exe, exec_.exec_name, exec_.attrs) == (
+        "process.exec", "/bin/sh", "/bin/sh", {"argv_truncated": True})

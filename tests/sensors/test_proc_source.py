@@ -144,6 +144,55 @@ def test_proc_reader_reads_self_and_counts_misses(tmp_path: Path) -> None:
     assert cgroup2_root(str(tmp_path / "missing")) is None
 
 
+_FD_EXEC = """
+import os, sys
+if sys.argv[1] == "memfd":
+    fd = os.memfd_create("sleeper-23", 0)
+    with open("/usr/bin/sleep", "rb") as fh:
+        os.write(fd, fh.read())
+else:
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    os.unlink(sys.argv[1])
+st = os.fstat(fd)
+print(st.st_ino, st.st_dev, flush=True)
+os.execve(fd, ["sleep", "5"], {})
+"""
+
+
+@contextlib.contextmanager
+def _running_from_fd(what: str) -> Iterator[tuple[int, int, int]]:
+    """A child running a program from an fd (a memfd, or ``what`` opened then unlinked):
+    (pid, st_ino, st_dev of the file)."""
+    proc = subprocess.Popen([sys.executable, "-c", _FD_EXEC, what], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ino, dev = (int(x) for x in proc.stdout.readline().split())
+        deadline = time.monotonic() + 5
+        while os.readlink(f"/proc/{proc.pid}/exe") == os.path.realpath(sys.executable):
+            assert time.monotonic() < deadline, "the child never executed its file"
+            time.sleep(0.005)
+        yield proc.pid, ino, dev
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_proc_reader_exe_is_the_executed_file_memfd_and_deleted(tmp_path: Path) -> None:
+    reader = ProcReader()
+    me = reader.read(os.getpid())
+    assert (me.exe, me.exe_ino, me.exe_dev, me.exe_deleted) == (
+        os.path.realpath(sys.executable), os.stat(sys.executable).st_ino, os.stat(sys.executable).st_dev, None)
+    with _running_from_fd("memfd") as (pid, ino, dev):
+        info = reader.read(pid)
+        assert (info.exe, info.exe_ino, info.exe_dev, info.exe_deleted) == ("memfd:sleeper-23", ino, dev, True)
+    victim = tmp_path / "victim-23"
+    shutil.copy2("/usr/bin/sleep", victim)
+    with _running_from_fd(str(victim)) as (pid, ino, dev):
+        info = reader.read(pid)
+        assert (info.exe, info.exe_ino, info.exe_dev, info.exe_deleted) == (f"{victim} (deleted)", ino, dev, True)
+    assert reader.misses == 0
+
+
 # -- live kernel events (root) ------------------------------------------------------------
 
 
