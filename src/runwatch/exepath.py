@@ -19,7 +19,6 @@ the program it was asked for itself. Stdlib only.
 
 from __future__ import annotations
 
-import os
 import re
 
 #: Suffix the kernel's ``d_path`` puts on a file that no directory holds any more.

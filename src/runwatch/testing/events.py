@@ -31,7 +31,8 @@ def make_events() -> list[Event]:
         }
         r = i % 6
         if r == 0:
-            events.append(Event(kind="process.exec", argv=[f"tool{i}", "--n", str(i)], **common))
+            events.append(Event(kind="process.exec", argv=[f"tool{i}", "--n", str(i)], exec_name=f"tool{i}",
+                                exe_ino=40 + i, exe_dev=2049, **common))
         elif r == 1:
             events.append(
                 Event(

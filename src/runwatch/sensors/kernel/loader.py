@@ -66,6 +66,7 @@ SPEC = ObjectSpec(
         MapDecl("tracked", "hash", 4, 1, 65536),
         MapDecl("watched", "lpm_trie", 4 + L.PATH_LEN, 4, 1024),
         MapDecl("scratch", "percpu_array", 4, 4 + 2 * L.PATH_LEN, 2),
+        MapDecl("exe_buf", "percpu_array", 4, 2 * L.EXE_LEN, 1),
         MapDecl("pending", "lru_hash", 4, 36, 8192),
         MapDecl("dns_socks", "lru_hash", 8, 24, 4096),
         MapDecl(".rodata", "array", 4, ctypes.sizeof(L.RwConfig), 1),
