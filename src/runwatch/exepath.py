@@ -2,7 +2,7 @@
 
 ``exe`` is the path of the file the kernel executed (``bprm->file``), as the process's own
 root sees it, the way ``readlink /proc/PID/exe`` shows it: symlinks, ``./x``, ``/proc/self/exe``
-and ``/dev/fd/N`` are resolved. Two kinds of file have no such path:
+and ``/dev/fd/N`` are resolved. Three kinds of file have no such path:
 
 - a memfd is ``memfd:NAME`` (the name given to ``memfd_create``);
 - a file on a detached mount (runc re-executes itself from a bind mount of its binary that
@@ -12,9 +12,9 @@ and ``/dev/fd/N`` are resolved. Two kinds of file have no such path:
 
 The name passed to ``execve`` (or the program a Python caller asked for) is ``exec_name``.
 This module holds the one statement of those forms, shared by the kernel decoder, the
-/proc fallback, the audit-hook collector, the upgrade of old recordings and ``policy suggest``.
-The audit hook (:mod:`runwatch.sdk.audithook`, which imports nothing outside the SDK) resolves
-the program it was asked for itself. Stdlib only.
+/proc fallback, the upgrade of old recordings and ``policy suggest``. The audit hook
+(:mod:`runwatch.sdk.audithook`, which imports nothing outside the SDK) resolves the program it
+was asked for itself, and sends no ``exe`` when it cannot. Stdlib only.
 """
 
 from __future__ import annotations

@@ -88,11 +88,13 @@ def test_model_server_shell_carries_run_shell_and_the_prompt_route(
               and e.ai.operation == "prompt.route"]
     assert routes == ["completions/chat", "completions/chat", "completions/tool-use"]
     execs = _workload_execs(rep)
+    # exe is the executed file: the demo rootfs's /bin/sh is busybox (exec_name keeps /bin/sh)
     assert [(e.exe, e.cmdline) for e in execs] == [
-        ("/bin/sh", f"/bin/sh -c /usr/bin/id; /usr/bin/cat {SECRET_PATH}"),
+        ("/bin/busybox", f"/bin/sh -c /usr/bin/id; /usr/bin/cat {SECRET_PATH}"),
         ("/usr/bin/id", "/usr/bin/id"),
         ("/usr/bin/cat", f"/usr/bin/cat {SECRET_PATH}"),
     ]
+    assert execs[0].exec_name == "/bin/sh"
     assert {e.tool_call for e in execs} == {call}
     opens = _secret_opens(rep)
     assert [(e.exe, e.file.path if e.file else None, e.tool_call) for e in opens] == [

@@ -292,8 +292,10 @@ static long exe_step(__u32 i, void *arg)
 /* The executed file's path as the new image's root sees it, like d_path: walk the dentry
  * chain up, crossing mount points, at most RW_EXE_DEPTH components (bpf_loop, one name
  * read per step, so the verifier checks one step). Components go leaf first, NUL
- * terminated, into e->exe. A file that no directory holds (deleted, memfd) is flagged
- * RW_EXE_UNLINKED. RW_EXE_DETACHED: the file is on no mount the process can reach, and
+ * terminated, into e->exe. bpf_d_path() would do this, but the verifier refuses it from
+ * tp_btf/ ("helper call is not allowed in probe", measured on 6.18); it is only allowed in
+ * iter/ and the fentry/lsm hooks this kernel does not load. A file that no directory holds
+ * (deleted, memfd) is flagged RW_EXE_UNLINKED. RW_EXE_DETACHED: the file is on no mount the process can reach, and
  * the path is the one within its filesystem (a detached bind mount), or the pseudo file's
  * name (a memfd's "memfd:NAME"). */
 static __always_inline void read_exe(struct rw_exec *e, struct task_struct *t, struct file *f)
