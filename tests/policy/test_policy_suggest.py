@@ -123,7 +123,7 @@ def test_cli_suggest_reads_the_store(tmp_path: Path) -> None:
 
 
 def test_an_executable_that_only_points_at_a_file_is_never_suggested() -> None:
-    # A schema-2 recording: the kernel reported the execve name, so a re-exec through
+    # A schema-3 recording: the kernel reported the execve name, so a re-exec through
     # /proc/self/exe (and the secret read that followed) named no file.
     lines = [
         '{"id":"a","time":1,"kind":"process.exec","pid":23,"exe":"/usr/bin/python3.11"}',

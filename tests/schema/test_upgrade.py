@@ -138,7 +138,7 @@ def test_a_corrupt_event_schema_is_one_clear_error(tmp_path: Path) -> None:
     assert str(err.value) == f"{db}: corrupt event_schema 'two' in meta table"
 
 
-def test_schema_2_execs_keep_the_name_as_given_and_mark_what_only_points_at_a_file() -> None:
+def test_schema_3_execs_keep_the_name_as_given_and_mark_what_only_points_at_a_file() -> None:
     lines = [
         b'{"id":"v2-1","time":1,"kind":"process.exec","pid":23,"exe":"/proc/self/exe","cmdline":"python3 -c x"}',
         b'{"id":"v2-2","time":2,"kind":"process.exec","pid":24,"exe":"/bin/sh","attrs":{"argv_truncated":true}}',

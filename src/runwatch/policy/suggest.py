@@ -11,7 +11,7 @@ policy file (YAML with comments) in monitor mode:
   (the IPs seen are listed in a comment); four or more addresses of one IPv4 /24 on one
   port collapse to the /24. The resolvers asked (``dns.query`` server) are allowed on their port.
 * ``exec.allow``: every executed file of a ``process.exec`` (``Event.exe``, resolved by the
-  sensor; an exe that is not known, such as ``/proc/self/exe`` in a recording of schema 2,
+  sensor; an exe that is not known, such as ``/proc/self/exe`` in a recording of schema 3 or older,
   is never written: see :func:`known_exe`);
 * ``files.protect``: every secret path (mounted secrets, service-account tokens, private
   keys, cloud and SSH credentials) read, with the executables that read it as readers;
@@ -67,7 +67,7 @@ def _dest(ip: str, port: int | None) -> str:
 
 def known_exe(e: Event) -> str:
     """The event's executed file, or "" when it is not known: an ``exe`` that only points at
-    an executable (``/proc/self/exe``, ``/dev/fd/N``, kept by recordings of schema 2) or that
+    an executable (``/proc/self/exe``, ``/dev/fd/N``, kept by recordings of schema 3 or older) or that
     its source could not resolve names no file a policy could allow."""
     if not e.exe or exepath.is_indirect(e.exe) or (e.attrs is not None and e.attrs.get("exe_unresolved")):
         return ""
