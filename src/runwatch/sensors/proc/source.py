@@ -131,13 +131,13 @@ class ProcReader:
         exe = self._link(dfd, "exe")
         if exe is not None:
             try:
-                st = os.stat("exe", dir_fd=dfd)  # the executed file itself, even when deleted
+                exe_st = os.stat("exe", dir_fd=dfd)  # the executed file itself, even when deleted
             except OSError:
                 self.misses += 1
                 info.exe, deleted = exepath.from_link(exe)
             else:
-                info.exe, deleted = exepath.from_link(exe, nlink=st.st_nlink)
-                info.exe_ino, info.exe_dev = st.st_ino, st.st_dev
+                info.exe, deleted = exepath.from_link(exe, nlink=exe_st.st_nlink)
+                info.exe_ino, info.exe_dev = exe_st.st_ino, exe_st.st_dev
             info.exe_deleted = deleted or None
         raw = self._read(dfd, "cmdline")
         if raw:
