@@ -60,9 +60,10 @@ def test_run_records_exactly_the_subtree_and_keeps_the_exit_code(tmp_path):
     events = [json.loads(line) for line in rw("events", "--db", str(db), "--format", "json").stdout.splitlines()]
     trues = [e for e in events if e["kind"] == "process.exec" and e["exe"] == "/usr/bin/true"]
     assert len(trues) == 23
-    shell = [e for e in events if e["kind"] == "process.exec" and e["exe"] == "/bin/sh"]
-    assert len(shell) == 1
-    assert all(t["ppid"] == shell[0]["pid"] and t["ancestry"][0] == "/bin/sh" for t in trues)
+    # exe is the executed file: /bin/sh is a symlink to dash; the name given is exec_name
+    shell = [e for e in events if e["kind"] == "process.exec" and e["exe"] == "/usr/bin/dash"]
+    assert len(shell) == 1 and shell[0]["exec_name"] == "/bin/sh"
+    assert all(t["ppid"] == shell[0]["pid"] and t["ancestry"][0] == "/usr/bin/dash" for t in trues)
     exits = [e for e in events if e["kind"] == "process.exit" and e["pid"] == shell[0]["pid"]]
     assert [e["exit_code"] for e in exits] == [5]
     # Only the subtree: every event belongs to the shell or one of its children (true, seq).
