@@ -27,7 +27,7 @@ from runwatch.enrich.containers import ContainerResolver
 from runwatch.events import Event
 from runwatch.host import cgroup_v2_if_any
 from runwatch.policy import load_policy_texts
-from runwatch.policy.enforce import Decision, Enforcers, Target
+from runwatch.policy.enforce import Enforcement, Enforcers, Target
 from runwatch.sensors.inproc.collector import SdkCollector
 from runwatch.sensors.proc.source import ProcReader
 
@@ -122,7 +122,7 @@ def run(mode: str) -> dict[str, object]:
     ops = [["connect", f"127.0.0.1:{port}"], ["connect", f"127.0.0.2:{port}"], ["exec", "/usr/bin/true"],
            ["exec", "/usr/bin/false"]]
     policy = next(iter(load_policy_texts([(policy_text(port), "pure-v2.yaml")])))
-    decisions: list[Decision] = []
+    decisions: list[Enforcement] = []
     result: dict[str, object] = {}
     with ExitStack() as stack:
         stack.callback(listener.close)

@@ -43,7 +43,7 @@ from runwatch.alerts.model import Alert
 from runwatch.enrich.containers import ContainerResolver, parse_cgroup_path
 from runwatch.events import Container, Event
 from runwatch.host import CgroupV2, procfs, runtimes
-from runwatch.policy.enforce import Decision, EnforcementError, Enforcers, decision_event
+from runwatch.policy.enforce import Enforcement, EnforcementError, Enforcers, decision_event
 from runwatch.policy.enforce.kill import kill_pid
 from runwatch.policy.model import Policy, PolicySet, is_glob
 from runwatch.policy.source import record_decision
@@ -379,7 +379,7 @@ class ContainerPolicyStage:
         with contextlib.suppress(OSError):
             (target.cgroup_dir / "cgroup.kill").write_text("1")
         t = time.time_ns()
-        record_decision(decision_event(Decision(
+        record_decision(decision_event(Enforcement(
             time_ns=t, layer="exec", verdict="kill", policy_id=policy.id, rule="policy.apply",
             reason=f"policy could not be applied (fail: closed): {why}", latency_ns=0, mode=policy.mode,
             pid=target.init_pid, target=target.id, container_id=target.id, cgroup_id=target.cgroup_id)))
@@ -437,7 +437,7 @@ class RuleActionSink:
                 d = kill_pid(a.process.pid, policy, rule, f"detection rule {a.rule} asks to kill the process",
                              target=a.process.exe)
             else:
-                d = Decision(time_ns=time.time_ns(), layer="exec", verdict="would_deny", policy_id=policy.id,
+                d = Enforcement(time_ns=time.time_ns(), layer="exec", verdict="would_deny", policy_id=policy.id,
                              rule=rule, reason=f"detection rule {a.rule} asks to deny; rules see events after "
                              "they happened, so nothing was blocked", latency_ns=0, mode=policy.mode,
                              pid=a.process.pid, target=a.process.exe)

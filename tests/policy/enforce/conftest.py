@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from runwatch.policy import load_policy_texts
-from runwatch.policy.enforce import Decision, Enforcers
+from runwatch.policy.enforce import Enforcement, Enforcers
 from runwatch.policy.model import Policy
 
 
@@ -18,12 +18,12 @@ class Collected:
     """Decisions delivered to the Enforcers callback (the dispatcher thread appends)."""
 
     def __init__(self) -> None:
-        self.items: list[Decision] = []
+        self.items: list[Enforcement] = []
 
-    def __call__(self, d: Decision) -> None:
+    def __call__(self, d: Enforcement) -> None:
         self.items.append(d)
 
-    def wait(self, pred: Callable[[Decision], bool], count: int, timeout: float = 5.0) -> list[Decision]:
+    def wait(self, pred: Callable[[Enforcement], bool], count: int, timeout: float = 5.0) -> list[Enforcement]:
         """Matching decisions once at least ``count`` arrived (or the timeout passed), after a short settle."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and len([d for d in self.items if pred(d)]) < count:

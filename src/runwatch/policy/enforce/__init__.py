@@ -3,17 +3,17 @@
 
 Public API::
 
-    enf = Enforcers(on_decision=callback)   # callback(Decision), called on one thread
+    enf = Enforcers(on_decision=callback)   # callback(Enforcement), called on one thread
     enf.start()                             # load BPF, start the responder and dispatcher
     notices = enf.apply(container, policy)  # container: Target (RuncContainer fits); policy: model.Policy
     enf.remove(container.id)
     enf.stop()                              # detach everything (a crash does the same)
 
-``decision_event(decision)`` turns a :class:`Decision` into a ``policy.decision`` Event.
+``decision_event(decision)`` turns an :class:`Enforcement` into a ``policy.decision`` Event.
 See docs/enforcement.md.
 """
 
 from runwatch.policy.enforce.facade import Enforcers
-from runwatch.policy.enforce.spec import Decision, EnforcementError, Target, decision_event
+from runwatch.policy.enforce.spec import Enforcement, EnforcementError, Target, decision_event
 
-__all__ = ["Decision", "EnforcementError", "Enforcers", "Target", "decision_event"]
+__all__ = ["Enforcement", "EnforcementError", "Enforcers", "Target", "decision_event"]

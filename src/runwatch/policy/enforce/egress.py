@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from runwatch.policy.enforce import bpfobj as B
 from runwatch.policy.enforce.paths import check_not_own
-from runwatch.policy.enforce.spec import Decision, EnforcementError, Target, Verdict, mono_to_wall_ns
+from runwatch.policy.enforce.spec import Enforcement, EnforcementError, Target, Verdict, mono_to_wall_ns
 from runwatch.policy.model import Policy, glob_match
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -206,7 +206,7 @@ class EgressEnforcer:
         with self._lock:
             return dict(self._by_target)
 
-    def decision(self, rec: B.EnfRecord) -> Decision | None:
+    def decision(self, rec: B.EnfRecord) -> Enforcement | None:
         """The decision for one kernel record (None if its policy is no longer applied)."""
         with self._lock:
             state = self._by_cgid.get(rec.policy_cgid)
@@ -216,7 +216,7 @@ class EgressEnforcer:
         ip = str(addr.ipv4_mapped) if addr.ipv4_mapped is not None else str(addr)
         dst = f"[{ip}]:{rec.port}" if ":" in ip else f"{ip}:{rec.port}"
         verdict: Verdict = "deny" if rec.verdict == B.V_DENY else "would_deny"
-        return Decision(
+        return Enforcement(
             time_ns=mono_to_wall_ns(rec.ts), layer="egress", verdict=verdict, policy_id=state.policy.id,
             rule="egress.default", reason=f"{_HOOK_PROTO.get(rec.hook, '?')} to {dst} matches no egress.allow entry",
             latency_ns=int(rec.latency_ns), mode=state.policy.mode, pid=int(rec.pid), target=dst,

@@ -7,7 +7,7 @@ loaded, egress and kernel kills are unavailable (``problems`` says why): applyin
 that needs them raises with ``fail: closed`` and returns a notice with ``fail: open``.
 
 Decisions: the dispatcher thread drains the kernel's decision ring and the fanotify
-responder's queue and calls ``on_decision`` with each :class:`Decision`, in arrival order
+responder's queue and calls ``on_decision`` with each :class:`Enforcement`, in arrival order
 per source, never concurrently. A slow callback delays only other callbacks, never an
 enforcement answer. Kernel records lost to a full ring are counted in :meth:`stats`.
 
@@ -32,14 +32,14 @@ from runwatch.policy.enforce import bpfobj as B
 from runwatch.policy.enforce.egress import EgressEnforcer, Resolver, getaddrinfo_resolver
 from runwatch.policy.enforce.fanotify import FanotifyEnforcer
 from runwatch.policy.enforce.kill import KillEnforcer
-from runwatch.policy.enforce.spec import Decision, EnforcementError, Target
+from runwatch.policy.enforce.spec import Enforcement, EnforcementError, Target
 from runwatch.policy.model import Policy
 
 
 class Enforcers:
     """Egress, file/exec and kill enforcement behind one small API (see the module docstring)."""
 
-    def __init__(self, on_decision: Callable[[Decision], None] | None = None, *,
+    def __init__(self, on_decision: Callable[[Enforcement], None] | None = None, *,
                  resolver: Resolver = getaddrinfo_resolver, refresh_s: float = 60.0,
                  bpf_object: Path | None = None) -> None:
         self.on_decision = on_decision
@@ -50,7 +50,7 @@ class Enforcers:
         self._obj: B.EnforceObject | None = None
         self._egress: EgressEnforcer | None = None
         self._kill: KillEnforcer | None = None
-        self._queue: queue.SimpleQueue[Decision] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Enforcement] = queue.SimpleQueue()
         self._fan = FanotifyEnforcer(self._queue.put)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -182,7 +182,7 @@ class Enforcers:
                     self._egress.refresh()
 
     def _flush(self) -> None:
-        out: list[Decision] = []
+        out: list[Enforcement] = []
         if self._obj is not None:
             for rec in self._obj.drain():
                 d = None

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from runwatch.host import procfs
 from runwatch.host.mounts import read_mountinfo
 from runwatch.policy.enforce.paths import resolve_in_root, target_cgroup, within
-from runwatch.policy.enforce.spec import Decision, EnforcementError, Target, Verdict
+from runwatch.policy.enforce.spec import Enforcement, EnforcementError, Target, Verdict
 from runwatch.policy.model import Policy, first_match, is_glob, path_match
 
 FAN_CLOEXEC, FAN_NONBLOCK, FAN_CLASS_CONTENT, FAN_REPORT_TID = 0x1, 0x2, 0x4, 0x100
@@ -139,7 +139,7 @@ class FanotifyEnforcer:
     not block (put it on a queue).
     """
 
-    def __init__(self, emit: Callable[[Decision], None]) -> None:
+    def __init__(self, emit: Callable[[Enforcement], None]) -> None:
         self._emit = emit
         self._lock = threading.Lock()
         self._groups: dict[int, _Group] = {}
@@ -343,7 +343,7 @@ class FanotifyEnforcer:
             if decision is not None:
                 verdict, rule, reason, path, write, exe = decision
                 layer = "exec" if mask & FAN_OPEN_EXEC_PERM else "file"
-                self._emit(Decision(
+                self._emit(Enforcement(
                     time_ns=time.time_ns(), layer=layer, verdict=verdict, policy_id=group.policy.id, rule=rule,
                     reason=reason, latency_ns=time.perf_counter_ns() - t0, mode=group.policy.mode, pid=tid,
                     target=path, container_id=group.target_id, exe=exe, write=write))

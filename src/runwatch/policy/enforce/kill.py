@@ -23,7 +23,7 @@ import time
 
 from runwatch.policy.enforce import bpfobj as B
 from runwatch.policy.enforce.paths import check_not_own, resolve_in_root
-from runwatch.policy.enforce.spec import Decision, EnforcementError, Target, Verdict, mono_to_wall_ns
+from runwatch.policy.enforce.spec import Enforcement, EnforcementError, Target, Verdict, mono_to_wall_ns
 from runwatch.policy.model import Policy, is_glob
 
 Key = tuple[int, int]
@@ -96,7 +96,7 @@ class KillEnforcer:
         for target_id in list(self._applied):
             self.remove(target_id)
 
-    def decision(self, rec: B.EnfRecord) -> Decision | None:
+    def decision(self, rec: B.EnfRecord) -> Enforcement | None:
         """The decision for one kernel exec record (None if its policy is gone)."""
         with self._lock:
             found = [(tid, e) for tid, e in self._applied.items() if e[0] == rec.policy_cgid]
@@ -108,7 +108,7 @@ class KillEnforcer:
         verdict: Verdict = "kill" if rec.verdict == B.V_KILL else "would_deny"
         reason = "exec of a denied executable, killed in the kernel" if verdict == "kill" else \
             "exec of a denied executable would be killed (monitor)"
-        return Decision(
+        return Enforcement(
             time_ns=mono_to_wall_ns(rec.ts), layer="exec", verdict=verdict, policy_id=policy.id,
             rule=f"exec.deny:{pattern}", reason=reason, latency_ns=int(rec.latency_ns), mode=policy.mode,
             pid=int(rec.pid), target=pattern, container_id=target_id, cgroup_id=int(rec.cgid),
@@ -116,7 +116,7 @@ class KillEnforcer:
         )
 
 
-def kill_pid(pid: int, policy: Policy, rule: str, reason: str, target: str = "") -> Decision:
+def kill_pid(pid: int, policy: Policy, rule: str, reason: str, target: str = "") -> Enforcement:
     """SIGKILL ``pid`` from userspace for ``policy`` (monitor mode only records it)."""
     t0 = time.perf_counter_ns()
     verdict: Verdict = "would_deny"
@@ -127,6 +127,6 @@ def kill_pid(pid: int, policy: Policy, rule: str, reason: str, target: str = "")
         except ProcessLookupError:
             reason += " (already gone)"
             verdict = "kill"
-    return Decision(time_ns=time.time_ns(), layer="exec", verdict=verdict, policy_id=policy.id, rule=rule,
+    return Enforcement(time_ns=time.time_ns(), layer="exec", verdict=verdict, policy_id=policy.id, rule=rule,
                     reason=reason, latency_ns=time.perf_counter_ns() - t0, mode=policy.mode, pid=pid,
                     target=target)

@@ -1,4 +1,4 @@
-"""What the kernel enforcers act on (a :class:`Target`) and what they report (a :class:`Decision`).
+"""What the kernel enforcers act on (a :class:`Target`) and what they report (a :class:`Enforcement`).
 
 Enforcers take the policy model (:class:`runwatch.policy.model.Policy`) directly; this
 module adds only the two shapes the model does not have, and :func:`decision_event` which
@@ -44,8 +44,12 @@ class Target(Protocol):
 
 
 @dataclass(frozen=True)
-class Decision:
-    """One enforcement decision, ready to become a ``policy.decision`` event.
+class Enforcement:
+    """One decision a kernel enforcer made, ready to become a ``policy.decision`` event.
+
+    (The request-time answer to a tool call is :class:`runwatch.policy.decide.Decision`; the
+    agent's view of it is :class:`runwatch.sdk.Decision`; all three are recorded as
+    :class:`runwatch.events.DecisionInfo`.)
 
     ``time_ns`` is wall-clock ns since the epoch; ``latency_ns`` the time spent deciding (in
     the BPF program for egress and kill, in the responder for fanotify). ``layer`` is
@@ -73,7 +77,7 @@ class Decision:
     write: bool | None = None
 
 
-def decision_event(d: Decision) -> Event:
+def decision_event(d: Enforcement) -> Event:
     """The ``policy.decision`` event for ``d`` (DecisionInfo plus the net/file group)."""
     net = None
     file = None
