@@ -18,9 +18,6 @@ ROLE_LABEL = "runwatch.io/role"
 AGENT = "agent"
 """The role of an SDK-instrumented process and of the processes it spawns."""
 
-KNOWN_ROLES = ("model-server", AGENT, "plugin-runner", "tool-sandbox", "sidecar")
-"""The roles the default rule pack knows; other values are kept as declared."""
-
 
 def role_from_container(event: Event) -> None:
     """Give ``event`` its container's declared role, unless it already has one."""
