@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,8 +15,7 @@ from runwatch.sdk import audithook
 from runwatch.sdk.transport import Transport, set_transport
 from runwatch.sensors.inproc.collector import SdkCollector
 from runwatch.testing.capture import socket_dir
-
-PYTHON = sys.executable
+from runwatch.testing.children import child_env, run_py
 
 
 @pytest.fixture
@@ -130,18 +127,3 @@ def drain(col: SdkCollector, quiet: float = 0.3, limit: float = 10.0) -> list[Ev
         elif time.monotonic() - last > quiet:
             break
     return out
-
-
-def child_env(socket_path: Path | None, **extra: str) -> dict[str, str]:
-    """An environment for child interpreters: RUNWATCH_* and PYTHONPATH cleared, then ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNWATCH_") and k != "PYTHONPATH"}
-    if socket_path is not None:
-        env["RUNWATCH_SOCKET"] = str(socket_path)
-    env.update(extra)
-    return env
-
-
-def run_py(args: list[str], env: dict[str, str], cwd: Path | None = None,
-           timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run this interpreter with ``args``; text output captured."""
-    return subprocess.run([PYTHON, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)

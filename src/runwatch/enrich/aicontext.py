@@ -30,7 +30,13 @@ Rules, applied to each kernel event in time order:
    time of its first message on, its activity outside any call (and that of processes it
    spawned outside any call) gets ``unattested=True`` if the kind is in ``activity_kinds``
    (exec, network, DNS, file, privilege).
-4. **Role**: AI events, the instrumented process's own events and those of the processes it
+4. **Served by another process**: a ``tool.start`` that names the process doing the call's
+   work (``attrs["server_pid"]``, e.g. the MCP stdio server the client started; a pid in the
+   agent's pid namespace) makes that process's events, and those of its descendants, inside
+   ``[start, end]`` the call's, whatever the process runs and whether or not it is
+   instrumented (its own instrumented calls, rule 1, come first). Several open calls served
+   by one process: the most recently started wins and ``ai.tool_call_candidates`` counts them.
+5. **Role**: AI events, the instrumented process's own events and those of the processes it
    spawned get ``role = "agent"`` unless their container declares another role.
 
 Ordering. SDK and kernel events come through different sources with different latencies,
@@ -60,6 +66,7 @@ from runwatch import eventkinds
 from runwatch.enrich.roles import AGENT
 from runwatch.events import AiInfo, Event, ToolCall
 from runwatch.host import procfs
+from runwatch.sdk.wire import SERVER_PID_ATTR
 
 ACTIVITY_KINDS: frozenset[str] = eventkinds.activity_kinds()
 """Kinds that count as activity for ``unattested`` (not fork/exit bookkeeping)."""
@@ -83,6 +90,7 @@ class _Call:
     parent: int | None
     start: int
     end: int | None = None
+    served: tuple[int, int] | None = None  # (pidns, vpid) of the process doing the call's work
 
 
 @dataclass(eq=False)
@@ -115,6 +123,8 @@ class ToolCallJoin:
         self._agents: OrderedDict[AgentKey, _Agent] = OrderedDict()
         self._calls: OrderedDict[tuple[AgentKey, int], _Call] = OrderedDict()  # by (agent, span), oldest first
         self._lineage: OrderedDict[int, _Origin] = OrderedDict()  # host pid -> origin
+        self._served: dict[tuple[int, int], list[_Call]] = {}  # (pidns, vpid) of a serving process -> its calls
+        self._served_kin: OrderedDict[int, tuple[int, int]] = OrderedDict()  # host pid -> serving ancestor's key
         self._held: list[tuple[int, int, Event]] = []
         self._seq = itertools.count()
         self._watermark = 0
@@ -209,7 +219,9 @@ class ToolCallJoin:
         call = self._calls.get((key, span))
         if e.kind == "tool.start":
             if call is None:
-                self._add_call(agent, _Call(e.tool_call, key, vtid, span, ai.parent_span, e.time))
+                call = _Call(e.tool_call, key, vtid, span, ai.parent_span, e.time)
+                self._add_call(agent, call)
+                self._add_served(e, call)
             return
         if call is None:  # the start was lost or evicted: rebuild the interval from the end
             start = ai.start_time
@@ -231,7 +243,23 @@ class ToolCallJoin:
             self._unlink_call(old)
             self.counters["evicted_calls"] += 1
 
+    def _add_served(self, e: Event, call: _Call) -> None:
+        server = e.attrs.get(SERVER_PID_ATTR) if e.attrs else None
+        if isinstance(server, int) and not isinstance(server, bool) and server > 0:
+            call.served = (call.agent[0], server)
+            self._served.setdefault(call.served, []).append(call)
+
+    def _unserve(self, call: _Call) -> None:
+        key = call.served
+        calls = self._served.get(key) if key is not None else None
+        if key is not None and calls is not None:
+            with contextlib.suppress(ValueError):
+                calls.remove(call)
+            if not calls:
+                del self._served[key]
+
     def _unlink_call(self, call: _Call) -> None:
+        self._unserve(call)
         agent = self._agents.get(call.agent)
         if agent is None:
             return
@@ -246,6 +274,7 @@ class ToolCallJoin:
         for calls in agent.threads.values():
             for call in calls:
                 self._calls.pop((key, call.span), None)
+                self._unserve(call)
         agent.threads.clear()
 
     def _prune(self, cutoff: int) -> None:
@@ -295,6 +324,32 @@ class ToolCallJoin:
         unrelated = sum(1 for c in open_calls if c is not best and c.span not in ancestors)
         return best, 1 + unrelated
 
+    def _served_call(self, e: Event) -> tuple[_Call | None, int]:
+        """The call a serving process (or a descendant of one) works for at ``e.time``, and how many were open.
+
+        Also records the children a serving process (or its descendant) forks, so their later
+        events resolve to the same serving process."""
+        if not self._served:
+            return None, 0
+        key: tuple[int, int] | None = None
+        if e.pidns is not None and e.vpid is not None and (e.pidns, e.vpid) in self._served:
+            key = (e.pidns, e.vpid)
+        else:
+            key = self._served_kin.get(e.pid)
+        if key is None:
+            return None, 0
+        if e.kind == "process.fork" and e.child_pid:
+            self._served_kin[e.child_pid] = key
+            while len(self._served_kin) > self.max_lineage:
+                self._served_kin.popitem(last=False)
+        elif e.kind == "process.exit":
+            self._served_kin.pop(e.pid, None)
+        t = e.time
+        open_calls = [c for c in self._served.get(key, ()) if c.start <= t and (c.end is None or t <= c.end)]
+        if not open_calls:
+            return None, 0
+        return max(open_calls, key=lambda c: c.start), len(open_calls)
+
     def _attribute(self, e: Event) -> Event:
         t = e.time
         origin: _Origin | None = None
@@ -319,6 +374,13 @@ class ToolCallJoin:
                         e.ai = AiInfo(tool_call_candidates=candidates)
                     else:
                         e.ai.tool_call_candidates = candidates
+        served, served_candidates = self._served_call(e)
+        if origin is None and served is not None:
+            origin = served
+            if served_candidates > 1:
+                self.counters["ambiguous"] += 1
+                e.ai = e.ai or AiInfo()
+                e.ai.tool_call_candidates = served_candidates
         if origin is None:
             origin = self._lineage.get(e.pid)
         if origin is None and agent is not None and thread_known and t >= agent.first:

@@ -164,8 +164,10 @@ class ToolCallScope:
     and thread safe.
     """
 
-    def __init__(self, name: str, call_id: str | None = None, agent: str | None = None, args: Any = None) -> None:
+    def __init__(self, name: str, call_id: str | None = None, agent: str | None = None, args: Any = None, *,
+                 served_by: int | None = None) -> None:
         self.name, self.call_id, self.agent, self.args = str(name), call_id, agent, args
+        self.served_by = served_by
         self._span: _Span | None = None
         self._token: contextvars.Token[_Span | None] | None = None
 
@@ -190,6 +192,9 @@ class ToolCallScope:
             route = _route.get()
             if route is not None:
                 extra = {"route": route}
+            if self.served_by is not None:
+                extra = extra or {}
+                extra["spid"] = int(self.served_by)
             if self.args is not None:
                 ident = _ident
                 text = _canonical(self.args)
@@ -263,20 +268,24 @@ class ToolCallScope:
 
 
 @overload
-def tool_call(name: str, call_id: str | None = None, agent: str | None = None, args: Any = None) -> ToolCallScope: ...
+def tool_call(name: str, call_id: str | None = None, agent: str | None = None, args: Any = None, *,
+              served_by: int | None = None) -> ToolCallScope: ...
 @overload
 def tool_call(name: F) -> F: ...
 def tool_call(name: str | F, call_id: str | None = None, agent: str | None = None,
-              args: Any = None) -> ToolCallScope | F:
+              args: Any = None, *, served_by: int | None = None) -> ToolCallScope | F:
     """A tool call named ``name``: ``with tool_call(...)``, ``async with``, or ``@tool_call(...)``.
 
     ``@tool_call`` with no arguments on a function uses the function's name.
     ``args`` are sent as a keyed digest only (see the module docstring).
+    ``served_by``: the pid (as this process sees it) of another process that does the call's
+    work, such as an MCP server started over stdio; its kernel events while the call is open
+    are attributed to the call, whether or not it is instrumented itself.
     """
     if callable(name):
         func = name
         return ToolCallScope(getattr(func, "__name__", "tool"))(func)
-    return ToolCallScope(name, call_id, agent, args)
+    return ToolCallScope(name, call_id, agent, args, served_by=served_by)
 
 
 def current_tool_call() -> tuple[str, str | None, str | None] | None:

@@ -25,17 +25,25 @@ What is wrapped:
   the runners' function-tool execution runs inside ``tool_call(name, call_id=call_id)``.
   ``openai`` does not execute chat-completions tool calls itself; for those, agents call
   :func:`dispatch_tool_calls` (or :func:`adispatch_tool_calls`).
+* **OpenAI Agents SDK** (``agents.tool``): every ``FunctionTool`` invocation (``@function_tool``
+  and hand-made ones) runs inside ``tool_call(name, call_id=<the model's call id>,
+  agent=<agent name>)``, opened in the thread that runs the function (sync tools run on a
+  worker thread).
+* **LangChain / LangGraph** (``langchain_core.tools.base.BaseTool``): ``run``/``arun`` (so
+  ``invoke``/``ainvoke``, ``@tool`` functions and LangGraph's ``ToolNode``) run inside
+  ``tool_call(name, call_id=<the ToolCall's id>)``, opened in the thread that runs the tool.
+
+The patches live in :mod:`runwatch.sdk.wrappers`, one module per library, imported only when
+the library is.
 """
 
 from __future__ import annotations
 
-import contextvars
-import functools
 import json
 import os
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +62,6 @@ ENV_PROPAGATE = "RUNWATCH_PROPAGATE"
 SITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sitecustomize")
 """The directory holding runwatch's ``sitecustomize.py`` (put it on ``PYTHONPATH``)."""
 
-_MARK = "__runwatch_wrapped__"
 _applied: dict[str, bool] = {}
 _lock = threading.RLock()  # re-entrant: a patch may import another patched module
 
@@ -145,21 +152,7 @@ async def adispatch_tool_calls(message_or_response: Any, registry: Mapping[str, 
     return out
 
 
-# -- helpers for patches ---------------------------------------------------------------------------
-
-
-def _wrap_method(cls: Any, attr: str, make: Callable[[Any], Any]) -> bool:
-    """Replace ``cls.attr`` by ``make(original)`` once; False if there is no such attribute."""
-    original = cls.__dict__.get(attr)
-    if original is None:
-        return False
-    if getattr(original, _MARK, False):
-        return True
-    wrapped = make(original)
-    functools.update_wrapper(wrapped, original)
-    setattr(wrapped, _MARK, True)
-    setattr(cls, attr, wrapped)
-    return True
+# -- environment of child processes ------------------------------------------------------------
 
 
 def _propagated_env(env: Mapping[str, str] | None) -> dict[str, str] | None:
@@ -178,251 +171,23 @@ def _propagated_env(env: Mapping[str, str] | None) -> dict[str, str] | None:
     return out
 
 
-# -- MCP client ------------------------------------------------------------------------------------
+# -- import hook ---------------------------------------------------------------------------------
 
-_stdio_sources: dict[int, tuple[Any, str]] = {}  # id(read stream) -> (stream, command line)
-_mcp_ids = contextvars.ContextVar[int]("runwatch_mcp_ids", default=0)
-
-
-def _patch_mcp_stdio(mod: ModuleType) -> bool:
-    original = getattr(mod, "stdio_client", None)
-    if original is None:
-        return False
-    if getattr(original, _MARK, False):
-        return True
-    import contextlib
-
-    @contextlib.asynccontextmanager
-    async def stdio_client(server: Any, *args: Any, **kwargs: Any) -> Any:
-        command = " ".join([str(getattr(server, "command", "")), *map(str, getattr(server, "args", []) or [])])
-        try:
-            env = _propagated_env(getattr(server, "env", None))
-            if env is not None and env != getattr(server, "env", None):
-                server = server.model_copy(update={"env": env})
-        except Exception:
-            pass
-        async with original(server, *args, **kwargs) as streams:
-            try:
-                read = streams[0]
-                if len(_stdio_sources) > 256:
-                    _stdio_sources.clear()
-                _stdio_sources[id(read)] = (read, command)
-            except Exception:
-                pass
-            try:
-                yield streams
-            finally:
-                _stdio_sources.pop(id(streams[0]), None)
-
-    setattr(stdio_client, _MARK, True)
-    mod.stdio_client = stdio_client  # type: ignore[attr-defined]
-    return True
-
-
-def _server_name(session: Any) -> str | None:
-    try:
-        info = session.server_info
-        name = getattr(info, "name", None)
-        return str(name) if name else None
-    except Exception:
-        return None
-
-
-def _patch_mcp_session(mod: ModuleType) -> bool:
-    cls = getattr(mod, "ClientSession", None)
-    if cls is None:
-        return False
-
-    def make_init(original: Callable[..., None]) -> Callable[..., None]:
-        def __init__(self: Any, read_stream: Any = None, *args: Any, **kwargs: Any) -> None:
-            original(self, read_stream, *args, **kwargs)
-            try:
-                entry = _stdio_sources.get(id(read_stream))
-                self._runwatch_source = entry[1] if entry is not None and entry[0] is read_stream else None
-            except Exception:
-                pass
-        return __init__
-
-    def make_adopt(original: Callable[..., None]) -> Callable[..., None]:
-        def adopt(self: Any, result: Any) -> None:
-            original(self, result)
-            try:
-                info = self.server_info
-                name = _server_name(self) or "mcp-server"
-                version = getattr(info, "version", None)
-                source = getattr(self, "_runwatch_source", None) or "mcp"
-                key = (name, version, source)
-                if getattr(self, "_runwatch_reported", None) != key:
-                    self._runwatch_reported = key
-                    extra: dict[str, Any] = {"name": name, "src": f"mcp+stdio:{source}" if source != "mcp" else source}
-                    if version:
-                        extra["ver"] = str(version)
-                    sdk._submit("plugin.load", sdk._with_context(extra))
-            except Exception:
-                pass
-        return adopt
-
-    def make_call_tool(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def call_tool(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
-            call_id = f"mcp-{os.urandom(8).hex()}"
-            try:
-                meta = kwargs.get("meta")
-                if meta is None or isinstance(meta, Mapping):
-                    kwargs["meta"] = {**(meta or {}), META_CALL_ID: call_id}
-            except Exception:
-                pass
-            async with sdk.tool_call(str(name), call_id=call_id, agent=_server_name(self)):
-                return await original(self, name, *args, **kwargs)
-        return call_tool
-
-    ok = _wrap_method(cls, "call_tool", make_call_tool)
-    ok = _wrap_method(cls, "adopt", make_adopt) and ok
-    return _wrap_method(cls, "__init__", make_init) and ok
-
-
-# -- MCP server ------------------------------------------------------------------------------------
-
-_pending_tool: contextvars.ContextVar[tuple[str, str | None, str | None, Any] | None] = contextvars.ContextVar(
-    "runwatch_mcp_pending_tool", default=None)
-
-
-def _request_call_id(params: Any) -> str | None:
-    meta = getattr(params, "meta", None)
-    value = meta.get(META_CALL_ID) if isinstance(meta, Mapping) else getattr(meta, META_CALL_ID, None)
-    return value if isinstance(value, str) and len(value) <= 256 else None
-
-
-def _patch_mcp_server(mod: ModuleType) -> bool:
-    cls = getattr(mod, "MCPServer", None)
-    if cls is None:
-        return False
-
-    def make_handler(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def _handle_call_tool(self: Any, ctx: Any, params: Any) -> Any:
-            name = str(getattr(params, "name", "tool"))
-            call_id = _request_call_id(params)
-            agent = getattr(self, "name", None)
-            fn = None
-            try:
-                tool = self._tool_manager.get_tool(name)
-                fn = getattr(tool, "fn", None)
-            except Exception:
-                pass
-            if fn is None or not _applied.get("mcp.server.mcpserver.utilities.func_metadata"):
-                # The tool function cannot be wrapped where it runs: open the call here.
-                async with sdk.tool_call(name, call_id=call_id, agent=agent):
-                    return await original(self, ctx, params)
-            token = _pending_tool.set((name, call_id, agent, fn))
-            try:
-                return await original(self, ctx, params)
-            finally:
-                _pending_tool.reset(token)
-        return _handle_call_tool
-
-    return _wrap_method(cls, "_handle_call_tool", make_handler)
-
-
-def _scoped(fn: Callable[..., Any], is_async: bool, name: str, call_id: str | None,
-            agent: str | None) -> Callable[..., Any]:
-    if is_async:
-        async def arun(**kwargs: Any) -> Any:
-            async with sdk.tool_call(name, call_id=call_id, agent=agent):
-                return await fn(**kwargs)
-        return arun
-
-    def run(**kwargs: Any) -> Any:
-        with sdk.tool_call(name, call_id=call_id, agent=agent):
-            return fn(**kwargs)
-    return run
-
-
-def _patch_mcp_func_metadata(mod: ModuleType) -> bool:
-    cls = getattr(mod, "FuncMetadata", None)
-    if cls is None:
-        return False
-
-    def make_call_fn(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def call_fn(self: Any, fn: Callable[..., Any], fn_is_async: bool, *args: Any, **kwargs: Any) -> Any:
-            pending = _pending_tool.get()
-            if pending is not None and pending[3] is fn and sdk.current_tool_call() is None:
-                fn = _scoped(fn, fn_is_async, pending[0], pending[1], pending[2])
-            return await original(self, fn, fn_is_async, *args, **kwargs)
-        return call_fn
-
-    return _wrap_method(cls, "call_fn", make_call_fn)
-
-
-# -- OpenAI runners --------------------------------------------------------------------------------
-
-
-def _patch_openai_responses(mod: ModuleType) -> bool:
-    import inspect
-
-    ok = True
-    for cls_name in ("ResponsesToolRunner", "AsyncResponsesToolRunner"):
-        cls = getattr(mod, cls_name, None)
-        if cls is None:
-            ok = False
-            continue
-        original = cls.__dict__.get("_execute_function")
-        if original is None:
-            ok = False
-            continue
-        if inspect.iscoroutinefunction(original):
-            def make_async(orig: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-                async def _execute_function(self: Any, run: Any, item: Any) -> Any:
-                    async with sdk.tool_call(str(item.name), call_id=getattr(item, "call_id", None)):
-                        return await orig(self, run, item)
-                return _execute_function
-            ok = _wrap_method(cls, "_execute_function", make_async) and ok
-        else:
-            def make_sync(orig: Callable[..., Any]) -> Callable[..., Any]:
-                def _execute_function(self: Any, run: Any, item: Any) -> Any:
-                    with sdk.tool_call(str(item.name), call_id=getattr(item, "call_id", None)):
-                        return orig(self, run, item)
-                return _execute_function
-            ok = _wrap_method(cls, "_execute_function", make_sync) and ok
-    return ok
-
-
-def _patch_openai_dispatch(mod: ModuleType) -> bool:
-    import inspect
-
-    ok = True
-    for cls_name in ("ToolDispatcher", "AsyncToolDispatcher"):
-        cls = getattr(mod, cls_name, None)
-        original = cls.__dict__.get("dispatch") if cls is not None else None
-        if original is None:
-            ok = False
-            continue
-        if inspect.iscoroutinefunction(original):
-            def make_async(orig: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-                async def dispatch(self: Any, pending: Sequence[Any]) -> Any:
-                    call = pending[1]
-                    async with sdk.tool_call(str(call.name), call_id=getattr(call, "call_id", None)):
-                        return await orig(self, pending)
-                return dispatch
-            ok = _wrap_method(cls, "dispatch", make_async) and ok
-        else:
-            def make_sync(orig: Callable[..., Any]) -> Callable[..., Any]:
-                def dispatch(self: Any, pending: Sequence[Any]) -> Any:
-                    call = pending[1]
-                    with sdk.tool_call(str(call.name), call_id=getattr(call, "call_id", None)):
-                        return orig(self, pending)
-                return dispatch
-            ok = _wrap_method(cls, "dispatch", make_sync) and ok
-    return ok
-
-
-PATCHES: dict[str, Callable[[ModuleType], bool]] = {
-    "mcp.client.stdio": _patch_mcp_stdio,
-    "mcp.client.session": _patch_mcp_session,
-    "mcp.server.mcpserver.server": _patch_mcp_server,
-    "mcp.server.mcpserver.utilities.func_metadata": _patch_mcp_func_metadata,
-    "openai.lib.responses_tool_runner": _patch_openai_responses,
-    "openai.lib.streaming.agents._dispatch": _patch_openai_dispatch,
+_W = "runwatch.sdk.wrappers."
+PATCHES: dict[str, str] = {
+    "mcp.client.stdio": _W + "mcp:patch_stdio",
+    "mcp.client.session": _W + "mcp:patch_session",
+    "mcp.server.mcpserver.server": _W + "mcp:patch_server",
+    "mcp.server.mcpserver.utilities.func_metadata": _W + "mcp:patch_func_metadata",
+    "openai.lib.responses_tool_runner": _W + "openai_runners:patch_responses",
+    "openai.lib.streaming.agents._dispatch": _W + "openai_runners:patch_dispatch",
+    "agents.tool": _W + "openai_agents:patch_tool",
+    "agents.run_internal.tool_execution": _W + "openai_agents:patch_tool_execution",
+    "langchain_core.tools.base": _W + "langchain:patch_base_tool",
 }
-"""Module name -> patch applied right after the module executes (True if everything was wrapped)."""
+"""Module name -> ``"module:function"`` of the patch applied right after that module executes
+(the patch returns True if everything was wrapped). The patch modules are imported only then,
+so an interpreter that imports none of these libraries loads none of them."""
 
 
 def _apply(name: str, module: ModuleType) -> None:
@@ -430,7 +195,11 @@ def _apply(name: str, module: ModuleType) -> None:
         if _applied.get(name):
             return
         try:
-            _applied[name] = bool(PATCHES[name](module))
+            import importlib
+
+            where, _, func = PATCHES[name].partition(":")
+            patch: Callable[[ModuleType], bool] = getattr(importlib.import_module(where), func)
+            _applied[name] = bool(patch(module))
         except Exception:
             _applied[name] = False
 

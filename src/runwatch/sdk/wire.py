@@ -112,6 +112,11 @@ INT_KEYS: dict[str, str] = {
     "dur": "tool.end: duration in ns",
     "port": "audit connect/getaddrinfo: the port (0-65535)",
     "fl": "audit open: the open(2) flags",
+    "spid": "tool.start: pid, inside the sender's pid namespace, of a process doing the call's work for the "
+            "sender (the MCP stdio server it started); the join attributes that process's events to the call",
 }
+
+SERVER_PID_ATTR = "server_pid"
+"""``Event.attrs`` key of a ``tool.start`` event carrying the wire's ``spid``."""
 
 REQUIRED_KEYS: tuple[str, ...] = ("v", "k", "m", "pid", "tid", "ns")

@@ -46,6 +46,7 @@ from runwatch.sdk.wire import (
     MAX_DATAGRAM,
     MAX_FIELD,
     MESSAGE_KINDS,
+    SERVER_PID_ATTR,
     WIRE_VERSION,
 )
 from runwatch.sensors.base import register_source
@@ -97,10 +98,12 @@ class Message(msgspec.Struct, omit_defaults=True):
     port: int | None = None
     fl: int | None = None
     ver: str | None = None
+    spid: int | None = None  # tool.start: pid of the process serving the call (added later)
 
 
 _STR_FIELDS = tuple(f for f in Message.__struct_fields__ if f not in ("v", "m", "pid", "tid", "ns", "sid", "psid",
-                                                                       "sm", "dur", "args", "argv", "port", "fl"))
+                                                                       "sm", "dur", "args", "argv", "port", "fl",
+                                                                       "spid"))
 _AUDIT_EVENTS = frozenset(AUDIT_EVENTS)
 _EXEC_EVENTS = frozenset({"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn"})
 _decoder = msgspec.json.Decoder(Message)
@@ -129,6 +132,8 @@ def validate(msg: Message) -> None:
         raise MalformedMessage(f"{msg.k} needs name and sid")
     if msg.k == "tool.end" and msg.st not in ("ok", "error"):
         raise MalformedMessage(f"tool.end status must be ok or error, got {str(msg.st)[:20]!r}")
+    if msg.spid is not None and not 0 < msg.spid < 1 << 31:
+        raise MalformedMessage("spid out of range")
     if msg.k == "audit":
         _validate_audit(msg)
 
@@ -391,6 +396,8 @@ class SdkCollector:
             ai.span = msg.sid
             if kind == "tool.start":
                 ai.parent_span, ai.args_digest, ai.args = msg.psid, msg.ah, msg.args
+                if msg.spid is not None:
+                    attrs[SERVER_PID_ATTR] = msg.spid
             else:
                 ai.status, ai.duration_ns, ai.error = msg.st, msg.dur, msg.err
                 if msg.sm is not None:
