@@ -21,7 +21,7 @@ import msgspec
 
 from runwatch import eventkinds, exepath
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Version of the :class:`Event` schema. Bumped whenever a field or group is added (the
 schema test compares the structs with the committed ``tests/schema/event_schema_v<N>.json``
 and fails on a removed, renamed or retyped field, or on an addition without a bump).
@@ -29,7 +29,8 @@ A new kind needs no bump (kinds are entries of the event table, checked add-only
 test). Version 2 added the ``ai`` group (before it, AI facts were keys of ``attrs``); version 3
 added the workload role (``Event.role``, ``Container.role``); version 4 added ``exec_name``,
 ``exe_ino``, ``exe_dev`` and ``exe_deleted`` (``exe`` is the executed file, see
-:mod:`runwatch.exepath`)."""
+:mod:`runwatch.exepath`); version 5 added ``AiInfo.candidates`` (the tool calls an event may
+belong to when the join cannot tell which)."""
 
 #: Every event kind, in table order (derived from :data:`runwatch.eventkinds.TABLE`). The
 #: strings are part of the public contract.
@@ -169,7 +170,10 @@ class AiInfo(msgspec.Struct, omit_defaults=True, gc=False):
     sha256: str | None = None
     secret: str | None = None  # secret.access: the secret's name (or path)
     secret_kind: str | None = None  # env | file | vault | ...
-    tool_call_candidates: int | None = None  # set by the join when several calls were open
+    tool_call_candidates: int | None = None  # set by the join when several calls were open: how many
+    # Set by the join with tool_call_candidates: the calls open when the event happened (or when
+    # its process was spawned), oldest first. ``Event.tool_call`` then stays unset (schema 5).
+    candidates: list[ToolCall] | None = None
 
 
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):

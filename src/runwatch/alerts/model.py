@@ -60,7 +60,9 @@ class Alert(msgspec.Struct, kw_only=True):
     ``count`` is how many matches this alert stands for (more than 1 after throttling,
     matches from ``first_time`` to ``time``); ``evidence`` holds their event ids (bounded:
     ``evidence_dropped`` counts the ids left out) and ``tools`` the distinct tool names they
-    happened in. ``action`` is what was done (the engine
+    happened in. When the join could not tell which of several open calls the event belongs
+    to, ``tool_call`` is ``None``, ``tool_candidates`` lists them all and each of their names
+    is in ``tools``. ``action`` is what was done (the engine
     only alerts); ``rule_action`` is what the rule asks the policy stage for.
     """
 
@@ -77,6 +79,7 @@ class Alert(msgspec.Struct, kw_only=True):
     evidence: list[str] = msgspec.field(default_factory=list)
     evidence_dropped: int = 0
     tools: list[str] = msgspec.field(default_factory=list)
+    tool_candidates: list[AlertToolCall] = msgspec.field(default_factory=list)
     action: str = "alert"
     rule_action: str = "alert"
     count: int = 1
@@ -122,6 +125,7 @@ def alert_from_event(
     """Build an alert about ``event`` (the last event, for a sequence)."""
     m = mappings or {}
     tc = event.tool_call
+    candidates = event.ai.candidates if event.ai is not None and event.ai.candidates else []
     return Alert(
         id=new_id(event.time),
         time=event.time,
@@ -135,7 +139,8 @@ def alert_from_event(
         process=AlertProcess(event.pid, event.exe, event.cmdline, list(event.ancestry)),
         tool_call=AlertToolCall(tc.name, tc.call_id, tc.agent) if tc is not None else None,
         evidence=list(evidence) if evidence is not None else [event.id],
-        tools=[tc.name] if tc is not None else [],
+        tools=[tc.name] if tc is not None else sorted({c.name for c in candidates}),
+        tool_candidates=[AlertToolCall(c.name, c.call_id, c.agent) for c in candidates],
         rule_action=rule_action,
         first_time=event.time if first_time is None else first_time,
         kind=event.kind,

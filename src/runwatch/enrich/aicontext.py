@@ -2,9 +2,9 @@
 
 :class:`ToolCallJoin` is a pipeline stage over a merged stream of kernel events and AI
 events: SDK events (``source == "sdk"``, from :class:`~runwatch.sensors.inproc.SdkCollector`)
-and OpenTelemetry GenAI spans (``source == "otlp"``, from the OTLP receiver). OTLP spans
-carry no thread: their calls are process-wide (every thread of the process, checked after
-the event's own thread).
+and OpenTelemetry GenAI spans (``source == "otlp"``, from the OTLP receiver). An OTLP call
+whose span named its thread (``vtid`` set by the receiver) is that thread's; one without a
+thread is process-wide (every thread of the process, checked after the event's own thread).
 
 Matching key. The SDK inside a container knows only its own pid namespace: it reports the
 namespace inode, its pid and its thread id *inside* that namespace. Kernel events carry the
@@ -19,24 +19,28 @@ id is ``tid`` when the event is in this process's pid namespace, else it is read
 Rules, applied to each kernel event in time order:
 
 1. **Thread inside a call**: the event's thread has a tool call open at the event's time
-   (``start <= time <= end``): it gets the innermost such call. If the thread has several
-   open calls that are not nested (asyncio tasks interleaving on one thread: the kernel
-   sees threads, not tasks), the most recently started wins and ``ai.tool_call_candidates``
-   says how many were open. That is the documented limit of a per-thread join.
-2. **Spawned inside a call**: a ``process.fork`` made by a thread inside a call gives the
+   (``start <= time <= end``): it gets the innermost such call. Calls open on the thread are
+   looked up first, then the process-wide ones.
+2. **Ambiguous**: if the open calls of that lookup are not one chain of nested calls
+   (asyncio tasks interleaving on one thread: the kernel sees threads, not tasks; or several
+   process-wide OTLP calls at once), the join cannot tell which call the event belongs to.
+   It names none: ``tool_call`` stays unset, ``ai.candidates`` lists the innermost open call
+   of every chain (oldest first) and ``ai.tool_call_candidates`` their number.
+3. **Spawned inside a call**: a ``process.fork`` made by a thread inside a call gives the
    child the call for the child's whole life (until its ``process.exit``), and the child's
-   own children inherit it, transitively.
-3. **Unattested**: an *instrumented* process is one that has sent any SDK message; from the
+   own children inherit it, transitively. A fork made while the calls were ambiguous gives
+   the child (and its descendants) the same candidates, never one of them.
+4. **Unattested**: an *instrumented* process is one that has sent any SDK message; from the
    time of its first message on, its activity outside any call (and that of processes it
    spawned outside any call) gets ``unattested=True`` if the kind is in ``activity_kinds``
    (exec, network, DNS, file, privilege).
-4. **Served by another process**: a ``tool.start`` that names the process doing the call's
+5. **Served by another process**: a ``tool.start`` that names the process doing the call's
    work (``attrs["server_pid"]``, e.g. the MCP stdio server the client started; a pid in the
    agent's pid namespace) makes that process's events, and those of its descendants, inside
    ``[start, end]`` the call's, whatever the process runs and whether or not it is
    instrumented (its own instrumented calls, rule 1, come first). Several open calls served
    by one process: the most recently started wins and ``ai.tool_call_candidates`` counts them.
-5. **Role**: AI events, the instrumented process's own events and those of the processes it
+6. **Role**: AI events, the instrumented process's own events and those of the processes it
    spawned get ``role = "agent"`` unless their container declares another role.
 
 Ordering. SDK and kernel events come through different sources with different latencies,
@@ -104,8 +108,15 @@ class _Unattested:
     """Lineage marker: spawned by an instrumented process outside any call."""
 
 
+@dataclass(frozen=True, eq=False)
+class _Ambiguous:
+    """Lineage marker: spawned while several unrelated calls were open (oldest first)."""
+
+    tools: tuple[ToolCall, ...]
+
+
 UNATTESTED = _Unattested()
-_Origin = _Call | _Unattested
+_Origin = _Call | _Ambiguous | _Unattested
 
 
 class ToolCallJoin:
@@ -304,25 +315,38 @@ class ToolCallJoin:
                 self._tid_cache.popitem(last=False)
         return self._tid_cache[key]
 
-    def _thread_call(self, agent: _Agent, vtid: int, t: int) -> tuple[_Call | None, int]:
-        """Innermost call open on thread ``vtid`` at ``t`` and how many unrelated calls were open."""
+    def _thread_call(self, agent: _Agent, vtid: int, t: int) -> list[_Call]:
+        """The innermost open call of each chain of nested calls open on ``vtid`` at ``t``, oldest first.
+
+        One entry: the event's call. Several: unrelated calls were open (ambiguous). None: no call.
+        """
         calls = agent.threads.get(vtid)
         if not calls:
-            return None, 0
+            return []
         open_calls = [c for c in calls if c.start <= t and (c.end is None or t <= c.end)]
-        if not open_calls:
-            return None, 0
-        best = max(open_calls, key=lambda c: c.start)
-        if len(open_calls) == 1:
-            return best, 1
-        ancestors, span = set(), best.parent
+        if len(open_calls) < 2:
+            return open_calls
         by_span = {c.span: c for c in calls}
-        while span is not None and span not in ancestors:
-            ancestors.add(span)
-            parent = by_span.get(span)
-            span = parent.parent if parent is not None else None
-        unrelated = sum(1 for c in open_calls if c is not best and c.span not in ancestors)
-        return best, 1 + unrelated
+        enclosing: set[int] = set()  # spans of open calls that enclose another open call
+        for c in open_calls:
+            span, seen = c.parent, 0
+            while span is not None and span not in enclosing and seen < 64:
+                enclosing.add(span)
+                parent = by_span.get(span)
+                span, seen = (parent.parent if parent is not None else None), seen + 1
+        return [c for c in open_calls if c.span not in enclosing]
+
+    def _open_calls(self, agent: _Agent, e: Event) -> tuple[list[_Call], bool]:
+        """(innermost open calls for ``e``: its thread's, else the process-wide ones; whether its thread is known)."""
+        vtid = self._vtid(e)
+        found: list[_Call] = []
+        if vtid is None:
+            self.counters["thread_unknown"] += 1
+        else:
+            found = self._thread_call(agent, vtid, e.time)
+        if not found and PROCESS_WIDE in agent.threads:
+            return self._thread_call(agent, PROCESS_WIDE, e.time), True
+        return found, vtid is not None
 
     def _served_call(self, e: Event) -> tuple[_Call | None, int]:
         """The call a serving process (or a descendant of one) works for at ``e.time``, and how many were open.
@@ -356,24 +380,11 @@ class ToolCallJoin:
         agent = self._agents.get((e.pidns, e.vpid, e.pid)) if e.pidns is not None and e.vpid is not None else None
         thread_known = False
         if agent is not None:
-            vtid = self._vtid(e)
-            call, candidates = None, 0
-            if vtid is None:
-                self.counters["thread_unknown"] += 1
-            else:
-                thread_known = True
-                call, candidates = self._thread_call(agent, vtid, t)
-            if call is None and PROCESS_WIDE in agent.threads:
-                call, candidates = self._thread_call(agent, PROCESS_WIDE, t)
-                thread_known = True
-            if call is not None:
-                origin = call
-                if candidates > 1:
-                    self.counters["ambiguous"] += 1
-                    if e.ai is None:
-                        e.ai = AiInfo(tool_call_candidates=candidates)
-                    else:
-                        e.ai.tool_call_candidates = candidates
+            found, thread_known = self._open_calls(agent, e)
+            if len(found) == 1:
+                origin = found[0]
+            elif found:
+                origin = _Ambiguous(tuple(c.tool for c in found))
         served, served_candidates = self._served_call(e)
         if origin is None and served is not None:
             origin = served
@@ -391,6 +402,9 @@ class ToolCallJoin:
             if e.tool_call is None:
                 e.tool_call = origin.tool
             self.counters["attributed"] += 1
+        elif isinstance(origin, _Ambiguous):
+            if e.tool_call is None:  # a source that knew its call (the audit hook) keeps it
+                self._mark_ambiguous(e, origin.tools)
         elif origin is UNATTESTED and e.kind in self.activity_kinds:
             e.unattested = True
             self.counters["unattested"] += 1
@@ -406,3 +420,10 @@ class ToolCallJoin:
             if agent is not None and e.vpid is not None:
                 agent.exited = t
         return e
+
+    def _mark_ambiguous(self, e: Event, tools: tuple[ToolCall, ...]) -> None:
+        self.counters["ambiguous"] += 1
+        if e.ai is None:
+            e.ai = AiInfo()
+        e.ai.tool_call_candidates = len(tools)
+        e.ai.candidates = list(tools)

@@ -180,6 +180,18 @@ def _tool(attr: str) -> Getter:
     return get
 
 
+def _tool_names(e: Event, c: EvalCtx) -> list[str] | None:
+    # Inside a call, named or not: the call's name, or every candidate's when the join could not pick one.
+    if e.tool_call is not None:
+        return [e.tool_call.name] if e.tool_call.name else None
+    return _candidates(e, c)
+
+
+def _candidates(e: Event, c: EvalCtx) -> list[str] | None:
+    g = e.ai
+    return [t.name for t in g.candidates] or None if g is not None and g.candidates else None
+
+
 def _external(e: Event, c: EvalCtx) -> bool | None:
     n = e.net
     if n is None or not n.dst_ip:
@@ -191,7 +203,7 @@ def _external(e: Event, c: EvalCtx) -> bool | None:
 _PREFIX_READS = {"file": "file", "net": "net", "dns": "dns", "priv": "priv", "tool": "tool_call", "ai": "ai"}
 #: Fields outside those prefixes that only some kinds carry.
 _READS = {"proc.exit_code": "exit_code", "proc.signal": "signal", "proc.child_pid": "child_pid",
-          "tool.unattested": "unattested"}
+          "tool.unattested": "unattested", "tool.names": "tool_call", "tool.candidates": "tool_call"}
 
 #: ``ai.*`` string fields: the ``Event.ai`` attribute of the same name.
 AI_STR_FIELDS: tuple[str, ...] = (
@@ -275,6 +287,8 @@ def _fields() -> dict[str, FieldSpec]:
     add("tool.call_id", "str", _tool("call_id"))
     add("tool.agent", "str", _tool("agent"))
     add("tool.unattested", "bool", lambda e, c: e.unattested)
+    add("tool.names", "list", _tool_names)
+    add("tool.candidates", "list", _candidates)
     for attr in AI_STR_FIELDS:
         add(f"ai.{attr}", "str", _group_getter("ai", attr, True))
     for attr in AI_INT_FIELDS:

@@ -1,20 +1,20 @@
-"""OpenTelemetry GenAI spans -> runwatch events, and the OTLP process identity -> host pid.
+"""OpenTelemetry AI spans -> runwatch events, and the OTLP process and thread identity -> host ids.
 
-Span mapping (semantic conventions for generative AI, ``gen_ai.*``):
+Span mapping. :mod:`runwatch.sensors.ingest.conventions` says which spans are tool calls,
+agent runs and model calls under the GenAI, OpenInference and Traceloop conventions, and
+where each keeps the tool's name, the call id and the agent; this module turns them into events:
 
-- ``gen_ai.operation.name = execute_tool``: a ``tool.start`` event at the span's start and a
-  ``tool.end`` event at its end. ``ToolCall.name`` is ``gen_ai.tool.name`` (else the span name
-  after ``"execute_tool "``), ``call_id`` is ``gen_ai.tool.call.id``, ``agent`` is
-  ``gen_ai.agent.name`` of the span or, failing that, of the nearest ``invoke_agent`` /
-  ``create_agent`` ancestor in the same export request. ``tool.end`` carries ``status``
-  (``error`` when the span status is ERROR or ``error.type`` is set, else ``ok``).
-- ``invoke_agent``, ``create_agent``, ``chat``, ``text_completion``, ``generate_content``,
-  ``embeddings``: one ``model.call`` event at the span's start with ``operation``,
-  ``provider`` (``gen_ai.provider.name``, else the older ``gen_ai.system``), ``model``
-  (``gen_ai.request.model``, else ``gen_ai.response.model``), ``agent`` and token counts.
+- a tool span: a ``tool.start`` event at the span's start and a ``tool.end`` event at its
+  end. ``ToolCall.name`` is the tool's name, ``call_id`` the call id, ``agent`` the span's
+  own agent name or, failing that, that of the nearest agent-span ancestor in the same
+  export request. ``tool.end`` carries ``status`` (``error`` when the span status is ERROR
+  or ``error.type`` is set, else ``ok``).
+- an agent or model span: one ``model.call`` event at the span's start with ``operation``,
+  ``provider``, ``model``, ``agent`` and token counts.
 - Every other span is ignored (counted by the caller).
 
-Span ids go into ``attrs`` twice: ``span_id``/``trace_id``/``parent_span_id`` as hex, and
+Every event's ``attrs["convention"]`` names the convention its span was read by. Span ids go
+into ``attrs`` twice: ``span_id``/``trace_id``/``parent_span_id`` as hex, and
 ``span``/``parent_span`` as integers (the span id's low 63 bits) because the AI-context join
 keys calls by an integer span.
 
@@ -29,8 +29,25 @@ own pid namespace. :class:`PidResolver` turns it into the host view:
   could not have reported it).
 
 A resolved event carries ``pid`` (host), ``pidns`` (inode of the process's pid namespace),
-``vpid`` (``process.pid``), ``uid`` and ``cgroup_id``; ``tid``/``vtid`` stay unknown (OTLP has
-no thread id). An unresolved one keeps ``pid=0`` and says why in ``attrs["pid_unresolved"]``.
+``vpid`` (``process.pid``), ``uid`` and ``cgroup_id``. An unresolved one keeps ``pid=0`` and
+says why in ``attrs["pid_unresolved"]``.
+
+Thread. A tool span's ``thread.id`` (the OpenTelemetry general attribute) attributes its call
+to one thread instead of the whole process, but only where it is an OS thread id:
+
+- what emitters put there differs. The OpenTelemetry Python SDK sets no ``thread.id`` on
+  spans (its logging handler sets ``threading.get_ident()``, a pthread handle, not a thread
+  id); OpenInference and Traceloop set none; the Java agent's thread attributes and .NET
+  set a managed thread number. Only an emitter that sets ``threading.get_native_id()`` (or
+  ``gettid()``) names an OS thread, as seen in its own pid namespace.
+- so ``thread.id`` is taken only when the resolved process has, at conversion time, a thread
+  whose innermost ``NSpid`` is that number (:meth:`PidResolver.thread`): the event gets
+  ``vtid`` (``thread.id``) and ``tid`` (the host thread id) and the join keys the call to that
+  thread. Anything else (a handle past the pid range, a managed number no thread has, a
+  thread that exited before the export, an unresolved process) leaves the call process-wide
+  and says why in ``attrs["thread_unresolved"]``. ``thread.name`` is kept as
+  ``attrs["thread_name"]``, for information only.
+
 Not thread safe: one resolver per caller thread, or a lock around it (the receiver holds one).
 """
 
@@ -48,13 +65,14 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from runwatch.events import AI_KEYS, AiInfo, Container, Event, ToolCall, new_id
 from runwatch.host import cgroup_v2_if_any, procfs
+from runwatch.sensors.ingest import conventions as conv
+from runwatch.sensors.ingest.conventions import MAX_STR, SpanKind, text, whole
 
-TOOL_OPS = frozenset({"execute_tool"})
-MODEL_OPS = frozenset({"invoke_agent", "create_agent", "chat", "text_completion", "generate_content", "embeddings"})
-AGENT_OPS = frozenset({"invoke_agent", "create_agent"})
 _SPAN_MASK = (1 << 63) - 1
 _CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_MAX_STR = 4096
+_UNNAMED = {conv.GENAI: "execute_tool without gen_ai.tool.name", conv.OPENINFERENCE: "TOOL span without tool.name",
+            conv.TRACELOOP: "tool span without traceloop.entity.name"}
+_PID_LIMIT = 1 << 22  # the kernel's PID_MAX_LIMIT: no pid or thread id is this large
 
 
 def any_value(value: AnyValue) -> Any:
@@ -74,23 +92,6 @@ def any_value(value: AnyValue) -> Any:
 def attributes(kvs: Iterable[KeyValue]) -> dict[str, Any]:
     """OTLP key/value list as a dict (a repeated key: the last wins)."""
     return {kv.key: any_value(kv.value) for kv in kvs}
-
-
-def _str(value: Any) -> str | None:
-    if value is None or isinstance(value, (dict, list)):
-        return None
-    text = str(value)
-    return text[:_MAX_STR] if text else None
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
 
 
 class Identity(NamedTuple):
@@ -122,12 +123,13 @@ class PidResolver:
         self.ttl_ns = int(ttl_s * 1e9)
         self.max_entries = max_entries
         self._cache: OrderedDict[tuple[int, str | None], tuple[int, Identity]] = OrderedDict()
+        self._threads: OrderedDict[tuple[int, int], tuple[int, int | None]] = OrderedDict()
         self._cgroups = cgroup_v2_if_any()
         self.own_pidns: int | None = procfs.pidns("self", proc)
 
     def resolve(self, vpid: int | None, container_id: str | None) -> Identity:
         """Host identity for ``process.pid`` ``vpid`` (None: not given) in ``container_id``."""
-        if vpid is None or vpid <= 0 or vpid >= 1 << 22:
+        if vpid is None or vpid <= 0 or vpid >= _PID_LIMIT:
             note = "no process.pid" if vpid is None else f"process.pid {vpid} out of range"
             return Identity(0, None, vpid, 0, None, note)
         key = (vpid, container_id)
@@ -141,6 +143,30 @@ class PidResolver:
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
         return ident
+
+    def thread(self, ident: Identity, value: Any) -> tuple[int, int] | str:
+        """(host tid, tid in the sender's namespace) for a span's ``thread.id``, or why it is not
+        an OS thread of ``ident``'s process (see the module docstring)."""
+        vtid = whole(value)
+        if vtid is None or vtid <= 0:
+            return f"thread.id {text(value)!r} is no thread id"
+        if vtid >= _PID_LIMIT:
+            return f"thread.id {vtid} is past the pid range (a thread handle, not an OS thread id)"
+        if ident.pid <= 0:
+            return "the process is unresolved"
+        key = (-ident.pid, vtid)  # negative: apart from the (pid, container) keys of resolve()
+        now = time.monotonic_ns()
+        hit = self._threads.get(key)
+        if hit is not None and now - hit[0] < self.ttl_ns:
+            found = hit[1]
+        else:
+            found = procfs.host_tid(ident.pid, vtid, self.proc)
+            self._threads[key] = (now, found)
+            while len(self._threads) > self.max_entries:
+                self._threads.popitem(last=False)
+        if found is None:
+            return f"thread.id {vtid} is no thread of process {ident.vpid}"
+        return found, vtid
 
     def _identity(self, host_pid: int, vpid: int, uid: int) -> Identity:
         cgroup_id = self._cgroups.id_of_pid(host_pid, self.proc) if self._cgroups is not None else None
@@ -206,39 +232,41 @@ class Converter:
         for res, spans in parsed:
             ident: Identity | None = None
             for span, attrs in spans:
-                op = _str(attrs.get("gen_ai.operation.name"))
-                if op is None or (op not in TOOL_OPS and op not in MODEL_OPS):
+                kind = conv.classify(attrs)
+                if kind is None:
                     ignored += 1
                     continue
-                problem = self._check(span, op, attrs)
+                problem = self._check(span, kind, attrs)
                 if problem is not None:
                     rejected += 1
                     if len(reasons) < 5:
                         reasons.append(problem)
                     continue
                 if ident is None:
-                    ident = self.resolver.resolve(_int(res.get("process.pid")), _str(res.get("container.id")))
-                base = self._base(span, res, ident)
-                agent = self._agent(span, attrs, by_id)
-                if op in TOOL_OPS:
-                    events.extend(self._tool_events(span, attrs, agent, ident, base))
+                    ident = self.resolver.resolve(whole(res.get("process.pid")), text(res.get("container.id")))
+                base = self._base(span, kind, res, ident)
+                agent = self._agent(span, kind, attrs, by_id)
+                if kind.role == conv.TOOL:
+                    events.extend(self._tool_events(span, kind, attrs, agent, ident, base))
                 else:
-                    events.append(self._model_event(span, op, attrs, agent, ident, base))
+                    events.append(self._model_event(span, kind, attrs, agent, ident, base))
         events.sort(key=lambda e: (e.time, e.kind != "tool.start"))
         return events, ignored, rejected, reasons
 
     @staticmethod
-    def _check(span: Span, op: str, attrs: dict[str, Any]) -> str | None:
+    def _check(span: Span, kind: SpanKind, attrs: dict[str, Any]) -> str | None:
         if len(span.trace_id) != 16 or len(span.span_id) != 8:
             return f"span {span.name[:60]!r}: trace_id must be 16 bytes and span_id 8 bytes"
         if span.start_time_unix_nano == 0 or span.end_time_unix_nano < span.start_time_unix_nano:
             return f"span {span.name[:60]!r}: needs start_time_unix_nano > 0 and end >= start"
-        if op in TOOL_OPS and not _tool_name(span, attrs):
-            return f"span {span.name[:60]!r}: execute_tool without gen_ai.tool.name"
+        if kind.role == conv.TOOL and not conv.tool_name(kind, span.name, attrs):
+            return f"span {span.name[:60]!r}: {_UNNAMED[kind.convention]}"
         return None
 
-    def _agent(self, span: Span, attrs: dict[str, Any], by_id: dict[bytes, tuple[Span, dict[str, Any]]]) -> str | None:
-        own = _str(attrs.get("gen_ai.agent.name"))
+    @staticmethod
+    def _agent(span: Span, kind: SpanKind, attrs: dict[str, Any],
+               by_id: dict[bytes, tuple[Span, dict[str, Any]]]) -> str | None:
+        own = conv.own_agent(kind, attrs) or (conv.agent_of(span.name, attrs) if kind.role == conv.AGENT else None)
         if own is not None:
             return own
         parent, seen = bytes(span.parent_span_id), 0
@@ -247,23 +275,25 @@ class Converter:
             if found is None:
                 return None
             pspan, pattrs = found
-            if _str(pattrs.get("gen_ai.operation.name")) in AGENT_OPS and pattrs.get("gen_ai.agent.name"):
-                return _str(pattrs.get("gen_ai.agent.name"))
+            name = conv.agent_of(pspan.name, pattrs)
+            if name is not None:
+                return name
             parent, seen = bytes(pspan.parent_span_id), seen + 1
         return None
 
-    def _base(self, span: Span, res: dict[str, Any], ident: Identity) -> dict[str, Any]:
+    def _base(self, span: Span, kind: SpanKind, res: dict[str, Any], ident: Identity) -> dict[str, Any]:
         base: dict[str, Any] = {
             "trace_id": span.trace_id.hex(),
             "span_id": span.span_id.hex(),
             "span": int.from_bytes(span.span_id, "big") & _SPAN_MASK,
+            "convention": kind.convention,
         }
         if span.parent_span_id:
             base["parent_span_id"] = span.parent_span_id.hex()
             base["parent_span"] = int.from_bytes(span.parent_span_id, "big") & _SPAN_MASK
         for key, name in (("service.name", "service"), ("host.name", "host"), ("container.id", "container_id"),
                           ("container.runtime.name", "container_runtime"), ("container.runtime", "container_runtime")):
-            value = _str(res.get(key))
+            value = text(res.get(key))
             if value is not None and name not in base:
                 base[name] = value
         host = base.get("host")
@@ -280,52 +310,56 @@ class Converter:
         return Container(id=res_container, runtime=runtime or "unknown")
 
     def _event(self, kind: str, t: int, ident: Identity, base: dict[str, Any], call: ToolCall | None,
-               extra: dict[str, Any]) -> Event:
-        # The span's GenAI facts are the typed ai group; resource and attribution details stay in attrs.
+               extra: dict[str, Any], thread: tuple[int, int] | None = None) -> Event:
+        # The span's AI facts are the typed ai group; resource and attribution details stay in attrs.
         facts = {**base, **{k: v for k, v in extra.items() if v is not None}}
         attrs = {k: v for k, v in facts.items() if k not in AI_KEYS}
         ai = AiInfo(**{k: v for k, v in facts.items() if k in AI_KEYS})
         container = self._container(base.get("container_id"), base.get("container_runtime"), ident)
-        return Event(id=new_id(t), time=t, kind=kind, source="otlp", pid=ident.pid, uid=ident.uid,
-                     cgroup_id=ident.cgroup_id, pidns=ident.pidns, vpid=ident.vpid, container=container,
-                     tool_call=call, attrs=attrs or None, ai=ai)
+        tid, vtid = thread if thread is not None else (0, None)
+        return Event(id=new_id(t), time=t, kind=kind, source="otlp", pid=ident.pid, tid=tid, uid=ident.uid,
+                     cgroup_id=ident.cgroup_id, pidns=ident.pidns, vpid=ident.vpid, vtid=vtid,
+                     container=container, tool_call=call, attrs=attrs or None, ai=ai)
 
-    def _tool_events(self, span: Span, attrs: dict[str, Any], agent: str | None, ident: Identity,
+    def _thread(self, attrs: dict[str, Any], ident: Identity, base: dict[str, Any]) -> tuple[int, int] | None:
+        """The span's OS thread (host tid, namespace tid), noting in ``base`` why there is none."""
+        name = text(attrs.get("thread.name"))
+        if name is not None:
+            base["thread_name"] = name
+        if attrs.get("thread.id") is None:
+            return None
+        found = self.resolver.thread(ident, attrs["thread.id"])
+        if isinstance(found, str):
+            base["thread_unresolved"] = found
+            return None
+        return found
+
+    def _tool_events(self, span: Span, kind: SpanKind, attrs: dict[str, Any], agent: str | None, ident: Identity,
                      base: dict[str, Any]) -> list[Event]:
-        call = ToolCall(name=_tool_name(span, attrs) or "", call_id=_str(attrs.get("gen_ai.tool.call.id")),
+        call = ToolCall(name=conv.tool_name(kind, span.name, attrs) or "", call_id=conv.tool_call_id(kind, attrs),
                         agent=agent)
+        thread = self._thread(attrs, ident, base)
         start, end = span.start_time_unix_nano, span.end_time_unix_nano
-        error_type = _str(attrs.get("error.type"))
+        error_type = text(attrs.get("error.type"))
         failed = span.status.code == Status.STATUS_CODE_ERROR or error_type is not None
-        common = {"operation": "execute_tool", "tool_type": _str(attrs.get("gen_ai.tool.type")),
-                  "agent_id": _str(attrs.get("gen_ai.agent.id"))}
-        started = self._event("tool.start", start, ident, base, call, common)
+        common = {"operation": kind.operation, "tool_type": text(attrs.get("gen_ai.tool.type")),
+                  "agent_id": text(attrs.get("gen_ai.agent.id"))}
+        started = self._event("tool.start", start, ident, base, call, common, thread)
         ended = self._event("tool.end", end, ident, base, call, {
             **common, "status": "error" if failed else "ok", "duration_ns": end - start, "start_time": start,
-            "error": (span.status.message[:_MAX_STR] or error_type) if failed else None,
-        })
+            "error": (span.status.message[:MAX_STR] or error_type) if failed else None,
+        }, thread)
         return [started, ended]
 
-    def _model_event(self, span: Span, op: str, attrs: dict[str, Any], agent: str | None, ident: Identity,
+    def _model_event(self, span: Span, kind: SpanKind, attrs: dict[str, Any], agent: str | None, ident: Identity,
                      base: dict[str, Any]) -> Event:
         start, end = span.start_time_unix_nano, span.end_time_unix_nano
         failed = span.status.code == Status.STATUS_CODE_ERROR or attrs.get("error.type") is not None
         return self._event("model.call", start, ident, base, None, {
-            "operation": op,
-            "provider": _str(attrs.get("gen_ai.provider.name")) or _str(attrs.get("gen_ai.system")),
-            "model": _str(attrs.get("gen_ai.request.model")) or _str(attrs.get("gen_ai.response.model")),
+            "operation": kind.operation,
+            **conv.model_facts(kind, attrs),
             "agent": agent,
-            "agent_id": _str(attrs.get("gen_ai.agent.id")),
-            "conversation_id": _str(attrs.get("gen_ai.conversation.id")),
-            "input_tokens": _int(attrs.get("gen_ai.usage.input_tokens")),
-            "output_tokens": _int(attrs.get("gen_ai.usage.output_tokens")),
+            "agent_id": text(attrs.get("gen_ai.agent.id")),
             "duration_ns": end - start,
             "status": "error" if failed else "ok",
         })
-
-
-def _tool_name(span: Span, attrs: dict[str, Any]) -> str | None:
-    name = _str(attrs.get("gen_ai.tool.name"))
-    if name is None and span.name.startswith("execute_tool "):
-        name = span.name[len("execute_tool "):].strip()[:_MAX_STR] or None
-    return name

@@ -1,4 +1,4 @@
-"""OTLP/HTTP receiver: OpenTelemetry GenAI spans from agents in any language as a :class:`Source`.
+"""OTLP/HTTP receiver: AI spans (GenAI, OpenInference, Traceloop) from agents in any language as a :class:`Source`.
 
 Endpoints (OTLP/HTTP 1.x): ``POST /v1/traces`` is decoded and converted by
 :mod:`runwatch.sensors.ingest.genai`; ``POST /v1/logs`` and ``POST /v1/metrics`` are decoded
@@ -13,7 +13,7 @@ Request handling:
   bytes as sent and ``max_body * 8`` after decompression: 413 over either.
 - ``Content-Length`` is required (411 without it; chunked bodies are not read).
 - 200 with an ``ExportTraceServiceResponse`` in the request's encoding; ``partial_success``
-  counts the GenAI spans rejected (bad ids, times or tool name) with the first reasons.
+  counts the AI spans rejected (bad ids, times or tool name) with the first reasons.
 - 400 with a ``google.rpc.Status`` whose message says what could not be decoded.
 - 503 with ``Retry-After: 1`` when the event queue cannot take the whole request: nothing of
   it is queued, the sender retries (OTLP exporters retry 503), so nothing is lost here.
