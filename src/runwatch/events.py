@@ -36,6 +36,16 @@ belong to when the join cannot tell which)."""
 #: strings are part of the public contract.
 KINDS: tuple[str, ...] = eventkinds.names()
 
+IDENTITY_SOURCES: frozenset[str] = frozenset({"kernel", "proc"})
+"""Sources that say what a process is (its exe, cmdline, parent). The others (the audit hook,
+the SDK, OTLP, the policy engine) report what a process asked for or was inside of: they add
+context to events and never change the process tree."""
+
+SPAWNED_ATTR = "spawned"
+"""``attrs`` key of an audit-hook ``process.exec`` whose program runs in a child the caller
+starts (``subprocess``, ``os.system``, ``posix_spawn``): ``pid`` is the caller, the new
+image's parent. Without it (``os.exec``) the caller's own image is replaced."""
+
 
 class Container(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     """Where an event happened: the container and, under Kubernetes, its pod."""

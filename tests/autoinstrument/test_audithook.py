@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from runwatch import sdk
-from runwatch.events import Event, ToolCall
+from runwatch.events import SPAWNED_ATTR, Event, ToolCall
 from runwatch.sdk import audithook
 from runwatch.sdk.transport import Transport, set_transport
 from runwatch.sensors.inproc.collector import SdkCollector
@@ -74,6 +74,8 @@ def test_each_observation_is_reported_once_with_exact_values(
     ]
     assert os.path.realpath("/bin/sh") == "/usr/bin/dash"
     assert execs[0].cmdline == "/usr/bin/true odd-23"
+    # both programs run in a child of this process, not in its place
+    assert [bool(e.attrs and e.attrs.get(SPAWNED_ATTR)) for e in execs] == [True, True]
 
     connects = [e for e in mine if e.kind == "net.connect"]
     assert len(connects) == 1 and connects[0].net is not None
@@ -218,4 +220,13 @@ def test_a_message_without_a_resolved_executable_claims_none(collector: SdkColle
     events = helpers.drain(collector, quiet=0.1)
     assert [(e.kind, e.exe, e.exec_name, e.cmdline, e.attrs) for e in events] == [
         ("process.exec", "", "/bin/sh", "/bin/sh -c id",
-         {"via": "audit", "audit_event": "os.system", "exe_unresolved": True})]
+         {"via": "audit", "audit_event": "os.system", "exe_unresolved": True, SPAWNED_ATTR: True})]
+
+
+def test_os_exec_replaces_the_caller_and_is_not_a_spawn(collector: SdkCollector, helpers: Any) -> None:
+    head = f'{{"v":1,"k":"audit","m":1,"pid":{os.getpid()},"tid":1,"ns":1,'.encode()
+    _send(collector, head + b'"ev":"os.exec","exe":"/bin/sh","xe":"/usr/bin/dash","argv":["/bin/sh"]}\n')
+    _send(collector, head + b'"ev":"os.posix_spawn","exe":"/bin/sh","xe":"/usr/bin/dash","argv":["/bin/sh"]}\n')
+    events = helpers.drain(collector, quiet=0.1)
+    assert [(e.attrs or {}).get("audit_event") for e in events] == ["os.exec", "os.posix_spawn"]
+    assert [bool((e.attrs or {}).get(SPAWNED_ATTR)) for e in events] == [False, True]

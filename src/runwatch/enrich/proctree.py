@@ -214,6 +214,10 @@ class ProcessTree:
         """The record for ``pid`` known to the tree (no /proc read), or ``None``."""
         return self._procs.get(pid)
 
+    def lookup(self, pid: int) -> ProcRecord | None:
+        """The record for ``pid``, read from /proc (and remembered) when the tree lacks it."""
+        return self._lookup(pid) if pid > 0 else None
+
     def ancestry(self, pid: int) -> list[str]:
         """Executables of the parent, grandparent, ... up to pid 1 (cycle-safe, depth-capped).
 

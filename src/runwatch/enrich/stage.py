@@ -7,7 +7,7 @@ from collections import OrderedDict
 from runwatch.enrich.containers import ContainerResolver
 from runwatch.enrich.proctree import ProcessTree
 from runwatch.enrich.roles import role_from_container
-from runwatch.events import Event
+from runwatch.events import IDENTITY_SOURCES, SPAWNED_ATTR, Event
 
 
 class Enrichment:
@@ -15,8 +15,10 @@ class Enrichment:
 
     Each event is enriched before it updates the tree, so an exit still sees the exe of
     the process that exits; an exec updates the tree first, since it may be the first the
-    tree hears of a process whose fork was not reported. Not thread safe: the pipeline's
-    consumer thread owns it.
+    tree hears of a process whose fork was not reported. Only the kernel and the proc
+    fallback change the tree (:data:`~runwatch.events.IDENTITY_SOURCES`): what the audit hook,
+    the SDK and OTLP report is enriched from the tree and never rewrites a process. Not
+    thread safe: the pipeline's consumer thread owns it.
     """
 
     def __init__(self, tree: ProcessTree | None = None, containers: ContainerResolver | None = None,
@@ -38,7 +40,9 @@ class Enrichment:
                     containers.learn(int(e.attrs["cgroup_id"]), str(e.attrs["path"]))
             batch = [e for e in batch if e.kind != "cgroup.mkdir"]
         for event in batch:
-            if event.kind == "process.exec":
+            if event.source not in IDENTITY_SOURCES:
+                self._context_event(event)
+            elif event.kind == "process.exec":
                 tree.apply(event)  # the exec itself may be the first the tree hears of this pid
                 tree.enrich(event)
             else:
@@ -55,6 +59,22 @@ class Enrichment:
                     event.container = containers.resolve(self._cgroup_of[event.pid])
             role_from_container(event)
         return batch
+
+    def _context_event(self, event: Event) -> None:
+        """Enrich an event of a context source (audit hook, SDK, OTLP) without changing the tree.
+
+        An audited exec that runs in a child describes that child: its parent is the caller
+        and its ancestry starts with the caller, as the kernel's exec of the child will say.
+        """
+        tree = self.tree
+        if event.kind == "process.exec" and event.attrs and event.attrs.get(SPAWNED_ATTR) and event.pid > 0:
+            caller = tree.lookup(event.pid)
+            if caller is not None:
+                event.ppid = event.pid
+                if not event.ancestry:
+                    event.ancestry = [caller.label, *tree.ancestry(event.pid)]
+                return
+        tree.enrich(event)
 
     def _remember(self, pid: int, cgroup_id: int) -> None:
         known = self._cgroup_of

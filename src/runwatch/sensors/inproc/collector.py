@@ -35,7 +35,7 @@ from pathlib import Path
 
 import msgspec
 
-from runwatch.events import AiInfo, DnsInfo, Event, FileInfo, NetInfo, ToolCall, new_id
+from runwatch.events import SPAWNED_ATTR, AiInfo, DnsInfo, Event, FileInfo, NetInfo, ToolCall, new_id
 from runwatch.host import cgroup_v2_if_any, procfs
 from runwatch.sdk.wire import (
     AUDIT_EVENTS,
@@ -184,6 +184,8 @@ def _audit_kind(msg: Message, ev: Event) -> None:
             attrs["exe_unresolved"] = True
         ev.argv = list(msg.argv) if msg.argv is not None else [ev.exec_name]
         ev.cmdline = " ".join(ev.argv)
+        if name != "os.exec":  # the others run the program in a child the caller starts
+            attrs[SPAWNED_ATTR] = True
     elif name == "socket.connect":
         ev.kind = "net.connect"
         fam = msg.fam or "unix"
