@@ -33,6 +33,7 @@ from runwatch.sensors.select import Sources, build_sources
 from runwatch.store.sqlite import SqliteStore, StoreError
 
 if TYPE_CHECKING:
+    from runwatch.enrich.corroborate import Corroboration
     from runwatch.policy.model import PolicySet
     from runwatch.policy.wiring import SessionPolicy
     from runwatch.rules.stage import DetectionStage
@@ -110,6 +111,7 @@ class Session:
         self.sources: Sources | None = None
         self.enrichment = Enrichment()
         self.detection: DetectionStage | None = None
+        self.corroboration: Corroboration | None = None
         self.pipeline: Pipeline | None = None
         self._thread: threading.Thread | None = None
         self._stops: list[tuple[str, Stop]] = []  # teardown of each started step, in start order
@@ -219,6 +221,13 @@ class Session:
             # OTLP spans arrive only after they end (plus the exporter's batch delay).
             hold = self.opts.join_hold_ms or (6000.0 if self.sources.otlp_endpoint else 200.0)
             stages.append(ToolCallJoin(hold_ms=hold))
+            if self.sources.sdk_socket:
+                from runwatch.enrich.corroborate import Corroboration
+
+                # after the join, which releases in time order: an audit event's kernel twin
+                # comes at most the window later, plus the join's hold
+                self.corroboration = Corroboration(hold_ms=hold + 1500.0)
+                stages.append(self.corroboration)
         if self.detection is not None:
             stages.append(self.detection)
         if self.opts.containers:
@@ -273,6 +282,8 @@ class Session:
             out["source_stats"] = stats
             out["hooks"] = {"active": sorted(self.sources.active), "refused": self.sources.refused}
             out["notices"] = self.sources.notices
+        if self.corroboration is not None:
+            out["corroboration"] = self.corroboration.stats()
         return out
 
     def _stop_pipeline(self) -> list[str]:
