@@ -127,7 +127,7 @@ TABLE: tuple[KindSpec, ...] = (
              decoder="priv", programs=_tp("unshare"), syscalls=("unshare",), activity=True),
     KindSpec("priv.setns", "privilege", (1007, _OTHER, "Enter Namespace"), ("priv",), record="SETNS",
              decoder="priv", programs=_tp("setns"), syscalls=("setns",), activity=True),
-    KindSpec("tool.start", "ai", _BASE, ("tool_call", "ai")),
+    KindSpec("tool.start", "ai", _BASE, ("tool_call", "ai", "decision")),
     KindSpec("tool.end", "ai", _BASE, ("tool_call", "ai")),
     KindSpec("model.call", "ai", _BASE, ("ai",)),
     KindSpec("plugin.load", "ai", _BASE, ("ai",)),

@@ -114,7 +114,11 @@ def test_tools_decided_before_they_run_with_challenges_approved_rejected_and_tim
     assert {d["tool_call"]["agent"] for d in got} == {"e2e-agent"}
     # Only the tools that ran have tool.start events.
     starts = rw("events", "--db", str(tmp_path / "tools.db"), "--kind", "tool.start", "--format", "json")
-    assert [json.loads(line)["tool_call"]["name"] for line in starts.stdout.splitlines()] == ["search", "send_email"]
+    started = [json.loads(line) for line in starts.stdout.splitlines()]
+    assert [s["tool_call"]["name"] for s in started] == ["search", "send_email"]
+    # each carries the decision that admitted it: the policy, not a rule list, says it was approved
+    assert [(s["decision"]["policy"], s["decision"]["verdict"], s["decision"]["rule"]) for s in started] == [
+        ("agent-23", "allow", "tools.allow:search"), ("agent-23", "approve", "tools.challenge:send_email")]
     assert "POLICY DENY [tool] run_shell policy=agent-23 rule=tools.deny:run_shell" in log
     line = f"POLICY CHALLENGE [tool] send_email policy=agent-23 rule=tools.challenge:send_email challenge={first['id']}"
     assert line in log

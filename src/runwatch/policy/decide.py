@@ -18,13 +18,15 @@ Thread safety: ``decide`` and every other method may run concurrently from any t
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
-from runwatch.events import AiInfo, Container, Event, ToolCall
+from runwatch.events import AiInfo, Container, DecisionInfo, Event, ToolCall
 from runwatch.policy.challenges import PENDING, Challenge, ChallengeBook
 from runwatch.policy.model import Policy, PolicySet, Workload
 from runwatch.policy.source import decision_event, record_decision
@@ -88,11 +90,19 @@ class ProcWorkloads:
         return Workload(container=container, exe=exe, pid=pid, agent=agent)
 
 
+MAX_ADMISSIONS = 4096
+"""Decided tool calls remembered for :meth:`Decider.admission` (oldest forgotten first)."""
+
+
 class Decider:
     """Tool-call decisions over ``policies``; challenges are held in ``challenges``.
 
     ``emit`` receives every decision event (default: the process-wide decision bus).
     ``workloads`` maps a pid to its :class:`Workload` (default :class:`ProcWorkloads`).
+    The last decision of each call is kept, by (pid, call id or tool name), until
+    :meth:`admission` takes it: the SDK sends a call's ``tool.start`` only after its decision,
+    so the pipeline finds there what admitted the call. Thread safe (the server decides on
+    its threads, the pipeline asks on its own).
     """
 
     def __init__(self, policies: PolicySet, challenges: ChallengeBook | None = None, *,
@@ -105,6 +115,21 @@ class Decider:
         self.emit = emit
         self.workloads = workloads if workloads is not None else ProcWorkloads()
         self.counts: dict[str, int] = {}
+        self._admissions: OrderedDict[tuple[int, str], DecisionInfo] = OrderedDict()
+        self._admissions_lock = threading.Lock()
+
+    def admission(self, pid: int, call_id: str | None, tool: str) -> DecisionInfo | None:
+        """The last decision on the call ``call_id`` (else on tool ``tool``) of process ``pid``, once."""
+        with self._admissions_lock:
+            return self._admissions.pop((pid, call_id or tool), None)
+
+    def _admit(self, pid: int, call_id: str | None, tool: str, info: DecisionInfo) -> None:
+        with self._admissions_lock:
+            key = (pid, call_id or tool)
+            self._admissions[key] = info
+            self._admissions.move_to_end(key)
+            while len(self._admissions) > MAX_ADMISSIONS:
+                self._admissions.popitem(last=False)
 
     def set_policies(self, policies: PolicySet) -> None:
         """Use ``policies`` for every later decision."""
@@ -184,10 +209,14 @@ class Decider:
                 recorded: str, rule: str, reason: str, latency: int, cid: str | None, *,
                 policy_id: str | None = None, mode: str | None = None) -> None:
         self.counts[recorded] = self.counts.get(recorded, 0) + 1
+        policy_id = policy.id if policy is not None else (policy_id or "")
+        mode = policy.mode if policy is not None else mode
+        self._admit(w.pid or 0, call_id, tool, DecisionInfo(policy=policy_id, verdict=recorded, rule=rule, mode=mode,
+                                                            target=tool, layer="tool"))
         try:
             self.emit(decision_event(
-                policy=policy.id if policy is not None else (policy_id or ""), verdict=recorded, rule=rule,
-                reason=reason, latency_ns=latency, mode=policy.mode if policy is not None else mode, target=tool,
+                policy=policy_id, verdict=recorded, rule=rule,
+                reason=reason, latency_ns=latency, mode=mode, target=tool,
                 layer="tool", pid=w.pid or 0, exe=w.exe or "", container=w.container,
                 tool_call=ToolCall(name=tool, call_id=call_id, agent=w.agent), challenge_id=cid,
                 ai=AiInfo(args_digest=digest) if digest else None))

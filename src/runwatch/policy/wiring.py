@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from runwatch.enrich.containers import ContainerResolver
-from runwatch.events import Event
+from runwatch.events import DecisionInfo, Event
 from runwatch.host import cgroup_v2_if_any
 from runwatch.policy.apply import CommandCgroup, ContainerPolicyStage, RuleActionSink
 from runwatch.policy.enforce import EnforcementError, Enforcers, decision_event
@@ -42,8 +42,9 @@ class PolicyGate:
     Thread safety: ``__call__``/``flush`` on the pipeline thread; ``open`` from the owner.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, admissions: Callable[[int, str | None, str], DecisionInfo | None] | None = None) -> None:
         self._lock = threading.Lock()
+        self._admissions = admissions
         self._open = False
         self._applier: ContainerPolicyStage | None = None
         self._held: list[Event] = []
@@ -61,7 +62,17 @@ class PolicyGate:
             held, self._held = self._held, []
             applier = self._applier
         batch = held + batch if held else batch
+        if self._admissions is not None:
+            self._admit(batch)
         return applier(batch) if applier is not None else batch
+
+    def _admit(self, batch: list[Event]) -> None:
+        """Give each SDK ``tool.start`` the decision that admitted its call (the policy's word)."""
+        admission = self._admissions
+        assert admission is not None
+        for e in batch:
+            if e.kind == "tool.start" and e.source == "sdk" and e.decision is None and e.tool_call is not None:
+                e.decision = admission(e.pid, e.tool_call.call_id, e.tool_call.name)
 
     def flush(self) -> list[Event]:
         """What is held (the gate never opened) or what the apply stage still holds."""
@@ -87,10 +98,14 @@ class SessionPolicy:
                                      control_socket=control_socket or DEFAULT_CONTROL_SOCKET)
         self.source = self.runtime.source
         self.actions = RuleActionSink(policies, say=self.say)
-        self.gate = PolicyGate()
+        self.gate = PolicyGate(self._admission)
         self.enforcers: Enforcers | None = None
         self.applier: ContainerPolicyStage | None = None
         self.cmd_cgroup: CommandCgroup | None = None
+
+    def _admission(self, pid: int, call_id: str | None, tool: str) -> DecisionInfo | None:
+        decider = self.runtime.decider
+        return decider.admission(pid, call_id, tool) if decider is not None else None
 
     @property
     def enforces(self) -> bool:

@@ -200,7 +200,8 @@ def _external(e: Event, c: EvalCtx) -> bool | None:
 
 
 #: Field-name prefix -> the Event group its fields read.
-_PREFIX_READS = {"file": "file", "net": "net", "dns": "dns", "priv": "priv", "tool": "tool_call", "ai": "ai"}
+_PREFIX_READS = {"file": "file", "net": "net", "dns": "dns", "priv": "priv", "tool": "tool_call", "ai": "ai",
+                 "policy": "decision"}
 #: Fields outside those prefixes that only some kinds carry.
 _READS = {"proc.exit_code": "exit_code", "proc.signal": "signal", "proc.child_pid": "child_pid",
           "tool.unattested": "unattested", "tool.names": "tool_call", "tool.candidates": "tool_call"}
@@ -255,6 +256,9 @@ def _fields() -> dict[str, FieldSpec]:
     for attr in ("id", "name", "runtime", "pod", "namespace", "spiffe_id"):
         add(f"workload.{attr}", "str", _container_getter(attr))
     add("workload.role", "str", lambda e, c: e.role)
+    # the policy decision of a policy.decision event, or the one that admitted a tool.start
+    for attr in ("policy", "verdict", "rule", "mode", "layer"):
+        add("policy.id" if attr == "policy" else f"policy.{attr}", "str", _group_getter("decision", attr, True))
     add("identity.spiffe_id", "str", _container_getter("spiffe_id"))
     add("identity.trust_domain", "str", _trust_domain)
     add("file.path", "str", _group_getter("file", "path", True))
