@@ -18,6 +18,7 @@ from runwatch.events import Event, ToolCall
 from runwatch.testing import attribution
 from runwatch.testing.capture import LiveCapture
 from runwatch.testing.children import child_env, run_py
+from runwatch.testing.fake_openai import FINAL_ANSWER, FakeOpenAI
 
 TRUE = "/usr/bin/true"
 
@@ -41,6 +42,24 @@ class Tools:
     def issued(server: Any) -> list[tuple[str, str, str]]:
         """(call id, tool name, tag) of every call a FakeOpenAI issued, in order."""
         return [(cid, name, str(args["tag"])) for cid, name, args in server.issued]
+
+    @classmethod
+    def drive(cls, tmp_path: Path, source: str, script: Any, live: LiveCapture,
+              *args: str) -> list[tuple[str, str, str]]:
+        """Run agent ``source`` against a FakeOpenAI playing ``script``; the calls it issued.
+
+        The agent must finish with the server's final answer as its only output."""
+        with FakeOpenAI(script) as server:
+            out = cls.run_agent(tmp_path, source, live, *args, OPENAI_BASE_URL=server.base_url)
+        assert out == FINAL_ANSWER + "\n"
+        return cls.issued(server)
+
+    @staticmethod
+    def one_start_per_call(events: list[Event], calls: list[tuple[str, str, str]]) -> None:
+        """Each issued call has exactly one ``tool.start``, under its own id and name."""
+        starts = sorted((e.tool_call.call_id, e.tool_call.name) for e in events
+                        if e.kind == "tool.start" and e.tool_call is not None)
+        assert starts == sorted((cid, name) for cid, name, _ in calls)
 
     @staticmethod
     def check(events: list[Event], calls: list[tuple[str, str, str]], agent: str | None, *, framework: str,

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from runwatch.testing.capture import LiveCapture
-from runwatch.testing.fake_openai import FINAL_ANSWER, FakeOpenAI
 
 AGENT = textwrap.dedent('''
     import asyncio, os, subprocess, sys
@@ -67,14 +66,9 @@ def _script(mode: str) -> list[list[tuple[str, dict[str, Any]]]]:
 @pytest.mark.kernel
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_tool_node_calls_are_attributed_zero_code(mode: str, tmp_path: Path, live: LiveCapture, tools: Any) -> None:
-    with FakeOpenAI(_script(mode)) as server:
-        out = tools.run_agent(tmp_path, AGENT, live, mode, OPENAI_BASE_URL=server.base_url)
-    assert out == FINAL_ANSWER + "\n"
-    calls = tools.issued(server)
+    calls = tools.drive(tmp_path, AGENT, _script(mode), live, mode)
     assert [c[0] for c in calls] == ["call_0_0_0", "call_0_0_1", "call_0_0_2", "call_0_1_0", "call_0_1_1"]
     events = live.settle()
-    starts = sorted((e.tool_call.call_id, e.tool_call.name) for e in events
-                    if e.kind == "tool.start" and e.tool_call is not None)
-    assert starts == sorted((cid, name) for cid, name, _ in calls)
+    tools.one_start_per_call(events, calls)
     label = "LangGraph ToolNode (invoke)" if mode == "sync" else "LangGraph ToolNode (ainvoke)"
     tools.check(events, calls, None, framework=label, parallel=3)

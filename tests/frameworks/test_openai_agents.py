@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from runwatch.testing.capture import LiveCapture
-from runwatch.testing.fake_openai import FINAL_ANSWER, FakeOpenAI
 
 AGENT = textwrap.dedent('''
     import asyncio, os, subprocess
@@ -42,13 +41,8 @@ SCRIPT = [[("probe", {"tag": "agents-a"}), ("aprobe", {"tag": "agents-b"}), ("pr
 
 @pytest.mark.kernel
 def test_function_tools_are_attributed_zero_code(tmp_path: Path, live: LiveCapture, tools: Any) -> None:
-    with FakeOpenAI(SCRIPT) as server:
-        out = tools.run_agent(tmp_path, AGENT, live, OPENAI_BASE_URL=server.base_url)
-    assert out == FINAL_ANSWER + "\n"
-    calls = tools.issued(server)
+    calls = tools.drive(tmp_path, AGENT, SCRIPT, live)
     assert [c[0] for c in calls] == ["call_0_0_0", "call_0_0_1", "call_0_0_2", "call_0_1_0", "call_0_1_1"]
     events = live.settle()
-    starts = sorted((e.tool_call.call_id, e.tool_call.name) for e in events
-                    if e.kind == "tool.start" and e.tool_call is not None)
-    assert starts == sorted((cid, name) for cid, name, _ in calls)  # one start per call, none twice
+    tools.one_start_per_call(events, calls)
     tools.check(events, calls, "prober", framework="OpenAI Agents SDK (function_tool)", parallel=3)

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from runwatch.testing.capture import LiveCapture
-from runwatch.testing.fake_openai import FINAL_ANSWER, FakeOpenAI
 
 AGENT = textwrap.dedent('''
     import os, subprocess
@@ -38,10 +37,7 @@ SCRIPT = [[("probe", {"tag": "loop-a"}), ("probe", {"tag": "loop-b"}), ("probe",
 
 @pytest.mark.kernel
 def test_chat_loop_tool_calls_are_attributed(tmp_path: Path, live: LiveCapture, tools: Any) -> None:
-    with FakeOpenAI(SCRIPT) as server:
-        out = tools.run_agent(tmp_path, AGENT, live, OPENAI_BASE_URL=server.base_url)
-    assert out == FINAL_ANSWER + "\n"
-    calls = tools.issued(server)
+    calls = tools.drive(tmp_path, AGENT, SCRIPT, live)
     assert len(calls) == 5
     tools.check(live.settle(), calls, "looper", framework="openai chat loop (dispatch_tool_calls)", path="SDK",
                 parallel=3)
