@@ -91,6 +91,49 @@ def _act_key(e: Event) -> _Key | None:
     return None
 
 
+class _Keyed:
+    """Events in arrival order, each findable under its keys. Not thread safe."""
+
+    def __init__(self) -> None:
+        self._events: OrderedDict[str, tuple[Event, list[_Key]]] = OrderedDict()  # by event id, oldest first
+        self._ids: dict[_Key, deque[str]] = {}  # key -> ids of the events under it, oldest first
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def add(self, e: Event, keys: list[_Key]) -> None:
+        self._events[e.id] = (e, keys)
+        for key in keys:
+            self._ids.setdefault(key, deque()).append(e.id)
+
+    def oldest(self) -> Event | None:
+        return next(iter(self._events.values()))[0] if self._events else None
+
+    def pop(self, eid: str) -> Event:
+        e, keys = self._events.pop(eid)
+        for key in keys:
+            ids = self._ids[key]
+            ids.remove(eid)
+            if not ids:
+                del self._ids[key]
+        return e
+
+    def take(self, keys: list[_Key], near: int, window_ns: int) -> Event | None:
+        """Remove and return the first event under one of ``keys`` (best first) at most
+        ``window_ns`` from time ``near``."""
+        for key in keys:
+            for eid in self._ids.get(key, ()):
+                if abs(self._events[eid][0].time - near) <= window_ns:
+                    return self.pop(eid)
+        return None
+
+    def clear(self) -> list[Event]:
+        out = [e for e, _ in self._events.values()]
+        self._events.clear()
+        self._ids.clear()
+        return out
+
+
 class Corroboration:
     """Merges audit-hook events into the kernel events of the same act (see the module docstring)."""
 
@@ -100,10 +143,8 @@ class Corroboration:
         self.hold_ns = int(max(hold_ms, window_ms) * 1e6)
         self.max_held, self.max_recent = max_held, max_recent
         self.clock = clock
-        self._held: OrderedDict[str, tuple[Event, list[_Key]]] = OrderedDict()  # by event id, oldest first
-        self._waiting: dict[_Key, deque[str]] = {}  # key -> held audit event ids
-        self._recent: OrderedDict[str, tuple[Event, list[_Key]]] = OrderedDict()  # kernel events, oldest first
-        self._seen: dict[_Key, deque[str]] = {}  # key -> recent kernel event ids
+        self._held = _Keyed()  # audit events waiting for their kernel twin
+        self._recent = _Keyed()  # kernel events of the last window, for a twin that comes after
         self._watermark = 0
         self.counters = dict.fromkeys(("merged", "audit_only", "forced_releases", "forgotten"), 0)
 
@@ -114,15 +155,19 @@ class Corroboration:
                 self._watermark = e.time
             if e.source == "audit":
                 keys = audit_keys(e)
-                if keys and not self._merge_with_recent(e, keys):
-                    self._hold(e, keys, out)
-                    continue
                 if keys:
-                    continue  # merged into a kernel event already on its way
+                    kernel = self._recent.take(keys, e.time, self.window_ns)
+                    if kernel is not None:
+                        self._merge(kernel, e)  # the kernel event is already on its way
+                    else:
+                        self._hold(e, keys, out)
+                    continue
             elif e.source in IDENTITY_SOURCES:
                 keys = kernel_keys(e)
                 if keys:
-                    self._match_held(e, keys)
+                    audit = self._held.take(keys, e.time, self.window_ns)
+                    if audit is not None:
+                        self._merge(e, audit)
                     self._remember(e, keys)
             out.append(e)
         self._release(out)
@@ -130,45 +175,13 @@ class Corroboration:
 
     def flush(self) -> list[Event]:
         """Release every held audit event now (end of run)."""
-        out = [e for e, _ in self._held.values()]
+        out = self._held.clear()
         self.counters["audit_only"] += len(out)
-        self._held.clear()
-        self._waiting.clear()
         return out
 
     def stats(self) -> dict[str, int]:
         """Counters plus the sizes of the bounded tables."""
         return {**self.counters, "held": len(self._held), "recent": len(self._recent)}
-
-    # -- pairing --------------------------------------------------------------------------------
-
-    def _near(self, a: Event, b: Event) -> bool:
-        return abs(a.time - b.time) <= self.window_ns
-
-    def _merge_with_recent(self, audit: Event, keys: list[_Key]) -> bool:
-        for key in keys:
-            ids = self._seen.get(key)
-            if not ids:
-                continue
-            for eid in ids:
-                kernel = self._recent[eid][0]
-                if self._near(kernel, audit):
-                    self._forget(eid)
-                    self._merge(kernel, audit)
-                    return True
-        return False
-
-    def _match_held(self, kernel: Event, keys: list[_Key]) -> None:
-        for key in keys:
-            ids = self._waiting.get(key)
-            if not ids:
-                continue
-            for eid in ids:
-                audit = self._held[eid][0]
-                if self._near(kernel, audit):
-                    self._unhold(eid)
-                    self._merge(kernel, audit)
-                    return
 
     def _merge(self, kernel: Event, audit: Event) -> None:
         """``kernel`` goes on for both: it takes the audit event's tool call if it has none."""
@@ -180,56 +193,30 @@ class Corroboration:
         kernel.attrs = attrs
         self.counters["merged"] += 1
 
-    # -- bounded tables -------------------------------------------------------------------------
-
     def _hold(self, e: Event, keys: list[_Key], out: list[Event]) -> None:
-        self._held[e.id] = (e, keys)
-        for key in keys:
-            self._waiting.setdefault(key, deque()).append(e.id)
+        self._held.add(e, keys)
         while len(self._held) > self.max_held:
-            eid = next(iter(self._held))
-            out.append(self._unhold(eid))
+            oldest = self._held.oldest()
+            assert oldest is not None
+            out.append(self._held.pop(oldest.id))
             self.counters["forced_releases"] += 1
 
-    def _unhold(self, eid: str) -> Event:
-        e, keys = self._held.pop(eid)
-        for key in keys:
-            ids = self._waiting.get(key)
-            if ids is not None:
-                ids.remove(eid)
-                if not ids:
-                    del self._waiting[key]
-        return e
-
     def _remember(self, e: Event, keys: list[_Key]) -> None:
-        self._recent[e.id] = (e, keys)
-        for key in keys:
-            self._seen.setdefault(key, deque()).append(e.id)
+        self._recent.add(e, keys)
         while len(self._recent) > self.max_recent:
-            self._forget(next(iter(self._recent)))
+            oldest = self._recent.oldest()
+            assert oldest is not None
+            self._recent.pop(oldest.id)
             self.counters["forgotten"] += 1
-
-    def _forget(self, eid: str) -> None:
-        _, keys = self._recent.pop(eid)
-        for key in keys:
-            ids = self._seen.get(key)
-            if ids is not None:
-                ids.remove(eid)
-                if not ids:
-                    del self._seen[key]
 
     def _release(self, out: list[Event]) -> None:
         """Send on audit events whose twin can no longer come; forget old kernel events."""
         now = self.clock()
-        while self._held:
-            eid, (e, _) = next(iter(self._held.items()))
+        while (e := self._held.oldest()) is not None:
             if e.time + self.window_ns >= self._watermark and e.time + self.hold_ns > now:
                 break
-            out.append(self._unhold(eid))
+            out.append(self._held.pop(e.id))
             self.counters["audit_only"] += 1
         horizon = self._watermark - self.window_ns
-        while self._recent:
-            eid, (e, _) = next(iter(self._recent.items()))
-            if e.time >= horizon:
-                break
-            self._forget(eid)
+        while (e := self._recent.oldest()) is not None and e.time < horizon:
+            self._recent.pop(e.id)
