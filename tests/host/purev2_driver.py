@@ -24,12 +24,12 @@ from pathlib import Path
 from runwatch.containers.rootfs import build_rootfs
 from runwatch.containers.runc import RuncContainer
 from runwatch.enrich.containers import ContainerResolver
-from runwatch.events import Event
 from runwatch.host import cgroup_v2_if_any
 from runwatch.policy import load_policy_texts
 from runwatch.policy.enforce import Enforcement, Enforcers, Target
 from runwatch.sensors.inproc.collector import SdkCollector
 from runwatch.sensors.proc.source import ProcReader
+from runwatch.testing.sources import drain
 
 CID = "b" * 61 + "023"
 # Runs each operation of argv[1] (after a line on stdin when argv[2] is "wait"); prints the results.
@@ -86,13 +86,6 @@ def sdk_collector() -> Iterator[SdkCollector]:
             collector.stop()
 
 
-def drain(collector: SdkCollector) -> list[Event]:
-    events: list[Event] = []
-    while batch := collector.poll(0.2):
-        events.extend(batch)
-    return events
-
-
 @contextmanager
 def host_process(ops: list[list[str]]) -> Iterator[tuple[Target, subprocess.Popen[str]]]:
     """A worker held before its first operation, moved into ``/runwatch/<CID>``."""
@@ -147,7 +140,7 @@ def run(mode: str) -> dict[str, object]:
             worker.stdin.flush()
             result["results"] = json.loads(worker.stdout.readline())[:4]
             result["proc_reader_cgroup_id"] = ProcReader(cgroups=cgroup_v2_if_any()).read(worker.pid).cgroup_id
-            result["sdk_cgroup_ids"] = [e.cgroup_id for e in drain(collector)]
+            result["sdk_cgroup_ids"] = [e.cgroup_id for e in drain(collector, 0.2)]
         else:
             out = container.exec([str(container.rootfs.python), "-c", WORKER, json.dumps(ops)])
             result["results"] = json.loads(out.stdout) if out.returncode == 0 else out.stderr.decode()

@@ -35,13 +35,7 @@ from opentelemetry.semconv_ai import TraceloopSpanKindValues
 
 from runwatch.events import Event, ToolCall
 from runwatch.sensors.ingest.otlp import OtlpReceiver
-
-
-def drain(rx: OtlpReceiver) -> list[Event]:
-    out: list[Event] = []
-    while batch := rx.poll(0.0):
-        out.extend(batch)
-    return out
+from runwatch.testing.sources import drain
 
 
 @contextmanager

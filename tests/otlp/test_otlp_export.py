@@ -17,6 +17,7 @@ from runwatch.events import AiInfo, Container, DnsInfo, Event, FileInfo, NetInfo
 from runwatch.outputs.base import output_factory
 from runwatch.outputs.otlp import OtlpOutput, OtlpOutputError, traces_url
 from runwatch.sensors.ingest.otlp import PROTOBUF, OtlpReceiver
+from runwatch.testing.sources import drain
 
 FIXTURES = Path(__file__).parent / "fixtures"
 T0 = 1767225600000000000
@@ -147,13 +148,6 @@ def test_open_calls_are_sent_incomplete_and_unknown_calls_are_orphans() -> None:
     child = next(s for s in spans if s.name == "process.exec")
     assert child.parent is not None and child.parent.span_id != tool.context.span_id
     assert (out.stats()["incomplete"], out.stats()["orphan_events"]) == (1, 1)
-
-
-def drain(rx: OtlpReceiver) -> list[Event]:
-    out: list[Event] = []
-    while batch := rx.poll(0.0):
-        out.extend(batch)
-    return out
 
 
 @pytest.mark.parametrize("compression", ["gzip", "none"])

@@ -22,6 +22,7 @@ from runwatch.events import Event, ToolCall
 from runwatch.host import cgroup_v2
 from runwatch.sensors.base import source_factory
 from runwatch.sensors.ingest.otlp import JSON, PROTOBUF, OtlpReceiver
+from runwatch.testing.sources import drain
 
 FIXTURES = Path(__file__).parent / "fixtures"
 T0 = 1767225600000000000
@@ -52,15 +53,6 @@ def post(rx: OtlpReceiver, body: bytes, content_type: str | None = PROTOBUF, *, 
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
         conn.close()
-
-
-def drain(rx: OtlpReceiver) -> list[Event]:
-    out: list[Event] = []
-    while True:
-        batch = rx.poll(0.0)
-        if not batch:
-            return out
-        out.extend(batch)
 
 
 def tool_rows(events: list[Event]) -> list[tuple[Any, ...]]:
