@@ -27,12 +27,14 @@ def rw(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 
 def run_policy(tmp: Path, policy: str, cfg: dict[str, Any], *, mode: str | None = "enforce",
-               cmd: list[str] | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], str]:
+               cmd: list[str] | None = None, rules: bool = False,
+               ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], str]:
     """``runwatch run --policy`` over the driver (or ``cmd``); returns (process, driver JSON, stderr)."""
     (tmp / "policy.yaml").write_text(policy)
     log = tmp / "runwatch.log"
     cfg = {**cfg, "wait_log": str(log)}
-    args = [RUNWATCH, "run", "--db", str(tmp / "e2e.db"), "--no-rules", "--sdk-socket", str(tmp / "sock" / "sdk.sock"),
+    args = [RUNWATCH, "run", "--db", str(tmp / "e2e.db"), *(() if rules else ("--no-rules",)),
+            "--sdk-socket", str(tmp / "sock" / "sdk.sock"),
             "--control-socket", str(tmp / "control.sock"), "--policy", str(tmp / "policy.yaml")]
     if mode:
         args += ["--mode", mode]
@@ -158,6 +160,25 @@ def test_exec_deny_of_sh_runs_in_monitor_mode_and_records_would_deny(tmp_path): 
     assert [(d["decision"]["verdict"], d["decision"]["rule"], d["decision"]["mode"]) for d in got] == [
         ("would_deny", "exec.deny:/bin/sh", "monitor")]
     assert "POLICY WOULD_DENY [exec]" in log
+
+
+ROLE_POLICY = "id: role-23\nselector: {{container: [e2e-role]}}\n{role}tools:\n  allow: [read_file]\n"
+
+
+@pytest.mark.parametrize(("role", "alerts"), [("model-server", 1), (None, 0)])
+def test_the_selecting_policy_declares_the_role_rules_key_on(tmp_path, role, alerts):  # type: ignore[no-untyped-def]
+    """A container without a role label is a model server because its policy says so."""
+    policy = ROLE_POLICY.format(role=f"role: {role}\n" if role else "")
+    proc, out, log = run_policy(tmp_path, policy, {"name": "e2e-role", "steps": [["{python}", "-c", SPAWN]]},
+                                mode=None, rules=True)
+    assert proc.returncode == 0, log
+    assert out["steps"][0]["out"] == "0 shell-ran-23\n"
+    res = rw("alerts", "--db", str(tmp_path / "e2e.db"), "--format", "json")
+    got = [json.loads(line) for line in res.stdout.splitlines()]
+    shells = [a for a in got if a["rule"] == "shell_spawned_by_model_server"]
+    assert len(shells) == alerts, got
+    assert [a["workload"].get("role") for a in shells] == ([role] if alerts else [])
+    assert [a["workload"].get("name") for a in shells] == (["e2e-role"] if alerts else [])
 
 
 HOST = """

@@ -35,14 +35,19 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from runwatch.enrich.roles import ROLE_LABEL
 from runwatch.events import Container
 from runwatch.host import cgroup_v2_if_any, procfs, runtimes
 from runwatch.host.runtimes import DEFAULT_DOCKER_ROOT, DEFAULT_RUNC_ROOTS, DEFAULT_STORAGE_ROOT
+
+RoleOf = Callable[[Container, Mapping[str, str]], "str | None"]
+"""The role of a container that declares none, from what else is known (its selecting policy)."""
 
 _HEX_ID = r"[0-9a-f]{64}"
 _UID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}"
@@ -166,6 +171,8 @@ class ContainerResolver:
         self.rescan_interval = rescan_interval
         self.meta_retry = meta_retry
         self._use_handles = use_handles
+        self.role_of: RoleOf | None = None
+        """Asked for the role of a container whose labels declare none (set before events flow)."""
         self._lock = threading.RLock()
         self._index: dict[int, str] = {}  # id -> path, from the last walk only
         self._learned: OrderedDict[int, str] = OrderedDict()  # id -> path, from cgroup creations
@@ -434,8 +441,13 @@ class ContainerResolver:
         pod = a.get("io.kubernetes.pod.name") or a.get("io.kubernetes.cri.sandbox-name")
         namespace = a.get("io.kubernetes.pod.namespace") or a.get("io.kubernetes.cri.sandbox-namespace")
         uid = pod_uid or a.get("io.kubernetes.pod.uid") or a.get("io.kubernetes.cri.sandbox-uid")
-        return Container(id=cid, runtime=runtime, name=name, pod=pod, pod_uid=uid,
-                         namespace=namespace, cgroup=path, role=a.get(ROLE_LABEL) or None)
+        c = Container(id=cid, runtime=runtime, name=name, pod=pod, pod_uid=uid,
+                      namespace=namespace, cgroup=path, role=a.get(ROLE_LABEL) or None)
+        if c.role is None and self.role_of is not None:
+            role = self.role_of(c, a)
+            if role:
+                c = msgspec.structs.replace(c, role=role)
+        return c
 
     def _meta(self, cid: str) -> _Meta:
         self._stats["meta_reads"] += 1

@@ -48,10 +48,11 @@ class PolicyLoadError(ConfigLoadError[PolicyError]):
     """Policies failed to load; ``errors`` holds every located error."""
 
 
-POLICY_KEYS = ("id", "description", "selector", "mode", "fail", "challenge_timeout", "tools", "egress", "exec",
+POLICY_KEYS = ("id", "description", "role", "selector", "mode", "fail", "challenge_timeout", "tools", "egress", "exec",
                "files")
 SELECTOR_KEYS = ("container", "labels", "identity", "pod", "namespace", "process")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_ROLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HOST = re.compile(r"^[a-z0-9*?_]([a-z0-9*?_.-]{0,252})$")
 _SUFFIXES = (".yaml", ".yml")
 
@@ -334,13 +335,19 @@ def _policy(load: _Load, file: str, d: LocDict) -> Policy | None:
             load.err(d.value_location("description"), f"{where}: description must be a string", pid)
         else:
             args["description"] = d["description"].strip()
+    if "role" in d:
+        if not isinstance(d["role"], str) or not _ROLE.match(d["role"]):
+            load.err(d.value_location("role"), f"{where}: role must be a word such as model-server or agent "
+                     f"(letters, digits, '.', '_', '-'), not {d['role']!r}", pid)
+        else:
+            args["role"] = d["role"]
     for key, reader in (("tools", _tools), ("egress", _egress), ("exec", _exec), ("files", _files)):
         if key in d:
             args[key] = reader(load, d[key], d.value_location(key), where)
     for e in load.errors[n_before:]:
         if e.policy is None:
             load.errors[load.errors.index(e)] = dataclasses.replace(e, policy=pid)
-    if len(load.errors) > n_before or any(v is None for k, v in args.items() if k != "description"):
+    if len(load.errors) > n_before or any(v is None for k, v in args.items() if k not in ("description", "role")):
         return None
     return Policy(**args)
 

@@ -20,6 +20,8 @@ API for enforcers and deciders
 * ``fail``: ``"open"`` or ``"closed"``: what happens when a decision cannot be made
   (runwatch unreachable, challenge timed out, enforcer cannot answer in time),
 * ``challenge_timeout_ns`` (default 30 s),
+* ``role``: the workload role (``model-server``, ``agent``, ...) of the containers it selects
+  whose ``runwatch.io/role`` label does not declare one (``None``: the policy says nothing),
 * ``tools`` (:class:`ToolRules`), ``egress`` (:class:`EgressRules` or ``None`` when the
   policy does not restrict egress), ``exec`` (:class:`ExecRules` or ``None``), ``files``
   (:class:`FileRules` or ``None``).
@@ -242,6 +244,7 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     fail: Fail = "closed"
     challenge_timeout_ns: int = DEFAULT_CHALLENGE_TIMEOUT_NS
     description: str | None = None
+    role: str | None = None  # the role of the workloads it selects, unless they declare their own
     tools: ToolRules = msgspec.field(default_factory=ToolRules)
     egress: EgressRules | None = None
     exec: ExecRules | None = None
@@ -352,6 +355,11 @@ class PolicySet(msgspec.Struct, frozen=True):
     def for_process(self, exe: str) -> Policy | None:
         """The policy of a host process running ``exe``."""
         return self.select(Workload(exe=exe))
+
+    def role_of(self, container: Container, labels: Mapping[str, str]) -> str | None:
+        """The role the policy selecting ``container`` gives it (``None``: none, or no role)."""
+        policy = self.for_container(container, labels)
+        return policy.role if policy is not None else None
 
     def with_mode(self, mode: Mode) -> PolicySet:
         """A copy with every policy's mode set to ``mode``."""
