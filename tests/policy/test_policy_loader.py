@@ -191,3 +191,18 @@ def test_parse_egress_forms() -> None:
     assert parse_egress("Example.COM.:8443").host == "example.com"
     with pytest.raises(ValueError, match="port must be"):
         parse_egress("1.2.3.4:0")
+
+
+def test_role_is_a_word_given_to_the_containers_a_policy_selects(tmp_path: Path) -> None:
+    ps = load_policy_texts([("id: ms\nrole: model-server\nselector: {labels: {app: llm}}\n---\n"
+                             "id: rest\nselector: {container: '*'}\n", "r.yaml")])
+    c = Container(id="e" * 64, runtime="runc", name="llm-23")
+    assert ps.role_of(c, {"app": "llm"}) == "model-server"
+    assert ps.role_of(c, {"app": "web"}) is None  # selected by a policy without a role
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: b\nselector: {container: x}\nrole: [model-server]\n---\nid: c\nselector: {container: y}\n"
+                   "role: 'model server'\n")
+    with pytest.raises(PolicyLoadError) as info:
+        load_policies([bad])
+    assert [(e.line, e.policy) for e in info.value.errors] == [(3, "b"), (7, "c")]
+    assert all("role must be a word" in e.message for e in info.value.errors)
