@@ -26,6 +26,8 @@ TRUE = "/usr/bin/true"
 class Tools:
     """Runs an agent script zero-code and checks the attribution of its tools' work."""
 
+    TRUE = TRUE  # what every tool runs, with its call's tag
+
     @staticmethod
     def run_agent(tmp_path: Path, source: str, live: LiveCapture, *args: str, **env: str) -> str:
         """Run ``source`` under ``python -m runwatch.sdk.run``; its stdout (it must exit 0)."""
