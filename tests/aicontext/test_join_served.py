@@ -39,8 +39,11 @@ def test_server_and_descendants_work_for_the_open_call_only() -> None:
     assert join.stats()["attributed"] == 3
 
 
-def test_overlapping_calls_served_by_one_process_count_candidates() -> None:
+def test_overlapping_calls_served_by_one_process_name_none_and_list_both() -> None:
     join = ToolCallJoin(hold_ms=0, clock=lambda: 0)
-    join([_sdk("tool.start", 100, 1, CALL_A), _sdk("tool.start", 120, 2, CALL_B)])
-    got = join([_kernel("process.exec", 130, SERVER)]) + join.flush()
-    assert [(e.tool_call, e.ai) for e in got if e.source == "kernel"] == [(CALL_B, AiInfo(tool_call_candidates=2))]
+    join([_sdk("tool.start", 100, 1, CALL_A), _sdk("tool.start", 120, 2, CALL_B), _sdk("tool.end", 200, 1, CALL_A)])
+    got = join([_kernel("process.exec", 130, SERVER), _kernel("process.fork", 140, SERVER, CHILD),
+                _kernel("process.exec", 150, CHILD), _kernel("process.exec", 210, SERVER)]) + join.flush()
+    both = AiInfo(tool_call_candidates=2, candidates=[CALL_A, CALL_B])
+    assert [(e.time, e.tool_call, e.ai) for e in got if e.source == "kernel"] == [
+        (130, None, both), (140, None, both), (150, None, both), (210, CALL_B, None)]

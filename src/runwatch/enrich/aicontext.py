@@ -39,7 +39,7 @@ Rules, applied to each kernel event in time order:
    agent's pid namespace) makes that process's events, and those of its descendants, inside
    ``[start, end]`` the call's, whatever the process runs and whether or not it is
    instrumented (its own instrumented calls, rule 1, come first). Several open calls served
-   by one process: the most recently started wins and ``ai.tool_call_candidates`` counts them.
+   by one process: as in rule 2, no tool is named and every event lists them all.
 6. **Role**: AI events, the instrumented process's own events and those of the processes it
    spawned get ``role = "agent"`` unless their container declares another role.
 
@@ -348,20 +348,20 @@ class ToolCallJoin:
             return self._thread_call(agent, PROCESS_WIDE, e.time), True
         return found, vtid is not None
 
-    def _served_call(self, e: Event) -> tuple[_Call | None, int]:
-        """The call a serving process (or a descendant of one) works for at ``e.time``, and how many were open.
+    def _served_calls(self, e: Event) -> list[_Call]:
+        """The calls a serving process (or a descendant of one) works for at ``e.time``, oldest first.
 
         Also records the children a serving process (or its descendant) forks, so their later
         events resolve to the same serving process."""
         if not self._served:
-            return None, 0
+            return []
         key: tuple[int, int] | None = None
         if e.pidns is not None and e.vpid is not None and (e.pidns, e.vpid) in self._served:
             key = (e.pidns, e.vpid)
         else:
             key = self._served_kin.get(e.pid)
         if key is None:
-            return None, 0
+            return []
         if e.kind == "process.fork" and e.child_pid:
             self._served_kin[e.child_pid] = key
             while len(self._served_kin) > self.max_lineage:
@@ -369,10 +369,8 @@ class ToolCallJoin:
         elif e.kind == "process.exit":
             self._served_kin.pop(e.pid, None)
         t = e.time
-        open_calls = [c for c in self._served.get(key, ()) if c.start <= t and (c.end is None or t <= c.end)]
-        if not open_calls:
-            return None, 0
-        return max(open_calls, key=lambda c: c.start), len(open_calls)
+        return sorted((c for c in self._served.get(key, ()) if c.start <= t and (c.end is None or t <= c.end)),
+                      key=lambda c: c.start)
 
     def _attribute(self, e: Event) -> Event:
         t = e.time
@@ -385,13 +383,9 @@ class ToolCallJoin:
                 origin = found[0]
             elif found:
                 origin = _Ambiguous(tuple(c.tool for c in found))
-        served, served_candidates = self._served_call(e)
-        if origin is None and served is not None:
-            origin = served
-            if served_candidates > 1:
-                self.counters["ambiguous"] += 1
-                e.ai = e.ai or AiInfo()
-                e.ai.tool_call_candidates = served_candidates
+        served = self._served_calls(e)
+        if origin is None and served:
+            origin = served[0] if len(served) == 1 else _Ambiguous(tuple(c.tool for c in served))
         if origin is None:
             origin = self._lineage.get(e.pid)
         if origin is None and agent is not None and thread_known and t >= agent.first:

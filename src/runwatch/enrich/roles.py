@@ -3,10 +3,11 @@
 A role is declared, not guessed: a container's ``runwatch.io/role`` label or annotation
 (``model-server``, ``agent``, ``plugin-runner``, ``tool-sandbox``, ``sidecar``, or any
 operator's own word), else the ``role`` of the policy that selects the container (asked through
-``ContainerResolver.role_of`` when the container is first resolved), and an instrumented process (one the agent SDK attached to) together with
-what it spawns is an ``agent``. Rules about model servers and agents key on ``workload.role``
-(``Event.role``), so host tooling that is no declared workload is not their subject, and
-neither is runwatch itself or the command it was asked to run, unless declared.
+``ContainerResolver.role_of`` when the container is first resolved), and an instrumented
+process (one the agent SDK attached to) together with what it spawns is an ``agent``. Rules
+about model servers and agents key on ``workload.role`` (``Event.role``), so host tooling that
+is no declared workload is not their subject, and neither is runwatch itself or the command it
+was asked to run, unless declared.
 """
 
 from __future__ import annotations
