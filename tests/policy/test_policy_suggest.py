@@ -140,3 +140,23 @@ def test_an_executable_that_only_points_at_a_file_is_never_suggested() -> None:
     assert p is not None and p.exec is not None and p.files is not None
     assert p.exec.allow == ("/usr/bin/python3.11",)
     assert [(x.path, x.readers) for x in p.files.protect] == [("/run/secrets/token", ("/usr/bin/python3.11",))]
+
+
+def test_memfd_and_deleted_executables_are_named_in_a_comment_and_never_allowed() -> None:
+    # A memfd has no path, and a deleted file's old path may name another file by now:
+    # allowing either would admit whatever later takes that name.
+    lines = [
+        '{"id":"a","time":1,"kind":"process.exec","pid":23,"exe":"/usr/bin/python3.11"}',
+        '{"id":"b","time":2,"kind":"process.exec","pid":24,"exe":"memfd:payload","attrs":{"memfd":true}}',
+        '{"id":"c","time":3,"kind":"process.exec","pid":25,"exe":"memfd:payload","attrs":{"memfd":true}}',
+        '{"id":"d","time":4,"kind":"process.exec","pid":26,"exe":"/tmp/stage2 (deleted)","attrs":{"exe_deleted":true}}',
+        '{"id":"e","time":5,"kind":"file.open","pid":24,"exe":"memfd:payload",'
+        '"file":{"path":"/run/secrets/token","intent":"read"}}',
+    ]
+    text = suggest_policy([from_json(line) for line in lines], "agent-23")
+    p = load_policy_texts([(text, "s.yaml")]).get("suggested-agent-23")
+    assert p is not None and p.exec is not None and p.files is not None
+    assert p.exec.allow == ("/usr/bin/python3.11",)
+    assert p.files.protect == ()
+    assert '# not allowed: "memfd:payload" (2 exec(s), a memfd has no path)' in text
+    assert '# not allowed: "/tmp/stage2 (deleted)" (1 exec(s), deleted since)' in text

@@ -12,7 +12,8 @@ policy file (YAML with comments) in monitor mode:
   port collapse to the /24. The resolvers asked (``dns.query`` server) are allowed on their port.
 * ``exec.allow``: every executed file of a ``process.exec`` (``Event.exe``, resolved by the
   sensor; an exe that is not known, such as ``/proc/self/exe`` in a recording of schema 3 or older,
-  is never written: see :func:`known_exe`);
+  is never written, and a memfd or a deleted file is only named in a comment: see
+  :func:`known_exe`);
 * ``files.protect``: every secret path (mounted secrets, service-account tokens, private
   keys, cloud and SSH credentials) read, with the executables that read it as readers;
   ``files.immutable``: the system binary directories, if nothing wrote there.
@@ -66,12 +67,24 @@ def _dest(ip: str, port: int | None) -> str:
 
 
 def known_exe(e: Event) -> str:
-    """The event's executed file, or "" when it is not known: an ``exe`` that only points at
-    an executable (``/proc/self/exe``, ``/dev/fd/N``, kept by recordings of schema 3 or older) or that
-    its source could not resolve names no file a policy could allow."""
+    """The event's executed file, or "" when no policy could allow it by path: an ``exe`` that
+    only points at an executable (``/proc/self/exe``, ``/dev/fd/N``, kept by recordings of schema 3
+    or older) or that its source could not resolve, a memfd, or a file deleted since (see
+    :func:`unallowable`)."""
     if not e.exe or exepath.is_indirect(e.exe) or (e.attrs is not None and e.attrs.get("exe_unresolved")):
         return ""
-    return e.exe
+    return "" if unallowable(e) else e.exe
+
+
+def unallowable(e: Event) -> str | None:
+    """Why the executed file of ``e`` must never be allowed by path, or ``None``: a memfd has no
+    path, and a deleted file's last path may name another file by now."""
+    exe = e.exe or ""
+    if exe.startswith(exepath.MEMFD_PREFIX):
+        return "a memfd has no path"
+    if exe.endswith(exepath.DELETED_SUFFIX) or (e.attrs is not None and e.attrs.get("exe_deleted")):
+        return "deleted since"
+    return None
 
 
 class _Seen:
@@ -80,6 +93,7 @@ class _Seen:
     def __init__(self) -> None:
         self.tools: dict[str, int] = {}
         self.execs: dict[str, int] = {}
+        self.unallowed: dict[str, tuple[int, str]] = {}  # exe -> (execs, why it cannot be allowed)
         self.conns: dict[tuple[str, int | None], set[str]] = {}  # (ip, port) -> names looked up first
         self.resolvers: dict[tuple[str, int], int] = {}
         self.secrets: dict[str, dict[str, int]] = {}  # path -> reader exe -> count
@@ -99,6 +113,8 @@ class _Seen:
                 self.tools[e.tool_call.name] = self.tools.get(e.tool_call.name, 0) + 1
             elif k == "process.exec" and (exe := known_exe(e)):
                 self.execs[exe] = self.execs.get(exe, 0) + 1
+            elif k == "process.exec" and e.exe and (why := unallowable(e)):
+                self.unallowed[e.exe] = (self.unallowed.get(e.exe, (0, why))[0] + 1, why)
             elif k == "dns.query" and e.dns is not None:
                 recent_dns[e.pid].append((e.time, e.dns.name.lower().rstrip(".")))
                 if e.dns.server_ip:
@@ -221,8 +237,11 @@ def suggest_policy(events: Iterable[Event], container: str, *, policy_id: str | 
     if seen.execs:
         out += ["    exec:", "      allow:"]
         out.extend(f"        - {_q(x)}  # {n} exec(s)" for x, n in sorted(seen.execs.items()))
-    else:
+    elif not seen.unallowed:
         out.append("    # exec: no process.exec was recorded, so executables are not restricted")
+    else:
+        out += ["    exec:", "      allow: []"]
+    out.extend(f"      # not allowed: {_q(x)} ({n} exec(s), {why})" for x, (n, why) in sorted(seen.unallowed.items()))
     protect = sorted(seen.secrets.items())
     immutable = [d for d in BINARY_DIRS if not any(w.startswith(d) for w in seen.binary_writes)]
     out.append("    files:")
