@@ -145,11 +145,14 @@ def test_proc_reader_reads_self_and_counts_misses(tmp_path: Path) -> None:
 
 
 _FD_EXEC = """
-import os, sys
+import ctypes, os, sys
 if sys.argv[1] == "memfd":
     fd = os.memfd_create("sleeper-23", 0)
     with open("/usr/bin/sleep", "rb") as fh:
         os.write(fd, fh.read())
+elif sys.argv[1] == "detached":  # what runc init does: a detached bind mount of the binary
+    fd = ctypes.CDLL(None, use_errno=True).syscall(428, -100, b"/usr/bin/sleep", 1)  # open_tree, CLONE
+    assert fd >= 0, ctypes.get_errno()
 else:
     fd = os.open(sys.argv[1], os.O_RDONLY)
     os.unlink(sys.argv[1])
@@ -161,8 +164,8 @@ os.execve(fd, ["sleep", "5"], {})
 
 @contextlib.contextmanager
 def _running_from_fd(what: str) -> Iterator[tuple[int, int, int]]:
-    """A child running a program from an fd (a memfd, or ``what`` opened then unlinked):
-    (pid, st_ino, st_dev of the file)."""
+    """A child running a program from an fd (a memfd, a detached mount of /usr/bin/sleep, or
+    ``what`` opened then unlinked): (pid, st_ino, st_dev of the file)."""
     proc = subprocess.Popen([sys.executable, "-c", _FD_EXEC, what], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -190,6 +193,11 @@ def test_proc_reader_exe_is_the_executed_file_memfd_and_deleted(tmp_path: Path) 
     with _running_from_fd(str(victim)) as (pid, ino, dev):
         info = reader.read(pid)
         assert (info.exe, info.exe_ino, info.exe_dev, info.exe_deleted) == (f"{victim} (deleted)", ino, dev, True)
+    with _running_from_fd("detached") as (pid, ino, dev):
+        assert os.readlink(f"/proc/{pid}/exe") == "/"  # the link names the detached mount's root
+        info = reader.read(pid)
+        assert (info.exe, info.exe_ino, info.exe_dev, info.exe_deleted, info.exe_detached) == (
+            os.path.realpath("/usr/bin/sleep"), ino, dev, None, True)
     assert reader.misses == 0
 
 

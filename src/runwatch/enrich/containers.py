@@ -27,23 +27,20 @@ uncontended.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import re
-import struct
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 
 from runwatch.enrich.roles import ROLE_LABEL
 from runwatch.events import Container
-from runwatch.host import cgroup_v2_if_any, procfs, runtimes
+from runwatch.host import cgroup_v2_if_any, handles, procfs, runtimes
 from runwatch.host.runtimes import DEFAULT_DOCKER_ROOT, DEFAULT_RUNC_ROOTS, DEFAULT_STORAGE_ROOT
 
 RoleOf = Callable[[Container, Mapping[str, str]], "str | None"]
@@ -65,7 +62,6 @@ _POD_CGROUPFS = re.compile(rf"^pod({_UID})$")
 _POD_SYSTEMD = re.compile(rf"^kubepods(?:-[a-z]+)?-pod({_UID})\.slice$")
 _RUNC_ID = re.compile(r"^[\w+\-.]{1,1024}$")
 
-_FILEID_KERNFS = 0xFE  # handle type of kernfs (cgroupfs) file handles
 _WALK_MAX_DEPTH = 64
 _WALK_MAX_DIRS = 500_000
 
@@ -179,7 +175,6 @@ class ContainerResolver:
         self._cache: OrderedDict[int, _Entry] = OrderedDict()  # LRU of resolutions
         self._unknown: OrderedDict[int, None] = OrderedDict()  # ids proven absent
         self._last_scan = -float("inf")
-        self._libc: Any = None
         self._stats = dict.fromkeys(
             ("hits", "misses", "handle_lookups", "rescans", "rescans_skipped", "evicted",
              "unknown_ids", "meta_reads", "containers"), 0)
@@ -302,37 +297,21 @@ class ContainerResolver:
     def _handle_lookup(self, cgroup_id: int) -> tuple[str | None, bool]:
         """Open the cgroup by its kernfs file handle. Returns (path, lookup was definitive)."""
         assert self.cgroup_root is not None
-        if self._libc is None:
-            try:
-                self._libc = ctypes.CDLL(None, use_errno=True)
-                self._libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-            except (OSError, AttributeError):
-                self._use_handles = False
-                return None, False
         self._stats["handle_lookups"] += 1
-        handle = struct.pack("=IiQ", 8, _FILEID_KERNFS, cgroup_id)
         try:
-            mount_fd = os.open(self.cgroup_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            mount_fd = handles.open_dir(self.cgroup_root)
         except OSError:
             return None, False
         try:
-            fd = self._libc.open_by_handle_at(
-                mount_fd, handle, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            err = ctypes.get_errno()
-        finally:
-            os.close(mount_fd)
-        if fd < 0:
-            if err in (errno.ESTALE, errno.ENOENT, errno.ENOTDIR):
+            target = handles.path_in(mount_fd, handles.kernfs_handle(cgroup_id))
+        except OSError as exc:
+            if exc.errno in (errno.ESTALE, errno.ENOENT, errno.ENOTDIR):
                 return None, True
-            if err in (errno.EPERM, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            if exc.errno in (errno.EPERM, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
                 self._use_handles = False  # this kernel or sandbox refuses: walk instead
             return None, False
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            return None, False
         finally:
-            os.close(fd)
+            os.close(mount_fd)
         if target.endswith(" (deleted)"):
             return None, True
         rel = self._rel(target)

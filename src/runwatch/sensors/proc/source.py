@@ -28,6 +28,7 @@ import json
 import os
 import select
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -38,7 +39,7 @@ import msgspec
 
 from runwatch import exepath
 from runwatch.events import Event, PrivInfo, new_id
-from runwatch.host import CgroupV2, cgroup_v2_if_any, procfs
+from runwatch.host import CgroupV2, cgroup_v2_if_any, handles, procfs
 from runwatch.sensors.base import register_source
 from runwatch.sensors.proc import cnproc
 from runwatch.sensors.proc.cnproc import (
@@ -69,6 +70,7 @@ class _Proc:
     exe_ino: int | None = None
     exe_dev: int | None = None
     exe_deleted: bool | None = None
+    exe_detached: bool | None = None  # the file is on a mount no path reaches (its path is the root's)
     cmdline: str = ""
     argv: list[str] | None = None
     comm: str | None = None
@@ -110,6 +112,23 @@ class ProcReader:
             self.misses += 1
             return None
 
+    def _reach(self, dfd: int, info: _Proc) -> None:
+        """A file that its link calls ``/`` is the root of a detached mount of the file (runc
+        re-executes itself so): its path as this process's root mount reaches it, by handle."""
+        info.exe_detached = True
+        try:
+            handle = handles.handle_at(dfd, "exe")
+            root = handles.open_dir("/")
+            try:
+                path = handles.path_in(root, handle)
+            finally:
+                os.close(root)
+        except OSError:
+            self.misses += 1
+            return
+        if not path.endswith(exepath.DELETED_SUFFIX):
+            info.exe = path
+
     def read(self, pid: int) -> _Proc:
         """Everything readable about ``pid`` now (fields left at defaults when unreadable)."""
         info = _Proc()
@@ -138,6 +157,8 @@ class ProcReader:
             else:
                 info.exe, deleted = exepath.from_link(exe, nlink=exe_st.st_nlink)
                 info.exe_ino, info.exe_dev = exe_st.st_ino, exe_st.st_dev
+                if exe == "/" and stat.S_ISREG(exe_st.st_mode):
+                    self._reach(dfd, info)
             info.exe_deleted = deleted or None
         raw = self._read(dfd, "cmdline")
         if raw:
@@ -281,6 +302,8 @@ class _Tracker:
                 attrs["cgroup"] = info.cgroup
             if not info.exe:
                 attrs["exe_unread"] = True  # the process was gone before /proc could be read
+            if info.exe_detached:
+                attrs["exe_detached"] = True
             ev.attrs = attrs or None
             out.append(ev)
         elif isinstance(rec, ForkRecord):
