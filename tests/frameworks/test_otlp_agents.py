@@ -3,7 +3,8 @@
 Two chat-completions agents against the scripted model export spans with the real
 OpenTelemetry SDK and OTLP/HTTP exporter to runwatch's receiver: one writes GenAI
 ``execute_tool`` spans and runs each turn's calls in parallel on a thread pool (the calls of
-a turn wait for each other inside their spans, so they overlap) with ``thread.id``; the
+a turn wait for each other inside their spans before and after their work, so every
+call is open while any works) with ``thread.id``; the
 other is traced by OpenInference (``openinference-instrumentation-openai`` for the model
 calls, ``OITracer.tool`` for the tools). The session's store is read back and every call's
 fork, exec and exit must carry the call.
@@ -70,7 +71,9 @@ def parallel(calls):
             attributes["thread.id"] = threading.get_native_id()
         with tracer.start_as_current_span(f"execute_tool {call.function.name}", attributes=attributes):
             together.wait(10)  # every call of the turn is open before any works
-            return work(call)
+            result = work(call)
+            together.wait(10)  # and stays open until all have worked
+            return result
 
     with ThreadPoolExecutor(len(calls)) as pool:
         return list(pool.map(one, calls))

@@ -171,7 +171,9 @@ def _running_from_fd(what: str) -> Iterator[tuple[int, int, int]]:
         assert proc.stdout is not None
         ino, dev = (int(x) for x in proc.stdout.readline().split())
         deadline = time.monotonic() + 5
-        while os.readlink(f"/proc/{proc.pid}/exe") == os.path.realpath(sys.executable):
+        # the exe link changes before the new image's arguments are in place: wait for both
+        while (os.readlink(f"/proc/{proc.pid}/exe") == os.path.realpath(sys.executable)
+               or Path(f"/proc/{proc.pid}/cmdline").read_bytes() != b"sleep\x005\x00"):
             assert time.monotonic() < deadline, "the child never executed its file"
             time.sleep(0.005)
         yield proc.pid, ino, dev
