@@ -190,6 +190,7 @@ class Session:
         assert self.sources is not None
         try:
             self._step("outputs", self._open_outputs, self._close_outputs)
+            self._step("runtime states", self.enrichment.containers.watch_states, self._stop_states)
             self._step("sources", self.sources.start, self._stop_sources)
             self._step("pipeline", self._start_pipeline, self._stop_pipeline)
             if self.policy is not None:
@@ -315,6 +316,10 @@ class Session:
             self.sources.stop()
         except Exception as exc:
             return [f"stopping sources: {exc}"]
+        return []
+
+    def _stop_states(self) -> list[str]:
+        self.enrichment.containers.close()
         return []
 
     def _close_outputs(self) -> list[str]:

@@ -19,6 +19,8 @@ whether its last component names a container in one of runc's state roots. Names
 runc's ``state.json`` labels and the bundle's ``config.json`` annotations, Docker's
 ``config.v2.json`` and containers/storage's ``containers.json`` (all read through
 :mod:`runwatch.host.runtimes`). Unreadable or malformed files count as unknown; they never raise.
+With :meth:`ContainerResolver.watch_states`, runc's state is also read as it is written and kept,
+so a container that is gone before its events are enriched still has its name.
 
 Thread safety: every public method takes one internal lock, so an instance may be shared
 between threads; the intended use is single-threaded from the pipeline, where the lock is
@@ -42,6 +44,7 @@ from runwatch.enrich.roles import ROLE_LABEL
 from runwatch.events import Container
 from runwatch.host import cgroup_v2_if_any, handles, procfs, runtimes
 from runwatch.host.runtimes import DEFAULT_DOCKER_ROOT, DEFAULT_RUNC_ROOTS, DEFAULT_STORAGE_ROOT
+from runwatch.host.statewatch import RuntimeStates
 
 RoleOf = Callable[[Container, Mapping[str, str]], "str | None"]
 """The role of a container that declares none, from what else is known (its selecting policy)."""
@@ -169,6 +172,7 @@ class ContainerResolver:
         self._use_handles = use_handles
         self.role_of: RoleOf | None = None
         """Asked for the role of a container whose labels declare none (set before events flow)."""
+        self._states: RuntimeStates | None = None  # see watch_states
         self._lock = threading.RLock()
         self._index: dict[int, str] = {}  # id -> path, from the last walk only
         self._learned: OrderedDict[int, str] = OrderedDict()  # id -> path, from cgroup creations
@@ -230,6 +234,22 @@ class ContainerResolver:
             self._unknown.pop(cgroup_id, None)
             while len(self._learned) > self.max_entries:
                 self._learned.popitem(last=False)
+
+    def watch_states(self) -> bool:
+        """Read each container's runtime state as it is written and keep it after the container is
+        gone, so the events of short-lived containers keep their names (see
+        :mod:`runwatch.host.statewatch`). False where inotify is unavailable."""
+        with self._lock:
+            if self._states is None:
+                self._states = RuntimeStates(self.runc_roots, max_entries=self.max_entries)
+            return self._states.start()
+
+    def close(self) -> None:
+        """Stop following runtime state (what was read still answers)."""
+        with self._lock:
+            states = self._states
+        if states is not None:
+            states.close()
 
     def rescan(self) -> int:
         """Walk the v2 tree now: refresh the path index, evict vanished ids. Returns dirs seen."""
@@ -373,8 +393,10 @@ class ContainerResolver:
 
     def _retry_meta(self, entry: _Entry) -> None:
         now = time.monotonic()
-        if now < entry.next_try:
-            return
+        if now < entry.next_try:  # rate-limited, unless the state has been read since
+            cid = entry.container.id if entry.container is not None else None
+            if cid is None or self._states is None or self._states.get(cid) is None:
+                return
         if now > entry.retry_until:
             entry.complete = True
             return
@@ -404,12 +426,14 @@ class ContainerResolver:
             if not _RUNC_ID.match(cid) or cid in (".", ".."):
                 continue
             found = runtimes.state_dir(cid, self.runc_roots)
-            if found is None:
+            kept = self._states.get(cid) if self._states is not None else None
+            if found is None and kept is None:
                 continue
             meta = self._meta(cid)
             if meta.cgroup_path is not None and meta.cgroup_path != path:
                 continue  # a container of that name lives elsewhere: coincidence
-            return self._build(found[1], cid, None, path, meta), meta.complete
+            runtime = found[1] if found is not None else meta.runtime or "runc"
+            return self._build(runtime, cid, None, path, meta), meta.complete
         return None, False
 
     def _build(self, runtime: str, cid: str, pod_uid: str | None, path: str, meta: _Meta) -> Container:
@@ -431,19 +455,20 @@ class ContainerResolver:
     def _meta(self, cid: str) -> _Meta:
         self._stats["meta_reads"] += 1
         labels: dict[str, str] = {}
-        runtime: str | None = None
         cgroup_path: str | None = None
-        complete = False
         found = runtimes.state_dir(cid, self.runc_roots)  # exists from creation on
-        if found is not None:
-            runtime = found[1]
-            state = runtimes.read_state(*found)  # written a little later
-            if state is not None:
-                complete = True
-                if state.bundle:
-                    labels.update(runtimes.bundle_annotations(state.bundle))
-                labels.update(state.labels)
-                cgroup_path = self._state_cgroup(state)
+        state = runtimes.read_state(*found) if found is not None else None  # written a little later
+        annotations = runtimes.bundle_annotations(state.bundle) if state is not None and state.bundle else {}
+        if state is None:  # not written yet, or the container is gone: what was read when it was
+            record = self._states.get(cid) if self._states is not None else None
+            if record is not None:
+                state, annotations = record.state, record.annotations
+        runtime = found[1] if found is not None else state.runtime if state is not None else None
+        complete = state is not None
+        if state is not None:
+            labels.update(annotations)
+            labels.update(state.labels)
+            cgroup_path = self._state_cgroup(state)
         name = None
         if _BARE_ID.match(cid):
             name = runtimes.docker_name(cid, self.docker_root) or runtimes.storage_name(cid, self.storage_root)

@@ -75,7 +75,8 @@ class RuncState:
         return self.labels.get("bundle") or None
 
 
-def _parents(root: str) -> list[str]:
+def parents_of(root: str) -> list[str]:
+    """The directories a state root stands for: itself, or each namespace under a ``/*`` root."""
     if not root.endswith("/*"):
         return [root]
     try:
@@ -88,7 +89,7 @@ def _parents(root: str) -> list[str]:
 def state_dir(cid: str, roots: Roots = DEFAULT_RUNC_ROOTS) -> tuple[str, str] | None:
     """``(state dir, runtime)`` of runc container ``cid`` under the first root that has it."""
     for root, runtime in roots:
-        for parent in _parents(root):
+        for parent in parents_of(root):
             path = os.path.join(parent, cid)
             if os.path.isdir(path):
                 return path, runtime
@@ -126,7 +127,7 @@ def runc_state(cid: str, roots: Roots = DEFAULT_RUNC_ROOTS) -> RuncState | None:
 def runc_states(roots: Roots = DEFAULT_RUNC_ROOTS) -> Iterator[RuncState]:
     """The readable state of every runc container under ``roots``."""
     for root, runtime in roots:
-        for parent in _parents(root):
+        for parent in parents_of(root):
             try:
                 with os.scandir(parent) as it:
                     dirs = [e.path for e in it if e.is_dir(follow_symlinks=False)]

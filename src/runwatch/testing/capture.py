@@ -75,6 +75,7 @@ class LiveCapture:
 
     def start(self) -> LiveCapture:
         """Start the source and the consumer thread; returns self."""
+        self.enrich.containers.watch_states()
         self.source.start()
         self._thread.start()
         return self
@@ -199,6 +200,7 @@ class LiveCapture:
         self._stop.set()
         self._thread.join(timeout=10)
         self.source.stop()
+        self.enrich.containers.close()
 
 
 def require_kernel_sensor() -> None:
