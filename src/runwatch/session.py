@@ -284,8 +284,21 @@ class Session:
             out["source_stats"] = stats
             out["hooks"] = {"active": sorted(self.sources.active), "refused": self.sources.refused}
             out["notices"] = self.sources.notices
+            malformed = {}
+            for member in getattr(group, "sources", [group]):
+                count = member.stats().get("malformed", 0)
+                if count:
+                    malformed[member.name] = {"count": count, "first": getattr(member, "first_error", None)}
+            if malformed:
+                out["malformed"] = malformed
         if self.corroboration is not None:
             out["corroboration"] = self.corroboration.stats()
+        if self.pipeline is not None:
+            faults = self.pipeline.faults()
+            if faults["stage_errors"] or faults["lost"] or faults["poll_errors"]:
+                out["faults"] = faults
+            if self.pipeline.failure is not None:
+                out["failure"] = self.pipeline.failure
         return out
 
     def _stop_pipeline(self) -> list[str]:

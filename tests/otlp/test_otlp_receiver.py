@@ -144,6 +144,8 @@ def test_bad_payloads_get_400_and_are_counted(receiver: OtlpReceiver) -> None:
     cases: list[tuple[bytes, str, str | None, str]] = [
         (b"\xff\xff\xff\xff garbage", PROTOBUF, None, "cannot decode protobuf ExportTraceServiceRequest"),
         (b"{not json", JSON, None, "request body is not JSON"),
+        (b'{"a":' * 5000 + b"1" + b"}" * 5000, JSON, None, "request body is not JSON"),  # 5,000 levels
+        (b'{"resourceSpans": "\xff"}', JSON, None, "request body is not JSON"),  # not UTF-8
         (b"[1, 2, 3]", JSON, None, "OTLP JSON ExportTraceServiceRequest must be an object, got list"),
         (json.dumps(trace_json).encode(), JSON, None, "invalid OTLP JSON ExportTraceServiceRequest"),
         (json.dumps({"resourceSpans": "many"}).encode(), JSON, None, "invalid OTLP JSON"),

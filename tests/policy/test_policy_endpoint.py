@@ -116,6 +116,7 @@ def test_decide_over_http_on_the_unix_socket(serve: Any) -> None:
     assert (e.pid, e.exe, e.tool_call.agent if e.tool_call else None) == (os.getpid(), SELF_EXE, "planner")
     assert e.ai is not None and str(e.ai.args_digest).startswith("sha256:")
     assert _http(s.decide_sock, "POST", "/v1/decide", b"{not json")[0] == 400
+    assert _http(s.decide_sock, "POST", "/v1/decide", b'{"a":' * 5000 + b"1" + b"}" * 5000)[0] == 400
     assert _http(s.decide_sock, "POST", "/v1/decide", {"args": {}}) == (
         400, {"error": "'tool' (a non-empty string) is required"})
     assert _http(s.decide_sock, "GET", "/v1/nothing")[0] == 404

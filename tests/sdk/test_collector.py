@@ -162,3 +162,21 @@ def test_multisource_merges_ends_and_stops_all(tmp_path: Path) -> None:
     assert multi.poll(0.0) is None
     with pytest.raises(ValueError, match="distinct names"):
         MultiSource([col, col])
+
+
+def test_hostile_datagrams_are_counted_and_never_raise(collector: SdkCollector) -> None:
+    hostile = [
+        b'{"v": 1, "k": "tool.start", "name": "\xff\xfe"}',  # a JSON string that is not UTF-8
+        b'{"a":' * 2000 + b"1" + b"}" * 2000,  # 2,000 levels of objects
+        b"[" * 2000 + b"]" * 2000,  # and of arrays
+        b'{"v": 1, "k": "tool.start", "name": "\\ud800"}',  # a lone surrogate escape
+        _msg(m=10**40),  # a number no field holds
+        b"\x00" * 64,
+    ]
+    for payload in hostile:
+        _send(collector, payload)  # one datagram each, as an attacker would send them
+    _send(collector, _msg(name="after", cid="c-7"))
+    events = _read(collector)
+    assert [(e.tool_call.name, e.tool_call.call_id) for e in events if e.tool_call] == [("after", "c-7")]
+    stats = collector.stats()
+    assert (stats["malformed"], stats["datagrams"], stats["events"]) == (6, 7, 1)

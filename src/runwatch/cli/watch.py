@@ -146,9 +146,22 @@ def _print_summary(summary: dict[str, Any], counter: _Counter, db: str | None) -
     err_console.print(f"[bold]runwatch:[/] {summary.get('events', 0)} events ({kinds}); "
                       f"drops {drops}{alerts}{where}", highlight=False, soft_wrap=True)
     if drops:
-        by_kind = {k: v for k, v in summary.get("source_stats", {}).items() if k.startswith("drops.")}
-        note(f"the kernel ring buffer overflowed: {drops} events were dropped {by_kind}; "
-             "raise --ring-mb or reduce load")
+        by_kind = {k.split("drops.", 1)[1]: v for k, v in summary.get("source_stats", {}).items()
+                   if "drops." in k and v}
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(by_kind.items()))
+        note(f"the kernel ring buffer overflowed: {drops} events were dropped"
+             f"{f' ({detail})' if detail else ''}; raise --ring-mb or reduce load")
+    for name, bad in summary.get("malformed", {}).items():
+        first = f"; first: {bad['first']}" if bad.get("first") else ""
+        note(f"{name}: {bad['count']} malformed message(s) ignored{first}")
+    faults = summary.get("faults")
+    if faults:
+        parts = [f"stage {k} failed on {v} batch(es)" for k, v in faults["stage_errors"].items()]
+        parts += [f"{k} lost {v} event(s)" for k, v in faults["lost"].items()]
+        parts += [f"{faults['poll_errors']} failed poll(s)"] if faults["poll_errors"] else []
+        note(f"pipeline faults: {'; '.join(parts)}; first: {faults['first_error']}")
+    if summary.get("failure"):
+        note(f"error: {summary['failure']}")
     for err in summary.get("errors", []):
         note(err)
 
@@ -221,7 +234,7 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
     finally:
         summary = session.close()
     _print_summary(summary, counter, db)
-    sys.exit(rc)
+    sys.exit(rc if rc or not summary.get("failure") else 1)
 
 
 @click.command()
@@ -268,6 +281,8 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
             while not stop.wait(0.5):
                 if deadline is not None and time.monotonic() >= deadline:
                     break
+                if session.pipeline is not None and session.pipeline.failure is not None:
+                    break  # said in the summary; the exit status is 1
                 if status is not None:
                     now = session.summary()
                     status.update(f"watching: {now['events']} events, {now['drops']} drops (Ctrl-C to stop)")
@@ -278,5 +293,7 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
         with open(stats_json, "w") as fh:
             json.dump(summary, fh, indent=2, default=str)
     _print_summary(summary, counter, db)
+    if summary.get("failure"):
+        sys.exit(1)
 
 

@@ -162,8 +162,8 @@ class _Handler(socketserver.StreamRequestHandler):
             return {}
         try:
             obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _HttpError(400, f"body is not JSON: {exc}") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise _HttpError(400, f"body is not JSON: {' '.join(str(exc).split())[:200]}") from None
         if not isinstance(obj, dict):
             raise _HttpError(400, "body must be a JSON object")
         return obj

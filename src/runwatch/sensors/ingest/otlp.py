@@ -126,7 +126,7 @@ def decode_request(body: bytes, content_type: str, message_type: Any = ExportTra
         return request
     try:
         doc = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadPayload(f"request body is not JSON: {' '.join(str(exc).split())[:200]}") from None
     if not isinstance(doc, dict):
         raise BadPayload(f"OTLP JSON {name} must be an object, got {type(doc).__name__}")

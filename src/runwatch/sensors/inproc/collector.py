@@ -17,7 +17,8 @@ Times: messages carry CLOCK_MONOTONIC ns; ``Event.time`` is that plus ``clock_of
 (pass the kernel decoder's offset so SDK and kernel events share one clock exactly).
 
 Bad input (not JSON, wrong types, unknown kind, over-long fields) is counted under
-``malformed`` with the last reason in :attr:`SdkCollector.last_error`; it never raises.
+``malformed`` with the first and last reasons in :attr:`SdkCollector.first_error` and
+:attr:`SdkCollector.last_error`; it never raises.
 Thread safety: ``poll`` from one thread; ``stats`` from any.
 """
 
@@ -232,6 +233,7 @@ class SdkCollector:
         self.verify = verify
         self.rcvbuf = rcvbuf
         self.last_error: str | None = None
+        self.first_error: str | None = None
         self._sock: socket.socket | None = None
         self._inode: int | None = None
         self._own_ns = procfs.ns_view(os.getpid())
@@ -339,6 +341,8 @@ class SdkCollector:
     def _bad(self, reason: str) -> None:
         self.counters["malformed"] += 1
         self.last_error = reason
+        if self.first_error is None:
+            self.first_error = reason
 
     def decode_datagram(self, data: bytes, creds: tuple[int, int, int] | None, out: list[Event]) -> None:
         """Decode every message line of one datagram into ``out``; bad lines are counted."""
@@ -348,10 +352,14 @@ class SdkCollector:
             try:
                 msg = _decoder.decode(line)
                 validate(msg)
+                event = self.to_event(msg, creds)
             except (msgspec.DecodeError, MalformedMessage) as exc:
                 self._bad(" ".join(str(exc).split())[:200])
                 continue
-            out.append(self.to_event(msg, creds))
+            except (ValueError, RecursionError, OverflowError) as exc:  # invalid UTF-8, nesting, huge numbers
+                self._bad(f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}")
+                continue
+            out.append(event)
 
     def _view(self, host_pid: int) -> tuple[int, int] | None:
         if host_pid not in self._views:
