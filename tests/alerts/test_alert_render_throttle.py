@@ -162,3 +162,13 @@ def test_detection_stage_passes_events_and_flushes_on_close() -> None:
     assert sink.closed and outputs.alerts_written == 2
     st = stage.stats()
     assert st["emitted"] == 2 and st["engine"]["events"] == 7  # type: ignore[index]
+
+
+def test_render_text_escapes_what_the_workload_wrote() -> None:
+    event = exec_event(3, 0.0)
+    event.cmdline = "sh -c id\n2023-11-14T22:13:20.000Z CRITICAL forged [host] \x1b[2J"
+    (alert,) = alerts_for([event])
+    line = render_text(alert)
+    assert "\n" not in line and "\x1b" not in line
+    assert line.endswith("shell sh -c id\\n2023-11-14T22:13:20.000Z CRITICAL forged [host] \\x1b[2J in agent-c1 "
+                         "attack=T1059.004,TA0002,AML.T0051.000 requested=deny")

@@ -93,3 +93,17 @@ def test_text_output_writes_to_stream(events: list[Event]) -> None:
     lines = stream.getvalue().splitlines()
     assert len(lines) == 3
     assert "/secrets/key1.pem (read)" in lines[1]
+
+
+def test_control_characters_from_the_workload_are_shown_escaped() -> None:
+    forged = "\n12:00:00.000 CRITICAL fake_alert"
+    e = Event(id="x", time=1, kind="process.exec", pid=77, exe="/tmp/\x1b[2Jx", cmdline=f"sh -c 'id'{forged}",
+              container=Container(id="c" * 20, runtime="runc", name="box\u202eevil"),
+              ancestry=["/bin/\rsh"])
+    console = _console()
+    render_events([e], console)
+    text = console.export_text()
+    assert text.count("\n") == 1  # one event, one line
+    assert "/tmp/\\x1b[2Jx" in text and "\x1b" not in text
+    assert "sh -c 'id'\\n12:00:00.000 CRITICAL fake_alert" in text
+    assert "box\\u202eevil (runc)" in text and "<- /bin/\\rsh" in text

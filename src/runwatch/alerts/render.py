@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from runwatch.alerts.model import Alert
+from runwatch.textsafe import printable
 
 OCSF_VERSION = "1.8.0"
 DETECTION_FINDING = 2004
@@ -161,7 +162,8 @@ def to_ocsf(alert: Alert, *, hostname: str | None = None) -> dict[str, Any]:
 
 
 def render_text(alert: Alert) -> str:
-    """One human line: time, severity, rule, workload, output, count and ids."""
+    """One human line: time, severity, rule, workload, output, count and ids (control characters
+    from the workload shown escaped, so no line can be forged)."""
     a = alert
     secs, ns = divmod(a.time, 1_000_000_000)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1_000_000:03d}Z"
@@ -175,4 +177,4 @@ def render_text(alert: Alert) -> str:
         parts.append(f"attack={','.join(a.attack)}")
     if a.rule_action != "alert":
         parts.append(f"requested={a.rule_action}")
-    return " ".join(parts)
+    return printable(" ".join(parts))

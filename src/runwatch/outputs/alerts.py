@@ -13,6 +13,7 @@ from typing import BinaryIO, TextIO
 from runwatch.alerts.model import Alert
 from runwatch.alerts.render import render_text, to_json
 from runwatch.outputs.base import register_output
+from runwatch.privatefile import open_append
 
 
 class StreamAlertOutput:
@@ -56,7 +57,7 @@ class JsonlAlertOutput:
     def open(self) -> None:
         """Open the file for append (OSError names the path)."""
         if self._fh is None:
-            self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+            self._fh = open_append(self.path)  # 0600; closed in close()
 
     def write_alerts(self, alerts: Sequence[Alert]) -> None:
         """Append one JSON line per alert and flush."""

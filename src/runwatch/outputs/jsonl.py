@@ -18,6 +18,7 @@ import msgspec
 
 from runwatch.events import Event, upgrade
 from runwatch.outputs.base import register_output
+from runwatch.privatefile import open_append
 
 
 class OutputError(Exception):
@@ -54,7 +55,7 @@ class JsonlOutput:
             self._fh = sys.stdout.buffer
             return
         try:
-            self._fh = open(self.path, "ab")  # noqa: SIM115 - lifetime spans calls
+            self._fh = open_append(self.path)  # 0600: events may carry secrets from argv
         except OSError as exc:
             raise OutputError(f"cannot open {self.path}: {exc.strerror or exc}") from None
 

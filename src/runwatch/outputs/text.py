@@ -4,7 +4,8 @@ One line per event::
 
     14:03:07.412 process.exec  agent (runc) 4242 /usr/bin/curl  curl -s http://x  <- /bin/sh
 
-Text from events (paths, command lines) is never interpreted as rich markup.
+Text from events (paths, command lines) is never interpreted as rich markup, and its control
+characters are shown escaped.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from rich.text import Text
 
 from runwatch.events import Event
 from runwatch.outputs.base import register_output
+from runwatch.textsafe import printable
 
 _KIND_STYLE = {
     "process": "cyan",
@@ -107,8 +109,8 @@ _ANCESTRY_SHOWN = 4
 
 
 def _one_line(text: str, limit: int) -> str:
-    """Newlines shown as ``\\n`` and long text cut with an ellipsis, for one-line display."""
-    flat = text.replace("\r", "\\r").replace("\n", "\\n")
+    """Control characters shown escaped and long text cut with an ellipsis, for one-line display."""
+    flat = printable(text)
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
@@ -168,28 +170,33 @@ def _container_label(event: Event) -> str:
 
 
 def render_line(event: Event) -> Text:
-    """The rich ``Text`` for one event (styles only; content is never parsed as markup)."""
+    """The rich ``Text`` for one event (styles only; content is never parsed as markup, and
+    control characters from the workload are shown escaped, see :mod:`runwatch.textsafe`)."""
     kind_style = _KIND_STYLE.get(event.kind.split(".", 1)[0], "")
     line = Text()
-    line.append(format_time(event.time), style="dim")
-    line.append(" ")
-    line.append(f"{event.kind:<14}", style=kind_style)
-    line.append(" ")
-    line.append(_container_label(event), style="blue")
-    line.append(f" {event.pid} ")
-    line.append(event.exe or event.comm or "?", style="bold")
+
+    def add(text: str, style: str = "") -> None:
+        line.append(printable(text), style=style)
+
+    add(format_time(event.time), "dim")
+    add(" ")
+    add(f"{event.kind:<14}", kind_style)
+    add(" ")
+    add(_container_label(event), "blue")
+    add(f" {event.pid} ")
+    add(event.exe or event.comm or "?", "bold")
     detail = event_summary(event)
     if detail:
-        line.append("  ")
-        line.append(detail)
+        add("  ")
+        add(detail)
     if event.tool_call is not None and not event.kind.startswith("tool."):
-        line.append(f"  [tool {event.tool_call.name}]", style="green")
+        add(f"  [tool {event.tool_call.name}]", "green")
     elif event.unattested:
-        line.append("  [outside any tool call]", style="yellow")
+        add("  [outside any tool call]", "yellow")
     if event.ancestry:
         shown = event.ancestry[:_ANCESTRY_SHOWN]
         more = len(event.ancestry) - len(shown)
-        line.append("  <- " + " <- ".join(shown) + (f" <- (+{more})" if more > 0 else ""), style="dim")
+        add("  <- " + " <- ".join(shown) + (f" <- (+{more})" if more > 0 else ""), "dim")
     return line
 
 

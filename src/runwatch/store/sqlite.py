@@ -47,6 +47,7 @@ from runwatch.alerts.model import Alert
 from runwatch.alerts.render import from_json as alert_from_json
 from runwatch.alerts.render import to_json as alert_json
 from runwatch.events import UPGRADE_BELOW, Container, Event, upgrade
+from runwatch.privatefile import ensure_private
 from runwatch.store.sqlite_layout import (
     INSERT_ALERT,
     STORE_SCHEMA_VERSION,
@@ -135,7 +136,11 @@ class SqliteStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
         try:
+            if self.path != ":memory:" and not self.path.startswith("file:"):
+                ensure_private(self.path)  # 0600, and SQLite gives its -wal and -shm files the same mode
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except OSError as exc:
+            raise StoreError(f"cannot open event store {self.path}: {exc.strerror or exc}") from None
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open event store {self.path}: {exc}") from None
         try:
