@@ -4,7 +4,8 @@ Mappings and sequences come back as :class:`LocDict` / :class:`LocList`, which r
 their file, the line and column of themselves, of each key and of each value, and the
 scalar node of each string value (so a condition error can be mapped to the exact line
 inside a multi-line scalar). Lines and columns are 1-based. Problems of the YAML itself
-(syntax, duplicate or non-string keys) are reported as :class:`ConfigError`.
+(syntax, duplicate or non-string keys, a document that expands past :data:`MAX_VALUES` values
+through aliases or nests deeper than :data:`MAX_DEPTH`) are reported as :class:`ConfigError`.
 """
 
 from __future__ import annotations
@@ -107,11 +108,45 @@ _Loader.add_constructor("tag:yaml.org,2002:value", _plain_str)
 _FastLoader.add_constructor("tag:yaml.org,2002:value", _plain_str)
 
 
-def _build(node: Node, loader: yaml.SafeLoader, errors: list[ConfigError], source: str) -> Any:
+MAX_VALUES = 250_000
+"""Values one document may expand to (aliases repeat what they name: a "billion laughs" stops here)."""
+MAX_DEPTH = 64
+"""Levels of nested mappings and sequences one document may have."""
+
+
+class _Bound(Exception):
+    """A document over :data:`MAX_VALUES` or :data:`MAX_DEPTH`, at ``node``."""
+
+    def __init__(self, node: Node, message: str, *, expansion: bool) -> None:
+        super().__init__(message)
+        self.node = node
+        self.expansion = expansion  # placed at the top-level entry that expands, not deep in an anchor
+
+
+class _Budget:
+    """What is left of one document's allowance while it is built."""
+
+    def __init__(self) -> None:
+        self.values = MAX_VALUES
+
+    def take(self, node: Node, depth: int) -> None:
+        self.values -= 1
+        if self.values < 0:
+            raise _Bound(node, f"the document expands to more than {MAX_VALUES} values (aliases repeated?)",
+                         expansion=True)
+        if depth > MAX_DEPTH:
+            raise _Bound(node, f"the document is nested deeper than {MAX_DEPTH} levels", expansion=False)
+
+
+def _build(node: Node, loader: yaml.SafeLoader, errors: list[ConfigError], source: str,
+           budget: _Budget | None = None, depth: int = 0) -> Any:
+    budget = budget if budget is not None else _Budget()
+    budget.take(node, depth)
     if isinstance(node, ScalarNode):
         return loader.construct_object(node, deep=True)
+    depth += 1
     if isinstance(node, SequenceNode):
-        seq = LocList(_build(item, loader, errors, source) for item in node.value)
+        seq = LocList(_build(item, loader, errors, source, budget, depth) for item in node.value)
         seq.source, seq.line, seq.column = source, node.start_mark.line + 1, node.start_mark.column + 1
         seq.item_lines = [item.start_mark.line + 1 for item in node.value]
         seq.item_nodes = list(node.value)
@@ -122,7 +157,7 @@ def _build(node: Node, loader: yaml.SafeLoader, errors: list[ConfigError], sourc
         out.source, out.line, out.column = source, node.start_mark.line + 1, node.start_mark.column + 1
         out.key_lines, out.key_nodes, out.value_nodes = {}, {}, {}
         for knode, vnode in node.value:
-            key = _build(knode, loader, errors, source)
+            key = _build(knode, loader, errors, source, budget, depth)
             line, column = knode.start_mark.line + 1, knode.start_mark.column + 1
             if not isinstance(key, str):
                 errors.append(ConfigError(source, line, f"mapping key {key!r} is not a string", column=column))
@@ -130,7 +165,12 @@ def _build(node: Node, loader: yaml.SafeLoader, errors: list[ConfigError], sourc
             if key in out:
                 errors.append(ConfigError(source, line, f"duplicate key {key!r}", column=column))
                 continue
-            out[key] = _build(vnode, loader, errors, source)
+            try:
+                out[key] = _build(vnode, loader, errors, source, budget, depth)
+            except _Bound as exc:
+                if exc.expansion and depth == 1:
+                    exc.node = knode
+                raise
             out.key_lines[key] = line
             out.key_nodes[key] = knode
             out.value_nodes[key] = vnode
@@ -167,6 +207,15 @@ def _load(loader: yaml.SafeLoader, source: str, errors: list[ConfigError]) -> tu
         errors.append(ConfigError(source, line, f"YAML syntax error: {problem}", column=column))
     except yaml.YAMLError as exc:
         errors.append(ConfigError(source, 1, f"YAML error: {str(exc).splitlines()[0]}"))
+    except _Bound as exc:
+        where = node_location(source, exc.node)
+        errors.append(ConfigError(source, where.line, str(exc), column=where.column))
+        refused = False  # the text parsed: the other parser would only say the same
+    except RecursionError:
+        mark = loader.get_mark() if hasattr(loader, "get_mark") else None
+        line = mark.line + 1 if mark is not None else 1
+        errors.append(ConfigError(source, line, f"the document is nested deeper than {MAX_DEPTH} levels"))
+        refused = False
     finally:
         loader.dispose()
     return docs, refused

@@ -140,10 +140,20 @@ class BoolOp:
 Node = Cmp | MacroRef | Not | BoolOp
 
 
+MAX_NESTING = 64
+"""Levels of parentheses and ``not`` one condition may nest."""
+
+
 class _Parser:
     def __init__(self, tokens: list[Token]) -> None:
         self.toks = tokens
         self.i = 0
+        self.depth = 0
+
+    def deeper(self, tok: Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise ConditionError(f"the condition nests deeper than {MAX_NESTING} levels", token=tok.index)
 
     def peek(self, k: int = 0) -> Token | None:
         j = self.i + k
@@ -183,20 +193,26 @@ class _Parser:
         return items[0] if len(items) == 1 else BoolOp("and", items)
 
     def not_expr(self) -> Node:
-        if self.is_word(self.peek(), "not"):
+        tok = self.peek()
+        if tok is not None and self.is_word(tok, "not"):
             self.i += 1
-            return Not(self.not_expr())
+            self.deeper(tok)
+            node = Not(self.not_expr())
+            self.depth -= 1
+            return node
         return self.primary()
 
     def primary(self) -> Node:
         tok = self.take()
         if tok.kind == "(":
+            self.deeper(tok)
             node = self.expr()
             close = self.peek()
             if close is None or close.kind != ")":
                 where = close.index if close is not None else tok.index
                 raise ConditionError("missing ')'", token=where)
             self.i += 1
+            self.depth -= 1
             return node
         if tok.kind != "word" or tok.text in KEYWORDS:
             raise ConditionError(f"expected a field or macro, found {tok.text!r}", token=tok.index)
