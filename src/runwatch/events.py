@@ -42,6 +42,9 @@ the SDK, OTLP, the policy engine) report what a process asked for or was inside 
 context to events and never change the process tree."""
 
 SPAWNED_ATTR = "spawned"
+UNCONFIRMED_ATTR = "unconfirmed"
+"""Set on an audit-hook or SDK claim of an act the running kernel sensor would have seen and did
+not: stored with its source, never the subject of a rule."""
 """``attrs`` key of an audit-hook ``process.exec`` whose program runs in a child the caller
 starts (``subprocess``, ``os.system``, ``posix_spawn``): ``pid`` is the caller, the new
 image's parent. Without it (``os.exec``) the caller's own image is replaced."""

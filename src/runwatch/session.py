@@ -228,7 +228,10 @@ class Session:
 
                 # after the join, which releases in time order: an audit event's kernel twin
                 # comes at most the window later, plus the join's hold
-                self.corroboration = Corroboration(hold_ms=hold + 1500.0)
+                # with the kernel sensor running, an exec or connect it did not see did not happen
+                kernel = self.sources.system.name == "kernel"
+                confirms = frozenset({"process.exec", "net.connect"}) if kernel else frozenset()
+                self.corroboration = Corroboration(hold_ms=hold + 1500.0, confirms=confirms)
                 stages.append(self.corroboration)
         if self.detection is not None:
             stages.append(self.detection)

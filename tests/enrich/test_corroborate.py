@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import runwatch.rules.default
 from runwatch.enrich.corroborate import Corroboration
 from runwatch.events import SPAWNED_ATTR, DnsInfo, Event, FileInfo, NetInfo, ToolCall, new_id
+from runwatch.rules import Engine, load_rules
 
 MS = 1_000_000
 T0 = 1_800_000_000_000_000_000
@@ -104,3 +108,22 @@ def test_far_apart_in_time_is_not_the_same_behaviour() -> None:
     assert late in out
     assert audit in out + stage.flush()
     assert stage.stats()["merged"] == 0
+
+
+def test_claims_the_kernel_never_saw_are_unconfirmed_and_raise_no_alert() -> None:
+    clock = Clock()
+    stage = Corroboration(clock=clock, confirms=frozenset({"process.exec", "net.connect"}))
+    metadata = NetInfo(family="ipv4", proto="tcp", dst_ip="169.254.169.254", dst_port=80)
+    forged = ev("net.connect", AGENT, T0, source="audit", net=metadata, attrs={"via": "audit"})
+    real = ev("net.connect", SHELL, T0 + 3 * MS, net=metadata)
+    read = secret_open(T0 + 5 * MS, "audit")  # the kernel does not confirm opens of every path: kept as is
+    out = stage([forged, real, read])
+    clock.now = T0 + 10_000 * MS
+    out += stage([]) + stage.flush()
+    assert sorted(e.id for e in out) == sorted(e.id for e in (forged, real, read))
+    assert forged.attrs == {"via": "audit", "unconfirmed": True}
+    assert real.attrs is None and read.attrs == {"via": "audit"}
+    assert stage.stats()["unconfirmed"] == 1
+    alerts = Engine(load_rules([Path(runwatch.rules.default.__file__).parent])).process_batch(out)
+    assert [(a.rule, a.evidence[0] if a.evidence else None) for a in alerts if a.rule == "cloud_metadata_access"] == [
+        ("cloud_metadata_access", real.id)]

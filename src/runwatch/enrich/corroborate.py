@@ -23,6 +23,11 @@ none and says ``attrs["seen_by"] = ["kernel", "audit"]``; the audit event is dro
 counted as ``merged``. Pairs are one to one: a look-up that sends an A and an AAAA question
 merges with the first. Other kinds pass through at once.
 
+Trust. An audit event is a claim from inside the workload. Of the kinds in ``confirms`` (those
+the running kernel sensor sees every time: exec and connect), one that goes on alone is marked
+``attrs["unconfirmed"]``: stored with its source, but no rule matches it, so a forged datagram
+cannot raise an alert (or hide one) for an act that never happened.
+
 Timing. An audit event waits for its twin until an event more than ``window_ms`` younger has
 passed, or until ``hold_ms`` after its time by the ``clock`` (epoch ns) when nothing else
 arrives; then it goes on alone (``audit_only``: the kernel did not see that act, or no kernel
@@ -40,7 +45,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 
-from runwatch.events import IDENTITY_SOURCES, SPAWNED_ATTR, Event
+from runwatch.events import IDENTITY_SOURCES, SPAWNED_ATTR, UNCONFIRMED_ATTR, Event
 
 _Key = tuple[Hashable, ...]
 
@@ -138,15 +143,17 @@ class Corroboration:
     """Merges audit-hook events into the kernel events of the same act (see the module docstring)."""
 
     def __init__(self, window_ms: float = 1000.0, hold_ms: float = 1500.0, *, max_held: int = 65536,
-                 max_recent: int = 65536, clock: Callable[[], int] = time.time_ns) -> None:
+                 max_recent: int = 65536, clock: Callable[[], int] = time.time_ns,
+                 confirms: frozenset[str] = frozenset()) -> None:
         self.window_ns = int(window_ms * 1e6)
+        self.confirms = confirms
         self.hold_ns = int(max(hold_ms, window_ms) * 1e6)
         self.max_held, self.max_recent = max_held, max_recent
         self.clock = clock
         self._held = _Keyed()  # audit events waiting for their kernel twin
         self._recent = _Keyed()  # kernel events of the last window, for a twin that comes after
         self._watermark = 0
-        self.counters = dict.fromkeys(("merged", "audit_only", "forced_releases", "forgotten"), 0)
+        self.counters = dict.fromkeys(("merged", "audit_only", "unconfirmed", "forced_releases", "forgotten"), 0)
 
     def __call__(self, batch: list[Event]) -> list[Event]:
         out: list[Event] = []
@@ -176,8 +183,19 @@ class Corroboration:
     def flush(self) -> list[Event]:
         """Release every held audit event now (end of run)."""
         out = self._held.clear()
-        self.counters["audit_only"] += len(out)
+        for e in out:
+            self._alone(e)
         return out
+
+    def _alone(self, e: Event) -> Event:
+        """``e`` goes on without a kernel twin: unconfirmed if the kernel would have seen it."""
+        self.counters["audit_only"] += 1
+        if e.kind in self.confirms:
+            attrs = e.attrs if e.attrs is not None else {}
+            attrs[UNCONFIRMED_ATTR] = True
+            e.attrs = attrs
+            self.counters["unconfirmed"] += 1
+        return e
 
     def stats(self) -> dict[str, int]:
         """Counters plus the sizes of the bounded tables."""
@@ -198,7 +216,7 @@ class Corroboration:
         while len(self._held) > self.max_held:
             oldest = self._held.oldest()
             assert oldest is not None
-            out.append(self._held.pop(oldest.id))
+            out.append(self._held.pop(oldest.id))  # released early, not judged: its twin may still come
             self.counters["forced_releases"] += 1
 
     def _remember(self, e: Event, keys: list[_Key]) -> None:
@@ -215,8 +233,7 @@ class Corroboration:
         while (e := self._held.oldest()) is not None:
             if e.time + self.window_ns >= self._watermark and e.time + self.hold_ns > now:
                 break
-            out.append(self._held.pop(e.id))
-            self.counters["audit_only"] += 1
+            out.append(self._alone(self._held.pop(e.id)))
         horizon = self._watermark - self.window_ns
         while (e := self._recent.oldest()) is not None and e.time < horizon:
             self._recent.pop(e.id)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from runwatch.alerts.model import Alert, alert_from_event
-from runwatch.events import Event
+from runwatch.events import UNCONFIRMED_ATTR, Event
 from runwatch.rules.compiler import IndexTerm
 from runwatch.rules.fields import EvalCtx, Getter, parse_ip
 from runwatch.rules.model import Rule, RuleMeta, RuleSet
@@ -313,6 +313,8 @@ class Engine:
         n_events, evaluated = self.events, 0
         for e in events:
             n_events += 1
+            if e.attrs is not None and e.attrs.get(UNCONFIRMED_ATTR):
+                continue  # a claim the kernel did not confirm is never a rule's subject
             ix = index.get(e.kind)
             if ix is None:
                 ix = build(e.kind)
