@@ -6,6 +6,8 @@ import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -180,3 +182,17 @@ def test_hostile_datagrams_are_counted_and_never_raise(collector: SdkCollector) 
     assert [(e.tool_call.name, e.tool_call.call_id) for e in events if e.tool_call] == [("after", "c-7")]
     stats = collector.stats()
     assert (stats["malformed"], stats["datagrams"], stats["events"]) == (6, 7, 1)
+
+
+def test_a_claimed_identity_is_dropped_when_the_sender_is_gone_before_the_check(collector: SdkCollector) -> None:
+    claim = _msg(pid=4243, tid=4243, ns=99, name="gone").decode()
+    sender = ("import socket, sys\n"
+              "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+              f"s.sendto(sys.argv[1].encode(), {str(collector.path)!r})\n")
+    proc = subprocess.run([sys.executable, "-c", sender, claim], check=True, timeout=30)
+    assert proc.returncode == 0  # exited: its /proc entry is gone before the collector reads the datagram
+    (e,) = _read(collector)
+    assert e.tool_call is not None and e.tool_call.name == "gone"
+    assert e.pid > 0 and e.pid != os.getpid()  # the kernel's word for who sent it
+    assert (e.pidns, e.vpid) == (None, None)  # not the claimed (99, 4243)
+    assert collector.stats()["identity_unverified"] == 1

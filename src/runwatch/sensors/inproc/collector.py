@@ -242,7 +242,7 @@ class SdkCollector:
         self._cgroups: dict[int, int | None] = {}
         self._tids: dict[tuple[int, int], int | None] = {}
         self.counters: dict[str, int] = {"events": 0, "datagrams": 0, "malformed": 0, "no_credentials": 0,
-                                         "identity_mismatch": 0, "drops": 0}
+                                         "identity_mismatch": 0, "identity_unverified": 0, "drops": 0}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -378,7 +378,9 @@ class SdkCollector:
     def to_event(self, msg: Message, creds: tuple[int, int, int] | None) -> Event:
         """The runwatch event for one valid message; ``creds`` is (host pid, uid, gid) or None."""
         t = msg.m + self.clock_offset
-        pidns, vpid, vtid = msg.ns, msg.pid, msg.tid
+        pidns: int | None = msg.ns
+        vpid: int | None = msg.pid
+        vtid = msg.tid
         pid = tid = uid = 0
         cgroup: int | None = None
         if creds is not None and creds[0] > 0:
@@ -388,6 +390,13 @@ class SdkCollector:
             if view is not None and view != (pidns, vpid):
                 self.counters["identity_mismatch"] += 1
                 pidns, vpid = view
+            elif view is None and self.verify:
+                # the sender is gone before its claim could be checked: keep only the kernel's
+                # word (its host pid), unless it claims this namespace with that very pid
+                own = self._own_ns[0] if self._own_ns is not None else None
+                if not (pidns == own and vpid == pid):
+                    self.counters["identity_unverified"] += 1
+                    pidns = vpid = None
             if self._own_ns is not None and pidns == self._own_ns[0]:
                 tid = vtid
             elif self.verify:
