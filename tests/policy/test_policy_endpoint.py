@@ -321,3 +321,35 @@ def test_keep_alive_survives_error_answers_with_bodies(serve: Any) -> None:
         c.connect(s.decide_sock)
         c.sendall(b"DELETE /v1/decide HTTP/1.0\r\n\r\n")
         assert c.recv(65536).startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")
+
+
+def test_idle_and_lying_connections_are_bounded(serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runwatch.policy import server as policy_server
+
+    monkeypatch.setattr(policy_server, "IDLE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(policy_server, "MAX_CONNECTIONS", 21)
+    s = serve(_policies())
+    idle = []
+    for _ in range(21):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.connect(s.decide_sock)
+        idle.append(c)
+    time.sleep(0.1)
+    extra = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    extra.settimeout(5)
+    extra.connect(s.decide_sock)
+    assert extra.recv(64) == b""  # over the bound: closed at once, no thread
+    extra.close()
+    liar = idle[0]  # claims a body it never sends
+    liar.sendall(b"POST /v1/decide HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"tool\":")
+    liar.settimeout(5)
+    start = time.monotonic()
+    assert liar.recv(64) == b""  # the read timed out: the connection is closed
+    assert time.monotonic() - start < 3
+    for c in idle:
+        c.close()
+    deadline = time.monotonic() + 5
+    while threading.active_count() > 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _http(s.decide_sock, "GET", "/v1/health")[0] == 200  # still serving
+    assert s.server.stats()["refused_connections"] == 1

@@ -67,6 +67,10 @@ _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 4
             500: "Internal Server Error", 501: "Not Implemented"}
 _MAX_LINE = 8192
 _MAX_HEADERS = 64
+IDLE_TIMEOUT_S = 30.0
+"""A connection that sends nothing (or not the body it announced) for this long is closed."""
+MAX_CONNECTIONS = 256
+"""Open connections per listener; one more is closed at once (each holds a thread)."""
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -82,6 +86,10 @@ class _Handler(socketserver.StreamRequestHandler):
     headers: dict[str, str] = {}  # replaced per request, never mutated
     raw = b""
     close_after = False
+
+    def setup(self) -> None:
+        self.timeout = IDLE_TIMEOUT_S  # every read, idle or mid-body, gives up after this
+        super().setup()
 
     def handle(self) -> None:
         """Serve requests until the peer closes, asks to close, or sends something unusable."""
@@ -277,6 +285,9 @@ class _TcpHandler(_Handler):
     disable_nagle_algorithm = True
 
 
+_COUNT_LOCK = threading.Lock()
+
+
 class _Listener(socketserver.ThreadingMixIn, socketserver.BaseServer):
     """What handlers see of their server (the listeners below add these attributes)."""
 
@@ -288,9 +299,29 @@ class _Listener(socketserver.ThreadingMixIn, socketserver.BaseServer):
     block_on_close = False
     errors = 0
 
+    refused = 0
+    active = 0
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Count, do not print: a client that hangs up mid-request is not runwatch's problem."""
         self.errors += 1
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """One thread per connection, up to :data:`MAX_CONNECTIONS`; beyond, close at once."""
+        with _COUNT_LOCK:
+            if self.active >= MAX_CONNECTIONS:
+                self.refused += 1
+                self.shutdown_request(request)
+                return
+            self.active += 1
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]
+        finally:
+            with _COUNT_LOCK:
+                self.active -= 1
 
 
 class _UnixListener(_Listener, socketserver.UnixStreamServer):
@@ -385,6 +416,12 @@ class PolicyServer:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         self._servers, self._threads, self._paths = [], [], []
+
+    def stats(self) -> dict[str, int]:
+        """``connections`` open now, ``refused_connections`` over the bound, ``errors``, over all listeners."""
+        return {"connections": sum(srv.active for srv in self._servers),
+                "refused_connections": sum(srv.refused for srv in self._servers),
+                "errors": sum(srv.errors for srv in self._servers)}
 
     def __enter__(self) -> PolicyServer:
         return self.start()
