@@ -88,8 +88,8 @@ class _Handler(socketserver.StreamRequestHandler):
     close_after = False
 
     def setup(self) -> None:
-        self.timeout = IDLE_TIMEOUT_S  # every read, idle or mid-body, gives up after this
         super().setup()
+        self.connection.settimeout(IDLE_TIMEOUT_S)  # every read, idle or mid-body, gives up after this
 
     def handle(self) -> None:
         """Serve requests until the peer closes, asks to close, or sends something unusable."""
@@ -318,7 +318,7 @@ class _Listener(socketserver.ThreadingMixIn, socketserver.BaseServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            super().process_request_thread(request, client_address)  # type: ignore[misc]
+            super().process_request_thread(request, client_address)
         finally:
             with _COUNT_LOCK:
                 self.active -= 1
