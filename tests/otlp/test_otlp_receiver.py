@@ -6,6 +6,8 @@ import gzip
 import http.client
 import json
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from runwatch.events import Event, ToolCall
 from runwatch.host import cgroup_v2
+from runwatch.listeners import BoundedThreads
 from runwatch.sensors.base import source_factory
 from runwatch.sensors.ingest.otlp import JSON, PROTOBUF, OtlpReceiver
 from runwatch.testing.sources import drain
@@ -188,11 +191,11 @@ def test_size_limits_give_413() -> None:
         assert status == 413
         assert headers["connection"] == "close"
         assert _status_message(reply, JSON) == f"body of {len(body)} bytes is over the 2048-byte limit"
-        bomb = gzip.compress(b"\0" * (2048 * 8 + 1))
+        bomb = gzip.compress(b"\0" * (2048 * 2 + 1))
         assert len(bomb) < 2048
         status, _, reply = post(rx, bomb, PROTOBUF, encoding="gzip")
         assert status == 413
-        assert _status_message(reply, PROTOBUF) == "gzip body inflates past the 16384-byte limit"
+        assert _status_message(reply, PROTOBUF) == "gzip body inflates past the 4096-byte limit"
         assert rx.stats()["too_large"] == 2
         small = gzip.compress((FIXTURES / "agent_trace.pb").read_bytes())
         assert post(rx, small, PROTOBUF, encoding="gzip")[0] == 200
@@ -362,3 +365,31 @@ def test_opentelemetry_sdk_exporter_delivers_23_tool_calls(receiver: OtlpReceive
     assert starts == ends == [ToolCall(name=f"step_{i}", call_id=f"c-{i}", agent="sdk-agent") for i in range(23)]
     assert {e.pid for e in events} == {os.getpid()}
     assert receiver.stats()["requests"] == 24
+
+
+def test_a_body_that_never_comes_is_let_go_and_connections_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(BoundedThreads, "idle_timeout", 0.5)
+    monkeypatch.setattr(BoundedThreads, "max_connections", 7)
+    rx = OtlpReceiver("127.0.0.1", 0)
+    rx.start()
+    held: list[socket.socket] = []
+    try:
+        liar = socket.create_connection(("127.0.0.1", rx.port), timeout=5)
+        held.append(liar)
+        liar.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                     b"Content-Length: 1000000\r\n\r\nshort")
+        start = time.monotonic()
+        while liar.recv(4096):
+            pass  # whatever answer comes, the connection then closes
+        assert time.monotonic() - start < 3
+        for _ in range(7):
+            held.append(socket.create_connection(("127.0.0.1", rx.port), timeout=5))
+        time.sleep(0.1)
+        extra = socket.create_connection(("127.0.0.1", rx.port), timeout=5)
+        assert extra.recv(64) == b""  # over the bound: closed at once
+        extra.close()
+        assert rx._server is not None and rx._server.refused == 1
+    finally:
+        for s in held:
+            s.close()
+        rx.stop()

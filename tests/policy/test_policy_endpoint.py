@@ -22,6 +22,7 @@ import pytest
 
 from runwatch import sdk
 from runwatch.events import AiInfo, Event
+from runwatch.listeners import BoundedThreads
 from runwatch.policy import load_policy_texts
 from runwatch.policy.cli import PolicyCliError, cli_approve, cli_challenges, cli_reject, format_challenges
 from runwatch.policy.decide import Decider
@@ -324,10 +325,8 @@ def test_keep_alive_survives_error_answers_with_bodies(serve: Any) -> None:
 
 
 def test_idle_and_lying_connections_are_bounded(serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from runwatch.policy import server as policy_server
-
-    monkeypatch.setattr(policy_server, "IDLE_TIMEOUT_S", 0.5)
-    monkeypatch.setattr(policy_server, "MAX_CONNECTIONS", 21)
+    monkeypatch.setattr(BoundedThreads, "idle_timeout", 0.5)
+    monkeypatch.setattr(BoundedThreads, "max_connections", 21)
     s = serve(_policies())
     idle = []
     for _ in range(21):

@@ -37,6 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from runwatch.events import Container
+from runwatch.listeners import BoundedThreads
 from runwatch.policy.challenges import ChallengeError
 from runwatch.policy.decide import Decider
 from runwatch.policy.model import Workload
@@ -67,10 +68,6 @@ _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 4
             500: "Internal Server Error", 501: "Not Implemented"}
 _MAX_LINE = 8192
 _MAX_HEADERS = 64
-IDLE_TIMEOUT_S = 30.0
-"""A connection that sends nothing (or not the body it announced) for this long is closed."""
-MAX_CONNECTIONS = 256
-"""Open connections per listener; one more is closed at once (each holds a thread)."""
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -86,10 +83,6 @@ class _Handler(socketserver.StreamRequestHandler):
     headers: dict[str, str] = {}  # replaced per request, never mutated
     raw = b""
     close_after = False
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.settimeout(IDLE_TIMEOUT_S)  # every read, idle or mid-body, gives up after this
 
     def handle(self) -> None:
         """Serve requests until the peer closes, asks to close, or sends something unusable."""
@@ -285,10 +278,7 @@ class _TcpHandler(_Handler):
     disable_nagle_algorithm = True
 
 
-_COUNT_LOCK = threading.Lock()
-
-
-class _Listener(socketserver.ThreadingMixIn, socketserver.BaseServer):
+class _Listener(BoundedThreads, socketserver.BaseServer):
     """What handlers see of their server (the listeners below add these attributes)."""
 
     decider: Decider
@@ -299,29 +289,9 @@ class _Listener(socketserver.ThreadingMixIn, socketserver.BaseServer):
     block_on_close = False
     errors = 0
 
-    refused = 0
-    active = 0
-
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Count, do not print: a client that hangs up mid-request is not runwatch's problem."""
         self.errors += 1
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """One thread per connection, up to :data:`MAX_CONNECTIONS`; beyond, close at once."""
-        with _COUNT_LOCK:
-            if self.active >= MAX_CONNECTIONS:
-                self.refused += 1
-                self.shutdown_request(request)
-                return
-            self.active += 1
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with _COUNT_LOCK:
-                self.active -= 1
 
 
 class _UnixListener(_Listener, socketserver.UnixStreamServer):

@@ -10,7 +10,10 @@ Request handling:
   (OTLP JSON: lowerCamelCase or original field names, trace/span ids as hex; base64 ids are
   accepted too); anything else: 415.
 - ``Content-Encoding`` ``gzip`` or none; others: 415. The body is limited to ``max_body``
-  bytes as sent and ``max_body * 8`` after decompression: 413 over either.
+  bytes as sent and ``max_body * 2`` after decompression: 413 over either. At most
+  :data:`~runwatch.listeners.MAX_CONNECTIONS` connections, each read waiting at most
+  :data:`~runwatch.listeners.IDLE_TIMEOUT_S` (see :mod:`runwatch.listeners`); at most two requests
+  are decoded at once, others get 503 with ``Retry-After``.
 - ``Content-Length`` is required (411 without it; chunked bodies are not read).
 - 200 with an ``ExportTraceServiceResponse`` in the request's encoding; ``partial_success``
   counts the AI spans rejected (bad ids, times or tool name) with the first reasons.
@@ -20,7 +23,7 @@ Request handling:
 - Other paths 404, other methods 405. Any unexpected failure answers 500 and is counted; the
   server keeps running.
 
-Thread safety: HTTP requests are served on their own threads (``ThreadingHTTPServer``); the
+Thread safety: HTTP requests are served on their own threads (bounded, one per connection); the
 queue and counters are guarded by one lock. ``poll`` is for one consumer thread; ``stats``
 may be called from any thread. Conversion (which may read /proc) runs under a separate lock,
 so it never blocks ``poll``. Events are queued whole per request, in time order within it.
@@ -34,7 +37,7 @@ import json
 import threading
 import zlib
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 from google.protobuf import json_format  # type: ignore[import-untyped]
@@ -54,6 +57,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from runwatch.events import Event
+from runwatch.listeners import BoundedThreads
 from runwatch.sensors.base import register_source
 from runwatch.sensors.ingest.genai import Converter, PidResolver
 
@@ -145,6 +149,10 @@ def encode_message(message: Any, content_type: str) -> bytes:
     return message.SerializeToString()  # type: ignore[no-any-return]
 
 
+MAX_DECODING = 2
+"""Requests inflated and parsed at once; more get 503 (each may hold ``max_body * 2`` bytes)."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -161,7 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Silence the per-request stderr log; the receiver counts instead."""
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(BoundedThreads, HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     receiver: OtlpReceiver
@@ -179,12 +187,13 @@ class OtlpReceiver:
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, max_body: int = 4 << 20,
                  max_queue: int = 65536, max_batch: int = 4096, resolver: PidResolver | None = None) -> None:
         self.host, self.port = host, port
-        self.max_body, self.max_inflated = max_body, max_body * 8
+        self.max_body, self.max_inflated = max_body, max_body * 2
         self.max_queue, self.max_batch = max_queue, max_batch
         self.converter = Converter(resolver)
         self.last_error: str | None = None
         self._lock = threading.Lock()
         self._convert_lock = threading.Lock()  # the resolver's cache is not thread safe
+        self._decoding = threading.BoundedSemaphore(MAX_DECODING)  # memory and CPU of inflating and parsing
         self._ready = threading.Condition(self._lock)
         self._queue: deque[Event] = deque()
         self._server: _Server | None = None
@@ -345,12 +354,19 @@ class OtlpReceiver:
         return body
 
     def _serve(self, h: BaseHTTPRequestHandler, signal: tuple[Any, Any, str], content_type: str) -> None:
-        body = self._body(h)
-        request_type, response_type, kind = signal
+        if not self._decoding.acquire(blocking=False):
+            self._drain(h)
+            raise _Reply(503, "busy: other requests are being decoded; retry", counter="busy",
+                         close=h.close_connection)
         try:
-            request = decode_request(body, content_type, request_type)
-        except BadPayload as exc:
-            raise _Reply(400, str(exc), counter="bad_requests") from None
+            body = self._body(h)
+            request_type, response_type, kind = signal
+            try:
+                request = decode_request(body, content_type, request_type)
+            except BadPayload as exc:
+                raise _Reply(400, str(exc), counter="bad_requests") from None
+        finally:
+            self._decoding.release()
         self._count("requests")
         response = response_type()
         if kind != "traces":

@@ -1,0 +1,50 @@
+"""What every listener runwatch opens is bounded by: connections held and time a read may wait.
+
+:class:`BoundedThreads` goes before ``socketserver.ThreadingMixIn`` in a server's bases: one
+thread per connection up to ``max_connections`` (more are closed at once and counted), and every
+connection's socket gets ``idle_timeout`` s, so a client that sends nothing, or announces a body it
+never sends, is let go instead of holding a thread forever.
+"""
+
+from __future__ import annotations
+
+import socketserver
+import threading
+from typing import Any
+
+IDLE_TIMEOUT_S = 30.0
+"""Default seconds a read on a connection may wait before the connection is closed."""
+MAX_CONNECTIONS = 256
+"""Default open connections per listener."""
+
+
+class BoundedThreads(socketserver.ThreadingMixIn):
+    """Bounded thread-per-connection serving (see the module docstring)."""
+
+    max_connections = MAX_CONNECTIONS
+    idle_timeout = IDLE_TIMEOUT_S
+    active = 0
+    refused = 0
+    _count_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._count_lock:
+            if self.active >= self.max_connections:
+                self.refused += 1
+                self.shutdown_request(request)  # type: ignore[attr-defined]
+                return
+            self.active += 1
+        try:
+            request.settimeout(self.idle_timeout)
+            super().process_request(request, client_address)
+        except BaseException:
+            with self._count_lock:
+                self.active -= 1
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._count_lock:
+                self.active -= 1
