@@ -142,8 +142,11 @@ DEFAULT_WATCHES: tuple[Watch, ...] = (
     Watch("**/*.key", RW),
 )
 
-#: Credential files of more than one component, expanded under /root and each /home/*.
-HOME_SECRETS = (".docker/config.json", ".config/gcloud/")
+#: Credential paths expanded under /root and each /home/* at start: those of more than one
+#: component (which a name pattern does not express), and the directories the patterns above
+#: already cover, so that a *failed* open (no file to resolve, matched by the path as passed,
+#: prefixes only) of a user's credentials is still reported.
+HOME_SECRETS = (".docker/config.json", ".config/gcloud/", ".aws/", ".ssh/", ".kube/", ".azure/")
 
 
 def home_dirs() -> list[str]:
