@@ -159,3 +159,24 @@ def test_read_after_renaming_the_secrets_directory(secret_dir):
 def test_an_unwatched_file_is_not_reported(secret_dir):
     events, _pid = run_watched(secret_dir, "open(d + '/other/x', 'w').close()\nread(d + '/other/x')")
     assert events == []
+
+
+def test_every_spelling_of_a_container_secret_is_its_canonical_path(capture, runc_container):
+    c = runc_container(name="identity", secrets={"token": b"x"})
+    script = textwrap.dedent("""
+        import ctypes, os, struct
+        libc = ctypes.CDLL(None, use_errno=True)
+        for p in ("/run/secrets/../secrets/token", "//run//secrets//token", "/run/./secrets/./token",
+                  "/proc/self/root/run/secrets/token"):
+            os.close(os.open(p, os.O_RDONLY))
+        root = os.open("/run", os.O_RDONLY | os.O_DIRECTORY)
+        how = struct.pack("QQQ", os.O_RDONLY, 0, 0x10)  # RESOLVE_IN_ROOT
+        fd = libc.syscall(437, root, b"/secrets/token", how, len(how))
+        assert fd >= 0, ctypes.get_errno()
+        os.close(fd)
+    """)
+    res = c.run(["python3", "-c", script])
+    assert res.returncode == 0, res.stderr
+    opens = capture.where(lambda e: e.kind == "file.open" and e.container is not None and e.container.id == c.id)
+    assert [(e.file.path, e.file.intent) for e in opens] == [("/run/secrets/token", "read")] * 5
+    assert len({e.pid for e in opens}) == 1
