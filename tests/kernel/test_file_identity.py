@@ -57,6 +57,7 @@ def run_watched(d: str, body: str, setup: str = "") -> tuple[list[Event], int]:
     src = KernelSource(track_pids=[os.getpid()], watches=[Watch(f"{d}/sec/", WatchFlag.READ | WatchFlag.WRITE)])
     src.start()
     try:
+        assert src.report.refused == {}, "every sensor program loads"
         res = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(body) + "\nprint(os.getpid())\n", d],
                              capture_output=True, text=True, timeout=30)
         assert res.returncode == 0, res.stderr

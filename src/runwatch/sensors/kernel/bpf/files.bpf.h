@@ -20,18 +20,21 @@
 #define CANON_MASK (RW_PATH_LEN * 2 - 1)
 #define RW_EXT_SCAN 16                  /* bytes from the end searched for the extension's dot */
 
-/* An open's arguments from syscall entry to exit, by thread id: the path as passed is
+/* An open's arguments from syscall entry to exit, per thread: the path as passed is
  * only read if the open fails (a refused attempt is still reported, by that string). */
 struct open_args {
 	__u32 flags;
 	__s32 dfd;
 	__u64 upath;
+	__u32 armed;    /* set at entry, cleared at exit */
+	__u32 pad;
 };
 
+/* Task-local storage: cheaper than a hash keyed by thread id on every open. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct open_args);
 } open_flags SEC(".maps");
 
@@ -71,12 +74,13 @@ struct canon_walk {
 	struct mount *m;
 	struct dentry *root;
 	struct vfsmount *root_mnt;
+	struct dentry *mnt_root; /* m's root dentry and device, read once per mount */
+	__u32 sdev;
 	__u32 pos;      /* the path starts here in canon_buf */
 	__u32 depth;    /* components written */
 	__u32 flags;    /* watch flags found by name, suffix or inode */
 	__u32 done;     /* reached the root: the path is whole */
 	__u32 key_ext;  /* the leaf ends in .pem or .key */
-	__u32 pad;
 	struct rw_name_key nk;
 	struct rw_ino_key ik;
 };
@@ -138,7 +142,7 @@ static long canon_step(__u32 i, void *arg)
 		w->done = 1;
 		return 1;
 	}
-	if (d == BPF_CORE_READ(m, mnt.mnt_root)) {
+	if (d == w->mnt_root) {
 		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
 
 		if (mp == m) {
@@ -147,6 +151,8 @@ static long canon_step(__u32 i, void *arg)
 		}
 		w->d = BPF_CORE_READ(m, mnt_mountpoint);
 		w->m = mp;
+		w->mnt_root = BPF_CORE_READ(mp, mnt.mnt_root);
+		w->sdev = BPF_CORE_READ(mp, mnt.mnt_sb, s_dev);
 		return 0;
 	}
 	parent = BPF_CORE_READ(d, d_parent);
@@ -155,7 +161,7 @@ static long canon_step(__u32 i, void *arg)
 		return 1;
 	}
 	w->ik.ino = BPF_CORE_READ(d, d_inode, i_ino);
-	w->ik.dev = BPF_CORE_READ(d, d_sb, s_dev);
+	w->ik.dev = w->sdev;
 	fl = bpf_map_lookup_elem(&watch_inodes, &w->ik);
 	if (fl)
 		w->flags |= *fl;
@@ -218,7 +224,7 @@ static __always_inline int open_failed(struct open_args *a, long ret)
 /* The exit of an open: resolve the new fd's file and report it if it is watched. */
 static __always_inline int open_exit(long ret)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid(), zero = 0, oflags, lpm = 0, plen;
+	__u32 zero = 0, oflags, lpm = 0, plen;
 	struct canon_walk w = {};
 	struct open_args *fp, a;
 	struct path_scratch *k;
@@ -226,12 +232,12 @@ static __always_inline int open_exit(long ret)
 	struct inode *ino;
 	struct file *f;
 
-	fp = bpf_map_lookup_elem(&open_flags, &tid);
-	if (!fp)
+	fp = bpf_task_storage_get(&open_flags, bpf_get_current_task_btf(), 0, 0);
+	if (!fp || !fp->armed)
 		return 0;
+	fp->armed = 0;
 	a = *fp;
 	oflags = a.flags;
-	bpf_map_delete_elem(&open_flags, &tid);
 	if (ret < 0)
 		return open_failed(&a, ret);
 	f = file_of_fd(ret);
@@ -248,6 +254,12 @@ static __always_inline int open_exit(long ret)
 		w.m = container_of(BPF_CORE_READ(f, f_path.mnt), struct mount, mnt);
 		w.root = BPF_CORE_READ(t, fs, root.dentry);
 		w.root_mnt = BPF_CORE_READ(t, fs, root.mnt);
+	}
+	{
+		struct mount *m = w.m;
+
+		w.mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
+		w.sdev = BPF_CORE_READ(m, mnt.mnt_sb, s_dev);
 	}
 	w.pos = CANON_END;
 	b->data[CANON_END] = 0;
@@ -295,12 +307,17 @@ static __always_inline int open_exit(long ret)
 
 static __always_inline int open_enter(__u32 oflags, int dfd, const void *upath)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct open_args a = {.flags = oflags, .dfd = dfd, .upath = (__u64)upath};
+	struct open_args *a;
 
 	if (!wanted())
 		return 0;
-	bpf_map_update_elem(&open_flags, &tid, &a, BPF_ANY);
+	a = bpf_task_storage_get(&open_flags, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!a)
+		return 0;
+	a->flags = oflags;
+	a->dfd = dfd;
+	a->upath = (__u64)upath;
+	a->armed = 1;
 	return 0;
 }
 
