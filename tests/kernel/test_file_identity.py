@@ -49,12 +49,14 @@ def secret_dir() -> Iterator[str]:
         yield d
 
 
-def run_watched(d: str, body: str, setup: str = "") -> tuple[list[Event], int]:
+def run_watched(d: str, body: str, setup: str = "", watches: list[Watch] | None = None) -> tuple[list[Event], int]:
     """Run ``setup`` (before the sensor starts), then ``body`` under the sensor watching
-    ``d/sec/``; return the child's file events and its pid."""
+    ``d/sec/`` (or ``watches``); return the child's file events and its pid."""
     if setup:
         subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(setup), d], check=True, timeout=30)
-    src = KernelSource(track_pids=[os.getpid()], watches=[Watch(f"{d}/sec/", WatchFlag.READ | WatchFlag.WRITE)])
+    if watches is None:
+        watches = [Watch(f"{d}/sec/", WatchFlag.READ | WatchFlag.WRITE)]
+    src = KernelSource(track_pids=[os.getpid()], watches=watches)
     src.start()
     try:
         assert src.report.refused == {}, "every sensor program loads"
@@ -155,6 +157,22 @@ def test_read_after_renaming_the_secrets_directory(secret_dir):
         (pid, f"{secret_dir}/sec", f"{secret_dir}/moved")]
     assert_reads([e for e in events if e.kind == "file.open"], pid, f"{secret_dir}/moved/key",
                  f"{secret_dir}/moved/key")
+
+
+def test_name_directory_and_suffix_patterns_match_anywhere(secret_dir):
+    d = secret_dir
+    for sub in ("a/b", ".rwdir/c", "x"):
+        os.makedirs(f"{d}/{sub}")
+    for f in ("a/b/rw_leaf_7", ".rwdir/c/f", "x/k.rwx", "x/k.rwy", "x/rw_leaf_7.not", "x/.rwdir"):
+        open(f"{d}/{f}", "w").close()
+    rw = WatchFlag.READ | WatchFlag.WRITE
+    body = "for f in ('a/b/rw_leaf_7', '.rwdir/c/f', 'x/k.rwx', 'x/k.rwy', 'x/rw_leaf_7.not', 'x/.rwdir'):\n" \
+           "    read(d + '/' + f, n=1)\n"
+    events, pid = run_watched(d, body, watches=[Watch("**/rw_leaf_7", rw), Watch("**/.rwdir/", rw),
+                                                Watch("**/*.rwx", rw)])
+    assert [(e.kind, e.pid, e.file.path if e.file else None) for e in events] == [
+        ("file.open", pid, f"{d}/a/b/rw_leaf_7"), ("file.open", pid, f"{d}/.rwdir/c/f"),
+        ("file.open", pid, f"{d}/x/k.rwx")]
 
 
 def test_an_unwatched_file_is_not_reported(secret_dir):

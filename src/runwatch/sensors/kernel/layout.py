@@ -150,6 +150,12 @@ class RwNameKey(ctypes.Structure):
     _fields_ = [("kind", u8), ("name", ctypes.c_char * (NAME_KEY - 1))]
 
 
+class RwNameFirst(ctypes.Structure):
+    """``struct rw_name_first``: first bytes of watched leaf and directory names, a bit each."""
+
+    _fields_ = [("leaf", u64 * 4), ("dir", u64 * 4)]
+
+
 class RwInoKey(ctypes.Structure):
     """``struct rw_ino_key``: key of the ``watch_inodes`` map."""
 
@@ -182,5 +188,5 @@ class RwConfig(ctypes.Structure):
 RECORDS: dict[str, type[ctypes.Structure]] = {
     "rw_hdr": RwHdr, "rw_exec": RwExec, "rw_fork": RwFork, "rw_exit": RwExit, "rw_net": RwNet,
     "rw_dns": RwDns, "rw_file": RwFile, "rw_priv": RwPriv, "rw_cgroup": RwCgroup, "rw_config": RwConfig,
-    "rw_name_key": RwNameKey, "rw_ino_key": RwInoKey,
+    "rw_name_key": RwNameKey, "rw_ino_key": RwInoKey, "rw_name_first": RwNameFirst,
 }

@@ -71,10 +71,11 @@ SPEC = ObjectSpec(
         MapDecl("dns_socks", "lru_hash", 8, 24, 4096),
         MapDecl("open_flags", "task_storage", 4, 24, 0),
         MapDecl("watch_names", "hash", L.NAME_KEY, 4, 256),
+        MapDecl("name_first", "array", 4, 64, 1),
         MapDecl("watch_inodes", "hash", 16, 4, 4096),
         MapDecl("canon", "percpu_array", 4, 4 * L.PATH_LEN, 1),
         MapDecl(".rodata", "array", 4, ctypes.sizeof(L.RwConfig), 1),
-        MapDecl(".bss", "array", 4, 10 * 8, 1),  # the ten record- and key-pointer anchors that keep records in BTF
+        MapDecl(".bss", "array", 4, 11 * 8, 1),  # the eleven record- and key-pointer anchors that keep records in BTF
     ),
     structs=L.RECORDS,
 )

@@ -28,7 +28,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from runwatch.bpf.libbpf import check_rc, lib
-from runwatch.sensors.kernel.layout import NAME_KEY, PATH_LEN, NameKind, RwInoKey, RwNameKey, WatchFlag
+from runwatch.sensors.kernel.layout import (
+    NAME_KEY,
+    PATH_LEN,
+    NameKind,
+    RwInoKey,
+    RwNameFirst,
+    RwNameKey,
+    WatchFlag,
+)
 
 RW = WatchFlag.READ | WatchFlag.WRITE
 W = WatchFlag.WRITE
@@ -196,8 +204,24 @@ def install(map_fd: int, watches: list[Watch]) -> None:
         _update(map_fd, PathKey(len(raw) * 8, raw), w.flags, f"watched path {w.prefix}")
 
 
-def install_names(map_fd: int, watches: list[Watch]) -> None:
-    """Write the name patterns into the kernel's ``watch_names`` map."""
+def name_first(watches: list[Watch]) -> RwNameFirst:
+    """The ``name_first`` bitmaps: the first byte of each watched leaf and directory name."""
+    out = RwNameFirst()
+    for w in watches:
+        if not w.is_pattern:
+            continue
+        kind, name = w.name_key()
+        if kind == NameKind.SUFFIX:
+            continue
+        c = name.encode()[0]
+        bits = out.leaf if kind == NameKind.LEAF else out.dir
+        bits[c >> 6] |= 1 << (c & 63)
+    return out
+
+
+def install_names(map_fd: int, first_fd: int, watches: list[Watch]) -> None:
+    """Write the name patterns into the kernel's ``watch_names`` map, and their first bytes
+    into ``name_first``."""
     merged: dict[tuple[NameKind, str], int] = {}
     for w in watches:
         if w.is_pattern:
@@ -205,6 +229,8 @@ def install_names(map_fd: int, watches: list[Watch]) -> None:
             merged[key] = merged.get(key, 0) | w.flags
     for (kind, name), flags in merged.items():
         _update(map_fd, RwNameKey(int(kind), name.encode()), flags, f"watched name {name}")
+    zero, first = ctypes.c_uint32(0), name_first(watches)
+    check_rc(lib().bpf_map_update_elem(first_fd, ctypes.byref(zero), ctypes.byref(first), 0), "setting name_first")
 
 
 def kernel_dev(st_dev: int) -> int:

@@ -47,6 +47,15 @@ struct {
 	__type(value, __u32);
 } watch_names SEC(".maps");
 
+/* First bytes of the watched leaf names and directory names (a bit each), so a component
+ * that cannot match costs no hash lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rw_name_first);
+} name_first SEC(".maps");
+
 /* Watched inodes (files and directories) -> enum rw_watch_flags. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -135,8 +144,11 @@ static long canon_step(__u32 i, void *arg)
 	struct mount *m = w->m;
 	struct dentry *parent;
 	const unsigned char *name;
+	struct rw_name_first *nf;
 	struct canon_buf *b;
 	__u32 zero = 0, len, pos = w->pos, *fl;
+	struct qstr q;
+	__u8 first;
 
 	if (d == w->root && &m->mnt == w->root_mnt) {
 		w->done = 1;
@@ -165,17 +177,21 @@ static long canon_step(__u32 i, void *arg)
 	fl = bpf_map_lookup_elem(&watch_inodes, &w->ik);
 	if (fl)
 		w->flags |= *fl;
-	len = BPF_CORE_READ(d, d_name.len);
+	BPF_CORE_READ_INTO(&q, d, d_name);
+	len = q.len;
+	name = q.name;
 	if (len == 0 || len >= RW_NAME_MAX || pos > CANON_END || CANON_END - pos + len + 1 > RW_PATH_LEN - 1)
 		return 1; /* too long for the record: the walk is not done */
-	name = BPF_CORE_READ(d, d_name.name);
-	name_match(w, w->depth ? RW_NAME_DIR : RW_NAME_LEAF, (const char *)name, len);
 	b = bpf_map_lookup_elem(&canon, &zero);
-	if (!b)
+	nf = bpf_map_lookup_elem(&name_first, &zero);
+	if (!b || !nf)
 		return 1;
 	pos -= len;
 	if (bpf_probe_read_kernel(&b->data[pos & CANON_MASK], len & (RW_NAME_MAX - 1), name))
 		return 1;
+	first = (__u8)b->data[pos & CANON_MASK];
+	if ((w->depth ? nf->dir : nf->leaf)[(first >> 6) & 3] & (1ULL << (first & 63)))
+		name_match(w, w->depth ? RW_NAME_DIR : RW_NAME_LEAF, (const char *)name, len);
 	if (!w->depth)
 		suffix_match(w, b, pos, len);
 	pos -= 1;

@@ -38,6 +38,7 @@ struct rw_priv *_rw_priv __attribute__((unused));
 struct rw_cgroup *_rw_cgroup __attribute__((unused));
 struct rw_name_key *_rw_name_key __attribute__((unused));
 struct rw_ino_key *_rw_ino_key __attribute__((unused));
+struct rw_name_first *_rw_name_first __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

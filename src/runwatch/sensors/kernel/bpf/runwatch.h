@@ -165,6 +165,13 @@ struct rw_name_key {
 	char name[RW_NAME_KEY - 1];
 };
 
+/* Value of the name_first map: bit c of leaf (dir) is set when a watched leaf (directory)
+ * name starts with byte c. */
+struct rw_name_first {
+	__u64 leaf[4];
+	__u64 dir[4];
+};
+
 /* Key of the watch_inodes map (s_dev as the kernel holds it: major << 20 | minor). */
 struct rw_ino_key {
 	__u64 ino;
