@@ -99,7 +99,9 @@ TABLE: tuple[KindSpec, ...] = (
     KindSpec("dns.query", "network", (4003, 1, "Query"), ("dns",), record="DNS", decoder="dns",
              programs=_tp("sendto", "sendmsg", "sendmmsg"), activity=True),
     KindSpec("file.open", "file", (1001, 14, "Open"), ("file",), record="OPEN", decoder="file",
-             programs=_tp("openat", "open", "openat2"), syscalls=("open", "openat", "openat2", "creat"),
+             programs=_tp("openat", "open", "openat2", "creat", "open_by_handle_at")
+             + _tp_exit("openat", "open", "openat2", "creat", "open_by_handle_at"),
+             syscalls=("open", "openat", "openat2", "creat", "open_by_handle_at"),
              activity=True),
     KindSpec("file.unlink", "file", (1001, 4, "Delete"), ("file",), record="UNLINK", decoder="file",
              programs=_tp("unlinkat", "unlink"), syscalls=("unlink", "unlinkat"), activity=True),

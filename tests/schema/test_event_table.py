@@ -28,14 +28,16 @@ def test_kinds_are_the_table_in_order() -> None:
 
 
 def test_kernel_programs_come_from_the_table() -> None:
-    assert len(PROGRAMS) == 34
+    assert len(PROGRAMS) == 41
     by_kind: dict[str, list[str]] = {}
     for p in PROGRAMS:
         assert len(p.provides) == 1
         by_kind.setdefault(p.provides[0], []).append(p.name)
     assert by_kind["net.connect"] == ["rw_connect_enter", "rw_connect_exit"]
     assert by_kind["dns.query"] == ["rw_sendto", "rw_sendmsg", "rw_sendmmsg"]
-    assert by_kind["file.open"] == ["rw_openat", "rw_open", "rw_openat2"]
+    assert by_kind["file.open"] == [
+        "rw_openat", "rw_open", "rw_openat2", "rw_creat", "rw_open_by_handle_at",
+        "rw_openat_exit", "rw_open_exit", "rw_openat2_exit", "rw_creat_exit", "rw_open_by_handle_at_exit"]
     hooks = {p.name: p.hook for p in PROGRAMS}
     assert hooks["rw_accept4_exit"] == "tracepoint/syscalls/sys_exit_accept4"
     assert hooks["rw_memfd"] == "tracepoint/syscalls/sys_enter_memfd_create"
@@ -73,7 +75,7 @@ def test_ocsf_class_and_activity_come_from_the_table(spec: KindSpec) -> None:
 
 def test_falco_syscalls_and_join_activity_come_from_the_table() -> None:
     assert eventkinds.syscall_kinds() == SYSCALL_KINDS
-    assert len(SYSCALL_KINDS) == 33
+    assert len(SYSCALL_KINDS) == 34
     assert (SYSCALL_KINDS["execveat"], SYSCALL_KINDS["clone3"], SYSCALL_KINDS["creat"]) == (
         "process.exec", "process.fork", "file.open")
     assert "sendto" not in SYSCALL_KINDS  # dns.query stands for no single syscall

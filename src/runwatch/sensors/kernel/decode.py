@@ -48,6 +48,8 @@ _NET = struct.Struct("<iHHHHI16s16s")  # result, family, proto, sport, dport, pa
 _DNS = struct.Struct("<HHI16s")  # family, dport, len, daddr
 _DNS_PAYLOAD = _off(L.RwDns, "payload")
 _FILE_PATH, _FILE_PATH2 = _off(L.RwFile, "path"), _off(L.RwFile, "path2")
+_FILE_INO = _off(L.RwFile, "ino")
+_FILE_ID = struct.Struct("<QIIi")  # rw_file.ino, dev, fattrs, result
 _PRIV = struct.Struct("<IIqqqIIIIII")  # op, pad, arg[3], cap_eff[2], cap_prm[2], cap_inh[2]
 _PRIV_PATH, _PRIV_PATH2, _PRIV_FSTYPE = (_off(L.RwPriv, f) for f in ("path", "path2", "fstype"))
 _CGROUP = struct.Struct("<QII")  # id, level, pad
@@ -255,6 +257,10 @@ class Decoder:
         kind = e.kind
         if kind == "file.open":
             e.file = FileInfo(path=path, intent=intent_of(flags), flags=flags)
+            ino, dev, fattrs, result = _FILE_ID.unpack_from(rec, _FILE_INO)
+            e.attrs = {"file_ino": ino, "file_dev": dev} if result == 0 else {"result": result}
+            if fattrs & L.FileAttr.TRUNCATED:
+                e.attrs["path_truncated"] = True
         elif kind == "file.unlink":
             e.file = FileInfo(path=path, intent="write", flags=flags)
         elif kind == "file.rename":

@@ -22,6 +22,7 @@ MAX_KIND = 32
 EXE_LEN = 512
 EXE_DEPTH = 32
 NAME_MAX = 256
+NAME_KEY = 32
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 s32, s64 = ctypes.c_int32, ctypes.c_int64
@@ -124,8 +125,41 @@ class RwFile(ctypes.Structure):
 
     _fields_ = [
         ("h", RwHdr), ("flags", u32), ("pad", u32), ("path", ctypes.c_char * PATH_LEN),
-        ("path2", ctypes.c_char * PATH_LEN),
+        ("path2", ctypes.c_char * PATH_LEN), ("ino", u64), ("dev", u32), ("fattrs", u32),
+        ("result", s32), ("pad2", u32),
     ]
+
+
+class NameKind(IntEnum):
+    """``enum rw_name_kind``: what a watched name matches (``rw_name_key.kind``)."""
+
+    LEAF = 1
+    DIR = 2
+    SUFFIX = 3
+
+
+class FileAttr(IntEnum):
+    """``enum rw_file_attrs``: what the walk of an opened file's path found."""
+
+    TRUNCATED = 1
+
+
+class RwNameKey(ctypes.Structure):
+    """``struct rw_name_key``: key of the ``watch_names`` map."""
+
+    _fields_ = [("kind", u8), ("name", ctypes.c_char * (NAME_KEY - 1))]
+
+
+class RwNameFirst(ctypes.Structure):
+    """``struct rw_name_first``: first bytes of watched leaf and directory names, a bit each."""
+
+    _fields_ = [("leaf", u64 * 4), ("dir", u64 * 4)]
+
+
+class RwInoKey(ctypes.Structure):
+    """``struct rw_ino_key``: key of the ``watch_inodes`` map."""
+
+    _fields_ = [("ino", u64), ("dev", u32), ("pad", u32)]
 
 
 class RwPriv(ctypes.Structure):
@@ -154,4 +188,5 @@ class RwConfig(ctypes.Structure):
 RECORDS: dict[str, type[ctypes.Structure]] = {
     "rw_hdr": RwHdr, "rw_exec": RwExec, "rw_fork": RwFork, "rw_exit": RwExit, "rw_net": RwNet,
     "rw_dns": RwDns, "rw_file": RwFile, "rw_priv": RwPriv, "rw_cgroup": RwCgroup, "rw_config": RwConfig,
+    "rw_name_key": RwNameKey, "rw_ino_key": RwInoKey, "rw_name_first": RwNameFirst,
 }

@@ -51,6 +51,8 @@ class KernelSource:
         self._obj, self._links, self.report = loader.load(self._opts)
         try:
             watchlist.install(self._obj.map_fd("watched"), self._watches)
+            watchlist.install_names(self._obj.map_fd("watch_names"), self._obj.map_fd("name_first"), self._watches)
+            watchlist.install_inodes(self._obj.map_fd("watch_inodes"), self._watches)
             for pid in self._track or ():
                 self.track(pid)
             self._reader = RingReader(self._obj.map_fd("events"), self._opts.ring_bytes)

@@ -36,6 +36,9 @@ struct rw_dns *_rw_dns __attribute__((unused));
 struct rw_file *_rw_file __attribute__((unused));
 struct rw_priv *_rw_priv __attribute__((unused));
 struct rw_cgroup *_rw_cgroup __attribute__((unused));
+struct rw_name_key *_rw_name_key __attribute__((unused));
+struct rw_ino_key *_rw_ino_key __attribute__((unused));
+struct rw_name_first *_rw_name_first __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -809,6 +812,14 @@ static __always_inline __u32 watch_lookup(const char *upath, int dfd, __u32 slot
 		n = RW_PATH_LEN;
 	k->prefixlen = (n - 1) * 8;
 	flags = bpf_map_lookup_elem(&watched, k);
+	if (!flags && n < RW_PATH_LEN) {
+		/* a watched directory itself (renamed or removed): try its name with a '/' */
+		k->data[(n - 1) & PATH_MASK] = '/';
+		k->prefixlen += 8;
+		flags = bpf_map_lookup_elem(&watched, k);
+		k->prefixlen -= 8;
+		k->data[(n - 1) & PATH_MASK] = 0;
+	}
 	if (!flags)
 		return 0;
 	if (*flags & RW_WATCH_KEYS) {
@@ -828,53 +839,7 @@ static __always_inline __u32 watch_lookup(const char *upath, int dfd, __u32 slot
 	return *flags;
 }
 
-static __always_inline int open_event(int dfd, const char *upath, __u32 oflags)
-{
-	struct path_key *k = NULL;
-	__u32 flags, acc;
-	bool writes;
-
-	if (!wanted())
-		return 0;
-	flags = watch_lookup(upath, dfd, 0, &k);
-	if (!flags || !k)
-		return 0;
-	acc = oflags & O_ACCMODE;
-	writes = acc != 0 || (oflags & (O_CREAT | O_TRUNC));
-	if (writes ? !(flags & RW_WATCH_WRITE) : !(flags & RW_WATCH_READ))
-		return 0;
-	{
-		RESERVE(struct rw_file, e, RW_OPEN);
-		e->flags = oflags;
-		e->pad = 0;
-		__builtin_memcpy(e->path, k->data, RW_PATH_LEN);
-		e->path2[0] = 0;
-		SUBMIT(e);
-	}
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_openat")
-int rw_openat(struct trace_event_raw_sys_enter *ctx)
-{
-	return open_event(ctx->args[0], (const char *)ctx->args[1], ctx->args[2]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_open")
-int rw_open(struct trace_event_raw_sys_enter *ctx)
-{
-	return open_event(AT_FDCWD, (const char *)ctx->args[0], ctx->args[1]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_openat2")
-int rw_openat2(struct trace_event_raw_sys_enter *ctx)
-{
-	struct open_how how = {};
-
-	if (bpf_probe_read_user(&how, sizeof(how.flags), (void *)ctx->args[2]))
-		return 0;
-	return open_event(ctx->args[0], (const char *)ctx->args[1], how.flags);
-}
+#include "files.bpf.h"
 
 static __always_inline int path_change(__u32 kind, int dfd1, const char *p1, int dfd2, const char *p2,
 				       __u32 flags)

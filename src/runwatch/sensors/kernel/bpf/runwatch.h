@@ -19,6 +19,7 @@
 #define RW_EXE_LEN 512   /* resolved executable path: components, leaf first */
 #define RW_EXE_DEPTH 32  /* components walked at most */
 #define RW_NAME_MAX 256  /* one component (NAME_MAX + NUL) */
+#define RW_NAME_KEY 32   /* a watched name or suffix: kind byte, then up to 30 bytes and a NUL */
 
 enum rw_kind {
 	RW_EXEC = 1,
@@ -48,6 +49,18 @@ enum rw_watch_flags {
 	RW_WATCH_READ = 1,   /* report opens for reading */
 	RW_WATCH_WRITE = 2,  /* report opens for writing, unlink, rename */
 	RW_WATCH_KEYS = 4,   /* only names ending in .pem or .key */
+};
+
+/* What a watched name matches (rw_name_key.kind). */
+enum rw_name_kind {
+	RW_NAME_LEAF = 1,   /* the file's own name */
+	RW_NAME_DIR = 2,    /* a directory anywhere above it */
+	RW_NAME_SUFFIX = 3, /* the file name's extension, after its last dot */
+};
+
+/* What the walk of an opened file's path found (rw_file.fattrs). */
+enum rw_file_attrs {
+	RW_FILE_TRUNCATED = 1, /* deeper or longer than the record: the path is its tail */
 };
 
 /* What the walk of the executed file's path found (rw_exec.exe_flags). */
@@ -139,6 +152,31 @@ struct rw_file {
 	__u32 pad;
 	char path[RW_PATH_LEN];
 	char path2[RW_PATH_LEN]; /* rename target */
+	__u64 ino;       /* file.open: the opened file's inode and device (s_dev) */
+	__u32 dev;
+	__u32 fattrs;    /* file.open: enum rw_file_attrs */
+	__s32 result;    /* file.open: 0, or -errno of a failed open (then path is as passed) */
+	__u32 pad2;
+};
+
+/* Key of the watch_names map. */
+struct rw_name_key {
+	__u8 kind;       /* enum rw_name_kind */
+	char name[RW_NAME_KEY - 1];
+};
+
+/* Value of the name_first map: bit c of leaf (dir) is set when a watched leaf (directory)
+ * name starts with byte c. */
+struct rw_name_first {
+	__u64 leaf[4];
+	__u64 dir[4];
+};
+
+/* Key of the watch_inodes map (s_dev as the kernel holds it: major << 20 | minor). */
+struct rw_ino_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 pad;
 };
 
 struct rw_priv {
