@@ -60,7 +60,8 @@ ENV_WATCH = "RUNWATCH_WATCH_PATHS"
 RW_PREFIXES: tuple[str, ...] = (
     "/run/secrets/", "/var/run/secrets/", "/etc/shadow", "/etc/gshadow", "/etc/ssl/private/",
     "/etc/pki/tls/private/", "/etc/kubernetes/pki/", "/var/lib/kubelet/pki/",
-    "/dev/nvidia", "/dev/dri/", "/dev/kfd",
+    "/dev/nvidia", "/dev/dri/", "/dev/kfd", "/dev/mem", "/dev/kmem", "/dev/port", "/dev/sd", "/dev/nvme",
+    "/dev/vd",
     "/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
     "/var/run/containerd/containerd.sock", "/run/crio/crio.sock", "/run/podman/podman.sock",
 )
@@ -68,6 +69,8 @@ RW_PREFIXES: tuple[str, ...] = (
 WRITE_PREFIXES: tuple[str, ...] = (
     "/etc/sudoers", "/etc/passwd", "/etc/group", "/etc/ld.so.preload", "/bin/", "/sbin/", "/usr/bin/",
     "/usr/sbin/", "/usr/local/bin/", "/usr/local/sbin/", "/usr/lib/", "/sys/fs/cgroup/",
+    "/etc/", "/etc/bash.bashrc", "/etc/cron", "/etc/environment", "/etc/pam.d/", "/etc/profile", "/etc/rc",
+    "/lib/", "/lib64/", "/root/", "/usr/lib64/", "/usr/libexec/", "/var/log/", "/var/spool/cron/",
 )
 #: Credential files and directories under each home directory (read and write).
 HOME_SECRETS: tuple[str, ...] = (".aws/", ".ssh/", ".kube/", ".docker/config.json", ".config/gcloud/", ".azure/")
