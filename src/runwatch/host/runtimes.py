@@ -75,15 +75,20 @@ class RuncState:
         return self.labels.get("bundle") or None
 
 
+def subdirs(path: str) -> list[str]:
+    """The directories directly in ``path`` (not following links); empty when it cannot be read."""
+    try:
+        with os.scandir(path) as it:
+            return [e.path for e in it if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
 def parents_of(root: str) -> list[str]:
     """The directories a state root stands for: itself, or each namespace under a ``/*`` root."""
     if not root.endswith("/*"):
         return [root]
-    try:
-        with os.scandir(root[:-2]) as it:
-            return [e.path for e in it if e.is_dir(follow_symlinks=False)]
-    except OSError:
-        return []
+    return subdirs(root[:-2])
 
 
 def state_dir(cid: str, roots: Roots = DEFAULT_RUNC_ROOTS) -> tuple[str, str] | None:
@@ -128,12 +133,7 @@ def runc_states(roots: Roots = DEFAULT_RUNC_ROOTS) -> Iterator[RuncState]:
     """The readable state of every runc container under ``roots``."""
     for root, runtime in roots:
         for parent in parents_of(root):
-            try:
-                with os.scandir(parent) as it:
-                    dirs = [e.path for e in it if e.is_dir(follow_symlinks=False)]
-            except OSError:
-                continue
-            for path in dirs:
+            for path in subdirs(parent):
                 state = read_state(path, runtime)
                 if state is not None:
                     yield state

@@ -128,12 +128,7 @@ class _Follower:
             self._scan(root, runtime, pattern)
 
     def _scan(self, root: str, runtime: str, pattern: str) -> None:
-        try:
-            with os.scandir(root) as it:
-                dirs = [e.path for e in it if e.is_dir(follow_symlinks=False)]
-        except OSError:
-            return
-        for path in dirs:
+        for path in runtimes.subdirs(root):
             self._container(path, runtime, pattern)
 
     def _container(self, path: str, runtime: str, pattern: str) -> None:
