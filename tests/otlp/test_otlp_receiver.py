@@ -382,6 +382,8 @@ def test_a_body_that_never_comes_is_let_go_and_connections_are_bounded(monkeypat
         while liar.recv(4096):
             pass  # whatever answer comes, the connection then closes
         assert time.monotonic() - start < 3
+        # From here on no read times out, so the only way the extra connection closes is the bound.
+        monkeypatch.setattr(BoundedThreads, "idle_timeout", 30.0)
         for _ in range(7):
             held.append(socket.create_connection(("127.0.0.1", rx.port), timeout=5))
         time.sleep(0.1)
