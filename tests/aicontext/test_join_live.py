@@ -139,7 +139,8 @@ def test_two_concurrent_calls_in_two_threads_get_only_their_own_events(
     mine = [e for e in events if e.container is not None and e.container.id == c.id]
     conn_a = [e for e in mine if e.kind == "net.connect" and e.net is not None and e.net.dst_port == pa]
     conn_b = [e for e in mine if e.kind == "net.connect" and e.net is not None and e.net.dst_port == pb]
-    assert len(conn_a) == 3 and len(conn_b) == 5
+    seen = [(e.id, e.kind, e.source, e.pid, e.vtid, e.net.dst_port if e.net else None, e.time) for e in conn_a + conn_b]
+    assert len(conn_a) == 3 and len(conn_b) == 5, seen
     tool_a = ToolCall(name="tool_a", call_id="tool_a-id", agent="threads")
     tool_b = ToolCall(name="tool_b", call_id="tool_b-id", agent="threads")
     assert {e.tool_call for e in conn_a} == {tool_a}
