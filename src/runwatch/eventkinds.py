@@ -136,6 +136,41 @@ TABLE: tuple[KindSpec, ...] = (
     KindSpec("sensor.notice", "sensor", _BASE),
     KindSpec("cgroup.mkdir", "sensor", _BASE, record="CGROUP_MKDIR", decoder="cgroup",
              programs=(Probe("rw_cgroup_mkdir", "tp_btf/cgroup_mkdir"),), stored=False),
+    # file.link: path is the existing file, new_path the new name.
+    KindSpec("file.link", "file", (1001, 1, "Create"), ("file",), record="LINK", decoder="file",
+             programs=_tp("link", "linkat"), syscalls=("link", "linkat"), activity=True),
+    # file.symlink: path is the target as written, new_path the link.
+    KindSpec("file.symlink", "file", (1001, 1, "Create"), ("file",), record="SYMLINK", decoder="file",
+             programs=_tp("symlink", "symlinkat"), syscalls=("symlink", "symlinkat"), activity=True),
+    # chmod changes who may do what with the file: File System Activity 7 Set Security.
+    KindSpec("file.chmod", "file", (1001, 7, "Set Security"), ("file",), record="CHMOD", decoder="file",
+             programs=_tp("chmod", "fchmodat", "fchmodat2", "fchmod"),
+             syscalls=("chmod", "fchmod", "fchmodat", "fchmodat2"), activity=True),
+    KindSpec("file.mkdir", "file", (1001, 1, "Create"), ("file",), record="MKDIR", decoder="file",
+             programs=_tp("mkdir", "mkdirat"), syscalls=("mkdir", "mkdirat"), activity=True),
+    KindSpec("file.rmdir", "file", (1001, 4, "Delete"), ("file",), record="RMDIR", decoder="file",
+             programs=_tp("rmdir"), syscalls=("rmdir",), activity=True),
+    # net.socket: raw, packet and other unusual sockets (ordinary TCP/UDP show at connect/bind/send).
+    KindSpec("net.socket", "network", (4001, _OTHER, "Create Socket"), ("net",), record="SOCKET",
+             decoder="sock", programs=_tp_exit("socket"), syscalls=("socket",), activity=True),
+    # net.redirect: a socket duplicated onto fd 0, 1 or 2 (a shell on a connection).
+    KindSpec("net.redirect", "network", (4001, _OTHER, "Redirect Standard Stream"), ("net",),
+             record="REDIRECT", decoder="sock", programs=_tp("dup2", "dup3"), syscalls=("dup2", "dup3"),
+             activity=True),
+    # Kernel Extension Activity (1033) 1 Load: modules and BPF programs run in the kernel.
+    KindSpec("priv.module_load", "privilege", (1033, 1, "Load"), ("priv",), record="MODULE_LOAD",
+             decoder="priv", programs=_tp("init_module", "finit_module"),
+             syscalls=("init_module", "finit_module"), activity=True),
+    KindSpec("priv.bpf_load", "privilege", (1033, 1, "Load"), ("priv",), record="BPF_LOAD", decoder="priv",
+             programs=_tp("bpf"), syscalls=("bpf",), activity=True),
+    # Kernel Activity (1003) 1 Create: a kernel object with exploit uses.
+    KindSpec("priv.userfaultfd", "privilege", (1003, 1, "Create"), ("priv",), record="USERFAULTFD",
+             decoder="priv", programs=_tp("userfaultfd"), syscalls=("userfaultfd",), activity=True),
+    KindSpec("priv.io_uring_setup", "privilege", (1003, 1, "Create"), ("priv",), record="IO_URING_SETUP",
+             decoder="priv", programs=_tp("io_uring_setup"), syscalls=("io_uring_setup",), activity=True),
+    # process.exec_failed: an execve/execveat that returned an error (exec_name, attrs errno).
+    KindSpec("process.exec_failed", "process", (1007, 1, "Launch"), ("exec_name",), record="EXEC_FAILED",
+             decoder="exec_failed", programs=_enter_exit("execve") + _enter_exit("execveat"), activity=True),
 )
 
 #: Each spec by kind name.

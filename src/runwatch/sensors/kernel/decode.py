@@ -25,7 +25,12 @@ from runwatch.sensors.kernel import layout as L
 PROTOS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 255: "raw", 0: "ip"}
 QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
           65: "HTTPS", 255: "ANY"}
-PRIV_OPS = {1: "setuid", 2: "setreuid", 3: "setresuid", 4: "setgid", 5: "setregid", 6: "setresgid"}
+PRIV_OPS = {1: "setuid", 2: "setreuid", 3: "setresuid", 4: "setgid", 5: "setregid", 6: "setresgid",
+            7: "init_module", 8: "finit_module", 9: "bpf", 10: "userfaultfd", 11: "io_uring_setup"}
+FAMILIES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6", socket.AF_UNIX: "unix", 17: "packet",
+            16: "netlink", 40: "vsock", 38: "alg", 31: "bluetooth", 29: "can", 44: "xdp"}
+SOCK_TYPES = {1: "stream", 2: "dgram", 3: "raw", 4: "rdm", 5: "seqpacket", 10: "packet"}
+S_ISUID, S_ISGID = 0o4000, 0o2000
 O_ACCMODE, O_CREAT, O_TRUNC = 3, 0o100, 0o1000
 K = L.Kind
 
@@ -52,11 +57,12 @@ _PRIV = struct.Struct("<IIqqqIIIIII")  # op, pad, arg[3], cap_eff[2], cap_prm[2]
 _PRIV_PATH, _PRIV_PATH2, _PRIV_FSTYPE = (_off(L.RwPriv, f) for f in ("path", "path2", "fstype"))
 _CGROUP = struct.Struct("<QII")  # id, level, pad
 _CGROUP_PATH = _off(L.RwCgroup, "path")
+_SOCK = struct.Struct("<iiHHHH16s")  # fd, oldfd, family, type, proto, dport, daddr
 
 #: Decoder family (``KindSpec.decoder``) -> the record struct it reads.
 _RECORDS: dict[str, type[ctypes.Structure]] = {
     "exec": L.RwExec, "fork": L.RwFork, "exit": L.RwExit, "net": L.RwNet, "dns": L.RwDns, "file": L.RwFile,
-    "priv": L.RwPriv, "cgroup": L.RwCgroup,
+    "priv": L.RwPriv, "cgroup": L.RwCgroup, "sock": L.RwSock, "exec_failed": L.RwFile,
 }
 #: Record kind (``rw_hdr.kind``) -> (event kind, decoder family), from the event table.
 _KINDS: dict[int, tuple[str, str]] = {
@@ -161,7 +167,8 @@ class Decoder:
         self._seq = itertools.count(1)
         families: dict[str, Callable[[bytes, Event], None]] = {
             "exec": self._exec, "fork": self._fork, "exit": self._exit, "net": self._net, "dns": self._dns,
-            "file": self._file, "priv": self._priv, "cgroup": self._cgroup,
+            "file": self._file, "priv": self._priv, "cgroup": self._cgroup, "sock": self._sock,
+            "exec_failed": self._exec_failed,
         }
         self._by_kind = {code: families[family] for code, (_, family) in _KINDS.items()}
         self._names = {code: name for code, (name, _) in _KINDS.items()}
@@ -259,8 +266,37 @@ class Decoder:
             e.file = FileInfo(path=path, intent="write", flags=flags)
         elif kind == "file.rename":
             e.file = FileInfo(path=path, intent="write", new_path=_cstr(rec, _FILE_PATH2, L.PATH_LEN), flags=flags)
-        else:
+        elif kind == "file.memfd":
             e.file = FileInfo(path=f"memfd:{path}", name=path, flags=flags)
+        elif kind in ("file.link", "file.symlink"):
+            e.file = FileInfo(path=path, intent="write", new_path=_cstr(rec, _FILE_PATH2, L.PATH_LEN), flags=flags)
+        elif kind == "file.chmod":
+            e.file = FileInfo(path=path, intent="write", flags=flags)
+            e.attrs = {"mode": f"{flags & 0o7777:04o}", "setuid": bool(flags & S_ISUID),
+                       "setgid": bool(flags & S_ISGID)}
+        else:  # file.mkdir (flags: mode), file.rmdir
+            e.file = FileInfo(path=path, intent="write", flags=flags)
+
+    @staticmethod
+    def _exec_failed(rec: bytes, e: Event) -> None:
+        e.exec_name = _cstr(rec, _FILE_PATH, L.PATH_LEN)
+        e.attrs = {"errno": _U32.unpack_from(rec, H)[0]}
+
+    @staticmethod
+    def _sock(rec: bytes, e: Event) -> None:
+        fd, oldfd, family, stype, proto, dport, daddr = _SOCK.unpack_from(rec, H)
+        fam = FAMILIES.get(family, str(family))
+        # AF_PACKET: the protocol is an ethertype in network byte order
+        pname = f"0x{socket.ntohs(proto):04x}" if family == 17 else PROTOS.get(proto, str(proto))
+        attrs: dict[str, object] = {"sock_type": SOCK_TYPES.get(stype & 0xF, str(stype)), "fd": fd}
+        if e.kind == "net.redirect":
+            attrs["socket_fd"] = oldfd
+            inet = family in (socket.AF_INET, socket.AF_INET6)
+            e.net = NetInfo(proto=pname, family=fam, dst_ip=_addr(family, daddr) if inet else None,
+                            dst_port=dport if inet else None)
+        else:
+            e.net = NetInfo(proto=pname, family=fam, result=fd)
+        e.attrs = attrs
 
     @staticmethod
     def _cgroup(rec: bytes, e: Event) -> None:
@@ -288,5 +324,27 @@ class Decoder:
             e.priv = PrivInfo(op="ptrace", request=a0, target_pid=a1)
         elif kind == "priv.unshare":
             e.priv = PrivInfo(op="unshare", ns_flags=a0 & 0xFFFFFFFF)
-        else:
+        elif kind == "priv.setns":
             e.priv = PrivInfo(op="setns", ns_flags=a0 & 0xFFFFFFFF)
+        else:
+            Decoder._priv_load(rec, e, PRIV_OPS.get(op, str(op)), a0, a1)
+
+    @staticmethod
+    def _priv_load(rec: bytes, e: Event, op: str, a0: int, a1: int) -> None:
+        """Module and BPF loads, userfaultfd, io_uring setup: the op, a target, and attrs."""
+        name = _cstr(rec, _PRIV_PATH2, L.NAME_LEN)
+        if op == "init_module":
+            e.priv = PrivInfo(op=op)
+            e.attrs = {"size": a0, "params": name}
+        elif op == "finit_module":
+            e.priv = PrivInfo(op=op, target=_cstr(rec, _PRIV_PATH, L.PATH_LEN) or None)
+            e.attrs = {"fd": a0, "flags": a1, "params": name}
+        elif op == "bpf":
+            e.priv = PrivInfo(op=op, target=name or None)
+            e.attrs = {"prog_type": a0, "insn_cnt": a1}
+        elif op == "userfaultfd":
+            e.priv = PrivInfo(op=op)
+            e.attrs = {"flags": a0}
+        else:
+            e.priv = PrivInfo(op=op)
+            e.attrs = {"entries": a0, "setup_flags": a1}

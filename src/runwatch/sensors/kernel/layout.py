@@ -18,7 +18,7 @@ CWD_DEPTH = 10
 CWD_PART = 32
 DNS_LEN = 256
 NAME_LEN = 64
-MAX_KIND = 32
+MAX_KIND = 64
 EXE_LEN = 512
 EXE_DEPTH = 32
 NAME_MAX = 256
@@ -50,6 +50,18 @@ class Kind(IntEnum):
     UNSHARE = 18
     SETNS = 19
     CGROUP_MKDIR = 20
+    LINK = 21
+    SYMLINK = 22
+    CHMOD = 23
+    MKDIR = 24
+    RMDIR = 25
+    SOCKET = 26
+    REDIRECT = 27
+    MODULE_LOAD = 28
+    BPF_LOAD = 29
+    USERFAULTFD = 30
+    IO_URING_SETUP = 31
+    EXEC_FAILED = 32
 
 
 class ExeFlag(IntEnum):
@@ -144,6 +156,15 @@ class RwCgroup(ctypes.Structure):
     _fields_ = [("h", RwHdr), ("id", u64), ("level", u32), ("pad", u32), ("path", ctypes.c_char * PATH_LEN)]
 
 
+class RwSock(ctypes.Structure):
+    """``struct rw_sock``."""
+
+    _fields_ = [
+        ("h", RwHdr), ("fd", s32), ("oldfd", s32), ("family", u16), ("type", u16), ("proto", u16),
+        ("dport", u16), ("daddr", u8 * 16),
+    ]
+
+
 class RwConfig(ctypes.Structure):
     """``struct rw_config``: the read-only globals set before load."""
 
@@ -153,5 +174,6 @@ class RwConfig(ctypes.Structure):
 #: BTF struct name -> mirror, for the layout test.
 RECORDS: dict[str, type[ctypes.Structure]] = {
     "rw_hdr": RwHdr, "rw_exec": RwExec, "rw_fork": RwFork, "rw_exit": RwExit, "rw_net": RwNet,
-    "rw_dns": RwDns, "rw_file": RwFile, "rw_priv": RwPriv, "rw_cgroup": RwCgroup, "rw_config": RwConfig,
+    "rw_dns": RwDns, "rw_file": RwFile, "rw_priv": RwPriv, "rw_cgroup": RwCgroup, "rw_sock": RwSock,
+    "rw_config": RwConfig,
 }

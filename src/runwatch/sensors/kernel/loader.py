@@ -69,8 +69,9 @@ SPEC = ObjectSpec(
         MapDecl("exe_buf", "percpu_array", 4, 2 * L.EXE_LEN, 1),
         MapDecl("pending", "lru_hash", 4, 36, 8192),
         MapDecl("dns_socks", "lru_hash", 8, 24, 4096),
+        MapDecl("exec_names", "lru_hash", 4, 8, 4096),
         MapDecl(".rodata", "array", 4, ctypes.sizeof(L.RwConfig), 1),
-        MapDecl(".bss", "array", 4, 8 * 8, 1),  # the eight record-pointer anchors that keep records in BTF
+        MapDecl(".bss", "array", 4, 9 * 8, 1),  # the nine record-pointer anchors that keep records in BTF
     ),
     structs=L.RECORDS,
 )

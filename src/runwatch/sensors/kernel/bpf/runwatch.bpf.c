@@ -1139,4 +1139,6 @@ int BPF_PROG(rw_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 	return 0;
 }
 
+#include "kinds.bpf.h"
+
 char LICENSE[] SEC("license") = "GPL";

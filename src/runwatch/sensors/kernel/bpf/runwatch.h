@@ -15,7 +15,7 @@
 #define RW_CWD_PART 32
 #define RW_DNS_LEN 256
 #define RW_NAME_LEN 64
-#define RW_MAX_KIND 32
+#define RW_MAX_KIND 64
 #define RW_EXE_LEN 512   /* resolved executable path: components, leaf first */
 #define RW_EXE_DEPTH 32  /* components walked at most */
 #define RW_NAME_MAX 256  /* one component (NAME_MAX + NUL) */
@@ -41,6 +41,18 @@ enum rw_kind {
 	RW_UNSHARE = 18,
 	RW_SETNS = 19,
 	RW_CGROUP_MKDIR = 20,
+	RW_LINK = 21,
+	RW_SYMLINK = 22,
+	RW_CHMOD = 23,
+	RW_MKDIR = 24,
+	RW_RMDIR = 25,
+	RW_SOCKET = 26,
+	RW_REDIRECT = 27,
+	RW_MODULE_LOAD = 28,
+	RW_BPF_LOAD = 29,
+	RW_USERFAULTFD = 30,
+	RW_IO_URING_SETUP = 31,
+	RW_EXEC_FAILED = 32,
 };
 
 /* Flags held as values of the watched-path LPM trie. */
@@ -62,6 +74,8 @@ enum rw_exe_flags {
 enum rw_priv_op {
 	RW_OP_SETUID = 1, RW_OP_SETREUID, RW_OP_SETRESUID,
 	RW_OP_SETGID, RW_OP_SETREGID, RW_OP_SETRESGID,
+	RW_OP_INIT_MODULE, RW_OP_FINIT_MODULE, RW_OP_BPF_PROG_LOAD, RW_OP_USERFAULTFD,
+	RW_OP_IO_URING_SETUP,
 };
 
 struct rw_hdr {
@@ -163,6 +177,19 @@ struct rw_cgroup {
 	__u32 level;
 	__u32 pad;
 	char path[RW_PATH_LEN];
+};
+
+/* socket creation, and a socket duplicated onto fd 0, 1 or 2 (redirect).
+ * Addresses in network byte order. */
+struct rw_sock {
+	struct rw_hdr h;
+	__s32 fd;        /* socket: the new fd or -errno; redirect: the fd written (0-2) */
+	__s32 oldfd;     /* redirect: the socket's fd; socket: -1 */
+	__u16 family;    /* AF_* */
+	__u16 type;      /* SOCK_* (without SOCK_NONBLOCK / SOCK_CLOEXEC) */
+	__u16 proto;     /* protocol (AF_PACKET: the ethertype, network byte order) */
+	__u16 dport;     /* redirect: the peer's port, host byte order */
+	__u8 daddr[16];  /* redirect: the peer's address */
 };
 
 struct rw_config {
