@@ -171,6 +171,12 @@ TABLE: tuple[KindSpec, ...] = (
     # process.exec_failed: an execve/execveat that returned an error (exec_name, attrs errno).
     KindSpec("process.exec_failed", "process", (1007, 1, "Launch"), ("exec_name",), record="EXEC_FAILED",
              decoder="exec_failed", programs=_enter_exit("execve") + _enter_exit("execveat"), activity=True),
+    # net.send: the first datagram a socket sends to an address given with the send (sendto, sendmsg,
+    # each message of sendmmsg). The same programs report TCP Fast Open (MSG_FASTOPEN) as net.connect.
+    KindSpec("net.send", "network", (4001, 6, "Traffic"), ("net",), record="SEND", decoder="net",
+             programs=_enter_exit("sendto") + _enter_exit("sendmsg")
+             + (Probe("rw_sendmmsg_each", "tracepoint/syscalls/sys_enter_sendmmsg"),),
+             syscalls=("sendto", "sendmsg", "sendmmsg"), activity=True),
 )
 
 #: Each spec by kind name.

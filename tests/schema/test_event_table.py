@@ -20,18 +20,18 @@ from runwatch.sensors.kernel.loader import PROGRAMS, LoadReport
 
 def test_kinds_are_the_table_in_order() -> None:
     assert tuple(k.name for k in TABLE) == KINDS
-    assert len(KINDS) == len(set(KINDS)) == 39
+    assert len(KINDS) == len(set(KINDS)) == 40
     assert KINDS[:3] == ("process.exec", "process.fork", "process.exit") and KINDS[26] == "cgroup.mkdir"
     assert KINDS[27:] == ("file.link", "file.symlink", "file.chmod", "file.mkdir", "file.rmdir", "net.socket",
                           "net.redirect", "priv.module_load", "priv.bpf_load", "priv.userfaultfd",
-                          "priv.io_uring_setup", "process.exec_failed")
+                          "priv.io_uring_setup", "process.exec_failed", "net.send")
     assert [k.name for k in TABLE if k.group == "ai"] == [
         "tool.start", "tool.end", "model.call", "plugin.load", "secret.access"]
     assert [k.name for k in TABLE if not k.stored] == ["cgroup.mkdir"]
 
 
 def test_kernel_programs_come_from_the_table() -> None:
-    assert len(PROGRAMS) == 57
+    assert len(PROGRAMS) == 62
     by_kind: dict[str, list[str]] = {}
     for p in PROGRAMS:
         assert len(p.provides) == 1
@@ -47,11 +47,11 @@ def test_kernel_programs_come_from_the_table() -> None:
     assert by_kind["file.chmod"] == ["rw_chmod", "rw_fchmodat", "rw_fchmodat2", "rw_fchmod"]
     assert by_kind["process.exec_failed"] == ["rw_execve_enter", "rw_execve_exit", "rw_execveat_enter",
                                               "rw_execveat_exit"]
-    assert set(by_kind) == {k.name for k in eventkinds.kernel_kinds()} and len(by_kind) == 32
+    assert set(by_kind) == {k.name for k in eventkinds.kernel_kinds()} and len(by_kind) == 33
     # the load report's kind accounting reads the same table
     report = LoadReport(active={"rw_open": "x", "rw_exit": "y"})
     assert report.kinds_active() == {"file.open", "process.exit"}
-    assert len(report.kinds_lost()) == 30 and "file.open" not in report.kinds_lost()
+    assert len(report.kinds_lost()) == 31 and "file.open" not in report.kinds_lost()
 
 
 def test_every_kernel_record_kind_has_one_table_entry() -> None:
@@ -81,11 +81,11 @@ def test_ocsf_class_and_activity_come_from_the_table(spec: KindSpec) -> None:
 
 def test_falco_syscalls_and_join_activity_come_from_the_table() -> None:
     assert eventkinds.syscall_kinds() == SYSCALL_KINDS
-    assert len(SYSCALL_KINDS) == 52
+    assert len(SYSCALL_KINDS) == 55
     assert (SYSCALL_KINDS["execveat"], SYSCALL_KINDS["clone3"], SYSCALL_KINDS["creat"]) == (
         "process.exec", "process.fork", "file.open")
-    assert "sendto" not in SYSCALL_KINDS  # dns.query stands for no single syscall
-    assert len(ACTIVITY_KINDS) == 29 and "process.fork" not in ACTIVITY_KINDS and "tool.start" not in ACTIVITY_KINDS
+    assert SYSCALL_KINDS["sendto"] == "net.send"  # dns.query stands for no single syscall
+    assert len(ACTIVITY_KINDS) == 30 and "process.fork" not in ACTIVITY_KINDS and "tool.start" not in ACTIVITY_KINDS
 
 
 def test_rule_fields_per_kind_come_from_what_the_kind_carries() -> None:
@@ -99,7 +99,7 @@ def test_rule_fields_per_kind_come_from_what_the_kind_carries() -> None:
     assert kinds_for_field("ai.secret_kind") == (
         "tool.start", "tool.end", "model.call", "plugin.load", "secret.access", "policy.decision")
     assert kinds_for_field("net.dst.port") == ("net.connect", "net.accept", "net.listen", "net.bind", "net.socket",
-                                               "net.redirect")
+                                               "net.redirect", "net.send")
     assert fields_for_kind("vendor.custom") == tuple(FIELDS)
 
 

@@ -7,7 +7,8 @@ versioned reference at schema.ocsf.io):
                           5 Set User ID, 99 Other. ``launch_type_id``: 2 Fork, 3 Exec.
 * ``file.*``           -> File System Activity (1001): 1 Create, 4 Delete, 5 Rename,
                           7 Set Security (chmod), 12 Mount, 14 Open.
-* ``net.*``            -> Network Activity (4001): 1 Open, 4 Fail, 5 Refuse, 7 Listen, 99 Other.
+* ``net.*``            -> Network Activity (4001): 1 Open, 4 Fail, 5 Refuse, 6 Traffic (net.send),
+                          7 Listen, 99 Other.
 * ``dns.query``        -> DNS Activity (4003): 1 Query.
 * ``priv.module_load``, ``priv.bpf_load`` -> Kernel Extension Activity (1033): 1 Load.
 * ``priv.userfaultfd``, ``priv.io_uring_setup`` -> Kernel Activity (1003): 1 Create, with the
@@ -230,7 +231,7 @@ def _network_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -
     info: dict[str, Any] = {"protocol_name": n.proto}
     if n.family in ("ipv4", "ipv6"):
         info["protocol_ver_id"] = 4 if n.family == "ipv4" else 6
-    if e.kind == "net.connect":
+    if e.kind in ("net.connect", "net.send"):
         info["direction_id"], info["direction"] = 2, "Outbound"
     elif e.kind == "net.accept":
         info["direction_id"], info["direction"] = 1, "Inbound"

@@ -235,7 +235,7 @@ class Decoder:
         fam = "ipv6" if family == socket.AF_INET6 else "ipv4"
         pname = PROTOS.get(proto, str(proto))
         kind = e.kind
-        if kind == "net.connect":
+        if kind in ("net.connect", "net.send"):
             e.net = NetInfo(proto=pname, family=fam, dst_ip=_addr(family, daddr), dst_port=dport,
                             src_port=sport or None, result=result)
         elif kind == "net.accept":

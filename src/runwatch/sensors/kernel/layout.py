@@ -62,6 +62,7 @@ class Kind(IntEnum):
     USERFAULTFD = 30
     IO_URING_SETUP = 31
     EXEC_FAILED = 32
+    SEND = 33
 
 
 class ExeFlag(IntEnum):

@@ -1140,5 +1140,6 @@ int BPF_PROG(rw_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 }
 
 #include "kinds.bpf.h"
+#include "net.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";

@@ -53,6 +53,7 @@ enum rw_kind {
 	RW_USERFAULTFD = 30,
 	RW_IO_URING_SETUP = 31,
 	RW_EXEC_FAILED = 32,
+	RW_SEND = 33,
 };
 
 /* Flags held as values of the watched-path LPM trie. */

@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Ways out that connect() does not see: datagrams sent to an address given with the send
+ * (sendto, sendmsg, every message of sendmmsg) and TCP Fast Open (sendto/sendmsg with
+ * MSG_FASTOPEN, which connects and sends in one call).
+ *
+ * Included at the end of runwatch.bpf.c; uses its maps and helpers (pending, stash_sa,
+ * sa_to_dst, sock_of_fd, dns_msghdr). A datagram destination is reported once per socket
+ * (the first send to it; `sent_to` remembers the pairs), so a busy UDP sender costs one map
+ * lookup per send; sends without an address (connected sockets) cost a pointer test.
+ */
+#ifndef RUNWATCH_NET_BPF_H
+#define RUNWATCH_NET_BPF_H
+
+#define MSG_FASTOPEN 0x20000000
+#define RW_MMSG_MAX 8
+#define RW_IPPROTO_ICMPV6 58 /* messages of one sendmmsg looked at */
+
+struct sent_key {
+	__u64 owner;     /* tgid << 32 | fd */
+	__u8 addr[16];
+	__u16 port;
+	__u16 family;
+	__u32 pad;
+};
+
+/* Datagram destinations already reported, per socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct sent_key);
+	__type(value, __u8);
+} sent_to SEC(".maps");
+
+/* A send to sa on fd: RW_CONNECT for TCP Fast Open, RW_SEND for a datagram socket's first
+ * send to that destination, 0 for anything else. */
+static __always_inline __u32 send_kind(__u32 fd, const __u8 *sa, __u64 flags)
+{
+	struct sock *sk = sock_of_fd(fd);
+	struct sent_key k = {};
+	__u16 fam = *(__u16 *)sa;
+	__u8 one = 1;
+	__u16 proto;
+
+	if (!sk || (fam != AF_INET && fam != AF_INET6))
+		return 0;
+	proto = BPF_CORE_READ(sk, sk_protocol);
+	if (proto == IPPROTO_TCP)
+		return (flags & MSG_FASTOPEN) ? RW_CONNECT : 0;
+	if (proto != IPPROTO_UDP && proto != IPPROTO_ICMP && proto != RW_IPPROTO_ICMPV6 &&
+	    BPF_CORE_READ(sk, sk_type) != 3 /* SOCK_RAW */)
+		return 0;
+	k.owner = (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | fd;
+	k.family = fam;
+	k.port = *(__u16 *)(sa + 2);
+	if (fam == AF_INET)
+		__builtin_memcpy(k.addr, sa + 4, 4);
+	else
+		__builtin_memcpy(k.addr, sa + 8, 16);
+	if (bpf_map_lookup_elem(&sent_to, &k))
+		return 0;
+	bpf_map_update_elem(&sent_to, &k, &one, BPF_ANY);
+	return RW_SEND;
+}
+
+static __always_inline int send_event(__u32 kind, __u32 fd, const __u8 *sa, long result)
+{
+	struct sock *sk = sock_of_fd(fd);
+
+	{
+		RESERVE(struct rw_net, e, kind);
+		e->result = result;
+		e->pad = 0;
+		e->sport = 0;
+		e->proto = 0;
+		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+		if (sk) {
+			e->proto = BPF_CORE_READ(sk, sk_protocol);
+			e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		}
+		sa_to_dst(e, sa);
+		SUBMIT(e);
+	}
+	return 0;
+}
+
+/* The address of one user msghdr into sa (28 bytes); false when it has none. */
+static __always_inline bool msg_addr(const struct user_msghdr *um, __u8 *sa)
+{
+	void *name = NULL;
+
+	if (bpf_probe_read_user(&name, sizeof(name), &um->msg_name) || !name)
+		return false;
+	return bpf_probe_read_user(sa, 28, name) == 0 || bpf_probe_read_user(sa, 16, name) == 0;
+}
+
+/* The send's kind, decided at entry; the event at exit with the result (as for connect). */
+struct pending_send {
+	__u32 kind;
+	__u32 fd;
+	__u8 sa[28];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct pending_send);
+} sends SEC(".maps");
+
+static __always_inline int send_enter(__u32 fd, const void *uaddr, bool from_msg, __u64 flags)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending_send p = {};
+
+	if (!uaddr || !wanted())
+		return 0;
+	if (from_msg) {
+		if (!msg_addr(uaddr, p.sa))
+			return 0;
+	} else if (bpf_probe_read_user(p.sa, sizeof(p.sa), uaddr) && bpf_probe_read_user(p.sa, 16, uaddr)) {
+		return 0;
+	}
+	p.kind = send_kind(fd, p.sa, flags);
+	if (!p.kind)
+		return 0;
+	p.fd = fd;
+	bpf_map_update_elem(&sends, &tid, &p, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int send_exit(long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending_send *p = bpf_map_lookup_elem(&sends, &tid);
+
+	if (!p)
+		return 0;
+	send_event(p->kind, p->fd, p->sa, ret < 0 ? ret : 0);
+	bpf_map_delete_elem(&sends, &tid);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int rw_sendto_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return send_enter(ctx->args[0], (void *)ctx->args[4], false, ctx->args[3]);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int rw_sendto_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return send_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int rw_sendmsg_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return send_enter(ctx->args[0], (void *)ctx->args[1], true, ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int rw_sendmsg_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return send_exit(ctx->ret);
+}
+
+/* sendmmsg: every message with an address (up to RW_MMSG_MAX), reported at entry (each
+ * message's own result is in its msg_len), and every DNS question after the first (the
+ * first is reported by rw_sendmmsg). */
+SEC("tracepoint/syscalls/sys_enter_sendmmsg")
+int rw_sendmmsg_each(struct trace_event_raw_sys_enter *ctx)
+{
+	struct mmsghdr *v = (struct mmsghdr *)ctx->args[1];
+	__u32 fd = ctx->args[0], n = ctx->args[2];
+
+	if (!wanted())
+		return 0;
+	for (int i = 0; i < RW_MMSG_MAX; i++) {
+		__u8 sa[28] = {};
+		__u32 kind;
+
+		if (i >= n)
+			break;
+		if (i > 0)
+			dns_msghdr(fd, (struct user_msghdr *)&v[i].msg_hdr);
+		if (!msg_addr((struct user_msghdr *)&v[i].msg_hdr, sa))
+			continue;
+		kind = send_kind(fd, sa, ctx->args[3]);
+		if (kind)
+			send_event(kind, fd, sa, 0);
+	}
+	return 0;
+}
+
+#endif

@@ -1,0 +1,123 @@
+"""Live sensor: ways out to the network that connect() does not show.
+
+Datagrams sent to an address given with the send (sendto, sendmsg, every message of
+sendmmsg), TCP Fast Open, and every DNS question of one sendmmsg.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+PRELUDE = textwrap.dedent("""
+    import socket, struct, sys, ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    def question(name, qid):
+        q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\\0"
+        return struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + q + struct.pack(">HH", 1, 1)
+    class iovec(ctypes.Structure):
+        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+    class msghdr(ctypes.Structure):
+        _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.c_void_p),
+                    ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                    ("flags", ctypes.c_int)]
+    class mmsghdr(ctypes.Structure):
+        _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint32)]
+    def sockaddr_in(ip, port):
+        return ctypes.create_string_buffer(struct.pack("<H", 2) + struct.pack(">H", port) + socket.inet_aton(ip)
+                                           + b"\\0" * 8, 16)
+    def sendmmsg(sock, msgs):
+        keep, vec = [], (mmsghdr * len(msgs))()
+        for i, (addr, data) in enumerate(msgs):
+            buf = ctypes.create_string_buffer(data, len(data))
+            iov = iovec(ctypes.addressof(buf), len(data))
+            keep += [buf, iov, addr]
+            vec[i].hdr.name = ctypes.addressof(addr) if addr is not None else None
+            vec[i].hdr.namelen = 16 if addr is not None else 0
+            vec[i].hdr.iov, vec[i].hdr.iovlen = ctypes.addressof(iov), 1
+        n = libc.sendmmsg(sock.fileno(), vec, len(msgs), 0)
+        assert n == len(msgs), ctypes.get_errno()
+""")
+
+
+def run(capture, body: str) -> tuple[int, str, list]:
+    p = subprocess.Popen([sys.executable, "-c", PRELUDE + textwrap.dedent(body)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    return p.pid, out, [e for e in capture.settle() if e.pid == p.pid]
+
+
+def of(events: list, kind: str) -> list:
+    return [e for e in events if e.kind == kind]
+
+
+def test_unconnected_udp_sendto_reports_each_new_destination_once(capture):
+    pid, _, events = run(capture, """
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for dst in (("127.0.0.1", 9), ("127.0.0.2", 7), ("127.0.0.1", 9), ("127.0.0.3", 19)):
+            s.sendto(b"x", dst)
+        s.sendto(b"again", ("127.0.0.2", 7))
+        s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s6.sendto(b"y", ("::1", 9))
+        s6.sendto(b"y", ("::1", 9))
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.connect(("127.0.0.1", 13))
+        c.send(b"connected: net.connect, not net.send")
+    """)
+    sends = of(events, "net.send")
+    assert [(e.net.dst_ip, e.net.dst_port, e.net.proto, e.net.result) for e in sends] == [
+        ("127.0.0.1", 9, "udp", 0), ("127.0.0.2", 7, "udp", 0), ("127.0.0.3", 19, "udp", 0), ("::1", 9, "udp", 0)]
+    assert {e.pid for e in sends} == {pid} and all(e.net.src_port for e in sends)
+    assert [(e.net.dst_ip, e.net.dst_port) for e in of(events, "net.connect")] == [("127.0.0.1", 13)]
+
+
+def test_sendmsg_with_an_address(capture):
+    _, _, events = run(capture, """
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for dst in (("127.0.0.4", 5353), ("127.0.0.5", 123), ("127.0.0.6", 69)):
+            s.sendmsg([b"m"], [], 0, dst)
+    """)
+    assert [(e.net.dst_ip, e.net.dst_port) for e in of(events, "net.send")] == [
+        ("127.0.0.4", 5353), ("127.0.0.5", 123), ("127.0.0.6", 69)]
+
+
+def test_every_message_of_sendmmsg(capture):
+    _, _, events = run(capture, """
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sendmmsg(s, [(sockaddr_in("127.0.0.7", 1000 + i), b"m") for i in range(5)])
+    """)
+    assert [(e.net.dst_ip, e.net.dst_port) for e in of(events, "net.send")] == [
+        ("127.0.0.7", 1000 + i) for i in range(5)]
+
+
+def test_every_dns_question_of_one_sendmmsg(capture):
+    _, _, events = run(capture, """
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.bind(("127.0.0.1", 53))  # someone listens: no port-unreachable cuts the batch short
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect(("127.0.0.1", 53))
+        sendmmsg(s, [(None, question(n, i)) for i, n in enumerate(("a.example", "b.example", "c.example"))])
+    """)
+    assert [(e.dns.name, e.dns.server_ip, e.dns.server_port) for e in of(events, "dns.query")] == [
+        ("a.example", "127.0.0.1", 53), ("b.example", "127.0.0.1", 53), ("c.example", "127.0.0.1", 53)]
+
+
+def test_tcp_fast_open_is_a_connect(capture):
+    _, out, events = run(capture, """
+        srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+        port = srv.getsockname()[1]
+        c = socket.socket()
+        c.sendto(b"GET / HTTP/1.0\\r\\n\\r\\n", 0x20000000, ("127.0.0.1", port))  # MSG_FASTOPEN
+        conn, _ = srv.accept()
+        print(port)
+    """)
+    port = int(out)
+    assert [(e.net.dst_ip, e.net.dst_port, e.net.proto, e.net.result) for e in of(events, "net.connect")] == [
+        ("127.0.0.1", port, "tcp", 0)]
+    assert of(events, "net.send") == []
