@@ -177,6 +177,10 @@ TABLE: tuple[KindSpec, ...] = (
              programs=_enter_exit("sendto") + _enter_exit("sendmsg")
              + (Probe("rw_sendmmsg_each", "tracepoint/syscalls/sys_enter_sendmmsg"),),
              syscalls=("sendto", "sendmsg", "sendmmsg"), activity=True),
+    # dns.answer: what recvfrom/recvmsg read on a socket that sent a DNS question; attrs answers
+    # (addresses) and rcode. The kernel source names later connections to those addresses.
+    KindSpec("dns.answer", "network", (4003, 2, "Response"), ("dns",), record="DNS_ANSWER",
+             decoder="dns_answer", programs=_enter_exit("recvfrom") + _enter_exit("recvmsg")),
 )
 
 #: Each spec by kind name.

@@ -121,3 +121,53 @@ def test_tcp_fast_open_is_a_connect(capture):
     assert [(e.net.dst_ip, e.net.dst_port, e.net.proto, e.net.result) for e in of(events, "net.connect")] == [
         ("127.0.0.1", port, "tcp", 0)]
     assert of(events, "net.send") == []
+
+
+RESOLVER = """
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 53))
+    def answer(query, addrs):
+        qid, qend = query[:2], 12 + query[12:].index(b"\\0") + 5
+        out = qid + struct.pack(">HHHHH", 0x8180, 1, len(addrs), 0, 0) + query[12:qend]
+        for a in addrs:
+            out += struct.pack(">HHHIH", 0xC00C, 1, 1, 60, 4) + socket.inet_aton(a)
+        return out
+"""
+
+
+def test_dns_answers_name_the_connections_to_their_addresses(capture):
+    pid, _, events = run(capture, textwrap.dedent(RESOLVER) + textwrap.dedent("""
+        names = {"api.example": ["127.0.0.21", "127.0.0.22"], "db.example": ["127.0.0.23"]}
+        for i, name in enumerate(("api.example", "db.example", "api.example")):
+            c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            c.connect(("127.0.0.1", 53))
+            c.send(question(name, i))
+            q, peer = server.recvfrom(512)
+            server.sendto(answer(q, names[name]), peer)
+            c.recv(512) if i != 1 else c.recvfrom(512)
+        lone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # unconnected: sendto, recvmsg
+        lone.sendto(question("mq.example", 7), ("127.0.0.1", 53))
+        q, peer = server.recvfrom(512)
+        server.sendto(answer(q, ["127.0.0.24"]), peer)
+        lone.recvmsg(512)
+        srv = socket.socket(); srv.bind(("127.0.0.21", 0)); srv.listen(8)
+        port = srv.getsockname()[1]
+        for ip in ("127.0.0.21", "127.0.0.23", "127.0.0.25"):
+            try:
+                socket.create_connection((ip, port), timeout=1).close()
+            except OSError:
+                pass
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.sendto(b"x", ("127.0.0.24", 9))
+    """))
+    answers = of(events, "dns.answer")
+    assert [(e.dns.name, e.attrs["answers"], e.attrs["rcode"]) for e in answers] == [
+        ("api.example", ["127.0.0.21", "127.0.0.22"], 0), ("db.example", ["127.0.0.23"], 0),
+        ("api.example", ["127.0.0.21", "127.0.0.22"], 0), ("mq.example", ["127.0.0.24"], 0)]
+    assert all(e.pid == pid for e in answers)
+    conns = [(e.net.dst_ip, (e.attrs or {}).get("dest_name")) for e in of(events, "net.connect")
+             if e.net.dst_port != 53]
+    assert conns == [("127.0.0.21", "api.example"), ("127.0.0.23", "db.example"), ("127.0.0.25", None)]
+    sends = [(e.net.dst_ip, (e.attrs or {}).get("dest_name")) for e in of(events, "net.send")
+             if e.net.dst_ip != "127.0.0.1"]  # not the resolver's replies
+    assert sends == [("127.0.0.24", "mq.example")]

@@ -89,6 +89,8 @@ CASES = [
     ("priv.userfaultfd", {"priv": PrivInfo(op="userfaultfd")}, 1003, 1),
     ("priv.io_uring_setup", {"priv": PrivInfo(op="io_uring_setup")}, 1003, 1),
     ("process.exec_failed", {"exec_name": "/tmp/x", "attrs": {"errno": 13}}, 1007, 1),
+    ("dns.answer", {"dns": DnsInfo(name="a.example", server_ip="10.0.0.2"), "attrs": {"answers": ["1.2.3.4"]}},
+     4003, 2),
     ("net.send", {"net": NetInfo(proto="udp", family="ipv4", dst_ip="10.9.9.9", dst_port=9, result=0)}, 4001, 6),
     ("tool.start", {"tool_call": ToolCall(name="shell")}, 0, 99),
     ("sensor.notice", {"attrs": {"message": "hi"}}, 0, 99),
@@ -199,6 +201,10 @@ def test_the_newer_kinds_fill_their_class_objects() -> None:
     assert (failed["status_id"], failed["status_code"], failed["process"]["file"]["path"]) == (2, "13", "/tmp/x")
     redirect = to_ocsf(ev("net.redirect", net=NetInfo(proto="tcp", family="ipv4", dst_ip="10.1.1.1", dst_port=4444)))
     assert redirect["dst_endpoint"] == {"ip": "10.1.1.1", "port": 4444}
+    answer = to_ocsf(ev("dns.answer", dns=DnsInfo(name="a.example", server_ip="10.0.0.2"),
+                        attrs={"answers": ["1.2.3.4", "::5"], "rcode": 0}))
+    assert (answer["activity_name"], answer["query"], answer["answers"], answer["rcode_id"]) == (
+        "Response", {"hostname": "a.example"}, [{"rdata": "1.2.3.4", "type": "A"}, {"rdata": "::5", "type": "AAAA"}], 0)
     send = to_ocsf(ev("net.send", net=NetInfo(proto="udp", family="ipv4", dst_ip="10.9.9.9", dst_port=9, result=0)))
     assert (send["activity_name"], send["connection_info"]["direction"], send["dst_endpoint"]["port"]) == (
         "Traffic", "Outbound", 9)

@@ -9,7 +9,7 @@ versioned reference at schema.ocsf.io):
                           7 Set Security (chmod), 12 Mount, 14 Open.
 * ``net.*``            -> Network Activity (4001): 1 Open, 4 Fail, 5 Refuse, 6 Traffic (net.send),
                           7 Listen, 99 Other.
-* ``dns.query``        -> DNS Activity (4003): 1 Query.
+* ``dns.query``        -> DNS Activity (4003): 1 Query; ``dns.answer``: 2 Response.
 * ``priv.module_load``, ``priv.bpf_load`` -> Kernel Extension Activity (1033): 1 Load.
 * ``priv.userfaultfd``, ``priv.io_uring_setup`` -> Kernel Activity (1003): 1 Create, with the
                           syscall as the kernel object.
@@ -257,7 +257,12 @@ def _dns_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> tu
         server = _endpoint(d.server_ip, d.server_port)
         if server:
             out["dst_endpoint"] = server
-    return 4003, 1, "Query"
+    if e.kind == "dns.answer" and e.attrs:
+        out["answers"] = [{"rdata": str(a), "type": "AAAA" if ":" in str(a) else "A"}
+                          for a in e.attrs.get("answers") or ()]
+        if "rcode" in e.attrs:
+            out["rcode_id"] = e.attrs["rcode"]
+    return _declared(e)
 
 
 def _kernel_extension_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> tuple[int, int, str]:

@@ -63,6 +63,7 @@ _SOCK = struct.Struct("<iiHHHH16s")  # fd, oldfd, family, type, proto, dport, da
 _RECORDS: dict[str, type[ctypes.Structure]] = {
     "exec": L.RwExec, "fork": L.RwFork, "exit": L.RwExit, "net": L.RwNet, "dns": L.RwDns, "file": L.RwFile,
     "priv": L.RwPriv, "cgroup": L.RwCgroup, "sock": L.RwSock, "exec_failed": L.RwFile,
+    "dns_answer": L.RwDns,
 }
 #: Record kind (``rw_hdr.kind``) -> (event kind, decoder family), from the event table.
 _KINDS: dict[int, tuple[str, str]] = {
@@ -154,6 +155,53 @@ def parse_dns_name(payload: bytes) -> tuple[str, str | None] | None:
     return ".".join(labels), qtype
 
 
+def _skip_name(payload: bytes, pos: int) -> int:
+    """The position after the (possibly compressed) name at ``pos``, or -1."""
+    while pos < len(payload):
+        n = payload[pos]
+        if n == 0:
+            return pos + 1
+        if n & 0xC0 == 0xC0:
+            return pos + 2
+        pos += 1 + n
+    return -1
+
+
+def parse_dns_answer(payload: bytes) -> tuple[str, str | None, int, list[str]] | None:
+    """(question name, qtype, rcode, A/AAAA addresses) from a DNS response's head, or None.
+
+    Answers cut off by the copied length are left out; the ones before stay.
+    """
+    if len(payload) < 12 or not payload[2] & 0x80:  # QR: a response
+        return None
+    question = parse_dns_name(payload)
+    if question is None:
+        return None
+    rcode = payload[3] & 0x0F
+    qdcount, ancount = int.from_bytes(payload[4:6], "big"), int.from_bytes(payload[6:8], "big")
+    pos = 12
+    for _ in range(qdcount):
+        pos = _skip_name(payload, pos)
+        if pos < 0:
+            return (*question, rcode, [])
+        pos += 4
+    addrs: list[str] = []
+    for _ in range(ancount):
+        pos = _skip_name(payload, pos)
+        if pos < 0 or pos + 10 > len(payload):
+            break
+        rtype, rdlen = int.from_bytes(payload[pos:pos + 2], "big"), int.from_bytes(payload[pos + 8:pos + 10], "big")
+        pos += 10
+        if pos + rdlen > len(payload):
+            break
+        if rtype == 1 and rdlen == 4:
+            addrs.append(socket.inet_ntop(socket.AF_INET, payload[pos:pos + 4]))
+        elif rtype == 28 and rdlen == 16:
+            addrs.append(socket.inet_ntop(socket.AF_INET6, payload[pos:pos + 16]))
+        pos += rdlen
+    return question[0], question[1], rcode, addrs
+
+
 class Decoder:
     """Turns raw records into events. ``clock_offset`` maps monotonic ns to epoch ns.
 
@@ -168,7 +216,7 @@ class Decoder:
         families: dict[str, Callable[[bytes, Event], None]] = {
             "exec": self._exec, "fork": self._fork, "exit": self._exit, "net": self._net, "dns": self._dns,
             "file": self._file, "priv": self._priv, "cgroup": self._cgroup, "sock": self._sock,
-            "exec_failed": self._exec_failed,
+            "exec_failed": self._exec_failed, "dns_answer": self._dns_answer,
         }
         self._by_kind = {code: families[family] for code, (_, family) in _KINDS.items()}
         self._names = {code: name for code, (name, _) in _KINDS.items()}
@@ -254,6 +302,19 @@ class Decoder:
         e.dns = DnsInfo(name=name, qtype=qtype, server_ip=_addr(family, daddr), server_port=dport)
         if parsed is None:
             e.attrs = {"dns_unparsed": True}
+
+    @staticmethod
+    def _dns_answer(rec: bytes, e: Event) -> None:
+        family, dport, n, daddr = _DNS.unpack_from(rec, H)
+        parsed = parse_dns_answer(rec[_DNS_PAYLOAD:_DNS_PAYLOAD + min(n, L.DNS_LEN)])
+        server = _addr(family, daddr) if family in (socket.AF_INET, socket.AF_INET6) else None
+        if parsed is None:
+            e.dns = DnsInfo(name="", server_ip=server, server_port=dport or None)
+            e.attrs = {"dns_unparsed": True}
+            return
+        name, qtype, rcode, addrs = parsed
+        e.dns = DnsInfo(name=name, qtype=qtype, server_ip=server, server_port=dport or None)
+        e.attrs = {"answers": addrs, "rcode": rcode}
 
     @staticmethod
     def _file(rec: bytes, e: Event) -> None:

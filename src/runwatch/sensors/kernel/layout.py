@@ -63,6 +63,7 @@ class Kind(IntEnum):
     IO_URING_SETUP = 31
     EXEC_FAILED = 32
     SEND = 33
+    DNS_ANSWER = 34
 
 
 class ExeFlag(IntEnum):

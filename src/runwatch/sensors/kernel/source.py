@@ -12,6 +12,7 @@ from runwatch.sensors.base import register_source
 from runwatch.sensors.kernel import layout as L
 from runwatch.sensors.kernel import loader, watchlist
 from runwatch.sensors.kernel.decode import DecodeError, Decoder
+from runwatch.sensors.kernel.dnsnames import ResolvedNames
 
 
 class KernelSource:
@@ -41,6 +42,7 @@ class KernelSource:
         self._links: list[int] = []
         self._reader: RingReader | None = None
         self._decoder = Decoder()
+        self._names = ResolvedNames()
         self._ncpu = possible_cpus()
         self.report = loader.LoadReport()
         self.decode_errors = 0
@@ -78,10 +80,12 @@ class KernelSource:
 
     def _decode(self, buf: bytes, off: int, length: int) -> Event | None:
         try:
-            return self._decoder.decode(buf, off, length)
+            e = self._decoder.decode(buf, off, length)
         except (DecodeError, ValueError, IndexError):
             self.decode_errors += 1
             return None
+        self._names.observe(e)
+        return e
 
     def poll(self, timeout: float) -> list[Event] | None:
         """Wait up to ``timeout`` s (less if the kernel forces a wake-up), then drain."""

@@ -7,6 +7,11 @@
  * sa_to_dst, sock_of_fd, dns_msghdr). A datagram destination is reported once per socket
  * (the first send to it; `sent_to` remembers the pairs), so a busy UDP sender costs one map
  * lookup per send; sends without an address (connected sockets) cost a pointer test.
+ *
+ * DNS answers: a socket that sent a question to port 53 (connected, or with the address
+ * given) is remembered in `dns_rx`; what recvfrom/recvmsg read on it is copied (its head)
+ * so userspace can tie the answer's addresses to the name. Every other recv costs one map
+ * lookup at entry.
  */
 #ifndef RUNWATCH_NET_BPF_H
 #define RUNWATCH_NET_BPF_H
@@ -94,6 +99,22 @@ static __always_inline bool msg_addr(const struct user_msghdr *um, __u8 *sa)
 	return bpf_probe_read_user(sa, 28, name) == 0 || bpf_probe_read_user(sa, 16, name) == 0;
 }
 
+/* Sockets that sent a DNS question (tgid << 32 | fd): their reads are DNS answers. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u8);
+} dns_rx SEC(".maps");
+
+static __always_inline void dns_rx_mark(__u32 fd)
+{
+	__u64 key = (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | fd;
+	__u8 one = 1;
+
+	bpf_map_update_elem(&dns_rx, &key, &one, BPF_ANY);
+}
+
 /* The send's kind, decided at entry; the event at exit with the result (as for connect). */
 struct pending_send {
 	__u32 kind;
@@ -121,6 +142,8 @@ static __always_inline int send_enter(__u32 fd, const void *uaddr, bool from_msg
 	} else if (bpf_probe_read_user(p.sa, sizeof(p.sa), uaddr) && bpf_probe_read_user(p.sa, 16, uaddr)) {
 		return 0;
 	}
+	if (bpf_ntohs(*(__u16 *)(p.sa + 2)) == DNS_PORT)
+		dns_rx_mark(fd);
 	p.kind = send_kind(fd, p.sa, flags);
 	if (!p.kind)
 		return 0;
@@ -191,6 +214,111 @@ int rw_sendmmsg_each(struct trace_event_raw_sys_enter *ctx)
 			send_event(kind, fd, sa, 0);
 	}
 	return 0;
+}
+
+/* ------------------------------------------------------------ DNS answers */
+
+struct pending_rx {
+	__u64 buf;       /* user buffer the answer lands in */
+	__u32 fd;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct pending_rx);
+} dns_reads SEC(".maps");
+
+/* A socket is a DNS one if it sent a question, or is connected to port 53 (glibc's resolver
+ * connects, then sends with send/sendmmsg). */
+static __always_inline bool dns_socket(__u32 fd)
+{
+	__u64 key = (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | fd;
+
+	return bpf_map_lookup_elem(&dns_rx, &key) || bpf_map_lookup_elem(&dns_socks, &key);
+}
+
+static __always_inline int rx_enter(__u32 fd, __u64 buf)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending_rx p = {};
+
+	if (!buf || !dns_socket(fd) || !wanted())
+		return 0;
+	p.buf = buf;
+	p.fd = fd;
+	bpf_map_update_elem(&dns_reads, &tid, &p, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int rx_exit(long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending_rx *p = bpf_map_lookup_elem(&dns_reads, &tid);
+	struct sock *sk;
+	__u64 len = ret;
+
+	if (!p)
+		return 0;
+	if (ret < 12) {
+		bpf_map_delete_elem(&dns_reads, &tid);
+		return 0;
+	}
+	{
+		RESERVE(struct rw_dns, e, RW_DNS_ANSWER);
+		sk = sock_of_fd(p->fd);
+		e->family = sk ? BPF_CORE_READ(sk, __sk_common.skc_family) : 0;
+		e->dport = sk ? bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) : 0;
+		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+		if (sk && e->family == AF_INET6)
+			BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr);
+		else if (sk)
+			BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+		if (len > RW_DNS_LEN - 1)
+			len = RW_DNS_LEN - 1;
+		len &= RW_DNS_LEN - 1;
+		if (bpf_probe_read_user(e->payload, len, (void *)p->buf))
+			len = 0;
+		e->len = len;
+		SUBMIT(e);
+	}
+	bpf_map_delete_elem(&dns_reads, &tid);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int rw_recvfrom_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return rx_enter(ctx->args[0], ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int rw_recvfrom_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return rx_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvmsg")
+int rw_recvmsg_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	struct user_msghdr m = {};
+	struct iovec iov = {};
+
+	if (!dns_socket(ctx->args[0]))
+		return 0;
+	if (bpf_probe_read_user(&m, sizeof(m), (void *)ctx->args[1]) || !m.msg_iov || !m.msg_iovlen)
+		return 0;
+	if (bpf_probe_read_user(&iov, sizeof(iov), m.msg_iov))
+		return 0;
+	return rx_enter(ctx->args[0], (__u64)iov.iov_base);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int rw_recvmsg_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return rx_exit(ctx->ret);
 }
 
 #endif

@@ -54,6 +54,7 @@ enum rw_kind {
 	RW_IO_URING_SETUP = 31,
 	RW_EXEC_FAILED = 32,
 	RW_SEND = 33,
+	RW_DNS_ANSWER = 34,
 };
 
 /* Flags held as values of the watched-path LPM trie. */
