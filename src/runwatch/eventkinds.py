@@ -96,8 +96,13 @@ TABLE: tuple[KindSpec, ...] = (
              programs=_tp("listen"), syscalls=("listen",), activity=True),
     KindSpec("net.bind", "network", (4001, _OTHER, "Bind"), ("net",), record="BIND", decoder="net",
              programs=_enter_exit("bind"), syscalls=("bind",), activity=True),
+    # dns.query: UDP questions sent to port 53 with any send call or write(), and DNS over TCP
+    # (rw_connect_dns marks TCP sockets connecting to port 53).
     KindSpec("dns.query", "network", (4003, 1, "Query"), ("dns",), record="DNS", decoder="dns",
-             programs=_tp("sendto", "sendmsg", "sendmmsg"), activity=True),
+             programs=(*_tp("sendto", "sendmsg", "sendmmsg"),
+                       Probe("rw_connect_dns", "tracepoint/syscalls/sys_enter_connect"),
+                       Probe("rw_write_dns", "tracepoint/syscalls/sys_enter_write"),
+                       Probe("rw_send_dns", "tracepoint/syscalls/sys_enter_sendto")), activity=True),
     KindSpec("file.open", "file", (1001, 14, "Open"), ("file",), record="OPEN", decoder="file",
              programs=_tp("openat", "open", "openat2"), syscalls=("open", "openat", "openat2", "creat"),
              activity=True),
@@ -180,7 +185,7 @@ TABLE: tuple[KindSpec, ...] = (
     # dns.answer: what recvfrom/recvmsg read on a socket that sent a DNS question; attrs answers
     # (addresses) and rcode. The kernel source names later connections to those addresses.
     KindSpec("dns.answer", "network", (4003, 2, "Response"), ("dns",), record="DNS_ANSWER",
-             decoder="dns_answer", programs=_enter_exit("recvfrom") + _enter_exit("recvmsg")),
+             decoder="dns_answer", programs=_enter_exit("recvfrom") + _enter_exit("recvmsg") + _enter_exit("read")),
 )
 
 #: Each spec by kind name.

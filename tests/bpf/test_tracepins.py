@@ -13,9 +13,9 @@ from runwatch.testing.tracepins import TracepointPins, tracepoints_of
 pytestmark = pytest.mark.kernel
 
 
-def test_the_sensor_has_59_syscall_tracepoints_and_the_enforcers_none() -> None:
+def test_the_sensor_has_62_syscall_tracepoints_and_the_enforcers_none() -> None:
     tps = tracepoints_of([SPEC, ENFORCE_SPEC])
-    assert len(tps) == 59 and len(set(tps)) == 59
+    assert len(tps) == 62 and len(set(tps)) == 62
     assert "syscalls/sys_enter_openat" in tps and "syscalls/sys_exit_connect" in tps
     assert "syscalls/sys_exit_execve" in tps and "syscalls/sys_enter_fchmodat2" in tps
     assert tracepoints_of([ENFORCE_SPEC]) == []

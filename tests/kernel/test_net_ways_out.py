@@ -15,7 +15,7 @@ import pytest
 pytestmark = pytest.mark.kernel
 
 PRELUDE = textwrap.dedent("""
-    import socket, struct, sys, ctypes
+    import ctypes, os, socket, struct, sys
     libc = ctypes.CDLL(None, use_errno=True)
     def question(name, qid):
         q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\\0"
@@ -171,3 +171,57 @@ def test_dns_answers_name_the_connections_to_their_addresses(capture):
     sends = [(e.net.dst_ip, (e.attrs or {}).get("dest_name")) for e in of(events, "net.send")
              if e.net.dst_ip != "127.0.0.1"]  # not the resolver's replies
     assert sends == [("127.0.0.24", "mq.example")]
+
+
+def test_dns_questions_written_with_write_on_a_connected_udp_socket(capture):
+    _, _, events = run(capture, """
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.bind(("127.0.0.1", 53))
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect(("127.0.0.1", 53))
+        for i, name in enumerate(("w1.example", "w2.example", "w3.example")):
+            assert os.write(s.fileno(), question(name, i)) > 12
+    """)
+    assert [(e.dns.name, e.dns.server_port) for e in of(events, "dns.query")] == [
+        ("w1.example", 53), ("w2.example", 53), ("w3.example", 53)]
+
+
+def test_dns_over_tcp_questions_and_answers(capture):
+    pid, _, events = run(capture, """
+        import os, threading
+        srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", 53)); srv.listen(4)
+        def serve():
+            for _ in range(3):
+                conn, _ = srv.accept()
+                n = struct.unpack(">H", conn.recv(2))[0]
+                q = conn.recv(n)
+                qend = 12 + q[12:].index(b"\\0") + 5
+                a = q[:2] + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0) + q[12:qend]
+                a += struct.pack(">HHHIH", 0xC00C, 1, 1, 60, 4) + socket.inet_aton("127.0.0.3%d" % q[1])
+                conn.sendall(struct.pack(">H", len(a)) + a)
+                conn.close()
+        t = threading.Thread(target=serve); t.start()
+        for i, name in enumerate(("t0.example", "t1.example", "t2.example")):
+            c = socket.create_connection(("127.0.0.1", 53))
+            msg = question(name, i)
+            framed = struct.pack(">H", len(msg)) + msg
+            if i == 1:
+                os.write(c.fileno(), framed)
+            else:
+                c.send(framed)
+            data = os.read(c.fileno(), 512) if i == 2 else c.recv(512)
+            c.close()
+        t.join()
+        for ip in ("127.0.0.30", "127.0.0.32"):
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.sendto(b"x", (ip, 9))
+    """)
+    queries = [e for e in of(events, "dns.query") if e.pid == pid]
+    assert [(e.dns.name, e.dns.server_ip, e.dns.server_port) for e in queries] == [
+        ("t0.example", "127.0.0.1", 53), ("t1.example", "127.0.0.1", 53), ("t2.example", "127.0.0.1", 53)]
+    answers = [(e.dns.name, e.attrs["answers"]) for e in of(events, "dns.answer")]
+    assert answers == [("t0.example", ["127.0.0.30"]), ("t1.example", ["127.0.0.31"]),
+                       ("t2.example", ["127.0.0.32"])]
+    sends = [(e.net.dst_ip, (e.attrs or {}).get("dest_name")) for e in of(events, "net.send")]
+    assert sends == [("127.0.0.30", "t0.example"), ("127.0.0.32", "t2.example")]

@@ -31,13 +31,14 @@ def test_kinds_are_the_table_in_order() -> None:
 
 
 def test_kernel_programs_come_from_the_table() -> None:
-    assert len(PROGRAMS) == 66
+    assert len(PROGRAMS) == 71
     by_kind: dict[str, list[str]] = {}
     for p in PROGRAMS:
         assert len(p.provides) == 1
         by_kind.setdefault(p.provides[0], []).append(p.name)
     assert by_kind["net.connect"] == ["rw_connect_enter", "rw_connect_exit"]
-    assert by_kind["dns.query"] == ["rw_sendto", "rw_sendmsg", "rw_sendmmsg"]
+    assert by_kind["dns.query"] == ["rw_sendto", "rw_sendmsg", "rw_sendmmsg", "rw_connect_dns", "rw_write_dns",
+                                    "rw_send_dns"]
     assert by_kind["file.open"] == ["rw_openat", "rw_open", "rw_openat2"]
     hooks = {p.name: p.hook for p in PROGRAMS}
     assert hooks["rw_accept4_exit"] == "tracepoint/syscalls/sys_exit_accept4"

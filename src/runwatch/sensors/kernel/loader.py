@@ -73,6 +73,7 @@ SPEC = ObjectSpec(
         MapDecl("sent_to", "lru_hash", 32, 1, 16384),
         MapDecl("sends", "lru_hash", 4, 36, 8192),
         MapDecl("dns_rx", "lru_hash", 8, 1, 4096),
+        MapDecl("dns_stream", "lru_hash", 8, 1, 4096),
         MapDecl("dns_reads", "lru_hash", 4, 16, 4096),
         MapDecl(".rodata", "array", 4, ctypes.sizeof(L.RwConfig), 1),
         MapDecl(".bss", "array", 4, 9 * 8, 1),  # the nine record-pointer anchors that keep records in BTF

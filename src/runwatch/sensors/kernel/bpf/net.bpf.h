@@ -115,6 +115,85 @@ static __always_inline void dns_rx_mark(__u32 fd)
 	bpf_map_update_elem(&dns_rx, &key, &one, BPF_ANY);
 }
 
+/* TCP sockets connecting to port 53 (tgid << 32 | fd): DNS over TCP, each message after a
+ * two-byte length. Marked at connect entry; a reused fd is checked against the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u8);
+} dns_stream SEC(".maps");
+
+static __always_inline __u64 fd_key(__u32 fd)
+{
+	return (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | fd;
+}
+
+/* The peer of a TCP socket still connected to port 53 as a sockaddr (for dns_emit), or false. */
+static __always_inline bool dns_stream_peer(__u32 fd, __u8 *sa)
+{
+	__u64 key = fd_key(fd);
+	struct sock *sk;
+	__u16 fam;
+
+	if (!bpf_map_lookup_elem(&dns_stream, &key))
+		return false;
+	sk = sock_of_fd(fd);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
+	    bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) != DNS_PORT) {
+		bpf_map_delete_elem(&dns_stream, &key);
+		return false;
+	}
+	fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+	*(__u16 *)sa = fam;
+	*(__u16 *)(sa + 2) = bpf_htons(DNS_PORT);
+	if (fam == AF_INET6)
+		BPF_CORE_READ_INTO((struct in6_addr *)(sa + 8), sk, __sk_common.skc_v6_daddr);
+	else
+		BPF_CORE_READ_INTO((__u32 *)(sa + 4), sk, __sk_common.skc_daddr);
+	return true;
+}
+
+/* A question written without an address: DNS over TCP (after the length), or on a UDP
+ * socket connected to port 53 (write() goes nowhere else). */
+static __always_inline int dns_unaddressed(__u32 fd, const char *buf, __u64 len)
+{
+	__u8 sa[28] = {};
+	__u64 key;
+
+	if (dns_stream_peer(fd, sa))
+		return len > 2 ? dns_emit(fd, buf + 2, len - 2, sa) : 0;
+	key = fd_key(fd);
+	if (bpf_map_lookup_elem(&dns_socks, &key))
+		return dns_emit(fd, buf, len, NULL);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int rw_connect_dns(struct trace_event_raw_sys_enter *ctx)
+{
+	__u8 sa[4] = {};
+	__u64 key;
+	__u8 one = 1;
+	struct sock *sk;
+
+	if (bpf_probe_read_user(sa, sizeof(sa), (void *)ctx->args[1]) ||
+	    (*(__u16 *)sa != AF_INET && *(__u16 *)sa != AF_INET6) || bpf_ntohs(*(__u16 *)(sa + 2)) != DNS_PORT)
+		return 0;
+	sk = sock_of_fd(ctx->args[0]);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP || !wanted())
+		return 0;
+	key = fd_key(ctx->args[0]);
+	bpf_map_update_elem(&dns_stream, &key, &one, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int rw_write_dns(struct trace_event_raw_sys_enter *ctx)
+{
+	return dns_unaddressed(ctx->args[0], (const char *)ctx->args[1], ctx->args[2]);
+}
+
 /* The send's kind, decided at entry; the event at exit with the result (as for connect). */
 struct pending_send {
 	__u32 kind;
@@ -162,6 +241,17 @@ static __always_inline int send_exit(long ret)
 	send_event(p->kind, p->fd, p->sa, ret < 0 ? ret : 0);
 	bpf_map_delete_elem(&sends, &tid);
 	return 0;
+}
+
+/* send() on a TCP DNS socket (rw_sendto covers connected UDP ones). */
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int rw_send_dns(struct trace_event_raw_sys_enter *ctx)
+{
+	__u8 sa[28] = {};
+
+	if (ctx->args[4] || ctx->args[2] <= 2 || !dns_stream_peer(ctx->args[0], sa))
+		return 0;
+	return dns_emit(ctx->args[0], (const char *)ctx->args[1] + 2, ctx->args[2] - 2, sa);
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendto")
@@ -237,7 +327,8 @@ static __always_inline bool dns_socket(__u32 fd)
 {
 	__u64 key = (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | fd;
 
-	return bpf_map_lookup_elem(&dns_rx, &key) || bpf_map_lookup_elem(&dns_socks, &key);
+	return bpf_map_lookup_elem(&dns_rx, &key) || bpf_map_lookup_elem(&dns_socks, &key) ||
+	       bpf_map_lookup_elem(&dns_stream, &key);
 }
 
 static __always_inline int rx_enter(__u32 fd, __u64 buf)
@@ -276,6 +367,10 @@ static __always_inline int rx_exit(long ret)
 			BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr);
 		else if (sk)
 			BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+		if (sk && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP) {
+			len -= 2; /* DNS over TCP: the message follows its length */
+			p->buf += 2;
+		}
 		if (len > RW_DNS_LEN - 1)
 			len = RW_DNS_LEN - 1;
 		len &= RW_DNS_LEN - 1;
@@ -296,6 +391,19 @@ int rw_recvfrom_enter(struct trace_event_raw_sys_enter *ctx)
 
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
 int rw_recvfrom_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return rx_exit(ctx->ret);
+}
+
+/* read() of an answer: one map lookup per read() of a reported process. */
+SEC("tracepoint/syscalls/sys_enter_read")
+int rw_read_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return rx_enter(ctx->args[0], ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_exit_read")
+int rw_read_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	return rx_exit(ctx->ret);
 }
