@@ -184,6 +184,10 @@ TABLE: tuple[KindSpec, ...] = (
              syscalls=("sendto", "sendmsg", "sendmmsg"), activity=True),
     # dns.answer: what recvfrom/recvmsg read on a socket that sent a DNS question; attrs answers
     # (addresses) and rcode. The kernel source names later connections to those addresses.
+    # process.env: the allow-listed environment of an exec; the decoder puts it on the exec that
+    # follows (attrs env) and the kernel source drops the record.
+    KindSpec("process.env", "process", _BASE, record="EXEC_ENV", decoder="exec_env",
+             programs=(Probe("rw_env_exec", "tp_btf/sched_process_exec"),), stored=False),
     KindSpec("dns.answer", "network", (4003, 2, "Response"), ("dns",), record="DNS_ANSWER",
              decoder="dns_answer", programs=_enter_exit("recvfrom") + _enter_exit("recvmsg") + _enter_exit("read")),
 )

@@ -218,3 +218,19 @@ def test_a_failed_exec_is_reported_with_its_errno_a_successful_one_is_not(captur
         assert [(e.exec_name, e.attrs["errno"]) for e in failed] == [
             ("/nonexistent/rw-23", 2), (f"{d}/plain", 13), ("missing", 2)]
         assert [e.exe for e in of(events, "process.exec")][-1] == "/usr/bin/true"
+
+
+def test_exec_carries_only_allow_listed_environment_variables(capture):
+    env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": "/tmp/evil.so", "GLIBC_TUNABLES": "glibc.malloc.check=3",
+           "HTTPS_PROXY": "http://10.9.9.9:3128", "API_TOKEN": "secret-23", "LONG": "x" * 700,
+           "LD_LIBRARY_PATH": "/opt/lib"}
+    procs = [subprocess.run(["/usr/bin/true"], env=env if i != 1 else {"PATH": "/usr/bin"}, check=True)
+             for i in range(3)]
+    assert len(procs) == 3
+    execs = [e for e in capture.settle() if e.kind == "process.exec" and e.exe == "/usr/bin/true"]
+    assert [(e.attrs or {}).get("env") for e in execs] == [
+        {"LD_PRELOAD": "/tmp/evil.so", "GLIBC_TUNABLES": "glibc.malloc.check=3", "HTTPS_PROXY": "http://10.9.9.9:3128",
+         "LD_LIBRARY_PATH": "/opt/lib"}, None,
+        {"LD_PRELOAD": "/tmp/evil.so", "GLIBC_TUNABLES": "glibc.malloc.check=3", "HTTPS_PROXY": "http://10.9.9.9:3128",
+         "LD_LIBRARY_PATH": "/opt/lib"}]
+    assert not any(e.kind == "process.env" for e in capture.settle())

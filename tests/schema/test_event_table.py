@@ -20,18 +20,18 @@ from runwatch.sensors.kernel.loader import PROGRAMS, LoadReport
 
 def test_kinds_are_the_table_in_order() -> None:
     assert tuple(k.name for k in TABLE) == KINDS
-    assert len(KINDS) == len(set(KINDS)) == 41
+    assert len(KINDS) == len(set(KINDS)) == 42
     assert KINDS[:3] == ("process.exec", "process.fork", "process.exit") and KINDS[26] == "cgroup.mkdir"
     assert KINDS[27:] == ("file.link", "file.symlink", "file.chmod", "file.mkdir", "file.rmdir", "net.socket",
                           "net.redirect", "priv.module_load", "priv.bpf_load", "priv.userfaultfd",
-                          "priv.io_uring_setup", "process.exec_failed", "net.send", "dns.answer")
+                          "priv.io_uring_setup", "process.exec_failed", "net.send", "process.env", "dns.answer")
     assert [k.name for k in TABLE if k.group == "ai"] == [
         "tool.start", "tool.end", "model.call", "plugin.load", "secret.access"]
-    assert [k.name for k in TABLE if not k.stored] == ["cgroup.mkdir"]
+    assert [k.name for k in TABLE if not k.stored] == ["cgroup.mkdir", "process.env"]
 
 
 def test_kernel_programs_come_from_the_table() -> None:
-    assert len(PROGRAMS) == 71
+    assert len(PROGRAMS) == 72
     by_kind: dict[str, list[str]] = {}
     for p in PROGRAMS:
         assert len(p.provides) == 1
@@ -48,11 +48,11 @@ def test_kernel_programs_come_from_the_table() -> None:
     assert by_kind["file.chmod"] == ["rw_chmod", "rw_fchmodat", "rw_fchmodat2", "rw_fchmod"]
     assert by_kind["process.exec_failed"] == ["rw_execve_enter", "rw_execve_exit", "rw_execveat_enter",
                                               "rw_execveat_exit"]
-    assert set(by_kind) == {k.name for k in eventkinds.kernel_kinds()} and len(by_kind) == 34
+    assert set(by_kind) == {k.name for k in eventkinds.kernel_kinds()} and len(by_kind) == 35
     # the load report's kind accounting reads the same table
     report = LoadReport(active={"rw_open": "x", "rw_exit": "y"})
     assert report.kinds_active() == {"file.open", "process.exit"}
-    assert len(report.kinds_lost()) == 32 and "file.open" not in report.kinds_lost()
+    assert len(report.kinds_lost()) == 33 and "file.open" not in report.kinds_lost()
 
 
 def test_every_kernel_record_kind_has_one_table_entry() -> None:
@@ -65,7 +65,7 @@ def test_the_decoder_dispatches_by_the_table(spec: KindSpec) -> None:
     code = L.Kind[spec.record or ""]
     record = L.RECORDS[{"exec": "rw_exec", "fork": "rw_fork", "exit": "rw_exit", "net": "rw_net", "dns": "rw_dns",
                         "file": "rw_file", "priv": "rw_priv", "cgroup": "rw_cgroup", "sock": "rw_sock",
-                        "exec_failed": "rw_file", "dns_answer": "rw_dns"}[spec.decoder or ""]]()
+                        "exec_failed": "rw_file", "dns_answer": "rw_dns", "exec_env": "rw_env"}[spec.decoder or ""]]()
     record.h.kind, record.h.size, record.h.pid, record.h.ts = code, ctypes.sizeof(record), 4111, 23
     event = Decoder(clock_offset=1000).decode(bytes(record))
     assert (event.kind, event.pid, event.time) == (spec.name, 4111, 1023)

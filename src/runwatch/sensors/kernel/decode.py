@@ -57,13 +57,15 @@ _PRIV = struct.Struct("<IIqqqIIIIII")  # op, pad, arg[3], cap_eff[2], cap_prm[2]
 _PRIV_PATH, _PRIV_PATH2, _PRIV_FSTYPE = (_off(L.RwPriv, f) for f in ("path", "path2", "fstype"))
 _CGROUP = struct.Struct("<QII")  # id, level, pad
 _CGROUP_PATH = _off(L.RwCgroup, "path")
+_ENV = struct.Struct("<IIII")  # count, len, truncated, pad
+_ENV_DATA = _off(L.RwEnv, "data")
 _SOCK = struct.Struct("<iiHHHH16s")  # fd, oldfd, family, type, proto, dport, daddr
 
 #: Decoder family (``KindSpec.decoder``) -> the record struct it reads.
 _RECORDS: dict[str, type[ctypes.Structure]] = {
     "exec": L.RwExec, "fork": L.RwFork, "exit": L.RwExit, "net": L.RwNet, "dns": L.RwDns, "file": L.RwFile,
     "priv": L.RwPriv, "cgroup": L.RwCgroup, "sock": L.RwSock, "exec_failed": L.RwFile,
-    "dns_answer": L.RwDns,
+    "dns_answer": L.RwDns, "exec_env": L.RwEnv,
 }
 #: Record kind (``rw_hdr.kind``) -> (event kind, decoder family), from the event table.
 _KINDS: dict[int, tuple[str, str]] = {
@@ -216,8 +218,9 @@ class Decoder:
         families: dict[str, Callable[[bytes, Event], None]] = {
             "exec": self._exec, "fork": self._fork, "exit": self._exit, "net": self._net, "dns": self._dns,
             "file": self._file, "priv": self._priv, "cgroup": self._cgroup, "sock": self._sock,
-            "exec_failed": self._exec_failed, "dns_answer": self._dns_answer,
+            "exec_failed": self._exec_failed, "dns_answer": self._dns_answer, "exec_env": self._exec_env,
         }
+        self._env: dict[int, dict[str, str]] = {}  # tid -> allow-listed environment of its coming exec
         self._by_kind = {code: families[family] for code, (_, family) in _KINDS.items()}
         self._names = {code: name for code, (name, _) in _KINDS.items()}
 
@@ -241,6 +244,14 @@ class Decoder:
                   pid=pid, tid=tid, ppid=ppid, uid=uid, euid=euid, gid=gid, pidns=pidns, vpid=vpid, vtid=vtid,
                   comm=(comm[:nul] if nul >= 0 else comm).decode("utf-8", "replace"))
         self._by_kind[kind](rec, e)
+        if e.kind == "process.env" and e.attrs:
+            if len(self._env) > 1024:  # execs whose record never came (refused program)
+                self._env.clear()
+            self._env[tid] = e.attrs["env"]
+        elif e.kind == "process.exec":
+            env = self._env.pop(tid, None)
+            if env:
+                e.attrs = {**(e.attrs or {}), "env": env}
         return e
 
     @staticmethod
@@ -265,6 +276,16 @@ class Decoder:
         e.exe_ino, e.exe_dev = ino, user_dev(dev)
         if flags & L.ExeFlag.UNLINKED:
             e.exe_deleted = True
+
+    @staticmethod
+    def _exec_env(rec: bytes, e: Event) -> None:
+        count, used, truncated, _pad = _ENV.unpack_from(rec, H)
+        env: dict[str, str] = {}
+        for item in rec[_ENV_DATA:_ENV_DATA + min(used, L.ENV_LEN)].split(b"\0")[:count]:
+            name, eq, value = item.decode("utf-8", "replace").partition("=")
+            if eq:
+                env[name] = value
+        e.attrs = {"env": env, **({"env_truncated": True} if truncated else {})}
 
     @staticmethod
     def _fork(rec: bytes, e: Event) -> None:

@@ -22,6 +22,8 @@ MAX_KIND = 64
 EXE_LEN = 512
 EXE_DEPTH = 32
 NAME_MAX = 256
+ENV_LEN = 1024
+ENV_NAME = 32
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 s32, s64 = ctypes.c_int32, ctypes.c_int64
@@ -64,6 +66,7 @@ class Kind(IntEnum):
     EXEC_FAILED = 32
     SEND = 33
     DNS_ANSWER = 34
+    EXEC_ENV = 35
 
 
 class ExeFlag(IntEnum):
@@ -167,6 +170,13 @@ class RwSock(ctypes.Structure):
     ]
 
 
+class RwEnv(ctypes.Structure):
+    """``struct rw_env``."""
+
+    _fields_ = [("h", RwHdr), ("count", u32), ("len", u32), ("truncated", u32), ("pad", u32),
+                ("data", ctypes.c_char * ENV_LEN)]
+
+
 class RwConfig(ctypes.Structure):
     """``struct rw_config``: the read-only globals set before load."""
 
@@ -177,5 +187,5 @@ class RwConfig(ctypes.Structure):
 RECORDS: dict[str, type[ctypes.Structure]] = {
     "rw_hdr": RwHdr, "rw_exec": RwExec, "rw_fork": RwFork, "rw_exit": RwExit, "rw_net": RwNet,
     "rw_dns": RwDns, "rw_file": RwFile, "rw_priv": RwPriv, "rw_cgroup": RwCgroup, "rw_sock": RwSock,
-    "rw_config": RwConfig,
+    "rw_env": RwEnv, "rw_config": RwConfig,
 }

@@ -74,9 +74,10 @@ SPEC = ObjectSpec(
         MapDecl("sends", "lru_hash", 4, 36, 8192),
         MapDecl("dns_rx", "lru_hash", 8, 1, 4096),
         MapDecl("dns_stream", "lru_hash", 8, 1, 4096),
+        MapDecl("env_allow", "hash", L.ENV_NAME, 1, 64),
         MapDecl("dns_reads", "lru_hash", 4, 16, 4096),
         MapDecl(".rodata", "array", 4, ctypes.sizeof(L.RwConfig), 1),
-        MapDecl(".bss", "array", 4, 9 * 8, 1),  # the nine record-pointer anchors that keep records in BTF
+        MapDecl(".bss", "array", 4, 10 * 8, 1),  # the ten record-pointer anchors that keep records in BTF
     ),
     structs=L.RECORDS,
 )

@@ -9,8 +9,8 @@ from runwatch.bpf.object import BpfObject
 from runwatch.bpf.ringbuf import RingReader
 from runwatch.events import Event
 from runwatch.sensors.base import register_source
+from runwatch.sensors.kernel import envnames, loader, watchlist
 from runwatch.sensors.kernel import layout as L
-from runwatch.sensors.kernel import loader, watchlist
 from runwatch.sensors.kernel.decode import DecodeError, Decoder
 from runwatch.sensors.kernel.dnsnames import ResolvedNames
 
@@ -33,8 +33,10 @@ class KernelSource:
         ring_bytes: int = 1 << 24,
         wakeup_bytes: int = 1 << 20,
         disabled: tuple[str, ...] = (),
+        env_names: tuple[str, ...] = envnames.DEFAULT,
     ) -> None:
         self._track = track_pids
+        self._env_names = env_names
         self._watches = watches if watches is not None else watchlist.default_watches()
         self._opts = loader.LoadOptions(filter_tracked=track_pids is not None, ring_bytes=ring_bytes,
                                         wakeup_bytes=wakeup_bytes, disabled=disabled)
@@ -53,6 +55,7 @@ class KernelSource:
         self._obj, self._links, self.report = loader.load(self._opts)
         try:
             watchlist.install(self._obj.map_fd("watched"), self._watches)
+            envnames.install(self._obj.map_fd("env_allow"), self._env_names)
             for pid in self._track or ():
                 self.track(pid)
             self._reader = RingReader(self._obj.map_fd("events"), self._opts.ring_bytes)
@@ -83,6 +86,8 @@ class KernelSource:
             e = self._decoder.decode(buf, off, length)
         except (DecodeError, ValueError, IndexError):
             self.decode_errors += 1
+            return None
+        if e.kind == "process.env":  # already on its exec (the decoder holds it until then)
             return None
         self._names.observe(e)
         return e

@@ -401,4 +401,97 @@ int rw_execveat_exit(struct trace_event_raw_sys_exit *ctx)
 	return exec_result(ctx->ret);
 }
 
+/* ------------------------------------------------------------ exec environment */
+
+#define RW_ENV_STRINGS 128 /* strings (or 255-byte pieces of long ones) looked at */
+
+struct rw_env *_rw_env __attribute__((unused));
+
+/* Allow-listed variable names (NUL padded) -> 1, filled by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, char[RW_ENV_NAME]);
+	__type(value, __u8);
+} env_allow SEC(".maps");
+
+struct env_walk {
+	__u64 pos, end;
+	struct rw_env *e;
+	struct path_scratch *buf;
+	bool cont; /* pos is inside a long string: not a name */
+};
+
+static long env_step(__u32 i, void *arg)
+{
+	struct env_walk *w = arg;
+	char name[RW_ENV_NAME] = {};
+	struct rw_env *e = w->e;
+	long n;
+	bool eq = false;
+
+	if (w->pos >= w->end)
+		return 1;
+	n = bpf_probe_read_user_str(w->buf->data, RW_PATH_LEN, (void *)w->pos);
+	if (n <= 0)
+		return 1;
+	if (!w->cont) {
+		for (int j = 0; j < RW_ENV_NAME - 1; j++) {
+			char c = w->buf->data[j];
+
+			if (c == '=') {
+				eq = true;
+				break;
+			}
+			if (!c)
+				break;
+			name[j] = c;
+		}
+		if (eq && bpf_map_lookup_elem(&env_allow, name)) {
+			if (e->len > RW_ENV_LEN - RW_PATH_LEN) {
+				e->truncated = 1;
+			} else {
+				bpf_probe_read_kernel(&e->data[e->len & (RW_ENV_LEN - 1)], n & (RW_PATH_LEN - 1),
+						      w->buf->data);
+				e->len += n & (RW_PATH_LEN - 1);
+				e->data[(e->len - 1) & (RW_ENV_LEN - 1)] = 0;
+				e->count++;
+			}
+		}
+	}
+	w->cont = n == RW_PATH_LEN;
+	w->pos += w->cont ? RW_PATH_LEN - 1 : n;
+	return 0;
+}
+
+/* Runs before rw_exec (programs attach in name order), so the record precedes the exec's. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(rw_env_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 slot = 1;
+	struct env_walk w = {};
+
+	if (!wanted())
+		return 0;
+	w.buf = bpf_map_lookup_elem(&scratch, &slot);
+	if (!w.buf)
+		return 0;
+	w.pos = BPF_CORE_READ(p, mm, env_start);
+	w.end = BPF_CORE_READ(p, mm, env_end);
+	{
+		RESERVE(struct rw_env, e, RW_EXEC_ENV);
+		e->count = e->len = e->truncated = e->pad = 0;
+		w.e = e;
+		bpf_loop(RW_ENV_STRINGS, env_step, &w, 0);
+		if (w.pos < w.end)
+			e->truncated = 1;
+		if (!e->count) {
+			bpf_ringbuf_discard(e, 0);
+			return 0;
+		}
+		SUBMIT(e);
+	}
+	return 0;
+}
+
 #endif

@@ -19,6 +19,8 @@
 #define RW_EXE_LEN 512   /* resolved executable path: components, leaf first */
 #define RW_EXE_DEPTH 32  /* components walked at most */
 #define RW_NAME_MAX 256  /* one component (NAME_MAX + NUL) */
+#define RW_ENV_LEN 1024  /* allow-listed NAME=VALUE strings of one exec */
+#define RW_ENV_NAME 32   /* longest allow-listed name (with NUL) */
 
 enum rw_kind {
 	RW_EXEC = 1,
@@ -55,6 +57,7 @@ enum rw_kind {
 	RW_EXEC_FAILED = 32,
 	RW_SEND = 33,
 	RW_DNS_ANSWER = 34,
+	RW_EXEC_ENV = 35,
 };
 
 /* Flags held as values of the watched-path LPM trie. */
@@ -192,6 +195,17 @@ struct rw_sock {
 	__u16 proto;     /* protocol (AF_PACKET: the ethertype, network byte order) */
 	__u16 dport;     /* redirect: the peer's port, host byte order */
 	__u8 daddr[16];  /* redirect: the peer's address */
+};
+
+/* The allow-listed environment variables of an exec (NAME=VALUE, NUL separated), written
+ * just before its rw_exec record. */
+struct rw_env {
+	struct rw_hdr h;
+	__u32 count;     /* strings in data */
+	__u32 len;       /* bytes used in data */
+	__u32 truncated; /* 1: more matched than data holds, or the walk stopped early */
+	__u32 pad;
+	char data[RW_ENV_LEN];
 };
 
 struct rw_config {
