@@ -31,12 +31,12 @@ def test_kinds_are_the_table_in_order() -> None:
 
 
 def test_kernel_programs_come_from_the_table() -> None:
-    assert len(PROGRAMS) == 72
+    assert len(PROGRAMS) == 73
     by_kind: dict[str, list[str]] = {}
     for p in PROGRAMS:
         assert len(p.provides) == 1
         by_kind.setdefault(p.provides[0], []).append(p.name)
-    assert by_kind["net.connect"] == ["rw_connect_enter", "rw_connect_exit"]
+    assert by_kind["net.connect"] == ["rw_connect_enter", "rw_connect_exit", "rw_uring_connect"]
     assert by_kind["dns.query"] == ["rw_sendto", "rw_sendmsg", "rw_sendmmsg", "rw_connect_dns", "rw_write_dns",
                                     "rw_send_dns"]
     assert by_kind["file.open"] == ["rw_openat", "rw_open", "rw_openat2"]

@@ -306,6 +306,30 @@ int rw_sendmmsg_each(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
+/* ------------------------------------------------------------ io_uring */
+
+/* IORING_OP_CONNECT, seen when the request is submitted (prepared: its io_connect holds the
+ * user address). Reported with result 0: the connect completes later, asynchronously. A
+ * request on a registered (fixed) file names an index, not an fd: no protocol then. */
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(rw_uring_connect, struct io_kiocb *req)
+{
+	struct io_connect *c = (struct io_connect *)req;
+	const void *uaddr;
+	__u8 sa[28] = {};
+	int fd;
+
+	if (BPF_CORE_READ(req, opcode) != IORING_OP_CONNECT || !wanted())
+		return 0;
+	uaddr = BPF_CORE_READ(c, addr);
+	fd = BPF_CORE_READ(req, cqe.fd);
+	if (!uaddr || (bpf_probe_read_user(sa, sizeof(sa), uaddr) && bpf_probe_read_user(sa, 16, uaddr)))
+		return 0;
+	if (*(__u16 *)sa != AF_INET && *(__u16 *)sa != AF_INET6)
+		return 0;
+	return send_event(RW_CONNECT, fd, sa, 0);
+}
+
 /* ------------------------------------------------------------ DNS answers */
 
 struct pending_rx {
