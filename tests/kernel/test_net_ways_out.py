@@ -99,13 +99,13 @@ def test_every_message_of_sendmmsg(capture):
 def test_every_dns_question_of_one_sendmmsg(capture):
     _, _, events = run(capture, """
         server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        server.bind(("127.0.0.1", 53))  # someone listens: no port-unreachable cuts the batch short
+        server.bind(("127.53.0.1", 53))  # someone listens: no port-unreachable cuts the batch short
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.connect(("127.0.0.1", 53))
+        s.connect(("127.53.0.1", 53))
         sendmmsg(s, [(None, question(n, i)) for i, n in enumerate(("a.example", "b.example", "c.example"))])
     """)
     assert [(e.dns.name, e.dns.server_ip, e.dns.server_port) for e in of(events, "dns.query")] == [
-        ("a.example", "127.0.0.1", 53), ("b.example", "127.0.0.1", 53), ("c.example", "127.0.0.1", 53)]
+        ("a.example", "127.53.0.1", 53), ("b.example", "127.53.0.1", 53), ("c.example", "127.53.0.1", 53)]
 
 
 def test_tcp_fast_open_is_a_connect(capture):
@@ -125,7 +125,7 @@ def test_tcp_fast_open_is_a_connect(capture):
 
 RESOLVER = """
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    server.bind(("127.0.0.1", 53))
+    server.bind(("127.53.0.2", 53))  # a loopback address of its own: port 53 of 127.0.0.1 may be taken
     def answer(query, addrs):
         qid, qend = query[:2], 12 + query[12:].index(b"\\0") + 5
         out = qid + struct.pack(">HHHHH", 0x8180, 1, len(addrs), 0, 0) + query[12:qend]
@@ -140,13 +140,13 @@ def test_dns_answers_name_the_connections_to_their_addresses(capture):
         names = {"api.example": ["127.0.0.21", "127.0.0.22"], "db.example": ["127.0.0.23"]}
         for i, name in enumerate(("api.example", "db.example", "api.example")):
             c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            c.connect(("127.0.0.1", 53))
+            c.connect(("127.53.0.2", 53))
             c.send(question(name, i))
             q, peer = server.recvfrom(512)
             server.sendto(answer(q, names[name]), peer)
             c.recv(512) if i != 1 else c.recvfrom(512)
         lone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # unconnected: sendto, recvmsg
-        lone.sendto(question("mq.example", 7), ("127.0.0.1", 53))
+        lone.sendto(question("mq.example", 7), ("127.53.0.2", 53))
         q, peer = server.recvfrom(512)
         server.sendto(answer(q, ["127.0.0.24"]), peer)
         lone.recvmsg(512)
@@ -169,16 +169,16 @@ def test_dns_answers_name_the_connections_to_their_addresses(capture):
              if e.net.dst_port != 53]
     assert conns == [("127.0.0.21", "api.example"), ("127.0.0.23", "db.example"), ("127.0.0.25", None)]
     sends = [(e.net.dst_ip, (e.attrs or {}).get("dest_name")) for e in of(events, "net.send")
-             if e.net.dst_ip != "127.0.0.1"]  # not the resolver's replies
+             if e.net.dst_port == 9]  # not the resolver's replies
     assert sends == [("127.0.0.24", "mq.example")]
 
 
 def test_dns_questions_written_with_write_on_a_connected_udp_socket(capture):
     _, _, events = run(capture, """
         server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        server.bind(("127.0.0.1", 53))
+        server.bind(("127.53.0.4", 53))
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.connect(("127.0.0.1", 53))
+        s.connect(("127.53.0.4", 53))
         for i, name in enumerate(("w1.example", "w2.example", "w3.example")):
             assert os.write(s.fileno(), question(name, i)) > 12
     """)
@@ -190,7 +190,7 @@ def test_dns_over_tcp_questions_and_answers(capture):
     pid, _, events = run(capture, """
         import os, threading
         srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        srv.bind(("127.0.0.1", 53)); srv.listen(4)
+        srv.bind(("127.53.0.3", 53)); srv.listen(4)
         def serve():
             for _ in range(3):
                 conn, _ = srv.accept()
@@ -203,7 +203,7 @@ def test_dns_over_tcp_questions_and_answers(capture):
                 conn.close()
         t = threading.Thread(target=serve); t.start()
         for i, name in enumerate(("t0.example", "t1.example", "t2.example")):
-            c = socket.create_connection(("127.0.0.1", 53))
+            c = socket.create_connection(("127.53.0.3", 53))
             msg = question(name, i)
             framed = struct.pack(">H", len(msg)) + msg
             if i == 1:
@@ -219,7 +219,7 @@ def test_dns_over_tcp_questions_and_answers(capture):
     """)
     queries = [e for e in of(events, "dns.query") if e.pid == pid]
     assert [(e.dns.name, e.dns.server_ip, e.dns.server_port) for e in queries] == [
-        ("t0.example", "127.0.0.1", 53), ("t1.example", "127.0.0.1", 53), ("t2.example", "127.0.0.1", 53)]
+        ("t0.example", "127.53.0.3", 53), ("t1.example", "127.53.0.3", 53), ("t2.example", "127.53.0.3", 53)]
     answers = [(e.dns.name, e.attrs["answers"]) for e in of(events, "dns.answer")]
     assert answers == [("t0.example", ["127.0.0.30"]), ("t1.example", ["127.0.0.31"]),
                        ("t2.example", ["127.0.0.32"])]
