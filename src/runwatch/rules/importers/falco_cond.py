@@ -226,7 +226,8 @@ FIELD_MAP: dict[str, str] = {
     "fd.rport": "net.dst.port", "fd.port": "net.dst.port", "fd.cip": "net.src.ip", "fd.cport": "net.src.port",
     "fd.l4proto": "net.proto", "evt.arg.uid": "priv.uid", "evt.arg.oldpath": "file.path",
     "evt.arg.path": "file.path", "evt.arg.name": "file.path", "evt.arg.pathname": "file.path",
-    "evt.arg.newpath": "file.new_path",
+    "evt.arg.newpath": "file.new_path", "fd.sip.name": "net.dst.name", "fd.rip.name": "net.dst.name",
+    "evt.arg.target": "file.path", "evt.arg.linkpath": "file.new_path",
 }
 _INDEXED = {"proc.aname": "proc.aname", "proc.aexe": "proc.aexe", "proc.aexepath": "proc.aexe"}
 _NETS = {"fd.net": "net.dst.ip", "fd.snet": "net.dst.ip", "fd.rnet": "net.dst.ip", "fd.cnet": "net.src.ip"}

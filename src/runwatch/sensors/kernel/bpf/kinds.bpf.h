@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* Kinds beyond the first twenty: links, symlinks, chmod, mkdir/rmdir, socket creation,
  * sockets duplicated onto the standard streams, kernel module and BPF program loads,
- * userfaultfd, io_uring setup and failed execs.
+ * userfaultfd, io_uring setup, failed execs, and the allow-listed environment of an exec.
  *
  * Included at the end of runwatch.bpf.c: it uses that file's maps and helpers (wanted,
  * RESERVE, watch_lookup, dir_path, file_of_fd, sock_of_fd, priv_start). None of these
  * syscalls is on a hot path, so every call of a reported process is reported; only socket
- * creation is filtered (ordinary TCP/UDP, unix and netlink sockets are left out).
+ * creation is filtered (ordinary TCP/UDP, unix and netlink sockets are left out). The
+ * environment walk costs one hash lookup per variable of each exec.
  */
 #ifndef RUNWATCH_KINDS_BPF_H
 #define RUNWATCH_KINDS_BPF_H
