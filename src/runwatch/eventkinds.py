@@ -89,15 +89,21 @@ TABLE: tuple[KindSpec, ...] = (
     KindSpec("process.exit", "process", (1007, 2, "Terminate"), ("exit_code", "signal"), record="EXIT",
              decoder="exit", programs=(Probe("rw_exit", "tp_btf/sched_process_exit"),), syscalls=("procexit",)),
     KindSpec("net.connect", "network", (4001, 1, "Open"), ("net",), record="CONNECT", decoder="net",
-             programs=_enter_exit("connect"), syscalls=("connect",), activity=True),
+             programs=(*_enter_exit("connect"), Probe("rw_uring_connect", "tp_btf/io_uring_submit_req")),
+             syscalls=("connect",), activity=True),
     KindSpec("net.accept", "network", (4001, 1, "Open"), ("net",), record="ACCEPT", decoder="net",
              programs=_tp_exit("accept4", "accept"), syscalls=("accept", "accept4"), activity=True),
     KindSpec("net.listen", "network", (4001, 7, "Listen"), ("net",), record="LISTEN", decoder="net",
              programs=_tp("listen"), syscalls=("listen",), activity=True),
     KindSpec("net.bind", "network", (4001, _OTHER, "Bind"), ("net",), record="BIND", decoder="net",
              programs=_enter_exit("bind"), syscalls=("bind",), activity=True),
+    # dns.query: UDP questions sent to port 53 with any send call or write(), and DNS over TCP
+    # (rw_connect_dns marks TCP sockets connecting to port 53).
     KindSpec("dns.query", "network", (4003, 1, "Query"), ("dns",), record="DNS", decoder="dns",
-             programs=_tp("sendto", "sendmsg", "sendmmsg"), activity=True),
+             programs=(*_tp("sendto", "sendmsg", "sendmmsg"),
+                       Probe("rw_connect_dns", "tracepoint/syscalls/sys_enter_connect"),
+                       Probe("rw_write_dns", "tracepoint/syscalls/sys_enter_write"),
+                       Probe("rw_send_dns", "tracepoint/syscalls/sys_enter_sendto")), activity=True),
     KindSpec("file.open", "file", (1001, 14, "Open"), ("file",), record="OPEN", decoder="file",
              programs=_tp("openat", "open", "openat2", "creat", "open_by_handle_at")
              + _tp_exit("openat", "open", "openat2", "creat", "open_by_handle_at"),
@@ -138,6 +144,55 @@ TABLE: tuple[KindSpec, ...] = (
     KindSpec("sensor.notice", "sensor", _BASE),
     KindSpec("cgroup.mkdir", "sensor", _BASE, record="CGROUP_MKDIR", decoder="cgroup",
              programs=(Probe("rw_cgroup_mkdir", "tp_btf/cgroup_mkdir"),), stored=False),
+    # file.link: path is the existing file, new_path the new name.
+    KindSpec("file.link", "file", (1001, 1, "Create"), ("file",), record="LINK", decoder="file",
+             programs=_tp("link", "linkat"), syscalls=("link", "linkat"), activity=True),
+    # file.symlink: path is the target as written, new_path the link.
+    KindSpec("file.symlink", "file", (1001, 1, "Create"), ("file",), record="SYMLINK", decoder="file",
+             programs=_tp("symlink", "symlinkat"), syscalls=("symlink", "symlinkat"), activity=True),
+    # chmod changes who may do what with the file: File System Activity 7 Set Security.
+    KindSpec("file.chmod", "file", (1001, 7, "Set Security"), ("file",), record="CHMOD", decoder="file",
+             programs=_tp("chmod", "fchmodat", "fchmodat2", "fchmod"),
+             syscalls=("chmod", "fchmod", "fchmodat", "fchmodat2"), activity=True),
+    KindSpec("file.mkdir", "file", (1001, 1, "Create"), ("file",), record="MKDIR", decoder="file",
+             programs=_tp("mkdir", "mkdirat"), syscalls=("mkdir", "mkdirat"), activity=True),
+    KindSpec("file.rmdir", "file", (1001, 4, "Delete"), ("file",), record="RMDIR", decoder="file",
+             programs=_tp("rmdir"), syscalls=("rmdir",), activity=True),
+    # net.socket: raw, packet and other unusual sockets (ordinary TCP/UDP show at connect/bind/send).
+    KindSpec("net.socket", "network", (4001, _OTHER, "Create Socket"), ("net",), record="SOCKET",
+             decoder="sock", programs=_tp_exit("socket"), syscalls=("socket",), activity=True),
+    # net.redirect: a socket duplicated onto fd 0, 1 or 2 (a shell on a connection).
+    KindSpec("net.redirect", "network", (4001, _OTHER, "Redirect Standard Stream"), ("net",),
+             record="REDIRECT", decoder="sock", programs=_tp("dup2", "dup3"), syscalls=("dup2", "dup3"),
+             activity=True),
+    # Kernel Extension Activity (1033) 1 Load: modules and BPF programs run in the kernel.
+    KindSpec("priv.module_load", "privilege", (1033, 1, "Load"), ("priv",), record="MODULE_LOAD",
+             decoder="priv", programs=_tp("init_module", "finit_module"),
+             syscalls=("init_module", "finit_module"), activity=True),
+    KindSpec("priv.bpf_load", "privilege", (1033, 1, "Load"), ("priv",), record="BPF_LOAD", decoder="priv",
+             programs=_tp("bpf"), syscalls=("bpf",), activity=True),
+    # Kernel Activity (1003) 1 Create: a kernel object with exploit uses.
+    KindSpec("priv.userfaultfd", "privilege", (1003, 1, "Create"), ("priv",), record="USERFAULTFD",
+             decoder="priv", programs=_tp("userfaultfd"), syscalls=("userfaultfd",), activity=True),
+    KindSpec("priv.io_uring_setup", "privilege", (1003, 1, "Create"), ("priv",), record="IO_URING_SETUP",
+             decoder="priv", programs=_tp("io_uring_setup"), syscalls=("io_uring_setup",), activity=True),
+    # process.exec_failed: an execve/execveat that returned an error (exec_name, attrs errno).
+    KindSpec("process.exec_failed", "process", (1007, 1, "Launch"), ("exec_name",), record="EXEC_FAILED",
+             decoder="exec_failed", programs=_enter_exit("execve") + _enter_exit("execveat"), activity=True),
+    # net.send: the first datagram a socket sends to an address given with the send (sendto, sendmsg,
+    # each message of sendmmsg). The same programs report TCP Fast Open (MSG_FASTOPEN) as net.connect.
+    KindSpec("net.send", "network", (4001, 6, "Traffic"), ("net",), record="SEND", decoder="net",
+             programs=_enter_exit("sendto") + _enter_exit("sendmsg")
+             + (Probe("rw_sendmmsg_each", "tracepoint/syscalls/sys_enter_sendmmsg"),),
+             syscalls=("sendto", "sendmsg", "sendmmsg"), activity=True),
+    # dns.answer: what recvfrom/recvmsg read on a socket that sent a DNS question; attrs answers
+    # (addresses) and rcode. The kernel source names later connections to those addresses.
+    # process.env: the allow-listed environment of an exec; the decoder puts it on the exec that
+    # follows (attrs env) and the kernel source drops the record.
+    KindSpec("process.env", "process", _BASE, record="EXEC_ENV", decoder="exec_env",
+             programs=(Probe("rw_env_exec", "tp_btf/sched_process_exec"),), stored=False),
+    KindSpec("dns.answer", "network", (4003, 2, "Response"), ("dns",), record="DNS_ANSWER",
+             decoder="dns_answer", programs=_enter_exit("recvfrom") + _enter_exit("recvmsg") + _enter_exit("read")),
 )
 
 #: Each spec by kind name.

@@ -108,9 +108,9 @@ def test_falco_override_append_and_unsupported(tmp_path: Path) -> None:
   desc: interactive shell
   condition: spawned_process and proc.name = bash and proc.tty != 0
   priority: NOTICE
-- rule: Chmod anything
-  desc: chmod
-  condition: evt.type in (chmod, fchmod) and fd.name startswith /etc
+- rule: Chown anything
+  desc: chown
+  condition: evt.type in (chown, fchown) and fd.name startswith /etc
   priority: NOTICE
 """
     local = """- list: miners
@@ -133,6 +133,6 @@ def test_falco_override_append_and_unsupported(tmp_path: Path) -> None:
                                         'not proc.pname = "systemd"')
     tty = report.get("falco.tty_shell")
     assert tty is not None and tty.reason == "field proc.tty has no runwatch counterpart"
-    chmod = report.get("falco.chmod_anything")
-    assert chmod is not None
-    assert chmod.reason == "can never match: runwatch reports no events for syscalls chmod, fchmod"
+    chown = report.get("falco.chown_anything")
+    assert chown is not None
+    assert chown.reason == "can never match: runwatch reports no events for syscalls chown, fchown"

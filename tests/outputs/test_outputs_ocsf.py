@@ -77,6 +77,21 @@ CASES = [
         4003,
         1,
     ),
+    ("file.link", {"file": FileInfo(path="/etc/shadow", new_path="/tmp/s")}, 1001, 1),
+    ("file.symlink", {"file": FileInfo(path="/etc/shadow", new_path="/tmp/s")}, 1001, 1),
+    ("file.chmod", {"file": FileInfo(path="/tmp/t", flags=0o4755), "attrs": {"mode": "4755"}}, 1001, 7),
+    ("file.mkdir", {"file": FileInfo(path="/tmp/d", flags=0o755)}, 1001, 1),
+    ("file.rmdir", {"file": FileInfo(path="/tmp/d")}, 1001, 4),
+    ("net.socket", {"net": NetInfo(proto="icmp", family="ipv4", result=3)}, 4001, 99),
+    ("net.redirect", {"net": NetInfo(proto="tcp", family="ipv4", dst_ip="10.1.1.1", dst_port=4444)}, 4001, 99),
+    ("priv.module_load", {"priv": PrivInfo(op="finit_module", target="/tmp/rk.ko")}, 1033, 1),
+    ("priv.bpf_load", {"priv": PrivInfo(op="bpf", target="probe")}, 1033, 1),
+    ("priv.userfaultfd", {"priv": PrivInfo(op="userfaultfd")}, 1003, 1),
+    ("priv.io_uring_setup", {"priv": PrivInfo(op="io_uring_setup")}, 1003, 1),
+    ("process.exec_failed", {"exec_name": "/tmp/x", "attrs": {"errno": 13}}, 1007, 1),
+    ("dns.answer", {"dns": DnsInfo(name="a.example", server_ip="10.0.0.2"), "attrs": {"answers": ["1.2.3.4"]}},
+     4003, 2),
+    ("net.send", {"net": NetInfo(proto="udp", family="ipv4", dst_ip="10.9.9.9", dst_port=9, result=0)}, 4001, 6),
     ("tool.start", {"tool_call": ToolCall(name="shell")}, 0, 99),
     ("sensor.notice", {"attrs": {"message": "hi"}}, 0, 99),
 ]
@@ -90,7 +105,7 @@ def test_class_activity_type(kind: str, extra: dict[str, Any], class_uid: int, a
         activity_id,
         class_uid * 100 + activity_id,
     )
-    assert o["category_uid"] == {0: 0, 1001: 1, 1007: 1, 4001: 4, 4003: 4}[class_uid]
+    assert o["category_uid"] == {0: 0, 1001: 1, 1003: 1, 1007: 1, 1033: 1, 4001: 4, 4003: 4}[class_uid]
     assert o["time"] == 1_760_000_000_123
     assert o["severity_id"] == 1
     assert o["metadata"]["version"] == "1.8.0"
@@ -166,6 +181,33 @@ def test_file_fields() -> None:
     assert o["unmapped"]["file"] == {"intent": "read", "flags": 0}
     m = to_ocsf(ev("priv.mount", priv=PrivInfo(op="mount", source="tmpfs", target="/mnt/x", fstype="tmpfs")))
     assert m["file"]["path"] == "/mnt/x" and m["unmapped"]["priv"]["fstype"] == "tmpfs"
+
+
+def test_the_newer_kinds_fill_their_class_objects() -> None:
+    link = to_ocsf(ev("file.link", file=FileInfo(path="/etc/shadow", new_path="/tmp/s")))
+    assert (link["file"]["path"], link["file_result"]["path"]) == ("/etc/shadow", "/tmp/s")
+    chmod = to_ocsf(ev("file.chmod", file=FileInfo(path="/tmp/t", flags=0o4755), attrs={"setuid": True}))
+    assert (chmod["activity_name"], chmod["unmapped"]["file"]["flags"], chmod["unmapped"]["attrs"]) == (
+        "Set Security", 0o4755, {"setuid": True})
+    mod = to_ocsf(ev("priv.module_load", priv=PrivInfo(op="finit_module", target="/tmp/rk.ko")))
+    assert (mod["class_name"], mod["driver"]) == (
+        "Kernel Extension Activity", {"name": "rk.ko", "file": {"path": "/tmp/rk.ko", "name": "rk.ko", "type_id": 1}})
+    prog = to_ocsf(ev("priv.bpf_load", priv=PrivInfo(op="bpf", target="probe")))
+    assert prog["driver"] == {"name": "probe"}
+    uffd = to_ocsf(ev("priv.userfaultfd", priv=PrivInfo(op="userfaultfd")))
+    assert (uffd["class_name"], uffd["kernel"]) == (
+        "Kernel Activity", {"name": "userfaultfd", "type_id": 2, "type": "System Call", "system_call": "userfaultfd"})
+    failed = to_ocsf(ev("process.exec_failed", exec_name="/tmp/x", attrs={"errno": 13}))
+    assert (failed["status_id"], failed["status_code"], failed["process"]["file"]["path"]) == (2, "13", "/tmp/x")
+    redirect = to_ocsf(ev("net.redirect", net=NetInfo(proto="tcp", family="ipv4", dst_ip="10.1.1.1", dst_port=4444)))
+    assert redirect["dst_endpoint"] == {"ip": "10.1.1.1", "port": 4444}
+    answer = to_ocsf(ev("dns.answer", dns=DnsInfo(name="a.example", server_ip="10.0.0.2"),
+                        attrs={"answers": ["1.2.3.4", "::5"], "rcode": 0}))
+    assert (answer["activity_name"], answer["query"], answer["answers"], answer["rcode_id"]) == (
+        "Response", {"hostname": "a.example"}, [{"rdata": "1.2.3.4", "type": "A"}, {"rdata": "::5", "type": "AAAA"}], 0)
+    send = to_ocsf(ev("net.send", net=NetInfo(proto="udp", family="ipv4", dst_ip="10.9.9.9", dst_port=9, result=0)))
+    assert (send["activity_name"], send["connection_info"]["direction"], send["dst_endpoint"]["port"]) == (
+        "Traffic", "Outbound", 9)
 
 
 def test_container_and_ai_operation() -> None:

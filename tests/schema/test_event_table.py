@@ -20,21 +20,25 @@ from runwatch.sensors.kernel.loader import PROGRAMS, LoadReport
 
 def test_kinds_are_the_table_in_order() -> None:
     assert tuple(k.name for k in TABLE) == KINDS
-    assert len(KINDS) == len(set(KINDS)) == 27
-    assert KINDS[:3] == ("process.exec", "process.fork", "process.exit") and KINDS[-1] == "cgroup.mkdir"
+    assert len(KINDS) == len(set(KINDS)) == 42
+    assert KINDS[:3] == ("process.exec", "process.fork", "process.exit") and KINDS[26] == "cgroup.mkdir"
+    assert KINDS[27:] == ("file.link", "file.symlink", "file.chmod", "file.mkdir", "file.rmdir", "net.socket",
+                          "net.redirect", "priv.module_load", "priv.bpf_load", "priv.userfaultfd",
+                          "priv.io_uring_setup", "process.exec_failed", "net.send", "process.env", "dns.answer")
     assert [k.name for k in TABLE if k.group == "ai"] == [
         "tool.start", "tool.end", "model.call", "plugin.load", "secret.access"]
-    assert [k.name for k in TABLE if not k.stored] == ["cgroup.mkdir"]
+    assert [k.name for k in TABLE if not k.stored] == ["cgroup.mkdir", "process.env"]
 
 
 def test_kernel_programs_come_from_the_table() -> None:
-    assert len(PROGRAMS) == 41
+    assert len(PROGRAMS) == 80
     by_kind: dict[str, list[str]] = {}
     for p in PROGRAMS:
         assert len(p.provides) == 1
         by_kind.setdefault(p.provides[0], []).append(p.name)
-    assert by_kind["net.connect"] == ["rw_connect_enter", "rw_connect_exit"]
-    assert by_kind["dns.query"] == ["rw_sendto", "rw_sendmsg", "rw_sendmmsg"]
+    assert by_kind["net.connect"] == ["rw_connect_enter", "rw_connect_exit", "rw_uring_connect"]
+    assert by_kind["dns.query"] == ["rw_sendto", "rw_sendmsg", "rw_sendmmsg", "rw_connect_dns", "rw_write_dns",
+                                    "rw_send_dns"]
     assert by_kind["file.open"] == [
         "rw_openat", "rw_open", "rw_openat2", "rw_creat", "rw_open_by_handle_at",
         "rw_openat_exit", "rw_open_exit", "rw_openat2_exit", "rw_creat_exit", "rw_open_by_handle_at_exit"]
@@ -42,11 +46,15 @@ def test_kernel_programs_come_from_the_table() -> None:
     assert hooks["rw_accept4_exit"] == "tracepoint/syscalls/sys_exit_accept4"
     assert hooks["rw_memfd"] == "tracepoint/syscalls/sys_enter_memfd_create"
     assert hooks["rw_exec"] == "tp_btf/sched_process_exec"
-    assert set(by_kind) == {k.name for k in eventkinds.kernel_kinds()} and len(by_kind) == 20
+    assert hooks["rw_socket_exit"] == "tracepoint/syscalls/sys_exit_socket"
+    assert by_kind["file.chmod"] == ["rw_chmod", "rw_fchmodat", "rw_fchmodat2", "rw_fchmod"]
+    assert by_kind["process.exec_failed"] == ["rw_execve_enter", "rw_execve_exit", "rw_execveat_enter",
+                                              "rw_execveat_exit"]
+    assert set(by_kind) == {k.name for k in eventkinds.kernel_kinds()} and len(by_kind) == 35
     # the load report's kind accounting reads the same table
     report = LoadReport(active={"rw_open": "x", "rw_exit": "y"})
     assert report.kinds_active() == {"file.open", "process.exit"}
-    assert len(report.kinds_lost()) == 18 and "file.open" not in report.kinds_lost()
+    assert len(report.kinds_lost()) == 33 and "file.open" not in report.kinds_lost()
 
 
 def test_every_kernel_record_kind_has_one_table_entry() -> None:
@@ -58,7 +66,8 @@ def test_every_kernel_record_kind_has_one_table_entry() -> None:
 def test_the_decoder_dispatches_by_the_table(spec: KindSpec) -> None:
     code = L.Kind[spec.record or ""]
     record = L.RECORDS[{"exec": "rw_exec", "fork": "rw_fork", "exit": "rw_exit", "net": "rw_net", "dns": "rw_dns",
-                        "file": "rw_file", "priv": "rw_priv", "cgroup": "rw_cgroup"}[spec.decoder or ""]]()
+                        "file": "rw_file", "priv": "rw_priv", "cgroup": "rw_cgroup", "sock": "rw_sock",
+                        "exec_failed": "rw_file", "dns_answer": "rw_dns", "exec_env": "rw_env"}[spec.decoder or ""]]()
     record.h.kind, record.h.size, record.h.pid, record.h.ts = code, ctypes.sizeof(record), 4111, 23
     event = Decoder(clock_offset=1000).decode(bytes(record))
     assert (event.kind, event.pid, event.time) == (spec.name, 4111, 1023)
@@ -75,11 +84,11 @@ def test_ocsf_class_and_activity_come_from_the_table(spec: KindSpec) -> None:
 
 def test_falco_syscalls_and_join_activity_come_from_the_table() -> None:
     assert eventkinds.syscall_kinds() == SYSCALL_KINDS
-    assert len(SYSCALL_KINDS) == 34
+    assert len(SYSCALL_KINDS) == 56
     assert (SYSCALL_KINDS["execveat"], SYSCALL_KINDS["clone3"], SYSCALL_KINDS["creat"]) == (
         "process.exec", "process.fork", "file.open")
-    assert "sendto" not in SYSCALL_KINDS  # dns.query stands for no single syscall
-    assert len(ACTIVITY_KINDS) == 17 and "process.fork" not in ACTIVITY_KINDS and "tool.start" not in ACTIVITY_KINDS
+    assert SYSCALL_KINDS["sendto"] == "net.send"  # dns.query stands for no single syscall
+    assert len(ACTIVITY_KINDS) == 30 and "process.fork" not in ACTIVITY_KINDS and "tool.start" not in ACTIVITY_KINDS
 
 
 def test_rule_fields_per_kind_come_from_what_the_kind_carries() -> None:
@@ -92,7 +101,8 @@ def test_rule_fields_per_kind_come_from_what_the_kind_carries() -> None:
     assert {"ai.route", "ai.args_digest", "tool.call_id"} <= set(fields_for_kind("tool.start"))
     assert kinds_for_field("ai.secret_kind") == (
         "tool.start", "tool.end", "model.call", "plugin.load", "secret.access", "policy.decision")
-    assert kinds_for_field("net.dst.port") == ("net.connect", "net.accept", "net.listen", "net.bind")
+    assert kinds_for_field("net.dst.port") == ("net.connect", "net.accept", "net.listen", "net.bind", "net.socket",
+                                               "net.redirect", "net.send")
     assert fields_for_kind("vendor.custom") == tuple(FIELDS)
 
 

@@ -6,9 +6,13 @@ versioned reference at schema.ocsf.io):
 * ``process.*``        -> Process Activity (1007): 1 Launch, 2 Terminate, 3 Open, 4 Inject,
                           5 Set User ID, 99 Other. ``launch_type_id``: 2 Fork, 3 Exec.
 * ``file.*``           -> File System Activity (1001): 1 Create, 4 Delete, 5 Rename,
-                          12 Mount, 14 Open.
-* ``net.*``            -> Network Activity (4001): 1 Open, 4 Fail, 5 Refuse, 7 Listen, 99 Other.
-* ``dns.query``        -> DNS Activity (4003): 1 Query.
+                          7 Set Security (chmod), 12 Mount, 14 Open.
+* ``net.*``            -> Network Activity (4001): 1 Open, 4 Fail, 5 Refuse, 6 Traffic (net.send),
+                          7 Listen, 99 Other.
+* ``dns.query``        -> DNS Activity (4003): 1 Query; ``dns.answer``: 2 Response.
+* ``priv.module_load``, ``priv.bpf_load`` -> Kernel Extension Activity (1033): 1 Load.
+* ``priv.userfaultfd``, ``priv.io_uring_setup`` -> Kernel Activity (1003): 1 Create, with the
+                          syscall as the kernel object.
 * everything else      -> Base Event (0), activity 99 Other, with the details in ``unmapped``.
 
 Each kind's class and default activity are declared once, in the event table
@@ -40,7 +44,9 @@ _CATEGORY = {0: "Uncategorized", 1: "System Activity", 4: "Network Activity"}
 _CLASS = {
     0: ("Base Event", 0),
     1001: ("File System Activity", 1),
+    1003: ("Kernel Activity", 1),
     1007: ("Process Activity", 1),
+    1033: ("Kernel Extension Activity", 1),
     4001: ("Network Activity", 4),
     4003: ("DNS Activity", 4),
 }
@@ -178,6 +184,14 @@ def _process_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -
         if e.signal is not None:
             unmapped["signal"] = e.signal
         return _declared(e)
+    if e.kind == "process.exec_failed":
+        out["process"] = {"pid": e.pid, "file": {"path": e.exec_name or "", "name": _basename(e.exec_name or ""),
+                                                  "type_id": 1}}
+        out["actor"] = {"process": me}
+        out["status_id"], out["status"] = 2, "Failure"
+        if e.attrs and "errno" in e.attrs:
+            out["status_code"] = str(e.attrs["errno"])
+        return _declared(e)
     # priv.* mapped to Process Activity
     out["actor"] = {"process": me}
     if e.kind == "priv.ptrace" and e.priv is not None and e.priv.target_pid is not None:
@@ -198,7 +212,7 @@ def _file_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> t
     if f is not None:
         path = f.path if e.kind != "file.memfd" or not f.name else f"memfd:{f.name}"
         out["file"] = {"path": path, "name": _basename(path), "type_id": 1}
-        if e.kind == "file.rename" and f.new_path:
+        if e.kind in ("file.rename", "file.link", "file.symlink") and f.new_path:
             out["file_result"] = {"path": f.new_path, "name": _basename(f.new_path), "type_id": 1}
     return _declared(e)
 
@@ -217,7 +231,7 @@ def _network_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -
     info: dict[str, Any] = {"protocol_name": n.proto}
     if n.family in ("ipv4", "ipv6"):
         info["protocol_ver_id"] = 4 if n.family == "ipv4" else 6
-    if e.kind == "net.connect":
+    if e.kind in ("net.connect", "net.send"):
         info["direction_id"], info["direction"] = 2, "Outbound"
     elif e.kind == "net.accept":
         info["direction_id"], info["direction"] = 1, "Inbound"
@@ -243,13 +257,40 @@ def _dns_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> tu
         server = _endpoint(d.server_ip, d.server_port)
         if server:
             out["dst_endpoint"] = server
-    return 4003, 1, "Query"
+    if e.kind == "dns.answer" and e.attrs:
+        out["answers"] = [{"rdata": str(a), "type": "AAAA" if ":" in str(a) else "A"}
+                          for a in e.attrs.get("answers") or ()]
+        if "rcode" in e.attrs:
+            out["rcode_id"] = e.attrs["rcode"]
+    return _declared(e)
+
+
+def _kernel_extension_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> tuple[int, int, str]:
+    """A module or BPF program load: the driver is the module's file or the program's name."""
+    out["actor"] = {"process": _process(e)}
+    p = e.priv
+    target = (p.target if p else None) or ""
+    driver: dict[str, Any] = {"name": _basename(target) or (p.op if p else e.kind)}
+    if target and e.kind == "priv.module_load":
+        driver["file"] = {"path": target, "name": _basename(target), "type_id": 1}
+    out["driver"] = driver
+    return _declared(e)
+
+
+def _kernel_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> tuple[int, int, str]:
+    """A kernel object made by a syscall (userfaultfd, io_uring): kernel type 2 System Call."""
+    out["actor"] = {"process": _process(e)}
+    op = e.priv.op if e.priv is not None else e.kind
+    out["kernel"] = {"name": op, "type_id": 2, "type": "System Call", "system_call": op}
+    return _declared(e)
 
 
 #: OCSF class_uid -> the function that fills that class's objects (others: Base Event).
 _ACTIVITY: dict[int, Callable[[Event, dict[str, Any], dict[str, Any]], tuple[int, int, str]]] = {
     1007: _process_activity,
     1001: _file_activity,
+    1003: _kernel_activity,
+    1033: _kernel_extension_activity,
     4001: _network_activity,
     4003: _dns_activity,
 }

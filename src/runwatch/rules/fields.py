@@ -272,6 +272,7 @@ def _fields() -> dict[str, FieldSpec]:
     add("net.family", "str", _group_getter("net", "family", True))
     add("net.dst.ip", "ip", _group_getter("net", "dst_ip", True))
     add("net.dst.port", "int", _group_getter("net", "dst_port", False))
+    add("net.dst.name", "str", _attr("dest_name"))
     add("net.src.ip", "ip", _group_getter("net", "src_ip", True))
     add("net.src.port", "int", _group_getter("net", "src_port", False))
     add("net.result", "int", _group_getter("net", "result", False))

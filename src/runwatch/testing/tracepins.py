@@ -73,3 +73,15 @@ class TracepointPins:
         fds, self.fds = self.fds, []
         for fd in fds:
             os.close(fd)
+
+
+def absent_hooks() -> set[str]:
+    """Names of sensor programs whose syscall tracepoint this kernel does not have.
+
+    A kernel built without module support has no ``init_module``/``finit_module``
+    tracepoints; the loader refuses those programs and keeps the rest.
+    """
+    from runwatch.sensors.kernel.loader import PROGRAMS
+
+    return {p.name for p in PROGRAMS
+            if p.hook.startswith("tracepoint/") and not (TRACEFS / "events" / p.hook.split("/", 1)[1]).is_dir()}

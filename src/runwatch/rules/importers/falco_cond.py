@@ -226,7 +226,8 @@ FIELD_MAP: dict[str, str] = {
     "fd.rport": "net.dst.port", "fd.port": "net.dst.port", "fd.cip": "net.src.ip", "fd.cport": "net.src.port",
     "fd.l4proto": "net.proto", "evt.arg.uid": "priv.uid", "evt.arg.oldpath": "file.path",
     "evt.arg.path": "file.path", "evt.arg.name": "file.path", "evt.arg.pathname": "file.path",
-    "evt.arg.newpath": "file.new_path",
+    "evt.arg.newpath": "file.new_path", "fd.sip.name": "net.dst.name", "fd.rip.name": "net.dst.name",
+    "evt.arg.target": "file.path", "evt.arg.linkpath": "file.new_path",
 }
 _INDEXED = {"proc.aname": "proc.aname", "proc.aexe": "proc.aexe", "proc.aexepath": "proc.aexe"}
 _NETS = {"fd.net": "net.dst.ip", "fd.snet": "net.dst.ip", "fd.rnet": "net.dst.ip", "fd.cnet": "net.src.ip"}
@@ -417,12 +418,15 @@ def _evt_type(t: Translator, op: str, vals: list[str]) -> Any:
     return Term(f"kind = {kinds[0]}") if len(kinds) == 1 else Term(f"kind in {_join(kinds)}")
 
 
-def _bool_field(term: str) -> Callable[[Translator, str, list[str]], Any]:
+def _bool_field(term: str, negated: str | None = None) -> Callable[[Translator, str, list[str]], Any]:
+    """A boolean Falco field as ``term`` (true) or ``negated`` (false; default ``not term``)."""
     def tr(t: Translator, op: str, vals: list[str]) -> Any:
         if op not in ("=", "!=") or len(vals) != 1 or vals[0].lower() not in ("true", "false"):
             raise Unsupported(f"comparison {op} {' '.join(vals)} on a boolean Falco field is not supported")
         positive = (vals[0].lower() == "true") == (op == "=")
-        return Term(term) if positive else Not(Term(term))
+        if positive:
+            return Term(term)
+        return Term(negated) if negated is not None else Not(Term(term))
     return tr
 
 
@@ -517,6 +521,10 @@ _SPECIAL: dict[str, Callable[[Translator, str, list[str]], Any]] = {
     "evt.is_open_read": _bool_field("file.intent in (read, rw)"),
     "fd.type": _fd_type,
     "fd.typechar": _fd_type,
+    # net.send is a datagram socket's first send to an address given with the send: unconnected,
+    # and a destination that changed; every other net.* kind is of a connected (or listening) socket.
+    "fd.connected": _bool_field("kind != net.send", "kind = net.send"),
+    "fd.name_changed": _bool_field("kind = net.send", "kind != net.send"),
     "fd.num": _fd_num,
     "evt.res": _errno_result,
     "evt.num": _evt_num,

@@ -25,7 +25,12 @@ from runwatch.sensors.kernel import layout as L
 PROTOS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 255: "raw", 0: "ip"}
 QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
           65: "HTTPS", 255: "ANY"}
-PRIV_OPS = {1: "setuid", 2: "setreuid", 3: "setresuid", 4: "setgid", 5: "setregid", 6: "setresgid"}
+PRIV_OPS = {1: "setuid", 2: "setreuid", 3: "setresuid", 4: "setgid", 5: "setregid", 6: "setresgid",
+            7: "init_module", 8: "finit_module", 9: "bpf", 10: "userfaultfd", 11: "io_uring_setup"}
+FAMILIES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6", socket.AF_UNIX: "unix", 17: "packet",
+            16: "netlink", 40: "vsock", 38: "alg", 31: "bluetooth", 29: "can", 44: "xdp"}
+SOCK_TYPES = {1: "stream", 2: "dgram", 3: "raw", 4: "rdm", 5: "seqpacket", 10: "packet"}
+S_ISUID, S_ISGID = 0o4000, 0o2000
 O_ACCMODE, O_CREAT, O_TRUNC = 3, 0o100, 0o1000
 K = L.Kind
 
@@ -54,11 +59,15 @@ _PRIV = struct.Struct("<IIqqqIIIIII")  # op, pad, arg[3], cap_eff[2], cap_prm[2]
 _PRIV_PATH, _PRIV_PATH2, _PRIV_FSTYPE = (_off(L.RwPriv, f) for f in ("path", "path2", "fstype"))
 _CGROUP = struct.Struct("<QII")  # id, level, pad
 _CGROUP_PATH = _off(L.RwCgroup, "path")
+_ENV = struct.Struct("<IIII")  # count, len, truncated, pad
+_ENV_DATA = _off(L.RwEnv, "data")
+_SOCK = struct.Struct("<iiHHHH16s")  # fd, oldfd, family, type, proto, dport, daddr
 
 #: Decoder family (``KindSpec.decoder``) -> the record struct it reads.
 _RECORDS: dict[str, type[ctypes.Structure]] = {
     "exec": L.RwExec, "fork": L.RwFork, "exit": L.RwExit, "net": L.RwNet, "dns": L.RwDns, "file": L.RwFile,
-    "priv": L.RwPriv, "cgroup": L.RwCgroup,
+    "priv": L.RwPriv, "cgroup": L.RwCgroup, "sock": L.RwSock, "exec_failed": L.RwFile,
+    "dns_answer": L.RwDns, "exec_env": L.RwEnv,
 }
 #: Record kind (``rw_hdr.kind``) -> (event kind, decoder family), from the event table.
 _KINDS: dict[int, tuple[str, str]] = {
@@ -150,6 +159,53 @@ def parse_dns_name(payload: bytes) -> tuple[str, str | None] | None:
     return ".".join(labels), qtype
 
 
+def _skip_name(payload: bytes, pos: int) -> int:
+    """The position after the (possibly compressed) name at ``pos``, or -1."""
+    while pos < len(payload):
+        n = payload[pos]
+        if n == 0:
+            return pos + 1
+        if n & 0xC0 == 0xC0:
+            return pos + 2
+        pos += 1 + n
+    return -1
+
+
+def parse_dns_answer(payload: bytes) -> tuple[str, str | None, int, list[str]] | None:
+    """(question name, qtype, rcode, A/AAAA addresses) from a DNS response's head, or None.
+
+    Answers cut off by the copied length are left out; the ones before stay.
+    """
+    if len(payload) < 12 or not payload[2] & 0x80:  # QR: a response
+        return None
+    question = parse_dns_name(payload)
+    if question is None:
+        return None
+    rcode = payload[3] & 0x0F
+    qdcount, ancount = int.from_bytes(payload[4:6], "big"), int.from_bytes(payload[6:8], "big")
+    pos = 12
+    for _ in range(qdcount):
+        pos = _skip_name(payload, pos)
+        if pos < 0:
+            return (*question, rcode, [])
+        pos += 4
+    addrs: list[str] = []
+    for _ in range(ancount):
+        pos = _skip_name(payload, pos)
+        if pos < 0 or pos + 10 > len(payload):
+            break
+        rtype, rdlen = int.from_bytes(payload[pos:pos + 2], "big"), int.from_bytes(payload[pos + 8:pos + 10], "big")
+        pos += 10
+        if pos + rdlen > len(payload):
+            break
+        if rtype == 1 and rdlen == 4:
+            addrs.append(socket.inet_ntop(socket.AF_INET, payload[pos:pos + 4]))
+        elif rtype == 28 and rdlen == 16:
+            addrs.append(socket.inet_ntop(socket.AF_INET6, payload[pos:pos + 16]))
+        pos += rdlen
+    return question[0], question[1], rcode, addrs
+
+
 class Decoder:
     """Turns raw records into events. ``clock_offset`` maps monotonic ns to epoch ns.
 
@@ -163,8 +219,10 @@ class Decoder:
         self._seq = itertools.count(1)
         families: dict[str, Callable[[bytes, Event], None]] = {
             "exec": self._exec, "fork": self._fork, "exit": self._exit, "net": self._net, "dns": self._dns,
-            "file": self._file, "priv": self._priv, "cgroup": self._cgroup,
+            "file": self._file, "priv": self._priv, "cgroup": self._cgroup, "sock": self._sock,
+            "exec_failed": self._exec_failed, "dns_answer": self._dns_answer, "exec_env": self._exec_env,
         }
+        self._env: dict[int, dict[str, str]] = {}  # tid -> allow-listed environment of its coming exec
         self._by_kind = {code: families[family] for code, (_, family) in _KINDS.items()}
         self._names = {code: name for code, (name, _) in _KINDS.items()}
 
@@ -188,6 +246,14 @@ class Decoder:
                   pid=pid, tid=tid, ppid=ppid, uid=uid, euid=euid, gid=gid, pidns=pidns, vpid=vpid, vtid=vtid,
                   comm=(comm[:nul] if nul >= 0 else comm).decode("utf-8", "replace"))
         self._by_kind[kind](rec, e)
+        if e.kind == "process.env" and e.attrs:
+            if len(self._env) > 1024:  # execs whose record never came (refused program)
+                self._env.clear()
+            self._env[tid] = e.attrs["env"]
+        elif e.kind == "process.exec":
+            env = self._env.pop(tid, None)
+            if env:
+                e.attrs = {**(e.attrs or {}), "env": env}
         return e
 
     @staticmethod
@@ -214,6 +280,16 @@ class Decoder:
             e.exe_deleted = True
 
     @staticmethod
+    def _exec_env(rec: bytes, e: Event) -> None:
+        count, used, truncated, _pad = _ENV.unpack_from(rec, H)
+        env: dict[str, str] = {}
+        for item in rec[_ENV_DATA:_ENV_DATA + min(used, L.ENV_LEN)].split(b"\0")[:count]:
+            name, eq, value = item.decode("utf-8", "replace").partition("=")
+            if eq:
+                env[name] = value
+        e.attrs = {"env": env, **({"env_truncated": True} if truncated else {})}
+
+    @staticmethod
     def _fork(rec: bytes, e: Event) -> None:
         e.child_pid = _U32.unpack_from(rec, H)[0]
 
@@ -230,7 +306,7 @@ class Decoder:
         fam = "ipv6" if family == socket.AF_INET6 else "ipv4"
         pname = PROTOS.get(proto, str(proto))
         kind = e.kind
-        if kind == "net.connect":
+        if kind in ("net.connect", "net.send"):
             e.net = NetInfo(proto=pname, family=fam, dst_ip=_addr(family, daddr), dst_port=dport,
                             src_port=sport or None, result=result)
         elif kind == "net.accept":
@@ -251,6 +327,19 @@ class Decoder:
             e.attrs = {"dns_unparsed": True}
 
     @staticmethod
+    def _dns_answer(rec: bytes, e: Event) -> None:
+        family, dport, n, daddr = _DNS.unpack_from(rec, H)
+        parsed = parse_dns_answer(rec[_DNS_PAYLOAD:_DNS_PAYLOAD + min(n, L.DNS_LEN)])
+        server = _addr(family, daddr) if family in (socket.AF_INET, socket.AF_INET6) else None
+        if parsed is None:
+            e.dns = DnsInfo(name="", server_ip=server, server_port=dport or None)
+            e.attrs = {"dns_unparsed": True}
+            return
+        name, qtype, rcode, addrs = parsed
+        e.dns = DnsInfo(name=name, qtype=qtype, server_ip=server, server_port=dport or None)
+        e.attrs = {"answers": addrs, "rcode": rcode}
+
+    @staticmethod
     def _file(rec: bytes, e: Event) -> None:
         flags = _U32.unpack_from(rec, H)[0]
         path = _cstr(rec, _FILE_PATH, L.PATH_LEN)
@@ -265,8 +354,37 @@ class Decoder:
             e.file = FileInfo(path=path, intent="write", flags=flags)
         elif kind == "file.rename":
             e.file = FileInfo(path=path, intent="write", new_path=_cstr(rec, _FILE_PATH2, L.PATH_LEN), flags=flags)
-        else:
+        elif kind == "file.memfd":
             e.file = FileInfo(path=f"memfd:{path}", name=path, flags=flags)
+        elif kind in ("file.link", "file.symlink"):
+            e.file = FileInfo(path=path, intent="write", new_path=_cstr(rec, _FILE_PATH2, L.PATH_LEN), flags=flags)
+        elif kind == "file.chmod":
+            e.file = FileInfo(path=path, intent="write", flags=flags)
+            e.attrs = {"mode": f"{flags & 0o7777:04o}", "setuid": bool(flags & S_ISUID),
+                       "setgid": bool(flags & S_ISGID)}
+        else:  # file.mkdir (flags: mode), file.rmdir
+            e.file = FileInfo(path=path, intent="write", flags=flags)
+
+    @staticmethod
+    def _exec_failed(rec: bytes, e: Event) -> None:
+        e.exec_name = _cstr(rec, _FILE_PATH, L.PATH_LEN)
+        e.attrs = {"errno": _U32.unpack_from(rec, H)[0]}
+
+    @staticmethod
+    def _sock(rec: bytes, e: Event) -> None:
+        fd, oldfd, family, stype, proto, dport, daddr = _SOCK.unpack_from(rec, H)
+        fam = FAMILIES.get(family, str(family))
+        # AF_PACKET: the protocol is an ethertype in network byte order
+        pname = f"0x{socket.ntohs(proto):04x}" if family == 17 else PROTOS.get(proto, str(proto))
+        attrs: dict[str, object] = {"sock_type": SOCK_TYPES.get(stype & 0xF, str(stype)), "fd": fd}
+        if e.kind == "net.redirect":
+            attrs["socket_fd"] = oldfd
+            inet = family in (socket.AF_INET, socket.AF_INET6)
+            e.net = NetInfo(proto=pname, family=fam, dst_ip=_addr(family, daddr) if inet else None,
+                            dst_port=dport if inet else None)
+        else:
+            e.net = NetInfo(proto=pname, family=fam, result=fd)
+        e.attrs = attrs
 
     @staticmethod
     def _cgroup(rec: bytes, e: Event) -> None:
@@ -294,5 +412,27 @@ class Decoder:
             e.priv = PrivInfo(op="ptrace", request=a0, target_pid=a1)
         elif kind == "priv.unshare":
             e.priv = PrivInfo(op="unshare", ns_flags=a0 & 0xFFFFFFFF)
-        else:
+        elif kind == "priv.setns":
             e.priv = PrivInfo(op="setns", ns_flags=a0 & 0xFFFFFFFF)
+        else:
+            Decoder._priv_load(rec, e, PRIV_OPS.get(op, str(op)), a0, a1)
+
+    @staticmethod
+    def _priv_load(rec: bytes, e: Event, op: str, a0: int, a1: int) -> None:
+        """Module and BPF loads, userfaultfd, io_uring setup: the op, a target, and attrs."""
+        name = _cstr(rec, _PRIV_PATH2, L.NAME_LEN)
+        if op == "init_module":
+            e.priv = PrivInfo(op=op)
+            e.attrs = {"size": a0, "params": name}
+        elif op == "finit_module":
+            e.priv = PrivInfo(op=op, target=_cstr(rec, _PRIV_PATH, L.PATH_LEN) or None)
+            e.attrs = {"fd": a0, "flags": a1, "params": name}
+        elif op == "bpf":
+            e.priv = PrivInfo(op=op, target=name or None)
+            e.attrs = {"prog_type": a0, "insn_cnt": a1}
+        elif op == "userfaultfd":
+            e.priv = PrivInfo(op=op)
+            e.attrs = {"flags": a0}
+        else:
+            e.priv = PrivInfo(op=op)
+            e.attrs = {"entries": a0, "setup_flags": a1}

@@ -18,11 +18,13 @@ CWD_DEPTH = 10
 CWD_PART = 32
 DNS_LEN = 256
 NAME_LEN = 64
-MAX_KIND = 32
+MAX_KIND = 64
 EXE_LEN = 512
 EXE_DEPTH = 32
 NAME_MAX = 256
 NAME_KEY = 32
+ENV_LEN = 1024
+ENV_NAME = 32
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 s32, s64 = ctypes.c_int32, ctypes.c_int64
@@ -51,6 +53,21 @@ class Kind(IntEnum):
     UNSHARE = 18
     SETNS = 19
     CGROUP_MKDIR = 20
+    LINK = 21
+    SYMLINK = 22
+    CHMOD = 23
+    MKDIR = 24
+    RMDIR = 25
+    SOCKET = 26
+    REDIRECT = 27
+    MODULE_LOAD = 28
+    BPF_LOAD = 29
+    USERFAULTFD = 30
+    IO_URING_SETUP = 31
+    EXEC_FAILED = 32
+    SEND = 33
+    DNS_ANSWER = 34
+    EXEC_ENV = 35
 
 
 class ExeFlag(IntEnum):
@@ -178,6 +195,22 @@ class RwCgroup(ctypes.Structure):
     _fields_ = [("h", RwHdr), ("id", u64), ("level", u32), ("pad", u32), ("path", ctypes.c_char * PATH_LEN)]
 
 
+class RwSock(ctypes.Structure):
+    """``struct rw_sock``."""
+
+    _fields_ = [
+        ("h", RwHdr), ("fd", s32), ("oldfd", s32), ("family", u16), ("type", u16), ("proto", u16),
+        ("dport", u16), ("daddr", u8 * 16),
+    ]
+
+
+class RwEnv(ctypes.Structure):
+    """``struct rw_env``."""
+
+    _fields_ = [("h", RwHdr), ("count", u32), ("len", u32), ("truncated", u32), ("pad", u32),
+                ("data", ctypes.c_char * ENV_LEN)]
+
+
 class RwConfig(ctypes.Structure):
     """``struct rw_config``: the read-only globals set before load."""
 
@@ -187,6 +220,7 @@ class RwConfig(ctypes.Structure):
 #: BTF struct name -> mirror, for the layout test.
 RECORDS: dict[str, type[ctypes.Structure]] = {
     "rw_hdr": RwHdr, "rw_exec": RwExec, "rw_fork": RwFork, "rw_exit": RwExit, "rw_net": RwNet,
-    "rw_dns": RwDns, "rw_file": RwFile, "rw_priv": RwPriv, "rw_cgroup": RwCgroup, "rw_config": RwConfig,
-    "rw_name_key": RwNameKey, "rw_ino_key": RwInoKey, "rw_name_first": RwNameFirst,
+    "rw_dns": RwDns, "rw_file": RwFile, "rw_priv": RwPriv, "rw_cgroup": RwCgroup, "rw_sock": RwSock,
+    "rw_env": RwEnv, "rw_config": RwConfig, "rw_name_key": RwNameKey, "rw_ino_key": RwInoKey,
+    "rw_name_first": RwNameFirst,
 }

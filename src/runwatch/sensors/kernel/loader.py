@@ -74,8 +74,15 @@ SPEC = ObjectSpec(
         MapDecl("name_first", "array", 4, 64, 1),
         MapDecl("watch_inodes", "hash", 16, 4, 4096),
         MapDecl("canon", "percpu_array", 4, 4 * L.PATH_LEN, 1),
+        MapDecl("exec_names", "lru_hash", 4, 8, 4096),
+        MapDecl("sent_to", "lru_hash", 32, 1, 16384),
+        MapDecl("sends", "lru_hash", 4, 36, 8192),
+        MapDecl("dns_rx", "lru_hash", 8, 1, 4096),
+        MapDecl("dns_stream", "lru_hash", 8, 1, 4096),
+        MapDecl("env_allow", "hash", L.ENV_NAME, 1, 64),
+        MapDecl("dns_reads", "lru_hash", 4, 16, 4096),
         MapDecl(".rodata", "array", 4, ctypes.sizeof(L.RwConfig), 1),
-        MapDecl(".bss", "array", 4, 11 * 8, 1),  # the eleven record- and key-pointer anchors that keep records in BTF
+        MapDecl(".bss", "array", 4, 13 * 8, 1),  # the thirteen record- and key-pointer anchors that keep records in BTF
     ),
     structs=L.RECORDS,
 )

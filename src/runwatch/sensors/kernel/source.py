@@ -9,9 +9,10 @@ from runwatch.bpf.object import BpfObject
 from runwatch.bpf.ringbuf import RingReader
 from runwatch.events import Event
 from runwatch.sensors.base import register_source
+from runwatch.sensors.kernel import envnames, loader, watchlist
 from runwatch.sensors.kernel import layout as L
-from runwatch.sensors.kernel import loader, watchlist
 from runwatch.sensors.kernel.decode import DecodeError, Decoder
+from runwatch.sensors.kernel.dnsnames import ResolvedNames
 
 
 class KernelSource:
@@ -32,8 +33,10 @@ class KernelSource:
         ring_bytes: int = 1 << 24,
         wakeup_bytes: int = 1 << 20,
         disabled: tuple[str, ...] = (),
+        env_names: tuple[str, ...] = envnames.DEFAULT,
     ) -> None:
         self._track = track_pids
+        self._env_names = env_names
         self._watches = watches if watches is not None else watchlist.default_watches()
         self._opts = loader.LoadOptions(filter_tracked=track_pids is not None, ring_bytes=ring_bytes,
                                         wakeup_bytes=wakeup_bytes, disabled=disabled)
@@ -41,6 +44,7 @@ class KernelSource:
         self._links: list[int] = []
         self._reader: RingReader | None = None
         self._decoder = Decoder()
+        self._names = ResolvedNames()
         self._ncpu = possible_cpus()
         self.report = loader.LoadReport()
         self.decode_errors = 0
@@ -53,6 +57,7 @@ class KernelSource:
             watchlist.install(self._obj.map_fd("watched"), self._watches)
             watchlist.install_names(self._obj.map_fd("watch_names"), self._obj.map_fd("name_first"), self._watches)
             watchlist.install_inodes(self._obj.map_fd("watch_inodes"), self._watches)
+            envnames.install(self._obj.map_fd("env_allow"), self._env_names)
             for pid in self._track or ():
                 self.track(pid)
             self._reader = RingReader(self._obj.map_fd("events"), self._opts.ring_bytes)
@@ -80,10 +85,14 @@ class KernelSource:
 
     def _decode(self, buf: bytes, off: int, length: int) -> Event | None:
         try:
-            return self._decoder.decode(buf, off, length)
+            e = self._decoder.decode(buf, off, length)
         except (DecodeError, ValueError, IndexError):
             self.decode_errors += 1
             return None
+        if e.kind == "process.env":  # already on its exec (the decoder holds it until then)
+            return None
+        self._names.observe(e)
+        return e
 
     def poll(self, timeout: float) -> list[Event] | None:
         """Wait up to ``timeout`` s (less if the kernel forces a wake-up), then drain."""

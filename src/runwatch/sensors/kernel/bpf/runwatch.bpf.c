@@ -1104,4 +1104,7 @@ int BPF_PROG(rw_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 	return 0;
 }
 
+#include "kinds.bpf.h"
+#include "net.bpf.h"
+
 char LICENSE[] SEC("license") = "GPL";

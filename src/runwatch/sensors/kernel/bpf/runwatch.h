@@ -15,11 +15,13 @@
 #define RW_CWD_PART 32
 #define RW_DNS_LEN 256
 #define RW_NAME_LEN 64
-#define RW_MAX_KIND 32
+#define RW_MAX_KIND 64
 #define RW_EXE_LEN 512   /* resolved executable path: components, leaf first */
 #define RW_EXE_DEPTH 32  /* components walked at most */
 #define RW_NAME_MAX 256  /* one component (NAME_MAX + NUL) */
 #define RW_NAME_KEY 32   /* a watched name or suffix: kind byte, then up to 30 bytes and a NUL */
+#define RW_ENV_LEN 1024  /* allow-listed NAME=VALUE strings of one exec */
+#define RW_ENV_NAME 32   /* longest allow-listed name (with NUL) */
 
 enum rw_kind {
 	RW_EXEC = 1,
@@ -42,6 +44,21 @@ enum rw_kind {
 	RW_UNSHARE = 18,
 	RW_SETNS = 19,
 	RW_CGROUP_MKDIR = 20,
+	RW_LINK = 21,
+	RW_SYMLINK = 22,
+	RW_CHMOD = 23,
+	RW_MKDIR = 24,
+	RW_RMDIR = 25,
+	RW_SOCKET = 26,
+	RW_REDIRECT = 27,
+	RW_MODULE_LOAD = 28,
+	RW_BPF_LOAD = 29,
+	RW_USERFAULTFD = 30,
+	RW_IO_URING_SETUP = 31,
+	RW_EXEC_FAILED = 32,
+	RW_SEND = 33,
+	RW_DNS_ANSWER = 34,
+	RW_EXEC_ENV = 35,
 };
 
 /* Flags held as values of the watched-path LPM trie. */
@@ -75,6 +92,8 @@ enum rw_exe_flags {
 enum rw_priv_op {
 	RW_OP_SETUID = 1, RW_OP_SETREUID, RW_OP_SETRESUID,
 	RW_OP_SETGID, RW_OP_SETREGID, RW_OP_SETRESGID,
+	RW_OP_INIT_MODULE, RW_OP_FINIT_MODULE, RW_OP_BPF_PROG_LOAD, RW_OP_USERFAULTFD,
+	RW_OP_IO_URING_SETUP,
 };
 
 struct rw_hdr {
@@ -201,6 +220,30 @@ struct rw_cgroup {
 	__u32 level;
 	__u32 pad;
 	char path[RW_PATH_LEN];
+};
+
+/* socket creation, and a socket duplicated onto fd 0, 1 or 2 (redirect).
+ * Addresses in network byte order. */
+struct rw_sock {
+	struct rw_hdr h;
+	__s32 fd;        /* socket: the new fd or -errno; redirect: the fd written (0-2) */
+	__s32 oldfd;     /* redirect: the socket's fd; socket: -1 */
+	__u16 family;    /* AF_* */
+	__u16 type;      /* SOCK_* (without SOCK_NONBLOCK / SOCK_CLOEXEC) */
+	__u16 proto;     /* protocol (AF_PACKET: the ethertype, network byte order) */
+	__u16 dport;     /* redirect: the peer's port, host byte order */
+	__u8 daddr[16];  /* redirect: the peer's address */
+};
+
+/* The allow-listed environment variables of an exec (NAME=VALUE, NUL separated), written
+ * just before its rw_exec record. */
+struct rw_env {
+	struct rw_hdr h;
+	__u32 count;     /* strings in data */
+	__u32 len;       /* bytes used in data */
+	__u32 truncated; /* 1: more matched than data holds, or the walk stopped early */
+	__u32 pad;
+	char data[RW_ENV_LEN];
 };
 
 struct rw_config {
