@@ -1,6 +1,7 @@
 """Live sensor: file.open is decided from the opened file, so no other name for a watched
 secret escapes it (symlink, hard link, "..", "//", "/./", /proc/self/root, openat2
-RESOLVE_IN_ROOT, open_by_handle_at, a renamed directory)."""
+RESOLVE_IN_ROOT, open_by_handle_at, a renamed directory, io_uring inline, in a worker and into
+fixed-file slots)."""
 
 from __future__ import annotations
 
@@ -200,3 +201,43 @@ def test_every_spelling_of_a_container_secret_is_its_canonical_path(capture, run
     opens = capture.where(lambda e: e.kind == "file.open" and e.container is not None and e.container.id == c.id)
     assert [(e.file.path, e.file.intent) for e in opens] == [("/run/secrets/token", "read")] * 5
     assert len({e.pid for e in opens}) == 1
+
+
+URING = """
+    from runwatch.testing.uring import IOSQE_ASYNC, FILE_INDEX_ALLOC, Ring
+    ring = Ring()
+"""
+
+
+@pytest.mark.parametrize("sqe_flags", [0, 16], ids=["inline", "io-wq"])
+def test_io_uring_openat_inline_and_in_a_worker(secret_dir, sqe_flags):
+    body = URING + f"""
+    for _ in range(3):
+        fd = ring.openat(d + "/other/../sec/key", sqe_flags={sqe_flags})
+        assert fd >= 0, fd
+        os.close(fd)
+    """
+    events, pid = run_watched(secret_dir, body)
+    assert_reads(events, pid, f"{secret_dir}/sec/key", f"{secret_dir}/sec/key")
+
+
+def test_io_uring_openat_into_fixed_file_slots(secret_dir):
+    body = URING + """
+    ring.register_sparse_files(4)
+    assert ring.openat(d + "/sec/key", file_index=3) == 0          # slot 2, named
+    assert ring.openat(d + "/sec/key", file_index=FILE_INDEX_ALLOC) >= 0  # a free slot, chosen
+    assert ring.openat(d + "//sec/key", file_index=2, sqe_flags=IOSQE_ASYNC) == 0
+    """
+    events, pid = run_watched(secret_dir, body)
+    assert_reads(events, pid, f"{secret_dir}/sec/key", f"{secret_dir}/sec/key")
+
+
+def test_io_uring_open_of_an_unwatched_file_is_not_reported(secret_dir):
+    with open(f"{secret_dir}/other/plain", "w") as f:
+        f.write("x")
+    body = URING + """
+    for _ in range(5):
+        os.close(ring.openat(d + "/other/plain"))
+    """
+    events, _ = run_watched(secret_dir, body)
+    assert events == []

@@ -31,7 +31,7 @@ def test_kinds_are_the_table_in_order() -> None:
 
 
 def test_kernel_programs_come_from_the_table() -> None:
-    assert len(PROGRAMS) == 80
+    assert len(PROGRAMS) == 81
     by_kind: dict[str, list[str]] = {}
     for p in PROGRAMS:
         assert len(p.provides) == 1
@@ -41,7 +41,8 @@ def test_kernel_programs_come_from_the_table() -> None:
                                     "rw_send_dns"]
     assert by_kind["file.open"] == [
         "rw_openat", "rw_open", "rw_openat2", "rw_creat", "rw_open_by_handle_at",
-        "rw_openat_exit", "rw_open_exit", "rw_openat2_exit", "rw_creat_exit", "rw_open_by_handle_at_exit"]
+        "rw_openat_exit", "rw_open_exit", "rw_openat2_exit", "rw_creat_exit", "rw_open_by_handle_at_exit",
+        "rw_uring_open"]
     hooks = {p.name: p.hook for p in PROGRAMS}
     assert hooks["rw_accept4_exit"] == "tracepoint/syscalls/sys_exit_accept4"
     assert hooks["rw_memfd"] == "tracepoint/syscalls/sys_enter_memfd_create"

@@ -237,26 +237,16 @@ static __always_inline int open_failed(struct open_args *a, long ret)
 	return 0;
 }
 
-/* The exit of an open: resolve the new fd's file and report it if it is watched. */
-static __always_inline int open_exit(long ret)
+/* An opened file: walk it to its canonical path and report it if it is watched for what
+ * the open flags ask (read or write). */
+static __noinline int file_report(struct file *f, __u32 oflags)
 {
-	__u32 zero = 0, oflags, lpm = 0, plen;
+	__u32 zero = 0, lpm = 0, plen;
 	struct canon_walk w = {};
-	struct open_args *fp, a;
 	struct path_scratch *k;
 	struct canon_buf *b;
 	struct inode *ino;
-	struct file *f;
 
-	fp = bpf_task_storage_get(&open_flags, bpf_get_current_task_btf(), 0, 0);
-	if (!fp || !fp->armed)
-		return 0;
-	fp->armed = 0;
-	a = *fp;
-	oflags = a.flags;
-	if (ret < 0)
-		return open_failed(&a, ret);
-	f = file_of_fd(ret);
 	if (!f)
 		return 0;
 	b = bpf_map_lookup_elem(&canon, &zero);
@@ -319,6 +309,21 @@ static __always_inline int open_exit(long ret)
 		SUBMIT(e);
 	}
 	return 0;
+}
+
+/* The exit of an open: resolve the new fd's file and report it if it is watched. */
+static __always_inline int open_exit(long ret)
+{
+	struct open_args *fp, a;
+
+	fp = bpf_task_storage_get(&open_flags, bpf_get_current_task_btf(), 0, 0);
+	if (!fp || !fp->armed)
+		return 0;
+	fp->armed = 0;
+	a = *fp;
+	if (ret < 0)
+		return open_failed(&a, ret);
+	return file_report(file_of_fd(ret), a.flags);
 }
 
 static __always_inline int open_enter(__u32 oflags, int dfd, const void *upath)
@@ -399,6 +404,50 @@ SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
 int rw_open_by_handle_at_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	return open_exit(ctx->ret);
+}
+
+/* IORING_OP_OPENAT and IORING_OP_OPENAT2, inline or in an io-wq worker (a thread of the
+ * same process, sharing its fd table): the file is taken when the completion is posted,
+ * from the fd table, or from the ring's fixed-file table for an open into a registered
+ * slot (file_slot is the slot + 1, or IORING_FILE_INDEX_ALLOC with the slot as result).
+ * A failed io_uring open is not reported: its path has already been freed. */
+#define RW_FILE_INDEX_ALLOC (~0U)
+#define RW_FFS_MASK (~3UL) /* low bits of a fixed file's pointer are flags */
+
+static __always_inline struct file *fixed_file(struct io_ring_ctx *ctx, __u32 slot)
+{
+	struct io_rsrc_node **nodes = BPF_CORE_READ(ctx, file_table.data.nodes);
+	struct io_rsrc_node *node = NULL;
+
+	if (!nodes || slot >= BPF_CORE_READ(ctx, file_table.data.nr))
+		return NULL;
+	if (bpf_probe_read_kernel(&node, sizeof(node), &nodes[slot]) || !node)
+		return NULL;
+	return (struct file *)(BPF_CORE_READ(node, file_ptr) & RW_FFS_MASK);
+}
+
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(rw_uring_open, struct io_ring_ctx *ring, void *vreq, struct io_uring_cqe *cqe)
+{
+	struct io_kiocb *req = vreq;
+	struct io_open *o = vreq;
+	__u8 op;
+	__u32 slot;
+	int res;
+
+	if (!req)
+		return 0;
+	op = BPF_CORE_READ(req, opcode);
+	if ((op != IORING_OP_OPENAT && op != IORING_OP_OPENAT2) || !wanted())
+		return 0;
+	res = BPF_CORE_READ(cqe, res);
+	if (res < 0)
+		return 0;
+	slot = BPF_CORE_READ(o, file_slot);
+	if (!slot)
+		return file_report(file_of_fd(res), (__u32)BPF_CORE_READ(o, how.flags));
+	return file_report(fixed_file(ring, slot == RW_FILE_INDEX_ALLOC ? (__u32)res : slot - 1),
+			   (__u32)BPF_CORE_READ(o, how.flags));
 }
 
 #endif
