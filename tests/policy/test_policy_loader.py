@@ -206,3 +206,14 @@ def test_role_is_a_word_given_to_the_containers_a_policy_selects(tmp_path: Path)
         load_policies([bad])
     assert [(e.line, e.policy) for e in info.value.errors] == [(3, "b"), (7, "c")]
     assert all("role must be a word" in e.message for e in info.value.errors)
+
+
+def test_egress_sockets_are_known_kinds_at_their_line(tmp_path: Path) -> None:
+    ok = load_policy_texts([("id: s\nselector: {container: [a]}\negress:\n  allow: []\n  sockets: [packet, raw, raw]\n",
+                             "s.yaml")])
+    egress = next(iter(ok)).egress
+    assert egress is not None and egress.sockets == ("packet", "raw")
+    f = tmp_path / "sock.yaml"
+    f.write_text("id: s\nselector: {container: [a]}\negress:\n  allow: []\n  sockets: [raw, icmp]\n")
+    errs = check_policies([f])
+    assert [(e.line, e.message) for e in errs] == [(5, "policy 's' egress: sockets must be a list of raw, packet")]

@@ -24,6 +24,7 @@ from runwatch.config.yamlsrc import LocDict, LocList, load_yaml_documents
 from runwatch.policy.model import (
     FAILS,
     MODES,
+    SOCKET_KINDS,
     TOOL_PRECEDENCE,
     EgressRule,
     EgressRules,
@@ -219,7 +220,15 @@ def _egress(load: _Load, d: Any, at: Location, where: str) -> EgressRules | None
     if not isinstance(d, LocDict):
         load.err(at, f"{where}: egress must be a mapping with an allow list")
         return None
-    ok = load.unknown_keys(d, ("allow",), f"{where} egress")
+    ok = load.unknown_keys(d, ("allow", "sockets"), f"{where} egress")
+    sockets = d.get("sockets", [])
+    if sockets is None:
+        sockets = []
+    if not isinstance(sockets, list) or any(s not in SOCKET_KINDS for s in sockets):
+        load.err(d.value_location("sockets"),
+                 f"{where} egress: sockets must be a list of {', '.join(SOCKET_KINDS)}")
+        ok = False
+        sockets = []
     items = d.get("allow", [])
     if items is None:
         items = []
@@ -238,7 +247,7 @@ def _egress(load: _Load, d: Any, at: Location, where: str) -> EgressRules | None
         except ValueError as exc:
             load.err(item_at, f"{where} egress: {exc}")
             ok = False
-    return EgressRules(allow=tuple(rules)) if ok else None
+    return EgressRules(allow=tuple(rules), sockets=tuple(dict.fromkeys(sockets))) if ok else None
 
 
 def _exec(load: _Load, d: Any, at: Location, where: str) -> ExecRules | None:

@@ -199,10 +199,16 @@ class EgressRule(msgspec.Struct, frozen=True, kw_only=True):
         return self.port is None or self.port == port
 
 
+SOCKET_KINDS = ("raw", "packet")
+"""Socket kinds ``egress.sockets`` may allow: raw IP/ICMP sockets, AF_PACKET sockets."""
+
+
 class EgressRules(msgspec.Struct, frozen=True, kw_only=True):
-    """Allowed destinations; every other destination is denied."""
+    """Allowed destinations; every other destination is denied. Raw IP and AF_PACKET sockets
+    (which bypass destination checks) are refused unless listed in ``sockets``."""
 
     allow: tuple[EgressRule, ...] = ()
+    sockets: tuple[str, ...] = ()
 
     def networks(self) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int | None]]:
         """``(network, port or None)`` of every address rule, in policy order."""

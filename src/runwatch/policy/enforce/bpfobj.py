@@ -1,10 +1,13 @@
 """The loaded enforcement BPF object (``bpf/enforce.bpf.o``): maps, links and decision records.
 
 One :class:`EnforceObject` per process. It loads the object, attaches the host-wide exec
-program (``tp_btf/sched_process_exec``, the kill hook) and attaches the four egress
-programs to a cgroup on request. Every attachment is a BPF *link* held only by this
-process's file descriptors (nothing is pinned), so the kernel detaches all of it when the
-process exits, even on SIGKILL: a dead runwatch leaves nothing enforced.
+program (``tp_btf/sched_process_exec``, the kill hook) and attaches the egress programs
+(four sock_addr hooks and ``cgroup/sock_create``) to a cgroup on request; the first such
+request also attaches the host-wide AF_PACKET hooks (``tp_btf/sys_enter``,
+``tp_btf/io_uring_submit_req``), which do nothing outside policed cgroups. Every
+attachment is a BPF *link* held only by this process's file descriptors (nothing is
+pinned), so the kernel detaches all of it when the process exits, even on SIGKILL: a dead
+runwatch leaves nothing enforced.
 
 Thread safety: map updates and attach/detach are serialised by an internal lock; the
 decision ring is drained by one thread only (:meth:`EnforceObject.drain`).
@@ -24,7 +27,8 @@ from runwatch.bpf.spec import MapDecl, ObjectSpec, ProgramDecl
 from runwatch.policy.enforce.spec import EnforcementError
 
 ENF_OFF, ENF_MONITOR, ENF_ENFORCE = 0, 1, 2
-HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4, HOOK_SENDMSG6, HOOK_EXEC = 1, 2, 3, 4, 5
+HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4, HOOK_SENDMSG6, HOOK_EXEC, HOOK_SOCKET, HOOK_PACKET = 1, 2, 3, 4, 5, 6, 7
+SOCK_RAW_BIT, SOCK_PACKET_BIT = 1, 2
 V_DENY, V_WOULD_DENY, V_KILL, V_WOULD_KILL = 1, 2, 3, 4
 MAX_PORTS = 16
 EXEC_PROGRAM = "enf_exec"
@@ -36,7 +40,8 @@ MODE_CODES = {"monitor": ENF_MONITOR, "enforce": ENF_ENFORCE}
 class CgCfg(ctypes.Structure):
     """Mirrors struct enf_cg_cfg."""
 
-    _fields_ = [("egress", ctypes.c_uint32), ("kill", ctypes.c_uint32)]
+    _fields_ = [("egress", ctypes.c_uint32), ("kill", ctypes.c_uint32), ("sockets", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32)]
 
 
 class AllowKey(ctypes.Structure):
@@ -77,6 +82,9 @@ class EnfRecord(ctypes.Structure):
         ("proto", ctypes.c_uint16),
         ("addr", ctypes.c_uint8 * 16),
         ("comm", ctypes.c_char * 16),
+        ("family", ctypes.c_uint16),
+        ("stype", ctypes.c_uint16),
+        ("pad", ctypes.c_uint32),
     ]
 
 
@@ -105,6 +113,9 @@ SPEC = ObjectSpec(
         ProgramDecl("enf_connect6", "cgroup/connect6", "cgroup_sock_addr", "cgroup_inet6_connect"),
         ProgramDecl("enf_sendmsg4", "cgroup/sendmsg4", "cgroup_sock_addr", "cgroup_udp4_sendmsg"),
         ProgramDecl("enf_sendmsg6", "cgroup/sendmsg6", "cgroup_sock_addr", "cgroup_udp6_sendmsg"),
+        ProgramDecl("enf_sock_create", "cgroup/sock_create", "cgroup_sock", "cgroup_inet_sock_create"),
+        ProgramDecl("enf_sys_enter", "tp_btf/sys_enter", "tracing", "trace_raw_tp"),
+        ProgramDecl("enf_uring_socket", "tp_btf/io_uring_submit_req", "tracing", "trace_raw_tp"),
         ProgramDecl(EXEC_PROGRAM, "tp_btf/sched_process_exec", "tracing", "trace_raw_tp"),
     ),
     maps=(
@@ -119,7 +130,10 @@ SPEC = ObjectSpec(
 )
 """The enforcement object as data (checked against the built object by the layout test)."""
 
-EGRESS_PROGRAMS: tuple[str, ...] = tuple(p.name for p in SPEC.programs if p.prog_type == "cgroup_sock_addr")
+EGRESS_PROGRAMS: tuple[str, ...] = tuple(p.name for p in SPEC.programs
+                                         if p.prog_type in ("cgroup_sock_addr", "cgroup_sock"))
+PACKET_PROGRAMS = ("enf_sys_enter", "enf_uring_socket")
+"""Host-wide programs that kill a policed task asking for an AF_PACKET socket."""
 """The programs :meth:`EnforceObject.attach_cgroup` attaches, in declaration order."""
 
 
@@ -144,7 +158,7 @@ class EnforceObject:
             self._obj.close()
             raise EnforcementError(f"the kernel refused the enforcement programs: {exc.strerror}") from exc
         self._lock = threading.Lock()
-        self._modes: dict[int, tuple[int, int]] = {}
+        self._modes: dict[int, tuple[int, int, int]] = {}
         self._cfg_fd = self._obj.map_fd("cg_cfg")
         self._allow_fd = self._obj.map_fd("allow")
         self._kill_fd = self._obj.map_fd("kill_set")
@@ -153,6 +167,8 @@ class EnforceObject:
         self.ring = RingReader(self._obj.map_fd("decisions"), RING_BYTES)
         self.exec_link = 0
         self.exec_problem: str | None = None
+        self.packet_links: list[int] = []
+        self.packet_problem: str | None = None
         try:
             self.exec_link = self._obj.attach(EXEC_PROGRAM)
         except LibbpfError as exc:
@@ -169,6 +185,7 @@ class EnforceObject:
         links: list[int] = []
         try:
             with self._lock:
+                self._attach_packet_hooks()
                 for name in EGRESS_PROGRAMS:
                     try:
                         links.append(self._obj.attach_cgroup(name, fd))
@@ -179,6 +196,15 @@ class EnforceObject:
             os.close(fd)  # the links hold their own reference to the cgroup
         return links
 
+    def _attach_packet_hooks(self) -> None:
+        if self.packet_links or self.packet_problem:
+            return
+        for name in PACKET_PROGRAMS:
+            try:
+                self.packet_links.append(self._obj.attach(name))
+            except LibbpfError as exc:
+                self.packet_problem = f"attach of {name} failed: {exc.strerror}"
+
     def detach(self, links: list[int]) -> None:
         """Destroy links made by :meth:`attach_cgroup` (the list is emptied)."""
         with self._lock:
@@ -187,17 +213,20 @@ class EnforceObject:
 
     # -- maps ---------------------------------------------------------------------------
 
-    def set_mode(self, cgid: int, *, egress: int | None = None, kill: int | None = None) -> None:
-        """Set the egress and/or kill mode of a policy cgroup (ENF_OFF removes its entry when both are off)."""
+    def set_mode(self, cgid: int, *, egress: int | None = None, kill: int | None = None,
+                 sockets: int | None = None) -> None:
+        """Set the egress and/or kill mode of a policy cgroup, and the socket kinds (SOCK_*_BIT) its
+        egress allows (ENF_OFF removes its entry when both modes are off)."""
         with self._lock:
-            old = self._modes.get(cgid, (ENF_OFF, ENF_OFF))
-            new = (old[0] if egress is None else egress, old[1] if kill is None else kill)
+            old = self._modes.get(cgid, (ENF_OFF, ENF_OFF, 0))
+            new = (old[0] if egress is None else egress, old[1] if kill is None else kill,
+                   old[2] if sockets is None else sockets)
             key = ctypes.c_uint64(cgid)
-            if new == (ENF_OFF, ENF_OFF):
+            if new[:2] == (ENF_OFF, ENF_OFF):
                 self._modes.pop(cgid, None)
                 lib().bpf_map_delete_elem(self._cfg_fd, ctypes.byref(key))
                 return
-            val = CgCfg(*new)
+            val = CgCfg(*new, 0)
             self._update(self._cfg_fd, key, val, "cg_cfg")
             self._modes[cgid] = new
 
@@ -252,6 +281,7 @@ class EnforceObject:
         """Detach the exec program and every cgroup link still attached, then free the object."""
         with self._lock:
             self.exec_link = 0
+            self.packet_links = []
             if self._obj.ptr:
                 self.ring.close()
                 self._obj.close()

@@ -36,7 +36,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str], set[str]]
 _HOOK_PROTO = {B.HOOK_CONNECT4: "connect4", B.HOOK_CONNECT6: "connect6",
                B.HOOK_SENDMSG4: "sendmsg4", B.HOOK_SENDMSG6: "sendmsg6"}
-_PROTO = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp", 132: "sctp"}
+_PROTO = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp", 132: "sctp", 255: "raw"}
+_SOCKET_BITS = {"raw": B.SOCK_RAW_BIT, "packet": B.SOCK_PACKET_BIT}
+_FAMILY = {2: "AF_INET", 10: "AF_INET6", 17: "AF_PACKET"}
+_TYPE = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 10: "SOCK_PACKET"}
 _V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
@@ -148,7 +151,8 @@ class EgressEnforcer:
             self._write(state)
             if not links:
                 state.links = self._obj.attach_cgroup(target.cgroup_dir)
-            self._obj.set_mode(cgid, egress=B.MODE_CODES[policy.mode])
+            bits = sum(_SOCKET_BITS[k] for k in policy.egress.sockets)
+            self._obj.set_mode(cgid, egress=B.MODE_CODES[policy.mode], sockets=bits)
             self._by_cgid[cgid] = state
             self._by_target[target.id] = cgid
 
@@ -212,6 +216,8 @@ class EgressEnforcer:
             state = self._by_cgid.get(rec.policy_cgid)
         if state is None:
             return None
+        if rec.hook in (B.HOOK_SOCKET, B.HOOK_PACKET):
+            return self._socket_decision(rec, state)
         addr = ipaddress.IPv6Address(bytes(rec.addr))
         ip = str(addr.ipv4_mapped) if addr.ipv4_mapped is not None else str(addr)
         dst = f"[{ip}]:{rec.port}" if ":" in ip else f"{ip}:{rec.port}"
@@ -222,6 +228,23 @@ class EgressEnforcer:
             latency_ns=int(rec.latency_ns), mode=state.policy.mode, pid=int(rec.pid), target=dst,
             container_id=state.target_id, cgroup_id=int(rec.cgid), comm=rec.comm.decode(errors="replace"),
             proto=_PROTO.get(rec.proto, str(rec.proto)), dst_ip=ip, dst_port=int(rec.port),
+        )
+
+    def _socket_decision(self, rec: B.EnfRecord, state: _Applied) -> Enforcement:
+        family = _FAMILY.get(rec.family, str(rec.family))
+        stype = _TYPE.get(rec.stype, str(rec.stype))
+        kind = "packet" if rec.hook == B.HOOK_PACKET else "raw"
+        what = f"socket({family}, {stype}, {rec.proto})"
+        verdicts: dict[int, Verdict] = {B.V_DENY: "deny", B.V_KILL: "kill"}
+        verdict = verdicts.get(rec.verdict, "would_deny")
+        reason = f"{what}: {kind} sockets are not in egress.sockets"
+        if verdict == "kill":
+            reason += " (no hook refuses one, so the process is killed)"
+        return Enforcement(
+            time_ns=mono_to_wall_ns(rec.ts), layer="egress", verdict=verdict, policy_id=state.policy.id,
+            rule="egress.sockets", reason=reason, latency_ns=int(rec.latency_ns), mode=state.policy.mode,
+            pid=int(rec.pid), target=what, container_id=state.target_id, cgroup_id=int(rec.cgid),
+            comm=rec.comm.decode(errors="replace"), proto=kind,
         )
 
     # -- internals ----------------------------------------------------------------------

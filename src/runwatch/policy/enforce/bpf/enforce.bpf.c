@@ -10,6 +10,11 @@
  * Kill: tp_btf/sched_process_exec (attached once, host-wide) sends SIGKILL to a task
  * whose new executable (inode, device) is listed in kill_set for its policy cgroup.
  *
+ * Sockets: cgroup/sock_create (on the same cgroups as egress) refuses raw IP sockets
+ * unless the policy allows them. AF_PACKET sockets pass no cgroup hook, so the process
+ * asking for one is killed before the syscall returns (tp_btf/sys_enter for socket(),
+ * the 32-bit socket() and socketcall(), tp_btf/io_uring_submit_req for IORING_OP_SOCKET).
+ *
  * Every deny/would_deny/kill/would_kill is one struct enf_record in the `decisions`
  * ring buffer; a failed reservation is counted in `lost`.
  */
@@ -21,6 +26,14 @@
 #include "enforce.h"
 
 #define SIGKILL 9
+#define AF_PACKET 17
+#define SOCK_RAW 3
+#define SOCK_TYPE_MASK 0xf
+#define NR_SOCKET 41        /* x86-64 */
+#define NR_IA32_SOCKET 359  /* i386, in a compat task */
+#define NR_IA32_SOCKETCALL 102
+#define SYS_SOCKET 1        /* socketcall's call number for socket() */
+#define TS_COMPAT 0x0002    /* thread_info.status: a 32-bit syscall is running */
 
 /* Keep the record type in the object's BTF for the layout check. */
 struct enf_record *_enf_record __attribute__((unused));
@@ -84,8 +97,9 @@ static __always_inline struct enf_cg_cfg *find_cfg(__u64 *policy_cgid)
 	return NULL;
 }
 
-static __always_inline void emit(__u64 start, __u64 policy_cgid, __u32 hook, __u32 verdict,
-				 const __u8 *addr, __u16 port, __u16 proto, __u64 ino, __u32 dev)
+static __always_inline void emit_sock(__u64 start, __u64 policy_cgid, __u32 hook, __u32 verdict,
+				      const __u8 *addr, __u16 port, __u16 proto, __u64 ino, __u32 dev,
+				      __u16 family, __u16 stype)
 {
 	struct enf_record *r = bpf_ringbuf_reserve(&decisions, sizeof(*r), 0);
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -111,8 +125,17 @@ static __always_inline void emit(__u64 start, __u64 policy_cgid, __u32 hook, __u
 	for (int i = 0; i < 16; i++)
 		r->addr[i] = addr ? addr[i] : 0;
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	r->family = family;
+	r->stype = stype;
+	r->pad = 0;
 	r->latency_ns = r->ts - start;
 	bpf_ringbuf_submit(r, 0);
+}
+
+static __always_inline void emit(__u64 start, __u64 policy_cgid, __u32 hook, __u32 verdict,
+				 const __u8 *addr, __u16 port, __u16 proto, __u64 ino, __u32 dev)
+{
+	emit_sock(start, policy_cgid, hook, verdict, addr, port, proto, ino, dev, 0, 0);
 }
 
 /* 1 = allowed (or no policy), 0 = denied in enforce mode. */
@@ -185,6 +208,88 @@ SEC("cgroup/sendmsg6")
 int enf_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	return check(ctx, ENF_HOOK_SENDMSG6, 1);
+}
+
+/* A raw IP socket in a policed cgroup: refused (EPERM) unless the policy allows raw sockets. */
+SEC("cgroup/sock_create")
+int enf_sock_create(struct bpf_sock *sk)
+{
+	__u64 start = bpf_ktime_get_ns();
+	__u64 policy_cgid = 0;
+	struct enf_cg_cfg *cfg;
+
+	if (sk->type != SOCK_RAW)
+		return 1;
+	cfg = find_cfg(&policy_cgid);
+	if (!cfg || cfg->egress == ENF_OFF || (cfg->sockets & ENF_SOCK_RAW))
+		return 1;
+	if (cfg->egress == ENF_ENFORCE) {
+		emit_sock(start, policy_cgid, ENF_HOOK_SOCKET, ENF_DENY, NULL, 0, sk->protocol, 0, 0,
+			  sk->family, sk->type);
+		return 0;
+	}
+	emit_sock(start, policy_cgid, ENF_HOOK_SOCKET, ENF_WOULD_DENY, NULL, 0, sk->protocol, 0, 0,
+		  sk->family, sk->type);
+	return 1;
+}
+
+/* An AF_PACKET socket asked for in a policed cgroup that does not allow it: kill the task
+ * (the signal is taken before the syscall returns to user space). */
+static __always_inline int packet_check(int family, int type, int protocol)
+{
+	__u64 start = bpf_ktime_get_ns();
+	__u64 policy_cgid = 0;
+	struct enf_cg_cfg *cfg;
+
+	if (family != AF_PACKET)
+		return 0;
+	cfg = find_cfg(&policy_cgid);
+	if (!cfg || cfg->egress == ENF_OFF || (cfg->sockets & ENF_SOCK_PACKET))
+		return 0;
+	if (cfg->egress == ENF_ENFORCE) {
+		bpf_send_signal(SIGKILL);
+		emit_sock(start, policy_cgid, ENF_HOOK_PACKET, ENF_KILL, NULL, 0, (__u16)protocol, 0, 0,
+			  AF_PACKET, type & SOCK_TYPE_MASK);
+	} else {
+		emit_sock(start, policy_cgid, ENF_HOOK_PACKET, ENF_WOULD_KILL, NULL, 0, (__u16)protocol, 0, 0,
+			  AF_PACKET, type & SOCK_TYPE_MASK);
+	}
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(enf_sys_enter, struct pt_regs *regs, long id)
+{
+	struct task_struct *t;
+	__u32 args[3];
+
+	if (id != NR_SOCKET && id != NR_IA32_SOCKET && id != NR_IA32_SOCKETCALL)
+		return 0;
+	t = bpf_get_current_task_btf();
+	if (!(t->thread_info.status & TS_COMPAT)) {
+		if (id != NR_SOCKET)
+			return 0;
+		return packet_check((int)BPF_CORE_READ(regs, di), (int)BPF_CORE_READ(regs, si),
+				    (int)BPF_CORE_READ(regs, dx));
+	}
+	if (id == NR_IA32_SOCKET)
+		return packet_check((int)BPF_CORE_READ(regs, bx), (int)BPF_CORE_READ(regs, cx),
+				    (int)BPF_CORE_READ(regs, dx));
+	if (id != NR_IA32_SOCKETCALL || BPF_CORE_READ(regs, bx) != SYS_SOCKET)
+		return 0;
+	if (bpf_probe_read_user(args, sizeof(args), (const void *)(unsigned long)(__u32)BPF_CORE_READ(regs, cx)))
+		return 0;
+	return packet_check((int)args[0], (int)args[1], (int)args[2]);
+}
+
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(enf_uring_socket, struct io_kiocb *req)
+{
+	struct io_socket *sock = (struct io_socket *)req;
+
+	if (BPF_CORE_READ(req, opcode) != IORING_OP_SOCKET)
+		return 0;
+	return packet_check(BPF_CORE_READ(sock, domain), BPF_CORE_READ(sock, type), BPF_CORE_READ(sock, protocol));
 }
 
 SEC("tp_btf/sched_process_exec")

@@ -25,6 +25,14 @@ enum enf_hook {
 	ENF_HOOK_SENDMSG4 = 3,
 	ENF_HOOK_SENDMSG6 = 4,
 	ENF_HOOK_EXEC = 5,
+	ENF_HOOK_SOCKET = 6,   /* cgroup/sock_create: a raw IP socket */
+	ENF_HOOK_PACKET = 7,   /* socket(AF_PACKET) by syscall or io_uring: no hook can refuse it */
+};
+
+/* Socket kinds a policy may allow beyond ordinary TCP/UDP (enf_cg_cfg.sockets bits). */
+enum enf_socket_bits {
+	ENF_SOCK_RAW = 1,      /* SOCK_RAW in AF_INET/AF_INET6 (raw IP, ICMP) */
+	ENF_SOCK_PACKET = 2,   /* AF_PACKET (link-layer frames) */
 };
 
 /* What the program did (enf_record.verdict). */
@@ -39,6 +47,8 @@ enum enf_verdict {
 struct enf_cg_cfg {
 	__u32 egress;  /* enum enf_mode */
 	__u32 kill;    /* enum enf_mode */
+	__u32 sockets; /* enum enf_socket_bits the policy allows */
+	__u32 pad;
 };
 
 /* Key of the egress allow LPM trie: the policy cgroup id (always matched in full: the
@@ -80,6 +90,9 @@ struct enf_record {
 	__u16 proto;       /* IPPROTO_* of the socket */
 	__u8 addr[16];     /* IPv6 or v4-mapped IPv4 */
 	char comm[ENF_COMM_LEN];
+	__u16 family;      /* socket hooks: address family */
+	__u16 stype;       /* socket hooks: socket type (SOCK_RAW, ...) */
+	__u32 pad;
 };
 
 #endif
