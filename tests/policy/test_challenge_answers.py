@@ -7,7 +7,6 @@ asks on the decide socket; approvers are that requester itself, a child of it, o
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import pwd
@@ -24,7 +23,6 @@ import pytest
 
 from runwatch.events import Event
 from runwatch.host import procfs
-from runwatch.host.cgroups import cgroup_v2_if_any
 from runwatch.policy import load_policy_texts
 from runwatch.policy.decide import Decider
 from runwatch.policy.peers import Peer, Requester, cgroup_within, refusal
@@ -74,9 +72,6 @@ print(json.dumps(out), flush=True)
 sys.stdin.read()  # stay alive until the test closes stdin
 """
 
-_names = itertools.count(23)
-
-
 @dataclass
 class Served:
     decider: Decider
@@ -97,32 +92,6 @@ def served() -> Iterator[Served]:
     finally:
         server.stop()
         shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def requester_env() -> Iterator[dict[str, str]]:
-    """The environment of a requester: its own cgroup below ours when ours is not the root.
-
-    A sibling approver shares the test's cgroup; were the requester left in it too, the
-    cgroup rule would rightly refuse the sibling. In the root cgroup that rule is off."""
-    env = {**os.environ, "PYTHONPATH": SRC}
-    own = procfs.cgroup_path(os.getpid())
-    if own in (None, "/"):
-        yield env
-        return
-    v2 = cgroup_v2_if_any()
-    path = v2.dir_of(f"{own}/rwtest-{os.getpid()}-{next(_names)}") if v2 is not None else None
-    try:
-        if path is None:
-            raise OSError("no cgroup v2 hierarchy")
-        path.mkdir()
-    except OSError as exc:
-        pytest.skip(f"the test runs in cgroup {own} and cannot make a child cgroup for the requester: {exc}")
-    try:
-        yield {**env, "RW_TEST_CGROUP": str(path)}
-    finally:
-        with contextlib.suppress(OSError):
-            path.rmdir()
 
 
 def _requester(s: Served, env: dict[str, str], how: str, verb: str = "approve") -> tuple[subprocess.Popen[str],

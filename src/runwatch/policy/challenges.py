@@ -154,11 +154,11 @@ class ChallengeBook:
         self._notify([ch])
         return ch
 
-    def approve(self, cid: str, approver: Peer | None = None, note: str | None = None) -> Challenge:
+    def approve(self, cid: str, *, approver: Peer | None = None, note: str | None = None) -> Challenge:
         """Approve a pending challenge; raises :class:`ChallengeError` if unknown or resolved."""
         return self._answer(cid, "approve", approver, note)
 
-    def reject(self, cid: str, approver: Peer | None = None, note: str | None = None) -> Challenge:
+    def reject(self, cid: str, *, approver: Peer | None = None, note: str | None = None) -> Challenge:
         """Reject a pending challenge; raises :class:`ChallengeError` if unknown or resolved."""
         return self._answer(cid, "reject", approver, note)
 

@@ -207,7 +207,7 @@ class Decider:
                 if peer is not None:
                     book.refuse(ch, peer, verb, why)
                 raise AnswerRefused(why)
-        return (book.approve if verb == "approve" else book.reject)(challenge_id, peer, note)
+        return (book.approve if verb == "approve" else book.reject)(challenge_id, approver=peer, note=note)
 
     def _refusal(self, ch: Challenge, peer: Peer | None) -> str | None:
         if peer is None:
