@@ -7,6 +7,7 @@ asks on the decide socket; approvers are that requester itself, a child of it, o
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import pwd
@@ -21,11 +22,11 @@ from typing import Any
 
 import pytest
 
-from runwatch.events import Event
+from runwatch.events import Container, Event
 from runwatch.host import procfs
 from runwatch.policy import load_policy_texts
 from runwatch.policy.decide import Decider
-from runwatch.policy.peers import Peer, Requester, cgroup_within, refusal
+from runwatch.policy.peers import Peer, Requester, cgroup_within, refusal, same_container
 from runwatch.policy.server import PolicyServer
 from runwatch.sdk.policy import PolicyClient
 
@@ -195,3 +196,27 @@ def test_cgroup_rule_covers_the_requesters_cgroup_and_below_unless_it_is_the_roo
     assert refusal(me, Requester(pid=me.pid + 1_000_000, cgroup="/other"), "c1") is None
     assert refusal(me, Requester(pid=os.getppid(), cgroup=None), "c1") == (
         f"pid {os.getpid()} may not answer challenge c1: it descends from the process that asked (pid {os.getppid()})")
+
+
+def test_a_challenge_asked_over_tcp_has_no_requester_and_only_the_container_rule(tmp_path: Path) -> None:
+    events: list[Event] = []
+    text = "- id: web\n  selector: {container: 'web-*'}\n  mode: enforce\n  tools: {challenge: [send_email]}\n"
+    decider = Decider(load_policy_texts([(text, "t.yaml")]), emit=events.append)
+    control = str(tmp_path / "control.sock")
+    with PolicyServer(decider, None, control, tcp_port=0) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.tcp_port, timeout=5)
+        try:
+            conn.request("POST", "/v1/decide", body=json.dumps({"tool": "send_email", "container": "web-23",
+                                                                "pid": os.getpid()}))
+            cid = json.loads(conn.getresponse().read())["challenge_id"]
+        finally:
+            conn.close()
+        ch = decider.challenges.get(cid)
+        assert ch is not None and ch.requester is None  # the claimed pid proves nothing
+        status, ans = PolicyClient(control, timeout_s=5).request("POST", f"/v1/challenges/{cid}/approve", {})
+    assert status == 200, ans
+    assert (ans["requester"], ans["approver"]["pid"], ans["note"]) == (None, os.getpid(), None)
+    web = Container(id="3f9a2c1d4b5e" + "0" * 52, runtime="docker", name="web-23")
+    assert same_container(web, Container(id="web-23", runtime="claimed", name="web-23"))
+    assert same_container(web, Container(id="3f9a2c1d4b5e", runtime="claimed"))
+    assert not same_container(web, Container(id="3f9a2c1d", runtime="claimed", name="web-24"))
