@@ -104,9 +104,9 @@ def test_challenge_approved_rejected_and_timed_out() -> None:
     d, events = _decider()
     first = d.decide(STRICT, "send_email")
     assert first.challenge_id is not None
-    threading.Timer(0.05, d.challenges.approve, args=(first.challenge_id, "alice")).start()
+    threading.Timer(0.05, d.challenges.approve, args=(first.challenge_id,), kwargs={"note": "alice"}).start()
     final = d.await_challenge(first.challenge_id)
-    assert (final.verdict, final.recorded, final.reason) == ("allow", "approve", "approved by alice")
+    assert (final.verdict, final.recorded, final.reason) == ("allow", "approve", "approved; note 'alice'")
 
     second = d.decide(STRICT, "send_email")
     assert second.challenge_id is not None

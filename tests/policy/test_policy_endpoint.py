@@ -6,6 +6,7 @@ import asyncio
 import http.client
 import json
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -232,26 +233,49 @@ def _answer_when_pending(control: str, how: Any) -> threading.Thread:
     return t
 
 
-def test_challenge_approved_through_the_control_socket(serve: Any, tmp_path: Path) -> None:
+AGENT = """\
+import os, pathlib, sys
+cgroup = os.environ.get("RW_TEST_CGROUP")
+if cgroup:
+    with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+        f.write("0")
+from runwatch import sdk
+try:
+    with sdk.tool_call("send_email"):
+        pathlib.Path(sys.argv[1]).write_text("sent")
+except sdk.ToolDenied as exc:
+    print(exc.decision.recorded)
+    sys.exit(3)
+print("ran")
+"""
+
+
+def _agent(s: Served, env: dict[str, str], ran: Path) -> subprocess.CompletedProcess[str]:
+    """The asking agent: a child process (its answers must come from outside it)."""
+    return subprocess.run([sys.executable, "-c", AGENT, str(ran)], env={**env, "RUNWATCH_POLICY_SOCKET": s.decide_sock},
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_challenge_approved_through_the_control_socket(serve: Any, tmp_path: Path,
+                                                       requester_env: dict[str, str]) -> None:
     s = serve(_policies())
-    sdk_policy.configure(s.decide_sock)
     ran = tmp_path / "ran"
     answers: list[str] = []
     t = _answer_when_pending(s.control_sock, lambda cid: answers.append(cli_approve(cid, s.control_sock, by="ops")))
-    with sdk.tool_call("send_email"):
-        ran.write_text("sent")
+    agent = _agent(s, requester_env, ran)
     t.join()
+    assert (agent.returncode, agent.stdout.strip()) == (0, "ran"), agent.stderr
     assert ran.read_text() == "sent"
     assert len(answers) == 1 and answers[0].endswith(f"tool 'send_email' of {SELF_EXE} -> allow")
     assert [e.decision.verdict for e in s.events if e.decision] == ["challenge", "approve"]
-    assert s.events[1].decision is not None and s.events[1].decision.reason == "approved by ops"
+    me = f"{pwd.getpwuid(os.getuid()).pw_name} (uid {os.getuid()}, pid {os.getpid()}, {SELF_EXE})"
+    assert s.events[1].decision is not None and s.events[1].decision.reason == f"approved by {me}; note 'ops'"
     with pytest.raises(PolicyCliError, match="already resolved: approve"):
         cli_approve(s.events[0].decision.challenge_id or "", s.control_sock)  # type: ignore[union-attr]
 
 
-def test_challenge_rejected_from_another_process(serve: Any, tmp_path: Path) -> None:
+def test_challenge_rejected_from_another_process(serve: Any, tmp_path: Path, requester_env: dict[str, str]) -> None:
     s = serve(_policies())
-    sdk_policy.configure(s.decide_sock)
     ran = tmp_path / "ran"
     outputs: list[subprocess.CompletedProcess[str]] = []
 
@@ -261,12 +285,11 @@ def test_challenge_rejected_from_another_process(serve: Any, tmp_path: Path) -> 
                                       text=True, timeout=30, env={**os.environ, "PYTHONPATH": SRC}))
 
     t = _answer_when_pending(s.control_sock, reject)
-    with pytest.raises(sdk.ToolDenied) as info, sdk.tool_call("send_email"):
-        ran.write_text("sent")
+    agent = _agent(s, requester_env, ran)
     t.join()
     assert not ran.exists()
-    assert outputs[0].returncode == 0 and "rejected" in outputs[0].stdout
-    assert info.value.decision.recorded == "reject"
+    assert outputs[0].returncode == 0 and "rejected" in outputs[0].stdout, outputs[0].stderr
+    assert (agent.returncode, agent.stdout.strip()) == (3, "reject"), agent.stderr
     assert [e.decision.verdict for e in s.events if e.decision] == ["challenge", "reject"]
 
 

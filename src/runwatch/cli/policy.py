@@ -84,7 +84,8 @@ def _cli_error(exc: Exception) -> None:
 
 @click.command()
 @click.argument("challenge_id", metavar="ID")
-@click.option("--by", metavar="NAME", help="Who answers (default: $SUDO_USER or the current user).")
+@click.option("--by", metavar="NAME", help="A note kept with the answer (default: $SUDO_USER or the current "
+              "user); who answered is taken from the connection's credentials.")
 @_control_option
 def approve(challenge_id: str, by: str | None, control_socket: str) -> None:
     """Approve a pending tool-call challenge: the waiting tool call runs.
@@ -101,7 +102,8 @@ def approve(challenge_id: str, by: str | None, control_socket: str) -> None:
 
 @click.command()
 @click.argument("challenge_id", metavar="ID")
-@click.option("--by", metavar="NAME", help="Who answers (default: $SUDO_USER or the current user).")
+@click.option("--by", metavar="NAME", help="A note kept with the answer (default: $SUDO_USER or the current "
+              "user); who answered is taken from the connection's credentials.")
 @_control_option
 def reject(challenge_id: str, by: str | None, control_socket: str) -> None:
     """Reject a pending tool-call challenge: the waiting tool call is denied."""

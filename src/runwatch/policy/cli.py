@@ -2,7 +2,8 @@
 
 Each returns what to print and raises :class:`PolicyCliError` with one line on failure, so
 the command wrappers stay thin. Approve / reject / list go to the running runwatch over its
-control socket (root only), never over the decide socket workloads can reach.
+control socket (root only), never over the decide socket workloads can reach. runwatch
+records who answered from the connection itself; ``by`` only travels as a note.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def _answer(verb: str, challenge_id: str, socket_path: str, by: str | None) -> s
     cid = challenge_id.strip()
     if not cid or "/" in cid or "?" in cid:
         raise PolicyCliError(f"not a challenge id: {challenge_id!r}")
-    status, ans = _client_request(socket_path, "POST", f"/v1/challenges/{cid}/{verb}", {"by": by or _operator()})
+    status, ans = _client_request(socket_path, "POST", f"/v1/challenges/{cid}/{verb}",
+                                  {"note": by or _operator()})
     if status != 200:
         err = ans.get("error") if isinstance(ans, dict) else ans
         raise PolicyCliError(str(err or f"HTTP {status}"))

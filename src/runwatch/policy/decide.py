@@ -7,7 +7,8 @@ allow recorded ``would_challenge``) and records every decision as a ``policy.dec
 event through ``emit`` (default :func:`runwatch.policy.source.record_decision`). A
 challenge is returned at once with its id; the caller then waits with
 :meth:`Decider.await_challenge`, and the approve / reject / timeout is recorded as one more
-decision event when it happens.
+decision event when it happens. :meth:`Decider.answer` takes an approve / reject from the
+control socket's peer and refuses it when that peer is the asking workload itself.
 
 A workload without a selecting policy is allowed and not recorded (no policy decided).
 
@@ -27,8 +28,9 @@ from typing import Any
 import msgspec
 
 from runwatch.events import AiInfo, Container, DecisionInfo, Event, ToolCall
-from runwatch.policy.challenges import PENDING, Challenge, ChallengeBook
+from runwatch.policy.challenges import PENDING, AnswerRefused, Challenge, ChallengeBook, ChallengeError
 from runwatch.policy.model import Policy, PolicySet, Workload
+from runwatch.policy.peers import Peer, Requester, refusal, same_container
 from runwatch.policy.source import decision_event, record_decision
 
 
@@ -140,8 +142,11 @@ class Decider:
         return self.workloads(pid, agent)
 
     def decide(self, workload: Workload, tool_name: str, args_digest: str | None = None, *,
-               call_id: str | None = None) -> Decision:
-        """Decide whether ``workload`` may run tool ``tool_name`` now (see the module docstring)."""
+               call_id: str | None = None, requester: Requester | None = None) -> Decision:
+        """Decide whether ``workload`` may run tool ``tool_name`` now (see the module docstring).
+
+        ``requester`` is the asking process as the kernel named it (None when unproven, e.g.
+        over TCP); a challenge keeps it so that process cannot answer its own challenge."""
         t0 = time.perf_counter_ns()
         policy = self.policies.select(workload)
         if policy is None:
@@ -166,7 +171,8 @@ class Decider:
                 returned, recorded = "challenge", "challenge"
                 ch = self.challenges.open(policy_id=policy.id, tool=tool_name, rule=rule, fail=policy.fail,
                                           workload=workload, timeout_ns=policy.challenge_timeout_ns,
-                                          call_id=call_id, args_digest=args_digest, mode=policy.mode)
+                                          call_id=call_id, args_digest=args_digest, mode=policy.mode,
+                                          requester=requester)
                 cid, timeout_s = ch.id, policy.challenge_timeout_ns / 1e9
                 reason += f"; waiting up to {timeout_s:g}s for `runwatch approve {cid}` (fail {policy.fail})"
         latency = time.perf_counter_ns() - t0
@@ -181,6 +187,39 @@ class Decider:
         Raises :class:`~runwatch.policy.challenges.ChallengeError` for an unknown id."""
         ch = self.challenges.wait(challenge_id, wait_s)
         return self._challenge_decision(ch)
+
+    def answer(self, challenge_id: str, verb: str, peer: Peer | None, note: str | None = None) -> Challenge:
+        """Approve (``verb`` ``approve``) or reject challenge ``challenge_id`` as ``peer``, the
+        control socket's peer; ``note`` is free text kept with the answer, never an identity.
+
+        Raises :class:`~runwatch.policy.challenges.AnswerRefused` when the peer is unknown or is
+        the asking workload (:func:`~runwatch.policy.peers.refusal`, or it runs in the challenged
+        container): the refusal is counted as ``answer_refused``, kept on the challenge, and the
+        challenge stays pending. Raises ``ChallengeError`` for an unknown or resolved id."""
+        book = self.challenges
+        ch = book.get(challenge_id)
+        if ch is None:
+            raise ChallengeError(f"no challenge {challenge_id!r}")
+        if ch.state == PENDING:
+            why = self._refusal(ch, peer)
+            if why is not None:
+                self.counts["answer_refused"] = self.counts.get("answer_refused", 0) + 1
+                if peer is not None:
+                    book.refuse(ch, peer, verb, why)
+                raise AnswerRefused(why)
+        return (book.approve if verb == "approve" else book.reject)(challenge_id, approver=peer, note=note)
+
+    def _refusal(self, ch: Challenge, peer: Peer | None) -> str | None:
+        if peer is None:
+            return f"the process answering challenge {ch.id} cannot be identified (no peer pid)"
+        why = refusal(peer, ch.requester or Requester(), ch.id)
+        asked = ch.workload.container
+        if why is None and asked is not None:
+            mine = self.workload_of(peer.pid).container
+            if mine is not None and same_container(mine, asked):
+                why = f"pid {peer.pid} may not answer challenge {ch.id}: it runs in the asking container " + (
+                    asked.name or asked.id)
+        return why
 
     def challenge_decision(self, challenge_id: str) -> Decision | None:
         """The current decision of a challenge without waiting (None: unknown id)."""
@@ -225,8 +264,8 @@ class Decider:
 
 
 def _resolution_reason(ch: Challenge) -> str:
-    if ch.state == "approve":
-        return f"approved{' by ' + ch.by if ch.by else ''}"
-    if ch.state == "reject":
-        return f"rejected{' by ' + ch.by if ch.by else ''}"
+    if ch.state in ("approve", "reject"):
+        by = f" by {ch.by}" if ch.by else ""
+        note = f"; note {ch.note!r}" if ch.note else ""
+        return f"{'approved' if ch.state == 'approve' else 'rejected'}{by}{note}"
     return f"no answer before the timeout; fail {ch.fail} -> {ch.outcome}"

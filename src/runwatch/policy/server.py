@@ -7,10 +7,14 @@ Listeners (each a stdlib threading HTTP server, one thread per connection, keep-
   The caller's workload comes from the socket's peer credentials (SO_PEERCRED pid ->
   ``/proc`` exe and cgroup container); claims in the body (pid, container, exe) are ignored.
 * **control** unix socket (mode 0600, root only): everything above plus ``GET /v1/challenges``
-  and ``POST /v1/challenges/ID/approve`` / ``.../reject``. Workloads never get this socket,
-  so an agent cannot approve its own challenge.
+  and ``POST /v1/challenges/ID/approve`` / ``.../reject``. Workloads are not given this
+  socket, and an answer is refused (403) when its peer is the asking process, a descendant
+  of it or in its cgroup (:meth:`Decider.answer`). Who answered is the peer's credentials
+  (SO_PEERCRED uid/gid/pid, ``/proc`` exe and cgroup); the body's ``note`` (or legacy
+  ``by``) is kept as free text only.
 * optional **TCP** on 127.0.0.1:PORT for gateways: the decide API only; the gateway states
   the workload in the body (``container``, ``labels``, ``exe``, ``pid``) and is trusted to.
+  Its challenges have no proven requester pid: only the container rule guards their answers.
 
 ``POST /v1/decide`` body: ``{"tool": str, "args"?: any, "args_digest"?: str, "call_id"?: str,
 "agent"?: str, "wait"?: bool}`` (plus the TCP claims). ``args`` are never stored: only their
@@ -18,7 +22,8 @@ SHA-256 is recorded when no digest is given. Answer: :meth:`Decision.to_wire`
 (``verdict``, ``recorded``, ``policy``, ``rule``, ``reason``, ``mode``, ``fail``,
 ``latency_ns``, and ``challenge_id``/``timeout_s`` for a challenge). With ``"wait": true`` a
 challenge is answered only once resolved (long poll). Errors: ``{"error": "one line"}`` with
-400 (bad request), 403 (control call on a decide listener), 404, 409 (already resolved).
+400 (bad request), 403 (control call on a decide listener, or an answer from the asking
+workload), 404, 409 (already resolved).
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ import json
 import os
 import socket
 import socketserver
-import struct
 import threading
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -38,9 +42,10 @@ import msgspec
 
 from runwatch.events import Container
 from runwatch.listeners import BoundedThreads
-from runwatch.policy.challenges import ChallengeError
+from runwatch.policy.challenges import AnswerRefused, ChallengeError
 from runwatch.policy.decide import Decider
 from runwatch.policy.model import Workload
+from runwatch.policy.peers import Peer, Requester, peer_cred, peer_of, requester_of
 
 MAX_BODY = 1 << 20
 DEFAULT_DECIDE_SOCKET = "/run/runwatch/sdk/policy.sock"
@@ -52,15 +57,6 @@ class _HttpError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _peer_pid(sock: socket.socket) -> int | None:
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return None
-    pid, _uid, _gid = struct.unpack("3i", raw)
-    return pid or None
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
@@ -79,6 +75,7 @@ class _Handler(socketserver.StreamRequestHandler):
 
     server: _Listener
     _peer: Workload | None = None  # the unix peer's workload, resolved on first use
+    _requester: Requester | None = None  # the unix peer as a challenge's requester, with _peer
     path = ""
     headers: dict[str, str] = {}  # replaced per request, never mutated
     raw = b""
@@ -201,10 +198,11 @@ class _Handler(socketserver.StreamRequestHandler):
         elif method == "POST" and len(rest) == 3 and rest[0] == "challenges" and rest[2] in ("approve", "reject"):
             self._control()
             body = self._body()
-            by = body.get("by")
-            book = srv.decider.challenges
+            note = body.get("note", body.get("by"))
             try:
-                ch = (book.approve if rest[2] == "approve" else book.reject)(rest[1], str(by) if by else None)
+                ch = srv.decider.answer(rest[1], rest[2], self._answerer(), str(note) if note else None)
+            except AnswerRefused as exc:
+                raise _HttpError(403, str(exc)) from None
             except ChallengeError as exc:
                 raise _HttpError(404 if str(exc).startswith("no challenge") else 409, str(exc)) from None
             self._send(200, ch.to_dict())
@@ -215,6 +213,10 @@ class _Handler(socketserver.StreamRequestHandler):
         if not self.server.control:
             raise _HttpError(403, "challenge answers are only accepted on the control socket")
 
+    def _answerer(self) -> Peer | None:
+        """The control peer, read per answer: its /proc facts are checked when it answers."""
+        return peer_of(self.connection) if self.server.family == socket.AF_UNIX else None
+
     def _workload(self, body: dict[str, Any]) -> Workload:
         srv = self.server
         agent = body.get("agent")
@@ -224,8 +226,10 @@ class _Handler(socketserver.StreamRequestHandler):
             # per connection (keep-alive callers pay for /proc and cgroup lookups once).
             base = self._peer
             if base is None:
-                pid = _peer_pid(self.connection)
+                cred = peer_cred(self.connection)
+                pid = cred[0] if cred is not None else None
                 base = srv.decider.workload_of(pid, None) if pid is not None else Workload()
+                self._requester = requester_of(pid) if pid is not None else Requester()
                 self._peer = base
             return base if base.agent == agent else msgspec.structs.replace(base, agent=agent)
         container = None
@@ -252,8 +256,9 @@ class _Handler(socketserver.StreamRequestHandler):
             digest = "sha256:" + hashlib.sha256(canon.encode()).hexdigest()
         call_id = body.get("call_id")
         decider = self.server.decider
-        decision = decider.decide(self._workload(body), tool, digest,
-                                  call_id=str(call_id) if call_id is not None else None)
+        workload = self._workload(body)
+        decision = decider.decide(workload, tool, digest, call_id=str(call_id) if call_id is not None else None,
+                                  requester=self._requester)
         if decision.verdict == "challenge" and body.get("wait") is True and decision.challenge_id:
             decision = decider.await_challenge(decision.challenge_id)
         return decision.to_wire()
