@@ -9,7 +9,7 @@ from pathlib import Path
 from runwatch.events import AiInfo, Container, Event
 from runwatch.pipeline import Pipeline
 from runwatch.policy import Workload, load_policy_texts
-from runwatch.policy.challenges import ChallengeBook, ChallengeError
+from runwatch.policy.challenges import Challenge, ChallengeBook, ChallengeError
 from runwatch.policy.decide import Decider
 from runwatch.policy.source import DecisionBus, DecisionSource, decision_event
 from runwatch.store.sqlite import SqliteStore, query_events
@@ -175,3 +175,22 @@ def test_decision_events_are_stored_through_the_pipeline(tmp_path: Path) -> None
     assert {e.container.name for e in stored if e.container} == {"strict-23"}
     assert all(e.decision is not None and e.decision.latency_ns for e in stored)
     assert sorted(e.tool_call.call_id or "" for e in stored if e.tool_call) == sorted(f"c{i}" for i in range(23))
+
+
+def test_an_answer_is_recorded_before_the_waiting_caller_is_released() -> None:
+    recorded: list[str] = []
+
+    def slow_record(ch: Challenge) -> None:
+        time.sleep(0.3)  # a slow store: the caller must not run ahead of its decision event
+        recorded.append(ch.state)
+
+    book = ChallengeBook(on_resolve=slow_record)
+    ch = book.open(policy_id="p", rule="tools.challenge:x", tool="x", workload=Workload(), timeout_ns=23 * 10**9,
+                   mode="enforce", fail="closed")
+    seen: list[list[str]] = []
+    waiter = threading.Thread(target=lambda: (book.wait(ch.id), seen.append(list(recorded))))
+    waiter.start()
+    time.sleep(0.05)
+    book.reject(ch.id)
+    waiter.join(5)
+    assert seen == [["reject"]]

@@ -12,7 +12,7 @@ deadline, :meth:`ChallengeBook.expire_due` (polled by the decision source) or an
 
 Thread safety: every method may be called from any thread; one lock guards the book and
 one condition wakes waiters. ``on_resolve`` runs outside the lock, once per challenge, in
-the thread that resolved it.
+the thread that resolved it, before its waiters wake.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from runwatch.policy.model import Workload
 from runwatch.policy.peers import Peer, Requester
 
 PENDING = "pending"
+_RECORD_WAIT_S = 5.0
 RESOLUTIONS = ("approve", "reject", "timeout")
 MAX_REFUSED = 16
 """Refused answers kept per challenge (later ones are only counted)."""
@@ -133,10 +134,14 @@ class ChallengeBook:
             self._resolved.popitem(last=False)
 
     def _notify(self, resolved: list[Challenge]) -> None:
+        # The outcome is recorded before its waiter is woken, so a decision event never
+        # trails what the released caller does next.
         for ch in resolved:
-            ch.done.set()
-            if self.on_resolve is not None:
-                self.on_resolve(ch)
+            try:
+                if self.on_resolve is not None:
+                    self.on_resolve(ch)
+            finally:
+                ch.done.set()
 
     def _answer(self, cid: str, state: str, approver: Peer | None, note: str | None) -> Challenge:
         expired = self._collect_due()
@@ -190,6 +195,8 @@ class ChallengeBook:
             if time.monotonic_ns() >= ch.deadline_ns:
                 self.expire_due()
             break
+        if ch.state != PENDING:
+            ch.done.wait(_RECORD_WAIT_S)  # resolved by another thread that is still recording it
         return ch
 
     def _collect_due(self) -> list[Challenge]:
