@@ -88,7 +88,7 @@ def test_enforcer_close_destroys_cgroup_links_still_attached():
         enf = EnforceObject()
         links = enf.attach_cgroup(cgroup)
         assert len(links) == 5
-        assert len(enf.packet_links) == 2 and enf.packet_problem is None
+        assert len(enf.syscall_links) == 2 and enf.syscall_problem is None
         assert _links(_fds()) - _links(before) == 5 + 2 + (1 if enf.exec_link else 0)
         enf.close()
         assert _new_since(before) == {}

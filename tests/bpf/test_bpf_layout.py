@@ -103,8 +103,8 @@ def test_sensor_program_table_is_the_object_spec():
 def test_enforcer_program_names_are_declared():
     assert bpfobj.EGRESS_PROGRAMS == ("enf_connect4", "enf_connect6", "enf_sendmsg4", "enf_sendmsg6",
                                       "enf_sock_create")
-    assert bpfobj.PACKET_PROGRAMS == ("enf_sys_enter", "enf_uring_socket")
-    assert {*bpfobj.EGRESS_PROGRAMS, *bpfobj.PACKET_PROGRAMS, bpfobj.EXEC_PROGRAM} == {
+    assert bpfobj.SYSCALL_PROGRAMS == ("enf_sys_enter", "enf_uring_socket")
+    assert {*bpfobj.EGRESS_PROGRAMS, *bpfobj.SYSCALL_PROGRAMS, bpfobj.EXEC_PROGRAM} == {
         p.name for p in bpfobj.SPEC.programs}
 
 

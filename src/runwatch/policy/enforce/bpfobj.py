@@ -27,8 +27,11 @@ from runwatch.bpf.spec import MapDecl, ObjectSpec, ProgramDecl
 from runwatch.policy.enforce.spec import EnforcementError
 
 ENF_OFF, ENF_MONITOR, ENF_ENFORCE = 0, 1, 2
-HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4, HOOK_SENDMSG6, HOOK_EXEC, HOOK_SOCKET, HOOK_PACKET = 1, 2, 3, 4, 5, 6, 7
+HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4, HOOK_SENDMSG6, HOOK_EXEC = 1, 2, 3, 4, 5
+HOOK_SOCKET, HOOK_PACKET, HOOK_MAP_EXEC = 6, 7, 8
 SOCK_RAW_BIT, SOCK_PACKET_BIT = 1, 2
+WHY_DENIED, WHY_LOADER, WHY_NO_PATH = 1, 2, 3
+EXEC_ALLOWLIST_BIT = 1
 V_DENY, V_WOULD_DENY, V_KILL, V_WOULD_KILL = 1, 2, 3, 4
 MAX_PORTS = 16
 EXEC_PROGRAM = "enf_exec"
@@ -41,7 +44,7 @@ class CgCfg(ctypes.Structure):
     """Mirrors struct enf_cg_cfg."""
 
     _fields_ = [("egress", ctypes.c_uint32), ("kill", ctypes.c_uint32), ("sockets", ctypes.c_uint32),
-                ("pad", ctypes.c_uint32)]
+                ("exec_flags", ctypes.c_uint32)]
 
 
 class AllowKey(ctypes.Structure):
@@ -84,7 +87,7 @@ class EnfRecord(ctypes.Structure):
         ("comm", ctypes.c_char * 16),
         ("family", ctypes.c_uint16),
         ("stype", ctypes.c_uint16),
-        ("pad", ctypes.c_uint32),
+        ("why", ctypes.c_uint32),
     ]
 
 
@@ -132,8 +135,9 @@ SPEC = ObjectSpec(
 
 EGRESS_PROGRAMS: tuple[str, ...] = tuple(p.name for p in SPEC.programs
                                          if p.prog_type in ("cgroup_sock_addr", "cgroup_sock"))
-PACKET_PROGRAMS = ("enf_sys_enter", "enf_uring_socket")
-"""Host-wide programs that kill a policed task asking for an AF_PACKET socket."""
+SYSCALL_PROGRAMS = ("enf_sys_enter", "enf_uring_socket")
+"""Host-wide programs that kill a policed task asking for an AF_PACKET socket or mapping a
+stopped executable (the ELF loader's way to run a program without exec)."""
 """The programs :meth:`EnforceObject.attach_cgroup` attaches, in declaration order."""
 
 
@@ -158,7 +162,7 @@ class EnforceObject:
             self._obj.close()
             raise EnforcementError(f"the kernel refused the enforcement programs: {exc.strerror}") from exc
         self._lock = threading.Lock()
-        self._modes: dict[int, tuple[int, int, int]] = {}
+        self._modes: dict[int, tuple[int, int, int, int]] = {}
         self._cfg_fd = self._obj.map_fd("cg_cfg")
         self._allow_fd = self._obj.map_fd("allow")
         self._kill_fd = self._obj.map_fd("kill_set")
@@ -167,8 +171,8 @@ class EnforceObject:
         self.ring = RingReader(self._obj.map_fd("decisions"), RING_BYTES)
         self.exec_link = 0
         self.exec_problem: str | None = None
-        self.packet_links: list[int] = []
-        self.packet_problem: str | None = None
+        self.syscall_links: list[int] = []
+        self.syscall_problem: str | None = None
         try:
             self.exec_link = self._obj.attach(EXEC_PROGRAM)
         except LibbpfError as exc:
@@ -185,7 +189,7 @@ class EnforceObject:
         links: list[int] = []
         try:
             with self._lock:
-                self._attach_packet_hooks()
+                self._attach_syscall_hooks()
                 for name in EGRESS_PROGRAMS:
                     try:
                         links.append(self._obj.attach_cgroup(name, fd))
@@ -196,14 +200,20 @@ class EnforceObject:
             os.close(fd)  # the links hold their own reference to the cgroup
         return links
 
-    def _attach_packet_hooks(self) -> None:
-        if self.packet_links or self.packet_problem:
+    def attach_syscall_hooks(self) -> str | None:
+        """Attach :data:`SYSCALL_PROGRAMS` (once); returns what failed, or None."""
+        with self._lock:
+            self._attach_syscall_hooks()
+            return self.syscall_problem
+
+    def _attach_syscall_hooks(self) -> None:
+        if self.syscall_links or self.syscall_problem:
             return
-        for name in PACKET_PROGRAMS:
+        for name in SYSCALL_PROGRAMS:
             try:
-                self.packet_links.append(self._obj.attach(name))
+                self.syscall_links.append(self._obj.attach(name))
             except LibbpfError as exc:
-                self.packet_problem = f"attach of {name} failed: {exc.strerror}"
+                self.syscall_problem = f"attach of {name} failed: {exc.strerror}"
 
     def detach(self, links: list[int]) -> None:
         """Destroy links made by :meth:`attach_cgroup` (the list is emptied)."""
@@ -214,19 +224,19 @@ class EnforceObject:
     # -- maps ---------------------------------------------------------------------------
 
     def set_mode(self, cgid: int, *, egress: int | None = None, kill: int | None = None,
-                 sockets: int | None = None) -> None:
-        """Set the egress and/or kill mode of a policy cgroup, and the socket kinds (SOCK_*_BIT) its
-        egress allows (ENF_OFF removes its entry when both modes are off)."""
+                 sockets: int | None = None, exec_flags: int | None = None) -> None:
+        """Set the egress and/or kill mode of a policy cgroup, the socket kinds (SOCK_*_BIT) its
+        egress allows and its EXEC_*_BIT flags (ENF_OFF removes its entry when both modes are off)."""
         with self._lock:
-            old = self._modes.get(cgid, (ENF_OFF, ENF_OFF, 0))
+            old = self._modes.get(cgid, (ENF_OFF, ENF_OFF, 0, 0))
             new = (old[0] if egress is None else egress, old[1] if kill is None else kill,
-                   old[2] if sockets is None else sockets)
+                   old[2] if sockets is None else sockets, old[3] if exec_flags is None else exec_flags)
             key = ctypes.c_uint64(cgid)
             if new[:2] == (ENF_OFF, ENF_OFF):
                 self._modes.pop(cgid, None)
                 lib().bpf_map_delete_elem(self._cfg_fd, ctypes.byref(key))
                 return
-            val = CgCfg(*new, 0)
+            val = CgCfg(*new)
             self._update(self._cfg_fd, key, val, "cg_cfg")
             self._modes[cgid] = new
 
@@ -240,10 +250,10 @@ class EnforceObject:
         with self._lock:
             lib().bpf_map_delete_elem(self._allow_fd, ctypes.byref(key))
 
-    def kill_put(self, key: KillKey) -> None:
-        """Add an executable to the kill set."""
+    def kill_put(self, key: KillKey, why: int = WHY_DENIED) -> None:
+        """Add an executable to the kill set, with why it is stopped (WHY_*)."""
         with self._lock:
-            self._update(self._kill_fd, key, ctypes.c_uint32(1), "kill_set")
+            self._update(self._kill_fd, key, ctypes.c_uint32(why), "kill_set")
 
     def kill_delete(self, key: KillKey) -> None:
         """Remove an executable from the kill set."""
@@ -281,7 +291,7 @@ class EnforceObject:
         """Detach the exec program and every cgroup link still attached, then free the object."""
         with self._lock:
             self.exec_link = 0
-            self.packet_links = []
+            self.syscall_links = []
             if self._obj.ptr:
                 self.ring.close()
                 self._obj.close()

@@ -186,7 +186,7 @@ class Enforcers:
         if self._obj is not None:
             for rec in self._obj.drain():
                 d = None
-                if rec.hook == B.HOOK_EXEC:
+                if rec.hook in (B.HOOK_EXEC, B.HOOK_MAP_EXEC):
                     d = self._kill.decision(rec) if self._kill is not None else None
                 elif self._egress is not None:
                     d = self._egress.decision(rec)

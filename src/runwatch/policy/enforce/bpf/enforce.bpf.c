@@ -8,7 +8,11 @@
  * Enforce denies (the syscall fails with EPERM); monitor allows and reports would_deny.
  *
  * Kill: tp_btf/sched_process_exec (attached once, host-wide) sends SIGKILL to a task
- * whose new executable (inode, device) is listed in kill_set for its policy cgroup.
+ * whose new executable (inode, device) is listed in kill_set for its policy cgroup, and,
+ * under an exec allow list, to one executing a file on no mounted path (a memfd). The
+ * same set is checked when a file is mapped executable (mmap/mprotect with PROT_EXEC,
+ * from tp_btf/sys_enter): that is how the ELF loader run as a program
+ * (ld.so /usr/bin/dash) maps its target, without an exec.
  *
  * Sockets: cgroup/sock_create (on the same cgroups as egress) refuses raw IP sockets
  * unless the policy allows them. AF_PACKET sockets pass no cgroup hook, so the process
@@ -34,6 +38,17 @@
 #define NR_IA32_SOCKETCALL 102
 #define SYS_SOCKET 1        /* socketcall's call number for socket() */
 #define TS_COMPAT 0x0002    /* thread_info.status: a 32-bit syscall is running */
+#define NR_MMAP 9
+#define NR_MPROTECT 10
+#define NR_PKEY_MPROTECT 329
+#define NR_IA32_OLD_MMAP 90
+#define NR_IA32_MPROTECT 125
+#define NR_IA32_MMAP2 192
+#define PROT_EXEC 0x4
+#define MAP_ANONYMOUS 0x20
+/* kern_mount()ed mounts (shm_mnt of memfd, pipes, anon inodes) carry MNT_NS_INTERNAL,
+ * ERR_PTR(-EINVAL): no mount namespace can reach them. */
+#define MAX_ERRNO 4095
 
 /* Keep the record type in the object's BTF for the layout check. */
 struct enf_record *_enf_record __attribute__((unused));
@@ -97,9 +112,9 @@ static __always_inline struct enf_cg_cfg *find_cfg(__u64 *policy_cgid)
 	return NULL;
 }
 
-static __always_inline void emit_sock(__u64 start, __u64 policy_cgid, __u32 hook, __u32 verdict,
+static __always_inline void emit_full(__u64 start, __u64 policy_cgid, __u32 hook, __u32 verdict,
 				      const __u8 *addr, __u16 port, __u16 proto, __u64 ino, __u32 dev,
-				      __u16 family, __u16 stype)
+				      __u16 family, __u16 stype, __u32 why)
 {
 	struct enf_record *r = bpf_ringbuf_reserve(&decisions, sizeof(*r), 0);
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -127,7 +142,7 @@ static __always_inline void emit_sock(__u64 start, __u64 policy_cgid, __u32 hook
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 	r->family = family;
 	r->stype = stype;
-	r->pad = 0;
+	r->why = why;
 	r->latency_ns = r->ts - start;
 	bpf_ringbuf_submit(r, 0);
 }
@@ -135,7 +150,19 @@ static __always_inline void emit_sock(__u64 start, __u64 policy_cgid, __u32 hook
 static __always_inline void emit(__u64 start, __u64 policy_cgid, __u32 hook, __u32 verdict,
 				 const __u8 *addr, __u16 port, __u16 proto, __u64 ino, __u32 dev)
 {
-	emit_sock(start, policy_cgid, hook, verdict, addr, port, proto, ino, dev, 0, 0);
+	emit_full(start, policy_cgid, hook, verdict, addr, port, proto, ino, dev, 0, 0, 0);
+}
+
+static __always_inline void emit_sock(__u64 start, __u64 policy_cgid, __u32 hook, __u32 verdict,
+				      __u16 proto, __u16 family, __u16 stype)
+{
+	emit_full(start, policy_cgid, hook, verdict, NULL, 0, proto, 0, 0, family, stype, 0);
+}
+
+static __always_inline void emit_exec(__u64 start, __u64 policy_cgid, __u32 hook, __u32 verdict,
+				      __u64 ino, __u32 dev, __u32 why)
+{
+	emit_full(start, policy_cgid, hook, verdict, NULL, 0, 0, ino, dev, 0, 0, why);
 }
 
 /* 1 = allowed (or no policy), 0 = denied in enforce mode. */
@@ -224,12 +251,10 @@ int enf_sock_create(struct bpf_sock *sk)
 	if (!cfg || cfg->egress == ENF_OFF || (cfg->sockets & ENF_SOCK_RAW))
 		return 1;
 	if (cfg->egress == ENF_ENFORCE) {
-		emit_sock(start, policy_cgid, ENF_HOOK_SOCKET, ENF_DENY, NULL, 0, sk->protocol, 0, 0,
-			  sk->family, sk->type);
+		emit_sock(start, policy_cgid, ENF_HOOK_SOCKET, ENF_DENY, sk->protocol, sk->family, sk->type);
 		return 0;
 	}
-	emit_sock(start, policy_cgid, ENF_HOOK_SOCKET, ENF_WOULD_DENY, NULL, 0, sk->protocol, 0, 0,
-		  sk->family, sk->type);
+	emit_sock(start, policy_cgid, ENF_HOOK_SOCKET, ENF_WOULD_DENY, sk->protocol, sk->family, sk->type);
 	return 1;
 }
 
@@ -248,13 +273,119 @@ static __always_inline int packet_check(int family, int type, int protocol)
 		return 0;
 	if (cfg->egress == ENF_ENFORCE) {
 		bpf_send_signal(SIGKILL);
-		emit_sock(start, policy_cgid, ENF_HOOK_PACKET, ENF_KILL, NULL, 0, (__u16)protocol, 0, 0,
-			  AF_PACKET, type & SOCK_TYPE_MASK);
+		emit_sock(start, policy_cgid, ENF_HOOK_PACKET, ENF_KILL, (__u16)protocol, AF_PACKET, type & SOCK_TYPE_MASK);
 	} else {
-		emit_sock(start, policy_cgid, ENF_HOOK_PACKET, ENF_WOULD_KILL, NULL, 0, (__u16)protocol, 0, 0,
-			  AF_PACKET, type & SOCK_TYPE_MASK);
+		emit_sock(start, policy_cgid, ENF_HOOK_PACKET, ENF_WOULD_KILL, (__u16)protocol, AF_PACKET,
+			  type & SOCK_TYPE_MASK);
 	}
 	return 0;
+}
+
+/* The verdict on a file being executed or mapped executable by a policed task: the
+ * kill_set reason for its inode, else ENF_WHY_NO_PATH for a pathless file under an
+ * allow list, else 0 (let it run). */
+static __always_inline __u32 exec_why(struct enf_cg_cfg *cfg, __u64 policy_cgid, struct file *f,
+				      struct enf_kill_key *key)
+{
+	struct mount *m;
+	__u32 *why;
+
+	key->cgid = policy_cgid;
+	key->ino = BPF_CORE_READ(f, f_inode, i_ino);
+	key->dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+	key->pad = 0;
+	why = bpf_map_lookup_elem(&kill_set, key);
+	if (why)
+		return *why;
+	if (!(cfg->exec_flags & ENF_EXEC_ALLOWLIST))
+		return 0;
+	m = container_of(BPF_CORE_READ(f, f_path.mnt), struct mount, mnt);
+	{
+		void *ns = BPF_CORE_READ(m, mnt_ns);
+
+		if (!ns || (unsigned long)ns >= (unsigned long)-MAX_ERRNO)
+			return ENF_WHY_NO_PATH;
+	}
+	return 0;
+}
+
+static __always_inline int stop_exec(struct enf_cg_cfg *cfg, __u64 policy_cgid, __u64 start, __u32 hook,
+				     struct file *f)
+{
+	struct enf_kill_key key = {};
+	__u32 why;
+
+	if (!f)
+		return 0;
+	why = exec_why(cfg, policy_cgid, f, &key);
+	if (!why)
+		return 0;
+	if (cfg->kill == ENF_ENFORCE) {
+		bpf_send_signal(SIGKILL);
+		emit_exec(start, policy_cgid, hook, ENF_KILL, key.ino, key.dev, why);
+	} else {
+		emit_exec(start, policy_cgid, hook, ENF_WOULD_KILL, key.ino, key.dev, why);
+	}
+	return 0;
+}
+
+static __always_inline struct file *fd_file(int fd)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct file **fds = BPF_CORE_READ(t, files, fdt, fd);
+	struct file *f = NULL;
+
+	if (fd < 0 || fd >= (int)BPF_CORE_READ(t, files, fdt, max_fds))
+		return NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]))
+		return NULL;
+	return f;
+}
+
+struct vma_file {
+	struct file *file;
+};
+
+static long vma_file_cb(struct task_struct *task, struct vm_area_struct *vma, void *data)
+{
+	struct vma_file *out = data;
+
+	out->file = BPF_CORE_READ(vma, vm_file);
+	return 0;
+}
+
+/* mmap(PROT_EXEC) of a file (fd), or mprotect(PROT_EXEC) of a file-backed mapping (addr). */
+static __always_inline int map_exec_check(bool protect, __u64 prot, __u64 flags, __u64 fd_or_addr)
+{
+	__u64 start = bpf_ktime_get_ns();
+	__u64 policy_cgid = 0;
+	struct enf_cg_cfg *cfg;
+	struct vma_file vf = {};
+
+	if (!(prot & PROT_EXEC) || (!protect && (flags & MAP_ANONYMOUS)))
+		return 0;
+	cfg = find_cfg(&policy_cgid);
+	if (!cfg || cfg->kill == ENF_OFF)
+		return 0;
+	if (!protect)
+		return stop_exec(cfg, policy_cgid, start, ENF_HOOK_MAP_EXEC, fd_file((int)fd_or_addr));
+	bpf_find_vma(bpf_get_current_task_btf(), fd_or_addr, vma_file_cb, &vf, 0);
+	return stop_exec(cfg, policy_cgid, start, ENF_HOOK_MAP_EXEC, vf.file);
+}
+
+/* The same for a 32-bit task: mmap2, the old mmap (its arguments in memory), mprotect. */
+static __always_inline int map_exec_compat(long id, struct pt_regs *regs)
+{
+	__u32 args[6];
+
+	if (id == NR_IA32_MMAP2)
+		return map_exec_check(false, BPF_CORE_READ(regs, dx), BPF_CORE_READ(regs, si),
+				      (__u32)BPF_CORE_READ(regs, di));
+	if (id == NR_IA32_MPROTECT)
+		return map_exec_check(true, BPF_CORE_READ(regs, dx), 0, (__u32)BPF_CORE_READ(regs, bx));
+	if (bpf_probe_read_user(args, sizeof(args), (const void *)(unsigned long)(__u32)BPF_CORE_READ(regs, bx)))
+		return 0;
+	return map_exec_check(false, args[2], args[3], args[4]);
 }
 
 SEC("tp_btf/sys_enter")
@@ -263,9 +394,25 @@ int BPF_PROG(enf_sys_enter, struct pt_regs *regs, long id)
 	struct task_struct *t;
 	__u32 args[3];
 
+	switch (id) { /* the cheap test every other syscall of the host takes */
+	case NR_MMAP: case NR_MPROTECT: case NR_PKEY_MPROTECT: case NR_SOCKET:
+	case NR_IA32_OLD_MMAP: case NR_IA32_MPROTECT: case NR_IA32_MMAP2:
+	case NR_IA32_SOCKET: case NR_IA32_SOCKETCALL:
+		break;
+	default:
+		return 0;
+	}
+	t = bpf_get_current_task_btf();
+	if (t->thread_info.status & TS_COMPAT) {
+		if (id == NR_IA32_MMAP2 || id == NR_IA32_MPROTECT || id == NR_IA32_OLD_MMAP)
+			return map_exec_compat(id, regs);
+	} else if (id == NR_MMAP) {
+		return map_exec_check(false, BPF_CORE_READ(regs, dx), BPF_CORE_READ(regs, r10), BPF_CORE_READ(regs, r8));
+	} else if (id == NR_MPROTECT || id == NR_PKEY_MPROTECT) {
+		return map_exec_check(true, BPF_CORE_READ(regs, dx), 0, BPF_CORE_READ(regs, di));
+	}
 	if (id != NR_SOCKET && id != NR_IA32_SOCKET && id != NR_IA32_SOCKETCALL)
 		return 0;
-	t = bpf_get_current_task_btf();
 	if (!(t->thread_info.status & TS_COMPAT)) {
 		if (id != NR_SOCKET)
 			return 0;
@@ -298,22 +445,10 @@ int BPF_PROG(enf_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 	__u64 start = bpf_ktime_get_ns();
 	__u64 policy_cgid = 0;
 	struct enf_cg_cfg *cfg = find_cfg(&policy_cgid);
-	struct enf_kill_key key = {};
 
 	if (!cfg || cfg->kill == ENF_OFF)
 		return 0;
-	key.cgid = policy_cgid;
-	key.ino = BPF_CORE_READ(bprm, file, f_inode, i_ino);
-	key.dev = BPF_CORE_READ(bprm, file, f_inode, i_sb, s_dev);
-	if (!bpf_map_lookup_elem(&kill_set, &key))
-		return 0;
-	if (cfg->kill == ENF_ENFORCE) {
-		bpf_send_signal(SIGKILL);
-		emit(start, policy_cgid, ENF_HOOK_EXEC, ENF_KILL, NULL, 0, 0, key.ino, key.dev);
-	} else {
-		emit(start, policy_cgid, ENF_HOOK_EXEC, ENF_WOULD_KILL, NULL, 0, 0, key.ino, key.dev);
-	}
-	return 0;
+	return stop_exec(cfg, policy_cgid, start, ENF_HOOK_EXEC, BPF_CORE_READ(bprm, file));
 }
 
 char LICENSE[] SEC("license") = "GPL";

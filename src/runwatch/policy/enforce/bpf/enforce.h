@@ -27,6 +27,19 @@ enum enf_hook {
 	ENF_HOOK_EXEC = 5,
 	ENF_HOOK_SOCKET = 6,   /* cgroup/sock_create: a raw IP socket */
 	ENF_HOOK_PACKET = 7,   /* socket(AF_PACKET) by syscall or io_uring: no hook can refuse it */
+	ENF_HOOK_MAP_EXEC = 8, /* mmap/mprotect with PROT_EXEC of a file (the ELF loader's way) */
+};
+
+/* Why an exec or executable mapping was stopped (enf_record.why; kill_set values). */
+enum enf_why {
+	ENF_WHY_DENIED = 1,    /* the file is a denied executable (exec.deny) */
+	ENF_WHY_LOADER = 2,    /* the ELF loader run as a program under an allow list */
+	ENF_WHY_NO_PATH = 3,   /* a file on no mounted path (memfd) under an allow list */
+};
+
+/* enf_cg_cfg.exec_flags bits. */
+enum enf_exec_bits {
+	ENF_EXEC_ALLOWLIST = 1, /* the policy has an exec allow list */
 };
 
 /* Socket kinds a policy may allow beyond ordinary TCP/UDP (enf_cg_cfg.sockets bits). */
@@ -48,7 +61,7 @@ struct enf_cg_cfg {
 	__u32 egress;  /* enum enf_mode */
 	__u32 kill;    /* enum enf_mode */
 	__u32 sockets; /* enum enf_socket_bits the policy allows */
-	__u32 pad;
+	__u32 exec_flags; /* enum enf_exec_bits */
 };
 
 /* Key of the egress allow LPM trie: the policy cgroup id (always matched in full: the
@@ -92,7 +105,7 @@ struct enf_record {
 	char comm[ENF_COMM_LEN];
 	__u16 family;      /* socket hooks: address family */
 	__u16 stype;       /* socket hooks: socket type (SOCK_RAW, ...) */
-	__u32 pad;
+	__u32 why;         /* exec and mapping hooks: enum enf_why */
 };
 
 #endif
