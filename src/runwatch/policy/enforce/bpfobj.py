@@ -3,7 +3,8 @@
 One :class:`EnforceObject` per process. It loads the object, attaches the host-wide exec
 program (``tp_btf/sched_process_exec``, the kill hook) and attaches the egress programs
 (four sock_addr hooks and ``cgroup/sock_create``) to a cgroup on request; the first such
-request also attaches the host-wide AF_PACKET hooks (``tp_btf/sys_enter``,
+request (or the first exec policy) also attaches the host-wide syscall hooks
+(``tp_btf/sys_enter``: AF_PACKET sockets and executable mappings;
 ``tp_btf/io_uring_submit_req``), which do nothing outside policed cgroups. Every
 attachment is a BPF *link* held only by this process's file descriptors (nothing is
 pinned), so the kernel detaches all of it when the process exits, even on SIGKILL: a dead
