@@ -104,7 +104,7 @@ def test_enforcer_program_names_are_declared():
     assert bpfobj.EGRESS_PROGRAMS == ("enf_connect4", "enf_connect6", "enf_sendmsg4", "enf_sendmsg6",
                                       "enf_sock_create")
     assert bpfobj.SYSCALL_PROGRAMS == ("enf_sys_enter", "enf_uring_socket")
-    assert {*bpfobj.EGRESS_PROGRAMS, *bpfobj.SYSCALL_PROGRAMS, bpfobj.EXEC_PROGRAM} == {
+    assert {*bpfobj.EGRESS_PROGRAMS, *bpfobj.SYSCALL_PROGRAMS, bpfobj.EXEC_PROGRAM, bpfobj.HOLD_PROGRAM} == {
         p.name for p in bpfobj.SPEC.programs}
 
 

@@ -183,6 +183,15 @@ class _Applied:
     container: Container
 
 
+@dataclass(frozen=True)
+class Bound:
+    """A container's policy as bound (see :meth:`ContainerPolicyStage.bind_held`)."""
+
+    target: CgroupTarget
+    policy: Policy
+    container: Container
+
+
 class ContainerPolicyStage:
     """Applies the selected policy to each container as it appears; see the module docstring.
 
@@ -203,6 +212,8 @@ class ContainerPolicyStage:
         self._applied: dict[int, _Applied] = {}  # cgroup id -> what is applied
         self._known: dict[str, tuple[Container, int]] = {}  # container id -> (container, cgroup id), bounded
         self._lock = threading.Lock()
+        self._binding: set[int] = set()  # cgroup ids being applied now (by either thread), under _bind_lock
+        self._bind_lock = threading.Lock()
         self._closed = False
         self._last_check = time.monotonic()
         self.counts = {"seen": 0, "applied": 0, "early": 0, "removed": 0, "failed": 0, "unselected": 0}
@@ -274,8 +285,14 @@ class ContainerPolicyStage:
             return
         runtime, cid, _pod = parsed
         cgid = int(e.attrs.get("cgroup_id", 0) or 0)
-        if cgid <= 0 or cgid in self._applied or cgid in self._pending:
-            return
+        if cgid <= 0 or cgid in self._pending or not self._claim(cgid):
+            return  # known already, or being bound by the hold binder (or bound)
+        try:
+            self._on_new_cgroup(e, path, runtime, cid, cgid)
+        finally:
+            self._unclaim(cgid)
+
+    def _on_new_cgroup(self, e: Event, path: str, runtime: str, cid: str, cgid: int) -> None:
         if any(p.cid == cid for p in self._pending.values()) or any(a.container.id == cid
                                                                     for a in self._applied.values()):
             return  # a nested cgroup of a container already handled
@@ -303,6 +320,9 @@ class ContainerPolicyStage:
     def _advance(self) -> None:
         now = time.monotonic()
         for cgid, pend in list(self._pending.items()):
+            if cgid in self._applied:
+                self._pending.pop(cgid, None)  # bound by the hold binder
+                continue
             found = runtime_state(pend.cid)
             if found is None:
                 if now - pend.since > PENDING_S or not pend.cgroup_dir.exists():
@@ -324,11 +344,80 @@ class ContainerPolicyStage:
             policy = self.policies.for_container(container, labels)
             if policy is None:
                 self.counts["unselected"] += 1
+                self.enforcers.release(cgid)
                 if pend.early_policy is not None:
                     self._drop(pend.cid)
                 continue
             target = CgroupTarget(id=pend.cid, cgroup_dir=pend.cgroup_dir, cgroup_id=cgid, init_pid=init_pid)
-            self._apply(target, policy, container, early=False)
+            if self._claim(cgid):
+                try:
+                    self._apply(target, policy, container, early=False)
+                finally:
+                    self._unclaim(cgid)
+
+    def _claim(self, cgid: int) -> bool:
+        with self._bind_lock:
+            if cgid in self._binding or cgid in self._applied:
+                return False
+            self._binding.add(cgid)
+            return True
+
+    def _unclaim(self, cgid: int) -> None:
+        with self._bind_lock:
+            self._binding.discard(cgid)
+
+    def bind_held(self, cgid: int, pid: int) -> Bound | None:
+        """Bind the policy of held cgroup ``cgid`` whose task ``pid`` is stopped at its exec
+        (called by :class:`~runwatch.policy.holds.HoldBinder` on its thread).
+
+        Returns what is applied there (also when the pipeline bound it first), or None when
+        no policy applies (not a container, a nested cgroup of one, unselected) or applying
+        failed (under ``fail: closed`` the container was killed). The kernel hold of the
+        cgroup is released in every case; continuing ``pid`` is the caller's."""
+        try:
+            return self._bind_held(cgid, pid)
+        finally:
+            self.enforcers.release(cgid)
+
+    def _bind_held(self, cgid: int, pid: int) -> Bound | None:
+        deadline = time.monotonic() + PENDING_S
+        while True:
+            if self._closed:
+                return None
+            a = self._applied.get(cgid)
+            if a is not None:
+                return Bound(a.target, a.policy, a.container)
+            if self._claim(cgid):
+                break
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.01)  # the pipeline is applying it now
+        try:
+            path = procfs.cgroup_path(pid)
+            parsed = parse_cgroup_path(path) if path else None
+            if parsed is None:
+                return None
+            runtime, cid, _pod = parsed
+            if any(a.container.id == cid for a in self._applied.values()):
+                return None  # a nested cgroup of a governed container: its policy covers it
+            found = runtime_state(cid)
+            while found is None and time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+                time.sleep(0.01)
+                found = runtime_state(cid)
+            init_pid, labels = found if found is not None else (pid, {})
+            container = Container(id=cid, runtime=runtime, name=_name_of(labels), cgroup=path)
+            policy = self.policies.for_container(container, labels)
+            if policy is None:
+                self.counts["unselected"] += 1
+                return None
+            self.counts["seen"] += 1
+            target = CgroupTarget(id=cid, cgroup_dir=self.cgroups.dir_of(path or "/"), cgroup_id=cgid,
+                                  init_pid=init_pid)
+            if not self._apply(target, policy, container, early=False):
+                return None
+            return Bound(target, policy, container)
+        finally:
+            self._unclaim(cgid)
 
     def _apply(self, target: CgroupTarget, policy: Policy, container: Container, *, early: bool) -> bool:
         who = f"{container.name} ({container.id})" if container.name else container.id
@@ -351,6 +440,7 @@ class ContainerPolicyStage:
                      "creation")
         else:
             self.counts["applied"] += 1
+            self.enforcers.release(target.cgroup_id)
             self._learn_hosts(policy, target.init_pid, who)
             self._applied[target.cgroup_id] = _Applied(target, policy, container)
             self._known[container.id] = (container, target.cgroup_id)

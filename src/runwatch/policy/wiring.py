@@ -28,6 +28,7 @@ from runwatch.events import DecisionInfo, Event
 from runwatch.host import cgroup_v2_if_any
 from runwatch.policy.apply import CommandCgroup, ContainerPolicyStage, RuleActionSink
 from runwatch.policy.enforce import EnforcementError, Enforcers, decision_event
+from runwatch.policy.holds import HoldBinder
 from runwatch.policy.model import PolicySet
 from runwatch.policy.runtime import PolicyRuntime, decide_socket_beside
 from runwatch.policy.server import DEFAULT_CONTROL_SOCKET
@@ -102,6 +103,7 @@ class SessionPolicy:
         self.enforcers: Enforcers | None = None
         self.applier: ContainerPolicyStage | None = None
         self.cmd_cgroup: CommandCgroup | None = None
+        self.holds: HoldBinder | None = None
 
     def _admission(self, pid: int, call_id: str | None, tool: str) -> DecisionInfo | None:
         decider = self.runtime.decider
@@ -137,10 +139,31 @@ class SessionPolicy:
             scope = self.cmd_cgroup.rel
         self.applier = ContainerPolicyStage(self.policies, self.enforcers, cgroups=cgroups, scope=scope,
                                             resolver=self.resolver, say=self.say)
+        if self.holds_containers:
+            self._start_holds(cgroups.id_of(scope or "/"))
         if scope is None:
             n = self.applier.scan_existing()
             if n:
                 self.say(f"{n} running container(s) checked against the policies")
+
+    @property
+    def holds_containers(self) -> bool:
+        """Whether new containers are held until bound: some container policy fails closed
+        (in monitor mode too, so what the entrypoint does first is recorded; see
+        :mod:`runwatch.policy.holds`)."""
+        return any(p.fail == "closed" and p.selector.needs_container
+                   and (p.egress is not None or p.exec is not None or p.files is not None) for p in self.policies)
+
+    def _start_holds(self, scope_cgid: int | None) -> None:
+        assert self.applier is not None and self.enforcers is not None
+        if scope_cgid is None:
+            self.say("new containers are not held until their policy is bound: the scope cgroup is gone")
+            return
+        self.holds = HoldBinder(self.applier, self.enforcers, say=self.say)
+        try:
+            self.holds.start(scope_cgid)
+        except EnforcementError as exc:
+            self.say(f"new containers are not held until their policy is bound: {exc}")
 
     def env(self) -> dict[str, str]:
         """Environment for the watched command (where its SDK asks, its fail default)."""
@@ -181,6 +204,9 @@ class SessionPolicy:
         problems (one line each). Idempotent."""
         errors: list[str] = []
         self.runtime.stop()
+        if self.holds is not None:
+            self.holds.close()  # tasks still stopped continue: nothing stays held
+            self.holds = None
         if self.applier is not None:
             self.applier.close()
         if self.enforcers is not None:
@@ -197,4 +223,6 @@ class SessionPolicy:
     def stats(self) -> dict[str, Any]:
         """Decision counts and per-container apply counts (for the run summary)."""
         return {"decisions": self.runtime.stats(),
-                "containers": self.applier.counts if self.applier is not None else {}}
+                "containers": self.applier.counts if self.applier is not None else {},
+                **({"holds": {**self.holds.counts, "max_hold_ms": round(self.holds.max_hold_ms, 1)}}
+                   if self.holds is not None else {})}

@@ -14,6 +14,6 @@ See docs/enforcement.md.
 """
 
 from runwatch.policy.enforce.facade import Enforcers
-from runwatch.policy.enforce.spec import Enforcement, EnforcementError, Target, decision_event
+from runwatch.policy.enforce.spec import Enforcement, EnforcementError, Hold, Target, decision_event
 
-__all__ = ["Enforcement", "EnforcementError", "Enforcers", "Target", "decision_event"]
+__all__ = ["Enforcement", "EnforcementError", "Enforcers", "Hold", "Target", "decision_event"]

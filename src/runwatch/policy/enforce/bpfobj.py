@@ -29,13 +29,14 @@ from runwatch.policy.enforce.spec import EnforcementError
 
 ENF_OFF, ENF_MONITOR, ENF_ENFORCE = 0, 1, 2
 HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4, HOOK_SENDMSG6, HOOK_EXEC = 1, 2, 3, 4, 5
-HOOK_SOCKET, HOOK_PACKET, HOOK_MAP_EXEC = 6, 7, 8
+HOOK_SOCKET, HOOK_PACKET, HOOK_MAP_EXEC, HOOK_HOLD = 6, 7, 8, 9
 SOCK_RAW_BIT, SOCK_PACKET_BIT = 1, 2
 WHY_DENIED, WHY_LOADER, WHY_NO_PATH = 1, 2, 3
 EXEC_ALLOWLIST_BIT = 1
-V_DENY, V_WOULD_DENY, V_KILL, V_WOULD_KILL = 1, 2, 3, 4
+V_DENY, V_WOULD_DENY, V_KILL, V_WOULD_KILL, V_HOLD = 1, 2, 3, 4, 5
 MAX_PORTS = 16
 EXEC_PROGRAM = "enf_exec"
+HOLD_PROGRAM = "enf_cgroup_mkdir"
 RING_BYTES = 1 << 20
 
 MODE_CODES = {"monitor": ENF_MONITOR, "enforce": ENF_ENFORCE}
@@ -121,6 +122,7 @@ SPEC = ObjectSpec(
         ProgramDecl("enf_sys_enter", "tp_btf/sys_enter", "tracing", "trace_raw_tp"),
         ProgramDecl("enf_uring_socket", "tp_btf/io_uring_submit_req", "tracing", "trace_raw_tp"),
         ProgramDecl(EXEC_PROGRAM, "tp_btf/sched_process_exec", "tracing", "trace_raw_tp"),
+        ProgramDecl(HOLD_PROGRAM, "tp_btf/cgroup_mkdir", "tracing", "trace_raw_tp"),
     ),
     maps=(
         MapDecl("decisions", "ringbuf", 0, 0, RING_BYTES),
@@ -128,6 +130,8 @@ SPEC = ObjectSpec(
         MapDecl("cg_cfg", "hash", 8, ctypes.sizeof(CgCfg), 4096),
         MapDecl("allow", "lpm_trie", ctypes.sizeof(AllowKey), ctypes.sizeof(AllowVal), 65536),
         MapDecl("kill_set", "hash", ctypes.sizeof(KillKey), 4, 16384),
+        MapDecl("hold_scope", "hash", 8, 4, 256),
+        MapDecl("held", "lru_hash", 8, 8, 8192),
         MapDecl(".bss", "array", 4, 2 * 8, 1),  # the two struct-pointer anchors that keep structs in BTF
     ),
     structs=LAYOUTS,
@@ -168,6 +172,9 @@ class EnforceObject:
         self._allow_fd = self._obj.map_fd("allow")
         self._kill_fd = self._obj.map_fd("kill_set")
         self._lost_fd = self._obj.map_fd("lost")
+        self._scope_fd = self._obj.map_fd("hold_scope")
+        self._held_fd = self._obj.map_fd("held")
+        self.hold_link = 0
         self._ncpu = possible_cpus()
         self.ring = RingReader(self._obj.map_fd("decisions"), RING_BYTES)
         self.exec_link = 0
@@ -261,6 +268,35 @@ class EnforceObject:
         with self._lock:
             lib().bpf_map_delete_elem(self._kill_fd, ctypes.byref(key))
 
+    def hold_scope_add(self, cgid: int) -> None:
+        """Hold the cgroups that tasks in cgroup ``cgid`` (or below) create from now on: their
+        first exec stops until :meth:`release`. Attaches the mkdir program on first use."""
+        with self._lock:
+            if not self.hold_link:
+                try:
+                    self.hold_link = self._obj.attach(HOLD_PROGRAM)
+                except LibbpfError as exc:
+                    raise EnforcementError(f"attach to tp_btf/cgroup_mkdir failed: {exc.strerror}") from exc
+            self._update(self._scope_fd, ctypes.c_uint64(cgid), ctypes.c_uint32(1), "hold_scope")
+
+    def hold_scope_remove(self, cgid: int) -> None:
+        """Stop holding what tasks in ``cgid`` create (cgroups held already stay held)."""
+        with self._lock:
+            lib().bpf_map_delete_elem(self._scope_fd, ctypes.byref(ctypes.c_uint64(cgid)))
+
+    def is_held(self, cgid: int) -> bool:
+        """Whether cgroup ``cgid`` is held (its policy not bound yet)."""
+        val = ctypes.c_uint64(0)
+        with self._lock:
+            rc: int = lib().bpf_map_lookup_elem(self._held_fd, ctypes.byref(ctypes.c_uint64(cgid)),
+                                                ctypes.byref(val))
+        return rc == 0
+
+    def release(self, cgid: int) -> None:
+        """Let execs in cgroup ``cgid`` run (its policy is bound, or none applies)."""
+        with self._lock:
+            lib().bpf_map_delete_elem(self._held_fd, ctypes.byref(ctypes.c_uint64(cgid)))
+
     def _update(self, fd: int, key: ctypes._CData, val: ctypes._CData, name: str) -> None:
         rc = lib().bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(val), 0)
         if rc < 0:
@@ -291,7 +327,7 @@ class EnforceObject:
     def close(self) -> None:
         """Detach the exec program and every cgroup link still attached, then free the object."""
         with self._lock:
-            self.exec_link = 0
+            self.exec_link = self.hold_link = 0
             self.syscall_links = []
             if self._obj.ptr:
                 self.ring.close()

@@ -21,7 +21,9 @@ Thread safety: ``apply``/``remove`` may be called from any thread.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +34,7 @@ from runwatch.policy.enforce import bpfobj as B
 from runwatch.policy.enforce.egress import EgressEnforcer, Resolver, getaddrinfo_resolver
 from runwatch.policy.enforce.fanotify import FanotifyEnforcer
 from runwatch.policy.enforce.kill import KillEnforcer
-from runwatch.policy.enforce.spec import Enforcement, EnforcementError, Target
+from runwatch.policy.enforce.spec import Enforcement, EnforcementError, Hold, Target, mono_to_wall_ns
 from runwatch.policy.model import Policy
 
 
@@ -58,6 +60,8 @@ class Enforcers:
         self._lock = threading.Lock()
         self.dispatched = 0
         self.callback_errors = 0
+        self.holds = 0
+        self.on_hold: Callable[[Hold], None] | None = None
 
     def start(self) -> Enforcers:
         """Load and start everything available; returns self."""
@@ -133,6 +137,7 @@ class Enforcers:
         """Counters: decisions dispatched, callback errors, kernel records lost, fanotify answers."""
         return {"dispatched": self.dispatched, "callback_errors": self.callback_errors,
                 "lost": self._obj.lost() if self._obj is not None else 0, "fanotify_answered": self._fan.answered,
+                "holds": self.holds,
                 "problems": list(self.problems)}
 
     def stop(self) -> None:
@@ -145,6 +150,7 @@ class Enforcers:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        self.on_hold = None  # tasks held from now on are continued at once
         self._flush()
         if self._egress is not None:
             self._egress.close()
@@ -181,12 +187,54 @@ class Enforcers:
                 with contextlib.suppress(EnforcementError):
                     self._egress.refresh()
 
+    def hold(self, scope_cgid: int, on_hold: Callable[[Hold], None]) -> None:
+        """Hold every cgroup that tasks in cgroup ``scope_cgid`` (or below) create from now on:
+        the first exec in it is stopped and passed to ``on_hold`` (on the dispatcher thread;
+        keep it short) until :meth:`release` of that cgroup. Raises EnforcementError when
+        the kernel part is unavailable."""
+        if self._obj is None:
+            raise EnforcementError("holding new cgroups needs the enforcement programs: " +
+                                   ("; ".join(self.problems) or "not started"))
+        if not self._obj.exec_link:
+            raise EnforcementError(f"holding new cgroups needs the exec hook: {self._obj.exec_problem}")
+        self.on_hold = on_hold
+        self._obj.hold_scope_add(scope_cgid)
+
+    def unhold(self, scope_cgid: int) -> None:
+        """Stop holding the cgroups ``scope_cgid`` creates (held ones stay until released)."""
+        if self._obj is not None:
+            self._obj.hold_scope_remove(scope_cgid)
+
+    def is_held(self, cgid: int) -> bool:
+        """Whether cgroup ``cgid`` is held (its first exec would stop)."""
+        return self._obj is not None and self._obj.is_held(cgid)
+
+    def release(self, cgid: int) -> None:
+        """Let execs in cgroup ``cgid`` run from now on (tasks already stopped need SIGCONT)."""
+        if self._obj is not None:
+            self._obj.release(cgid)
+
+    def _held(self, rec: B.EnfRecord) -> None:
+        h = Hold(pid=int(rec.pid), cgroup_id=int(rec.policy_cgid), ino=int(rec.ino), dev=int(rec.dev),
+                 time_ns=mono_to_wall_ns(rec.ts))
+        self.holds += 1
+        if self.on_hold is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(h.pid, signal.SIGCONT)  # nobody binds it: never leave a task stopped
+            return
+        try:
+            self.on_hold(h)
+        except Exception:
+            self.callback_errors += 1
+
     def _flush(self) -> None:
         out: list[Enforcement] = []
         if self._obj is not None:
             for rec in self._obj.drain():
                 d = None
-                if rec.hook in (B.HOOK_EXEC, B.HOOK_MAP_EXEC):
+                if rec.hook == B.HOOK_HOLD:
+                    self._held(rec)
+                elif rec.hook in (B.HOOK_EXEC, B.HOOK_MAP_EXEC):
                     d = self._kill.decision(rec) if self._kill is not None else None
                 elif self._egress is not None:
                     d = self._egress.decision(rec)

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 from runwatch.host import procfs
 from runwatch.host.mounts import read_mountinfo
+from runwatch.policy.enforce.execrules import ExecIndex, literal_keys
 from runwatch.policy.enforce.paths import resolve_in_root, target_cgroup, within
 from runwatch.policy.enforce.spec import Enforcement, EnforcementError, Target, Verdict
 from runwatch.policy.model import Policy, first_match, is_glob, path_match
@@ -57,11 +58,6 @@ _SKIP_FS = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", 
                       "debugfs", "securityfs", "pstore", "configfs", "fusectl", "binfmt_misc"})
 _SYS_OPEN, _SYS_CREAT, _SYS_OPENAT, _SYS_OPENAT2 = 2, 85, 257, 437  # x86-64
 _CACHE_MAX = 65536
-LOADERS: tuple[str, ...] = (
-    "/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1",
-    "/lib/ld-musl-x86_64.so.1", "/lib/ld-musl-aarch64.so.1",
-)
-"""ELF interpreters: execve opens them with exec intent too, so an exec allow list admits them."""
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
@@ -123,8 +119,7 @@ class _Group:
     protect_keys: dict[Key, int] = field(default_factory=dict)  # literal protected file -> index
     reader_keys: list[set[Key]] = field(default_factory=list)  # per protect index
     immutable_keys: dict[Key, str] = field(default_factory=dict)
-    exec_deny_keys: dict[Key, str] = field(default_factory=dict)
-    exec_allow_keys: dict[Key, str] = field(default_factory=dict)
+    exec_index: ExecIndex | None = None
     exec_skip: set[Key] = field(default_factory=set)  # handled by the BPF kill hook
     files: dict[Key, _FileClass] = field(default_factory=dict)
     execs: dict[Key, tuple[str, str, str]] = field(default_factory=dict)  # verdict, rule, path
@@ -183,22 +178,14 @@ class FanotifyEnforcer:
         try:
             if files is not None:
                 for i, prot in enumerate(files.protect):
-                    group.reader_keys.append(self._keys(root, prot.readers, notices, "reader"))
+                    group.reader_keys.append(literal_keys(root, prot.readers, notices, "reader"))
                     for key in self._mark_paths(fd, root, prot.path, notices):
                         group.protect_keys[key] = i
                 for pattern in files.immutable:
                     for key in self._mark_paths(fd, root, pattern, notices):
                         group.immutable_keys[key] = pattern
             if exe is not None:
-                for pattern in exe.deny:
-                    for key in self._keys(root, (pattern,), notices, "exec.deny"):
-                        group.exec_deny_keys[key] = pattern
-                for pattern in exe.allow or ():
-                    for key in self._keys(root, (pattern,), notices, "exec.allow"):
-                        group.exec_allow_keys[key] = pattern
-                if exe.allow is not None:
-                    for key in self._keys(root, LOADERS, [], "loader"):
-                        group.exec_allow_keys.setdefault(key, "(ELF interpreter)")
+                group.exec_index = ExecIndex.build(exe, root, notices)
                 self._mark_mounts(fd, target.init_pid)
         except BaseException:
             os.close(fd)
@@ -235,21 +222,6 @@ class FanotifyEnforcer:
         os.close(self._wake_w)
 
     # -- apply helpers ------------------------------------------------------------------
-
-    @staticmethod
-    def _keys(root: str, patterns: tuple[str, ...], notices: list[str], what: str) -> set[Key]:
-        """Inodes of the literal (non-glob) patterns in the container's view."""
-        keys: set[Key] = set()
-        for pattern in patterns:
-            if is_glob(pattern) or pattern.endswith("/"):
-                continue
-            try:
-                st = os.stat(resolve_in_root(root, pattern))
-            except OSError as exc:
-                notices.append(f"{what} {pattern}: not found in the container ({exc.strerror})")
-                continue
-            keys.add((st.st_dev, st.st_ino))
-        return keys
 
     @staticmethod
     def _mark_paths(fd: int, root: str, pattern: str, notices: list[str]) -> set[Key]:
@@ -452,27 +424,13 @@ class FanotifyEnforcer:
         return answer, (out, rule, reason, path, None, None)
 
     def _exec_verdict(self, group: _Group, efd: int, key: Key) -> tuple[str, str, str]:
-        rules = group.policy.exec
-        assert rules is not None
+        assert group.exec_index is not None
         path = _readlink(f"/proc/self/fd/{efd}") or "?"
-        if key in group.exec_deny_keys:
-            out = ("deny", f"exec.deny:{group.exec_deny_keys[key]}", path)
-        else:
-            hit = first_match(rules.deny, path)
-            if hit is not None:
-                out = ("deny", f"exec.deny:{hit}", path)
-            elif rules.allow is None:
-                out = ("allow", "exec.unlisted", path)
-            elif key in group.exec_allow_keys:
-                out = ("allow", f"exec.allow:{group.exec_allow_keys[key]}", path)
-            else:
-                hit = first_match(rules.allow, path)
-                out = ("allow", f"exec.allow:{hit}", path) if hit is not None else ("deny", "exec.default", path)
+        out = (*group.exec_index.verdict(path, key), path)
         if len(group.execs) > _CACHE_MAX:
             group.execs.clear()
         group.execs[key] = out
         return out
-
 
 def _readlink(path: str) -> str | None:
     try:

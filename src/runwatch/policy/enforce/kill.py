@@ -4,7 +4,7 @@ For every policy with exec rules, the ``kill_set`` map holds, under the containe
 id, the (inode, device) of:
 
 * each literal ``exec.deny`` path, resolved in the container's view (``WHY_DENIED``);
-* the ELF loaders (:data:`~runwatch.policy.enforce.fanotify.LOADERS`) unless the allow list
+* the ELF loaders (:data:`~runwatch.policy.enforce.execrules.LOADERS`) unless the allow list
   names them (``WHY_LOADER``): run as a program (``ld.so /usr/bin/dash``) the loader
   opens its target with a plain read, which no exec check sees.
 
@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 
 from runwatch.policy.enforce import bpfobj as B
-from runwatch.policy.enforce.fanotify import LOADERS
+from runwatch.policy.enforce.execrules import LOADERS
 from runwatch.policy.enforce.paths import check_not_own, resolve_in_root
 from runwatch.policy.enforce.spec import Enforcement, EnforcementError, Target, Verdict, mono_to_wall_ns
 from runwatch.policy.model import Policy, first_match, is_glob

@@ -44,6 +44,19 @@ class Target(Protocol):
 
 
 @dataclass(frozen=True)
+class Hold:
+    """A task the kernel stopped (SIGSTOP) at its exec because its cgroup's policy is not
+    bound yet: ``cgroup_id`` the held cgroup, ``ino``/``dev`` the executed file (``dev`` in
+    the kernel's encoding), ``time_ns`` wall-clock ns."""
+
+    pid: int
+    cgroup_id: int
+    ino: int
+    dev: int
+    time_ns: int
+
+
+@dataclass(frozen=True)
 class Enforcement:
     """One decision a kernel enforcer made, ready to become a ``policy.decision`` event.
 

@@ -19,7 +19,13 @@
  * asking for one is killed before the syscall returns (tp_btf/sys_enter for socket(),
  * the 32-bit socket() and socketcall(), tp_btf/io_uring_submit_req for IORING_OP_SOCKET).
  *
- * Every deny/would_deny/kill/would_kill is one struct enf_record in the `decisions`
+ * Hold: for a policy set that fails closed, tp_btf/cgroup_mkdir puts each cgroup created
+ * by a task inside a hold scope (hold_scope: cgroup ids; the watched command's cgroup, or
+ * the root for a host-wide watch) into `held`; the first exec in a held cgroup is stopped
+ * (SIGSTOP, before its first instruction) and reported, until userspace has bound the
+ * container's policy, deleted the entry and continued (or killed) the task.
+ *
+ * Every deny/would_deny/kill/would_kill/hold is one struct enf_record in the `decisions`
  * ring buffer; a failed reservation is counted in `lost`.
  */
 #include "vmlinux.h"
@@ -30,6 +36,7 @@
 #include "enforce.h"
 
 #define SIGKILL 9
+#define SIGSTOP 19
 #define AF_PACKET 17
 #define SOCK_RAW 3
 #define SOCK_TYPE_MASK 0xf
@@ -87,6 +94,20 @@ struct {
 	__type(key, struct enf_kill_key);
 	__type(value, __u32);
 } kill_set SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u64);
+	__type(value, __u32);
+} hold_scope SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, __u64);
+} held SEC(".maps");
 
 /* The policy for the current task: its own cgroup id, else the deepest ancestor with an
  * entry. Returns NULL (no policy: allow) when none matches. */
@@ -439,13 +460,48 @@ int BPF_PROG(enf_uring_socket, struct io_kiocb *req)
 	return packet_check(BPF_CORE_READ(sock, domain), BPF_CORE_READ(sock, type), BPF_CORE_READ(sock, protocol));
 }
 
+/* Whether the current task (the creator of a cgroup) runs inside a hold scope. */
+static __always_inline bool in_hold_scope(void)
+{
+	__u64 id = bpf_get_current_cgroup_id();
+
+	if (bpf_map_lookup_elem(&hold_scope, &id))
+		return true;
+	for (int level = ENF_MAX_LEVEL; level >= 0; level--) {
+		id = bpf_get_current_ancestor_cgroup_id(level);
+		if (id && bpf_map_lookup_elem(&hold_scope, &id))
+			return true;
+	}
+	return false;
+}
+
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(enf_cgroup_mkdir, struct cgroup *cgrp, const char *path)
+{
+	__u64 id, ts;
+
+	if (!in_hold_scope())
+		return 0;
+	id = BPF_CORE_READ(cgrp, kn, id);
+	ts = bpf_ktime_get_ns();
+	bpf_map_update_elem(&held, &id, &ts, BPF_ANY);
+	return 0;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(enf_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	__u64 start = bpf_ktime_get_ns();
-	__u64 policy_cgid = 0;
-	struct enf_cg_cfg *cfg = find_cfg(&policy_cgid);
+	__u64 policy_cgid = bpf_get_current_cgroup_id();
+	struct enf_cg_cfg *cfg;
 
+	if (bpf_map_lookup_elem(&held, &policy_cgid)) {
+		bpf_send_signal(SIGSTOP);
+		emit(start, policy_cgid, ENF_HOOK_HOLD, ENF_HOLD, NULL, 0, 0,
+		     BPF_CORE_READ(bprm, file, f_inode, i_ino), BPF_CORE_READ(bprm, file, f_inode, i_sb, s_dev));
+		return 0;
+	}
+	cfg = find_cfg(&policy_cgid);
 	if (!cfg || cfg->kill == ENF_OFF)
 		return 0;
 	return stop_exec(cfg, policy_cgid, start, ENF_HOOK_EXEC, BPF_CORE_READ(bprm, file));

@@ -28,6 +28,7 @@ enum enf_hook {
 	ENF_HOOK_SOCKET = 6,   /* cgroup/sock_create: a raw IP socket */
 	ENF_HOOK_PACKET = 7,   /* socket(AF_PACKET) by syscall or io_uring: no hook can refuse it */
 	ENF_HOOK_MAP_EXEC = 8, /* mmap/mprotect with PROT_EXEC of a file (the ELF loader's way) */
+	ENF_HOOK_HOLD = 9,     /* the first exec in a cgroup whose policy is not bound yet: stopped */
 };
 
 /* Why an exec or executable mapping was stopped (enf_record.why; kill_set values). */
@@ -54,6 +55,7 @@ enum enf_verdict {
 	ENF_WOULD_DENY = 2,
 	ENF_KILL = 3,
 	ENF_WOULD_KILL = 4,
+	ENF_HOLD = 5,          /* SIGSTOPped until userspace binds the policy and continues it */
 };
 
 /* Value of the cg_cfg hash, keyed by the cgroup v2 id a policy was applied to. */
