@@ -186,7 +186,8 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
     With --policy, CMD runs in its own cgroup under the policy selected for its executable,
     each container it starts gets the policy selected by its name or labels before its
     entrypoint runs (under fail: closed the kernel holds the container's first exec until
-    the policy is bound; fail: open binds it as soon as the runtime records it), tool calls are decided on the policy socket next to the SDK socket
+    the policy is bound; fail: open binds it as soon as the runtime records it), tool calls
+    are decided on the policy socket next to the SDK socket
     (RUNWATCH_POLICY_SOCKET is set for CMD), and every decision is stored and the denying
     ones printed live.
 

@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from runwatch.bpf.pins import stale_dirs
 from runwatch.enrich.containers import ContainerResolver
 from runwatch.events import DecisionInfo, Event
 from runwatch.host import cgroup_v2_if_any
@@ -145,6 +146,13 @@ class SessionPolicy:
             n = self.applier.scan_existing()
             if n:
                 self.say(f"{n} running container(s) checked against the policies")
+            for stale in self.enforcers.adopt():
+                self.say(f"adopted the enforcement a crashed runwatch (pid {stale.pid}) left pinned on "
+                         f"{len(stale.cgroups())} cgroup(s): released, this run's policies govern them now")
+        else:
+            for stale in stale_dirs():
+                self.say(f"a crashed runwatch (pid {stale.pid}) left fail-closed enforcement pinned on "
+                         f"{len(stale.cgroups())} cgroup(s) ({stale.dir}); runwatch watch adopts it")
 
     @property
     def holds_containers(self) -> bool:

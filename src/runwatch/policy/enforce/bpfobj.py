@@ -19,10 +19,12 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 from pathlib import Path
 
 from runwatch.bpf.libbpf import LibbpfError, lib, possible_cpus
 from runwatch.bpf.object import BpfObject
+from runwatch.bpf.pins import PinDir, cgroup_pin_name
 from runwatch.bpf.ringbuf import RingReader
 from runwatch.bpf.spec import MapDecl, ObjectSpec, ProgramDecl
 from runwatch.policy.enforce.spec import EnforcementError
@@ -46,7 +48,7 @@ class CgCfg(ctypes.Structure):
     """Mirrors struct enf_cg_cfg."""
 
     _fields_ = [("egress", ctypes.c_uint32), ("kill", ctypes.c_uint32), ("sockets", ctypes.c_uint32),
-                ("exec_flags", ctypes.c_uint32)]
+                ("exec_flags", ctypes.c_uint32), ("guard", ctypes.c_uint32)]
 
 
 class AllowKey(ctypes.Structure):
@@ -131,6 +133,7 @@ SPEC = ObjectSpec(
         MapDecl("allow", "lpm_trie", ctypes.sizeof(AllowKey), ctypes.sizeof(AllowVal), 65536),
         MapDecl("kill_set", "hash", ctypes.sizeof(KillKey), 4, 16384),
         MapDecl("hold_scope", "hash", 8, 4, 256),
+        MapDecl("heartbeat", "array", 4, 8, 1),
         MapDecl("held", "lru_hash", 8, 8, 8192),
         MapDecl(".bss", "array", 4, 2 * 8, 1),  # the two struct-pointer anchors that keep structs in BTF
     ),
@@ -167,14 +170,17 @@ class EnforceObject:
             self._obj.close()
             raise EnforcementError(f"the kernel refused the enforcement programs: {exc.strerror}") from exc
         self._lock = threading.Lock()
-        self._modes: dict[int, tuple[int, int, int, int]] = {}
+        self._modes: dict[int, tuple[int, int, int, int, int]] = {}
         self._cfg_fd = self._obj.map_fd("cg_cfg")
         self._allow_fd = self._obj.map_fd("allow")
         self._kill_fd = self._obj.map_fd("kill_set")
         self._lost_fd = self._obj.map_fd("lost")
         self._scope_fd = self._obj.map_fd("hold_scope")
         self._held_fd = self._obj.map_fd("held")
+        self._beat_fd = self._obj.map_fd("heartbeat")
         self.hold_link = 0
+        self.pins = PinDir()
+        self._cg_links: dict[str, list[tuple[str, int]]] = {}  # cgroup dir -> (program, link)
         self._ncpu = possible_cpus()
         self.ring = RingReader(self._obj.map_fd("decisions"), RING_BYTES)
         self.exec_link = 0
@@ -204,6 +210,7 @@ class EnforceObject:
                     except LibbpfError as exc:
                         self._obj.destroy(links)
                         raise EnforcementError(f"attaching {name} to {cgroup_dir} failed: {exc.strerror}") from exc
+                self._cg_links[str(cgroup_dir)] = list(zip(EGRESS_PROGRAMS, links, strict=True))
         finally:
             os.close(fd)  # the links hold their own reference to the cgroup
         return links
@@ -224,23 +231,66 @@ class EnforceObject:
                 self.syscall_problem = f"attach of {name} failed: {exc.strerror}"
 
     def detach(self, links: list[int]) -> None:
-        """Destroy links made by :meth:`attach_cgroup` (the list is emptied)."""
+        """Destroy links made by :meth:`attach_cgroup`, pinned or not (the list is emptied)."""
         with self._lock:
+            for link in links:
+                self.pins.unpin(link)
+            gone = set(links)
+            for cg, named in list(self._cg_links.items()):
+                if any(link in gone for _, link in named):
+                    del self._cg_links[cg]
             self._obj.destroy(links)
             links.clear()
+
+    # -- fail closed beyond this process -----------------------------------------------
+
+    def guard(self, cgid: int, cgroup_dir: Path, cgroup: str) -> None:
+        """Make policy cgroup ``cgid`` (``cgroup``, its v2 path) fail closed beyond this process:
+        its links and the host-wide exec and syscall hooks are pinned, and its tasks are
+        killed at their next system call once :meth:`beat` stops. Raises EnforcementError."""
+        problem = self.attach_syscall_hooks()
+        if problem:
+            raise EnforcementError(f"cannot fail closed beyond runwatch: {problem}")
+        with self._lock:
+            try:
+                if self.exec_link:
+                    self.pins.pin(self.exec_link, EXEC_PROGRAM)
+                for name, link in zip(SYSCALL_PROGRAMS, self.syscall_links, strict=False):
+                    self.pins.pin(link, name)
+                for name, link in self._cg_links.get(str(cgroup_dir), []):
+                    pin_name = cgroup_pin_name(cgroup, name) or f"cg-id={cgid}={name}"
+                    self.pins.pin(link, pin_name)
+            except LibbpfError as exc:
+                raise EnforcementError(f"cannot fail closed beyond runwatch: {exc.strerror}") from exc
+        self.set_mode(cgid, guard=1)
+        self.beat()
+
+    def unguard(self, cgid: int, cgroup_dir: Path) -> None:
+        """Undo :meth:`guard` for one cgroup (the host-wide pins stay until :meth:`close`)."""
+        self.set_mode(cgid, guard=0)
+        with self._lock:
+            for _, link in self._cg_links.get(str(cgroup_dir), []):
+                self.pins.unpin(link)
+
+    def beat(self, now_ns: int | None = None) -> None:
+        """Tell the guard runwatch is alive (``now_ns``: CLOCK_MONOTONIC ns; 0 turns it off)."""
+        val = ctypes.c_uint64(time.monotonic_ns() if now_ns is None else now_ns)
+        lib().bpf_map_update_elem(self._beat_fd, ctypes.byref(ctypes.c_uint32(0)), ctypes.byref(val), 0)
 
     # -- maps ---------------------------------------------------------------------------
 
     def set_mode(self, cgid: int, *, egress: int | None = None, kill: int | None = None,
-                 sockets: int | None = None, exec_flags: int | None = None) -> None:
+                 sockets: int | None = None, exec_flags: int | None = None, guard: int | None = None) -> None:
         """Set the egress and/or kill mode of a policy cgroup, the socket kinds (SOCK_*_BIT) its
-        egress allows and its EXEC_*_BIT flags (ENF_OFF removes its entry when both modes are off)."""
+        egress allows, its EXEC_*_BIT flags and its guard (ENF_OFF removes its entry when both
+        modes are off and it is not guarded)."""
         with self._lock:
-            old = self._modes.get(cgid, (ENF_OFF, ENF_OFF, 0, 0))
+            old = self._modes.get(cgid, (ENF_OFF, ENF_OFF, 0, 0, 0))
             new = (old[0] if egress is None else egress, old[1] if kill is None else kill,
-                   old[2] if sockets is None else sockets, old[3] if exec_flags is None else exec_flags)
+                   old[2] if sockets is None else sockets, old[3] if exec_flags is None else exec_flags,
+                   old[4] if guard is None else guard)
             key = ctypes.c_uint64(cgid)
-            if new[:2] == (ENF_OFF, ENF_OFF):
+            if new[:2] == (ENF_OFF, ENF_OFF) and not new[4]:
                 self._modes.pop(cgid, None)
                 lib().bpf_map_delete_elem(self._cfg_fd, ctypes.byref(key))
                 return
@@ -327,8 +377,10 @@ class EnforceObject:
     def close(self) -> None:
         """Detach the exec program and every cgroup link still attached, then free the object."""
         with self._lock:
+            self.pins.clear()  # a clean stop leaves nothing in force
             self.exec_link = self.hold_link = 0
             self.syscall_links = []
+            self._cg_links.clear()
             if self._obj.ptr:
                 self.ring.close()
                 self._obj.close()

@@ -11,9 +11,13 @@ responder's queue and calls ``on_decision`` with each :class:`Enforcement`, in a
 per source, never concurrently. A slow callback delays only other callbacks, never an
 enforcement answer. Kernel records lost to a full ring are counted in :meth:`stats`.
 
-Crash safety: cgroup programs are BPF links and fanotify marks belong to a group fd, both
-owned only by this process; when it exits (even by SIGKILL) the kernel detaches the
-programs, drops the marks and allows pending permission events.
+Crash safety follows each policy's ``fail``. Links and fanotify marks belong to this
+process; when it exits (even by SIGKILL) the kernel detaches the programs, drops the marks
+and allows pending permission events: ``fail: open`` policies lift. For an enforce-mode
+``fail: closed`` policy the links are pinned under bpffs (:mod:`runwatch.bpf.pins`) and a
+heartbeat thread tells the kernel runwatch is alive; once it stops for 2 s, every task of
+that policy's cgroups is killed at its next system call. :meth:`adopt` releases what a
+crashed runwatch left pinned. A clean :meth:`stop` unpins everything.
 
 Thread safety: ``apply``/``remove`` may be called from any thread.
 """
@@ -30,12 +34,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from runwatch.bpf.pins import StalePins, stale_dirs
 from runwatch.policy.enforce import bpfobj as B
 from runwatch.policy.enforce.egress import EgressEnforcer, Resolver, getaddrinfo_resolver
 from runwatch.policy.enforce.fanotify import FanotifyEnforcer
 from runwatch.policy.enforce.kill import KillEnforcer
+from runwatch.policy.enforce.paths import target_cgroup
 from runwatch.policy.enforce.spec import Enforcement, EnforcementError, Hold, Target, mono_to_wall_ns
 from runwatch.policy.model import Policy
+
+BEAT_S = 0.2
+"""How often guarded policies hear that runwatch is alive (the kernel gives up after 2 s)."""
 
 
 class Enforcers:
@@ -62,6 +71,8 @@ class Enforcers:
         self.callback_errors = 0
         self.holds = 0
         self.on_hold: Callable[[Hold], None] | None = None
+        self._guarded: dict[str, tuple[int, Path]] = {}  # target id -> (cgroup id, dir)
+        self._beater: threading.Thread | None = None
 
     def start(self) -> Enforcers:
         """Load and start everything available; returns self."""
@@ -110,12 +121,59 @@ class Enforcers:
         if notices and policy.fail == "closed" and any("not protected" in n for n in notices):
             self.remove(target.id)
             raise EnforcementError(f"policy {policy.id} (fail: closed) on {target.id}: {'; '.join(notices)}")
+        try:
+            self._guard(target, policy)
+        except EnforcementError:
+            self.remove(target.id)
+            raise
         with self._lock:
             self._applied[target.id] = policy
         return notices
 
+    def _guard(self, target: Target, policy: Policy) -> None:
+        """An enforce-mode ``fail: closed`` policy stays in force if runwatch dies (pinned links,
+        tasks killed once the heartbeat stops); any other policy goes with the process."""
+        if self._obj is None:
+            return
+        if policy.mode != "enforce" or policy.fail != "closed":
+            self._unguard(target.id)
+            return
+        try:
+            cgroup = target_cgroup(target.cgroup_dir)
+        except ValueError as exc:
+            raise EnforcementError(str(exc)) from exc
+        self._obj.guard(target.cgroup_id, target.cgroup_dir, cgroup)
+        with self._lock:
+            self._guarded[target.id] = (target.cgroup_id, target.cgroup_dir)
+            if self._beater is None:
+                self._beater = threading.Thread(target=self._beat, name="runwatch-heartbeat", daemon=True)
+                self._beater.start()
+
+    def _unguard(self, target_id: str) -> None:
+        with self._lock:
+            entry = self._guarded.pop(target_id, None)
+        if entry is not None and self._obj is not None:
+            self._obj.unguard(*entry)
+
+    def _beat(self) -> None:
+        """Heartbeat for guarded policies, on its own thread so nothing slow can delay it."""
+        while not self._stop.wait(BEAT_S):
+            obj = self._obj
+            if obj is not None:
+                obj.beat()
+
+    def adopt(self) -> list[StalePins]:
+        """Release what a crashed runwatch left pinned (call after this run applied its own
+        policies: its cgroups are then governed by this run, or by nothing). Returns what was
+        released."""
+        found = stale_dirs()
+        for stale in found:
+            stale.release()
+        return found
+
     def remove(self, target_id: str) -> None:
         """Stop enforcing on a target (links detached, map entries and marks dropped)."""
+        self._unguard(target_id)
         if self._egress is not None:
             self._egress.remove(target_id)
         if self._kill is not None:
@@ -150,6 +208,9 @@ class Enforcers:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self._beater is not None:
+            self._beater.join(timeout=5)
+            self._beater = None
         self.on_hold = None  # tasks held from now on are continued at once
         self._flush()
         if self._egress is not None:

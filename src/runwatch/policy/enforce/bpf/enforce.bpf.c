@@ -25,6 +25,12 @@
  * (SIGSTOP, before its first instruction) and reported, until userspace has bound the
  * container's policy, deleted the entry and continued (or killed) the task.
  *
+ * Guard: runwatch writes the time into `heartbeat` several times a second. When it is
+ * older than STALE_NS (runwatch died; its links to a fail: closed policy's cgroups are
+ * pinned, so these programs outlive it) every task of a guarded cgroup is killed at its
+ * next system call: what needs runwatch (file and exec checks) is gone, so nothing of the
+ * workload may go on unwatched. 0 in heartbeat turns the guard off.
+ *
  * Every deny/would_deny/kill/would_kill/hold is one struct enf_record in the `decisions`
  * ring buffer; a failed reservation is counted in `lost`.
  */
@@ -108,6 +114,15 @@ struct {
 	__type(key, __u64);
 	__type(value, __u64);
 } held SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} heartbeat SEC(".maps");
+
+#define STALE_NS (2ULL * 1000000000ULL)
 
 /* The policy for the current task: its own cgroup id, else the deepest ancestor with an
  * entry. Returns NULL (no policy: allow) when none matches. */
@@ -409,11 +424,30 @@ static __always_inline int map_exec_compat(long id, struct pt_regs *regs)
 	return map_exec_check(false, args[2], args[3], args[4]);
 }
 
+/* Whether runwatch stopped beating (it is gone, or stuck) while the guard is on. */
+static __always_inline bool supervisor_gone(void)
+{
+	__u32 zero = 0;
+	__u64 *beat = bpf_map_lookup_elem(&heartbeat, &zero);
+
+	return beat && *beat && bpf_ktime_get_ns() - *beat > STALE_NS;
+}
+
 SEC("tp_btf/sys_enter")
 int BPF_PROG(enf_sys_enter, struct pt_regs *regs, long id)
 {
 	struct task_struct *t;
 	__u32 args[3];
+
+	if (supervisor_gone()) {
+		__u64 cgid = 0;
+		struct enf_cg_cfg *cfg = find_cfg(&cgid);
+
+		if (cfg && cfg->guard) {
+			bpf_send_signal(SIGKILL);
+			return 0;
+		}
+	}
 
 	switch (id) { /* the cheap test every other syscall of the host takes */
 	case NR_MMAP: case NR_MPROTECT: case NR_PKEY_MPROTECT: case NR_SOCKET:

@@ -64,6 +64,7 @@ struct enf_cg_cfg {
 	__u32 kill;    /* enum enf_mode */
 	__u32 sockets; /* enum enf_socket_bits the policy allows */
 	__u32 exec_flags; /* enum enf_exec_bits */
+	__u32 guard;   /* 1: fail closed when runwatch is gone (see heartbeat in enforce.bpf.c) */
 };
 
 /* Key of the egress allow LPM trie: the policy cgroup id (always matched in full: the
