@@ -144,3 +144,24 @@ def test_a_file_bind_mounted_after_apply_is_covered(runc_container, enforcers, d
     assert c.exec(["/usr/bin/head", "/run/secrets/api-key"]).stdout == b"api-key-31\n"
     got = decisions.wait(lambda d: d.layer == "file" and d.verdict == "deny", 3)
     assert [(d.rule, d.target) for d in got] == [("files.protect:/run/secrets/", "/run/secrets/api-key")] * 3
+
+
+def test_a_tree_too_big_to_walk_is_covered_by_its_mount(  # type: ignore[no-untyped-def]
+        runc_container, enforcers, decisions, policy, monkeypatch):
+    from runwatch.policy.enforce import targets
+
+    monkeypatch.setattr(targets, "WALK_LIMIT", 5)
+    c = runc_container(name="imm-big")
+    c.start()
+    assert c.exec(["/bin/busybox", "sh", "-c", "mkdir -p /tmp/tree/a/b && for i in 1 2 3 4 5 6 7; do "
+                   "echo $i > /tmp/tree/a/b/f$i; done"]).returncode == 0
+    enforcers.apply(c, policy("id: imm-big\nmode: enforce\nfiles:\n  immutable: [/tmp/tree/]\n"))
+    script = ("for f in /tmp/tree/a/b/f3 /tmp/tree/a/b/f7 /tmp/tree/a/new; do echo x > $f; done; "
+              "echo free > /tmp/free; /bin/busybox cat /tmp/tree/a/b/f7 /tmp/free")
+    out = c.exec(["/bin/busybox", "sh", "-c", script])
+    assert out.stdout == b"7\nfree\n" and out.stderr.count(b"Operation not permitted") == 3, out.stderr
+    got = decisions.wait(lambda d: d.layer == "file", 3)
+    assert [(d.verdict, d.rule, d.target) for d in got] == [
+        ("deny", "files.immutable:/tmp/tree/", "/tmp/tree/a/b/f3"),
+        ("deny", "files.immutable:/tmp/tree/", "/tmp/tree/a/b/f7"),
+        ("deny", "files.immutable:/tmp/tree/", "/tmp/tree/a/new")]

@@ -277,6 +277,9 @@ class FanotifyEnforcer:
             except (TargetError, OSError) as exc:
                 if not strict:
                     continue
+                if not os.path.exists(f"/proc/{group.pid}"):
+                    raise EnforcementError(f"container {group.target_id} ended while its policy "
+                                           f"{group.policy.id!r} was applied") from None
                 why = str(exc) if isinstance(exc, TargetError) else f"fanotify refuses it ({exc.strerror})"
                 files = group.policy.files
                 where = (files.source_of(t.rule) if files is not None else "") or group.policy.source

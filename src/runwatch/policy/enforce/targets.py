@@ -13,6 +13,10 @@ container's own mount table) and returns a :class:`MarkPlan`:
   directory *mount* at or below the directory a mount mark (anything created later inside
   it, at any depth). The walk crosses into mounts, so files bind-mounted into the directory
   (whose dentries have another parent, which a directory mark never sees) get inode marks.
+* a tree of more than :data:`WALK_LIMIT` entries (``/usr/lib/``) is not walked: the mount
+  holding the directory gets a mount mark instead (every open on that mount is then
+  classified by path, at any depth), plus the mounts below it and inode marks on the files
+  bind-mounted there. Applying stays fast; opens elsewhere on that mount pay the responder.
 
 Nothing is marked here and nothing is opened but directories (listing them): a directory
 open raises no event on marks without ``FAN_ONDIR``, so planning never waits on a mark.
@@ -21,8 +25,12 @@ A pattern that cannot be covered raises :class:`TargetError` (one line).
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import os
+import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runwatch.host.mounts import Mount, visible
@@ -32,8 +40,8 @@ from runwatch.policy.model import is_glob, path_match
 PSEUDO_FS = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "bpf", "tracefs",
                        "debugfs", "securityfs", "pstore", "configfs", "fusectl", "binfmt_misc"})
 """Filesystems never walked or marked (no files a policy protects; some refuse marks)."""
-MAX_MARKS = 100_000
-"""Marks one pattern may need; the kernel's per-user budget (fs.fanotify.max_user_marks) is shared."""
+WALK_LIMIT = 2048
+"""Files and directories one pattern's walk may visit before its mount is marked instead."""
 
 Key = tuple[int, int]  # (st_dev, st_ino)
 
@@ -118,27 +126,66 @@ def _plan_tree(root: str, pattern: str, mounts: list[Mount]) -> MarkPlan:
     pseudo = {m.point for m in shown if m.fstype in PSEUDO_FS}
     if any(top.startswith(point.rstrip("/") + "/") for point in pseudo):
         raise TargetError(f"{directory} is on a pseudo filesystem (proc, sysfs, ...), which fanotify does not cover")
-    plan.mounts = [root + m.point for m in shown
-                   if m.fstype not in PSEUDO_FS and (m.point + "/").startswith(top) and os.path.isdir(root + m.point)]
+    below = [m for m in shown if m.fstype not in PSEUDO_FS and (m.point.rstrip("/") + "/").startswith(top)]
+    plan.mounts = [root + m.point for m in below if os.path.isdir(root + m.point)]
+    if not _walk(root, host_dir, plan, pseudo, {m.point for m in below}):
+        holder = max((m for m in shown if top.startswith(m.point.rstrip("/") + "/")), key=lambda m: len(m.point),
+                     default=None)
+        if holder is None:
+            raise TargetError(f"no mount of the container holds {directory}")
+        plan.dirs, plan.files = [], {}
+        plan.mounts.append(root + holder.point)
+        for m in below:  # bind-mounted files are mounts of their own
+            with contextlib.suppress(OSError):
+                st = os.stat(root + m.point)
+                if stat.S_ISREG(st.st_mode) and path_match(plan.match, m.point):
+                    plan.files[(st.st_dev, st.st_ino)] = root + m.point
+    return plan
+
+
+def _walk(root: str, host_dir: str, plan: MarkPlan, pseudo: set[str], points: set[str]) -> bool:
+    """Fill ``plan.dirs`` and ``plan.files`` from the tree at ``host_dir``; False past :data:`WALK_LIMIT`.
+
+    Cheap enough to run at every apply: entry types and inode numbers come from the
+    directory listing; only mount points (``points``, container paths) are stat'ed, since a
+    listing shows the dentry a mount covers, not what is mounted there.
+    """
+    match = _matcher(plan.match)
     stack = [host_dir.rstrip("/") or "/"]
+    seen = 0
     while stack:
         here = stack.pop()
         plan.dirs.append(here)
         try:
+            dev = os.stat(here).st_dev
             entries = list(os.scandir(here))
         except OSError:
             continue  # vanished or unreadable: its own mark still covers what appears later
+        seen += len(entries)
+        if seen > WALK_LIMIT:
+            return False
         for entry in entries:
+            inside = entry.path[len(root):]
             try:
-                st = entry.stat(follow_symlinks=False)
+                if inside in points:
+                    st = entry.stat(follow_symlinks=False)
+                    is_dir, is_file, key = stat.S_ISDIR(st.st_mode), stat.S_ISREG(st.st_mode), (st.st_dev, st.st_ino)
+                else:
+                    is_dir, is_file = entry.is_dir(follow_symlinks=False), entry.is_file(follow_symlinks=False)
+                    key = (dev, entry.inode())
             except OSError:
                 continue
-            inside = entry.path[len(root):]
-            if stat.S_ISDIR(st.st_mode):
+            if is_dir:
                 if inside not in pseudo:
                     stack.append(entry.path)
-            elif stat.S_ISREG(st.st_mode) and path_match(plan.match, inside):
-                plan.files[(st.st_dev, st.st_ino)] = entry.path
-        if len(plan.dirs) + len(plan.files) + len(plan.mounts) > MAX_MARKS:
-            raise TargetError(f"{pattern} covers more than {MAX_MARKS} files and directories; protect fewer")
-    return plan
+            elif is_file and match(inside):
+                plan.files[key] = entry.path
+    return True
+
+
+def _matcher(pattern: str) -> Callable[[str], bool]:
+    """:func:`path_match` for one pattern, compiled once."""
+    if not is_glob(pattern):
+        return (lambda p: p.startswith(pattern)) if pattern.endswith("/") else (lambda p: p == pattern)
+    rx = re.compile(fnmatch.translate(pattern))
+    return lambda p: rx.match(p) is not None
