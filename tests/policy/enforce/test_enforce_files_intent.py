@@ -95,3 +95,59 @@ def test_plain_opens_are_judged_by_their_flags(runc_container, enforcers, decisi
     got = decisions.wait(lambda d: d.layer == "file", 3)
     assert [(d.verdict, d.write, d.reason) for d in got] == [
         ("deny", True, "open for writing of an immutable path")] * 3
+
+
+WAYS = inspect.getsource(uring) + """
+import ctypes, os, struct, sys
+path = sys.argv[1]
+os.symlink(path, "/tmp/link")
+os.link(path, "/tmp/hard")
+
+def openat2(p, flags):
+    how = ctypes.create_string_buffer(struct.pack("=QQQ", flags, 0, 0), 24)
+    fd = ctypes.CDLL(None, use_errno=True).syscall(437, -100, p.encode(), how, 24)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "openat2")
+    return fd
+
+def uring_openat2(p, flags):
+    ring = Ring()
+    buf = ctypes.create_string_buffer(p.encode())
+    how = ctypes.create_string_buffer(struct.pack("=QQQ", flags, 0, 0), 24)
+    res = ring.submit(OP_OPENAT2, AT_FDCWD, ctypes.addressof(buf), length=24, off=ctypes.addressof(how))
+    if res < 0:
+        raise OSError(-res, "io_uring openat2")
+    return res
+
+ways = {
+    "symlink": lambda f: os.open("/tmp/link", f),
+    "hard-link": lambda f: os.open("/tmp/hard", f),
+    "dotdot": lambda f: os.open("/tmp/../tmp/./config", f),
+    "proc-root": lambda f: os.open("/proc/self/root" + path, f),
+    "o-path-reopen": lambda f: os.open(f"/proc/self/fd/{os.open(path, os.O_PATH)}", f),
+    "openat2": lambda f: openat2(path, f),
+    "io_uring-openat2": lambda f: uring_openat2(path, f),
+}
+for name, way in ways.items():
+    for mode, flags in (("write", os.O_WRONLY), ("read", os.O_RDONLY)):
+        try:
+            os.close(way(flags))
+            print(name, mode, "opened")
+        except OSError as e:
+            print(name, mode, "errno", e.errno)
+"""
+
+
+def test_other_ways_to_write_an_immutable_file_are_denied(runc_container, enforcers, decisions, policy):  # type: ignore[no-untyped-def]
+    c = _start(runc_container, "imm-ways")
+    enforcers.apply(c, policy(_immutable("enforce", "closed")))
+    out = c.exec([str(c.rootfs.python), "-c", WAYS, CONFIG])
+    names = ["symlink", "hard-link", "dotdot", "proc-root", "o-path-reopen", "openat2"]
+    assert out.stdout.decode().splitlines() == [
+        *[line for n in names for line in (f"{n} write errno 1", f"{n} read opened")],
+        "io_uring-openat2 write errno 1", "io_uring-openat2 read errno 1"], out.stderr
+    assert c.exec(["/bin/busybox", "cat", CONFIG]).stdout == b"kept-37"
+    got = decisions.wait(lambda d: d.layer == "file", 8)
+    assert [(d.verdict, d.write, d.target) for d in got] == [
+        ("deny", True, CONFIG), ("deny", True, "/tmp/hard"), *[("deny", True, CONFIG)] * 4,
+        ("deny", None, CONFIG), ("deny", None, CONFIG)]

@@ -165,3 +165,30 @@ def test_a_tree_too_big_to_walk_is_covered_by_its_mount(  # type: ignore[no-unty
         ("deny", "files.immutable:/tmp/tree/", "/tmp/tree/a/b/f3"),
         ("deny", "files.immutable:/tmp/tree/", "/tmp/tree/a/b/f7"),
         ("deny", "files.immutable:/tmp/tree/", "/tmp/tree/a/new")]
+
+
+def test_a_directory_bind_mounted_after_apply_is_covered_at_any_depth(  # type: ignore[no-untyped-def]
+        runc_container, enforcers, decisions, policy, tmp_path):
+    c = runc_container(name="sec-hotplug-dir", secrets={"db-password": PASSWORD})
+    c.start()
+    volume = tmp_path / "serviceaccount"
+    (volume / "..2026_12_04").mkdir(parents=True)
+    (volume / "..2026_12_04" / "token").write_bytes(b"sa-token-59\n")
+    (volume / "token").symlink_to("..2026_12_04/token")
+    assert c.exec(["/bin/busybox", "mkdir", "/run/secrets/sa"]).returncode == 0
+    enforcers.apply(c, policy(_protect("/run/secrets/", "enforce", "'/usr/bin/head'")))
+    before = enforcers.stats()["fanotify_rescans"]
+    bind_into(c.init_pid, str(volume), "/run/secrets/sa")
+    deadline = time.monotonic() + 5
+    while enforcers.stats()["fanotify_rescans"] == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # The volume is updated the way the kubelet does it: a new timestamped directory.
+    (volume / "..2026_12_05").mkdir()
+    (volume / "..2026_12_05" / "token").write_bytes(b"sa-token-61\n")
+    out = c.exec(["/bin/busybox", "sh", "-c", "for f in /run/secrets/sa/token /run/secrets/sa/..2026_12_05/token; "
+                  "do /bin/busybox cat $f; done; /usr/bin/head /run/secrets/sa/..2026_12_05/token"])
+    assert out.stdout == b"sa-token-61\n" and out.stderr.count(b"Operation not permitted") == 2, out.stderr
+    got = decisions.wait(lambda d: d.layer == "file" and d.verdict == "deny", 2)
+    assert [(d.rule, d.target) for d in got] == [
+        ("files.protect:/run/secrets/", "/run/secrets/sa/..2026_12_04/token"),
+        ("files.protect:/run/secrets/", "/run/secrets/sa/..2026_12_05/token")]

@@ -53,19 +53,22 @@ def _flags_write(flags: int) -> bool:
     return bool(flags & O_ACCMODE) or bool(flags & O_TRUNC)
 
 
-def _io_worker(tid: int) -> bool:
-    """Whether ``tid`` is an io_uring worker thread (unknown counts as one)."""
+def _io_worker(tid: int) -> bool | None:
+    """Whether ``tid`` is an io_uring worker thread (None: it cannot be read, e.g. gone)."""
     try:
         with open(f"/proc/{tid}/stat", "rb") as f:
             flags = int(f.read().rsplit(b")", 1)[1].split()[6])
     except (OSError, ValueError, IndexError):
-        return True
+        return None
     return bool(flags & PF_IO_WORKER)
 
 
 def open_intent(tid: int) -> OpenIntent:
     """The intent of the open that thread ``tid`` is blocked in (see the module docstring)."""
-    if _io_worker(tid):
+    worker = _io_worker(tid)
+    if worker is None:
+        return OpenIntent(None, "unreadable")
+    if worker:
         return OpenIntent(None, "an io_uring worker")
     try:
         with open(f"/proc/{tid}/syscall", "rb") as f:

@@ -146,9 +146,9 @@ def _plan_tree(root: str, pattern: str, mounts: list[Mount]) -> MarkPlan:
 def _walk(root: str, host_dir: str, plan: MarkPlan, pseudo: set[str], points: set[str]) -> bool:
     """Fill ``plan.dirs`` and ``plan.files`` from the tree at ``host_dir``; False past :data:`WALK_LIMIT`.
 
-    Cheap enough to run at every apply: entry types and inode numbers come from the
-    directory listing; only mount points (``points``, container paths) are stat'ed, since a
-    listing shows the dentry a mount covers, not what is mounted there.
+    Cheap enough to run at every apply: entry types come from the directory listing, and
+    only matching files are stat'ed (a listing's inode number is not always the file's:
+    overlayfs, or a mount point, whose listing shows the dentry the mount covers).
     """
     match = _matcher(plan.match)
     stack = [host_dir.rstrip("/") or "/"]
@@ -157,7 +157,6 @@ def _walk(root: str, host_dir: str, plan: MarkPlan, pseudo: set[str], points: se
         here = stack.pop()
         plan.dirs.append(here)
         try:
-            dev = os.stat(here).st_dev
             entries = list(os.scandir(here))
         except OSError:
             continue  # vanished or unreadable: its own mark still covers what appears later
@@ -167,19 +166,20 @@ def _walk(root: str, host_dir: str, plan: MarkPlan, pseudo: set[str], points: se
         for entry in entries:
             inside = entry.path[len(root):]
             try:
-                if inside in points:
-                    st = entry.stat(follow_symlinks=False)
-                    is_dir, is_file, key = stat.S_ISDIR(st.st_mode), stat.S_ISREG(st.st_mode), (st.st_dev, st.st_ino)
-                else:
-                    is_dir, is_file = entry.is_dir(follow_symlinks=False), entry.is_file(follow_symlinks=False)
-                    key = (dev, entry.inode())
+                if entry.is_dir(follow_symlinks=False) and inside not in points:
+                    if inside not in pseudo:
+                        stack.append(entry.path)
+                    continue
+                if not match(inside) and inside not in points:
+                    continue
+                st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if is_dir:
+            if stat.S_ISDIR(st.st_mode):
                 if inside not in pseudo:
                     stack.append(entry.path)
-            elif is_file and match(inside):
-                plan.files[key] = entry.path
+            elif stat.S_ISREG(st.st_mode) and match(inside):
+                plan.files[(st.st_dev, st.st_ino)] = entry.path
     return True
 
 
