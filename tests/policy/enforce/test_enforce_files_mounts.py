@@ -125,13 +125,15 @@ def test_a_file_renamed_to_a_protected_name_is_covered(runc_container, enforcers
         ("deny", "files.protect:/run/secrets/*.key", "/run/secrets/api.key")]
 
 
-def test_a_file_bind_mounted_after_apply_is_covered(runc_container, enforcers, decisions, policy, tmp_path):  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("pattern", ["/run/secrets/", "/run/secrets/api-key"])
+def test_a_file_bind_mounted_after_apply_is_covered(  # type: ignore[no-untyped-def]
+        runc_container, enforcers, decisions, policy, tmp_path, pattern):
     c = runc_container(name="sec-hotplug", secrets={"db-password": PASSWORD})
     c.start()
     host = tmp_path / "api-key"
     host.write_bytes(b"api-key-31\n")
     assert c.exec(["/bin/busybox", "touch", "/run/secrets/api-key"]).returncode == 0
-    enforcers.apply(c, policy(_protect("/run/secrets/", "enforce", "'/usr/bin/head'")))
+    enforcers.apply(c, policy(_protect(pattern, "enforce", "'/usr/bin/head'")))
     before = enforcers.stats()["fanotify_rescans"]
     bind_into(c.init_pid, str(host), "/run/secrets/api-key")
     deadline = time.monotonic() + 5
@@ -143,7 +145,7 @@ def test_a_file_bind_mounted_after_apply_is_covered(runc_container, enforcers, d
         assert (cat.returncode, cat.stdout) == (1, b""), cat.stderr
     assert c.exec(["/usr/bin/head", "/run/secrets/api-key"]).stdout == b"api-key-31\n"
     got = decisions.wait(lambda d: d.layer == "file" and d.verdict == "deny", 3)
-    assert [(d.rule, d.target) for d in got] == [("files.protect:/run/secrets/", "/run/secrets/api-key")] * 3
+    assert [(d.rule, d.target) for d in got] == [(f"files.protect:{pattern}", "/run/secrets/api-key")] * 3
 
 
 def test_a_tree_too_big_to_walk_is_covered_by_its_mount(  # type: ignore[no-untyped-def]
