@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -194,3 +195,26 @@ def test_a_directory_bind_mounted_after_apply_is_covered_at_any_depth(  # type: 
     assert [(d.rule, d.target) for d in got] == [
         ("files.protect:/run/secrets/", "/run/secrets/sa/..2026_12_04/token"),
         ("files.protect:/run/secrets/", "/run/secrets/sa/..2026_12_05/token")]
+
+
+def test_execs_from_a_mount_added_after_apply_are_judged(  # type: ignore[no-untyped-def]
+        runc_container, enforcers, decisions, policy, tmp_path):
+    c = runc_container(name="exec-hotplug")
+    c.start()
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "env").write_bytes(Path("/usr/bin/env").read_bytes())  # a copy: another inode, another path
+    (tools / "env").chmod(0o755)
+    assert c.exec(["/bin/busybox", "mkdir", "/tmp/tools"]).returncode == 0
+    py = str(c.rootfs.python)
+    enforcers.apply(c, policy(f"id: ex-hot\nmode: enforce\nexec:\n  allow: ['{py}']\n"))
+    before = enforcers.stats()["fanotify_rescans"]
+    bind_into(c.init_pid, str(tools), "/tmp/tools")
+    deadline = time.monotonic() + 5
+    while enforcers.stats()["fanotify_rescans"] == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    code = ("import subprocess\ntry: print(subprocess.run(['/tmp/tools/env', 'true']).returncode)\n"
+            "except OSError as e: print('errno', e.errno)\n")
+    assert c.exec([py, "-c", code]).stdout == b"errno 1\n"
+    got = decisions.wait(lambda d: d.layer == "exec", 1)
+    assert [(d.verdict, d.rule, d.target) for d in got] == [("deny", "exec.default", "/tmp/tools/env")]

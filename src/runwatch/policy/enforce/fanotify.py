@@ -177,7 +177,6 @@ class FanotifyEnforcer:
                     group.targets.append(_FileTarget(f"files.protect:{prot.path}", prot.path, protect_idx=i))
                 group.targets.extend(_FileTarget(f"files.immutable:{p}", p, immutable=p) for p in files.immutable)
                 self._place(group, _mounts_of(target.init_pid), strict=True)
-                group.mounts_fd = os.open(f"/proc/{target.init_pid}/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
             if exe is not None:
                 for pattern in exe.deny:
                     for key in self._keys(root, (pattern,), notices, "exec.deny"):
@@ -189,6 +188,7 @@ class FanotifyEnforcer:
                     for key in self._keys(root, LOADERS, [], "loader"):
                         group.exec_allow_keys.setdefault(key, "(ELF interpreter)")
                 self._mark_mounts(fd, target.init_pid)
+            group.mounts_fd = os.open(f"/proc/{target.init_pid}/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
         except BaseException:
             self._close(group)
             raise
