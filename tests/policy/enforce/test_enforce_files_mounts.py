@@ -7,12 +7,14 @@ runc (and Kubernetes, Docker) mount each secret as a bind mount of a host file a
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from pathlib import Path
 
 import pytest
 
+from runwatch.testing import uring
 from runwatch.testing.mounts import bind_into
 
 pytestmark = pytest.mark.kernel
@@ -61,9 +63,17 @@ def test_bind_mounted_secret_monitor_records_would_deny(  # type: ignore[no-unty
     assert [(d.verdict, d.rule, d.target) for d in got] == [("would_deny", f"files.protect:{pattern}", SECRET)] * 5
 
 
-ATTACKS = """
+ATTACKS = inspect.getsource(uring) + """
 import os, sys
 secret = sys.argv[1]
+ring = Ring()
+
+def by_ring(flags):
+    res = ring.openat(secret, os.O_RDONLY, sqe_flags=flags)
+    if res < 0:
+        raise OSError(-res, "io_uring openat")
+    return res
+
 os.symlink(secret, "/tmp/link")
 ways = {
     "symlink": lambda: os.open("/tmp/link", os.O_RDONLY),
@@ -71,6 +81,8 @@ ways = {
     "proc-root": lambda: os.open("/proc/self/root" + secret, os.O_RDONLY),
     "o-path-reopen": lambda: os.open(f"/proc/self/fd/{os.open(secret, os.O_PATH)}", os.O_RDONLY),
     "dirfd": lambda: os.open("db-password", os.O_RDONLY, dir_fd=os.open("/run/secrets", os.O_RDONLY)),
+    "io_uring": lambda: by_ring(0),
+    "io_uring-async": lambda: by_ring(IOSQE_ASYNC),
 }
 for name, way in ways.items():
     try:
@@ -87,9 +99,10 @@ def test_other_ways_to_a_bind_mounted_secret_are_denied(runc_container, enforcer
     enforcers.apply(c, policy(_protect("/run/secrets/*", "enforce", "'/usr/bin/head'")))
     out = c.exec([str(c.rootfs.python), "-c", ATTACKS, SECRET])
     assert out.stdout.decode().splitlines() == [
-        "symlink errno 1", "dotdot errno 1", "proc-root errno 1", "o-path-reopen errno 1", "dirfd errno 1"], out.stderr
-    got = decisions.wait(lambda d: d.layer == "file", 5)
-    assert [(d.verdict, d.target) for d in got] == [("deny", SECRET)] * 5
+        "symlink errno 1", "dotdot errno 1", "proc-root errno 1", "o-path-reopen errno 1", "dirfd errno 1",
+        "io_uring errno 1", "io_uring-async errno 1"], out.stderr
+    got = decisions.wait(lambda d: d.layer == "file", 7)
+    assert [(d.verdict, d.target) for d in got] == [("deny", SECRET)] * 7
     head = c.exec(["/usr/bin/head", "-c", "100", SECRET])
     assert head.stdout == PASSWORD
 
