@@ -217,3 +217,30 @@ def test_egress_sockets_are_known_kinds_at_their_line(tmp_path: Path) -> None:
     f.write_text("id: s\nselector: {container: [a]}\negress:\n  allow: []\n  sockets: [raw, icmp]\n")
     errs = check_policies([f])
     assert [(e.line, e.message) for e in errs] == [(5, "policy 's' egress: sockets must be a list of raw, packet")]
+
+
+def test_file_patterns_that_cannot_be_marked_are_located_errors(tmp_path: Path) -> None:
+    f = tmp_path / "files.yaml"
+    f.write_text("id: fm\nselector: {container: [a]}\nfiles:\n  protect:\n    - path: /run/secrets/../token\n"
+                 "    - {path: '/run//secrets/'}\n  immutable:\n    - /etc/app.conf\n    - '*.conf'\n"
+                 "    - /app/./bin/\n")
+    errs = check_policies([f])
+    assert [str(e) for e in errs] == [
+        f"{f}:5: policy 'fm' files.protect: '/run/secrets/../token' must be a normalised absolute path "
+        "(no '.', '..' or '//')",
+        f"{f}:6: policy 'fm' files.protect: '/run//secrets/' must be a normalised absolute path "
+        "(no '.', '..' or '//')",
+        f"{f}:9: policy 'fm' files.immutable: '*.conf' needs a literal directory before its first wildcard "
+        "(such as /etc/*.conf)",
+        f"{f}:10: policy 'fm' files.immutable: '/app/./bin/' must be a normalised absolute path "
+        "(no '.', '..' or '//')",
+    ]
+
+
+def test_file_rules_know_the_line_of_each_entry() -> None:
+    text = "id: fl\nselector: {container: [a]}\nfiles:\n  protect:\n    - path: /run/secrets/\n  immutable: [/etc/a]\n"
+    files = next(iter(load_policy_texts([(text, "fl.yaml")]))).files
+    assert files is not None
+    assert files.source_of("files.protect:/run/secrets/") == "fl.yaml:5"
+    assert files.source_of("files.immutable:/etc/a") == "fl.yaml:6"
+    assert files.source_of("files.immutable:/etc/b") == ""

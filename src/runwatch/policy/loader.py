@@ -270,12 +270,34 @@ def _exec(load: _Load, d: Any, at: Location, where: str) -> ExecRules | None:
     return ExecRules(**args) if ok else None
 
 
+def file_pattern_problem(pattern: str) -> str | None:
+    """Why a ``files`` path pattern cannot be enforced (None when it can).
+
+    Enforcers mark directories and files, and event paths are normalised: a pattern needs an
+    absolute literal directory before its first wildcard and no ``.``, ``..`` or empty parts.
+    """
+    if not pattern.startswith("/"):
+        return "needs a literal directory before its first wildcard (such as /etc/*.conf)"
+    parts = pattern.split("/")[1:]
+    if any(p in (".", "..") for p in parts) or any(p == "" for p in parts[:-1]):
+        return "must be a normalised absolute path (no '.', '..' or '//')"
+    return None
+
+
+def _check_file_pattern(load: _Load, at: Location, where: str, pattern: str) -> bool:
+    problem = file_pattern_problem(pattern)
+    if problem is not None:
+        load.err(at, f"{where}: {pattern!r} {problem}")
+    return problem is None
+
+
 def _files(load: _Load, d: Any, at: Location, where: str) -> FileRules | None:
     if not isinstance(d, LocDict):
         load.err(at, f"{where}: files must be a mapping with protect and/or immutable")
         return None
     ok = load.unknown_keys(d, ("protect", "immutable"), f"{where} files")
     protect: list[ProtectedFile] = []
+    sources: list[tuple[str, str]] = []
     items = d.get("protect", [])
     if not isinstance(items, list):
         load.err(d.value_location("protect"), f"{where} files: protect must be a list of {{path, readers}}")
@@ -292,6 +314,11 @@ def _files(load: _Load, d: Any, at: Location, where: str) -> FileRules | None:
             load.err(item.value_location("path"), f"{where} files.protect: path must be an absolute path")
             ok = False
             continue
+        path_at = item.value_location("path")
+        if not _check_file_pattern(load, path_at, f"{where} files.protect", path):
+            ok = False
+            continue
+        sources.append((f"files.protect:{path}", f"{path_at.path}:{path_at.line}"))
         readers: tuple[str, ...] | None = ()
         if item.get("readers") not in (None, []):
             readers = _abs_patterns(load, item, "readers", f"{where} files.protect {path}")
@@ -304,7 +331,12 @@ def _files(load: _Load, d: Any, at: Location, where: str) -> FileRules | None:
         immutable = _abs_patterns(load, d, "immutable", f"{where} files")
     if immutable is None:
         ok = False
-    return FileRules(protect=tuple(protect), immutable=immutable or ()) if ok else None
+    raw = d.get("immutable")
+    for i, pattern in enumerate(immutable or ()):
+        item_at = raw.item_location(i) if isinstance(raw, LocList) else d.value_location("immutable")
+        ok = _check_file_pattern(load, item_at, f"{where} files.immutable", pattern) and ok
+        sources.append((f"files.immutable:{pattern}", f"{item_at.path}:{item_at.line}"))
+    return FileRules(protect=tuple(protect), immutable=immutable or (), sources=tuple(sources)) if ok else None
 
 
 def _policy(load: _Load, file: str, d: LocDict) -> Policy | None:

@@ -235,10 +235,20 @@ class ProtectedFile(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class FileRules(msgspec.Struct, frozen=True, kw_only=True):
-    """Protected secrets and immutable paths."""
+    """Protected secrets and immutable paths.
+
+    ``sources`` holds ``(rule, "file:line")`` for each entry the loader read (rule as in
+    decisions: ``files.protect:/run/secrets/``, ``files.immutable:/etc/app.conf``), so an
+    enforcer can say where an entry it cannot place was written.
+    """
 
     protect: tuple[ProtectedFile, ...] = ()
     immutable: tuple[str, ...] = ()
+    sources: tuple[tuple[str, str], ...] = ()
+
+    def source_of(self, rule: str) -> str:
+        """``file:line`` of the entry behind ``rule``, or ``""`` when unknown."""
+        return next((where for r, where in self.sources if r == rule), "")
 
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True):

@@ -95,7 +95,9 @@ class Enforcers:
 
         Returns notices (rules that could not be placed exactly). Raises
         :class:`EnforcementError` (one line) when the policy cannot be applied and its
-        ``fail`` is ``closed``; whatever was applied for this target is removed first.
+        ``fail`` is ``closed``, and (whatever ``fail`` says) when a ``files`` target cannot be
+        marked (the message names the policy file and line); whatever was applied for this
+        target is removed first.
         """
         notices: list[str] = []
         try:
@@ -118,9 +120,6 @@ class Enforcers:
             if isinstance(exc, EnforcementError):
                 raise
             raise EnforcementError(f"applying policy {policy.id} to {target.id}: {exc}") from exc
-        if notices and policy.fail == "closed" and any("not protected" in n for n in notices):
-            self.remove(target.id)
-            raise EnforcementError(f"policy {policy.id} (fail: closed) on {target.id}: {'; '.join(notices)}")
         try:
             self._guard(target, policy)
         except EnforcementError:
@@ -192,11 +191,11 @@ class Enforcers:
             return {t: p.id for t, p in self._applied.items()}
 
     def stats(self) -> dict[str, Any]:
-        """Counters: decisions dispatched, callback errors, kernel records lost, fanotify answers."""
+        """Counters: decisions dispatched, callback errors, kernel records lost, fanotify answers and
+        rescans (a container's mount table changed and its file targets were marked again)."""
         return {"dispatched": self.dispatched, "callback_errors": self.callback_errors,
                 "lost": self._obj.lost() if self._obj is not None else 0, "fanotify_answered": self._fan.answered,
-                "holds": self.holds,
-                "problems": list(self.problems)}
+                "fanotify_rescans": self._fan.rescans, "holds": self.holds, "problems": list(self.problems)}
 
     def stop(self) -> None:
         """Remove every target, stop the threads, unload BPF. Idempotent."""

@@ -2,11 +2,15 @@
 
 One fanotify group (``FAN_CLASS_CONTENT``, ``FAN_REPORT_TID``) per container:
 
-* protected secrets and immutable paths: an *inode* mark (``FAN_OPEN_PERM``) on each file
-  named literally, resolved in the container's view through ``/proc/<pid>/root``. A
-  container's secret is a bind mount of a host file, so the mark on that inode covers the
-  container's view and the host's alike. A ``dir/`` prefix or a glob marks its literal
-  parent directory with ``FAN_EVENT_ON_CHILD`` (direct children only).
+* protected secrets and immutable paths: marks planned by
+  :func:`runwatch.policy.enforce.targets.plan_marks` in the container's view (``/proc/<pid>/root``
+  and its mount table): an inode mark (``FAN_OPEN_PERM``) on each literal file and on every
+  existing file a ``dir/`` prefix or glob matches (bind-mounted files included: a runc or
+  Kubernetes secret is a bind mount of a host file, whose dentry is not a child of the
+  directory), ``FAN_EVENT_ON_CHILD`` marks on the directories (files created later), mount
+  marks on directory mounts below them. When the container's mount table changes (poll on
+  ``/proc/<pid>/mountinfo``) the targets are planned again and new files marked. A pattern
+  that cannot be marked fails ``apply`` with the policy file and line.
 * exec: a *mount* mark (``FAN_OPEN_EXEC_PERM``) on each of the container's own mounts
   (reached through ``/proc/<pid>/root``), so only execs inside that container pay.
 
@@ -17,8 +21,9 @@ policy is applied, so symlinks, hard links and ``./x`` do not bypass them. Globs
 path of the event fd (the container's view). Verdicts are cached per inode.
 
 Write intent (immutable paths): fanotify does not report the opener's flags, so the
-responder reads them from ``/proc/<tid>/syscall`` of the blocked thread (``open``,
-``openat``, ``creat``, ``openat2``); when they cannot be known the policy's ``fail`` decides.
+responder reads them from ``/proc/<tid>/syscall`` of the blocked thread
+(:mod:`runwatch.policy.enforce.intent`); when they cannot be known (io_uring, any call that is
+not an open) ``fail: closed`` counts the open as a write and ``fail: open`` as a read.
 
 Contracts: the responder never opens a file on a marked inode or mount (it would wait on
 itself); events of this process's own threads are always allowed at once. Closing a group
@@ -41,11 +46,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runwatch.host import procfs
-from runwatch.host.mounts import read_mountinfo
+from runwatch.host.mounts import Mount, read_mountinfo
 from runwatch.policy.enforce.execrules import ExecIndex, literal_keys
-from runwatch.policy.enforce.paths import resolve_in_root, target_cgroup, within
+from runwatch.policy.enforce.intent import open_intent
+from runwatch.policy.enforce.paths import target_cgroup, within
 from runwatch.policy.enforce.spec import Enforcement, EnforcementError, Target, Verdict
-from runwatch.policy.model import Policy, first_match, is_glob, path_match
+from runwatch.policy.enforce.targets import PSEUDO_FS, TargetError, plan_marks
+from runwatch.policy.model import Policy, first_match, path_match
 
 FAN_CLOEXEC, FAN_NONBLOCK, FAN_CLASS_CONTENT, FAN_REPORT_TID = 0x1, 0x2, 0x4, 0x100
 FAN_MARK_ADD, FAN_MARK_MOUNT = 0x1, 0x10
@@ -54,9 +61,6 @@ FAN_ALLOW, FAN_DENY = 1, 2
 AT_FDCWD = -100
 _META = struct.Struct("=IBBHQii")
 _RESP = struct.Struct("=iI")
-_SKIP_FS = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "bpf", "tracefs",
-                      "debugfs", "securityfs", "pstore", "configfs", "fusectl", "binfmt_misc"})
-_SYS_OPEN, _SYS_CREAT, _SYS_OPENAT, _SYS_OPENAT2 = 2, 85, 257, 437  # x86-64
 _CACHE_MAX = 65536
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -74,40 +78,21 @@ def _mark(fd: int, flags: int, mask: int, path: str) -> None:
         raise OSError(err, f"fanotify_mark {path}: {os.strerror(err)}")
 
 
-def write_intent(tid: int) -> bool | None:
-    """Whether the open ``tid`` is blocked in asks for write access (None: cannot tell)."""
-    try:
-        with open(f"/proc/{tid}/syscall", "rb") as f:
-            fields = f.read().split()
-        nr = int(fields[0])
-        args = [int(a, 16) for a in fields[1:7]]
-    except (OSError, ValueError, IndexError):
-        return None
-    if nr == _SYS_CREAT:
-        return True
-    if nr == _SYS_OPEN:
-        flags = args[1]
-    elif nr == _SYS_OPENAT:
-        flags = args[2]
-    elif nr == _SYS_OPENAT2:
-        try:
-            fd = os.open(f"/proc/{tid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                flags = struct.unpack("=Q", os.pread(fd, 8, args[2]))[0]
-            finally:
-                os.close(fd)
-        except (OSError, struct.error):
-            return None
-    else:
-        return False  # exec and other non-write opens
-    return bool(flags & 3) or bool(flags & 0o1000)  # O_WRONLY/O_RDWR or O_TRUNC
+@dataclass
+class _FileClass:
+    protect_idx: int | None
+    immutable: str | None
 
 
 @dataclass
-class _FileClass:
-    path: str
-    protect_idx: int | None
-    immutable: str | None
+class _FileTarget:
+    """One ``files`` pattern of a policy: its rule name and the form event paths match (set by planning)."""
+
+    rule: str
+    pattern: str
+    protect_idx: int | None = None
+    immutable: str | None = None
+    match: str = ""
 
 
 @dataclass
@@ -116,12 +101,15 @@ class _Group:
     target_id: str
     cgroup: str
     policy: Policy
+    pid: int = 0
+    targets: list[_FileTarget] = field(default_factory=list)
+    mounts_fd: int | None = None  # /proc/<pid>/mountinfo, polled for mount table changes
     protect_keys: dict[Key, int] = field(default_factory=dict)  # literal protected file -> index
     reader_keys: list[set[Key]] = field(default_factory=list)  # per protect index
     immutable_keys: dict[Key, str] = field(default_factory=dict)
     exec_index: ExecIndex | None = None
     exec_skip: set[Key] = field(default_factory=set)  # handled by the BPF kill hook
-    files: dict[Key, _FileClass] = field(default_factory=dict)
+    files: dict[tuple[Key, str], _FileClass] = field(default_factory=dict)  # by inode and the path opened
     execs: dict[Key, tuple[str, str, str]] = field(default_factory=dict)  # verdict, rule, path
     readers_ok: dict[tuple[int, Key], str | None] = field(default_factory=dict)
     allow_seen: set[tuple[int, Key]] = field(default_factory=set)  # (tid, file): allow already recorded
@@ -139,12 +127,14 @@ class FanotifyEnforcer:
         self._lock = threading.Lock()
         self._groups: dict[int, _Group] = {}
         self._by_target: dict[str, int] = {}
+        self._by_mounts: dict[int, int] = {}  # mountinfo fd -> group fd
         self._ep = select.epoll()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._ep.register(self._wake_r, select.EPOLLIN)
         self._stop = False
         self._thread: threading.Thread | None = None
         self.answered = 0
+        self.rescans = 0
 
     def start(self) -> None:
         """Start the responder thread."""
@@ -172,28 +162,30 @@ class FanotifyEnforcer:
         if fd < 0:
             err = ctypes.get_errno()
             raise EnforcementError(f"fanotify_init failed: {os.strerror(err)}")
-        group = _Group(fd, target.id, cgroup, policy, exec_skip=set(kill_handled or ()))
+        group = _Group(fd, target.id, cgroup, policy, pid=target.init_pid, exec_skip=set(kill_handled or ()))
         root = f"/proc/{target.init_pid}/root"
         notices: list[str] = []
         try:
             if files is not None:
                 for i, prot in enumerate(files.protect):
                     group.reader_keys.append(literal_keys(root, prot.readers, notices, "reader"))
-                    for key in self._mark_paths(fd, root, prot.path, notices):
-                        group.protect_keys[key] = i
-                for pattern in files.immutable:
-                    for key in self._mark_paths(fd, root, pattern, notices):
-                        group.immutable_keys[key] = pattern
+                    group.targets.append(_FileTarget(f"files.protect:{prot.path}", prot.path, protect_idx=i))
+                group.targets.extend(_FileTarget(f"files.immutable:{p}", p, immutable=p) for p in files.immutable)
+                self._place(group, _mounts_of(target.init_pid), strict=True)
             if exe is not None:
                 group.exec_index = ExecIndex.build(exe, root, notices)
                 self._mark_mounts(fd, target.init_pid)
+            group.mounts_fd = os.open(f"/proc/{target.init_pid}/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
         except BaseException:
-            os.close(fd)
+            self._close(group)
             raise
         with self._lock:
             self._groups[fd] = group
             self._by_target[target.id] = fd
             self._ep.register(fd, select.EPOLLIN)
+            if group.mounts_fd is not None:
+                self._by_mounts[group.mounts_fd] = fd
+                self._ep.register(group.mounts_fd, select.EPOLLPRI | select.EPOLLERR)
         return notices
 
     def remove(self, target_id: str) -> None:
@@ -202,10 +194,25 @@ class FanotifyEnforcer:
             fd = self._by_target.pop(target_id, None)
             if fd is None:
                 return
-            self._groups.pop(fd, None)
+            group = self._groups.pop(fd, None)
             with contextlib.suppress(OSError):
                 self._ep.unregister(fd)
-            os.close(fd)
+            if group is None:
+                os.close(fd)
+                return
+            if group.mounts_fd is not None:
+                self._by_mounts.pop(group.mounts_fd, None)
+                with contextlib.suppress(OSError):
+                    self._ep.unregister(group.mounts_fd)
+            self._close(group)
+
+    @staticmethod
+    def _close(group: _Group) -> None:
+        """Close a group's fds (its marks go with the fanotify fd; pending events are allowed)."""
+        if group.mounts_fd is not None:
+            os.close(group.mounts_fd)
+            group.mounts_fd = None
+        os.close(group.fd)
 
     def stop(self) -> None:
         """Remove every target and stop the responder."""
@@ -224,38 +231,45 @@ class FanotifyEnforcer:
     # -- apply helpers ------------------------------------------------------------------
 
     @staticmethod
-    def _mark_paths(fd: int, root: str, pattern: str, notices: list[str]) -> set[Key]:
-        """Mark a literal file (inode mark) or, for ``dir/`` and globs, its literal parent directory."""
-        if is_glob(pattern) or pattern.endswith("/"):
-            literal = pattern
-            for i, ch in enumerate(pattern):
-                if ch in "*?[":
-                    literal = pattern[:i]
-                    break
-            directory = literal if literal.endswith("/") else literal.rsplit("/", 1)[0] + "/"
+    def _place(group: _Group, mounts: list[Mount], *, strict: bool) -> None:
+        """Plan and mark every ``files`` target of ``group`` (again: marks and keys only accumulate).
+
+        ``strict`` (at apply): a target that cannot be marked raises :class:`EnforcementError`
+        naming the policy file and line; otherwise (a rescan) it keeps the marks it has.
+        """
+        for t in group.targets:
             try:
-                _mark(fd, 0, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD, resolve_in_root(root, directory))
-            except OSError as exc:
-                notices.append(f"{pattern}: cannot watch {directory} ({exc.strerror})")
-            return set()
-        try:
-            host_path = resolve_in_root(root, pattern)
-            st = os.stat(host_path)
-            _mark(fd, 0, FAN_OPEN_PERM, host_path)
-        except OSError as exc:
-            notices.append(f"{pattern}: not protected ({exc.strerror})")
-            return set()
-        return {(st.st_dev, st.st_ino)}
+                plan = plan_marks(group.pid, t.pattern, mounts)
+                for path in plan.files.values():
+                    _mark(group.fd, 0, FAN_OPEN_PERM, path)
+                for path in plan.dirs:
+                    _mark(group.fd, 0, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD, path)
+                for path in plan.mounts:
+                    _mark(group.fd, FAN_MARK_MOUNT, FAN_OPEN_PERM, path)
+            except (TargetError, OSError) as exc:
+                if not strict:
+                    continue
+                if not os.path.exists(f"/proc/{group.pid}"):
+                    raise EnforcementError(f"container {group.target_id} ended while its policy "
+                                           f"{group.policy.id!r} was applied") from None
+                why = str(exc) if isinstance(exc, TargetError) else f"fanotify refuses it ({exc.strerror})"
+                files = group.policy.files
+                where = (files.source_of(t.rule) if files is not None else "") or group.policy.source
+                raise EnforcementError(f"{where}: policy {group.policy.id!r} {t.rule.replace(':', ' ', 1)} "
+                                       f"cannot be enforced in container {group.target_id}: {why}") from None
+            t.match = plan.match
+            for key in plan.files:
+                if t.protect_idx is not None:
+                    group.protect_keys.setdefault(key, t.protect_idx)
+                if t.immutable is not None:
+                    group.immutable_keys.setdefault(key, t.immutable)
+        group.files.clear()  # classifications made before may be stale
 
     @staticmethod
     def _mark_mounts(fd: int, pid: int) -> None:
         """Exec marks on every mount of the container (pseudo filesystems skipped)."""
-        try:
-            mounts = read_mountinfo(f"/proc/{pid}/mountinfo")
-        except OSError as exc:
-            raise EnforcementError(f"cannot read the mounts of pid {pid}: {exc.strerror}") from exc
-        for mount in mounts:
-            if mount.fstype in _SKIP_FS:
+        for mount in _mounts_of(pid):
+            if mount.fstype in PSEUDO_FS:
                 continue
             point = mount.point
             try:
@@ -277,9 +291,30 @@ class FanotifyEnforcer:
                 if fd == self._wake_r:
                     continue
                 with self._lock:
+                    if fd in self._by_mounts:
+                        self._rescan(self._by_mounts[fd], fd)
+                        continue
                     group = self._groups.get(fd)
                     if group is not None:
                         self._serve(group)
+
+    def _rescan(self, group_fd: int, mounts_fd: int) -> None:
+        """The container's mount table changed: mark what its targets now cover (mounts added)."""
+        group = self._groups.get(group_fd)
+        if group is None:
+            return
+        try:
+            mounts = _mounts_of(group.pid)
+        except EnforcementError:  # the container's init is gone: nothing more to watch
+            self._by_mounts.pop(mounts_fd, None)
+            with contextlib.suppress(OSError):
+                self._ep.unregister(mounts_fd)
+            return
+        self._place(group, mounts, strict=False)
+        if group.policy.exec is not None:
+            with contextlib.suppress(EnforcementError):
+                self._mark_mounts(group.fd, group.pid)
+        self.rescans += 1
 
     def _serve(self, group: _Group) -> None:
         try:
@@ -333,23 +368,26 @@ class FanotifyEnforcer:
                      ) -> tuple[int, tuple[Verdict, str, str, str, bool | None, str | None] | None]:
         st = os.fstat(efd)
         key = (st.st_dev, st.st_ino)
-        cls = group.files.get(key)
+        path = _readlink(f"/proc/self/fd/{efd}") or "?"
+        cls = group.files.get((key, path))  # a rename or a hard link is classified again
         if cls is None:
-            cls = self._classify(group, efd, key)
+            cls = self._classify(group, path, key)
         if cls.protect_idx is None and cls.immutable is None:
             return FAN_ALLOW, None
         files = group.policy.files
         assert files is not None
         exe_path: str | None = None
         if cls.immutable is not None:
-            write = write_intent(tid)
-            if write is None:
-                write = group.policy.fail == "closed"
+            intent = open_intent(tid)
+            write = intent.write if intent.write is not None else group.policy.fail == "closed"
             if write and self._in_target(group, tid):
                 answer, verdict = self._deny(group)
                 exe_path = _readlink(f"/proc/{tid}/exe")
-                return answer, (verdict, f"files.immutable:{cls.immutable}", "open for writing of an immutable path",
-                                cls.path, True, exe_path)
+                reason = ("open for writing of an immutable path" if intent.write else
+                          f"open of an immutable path whose write intent is unknown ({intent.via}); "
+                          "fail: closed counts it as a write")
+                return answer, (verdict, f"files.immutable:{cls.immutable}", reason, path, intent.write,
+                                exe_path)
         if cls.protect_idx is None:
             return FAN_ALLOW, None
         prot = files.protect[cls.protect_idx]
@@ -373,33 +411,27 @@ class FanotifyEnforcer:
             if len(group.allow_seen) > _CACHE_MAX:
                 group.allow_seen.clear()
             group.allow_seen.add(seen)
-            return FAN_ALLOW, ("allow", rule, "listed reader", cls.path, False, exe_path)
+            exe_path = exe_path or _readlink(f"/proc/{tid}/exe")
+            return FAN_ALLOW, ("allow", rule, "listed reader", path, False, exe_path)
         if not self._in_target(group, tid):
             return FAN_ALLOW, None
         answer, verdict = self._deny(group)
         exe_path = exe_path or _readlink(f"/proc/{tid}/exe")
-        return answer, (verdict, rule, "not a listed reader of a protected file", cls.path, None, exe_path)
+        return answer, (verdict, rule, "not a listed reader of a protected file", path, None, exe_path)
 
-    def _classify(self, group: _Group, efd: int, key: Key) -> _FileClass:
-        path = _readlink(f"/proc/self/fd/{efd}") or "?"
-        files = group.policy.files
+    def _classify(self, group: _Group, path: str, key: Key) -> _FileClass:
         protect_idx = group.protect_keys.get(key)
         immutable = group.immutable_keys.get(key)
-        if files is not None:
-            if protect_idx is None:
-                for i, prot in enumerate(files.protect):
-                    if (is_glob(prot.path) or prot.path.endswith("/")) and path_match(prot.path, path):
-                        protect_idx = i
-                        break
-            if immutable is None:
-                for pattern in files.immutable:
-                    if (is_glob(pattern) or pattern.endswith("/")) and path_match(pattern, path):
-                        immutable = pattern
-                        break
-        cls = _FileClass(path, protect_idx, immutable)
+        for t in group.targets:  # by path: files that appeared after the targets were planned
+            if t.match and path_match(t.match, path):
+                if protect_idx is None and t.protect_idx is not None:
+                    protect_idx = t.protect_idx
+                if immutable is None and t.immutable is not None:
+                    immutable = t.immutable
+        cls = _FileClass(protect_idx, immutable)
         if len(group.files) > _CACHE_MAX:
             group.files.clear()
-        group.files[key] = cls
+        group.files[(key, path)] = cls
         return cls
 
     def _decide_exec(self, group: _Group, efd: int, tid: int
@@ -431,6 +463,15 @@ class FanotifyEnforcer:
             group.execs.clear()
         group.execs[key] = out
         return out
+
+
+def _mounts_of(pid: int) -> list[Mount]:
+    """The mount table of ``pid``'s mount namespace; raises EnforcementError when it cannot be read."""
+    try:
+        return read_mountinfo(f"/proc/{pid}/mountinfo")
+    except OSError as exc:
+        raise EnforcementError(f"cannot read the mounts of pid {pid}: {exc.strerror}") from exc
+
 
 def _readlink(path: str) -> str | None:
     try:
