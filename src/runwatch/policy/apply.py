@@ -323,6 +323,12 @@ class ContainerPolicyStage:
             if cgid in self._applied:
                 self._pending.pop(cgid, None)  # bound by the hold binder
                 continue
+            if self.enforcers.is_held(cgid):
+                # held in the kernel: the hold binder binds it at its first exec, when the
+                # runtime has set the container up; applying now would race that set-up
+                if now - pend.since > PENDING_S:
+                    self._pending.pop(cgid, None)
+                continue
             found = runtime_state(pend.cid)
             if found is None:
                 if now - pend.since > PENDING_S or not pend.cgroup_dir.exists():
