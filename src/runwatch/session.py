@@ -30,7 +30,7 @@ from runwatch.outputs.base import AlertOutput, Output, output_factory
 from runwatch.outputs.group import OutputGroup
 from runwatch.pipeline import Pipeline, Stage
 from runwatch.sensors.select import Sources, build_sources
-from runwatch.store.sqlite import SqliteStore, StoreError
+from runwatch.store.sqlite import SpoolLimits, SqliteStore, StoreError
 
 if TYPE_CHECKING:
     from runwatch.enrich.corroborate import Corroboration
@@ -44,6 +44,7 @@ class SessionOptions:
     """How to run a session."""
 
     db: str | None = "runwatch.db"
+    spool: SpoolLimits | None = None  # what the store holds while it cannot write (default: 100k events, 64 MiB)
     events_out: str | None = None
     source: str = "auto"  # auto | kernel | proc
     ring_bytes: int = 1 << 24
@@ -92,6 +93,15 @@ class _SelfFilter:
 
 
 Stop = Callable[[], "list[str] | None"]
+
+
+def store_summary(store: SqliteStore) -> dict[str, Any]:
+    """The run summary's ``store`` part: what was written, spooled, recovered and lost."""
+    st = store.stats()
+    keys = ("written", "spooled", "spool_peak", "recovered", "lost", "lost_by_reason", "alerts_lost", "fault",
+            "faults", "first_fault")
+    return {"path": store.path, **{k: st[k] for k in keys},
+            "spool_limits": {"events": store.spool_limits.events, "bytes": store.spool_limits.bytes}}
 
 
 class Session:
@@ -152,7 +162,7 @@ class Session:
         o = self.opts
         outs: list[Output | AlertOutput] = []
         if o.db:
-            outs.append(output_factory("sqlite")(o.db))
+            outs.append(output_factory("sqlite")(o.db, spool=o.spool))
         if o.events_out:
             outs.append(output_factory("jsonl")(o.events_out))
         if o.live is not None:
@@ -210,6 +220,8 @@ class Session:
             store = getattr(m, "store", None)
             if isinstance(store, SqliteStore):
                 self.store = store
+                for line in store.recovered_runs:
+                    self._say(line)
 
     def _start_pipeline(self) -> None:
         assert self.sources is not None
@@ -237,7 +249,8 @@ class Session:
             stages.append(self.detection)
         if self.opts.containers:
             stages.append(_ContainerFilter(self.opts.containers))
-        self.pipeline = Pipeline(self.sources.group, stages, [self.outputs])
+        # Each event output is its own sink: one that fails loses the batch alone (counted).
+        self.pipeline = Pipeline(self.sources.group, stages, self.outputs.event_outputs)
         if self.store is not None:
             self.run_id = self.store.record_run(started_ns=self.started_ns, command=self.command,
                                                stats=self.summary())
@@ -296,6 +309,8 @@ class Session:
                 out["malformed"] = malformed
         if self.corroboration is not None:
             out["corroboration"] = self.corroboration.stats()
+        if self.store is not None:
+            out["store"] = store_summary(self.store)
         if self.pipeline is not None:
             faults = self.pipeline.faults()
             if faults["stage_errors"] or faults["lost"] or faults["poll_errors"]:
@@ -311,6 +326,11 @@ class Session:
             self.pipeline.stop.set()
             self._thread.join(timeout=30)
             errors.extend(self.pipeline.errors)
+        if self.store is not None:
+            try:  # the store's counters in the run record include a due retry of its spool
+                self.store.flush(timeout=10)
+            except StoreError as exc:
+                errors.append(str(exc))
         summary = self.summary()  # before the sources stop: their counters go with them
         if self.detection is not None:
             self.detection.close()
@@ -355,6 +375,8 @@ class Session:
                 errors.append(f"{_name}: {exc}")
         self._stops = []
         summary = self._final if self._final is not None else self.summary()
+        if self.store is not None:
+            summary["store"] = store_summary(self.store)  # final: after the last retries at close
         if errors:
             summary["errors"] = errors
         self._final = summary

@@ -183,6 +183,7 @@ class SqliteStore:
         self._fatal_lost = 0  # rows lost after a fatal error (the writer stopped writing)
         # While a fault that may pass lasts: the spool, the reason, and when to retry (writer only).
         self._spool = Spool(spool)
+        self.spool_limits = self._spool.limits
         self._fault: str | None = None
         self._first_fault: str | None = None
         self._faults = 0
