@@ -4,7 +4,10 @@ Used by ``runwatch run`` (one command's subtree), ``runwatch watch`` (host-wide)
 demo. Everything is built unstarted first (rules and policies load here, so their located
 errors come before anything runs), then started as a short list of steps::
 
-    outputs   open the output group (store, files, console, OTLP, alert outputs)
+    (first)   remove what a runwatch killed with SIGKILL left: stale sockets at this session's
+              paths, empty cgroups of dead runs (runwatch.leftovers); one notice line
+    outputs   open the output group (store, files, console, OTLP, alert outputs; opening the
+              store marks the runs of dead owners crashed, one notice line each)
     sources   start the source group (system source, SDK collector, OTLP receiver, decisions)
     pipeline  record the run, start the consumer thread
     policy    bind the endpoint, load the enforcers, open the apply gate
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from runwatch.enrich.stage import Enrichment
 from runwatch.events import Event
+from runwatch.leftovers import sweep
 from runwatch.outputs.base import AlertOutput, Output, output_factory
 from runwatch.outputs.group import OutputGroup
 from runwatch.pipeline import Pipeline, Stage
@@ -198,6 +202,9 @@ class Session:
         self.command = " ".join(command)
         self._build()
         assert self.sources is not None
+        cleaned = sweep(self._socket_paths())  # what a runwatch killed with SIGKILL left
+        if cleaned:
+            self._say(cleaned)
         try:
             self._step("outputs", self._open_outputs, self._close_outputs)
             self._step("runtime states", self.enrichment.containers.watch_states, self._stop_states)
@@ -209,6 +216,14 @@ class Session:
             self.close()
             raise
         return self
+
+    def _socket_paths(self) -> list[str]:
+        """The unix sockets this session binds (SDK, and the policy's decide and control sockets)."""
+        paths = [self.opts.sdk_socket] if self.opts.sdk_socket else []
+        if self.policy is not None:
+            runtime = self.policy.runtime
+            paths += [p for p in (runtime.decide_socket, runtime.control_socket) if p]
+        return paths
 
     def _step(self, name: str, start: Callable[[], object], stop: Stop) -> None:
         self._stops.append((name, stop))  # a step that fails half-way still releases what it took

@@ -201,6 +201,18 @@ def _print_summary(summary: dict[str, Any], counter: _Counter, db: str | None) -
         note(f"error: {reason}")
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Signals that end ``run`` (forwarded to CMD) and ``watch`` (drain, flush, summary)."""
+
+
+class _Stopped(Exception):
+    """A stop signal came while the session was starting."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def _exit_status(rc: int) -> int:
     return 128 - rc if rc < 0 else rc
 
@@ -233,11 +245,17 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
                           own_cgroup=True, notice=note, spool=SpoolLimits(spool_events, spool_mb << 20))
     _with_policy(opts, policy, mode, control_socket)
+    early: list[int] = []  # a signal during start-up: CMD is not started, the session closes cleanly
+    before = {s: signal.signal(s, lambda signum, _frame: early.append(signum)) for s in STOP_SIGNALS}
     session = _open(opts, list(command))
     rc = 0
     try:
         try:
+            if early:
+                raise _Stopped(early[0])
             child = session.spawn(command)
+        except _Stopped as stopped:
+            rc = 128 + stopped.signum
         except FileNotFoundError:
             err_console.print(f"runwatch: {command[0]}: command not found", highlight=False, markup=False)
             rc = 127
@@ -254,7 +272,7 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(child.pid, signum)
 
-            old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+            old = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
             try:
                 while True:
                     try:
@@ -268,6 +286,8 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
         session.exit_code = rc
     finally:
         summary = session.close()
+        for s, h in before.items():
+            signal.signal(s, h)
     _print_summary(summary, counter, db)
     sys.exit(rc if rc or not (summary.get("failure") or lost_events(summary)) else 1)
 
@@ -299,16 +319,17 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
                           notice=note, spool=SpoolLimits(spool_events, spool_mb << 20))
     _with_policy(opts, policy, mode, control_socket)
-    session = _open(opts, ["watch", *containers])
-    if session.policies is not None:
-        note(f"{len(session.policies)} policy(ies) loaded; applied to containers as they appear")
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
         stop.set()
 
-    for s in (signal.SIGINT, signal.SIGTERM):
+    # Installed before anything starts: a signal during start-up stops it cleanly as well.
+    for s in STOP_SIGNALS:  # SIGHUP too: a closed terminal stops it cleanly
         signal.signal(s, on_signal)
+    session = _open(opts, ["watch", *containers])
+    if session.policies is not None:
+        note(f"{len(session.policies)} policy(ies) loaded; applied to containers as they appear")
     deadline = time.monotonic() + duration if duration else None
     try:
         tty = sys.stderr.isatty()
