@@ -87,7 +87,9 @@ class Owner:
         if self.boot is not None and self.boot != boot_id():
             return False
         start = procfs.start_ticks(self.pid)
-        return start is not None and (self.start is None or start == self.start)
+        if start is None:  # gone, or hidden from us (hidepid): only a missing pid is taken as gone
+            return os.path.exists(f"/proc/{self.pid}")
+        return self.start is None or start == self.start
 
 
 class RunRecord(msgspec.Struct, frozen=True):
