@@ -555,14 +555,15 @@ class SqliteStore:
         return True
 
     def _last_retries(self, conn: sqlite3.Connection) -> None:
-        """At close: retry the spool for up to _CLOSE_RETRY_S, then count what is left as lost."""
+        """At close: retry the spool at once, then with backoff for up to _CLOSE_RETRY_S; what is
+        left after that is counted as lost."""
         deadline = time.monotonic() + _CLOSE_RETRY_S
+        self._retry_at = min(self._retry_at, time.monotonic())
         while self._spool and self._error is None:
-            pause = self._retry_at - time.monotonic()
-            if time.monotonic() + max(pause, 0.0) > deadline:
+            pause = max(self._retry_at - time.monotonic(), 0.0)
+            if time.monotonic() + pause > deadline:
                 break
-            if pause > 0:
-                time.sleep(pause)
+            time.sleep(pause)
             self._retry(conn)
         if self._spool:
             self._spool.drop_all(self._fault or "error")
