@@ -13,7 +13,10 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runwatch.store.runs import RunRecord
 
 
 @dataclass
@@ -125,22 +128,36 @@ def _fallback(d: Diagnosis) -> None:
         d.source = "proc"
 
 
+def _run_state(r: RunRecord) -> str:
+    if r.crashed:
+        return "crashed"
+    return "running" if r.ended is None else "ended"
+
+
 def _runs(d: Diagnosis, db: str | None) -> None:
     if not db or not Path(db).exists():
         return
-    from runwatch.store.sqlite import StoreError, query_runs
+    from runwatch.store.sqlite import StoreError, mark_crashed_runs, query_runs
 
+    marked = mark_crashed_runs(db)  # runs whose runwatch died without closing them
     try:
         runs = query_runs(db)
     except StoreError as exc:
         d.add("event store", False, str(exc))
         return
     for r in runs[-5:]:
+        store = r.stats.get("store") or {}
         d.runs.append({"command": r.command, "started": r.started, "exit_code": r.exit_code,
-                       "events": r.stats.get("events"), "drops": r.stats.get("drops"),
+                       "state": _run_state(r), "events": r.stats.get("events"), "alerts": r.stats.get("alerts"),
+                       "drops": r.stats.get("drops"), "lost": store.get("lost", 0),
                        "source": r.stats.get("source")})
     dropped = sum(int(r.stats.get("drops") or 0) for r in runs)
     d.add("ring buffer drops", dropped == 0, f"{dropped} events dropped over {len(runs)} recorded runs in {db}")
+    lost = sum(int((r.stats.get("store") or {}).get("lost") or 0) for r in runs)
+    d.add("store losses", lost == 0, f"{lost} events the store could not keep over {len(runs)} recorded runs")
+    crashed = [r for r in runs if r.crashed]
+    d.add("crashed runs", not crashed, f"{len(crashed)} of {len(runs)} recorded runs ended without closing"
+          + (f" ({len(marked)} found now)" if marked else ""))
 
 
 def diagnose(db: str | None = None) -> Diagnosis:

@@ -4,7 +4,10 @@ Used by ``runwatch run`` (one command's subtree), ``runwatch watch`` (host-wide)
 demo. Everything is built unstarted first (rules and policies load here, so their located
 errors come before anything runs), then started as a short list of steps::
 
-    outputs   open the output group (store, files, console, OTLP, alert outputs)
+    (first)   remove what a runwatch killed with SIGKILL left: stale sockets at this session's
+              paths, empty cgroups of dead runs (runwatch.leftovers); one notice line
+    outputs   open the output group (store, files, console, OTLP, alert outputs; opening the
+              store marks the runs of dead owners crashed, one notice line each)
     sources   start the source group (system source, SDK collector, OTLP receiver, decisions)
     pipeline  record the run, start the consumer thread
     policy    bind the endpoint, load the enforcers, open the apply gate
@@ -26,11 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from runwatch.enrich.stage import Enrichment
 from runwatch.events import Event
+from runwatch.leftovers import sweep
 from runwatch.outputs.base import AlertOutput, Output, output_factory
 from runwatch.outputs.group import OutputGroup
 from runwatch.pipeline import Pipeline, Stage
 from runwatch.sensors.select import Sources, build_sources
-from runwatch.store.sqlite import SqliteStore, StoreError
+from runwatch.store.sqlite import SpoolLimits, SqliteStore, StoreError
 
 if TYPE_CHECKING:
     from runwatch.enrich.corroborate import Corroboration
@@ -44,6 +48,7 @@ class SessionOptions:
     """How to run a session."""
 
     db: str | None = "runwatch.db"
+    spool: SpoolLimits | None = None  # what the store holds while it cannot write (default: 100k events, 64 MiB)
     events_out: str | None = None
     source: str = "auto"  # auto | kernel | proc
     ring_bytes: int = 1 << 24
@@ -92,6 +97,15 @@ class _SelfFilter:
 
 
 Stop = Callable[[], "list[str] | None"]
+
+
+def store_summary(store: SqliteStore) -> dict[str, Any]:
+    """The run summary's ``store`` part: what was written, spooled, recovered and lost."""
+    st = store.stats()
+    keys = ("written", "spooled", "spool_peak", "recovered", "lost", "lost_by_reason", "alerts_lost", "fault",
+            "faults", "first_fault")
+    return {"path": store.path, **{k: st[k] for k in keys},
+            "spool_limits": {"events": store.spool_limits.events, "bytes": store.spool_limits.bytes}}
 
 
 class Session:
@@ -152,7 +166,7 @@ class Session:
         o = self.opts
         outs: list[Output | AlertOutput] = []
         if o.db:
-            outs.append(output_factory("sqlite")(o.db))
+            outs.append(output_factory("sqlite")(o.db, spool=o.spool))
         if o.events_out:
             outs.append(output_factory("jsonl")(o.events_out))
         if o.live is not None:
@@ -188,6 +202,9 @@ class Session:
         self.command = " ".join(command)
         self._build()
         assert self.sources is not None
+        cleaned = sweep(self._socket_paths())  # what a runwatch killed with SIGKILL left
+        if cleaned:
+            self._say(cleaned)
         try:
             self._step("outputs", self._open_outputs, self._close_outputs)
             self._step("runtime states", self.enrichment.containers.watch_states, self._stop_states)
@@ -200,6 +217,14 @@ class Session:
             raise
         return self
 
+    def _socket_paths(self) -> list[str]:
+        """The unix sockets this session binds (SDK, and the policy's decide and control sockets)."""
+        paths = [self.opts.sdk_socket] if self.opts.sdk_socket else []
+        if self.policy is not None:
+            runtime = self.policy.runtime
+            paths += [p for p in (runtime.decide_socket, runtime.control_socket) if p]
+        return paths
+
     def _step(self, name: str, start: Callable[[], object], stop: Stop) -> None:
         self._stops.append((name, stop))  # a step that fails half-way still releases what it took
         start()
@@ -210,6 +235,8 @@ class Session:
             store = getattr(m, "store", None)
             if isinstance(store, SqliteStore):
                 self.store = store
+                for line in store.recovered_runs:
+                    self._say(line)
 
     def _start_pipeline(self) -> None:
         assert self.sources is not None
@@ -237,7 +264,8 @@ class Session:
             stages.append(self.detection)
         if self.opts.containers:
             stages.append(_ContainerFilter(self.opts.containers))
-        self.pipeline = Pipeline(self.sources.group, stages, [self.outputs])
+        # Each event output is its own sink: one that fails loses the batch alone (counted).
+        self.pipeline = Pipeline(self.sources.group, stages, self.outputs.event_outputs)
         if self.store is not None:
             self.run_id = self.store.record_run(started_ns=self.started_ns, command=self.command,
                                                stats=self.summary())
@@ -296,6 +324,8 @@ class Session:
                 out["malformed"] = malformed
         if self.corroboration is not None:
             out["corroboration"] = self.corroboration.stats()
+        if self.store is not None:
+            out["store"] = store_summary(self.store)
         if self.pipeline is not None:
             faults = self.pipeline.faults()
             if faults["stage_errors"] or faults["lost"] or faults["poll_errors"]:
@@ -311,6 +341,11 @@ class Session:
             self.pipeline.stop.set()
             self._thread.join(timeout=30)
             errors.extend(self.pipeline.errors)
+        if self.store is not None:
+            try:  # the store's counters in the run record include a due retry of its spool
+                self.store.flush(timeout=10)
+            except StoreError as exc:
+                errors.append(str(exc))
         summary = self.summary()  # before the sources stop: their counters go with them
         if self.detection is not None:
             self.detection.close()
@@ -355,6 +390,8 @@ class Session:
                 errors.append(f"{_name}: {exc}")
         self._stops = []
         summary = self._final if self._final is not None else self.summary()
+        if self.store is not None:
+            summary["store"] = store_summary(self.store)  # final: after the last retries at close
         if errors:
             summary["errors"] = errors
         self._final = summary

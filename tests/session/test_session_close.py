@@ -2,7 +2,7 @@
 
 Checked in this process, against a snapshot taken just before the session starts: BPF file
 descriptors (programs, maps, links), sockets (and the socket files and OTLP port it bound),
-threads, child processes, and every BPF program the session loaded is gone from the kernel
+threads, child processes, the command's run cgroup, and every BPF program the session loaded is gone from the kernel
 (so none is left attached to a cgroup either).
 """
 
@@ -122,8 +122,11 @@ def test_close_leaves_nothing_behind(tmp_path: Path, combo: tuple[str, bool, boo
         progs = our_programs()
         if system == "kernel":
             assert len(progs) >= 11, progs  # the sensor's programs are really loaded
+        run_cgroup = None
         if policy and session.policy is not None and session.policy.cmd_cgroup is not None:
             assert progs & cgroup_attached(), "the policy's programs were never attached to the command's cgroup"
+            run_cgroup = session.policy.cmd_cgroup.dir
+            assert run_cgroup.is_dir()
         endpoint = session.sources.otlp_endpoint if session.sources is not None else None
         during = held()
         assert during.bpf_fds != before.bpf_fds or (system == "proc" and not policy)
@@ -137,6 +140,7 @@ def test_close_leaves_nothing_behind(tmp_path: Path, combo: tuple[str, bool, boo
     assert after.children == before.children, "child processes left"
     assert not (sock_dir / "sdk.sock").exists() and not (sock_dir / "policy.sock").exists()
     assert not (sock_dir / "control.sock").exists()
+    assert run_cgroup is None or not run_cgroup.exists(), f"run cgroup {run_cgroup} left behind"
     if endpoint is not None:
         assert refused(int(endpoint.rsplit(":", 1)[1])), f"{endpoint} still accepts connections"
     deadline = time.monotonic() + 5.0  # programs are freed after an RCU grace period

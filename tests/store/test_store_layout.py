@@ -68,7 +68,7 @@ def test_v1_file_is_migrated_to_v2(tmp_path: Path, events: list[Event]) -> None:
     unnamed = Container(id="a1b2c3d4e5f60718293a4b5c6d7e8f90", runtime="runc")  # same id as "agent"
     extra = [_custom(0, unnamed), _custom(1, None)]
     _write_v1(db, events + extra)
-    with pytest.raises(StoreError, match=r"version 1 is older than 3; open it once for writing"):
+    with pytest.raises(StoreError, match=r"version 1 is older than 4; open it once for writing"):
         query_events(db)
     with SqliteStore(db) as store:
         store.write(events[:5])  # already stored: duplicates
@@ -94,7 +94,7 @@ def test_v1_file_is_migrated_to_v2(tmp_path: Path, events: list[Event]) -> None:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     finally:
         conn.close()
-    assert version == "3"
+    assert version == "4"
     assert indexes == [("events_id",), ("events_kind_ck",)]
     assert set(kinds) == {*KINDS, "vendor.custom"} and len(kinds) == len(KINDS) + 1
     assert boxes == [
@@ -256,9 +256,32 @@ def test_v2_file_gains_the_alerts_table(tmp_path):
     conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
-    with pytest.raises(StoreError, match="version 2 is older than 3"):
+    with pytest.raises(StoreError, match="version 2 is older than 4"):
         query_alerts(db)
     SqliteStore(db).close()
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
     assert conn.execute("SELECT count(*) FROM alerts").fetchone() == (0,)
+
+
+def test_v3_file_gains_run_owners_and_keeps_its_runs(tmp_path: Path, events: list[Event]) -> None:
+    db = tmp_path / "v3.db"
+    with SqliteStore(db) as store:
+        store.write(events[:23])
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE runs")  # the runs table exactly as layout 3 made it
+    conn.execute("CREATE TABLE runs (id TEXT PRIMARY KEY, started INTEGER NOT NULL, ended INTEGER, "
+                 "command TEXT NOT NULL, exit_code INTEGER, stats TEXT NOT NULL)")
+    conn.execute("INSERT INTO runs VALUES ('old-open', 100, NULL, 'sleep 9', NULL, '{\"events\": 0}')")
+    conn.execute("INSERT INTO runs VALUES ('old-done', 200, 900, 'true', 0, '{\"events\": 7}')")
+    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="version 3 is older than 4"):
+        query_runs(db)
+    SqliteStore(db).close()
+    runs = query_runs(db)
+    # a run from before owners were recorded is never taken for crashed: its owner is unknown
+    assert [(r.id, r.ended, r.crashed, r.pid, r.stats) for r in runs] == [
+        ("old-open", None, False, None, {"events": 0}), ("old-done", 900, False, None, {"events": 7})]
+    assert len(query_events(db)) == 23

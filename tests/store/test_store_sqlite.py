@@ -67,7 +67,7 @@ def test_columns_hold_query_fields(tmp_path: Path, events: list[Event]) -> None:
     assert host == (None, None)
     # one side-table row per distinct container, in first-seen order
     assert boxes == [(cid, "agent"), ("ffee00112233445566778899aabbccdd", "model-server")]
-    assert (version, STORE_SCHEMA_VERSION) == ("3", 3)
+    assert (version, STORE_SCHEMA_VERSION) == ("4", 4)
     assert mode == "wal"
     assert page == 16384
 

@@ -7,6 +7,7 @@ import json
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from runwatch.cli.common import db_option
@@ -44,9 +45,10 @@ def doctor(db: str, fmt: str) -> None:
         con.print(f"[yellow]event kinds unavailable:[/] {', '.join(d.kinds_lost)}")
     if d.runs:
         runs = Table(title=f"recent runs in {db}")
-        for col in ("command", "source", "events", "drops", "exit"):
+        for col in ("command", "state", "source", "events", "alerts", "drops", "lost", "exit"):
             runs.add_column(col)
         for r in d.runs:
-            runs.add_row(r["command"] or "", str(r["source"]), str(r["events"]), str(r["drops"]),
-                         str(r["exit_code"]))
+            state = "[red]crashed[/]" if r["state"] == "crashed" else r["state"]
+            runs.add_row(escape(r["command"] or ""), state, str(r["source"]), str(r["events"]), str(r["alerts"]),
+                         str(r["drops"]), str(r["lost"]), str(r["exit_code"]))
         con.print(runs)

@@ -25,7 +25,7 @@ from runwatch.rules.diagnostics import RuleLoadError
 from runwatch.sdk.wire import DEFAULT_SOCKET, ENV_SOCKET
 from runwatch.sensors.fallback import NoSourceError
 from runwatch.session import Session, SessionOptions
-from runwatch.store.sqlite import StoreError
+from runwatch.store.sqlite import SpoolLimits, StoreError
 
 
 class _Counter:
@@ -70,6 +70,11 @@ def _source_options(f: Any) -> Any:
     f = click.option("--alerts-out", metavar="FILE", help="Also append every alert as JSON lines to FILE.")(f)
     f = click.option("--otlp-listen", metavar="HOST:PORT", callback=_host_port,
                      help="Receive OpenTelemetry GenAI spans (OTLP/HTTP) here, e.g. 127.0.0.1:4318.")(f)
+    f = click.option("--spool-events", type=click.IntRange(0), default=SpoolLimits.events, show_default=True,
+                     metavar="N", help="Events the store keeps in memory while it cannot write (disk full, "
+                     "locked); beyond, events are counted as lost.")(f)
+    f = click.option("--spool-mb", type=click.IntRange(0), default=SpoolLimits.bytes >> 20, show_default=True,
+                     metavar="MIB", help="Bytes (MiB) the store keeps in memory while it cannot write.")(f)
     f = click.option("--otlp-export", metavar="URL",
                      help="Export tool-attributed events as OTLP spans, e.g. http://collector:4318/v1/traces.")(f)
     return db_option()(f)
@@ -138,13 +143,39 @@ def _open(opts: SessionOptions, command: list[str]) -> Session:
     return session
 
 
+def lost_events(summary: dict[str, Any]) -> str | None:
+    """One line saying which events an output lost (the store, or a failing sink), or None."""
+    parts: list[str] = []
+    store = summary.get("store") or {}
+    if store.get("lost") or store.get("alerts_lost"):
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(store["lost_by_reason"].items()))
+        alerts = f" and {store['alerts_lost']} alert(s)" if store.get("alerts_lost") else ""
+        limits = store.get("spool_limits") or {}
+        parts.append(f"the store {store['path']} lost {store['lost']} event(s){alerts} ({reasons or 'alerts only'}; "
+                     f"spool {limits.get('events')} events / {int(limits.get('bytes') or 0) >> 20} MiB, "
+                     f"--spool-events/--spool-mb; first: {store.get('first_fault')})")
+    lost = (summary.get("faults") or {}).get("lost") or {}
+    if lost:
+        parts.append("; ".join(f"{k} lost {v} event(s)" for k, v in sorted(lost.items())))
+    return "; ".join(parts) or None
+
+
+def _store_notes(store: dict[str, Any]) -> None:
+    if store.get("faults") and not (store.get("lost") or store.get("alerts_lost")):
+        note(f"the store {store['path']} could not write for a while ({store.get('first_fault')}); "
+             f"{store['recovered']} event(s) waited in the spool and were written; none lost")
+
+
 def _print_summary(summary: dict[str, Any], counter: _Counter, db: str | None) -> None:
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(counter.kinds.items())) or "none"
     drops = summary.get("drops", 0)
     where = f"; stored in {db}" if db else ""
     alerts = f"; alerts {summary['alerts']}" if "alerts" in summary else ""
+    store = summary.get("store") or {}
+    lost = int(store.get("lost") or 0) + sum((summary.get("faults") or {}).get("lost", {}).values())
+    lost_text = f"; lost {lost}" if lost else ""
     err_console.print(f"[bold]runwatch:[/] {summary.get('events', 0)} events ({kinds}); "
-                      f"drops {drops}{alerts}{where}", highlight=False, soft_wrap=True)
+                      f"drops {drops}{lost_text}{alerts}{where}", highlight=False, soft_wrap=True)
     if drops:
         by_kind = {k.split("drops.", 1)[1]: v for k, v in summary.get("source_stats", {}).items()
                    if "drops." in k and v}
@@ -160,10 +191,26 @@ def _print_summary(summary: dict[str, Any], counter: _Counter, db: str | None) -
         parts += [f"{k} lost {v} event(s)" for k, v in faults["lost"].items()]
         parts += [f"{faults['poll_errors']} failed poll(s)"] if faults["poll_errors"] else []
         note(f"pipeline faults: {'; '.join(parts)}; first: {faults['first_error']}")
+    _store_notes(store)
     if summary.get("failure"):
         note(f"error: {summary['failure']}")
     for err in summary.get("errors", []):
         note(err)
+    reason = lost_events(summary)
+    if reason:
+        note(f"error: {reason}")
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Signals that end ``run`` (forwarded to CMD) and ``watch`` (drain, flush, summary)."""
+
+
+class _Stopped(Exception):
+    """A stop signal came while the session was starting."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _exit_status(rc: int) -> int:
@@ -177,7 +224,7 @@ def _exit_status(rc: int) -> int:
 def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, ring_mb: int,
         verbose: bool, sdk_socket: str, no_sdk: bool, rules: tuple[str, ...], no_rules: bool,
         alerts_out: str | None, otlp_listen: tuple[str, int] | None, otlp_export: str | None,
-        policy: tuple[str, ...], mode: str | None, control_socket: str) -> None:
+        spool_events: int, spool_mb: int, policy: tuple[str, ...], mode: str | None, control_socket: str) -> None:
     """Run CMD under the sensor and watch its whole process subtree.
 
     Containers CMD starts (runc, podman) are followed too. When CMD exits, runwatch drains
@@ -198,13 +245,19 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
                           track_self=True, live=TextOutput() if verbose else None, extra_sinks=[counter],
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
-                          own_cgroup=True, notice=note)
+                          own_cgroup=True, notice=note, spool=SpoolLimits(spool_events, spool_mb << 20))
     _with_policy(opts, policy, mode, control_socket)
+    early: list[int] = []  # a signal during start-up: CMD is not started, the session closes cleanly
+    before = {s: signal.signal(s, lambda signum, _frame: early.append(signum)) for s in STOP_SIGNALS}
     session = _open(opts, list(command))
     rc = 0
     try:
         try:
+            if early:
+                raise _Stopped(early[0])
             child = session.spawn(command)
+        except _Stopped as stopped:
+            rc = 128 + stopped.signum
         except FileNotFoundError:
             err_console.print(f"runwatch: {command[0]}: command not found", highlight=False, markup=False)
             rc = 127
@@ -221,7 +274,7 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(child.pid, signum)
 
-            old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+            old = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
             try:
                 while True:
                     try:
@@ -235,8 +288,10 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
         session.exit_code = rc
     finally:
         summary = session.close()
+        for s, h in before.items():
+            signal.signal(s, h)
     _print_summary(summary, counter, db)
-    sys.exit(rc if rc or not summary.get("failure") else 1)
+    sys.exit(rc if rc or not (summary.get("failure") or lost_events(summary)) else 1)
 
 
 @click.command()
@@ -250,9 +305,9 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
 @policy_options
 def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: bool, sdk_socket: str,
           no_sdk: bool, rules: tuple[str, ...], no_rules: bool, alerts_out: str | None,
-          otlp_listen: tuple[str, int] | None, otlp_export: str | None, containers: tuple[str, ...],
-          duration: float | None, stats_json: str | None, policy: tuple[str, ...], mode: str | None,
-          control_socket: str) -> None:
+          otlp_listen: tuple[str, int] | None, otlp_export: str | None, spool_events: int, spool_mb: int,
+          containers: tuple[str, ...], duration: float | None, stats_json: str | None, policy: tuple[str, ...],
+          mode: str | None, control_socket: str) -> None:
     """Watch the whole host (or the given containers) until SIGINT/SIGTERM.
 
     On stop it drains the sensor, flushes the store and prints a summary with drops.
@@ -264,18 +319,19 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
                           containers=containers, live=TextOutput() if verbose else None, extra_sinks=[counter],
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
-                          notice=note)
+                          notice=note, spool=SpoolLimits(spool_events, spool_mb << 20))
     _with_policy(opts, policy, mode, control_socket)
-    session = _open(opts, ["watch", *containers])
-    if session.policies is not None:
-        note(f"{len(session.policies)} policy(ies) loaded; applied to containers as they appear")
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
         stop.set()
 
-    for s in (signal.SIGINT, signal.SIGTERM):
+    # Installed before anything starts: a signal during start-up stops it cleanly as well.
+    for s in STOP_SIGNALS:  # SIGHUP too: a closed terminal stops it cleanly
         signal.signal(s, on_signal)
+    session = _open(opts, ["watch", *containers])
+    if session.policies is not None:
+        note(f"{len(session.policies)} policy(ies) loaded; applied to containers as they appear")
     deadline = time.monotonic() + duration if duration else None
     try:
         tty = sys.stderr.isatty()
@@ -295,7 +351,7 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
         with open(stats_json, "w") as fh:
             json.dump(summary, fh, indent=2, default=str)
     _print_summary(summary, counter, db)
-    if summary.get("failure"):
+    if summary.get("failure") or lost_events(summary):
         sys.exit(1)
 
 

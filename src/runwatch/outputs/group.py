@@ -3,7 +3,9 @@
 :class:`OutputGroup` is itself an :class:`~runwatch.outputs.base.Output` and an
 :class:`~runwatch.outputs.base.AlertOutput`: events go to every member that takes events and
 alerts to every member that takes alerts, in declared order. An event output that raises
-stops the batch (the pipeline records it, as for any stage); an alert output that raises is
+stops the batch; the session therefore hands the pipeline :attr:`OutputGroup.event_outputs`
+as separate sinks, so a failing one loses that batch alone (counted per output, as for any
+sink) while the others keep every event. An alert output that raises is
 recorded in :attr:`OutputGroup.errors` and does not stop the others (one failing alert
 destination must not hide an alert from the rest). ``flush`` and ``close`` always reach every
 member; their errors are recorded, one line each.
@@ -50,6 +52,11 @@ class OutputGroup:
             self._events.append(member)  # type: ignore[arg-type]
         if takes_alerts:
             self._alerts.append(member)  # type: ignore[arg-type]
+
+    @property
+    def event_outputs(self) -> list[Output]:
+        """The members that take events, in declared order (the pipeline's sinks)."""
+        return list(self._events)
 
     @property
     def takes_alerts(self) -> bool:

@@ -13,22 +13,28 @@ from collections.abc import Sequence
 from runwatch.alerts.model import Alert
 from runwatch.events import Event
 from runwatch.outputs.base import register_output
-from runwatch.store.sqlite import SqliteStore
+from runwatch.store.sqlite import SpoolLimits, SqliteStore
 
 
 class StoreOutput:
-    """Events and alerts into the SQLite database at ``path``."""
+    """Events and alerts into the SQLite database at ``path``.
+
+    ``spool`` bounds what the store keeps in memory while it cannot write (a full filesystem,
+    a lock held by another writer); see :mod:`runwatch.store.spool`. Such faults never raise
+    here: they are in the store's ``stats()``.
+    """
 
     name = "sqlite"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, spool: SpoolLimits | None = None) -> None:
         self.path = path
+        self.spool = spool
         self.store: SqliteStore | None = None
 
     def open(self) -> None:
         """Open (creating or migrating) the database; StoreError names the path."""
         if self.store is None:
-            self.store = SqliteStore(self.path)
+            self.store = SqliteStore(self.path, spool=self.spool)
 
     def _open_store(self) -> SqliteStore:
         if self.store is None:
@@ -44,12 +50,12 @@ class StoreOutput:
         self._open_store().write_alerts(alerts)
 
     def flush(self) -> None:
-        """Wait until everything enqueued is committed."""
+        """Wait until everything enqueued is committed (or spooled while the store cannot write)."""
         if self.store is not None:
             self.store.flush()
 
     def close(self) -> None:
-        """Flush and close the database (StoreError if the writer lost events). Idempotent."""
+        """Flush and close the database (StoreError after a fatal writer error). Idempotent."""
         if self.store is not None:
             self.store.close()
 

@@ -43,6 +43,7 @@ from runwatch.alerts.model import Alert
 from runwatch.enrich.containers import ContainerResolver, parse_cgroup_path
 from runwatch.events import Container, Event
 from runwatch.host import CgroupV2, procfs, runtimes
+from runwatch.leftovers import RUN_CGROUPS, remove_dead_run_cgroups
 from runwatch.policy.enforce import Enforcement, EnforcementError, Enforcers, decision_event
 from runwatch.policy.enforce.kill import kill_pid
 from runwatch.policy.model import Policy, PolicySet, is_glob
@@ -54,7 +55,7 @@ PENDING_S = 10.0
 """How long a new container cgroup waits for its runtime to record the init process."""
 LIVENESS_S = 1.0
 """How often applied targets are checked for a vanished cgroup (seconds)."""
-CMD_PARENT = "runwatch-run"
+CMD_PARENT = RUN_CGROUPS
 """Parent directory (under the v2 root) of the watched commands' cgroups."""
 
 _NAME_KEYS = ("runwatch.container.name", "io.kubernetes.container.name", "io.kubernetes.cri.container-name",
@@ -112,10 +113,7 @@ class CommandCgroup:
         ``cgroup.procs`` for :meth:`preexec`."""
         parent = self.dir.parent
         parent.mkdir(exist_ok=True)
-        for stale in parent.iterdir():
-            if stale.name.isdigit() and stale != self.dir and not Path(f"/proc/{stale.name}").exists():
-                with contextlib.suppress(OSError):
-                    stale.rmdir()
+        remove_dead_run_cgroups(parent)  # the session has said what it removed; a race is harmless
         self.dir.mkdir(exist_ok=True)
         self._fd = os.open(self.dir / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
         return self

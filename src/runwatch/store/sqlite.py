@@ -9,14 +9,25 @@ Write side (:class:`SqliteStore`):
   after 100k rows, after 0.2 s, or at once for :meth:`~SqliteStore.flush` and ``close()``.
   Readers therefore see written events within about 0.2 s, or right after ``flush()``.
 * Backpressure, not loss: while more than 32k rows wait for the writer, ``write()`` blocks
-  until it has caught up (normally milliseconds). Nothing is ever dropped by the store. If the
-  writer has failed, ``write()`` raises :class:`StoreError` instead of blocking forever.
+  until it has caught up (normally milliseconds).
+* Faults that pass (a full filesystem, another writer holding the lock for more than 1 s, an
+  I/O error, a read-only remount) never reach the caller: the failed transaction's items and
+  everything after them wait in a bounded spool (:mod:`runwatch.store.spool`, default 100k
+  events / 64 MiB) and are written, in order, when a retry succeeds (after 0.25 s, doubling
+  to 5 s between tries; ``close()`` retries for up to 3 s more). What does not fit in the
+  spool, or is still in it when ``close()`` gives up, is counted as lost per reason
+  (:meth:`SqliteStore.stats`). Any other database error is fatal: from then on ``write()``
+  and ``flush()`` raise :class:`StoreError` and everything queued is counted as lost.
 * The journal is WAL with ``synchronous=NORMAL``: readers never block the writer and a
   committed batch survives a process crash (the last batches may be lost on power loss).
-* Ordering: batches are committed in the order they were enqueued.
+* Ordering: batches are committed in the order they were enqueued (the spool included).
+* Runs: :meth:`SqliteStore.record_run` names this process as the run's owner, and every
+  commit adds its counts to the run's row; opening a store marks the runs of dead owners
+  crashed (:mod:`runwatch.store.runs`).
 
-Read side: :func:`query_events` and :func:`query_runs` open the file read-only
-(``file:...?mode=ro``) and may run in any thread or process while the writer is active.
+Read side (:mod:`runwatch.store.sqlite_read`, re-exported here): :func:`query_events`,
+:func:`query_alerts` and :func:`query_runs` open the file read-only and may run in any thread
+or process while the writer is active.
 
 Schema: a ``meta`` table holds ``schema_version``. A file written by a newer runwatch is
 refused with a one-line error; an older one is migrated in place when opened for writing.
@@ -36,59 +47,44 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
 
 import msgspec
 
 from runwatch.alerts.model import Alert
-from runwatch.alerts.render import from_json as alert_from_json
 from runwatch.alerts.render import to_json as alert_json
-from runwatch.events import UPGRADE_BELOW, Container, Event, upgrade
+from runwatch.events import Container, Event
 from runwatch.privatefile import ensure_private
+from runwatch.store.runs import ADD_STORED, UPSERT_RUN, Owner, RunRecord, recover_crashed
+from runwatch.store.spool import Spool, SpoolLimits, fault_reason
 from runwatch.store.sqlite_layout import (
     INSERT_ALERT,
     STORE_SCHEMA_VERSION,
     Row,
     StoreError,
-    check_not_newer,
     container_key,
     ensure_schema,
     insert_events,
     kind_code,
-    read_event_schema,
-    read_version,
 )
+from runwatch.store.sqlite_read import BUSY_TIMEOUT_MS, mark_crashed_runs, query_alerts, query_events, query_runs
 
 __all__ = [
-    "STORE_SCHEMA_VERSION", "RunRecord", "SqliteStore", "StoreError", "query_alerts", "query_events", "query_runs",
+    "STORE_SCHEMA_VERSION", "RunRecord", "SpoolLimits", "SqliteStore", "StoreError", "mark_crashed_runs",
+    "query_alerts", "query_events", "query_runs",
 ]
 
 
 _QUEUE_MAX_ROWS = 32_768  # rows waiting for the writer; write() blocks beyond (see write())
 _TXN_MAX_ROWS = 100_000  # rows per transaction at most
 _TXN_MAX_S = 0.2  # a transaction is committed at most this long (s) after it began
-_BUSY_TIMEOUT_MS = 10_000
+_WRITE_BUSY_MS = 1_000  # the writer's wait for another writer's lock; longer waits spool instead
+_RETRY_FIRST_S = 0.25  # first retry of the spool after a fault; doubled per failed retry
+_RETRY_MAX_S = 5.0
+_CLOSE_RETRY_S = 3.0  # at close, a held spool is retried this long before it counts as lost
 _PAGE_SIZE = 16_384  # bytes; applies to new files only (an existing file keeps its page size)
 _CACHE_KIB = 32_768  # writer page cache; the hot right edges of the three B-trees stay resident
-
-_INSERT_RUN = (
-    "INSERT OR REPLACE INTO runs (id, started, ended, command, exit_code, stats) VALUES (?, ?, ?, ?, ?, ?)"
-)
-
-
-class RunRecord(msgspec.Struct, frozen=True):
-    """One ``runwatch run``/``watch`` session: times in ns since the epoch, stats as recorded."""
-
-    id: str
-    started: int
-    ended: int | None
-    command: str
-    exit_code: int | None
-    stats: dict[str, Any]
-
 
 class _Flush:
     """Queue marker: set once everything enqueued before it is committed (or failed)."""
@@ -106,12 +102,14 @@ class _Stop:
 class _Txn:
     """The writer's open transaction: what it holds so far (all lost if it fails)."""
 
-    __slots__ = ("boxes", "deadline", "inserted", "kinds", "rows", "runs")
+    __slots__ = ("alerts", "boxes", "deadline", "inserted", "items", "kinds", "rows", "runs")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline  # time.monotonic() by which it commits
+        self.items: list[Any] = []  # the queue items it holds (to the spool if it fails)
         self.rows = 0
         self.inserted = 0  # rows - inserted = duplicates
+        self.alerts = 0
         self.runs = 0
         self.kinds: dict[str, int] = {}  # codes assigned in this transaction
         self.boxes: dict[tuple[str, str | None], int] = {}
@@ -133,8 +131,9 @@ class SqliteStore:
     counters (plus the current queue depth).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, spool: SpoolLimits | None = None) -> None:
         self.path = str(path)
+        self.owner = Owner.this_process()
         try:
             if self.path != ":memory:" and not self.path.startswith("file:"):
                 ensure_private(self.path)  # 0600, and SQLite gives its -wal and -shm files the same mode
@@ -144,7 +143,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open event store {self.path}: {exc}") from None
         try:
-            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
                 conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")  # a new file: set before WAL fixes it
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -153,6 +152,8 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
             ensure_schema(conn, self.path)
+            self.recovered_runs = recover_crashed(conn)  # runs of dead owners, marked crashed
+            conn.execute(f"PRAGMA busy_timeout = {_WRITE_BUSY_MS}")
             kind_codes = {str(n): int(c) for n, c in conn.execute("SELECT name, code FROM kinds")}
         except sqlite3.Error as exc:
             conn.close()
@@ -179,7 +180,17 @@ class SqliteStore:
         self._duplicates = 0
         self._transactions = 0
         self._runs = 0
-        self._lost = 0
+        self._fatal_lost = 0  # rows lost after a fatal error (the writer stopped writing)
+        # While a fault that may pass lasts: the spool, the reason, and when to retry (writer only).
+        self._spool = Spool(spool)
+        self.spool_limits = self._spool.limits
+        self._fault: str | None = None
+        self._first_fault: str | None = None
+        self._faults = 0
+        self._retry_at = 0.0  # time.monotonic()
+        self._backoff = _RETRY_FIRST_S
+        self._recovered = 0
+        self._run_id: str | None = None  # the run whose row gets this store's stored counts
         self._thread = threading.Thread(target=self._run, name=f"runwatch-store:{self.path}", daemon=True)
         self._thread.start()
 
@@ -285,6 +296,9 @@ class SqliteStore:
     ) -> str:
         """Enqueue one run record (replacing any earlier record with the same id); returns its id.
 
+        The run's owner is this process (:class:`~runwatch.store.runs.Owner`); everything this
+        store commits from then on is counted in the run's row (``stored_events``, ...).
+
         ``stats`` is a JSON-able mapping, conventionally with ``sources``, ``hooks`` (``active``
         / ``refused`` lists), ``events`` and ``drops``. Call it at start (without ``ended_ns``)
         and again at the end with the same ``run_id`` so a crashed run still shows up.
@@ -295,7 +309,8 @@ class SqliteStore:
             stats_json = msgspec.json.encode(dict(stats or {})).decode()
         except (TypeError, msgspec.EncodeError) as exc:
             raise StoreError(f"{self.path}: run {rid}: stats are not JSON-encodable: {exc}") from None
-        self._put(("run", rid, started_ns, ended_ns, cmd, exit_code, stats_json))
+        o = self.owner
+        self._put(("run", rid, started_ns, ended_ns, cmd, exit_code, stats_json, o.pid, o.start, o.boot))
         return rid
 
     def write_alerts(self, alerts: Sequence[Alert]) -> None:
@@ -305,9 +320,10 @@ class SqliteStore:
             self._put(("alerts", rows))
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until everything enqueued before this call is committed.
+        """Wait until everything enqueued before this call is committed, or held in the spool
+        while the store cannot write (see :meth:`stats`); a due retry of the spool runs first.
 
-        Raises :class:`StoreError` on timeout or if the writer failed.
+        Raises :class:`StoreError` on timeout or if the writer failed for good.
         """
         if self._closed and not self._thread.is_alive():
             self._raise_if_failed()
@@ -321,8 +337,9 @@ class SqliteStore:
     def close(self) -> None:
         """Flush, stop the writer and close the file. Idempotent.
 
-        Raises :class:`StoreError` (once the writer has stopped) if the writer failed and
-        events were lost, so a failure is never silent.
+        A spool still held is retried for up to ``_CLOSE_RETRY_S``; what cannot be written by
+        then is counted as lost (:meth:`stats`), not raised. Raises :class:`StoreError` (once
+        the writer has stopped) if the writer failed for good, so a failure is never silent.
         """
         with self._lock:
             if self._closed:
@@ -335,18 +352,38 @@ class SqliteStore:
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
-            raise StoreError(f"{self.path}: writer failed ({self._lost} events lost): {self._error}")
+            raise StoreError(f"{self.path}: writer failed ({self._fatal_lost} events lost): {self._error}")
 
-    def stats(self) -> dict[str, int]:
-        """Counters: ``written``, ``duplicates`` (ids already stored), ``transactions``,
-        ``runs``, ``lost`` (only after a writer failure), ``queued`` (batches waiting)."""
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the writer's counters.
+
+        ``written`` (rows committed), ``duplicates`` (ids already stored), ``transactions``,
+        ``runs``, ``queued`` (batches waiting); the spool: ``spooled`` (rows held now),
+        ``spool_peak``, ``spooled_total``, ``recovered`` (rows committed from the spool);
+        ``lost`` (rows given up in all), ``lost_by_reason`` (``disk_full``, ``locked``, ...,
+        ``error`` after a fatal error), ``alerts_lost``; ``fault`` (the reason the store
+        cannot write now, or None), ``faults`` (failed attempts), ``first_fault`` (one line).
+        """
+        spool = self._spool
+        lost = dict(spool.lost)
+        if self._fatal_lost:
+            lost["error"] = lost.get("error", 0) + self._fatal_lost
         return {
             "written": self._written,
             "duplicates": self._duplicates,
             "transactions": self._transactions,
             "runs": self._runs,
-            "lost": self._lost,
             "queued": self._queue.qsize(),
+            "spooled": spool.events,
+            "spool_peak": spool.peak,
+            "spooled_total": spool.spooled,
+            "recovered": self._recovered,
+            "lost": sum(lost.values()),
+            "lost_by_reason": lost,
+            "alerts_lost": sum(spool.lost_alerts.values()),
+            "fault": self._fault,
+            "faults": self._faults,
+            "first_fault": self._first_fault,
         }
 
     def __enter__(self) -> SqliteStore:
@@ -365,89 +402,171 @@ class SqliteStore:
         try:
             while True:
                 # Inserts go in as batches arrive (their rows are still warm); the transaction
-                # commits at _TXN_MAX_ROWS, after _TXN_MAX_S, or at once for flush/close.
+                # commits at _TXN_MAX_ROWS, after _TXN_MAX_S, or at once for flush/close. While
+                # the spool holds items, the writer wakes for the next retry.
+                wait = self._wait_s(txn)
                 try:
-                    item = get() if txn is None else get(timeout=max(0.0, txn.deadline - time.monotonic()))
+                    item = get() if wait is None else get(timeout=wait)
                 except queue.Empty:
                     item = None
-                if isinstance(item, list):
-                    if self._error is None:
-                        txn = self._insert(conn, txn, item)
-                    else:
-                        self._lost += len(item)
-                    with self._room:
-                        self._queued_rows -= len(item)
-                        self._room.notify_all()
-                elif isinstance(item, tuple) and self._error is None:
-                    txn = self._insert(conn, txn, item)
+                if isinstance(item, list | tuple):
+                    txn = self._take(conn, txn, item)
+                    if isinstance(item, list):
+                        with self._room:
+                            self._queued_rows -= len(item)
+                            self._room.notify_all()
                 if txn is not None and (
                     not isinstance(item, list | tuple) or txn.rows >= _TXN_MAX_ROWS or time.monotonic() >= txn.deadline
                 ):
                     self._commit(conn, txn)
                     txn = None
+                if self._spool and time.monotonic() >= self._retry_at:
+                    self._retry(conn)
                 if isinstance(item, _Flush):
                     item.done.set()
                 elif isinstance(item, _Stop):
+                    self._last_retries(conn)
                     break
         finally:
             if txn is not None:  # only when an unexpected exception escaped
-                self._abort(conn, txn, RuntimeError("writer thread stopped"), 0)
+                self._rollback(conn)
+                self._fail(RuntimeError("writer thread stopped"), txn.rows)
             self._drain_after_stop()
             conn.close()
             self._conn = None
 
-    def _begin(self, conn: sqlite3.Connection) -> _Txn:
-        for attempt in range(5):
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return _Txn(time.monotonic() + _TXN_MAX_S)
-            except sqlite3.OperationalError as exc:
-                # busy_timeout already waited; retry a few times on lock contention only.
-                if "locked" not in str(exc) or attempt == 4:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
+    def _wait_s(self, txn: _Txn | None) -> float | None:
+        """How long the writer may wait for the next item (None: until one comes)."""
+        due = [txn.deadline] if txn is not None else []
+        if self._spool and self._error is None:
+            due.append(self._retry_at)
+        return max(0.0, min(due) - time.monotonic()) if due else None
 
-    def _insert(self, conn: sqlite3.Connection, txn: _Txn | None, item: list[Row] | tuple[Any, ...]) -> _Txn | None:
-        """Add one queue item to the open transaction (opened here if needed); None on failure."""
+    def _take(self, conn: sqlite3.Connection, txn: _Txn | None, item: list[Row] | tuple[Any, ...]) -> _Txn | None:
+        """Add one queue item to the open transaction (opened here if needed), or to the spool
+        while the store cannot write; returns the open transaction (None after a failure)."""
+        if self._error is not None:
+            self._fatal_lost += len(item) if isinstance(item, list) else 0
+            return txn
+        if self._spool:  # keep the order: nothing overtakes what waits for a retry
+            self._spool.add(item, self._fault or "error")
+            return txn
         try:
             if txn is None:
                 txn = self._begin(conn)
-            if isinstance(item, list):
-                # Codes are assigned inside the transaction (so several writers on one file
-                # agree) and reach the shared caches only once it has committed.
-                rows = self._resolve(conn, item, txn.kinds, txn.boxes) if type(item) is _NewNames else item
-                txn.inserted += insert_events(conn, rows)
-                txn.rows += len(item)
-            elif item[0] == "alerts":
-                conn.executemany(INSERT_ALERT, item[1])
-            else:
-                conn.execute(_INSERT_RUN, item[1:])
-                txn.runs += 1
+            self._insert(conn, txn, item)
+            txn.items.append(item)
             return txn
         except sqlite3.Error as exc:
-            self._abort(conn, txn, exc, len(item) if isinstance(item, list) else 0)
+            self._failed(conn, txn, exc, [item])
             return None
 
-    def _commit(self, conn: sqlite3.Connection, txn: _Txn) -> None:
+    def _begin(self, conn: sqlite3.Connection) -> _Txn:
+        conn.execute("BEGIN IMMEDIATE")  # waits up to _WRITE_BUSY_MS for another writer
+        return _Txn(time.monotonic() + _TXN_MAX_S)
+
+    def _insert(self, conn: sqlite3.Connection, txn: _Txn, item: list[Row] | tuple[Any, ...]) -> None:
+        """Add one queue item to ``txn``; raises sqlite3.Error (the caller rolls back)."""
+        if isinstance(item, list):
+            # Codes are assigned inside the transaction (so several writers on one file
+            # agree) and reach the shared caches only once it has committed.
+            rows = self._resolve(conn, item, txn.kinds, txn.boxes) if type(item) is _NewNames else item
+            txn.inserted += insert_events(conn, rows)
+            txn.rows += len(item)
+        elif item[0] == "alerts":
+            conn.executemany(INSERT_ALERT, item[1])
+            txn.alerts += len(item[1])
+        else:
+            conn.execute(UPSERT_RUN, item[1:])
+            self._run_id = item[1]  # what this store commits from now on counts for this run
+            txn.runs += 1
+
+    def _commit(self, conn: sqlite3.Connection, txn: _Txn) -> bool:
+        """Commit ``txn`` (with the run's stored counts); on failure its items go to the spool."""
         try:
+            if self._run_id is not None and (txn.inserted or txn.alerts):
+                conn.execute(ADD_STORED, (txn.inserted, txn.alerts, time.time_ns(), self._run_id))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            self._abort(conn, txn, exc, 0)
-            return
+            self._failed(conn, txn, exc, [])
+            return False
         self._kind_codes.update(txn.kinds)
         self._container_keys.update(txn.boxes)
         self._written += txn.inserted
         self._duplicates += txn.rows - txn.inserted
         self._runs += txn.runs
         self._transactions += 1
+        return True
 
-    def _abort(self, conn: sqlite3.Connection, txn: _Txn | None, exc: BaseException, extra_rows: int) -> None:
-        """Roll back (if a transaction is open) and mark the writer failed; its rows are lost."""
+    def _rollback(self, conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):  # the failure below is what gets reported
+            with contextlib.suppress(sqlite3.Error):  # the failure itself is what gets reported
                 conn.execute("ROLLBACK")
-        self._fail(exc, (0 if txn is None else txn.rows) + extra_rows)
+
+    def _failed(self, conn: sqlite3.Connection, txn: _Txn | None, exc: sqlite3.Error, extra: list[Any]) -> None:
+        """Roll back; the transaction's items (and ``extra``) go to the spool when the fault may
+        pass, else the writer has failed for good and they are lost."""
+        self._rollback(conn)
+        items = (txn.items if txn is not None else []) + extra
+        reason = fault_reason(exc)
+        if reason is None:
+            self._fail(exc, sum(len(i) for i in items if isinstance(i, list)))
+            return
+        self._note_fault(reason, exc)
+        for item in items:
+            self._spool.add(item, reason)
+
+    def _note_fault(self, reason: str, exc: BaseException) -> None:
+        self._fault = reason
+        self._faults += 1
+        if self._first_fault is None:
+            self._first_fault = f"{reason}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, _RETRY_MAX_S)
+
+    def _retry(self, conn: sqlite3.Connection) -> bool:
+        """Write everything the spool holds in one transaction; True once it is committed."""
+        txn: _Txn | None = None
+        try:
+            txn = self._begin(conn)
+            for item in self._spool.items():
+                self._insert(conn, txn, item)
+            if self._run_id is not None and (txn.inserted or txn.alerts):
+                conn.execute(ADD_STORED, (txn.inserted, txn.alerts, time.time_ns(), self._run_id))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            reason = fault_reason(exc)
+            if reason is None:
+                self._fail(exc, self._spool.events)
+                self._spool.clear()
+            else:
+                self._note_fault(reason, exc)
+            return False
+        self._kind_codes.update(txn.kinds)
+        self._container_keys.update(txn.boxes)
+        self._written += txn.inserted
+        self._duplicates += txn.rows - txn.inserted
+        self._recovered += txn.rows
+        self._runs += txn.runs
+        self._transactions += 1
+        self._spool.clear()
+        self._fault, self._backoff = None, _RETRY_FIRST_S
+        return True
+
+    def _last_retries(self, conn: sqlite3.Connection) -> None:
+        """At close: retry the spool at once, then with backoff for up to _CLOSE_RETRY_S; what is
+        left after that is counted as lost."""
+        deadline = time.monotonic() + _CLOSE_RETRY_S
+        self._retry_at = min(self._retry_at, time.monotonic())
+        while self._spool and self._error is None:
+            pause = max(self._retry_at - time.monotonic(), 0.0)
+            if time.monotonic() + pause > deadline:
+                break
+            time.sleep(pause)
+            self._retry(conn)
+        if self._spool:
+            self._spool.drop_all(self._fault or "error")
 
     def _resolve(
         self,
@@ -476,7 +595,7 @@ class SqliteStore:
 
     def _fail(self, exc: BaseException, nrows: int) -> None:
         self._error = f"{type(exc).__name__}: {exc}"
-        self._lost += nrows
+        self._fatal_lost += nrows
 
     def _drain_after_stop(self) -> None:
         """Release any flush waiters that raced with close(); count stray rows as lost."""
@@ -488,206 +607,6 @@ class SqliteStore:
             if isinstance(item, _Flush):
                 item.done.set()
             elif isinstance(item, list):
-                self._lost += len(item)
+                self._fatal_lost += len(item)
 
 
-# -------------------------------------------------------------------- read side
-
-
-def _connect_ro(path: str | os.PathLike[str]) -> tuple[sqlite3.Connection, str]:
-    p = Path(path)
-    shown = str(path)
-    if not p.exists():
-        raise StoreError(f"event store not found: {shown}")
-    if not p.is_file():
-        raise StoreError(f"event store is not a file: {shown}")
-    uri = f"file:{quote(str(p.resolve()))}?mode=ro"
-    try:
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        version = read_version(conn, shown)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read event store {shown}: {exc}") from None
-    try:
-        check_not_newer(version, shown)
-        if version == 0:
-            raise StoreError(f"{shown}: not a runwatch event store (no schema_version)")
-        if version < STORE_SCHEMA_VERSION:
-            raise StoreError(
-                f"{shown}: store schema version {version} is older than {STORE_SCHEMA_VERSION}; "
-                "open it once for writing (e.g. runwatch run --db) to migrate"
-            )
-    except BaseException:
-        conn.close()
-        raise
-    return conn, shown
-
-
-_DECODE_ALL = msgspec.msgpack.Decoder(list[Event]).decode
-_DECODE_ONE = msgspec.msgpack.Decoder(Event).decode
-
-
-def _msgpack_array_header(n: int) -> bytes:
-    """The msgpack header of an array of ``n`` items (the items follow, concatenated)."""
-    if n < 16:
-        return bytes((0x90 | n,))
-    if n < 1 << 16:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
-
-
-def query_events(
-    path: str | os.PathLike[str],
-    *,
-    kinds: Iterable[str] | None = None,
-    container: str | None = None,
-    pid: int | None = None,
-    since_ns: int | None = None,
-    until_ns: int | None = None,
-    limit: int | None = None,
-    order: str = "asc",
-) -> list[Event]:
-    """Read events from a store file (read-only; safe while a writer is active).
-
-    Filters combine with AND: ``kinds`` (exact kind strings), ``container`` (exact container
-    name, exact id, or an id prefix of at least 4 characters), ``pid``, ``since_ns`` (inclusive)
-    and ``until_ns`` (exclusive). Results are ordered by (time, id), ``"asc"`` or ``"desc"``;
-    ``limit`` applies after ordering (so ``order="desc", limit=n`` gives the newest n).
-    """
-    if order not in ("asc", "desc"):
-        raise StoreError(f"order must be 'asc' or 'desc', not {order!r}")
-    if limit is not None and limit < 0:
-        raise StoreError(f"limit must be >= 0, not {limit}")
-    kind_list = None if kinds is None else list(kinds)
-    if kind_list == []:
-        return []
-    conn, shown = _connect_ro(path)
-    try:
-        rows = _select(conn, kind_list, container, pid, since_ns, until_ns, limit, order)
-        stale = read_event_schema(conn) < UPGRADE_BELOW
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read event store {shown}: {exc}") from None
-    except StoreError as exc:
-        raise StoreError(f"{shown}: {exc}") from None
-    finally:
-        conn.close()
-    if not rows:
-        return []
-    try:
-        events: list[Event] = _DECODE_ALL(_msgpack_array_header(len(rows)) + b"".join(r[0] for r in rows))
-        return [upgrade(e) for e in events] if stale else events
-    except msgspec.DecodeError:
-        pass
-    # Slow path only to name the bad row precisely.
-    out: list[Event] = []
-    for n, (data,) in enumerate(rows):
-        try:
-            event = _DECODE_ONE(data)
-            out.append(upgrade(event) if stale else event)
-        except msgspec.DecodeError as exc:
-            raise StoreError(f"{shown}: stored event #{n} does not decode: {exc}") from None
-    return out
-
-
-def _select(
-    conn: sqlite3.Connection,
-    kinds: list[str] | None,
-    container: str | None,
-    pid: int | None,
-    since_ns: int | None,
-    until_ns: int | None,
-    limit: int | None,
-    order: str,
-) -> list[tuple[bytes]]:
-    """The ``data`` of the matching rows, in order (see query_events for the filters)."""
-    where: list[str] = []
-    params: list[Any] = []
-    if kinds is not None or container is not None:
-        # Both filters go through the (kind, ck, time) index, so a kind constraint is always
-        # given: the requested codes, or every code when only the container is filtered.
-        if kinds is None:
-            codes = [r[0] for r in conn.execute("SELECT code FROM kinds")]
-        else:
-            marks = ",".join("?" * len(kinds))
-            codes = [r[0] for r in conn.execute(f"SELECT code FROM kinds WHERE name IN ({marks})", kinds)]
-        if not codes:
-            return []  # no event of these kinds was ever stored
-        where.append(f"kind IN ({','.join(str(int(c)) for c in codes)})")
-    if container is not None:
-        boxes = "SELECT ck FROM containers WHERE name = ? OR id = ?"
-        params.extend([container, container])
-        if len(container) >= 4:
-            boxes += " OR substr(id, 1, ?) = ?"
-            params.extend([len(container), container])
-        where.append(f"ck IN ({boxes})")
-    if pid is not None:
-        where.append("pid = ?")
-        params.append(pid)
-    if since_ns is not None:
-        where.append("time >= ?")
-        params.append(since_ns)
-    if until_ns is not None:
-        where.append("time < ?")
-        params.append(until_ns)
-    sql = "SELECT data FROM events"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    direction = "ASC" if order == "asc" else "DESC"
-    sql += f" ORDER BY time {direction}, id {direction}"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
-    rows: list[tuple[bytes]] = conn.execute(sql, params).fetchall()
-    return rows
-
-
-def query_alerts(path: str | os.PathLike[str], *, rule: str | None = None, since_ns: int | None = None,
-                 limit: int | None = None) -> list[Alert]:
-    """Stored alerts, oldest first (optionally one rule's, from ``since_ns``)."""
-    conn, shown = _connect_ro(path)
-    where: list[str] = []
-    params: list[Any] = []
-    if rule is not None:
-        where.append("rule = ?")
-        params.append(rule)
-    if since_ns is not None:
-        where.append("time >= ?")
-        params.append(since_ns)
-    sql = "SELECT data FROM alerts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY time, id"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    try:
-        rows = conn.execute(sql, params).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []  # written by a version before alerts were stored
-        raise StoreError(f"cannot read alerts from {shown}: {exc}") from None
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read alerts from {shown}: {exc}") from None
-    finally:
-        conn.close()
-    return [alert_from_json(r[0]) for r in rows]
-
-
-def query_runs(path: str | os.PathLike[str]) -> list[RunRecord]:
-    """All run records, oldest first."""
-    conn, shown = _connect_ro(path)
-    try:
-        rows = conn.execute(
-            "SELECT id, started, ended, command, exit_code, stats FROM runs ORDER BY started, id"
-        ).fetchall()
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read event store {shown}: {exc}") from None
-    finally:
-        conn.close()
-    return [
-        RunRecord(
-            id=r[0],
-            started=r[1],
-            ended=r[2],
-            command=r[3],
-            exit_code=r[4],
-            stats=msgspec.json.decode(r[5]),
-        )
-        for r in rows
-    ]

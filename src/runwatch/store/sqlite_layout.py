@@ -13,9 +13,10 @@ from itertools import chain
 import msgspec
 
 from runwatch.events import KINDS, SCHEMA_VERSION, Event
+from runwatch.store.runs import RUN_COLUMNS
 
 #: Version of the on-disk layout (independent of the event schema version).
-STORE_SCHEMA_VERSION = 3
+STORE_SCHEMA_VERSION = 4
 
 
 # A row as the caller thread builds it: (id, time, kind, pid, container, tool_call_id, data).
@@ -159,12 +160,21 @@ def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX alerts_rule ON alerts(rule, time)")
 
 
+def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
+    # runs: the owner (pid, start time, boot id), what it committed, and whether it crashed
+    # (runwatch.store.runs); add-only, so a version-3 reader's columns are all still there.
+    have = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    for column in RUN_COLUMNS:
+        if column.split()[0] not in have:
+            conn.execute(f"ALTER TABLE runs ADD COLUMN {column}")
+
+
 INSERT_ALERT = (
     "INSERT OR REPLACE INTO alerts (id, time, rule, severity, workload_id, count, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 #: ``_MIGRATIONS[v]`` upgrades a file at version ``v`` to ``v + 1``. Only ever append.
-_MIGRATIONS = (_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3)
+_MIGRATIONS = (_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3, _migrate_3_to_4)
 assert len(_MIGRATIONS) == STORE_SCHEMA_VERSION
 
 

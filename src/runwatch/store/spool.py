@@ -1,0 +1,126 @@
+"""What the store's writer keeps while it cannot write, and what it had to give up.
+
+When a transaction fails for a reason that passes (the filesystem is full, another writer
+holds the lock, an I/O error, a read-only remount), the writer of
+:class:`~runwatch.store.sqlite.SqliteStore` puts everything that transaction held, and every
+item that arrives after it, into a :class:`Spool`, in arrival order, and tries again later
+(with backoff). The spool is bounded by :class:`SpoolLimits` (events and bytes); an item that
+does not fit is counted as lost under the fault's reason (:func:`fault_reason`) and is never
+retried. Run records are kept apart, the newest per run id, outside the bounds (one per run).
+
+Thread safety: none; only the writer thread touches a spool.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+ROW_OVERHEAD = 96
+"""Bytes counted per spooled event on top of its encoded data (ids, keys, list slots)."""
+
+_TRANSIENT = {
+    "SQLITE_FULL": "disk_full",
+    "SQLITE_BUSY": "locked",
+    "SQLITE_LOCKED": "locked",
+    "SQLITE_PROTOCOL": "locked",
+    "SQLITE_IOERR": "io_error",
+    "SQLITE_READONLY": "read_only",
+    "SQLITE_CANTOPEN": "cannot_open",
+}
+
+
+@dataclass(frozen=True)
+class SpoolLimits:
+    """How much the spool holds at most: ``events`` (rows) and ``bytes`` (their encoded size)."""
+
+    events: int = 100_000
+    bytes: int = 64 << 20
+
+    def __post_init__(self) -> None:
+        if self.events < 0 or self.bytes < 0:
+            raise ValueError(f"spool limits must be >= 0, not {self.events} events, {self.bytes} bytes")
+
+
+def fault_reason(exc: BaseException) -> str | None:
+    """The reason (``disk_full``, ``locked``, ``io_error``, ``read_only``, ``cannot_open``) when
+    ``exc`` is a database error that may pass, else None (the writer treats it as fatal)."""
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    base = name.split("_")[:2]  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
+    reason = _TRANSIENT.get("_".join(base))
+    if reason is None and isinstance(exc, sqlite3.OperationalError):
+        text = str(exc)  # older SQLite bindings give no error name
+        if "disk is full" in text:
+            reason = "disk_full"
+        elif "locked" in text or "busy" in text:
+            reason = "locked"
+    return reason
+
+
+def item_size(item: Any) -> tuple[int, int]:
+    """(events, bytes) a writer queue item counts against the limits (alerts: 0 events)."""
+    if isinstance(item, list):
+        return len(item), sum(len(r[6]) + ROW_OVERHEAD for r in item)
+    if isinstance(item, tuple) and item and item[0] == "alerts":
+        return 0, sum(len(r[6]) + ROW_OVERHEAD for r in item[1])
+    return 0, 0
+
+
+class Spool:
+    """Bounded FIFO of writer queue items waiting for the store to recover (see the module)."""
+
+    def __init__(self, limits: SpoolLimits | None = None) -> None:
+        self.limits = limits or SpoolLimits()
+        self._items: list[Any] = []
+        self._runs: dict[str, tuple[Any, ...]] = {}  # run id -> newest run record item
+        self.events = 0  # rows held now
+        self.bytes = 0
+        self.peak = 0  # most rows held at once
+        self.spooled = 0  # rows ever taken in
+        self.lost: dict[str, int] = {}  # rows given up, per reason
+        self.lost_alerts: dict[str, int] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._items or self._runs)
+
+    def add(self, item: Any, reason: str) -> None:
+        """Keep ``item`` if it fits, else count it as lost under ``reason``."""
+        if isinstance(item, tuple) and item and item[0] == "run":
+            self._runs[item[1]] = item
+            return
+        n, size = item_size(item)
+        if self.events + n > self.limits.events or self.bytes + size > self.limits.bytes:
+            self.give_up(item, reason)
+            return
+        self._items.append(item)
+        self.events += n
+        self.bytes += size
+        self.spooled += n
+        self.peak = max(self.peak, self.events)
+
+    def give_up(self, item: Any, reason: str) -> None:
+        """Count ``item`` as lost under ``reason`` (run records are not counted)."""
+        if isinstance(item, list):
+            self.lost[reason] = self.lost.get(reason, 0) + len(item)
+        elif isinstance(item, tuple) and item and item[0] == "alerts":
+            self.lost_alerts[reason] = self.lost_alerts.get(reason, 0) + len(item[1])
+
+    def items(self) -> Iterator[Any]:
+        """Everything held, to be written in this order: run records first, then the rest."""
+        yield from self._runs.values()
+        yield from self._items
+
+    def clear(self) -> None:
+        """Forget everything held (after it was committed)."""
+        self._items, self._runs = [], {}
+        self.events = self.bytes = 0
+
+    def drop_all(self, reason: str) -> None:
+        """Count everything held as lost under ``reason`` and forget it."""
+        for item in self._items:
+            self.give_up(item, reason)
+        self.clear()
