@@ -51,6 +51,7 @@ class SessionOptions:
     containers: tuple[str, ...] = ()  # keep only events of these container ids/names (prefixes)
     sdk_socket: str | None = None  # collect agent-SDK events here (None: no collector)
     otlp_listen: tuple[str, int] | None = None  # OTLP/HTTP receiver for GenAI spans
+    otlp_token: str | None = None  # bearer token the OTLP receiver requires (None: none, loopback only)
     otlp_export: str | None = None  # export tool-attributed events as OTLP spans to this URL
     join_hold_ms: float | None = None  # reorder window of the tool-call join (default: 200, 6000 with OTLP)
     rules: tuple[str, ...] = ()  # rule files/dirs; empty: no detection stage
@@ -137,7 +138,8 @@ class Session:
         if o.rules:
             self.detection = self._detection()
         self.sources = build_sources(o.source, track_self=o.track_self, ring_bytes=o.ring_bytes,
-                                     sdk_socket=o.sdk_socket, otlp_listen=o.otlp_listen)
+                                     sdk_socket=o.sdk_socket, otlp_listen=o.otlp_listen,
+                                     otlp_token=o.otlp_token)
         if self.policies is not None:
             from runwatch.policy.wiring import SessionPolicy
 

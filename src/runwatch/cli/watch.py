@@ -70,6 +70,9 @@ def _source_options(f: Any) -> Any:
     f = click.option("--alerts-out", metavar="FILE", help="Also append every alert as JSON lines to FILE.")(f)
     f = click.option("--otlp-listen", metavar="HOST:PORT", callback=_host_port,
                      help="Receive OpenTelemetry GenAI spans (OTLP/HTTP) here, e.g. 127.0.0.1:4318.")(f)
+    f = click.option("--otlp-token-file", metavar="FILE",
+                     help="Require 'Authorization: Bearer <token>' on OTLP requests, the token being FILE's "
+                     "content; needed to listen on a non-loopback address.")(f)
     f = click.option("--otlp-export", metavar="URL",
                      help="Export tool-attributed events as OTLP spans, e.g. http://collector:4318/v1/traces.")(f)
     return db_option()(f)
@@ -82,6 +85,31 @@ def _host_port(_ctx: click.Context, _param: click.Parameter, value: str | None) 
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
     return host, int(port)
+
+
+def otlp_token(listen: tuple[str, int] | None, token_file: str | None) -> str | None:
+    """The OTLP bearer token from ``token_file`` (None without one), checked against ``listen``;
+    every problem is a one-line usage error, raised before anything starts."""
+    from runwatch.sensors.ingest.otlp import check_listen
+
+    if token_file is not None and listen is None:
+        raise click.UsageError("--otlp-token-file needs --otlp-listen")
+    token: str | None = None
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as fh:
+                token = fh.read(4096).strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise click.UsageError(f"cannot read OTLP token file {token_file}: {why}") from None
+        if not token:
+            raise click.UsageError(f"OTLP token file {token_file} is empty")
+    if listen is not None:
+        try:
+            check_listen(listen[0], token)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    return token
 
 
 def rule_paths(rules: tuple[str, ...], no_rules: bool) -> tuple[str, ...]:
@@ -177,7 +205,7 @@ def _exit_status(rc: int) -> int:
 def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, ring_mb: int,
         verbose: bool, sdk_socket: str, no_sdk: bool, rules: tuple[str, ...], no_rules: bool,
         alerts_out: str | None, otlp_listen: tuple[str, int] | None, otlp_export: str | None,
-        policy: tuple[str, ...], mode: str | None, control_socket: str) -> None:
+        otlp_token_file: str | None, policy: tuple[str, ...], mode: str | None, control_socket: str) -> None:
     """Run CMD under the sensor and watch its whole process subtree.
 
     Containers CMD starts (runc, podman) are followed too. When CMD exits, runwatch drains
@@ -196,7 +224,7 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
                           track_self=True, live=TextOutput() if verbose else None, extra_sinks=[counter],
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
-                          own_cgroup=True, notice=note)
+                          otlp_token=otlp_token(otlp_listen, otlp_token_file), own_cgroup=True, notice=note)
     _with_policy(opts, policy, mode, control_socket)
     session = _open(opts, list(command))
     rc = 0
@@ -248,7 +276,8 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
 @policy_options
 def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: bool, sdk_socket: str,
           no_sdk: bool, rules: tuple[str, ...], no_rules: bool, alerts_out: str | None,
-          otlp_listen: tuple[str, int] | None, otlp_export: str | None, containers: tuple[str, ...],
+          otlp_listen: tuple[str, int] | None, otlp_export: str | None, otlp_token_file: str | None,
+          containers: tuple[str, ...],
           duration: float | None, stats_json: str | None, policy: tuple[str, ...], mode: str | None,
           control_socket: str) -> None:
     """Watch the whole host (or the given containers) until SIGINT/SIGTERM.
@@ -262,7 +291,7 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
                           containers=containers, live=TextOutput() if verbose else None, extra_sinks=[counter],
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
-                          notice=note)
+                          otlp_token=otlp_token(otlp_listen, otlp_token_file), notice=note)
     _with_policy(opts, policy, mode, control_socket)
     session = _open(opts, ["watch", *containers])
     if session.policies is not None:

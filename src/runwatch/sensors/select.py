@@ -106,12 +106,14 @@ def _system(prefer: str, track_self: bool, ring_bytes: int) -> FirstAvailable:
 
 
 def build_sources(prefer: str = "auto", *, track_self: bool = False, ring_bytes: int = 1 << 24,
-                  sdk_socket: str | None = None, otlp_listen: tuple[str, int] | None = None) -> Sources:
+                  sdk_socket: str | None = None, otlp_listen: tuple[str, int] | None = None,
+                  otlp_token: str | None = None) -> Sources:
     """Build (not start) the session's source group.
 
     ``prefer`` is auto, kernel or proc. ``track_self``: report only processes this process
     starts from now on (runwatch run). ``sdk_socket``: also collect agent-SDK events on this
-    unix socket; ``otlp_listen``: also receive OTLP/HTTP GenAI spans on (host, port).
+    unix socket; ``otlp_listen``: also receive OTLP/HTTP GenAI spans on (host, port), requiring
+    bearer token ``otlp_token`` when given (ValueError for a non-loopback host without one).
     """
     system = _system(prefer, track_self, ring_bytes)
     group = MultiSource()
@@ -124,7 +126,7 @@ def build_sources(prefer: str = "auto", *, track_self: bool = False, ring_bytes:
         group.add(collector, optional="agent SDK collector")
         sources.sdk_path = sdk_socket
     if otlp_listen is not None:
-        receiver = source_factory("otlp")(*otlp_listen)
+        receiver = source_factory("otlp")(*otlp_listen, token=otlp_token)
         group.add(receiver, optional=f"OTLP receiver on {otlp_listen[0]}:{otlp_listen[1]}")
         sources.otlp, sources.otlp_addr = receiver, otlp_listen
     return sources

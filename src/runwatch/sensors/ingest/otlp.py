@@ -15,6 +15,10 @@ Request handling:
   :data:`~runwatch.listeners.IDLE_TIMEOUT_S` (see :mod:`runwatch.listeners`); at most two requests
   are decoded at once, others get 503 with ``Retry-After``.
 - ``Content-Length`` is required (411 without it; chunked bodies are not read).
+- With a ``token``, every request must carry ``Authorization: Bearer <token>`` (scheme case
+  insensitive, token compared in constant time); any other gets 401 with
+  ``WWW-Authenticate`` before its body is looked at, and is counted as ``unauthorized``.
+  Without a token the receiver may only listen on a loopback address (:func:`check_listen`).
 - 200 with an ``ExportTraceServiceResponse`` in the request's encoding; ``partial_success``
   counts the AI spans rejected (bad ids, times or tool name) with the first reasons.
 - 400 with a ``google.rpc.Status`` whose message says what could not be decoded.
@@ -33,7 +37,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
+import ipaddress
 import json
+import re
 import threading
 import zlib
 from collections import deque
@@ -71,6 +78,34 @@ _SIGNALS: dict[str, tuple[Any, Any, str]] = {
     "/v1/logs": (ExportLogsServiceRequest, ExportLogsServiceResponse, "logs"),
     "/v1/metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse, "metrics"),
 }
+
+
+TOKEN_CHARS = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
+"""What a bearer token may hold (RFC 6750 ``b64token``)."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable from this host only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_listen(host: str, token: str | None) -> None:
+    """Raise ``ValueError`` (one line) when listening on ``host`` with ``token`` is not allowed:
+    an empty or malformed token, or a non-loopback address without a token."""
+    if token is not None:
+        if not token:
+            raise ValueError("an empty OTLP token is no token")
+        if not TOKEN_CHARS.match(token):
+            raise ValueError("an OTLP token may hold only letters, digits and -._~+/=")
+        return
+    if not is_loopback(host):
+        raise ValueError(f"OTLP listen address {host} is not a loopback address: give a token "
+                         "(--otlp-token-file) to listen there")
 
 
 class BadPayload(ValueError):
@@ -179,14 +214,19 @@ class OtlpReceiver:
     """OTLP/HTTP receiver on ``host:port`` (port 0: any free port; see :attr:`port`).
 
     ``max_body`` bounds a request body in bytes; ``max_queue`` bounds queued events (a request
-    that does not fit whole gets 503); ``max_batch`` bounds one ``poll`` result.
+    that does not fit whole gets 503); ``max_batch`` bounds one ``poll`` result. ``token``: the
+    bearer token every request must carry (None: none, and then only a loopback ``host``).
+    Raises ``ValueError`` (one line) for a listen address :func:`check_listen` refuses.
     """
 
     name = "otlp"
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, max_body: int = 4 << 20,
-                 max_queue: int = 65536, max_batch: int = 4096, resolver: PidResolver | None = None) -> None:
+                 max_queue: int = 65536, max_batch: int = 4096, resolver: PidResolver | None = None,
+                 token: str | None = None) -> None:
+        check_listen(host, token)
         self.host, self.port = host, port
+        self._token = token.encode() if token is not None else None
         self.max_body, self.max_inflated = max_body, max_body * 2
         self.max_queue, self.max_batch = max_queue, max_batch
         self.converter = Converter(resolver)
@@ -202,7 +242,7 @@ class OtlpReceiver:
         self.counters: dict[str, int] = {
             "requests": 0, "spans": 0, "events": 0, "spans_ignored": 0, "spans_rejected": 0, "bad_requests": 0,
             "unsupported": 0, "too_large": 0, "busy": 0, "not_found": 0, "internal_errors": 0,
-            "pid_unresolved": 0, "logs_requests": 0, "metrics_requests": 0, "drops": 0,
+            "pid_unresolved": 0, "logs_requests": 0, "metrics_requests": 0, "drops": 0, "unauthorized": 0,
         }
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -281,6 +321,8 @@ class OtlpReceiver:
         with self._lock:
             self.last_error = f"{err.code}: {err.message}"
         extra = {"Retry-After": "1"} if err.code == 503 else None
+        if err.code == 401:
+            extra = {"WWW-Authenticate": 'Bearer realm="runwatch-otlp"'}
         if content_type in (PROTOBUF, JSON):
             status = RpcStatus(code=3 if err.code == 400 else 8 if err.code == 503 else 2, message=err.message)
             self.reply(h, err.code, encode_message(status, content_type), content_type, close=err.close,
@@ -293,6 +335,7 @@ class OtlpReceiver:
         content_type: str | None = None
         try:
             try:
+                self._authenticate(h)
                 path = h.path.split("?", 1)[0]
                 signal = _SIGNALS.get(path)
                 if signal is None:
@@ -308,6 +351,18 @@ class OtlpReceiver:
                                       counter="internal_errors"), content_type)
         except OSError:
             h.close_connection = True  # the client went away mid-answer
+
+    def _authenticate(self, h: BaseHTTPRequestHandler) -> None:
+        """401 unless the request carries the bearer token (when there is one)."""
+        if self._token is None:
+            return
+        scheme, _, credential = (h.headers.get("Authorization") or "").strip().partition(" ")
+        given = credential.strip().encode("latin-1", "replace")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given, self._token):
+            return
+        self._drain(h)
+        raise _Reply(401, "missing or wrong bearer token (Authorization: Bearer <token>)", counter="unauthorized",
+                     close=h.close_connection)
 
     def _content_type(self, h: BaseHTTPRequestHandler) -> str:
         raw_type = (h.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()

@@ -1,0 +1,117 @@
+"""OTLP receiver authentication over real loopback HTTP: bearer tokens, and where it may listen."""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runwatch.sensors.ingest.otlp import PROTOBUF, OtlpReceiver, check_listen
+from runwatch.testing.sources import drain
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RUNWATCH = str(Path(sys.executable).with_name("runwatch"))
+TOKEN = "s3cr3t-token-23"
+
+
+def post(rx: OtlpReceiver, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    body = (FIXTURES / "agent_trace.pb").read_bytes()
+    conn = http.client.HTTPConnection("127.0.0.1", rx.port, timeout=10)
+    try:
+        conn.request("POST", "/v1/traces", body=body,
+                     headers={"Content-Type": PROTOBUF, "Content-Length": str(len(body)), **headers})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def guarded() -> object:
+    rx = OtlpReceiver("127.0.0.1", 0, token=TOKEN)
+    rx.start()
+    try:
+        yield rx
+    finally:
+        rx.stop()
+
+
+def test_requests_without_the_bearer_token_get_401_and_are_counted(guarded: OtlpReceiver) -> None:
+    refused = [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+               {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": "Bearer"}]
+    for headers in refused:
+        status, answer, _ = post(guarded, headers)
+        assert status == 401, headers
+        assert answer["www-authenticate"] == 'Bearer realm="runwatch-otlp"'
+    assert drain(guarded) == []
+    stats = guarded.stats()
+    assert (stats["unauthorized"], stats["requests"], stats["events"]) == (5, 0, 0)
+    status, _, _ = post(guarded, {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200
+    assert len(drain(guarded)) == 9
+    stats = guarded.stats()
+    assert (stats["unauthorized"], stats["requests"], stats["events"]) == (5, 1, 9)
+
+
+def test_scheme_is_case_insensitive_and_the_connection_stays_usable(guarded: OtlpReceiver) -> None:
+    body = (FIXTURES / "agent_trace.pb").read_bytes()
+    conn = http.client.HTTPConnection("127.0.0.1", guarded.port, timeout=10)
+    try:
+        for auth, expected in (("", 401), (f"bearer {TOKEN}", 200), ("Bearer nope", 401), (f"BEARER {TOKEN}", 200)):
+            headers = {"Content-Type": PROTOBUF, "Content-Length": str(len(body))}
+            if auth:
+                headers["Authorization"] = auth
+            conn.request("POST", "/v1/traces", body=body, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == expected, auth
+    finally:
+        conn.close()
+    assert guarded.stats()["unauthorized"] == 2
+
+
+def test_non_loopback_listen_needs_a_token() -> None:
+    with pytest.raises(ValueError, match=r"^OTLP listen address 0\.0\.0\.0 is not a loopback address: "
+                                         r"give a token \(--otlp-token-file\) to listen there$"):
+        OtlpReceiver("0.0.0.0", 0)
+    for host in ("127.0.0.1", "127.0.0.23", "::1", "localhost"):
+        check_listen(host, None)
+    check_listen("0.0.0.0", TOKEN)
+    with pytest.raises(ValueError, match="is not a loopback address"):
+        check_listen("10.0.0.23", None)
+    with pytest.raises(ValueError, match=r"^an empty OTLP token is no token$"):
+        OtlpReceiver("127.0.0.1", 0, token="")
+
+
+def rw(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([RUNWATCH, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_cli_refuses_non_loopback_without_token_in_one_line(tmp_path: Path) -> None:
+    for cmd in (["run", "--db", str(tmp_path / "a.db"), "--otlp-listen", "0.0.0.0:4318", "--", "true"],
+                ["watch", "--db", str(tmp_path / "b.db"), "--otlp-listen", "0.0.0.0:4318", "--duration", "1"]):
+        res = rw(*cmd)
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in res.stderr
+        assert "OTLP listen address 0.0.0.0 is not a loopback address" in lines[0]
+    assert not (tmp_path / "a.db").exists()
+
+
+def test_cli_token_file_problems_are_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.token"
+    empty.write_text("\n")
+    cases = [
+        (["--otlp-listen", "127.0.0.1:0", "--otlp-token-file", str(tmp_path / "absent")],
+         f"cannot read OTLP token file {tmp_path / 'absent'}: No such file or directory"),
+        (["--otlp-listen", "127.0.0.1:0", "--otlp-token-file", str(empty)], f"OTLP token file {empty} is empty"),
+        (["--otlp-token-file", str(empty)], "--otlp-token-file needs --otlp-listen"),
+    ]
+    for extra, message in cases:
+        res = rw("run", "--db", str(tmp_path / "c.db"), *extra, "--", "true")
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], res.stderr
