@@ -24,6 +24,10 @@ import msgspec
 
 from runwatch.events import Container
 from runwatch.host import procfs
+from runwatch.host.cgroups import cgroup_within
+
+__all__ = ["Peer", "Requester", "cgroup_within", "descends_from", "peer_cred", "peer_of", "refusal",
+           "requester_of", "same_container"]
 
 MAX_ANCESTRY = 4096
 """Most ``ppid`` steps :func:`descends_from` walks before giving up (a chain is never this deep)."""
@@ -107,12 +111,6 @@ def descends_from(pid: int, ancestor: int, proc: str = procfs.PROC) -> bool:
             return False
         seen = st.ppid
     return False
-
-
-def cgroup_within(cgroup: str, outer: str) -> bool:
-    """Whether cgroup path ``cgroup`` is ``outer`` or below it."""
-    outer = outer.rstrip("/")
-    return cgroup == outer or cgroup.startswith(outer + "/")
 
 
 def refusal(peer: Peer, requester: Requester, cid: str, proc: str = procfs.PROC) -> str | None:

@@ -24,6 +24,9 @@ Request handling:
 - 400 with a ``google.rpc.Status`` whose message says what could not be decoded.
 - 503 with ``Retry-After: 1`` when the event queue cannot take the whole request: nothing of
   it is queued, the sender retries (OTLP exporters retry 503), so nothing is lost here.
+- A span names only processes of its sender (:mod:`runwatch.sensors.ingest.scope`): the peer
+  of the connection is found once per connection; a ``process.pid`` outside its cgroup
+  subtree or pid namespace gives unattributed events, counted as ``foreign_pid``.
 - Other paths 404, other methods 405. Any unexpected failure answers 500 and is counted; the
   server keeps running.
 
@@ -67,6 +70,7 @@ from runwatch.events import Event
 from runwatch.listeners import BoundedThreads
 from runwatch.sensors.base import register_source
 from runwatch.sensors.ingest.genai import Converter, PidResolver
+from runwatch.sensors.ingest.scope import Sender
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318
@@ -191,6 +195,7 @@ MAX_DECODING = 2
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    sender: Sender | None = None  # the connection's peer processes, found on its first traces request
 
     def do_POST(self) -> None:
         self.server.receiver.handle(self)
@@ -243,6 +248,7 @@ class OtlpReceiver:
             "requests": 0, "spans": 0, "events": 0, "spans_ignored": 0, "spans_rejected": 0, "bad_requests": 0,
             "unsupported": 0, "too_large": 0, "busy": 0, "not_found": 0, "internal_errors": 0,
             "pid_unresolved": 0, "logs_requests": 0, "metrics_requests": 0, "drops": 0, "unauthorized": 0,
+            "foreign_pid": 0,
         }
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -427,7 +433,7 @@ class OtlpReceiver:
         if kind != "traces":
             self._count(f"{kind}_requests")
         else:
-            self._accept_traces(request, response)
+            self._accept_traces(request, response, self._sender(h))
         self.reply(h, 200, encode_message(response, content_type), content_type, close=False)
 
     def _drain(self, h: BaseHTTPRequestHandler) -> None:
@@ -445,10 +451,19 @@ class OtlpReceiver:
         else:
             h.close_connection = True
 
-    def _accept_traces(self, request: Any, response: Any) -> None:
+    @staticmethod
+    def _sender(h: BaseHTTPRequestHandler) -> Sender:
+        """The processes at the other end of ``h``'s connection (looked up once per connection)."""
+        assert isinstance(h, _Handler)
+        if h.sender is None:
+            local, remote = h.connection.getsockname(), h.client_address
+            h.sender = Sender.of_tcp((local[0], local[1]), (remote[0], remote[1]))
+        return h.sender
+
+    def _accept_traces(self, request: Any, response: Any, sender: Sender) -> None:
         spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
         with self._convert_lock:
-            events, ignored, rejected, reasons = self.converter.convert(request.resource_spans)
+            events, ignored, rejected, reasons = self.converter.convert(request.resource_spans, sender)
         with self._ready:
             if len(self._queue) + len(events) > self.max_queue:
                 self.counters["busy"] += 1
@@ -459,6 +474,7 @@ class OtlpReceiver:
             self.counters["spans_ignored"] += ignored
             self.counters["spans_rejected"] += rejected
             self.counters["pid_unresolved"] += sum(1 for e in events if e.attrs and "pid_unresolved" in e.attrs)
+            self.counters["foreign_pid"] += sum(1 for e in events if e.attrs and e.attrs.get("foreign_pid"))
             if events:
                 self._ready.notify_all()
         if rejected:

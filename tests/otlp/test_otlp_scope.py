@@ -1,0 +1,168 @@
+"""A span may name only processes of its sender: real sender processes in real cgroups, real HTTP.
+
+The receiver finds the process holding the other end of each connection (``/proc/net/tcp``
+inode -> ``/proc/*/fd``); a ``process.pid`` outside that process's cgroup subtree or pid
+namespace is dropped and counted as ``foreign_pid``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from runwatch.host import cgroup_v2_if_any, procfs
+from runwatch.host.sockets import tcp_peer_pids
+from runwatch.sensors.ingest.otlp import OtlpReceiver
+from runwatch.testing.sources import drain
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+#: Posts each body file named on a stdin line to the receiver, printing each status.
+SENDER = r"""
+import http.client, sys
+port = int(sys.argv[1])
+for line in sys.stdin:
+    body = open(line.strip(), "rb").read()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/v1/traces", body=body,
+                 headers={"Content-Type": "application/x-protobuf", "Content-Length": str(len(body))})
+    resp = conn.getresponse()
+    resp.read()
+    print(resp.status, flush=True)
+    conn.close()
+"""
+
+
+def naming(pid: int) -> bytes:
+    request = ExportTraceServiceRequest.FromString((FIXTURES / "agent_trace.pb").read_bytes())
+    for rs in request.resource_spans:
+        attrs = [kv for kv in rs.resource.attributes if kv.key not in ("process.pid", "container.id")]
+        del rs.resource.attributes[:]
+        rs.resource.attributes.extend(attrs)
+        rs.resource.attributes.append(KeyValue(key="process.pid", value=AnyValue(int_value=pid)))
+    return request.SerializeToString()  # type: ignore[no-any-return]
+
+
+class Cgroups:
+    """Child cgroups of one test, made under the v2 root and removed (processes moved back) after."""
+
+    def __init__(self) -> None:
+        found = cgroup_v2_if_any()
+        if found is None:
+            pytest.skip("no cgroup v2 hierarchy")
+        self.v2 = found
+        self.top = found.dir_of(f"/runwatch-otlp-scope-{os.getpid()}")
+        self.made: list[Path] = []
+
+    def make(self, rel: str) -> Path:
+        d = self.top
+        for part in ["", *rel.split("/")]:
+            d = d / part if part else d
+            if not d.exists():
+                d.mkdir()
+                self.made.append(d)
+        return d
+
+    def move(self, pid: int, cgroup_dir: Path) -> None:
+        (cgroup_dir / "cgroup.procs").write_text(str(pid))
+
+    def remove(self) -> None:
+        home = self.v2.dir_of(procfs.cgroup_path(os.getpid()) or "/") / "cgroup.procs"
+        for d in reversed(self.made):
+            with contextlib.suppress(OSError):
+                for pid in (d / "cgroup.procs").read_text().split():
+                    home.write_text(pid)
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+@pytest.fixture
+def cgroups() -> Iterator[Cgroups]:
+    cg = Cgroups()
+    try:
+        yield cg
+    finally:
+        cg.remove()
+
+
+def test_peer_of_a_loopback_connection_is_the_process_holding_it() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    child = subprocess.Popen([sys.executable, "-c", "import socket,sys; s=socket.create_connection(('127.0.0.1', "
+                              f"{server.getsockname()[1]})); sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        conn, addr = server.accept()
+        local = conn.getsockname()
+        assert tcp_peer_pids(local, addr) == [child.pid]
+        assert tcp_peer_pids(local, ("127.0.0.1", 1)) == []
+        conn.close()
+    finally:
+        child.communicate(b"", timeout=10)
+        server.close()
+
+
+def test_span_naming_a_process_in_another_cgroup_is_not_attributed(cgroups: Cgroups, tmp_path: Path) -> None:
+    rx = OtlpReceiver("127.0.0.1", 0)
+    rx.start()
+    own, inner, other = cgroups.make("agent"), cgroups.make("agent/tool"), cgroups.make("host-job")
+    victim = subprocess.Popen(["sleep", "60"])
+    helper = subprocess.Popen(["sleep", "60"])
+    sender = subprocess.Popen([sys.executable, "-c", SENDER, str(rx.port)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        cgroups.move(victim.pid, other)
+        cgroups.move(helper.pid, inner)
+        cgroups.move(sender.pid, own)
+        bodies = []
+        for i, pid in enumerate((victim.pid, sender.pid, helper.pid)):
+            path = tmp_path / f"{i}.pb"
+            path.write_bytes(naming(pid))
+            bodies.append(str(path))
+        out, _ = sender.communicate("\n".join(bodies) + "\n", timeout=30)
+        assert out.split() == ["200", "200", "200"]
+        events = drain(rx)
+        assert len(events) == 27
+        foreign, mine, below = events[:9], events[9:18], events[18:]
+        for e in foreign:
+            assert (e.pid, e.vpid, e.pidns, e.cgroup_id, e.container) == (0, victim.pid, None, None, None)
+            assert e.attrs is not None and e.attrs["foreign_pid"] is True
+            assert e.attrs["pid_unresolved"] == (
+                f"process {victim.pid} is outside the sender's cgroup "
+                f"{cgroups.v2.rel(own)} (it runs in {cgroups.v2.rel(other)})")
+        for e, pid, cg in [(e, sender.pid, own) for e in mine] + [(e, helper.pid, inner) for e in below]:
+            assert (e.pid, e.vpid, e.cgroup_id) == (pid, pid, os.stat(cg).st_ino)
+            assert e.attrs is not None and "foreign_pid" not in e.attrs and "pid_unresolved" not in e.attrs
+        stats = rx.stats()
+        assert (stats["requests"], stats["foreign_pid"], stats["pid_unresolved"]) == (3, 9, 9)
+    finally:
+        for p in (victim, helper, sender):
+            p.kill()
+            p.wait()
+        rx.stop()
+
+
+def test_a_host_sender_still_names_its_own_processes() -> None:
+    rx = OtlpReceiver("127.0.0.1", 0)
+    rx.start()
+    try:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", rx.port, timeout=10)
+        body = naming(os.getpid())
+        conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf",
+                                                               "Content-Length": str(len(body))})
+        assert conn.getresponse().status == 200
+        conn.close()
+        events = drain(rx)
+        assert {e.pid for e in events} == {os.getpid()} and len(events) == 9
+        assert rx.stats()["foreign_pid"] == 0
+    finally:
+        rx.stop()
