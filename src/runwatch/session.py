@@ -24,11 +24,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from runwatch.argskey import ArgsKey
 from runwatch.enrich.stage import Enrichment
 from runwatch.events import Event
 from runwatch.outputs.base import AlertOutput, Output, output_factory
 from runwatch.outputs.group import OutputGroup
 from runwatch.pipeline import Pipeline, Stage
+from runwatch.sdk.wire import ENV_ARGS_KEY
 from runwatch.sensors.select import Sources, build_sources
 from runwatch.store.sqlite import SqliteStore, StoreError
 
@@ -111,6 +113,7 @@ class Session:
         self.store: SqliteStore | None = None
         self.sources: Sources | None = None
         self.enrichment = Enrichment()
+        self.args_key = ArgsKey()  # digests of tool arguments: the decide endpoint and the command's SDK
         self.detection: DetectionStage | None = None
         self.corroboration: Corroboration | None = None
         self.pipeline: Pipeline | None = None
@@ -144,7 +147,8 @@ class Session:
             from runwatch.policy.wiring import SessionPolicy
 
             self.policy = SessionPolicy(self.policies, sdk_socket=o.sdk_socket, control_socket=o.control_socket,
-                                        own_cgroup=o.own_cgroup, resolver=self.enrichment.containers, say=self._say)
+                                        own_cgroup=o.own_cgroup, resolver=self.enrichment.containers, say=self._say,
+                                        args_key=self.args_key)
             self.sources.group.add(self.policy.source)
         for out in self._outputs():
             self.outputs.add(out)
@@ -264,8 +268,14 @@ class Session:
             env["RUNWATCH_SOCKET"] = self.sources.sdk_socket
         if self.policy is not None:
             env.update(self.policy.env())
+        base = popen.get("env") or os.environ
+        if ENV_ARGS_KEY not in base:
+            try:
+                env[ENV_ARGS_KEY] = self.args_key.text  # the SDK's digests then match the endpoint's
+            except OSError as exc:
+                self._say(f"the command's SDK digests tool arguments under its own key: {exc}")
         if env:
-            popen["env"] = {**(popen.get("env") or os.environ), **env}
+            popen["env"] = {**base, **env}
         if self.policy is not None:
             preexec = self.policy.prepare_command(argv)
             if preexec is not None:

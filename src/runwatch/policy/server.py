@@ -17,8 +17,9 @@ Listeners (each a stdlib threading HTTP server, one thread per connection, keep-
   Its challenges have no proven requester pid: only the container rule guards their answers.
 
 ``POST /v1/decide`` body: ``{"tool": str, "args"?: any, "args_digest"?: str, "call_id"?: str,
-"agent"?: str, "wait"?: bool}`` (plus the TCP claims). ``args`` are never stored: only their
-SHA-256 is recorded when no digest is given. Answer: :meth:`Decision.to_wire`
+"agent"?: str, "wait"?: bool}`` (plus the TCP claims). ``args`` are never stored: when no digest
+is given, their HMAC-SHA256 under the installation's args key (:mod:`runwatch.argskey`, the
+SDK's digest) is recorded. Answer: :meth:`Decision.to_wire`
 (``verdict``, ``recorded``, ``policy``, ``rule``, ``reason``, ``mode``, ``fail``,
 ``latency_ns``, and ``challenge_id``/``timeout_s`` for a challenge). With ``"wait": true`` a
 challenge is answered only once resolved (long poll). Errors: ``{"error": "one line"}`` with
@@ -29,7 +30,6 @@ workload), 404, 409 (already resolved).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import socket
@@ -40,6 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
+from runwatch.argskey import ArgsKey
 from runwatch.events import Container
 from runwatch.listeners import BoundedThreads
 from runwatch.policy.challenges import AnswerRefused, ChallengeError
@@ -252,8 +253,7 @@ class _Handler(socketserver.StreamRequestHandler):
         if digest is not None and not isinstance(digest, str):
             raise _HttpError(400, "'args_digest' must be a string")
         if digest is None and "args" in body:
-            canon = json.dumps(body["args"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-            digest = "sha256:" + hashlib.sha256(canon.encode()).hexdigest()
+            digest = self.server.args_key.digest(body["args"])
         call_id = body.get("call_id")
         decider = self.server.decider
         workload = self._workload(body)
@@ -287,6 +287,7 @@ class _Listener(BoundedThreads, socketserver.BaseServer):
     """What handlers see of their server (the listeners below add these attributes)."""
 
     decider: Decider
+    args_key: ArgsKey
     control: bool
     label: str
     family: int
@@ -335,13 +336,15 @@ class PolicyServer:
 
     Lifecycle: ``start()`` binds every listener (an existing live socket is an error, a
     stale one is replaced) and serves each on a daemon thread; ``stop()`` (idempotent)
-    closes them and removes the socket files. Use as a context manager.
+    closes them and removes the socket files. Use as a context manager. ``args_key`` digests
+    raw ``args`` (default: the installation's key, made on first use).
     """
 
     def __init__(self, decider: Decider, decide_socket: str | None = DEFAULT_DECIDE_SOCKET,
                  control_socket: str | None = DEFAULT_CONTROL_SOCKET, tcp_port: int | None = None,
-                 tcp_host: str = "127.0.0.1") -> None:
+                 tcp_host: str = "127.0.0.1", *, args_key: ArgsKey | None = None) -> None:
         self.decider = decider
+        self.args_key = args_key if args_key is not None else ArgsKey()
         self.decide_socket = decide_socket
         self.control_socket = control_socket
         self.tcp_port = tcp_port
@@ -352,6 +355,7 @@ class PolicyServer:
 
     def _add(self, srv: Any, control: bool, label: str, family: int) -> None:
         srv.decider, srv.control, srv.label, srv.family = self.decider, control, label, family
+        srv.args_key = self.args_key
         t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},
                              name=f"runwatch-policy-{label}", daemon=True)
         self._servers.append(srv)
