@@ -291,6 +291,7 @@ class Session:
     def summary(self) -> dict[str, Any]:
         """Sources, active/refused hooks, events and drops so far."""
         out: dict[str, Any] = {"events": self.pipeline.events if self.pipeline else 0, "drops": 0}
+        malformed: dict[str, dict[str, Any]] = {}  # per listener: count and the first reason
         if self.sources is not None and self.sources.group.running:
             group = self.sources.group
             stats = group.stats()
@@ -299,13 +300,16 @@ class Session:
             out["source_stats"] = stats
             out["hooks"] = {"active": sorted(self.sources.active), "refused": self.sources.refused}
             out["notices"] = self.sources.notices
-            malformed = {}
             for member in getattr(group, "sources", [group]):
                 count = member.stats().get("malformed", 0)
                 if count:
                     malformed[member.name] = {"count": count, "first": getattr(member, "first_error", None)}
-            if malformed:
-                out["malformed"] = malformed
+        if self.policy is not None:
+            for label, (count, first) in self.policy.malformed().items():
+                if count:
+                    malformed[f"policy {label} socket"] = {"count": count, "first": first}
+        if malformed:
+            out["malformed"] = malformed
         if self.corroboration is not None:
             out["corroboration"] = self.corroboration.stats()
         if self.pipeline is not None:

@@ -50,6 +50,7 @@ class PolicyRuntime:
         self.server: PolicyServer | None = None
         self.challenges = ChallengeBook()
         self.source = DecisionSource(self.bus, self.challenges)
+        self._malformed: dict[str, tuple[int, str | None]] = {}
 
     def start(self) -> PolicyRuntime:
         """Load the policies, then serve decisions."""
@@ -73,10 +74,15 @@ class PolicyRuntime:
         return out
 
     def stop(self) -> None:
-        """Close the endpoint; queued decision events stay for the source."""
+        """Close the endpoint; queued decision events stay for the source, counts for :meth:`malformed`."""
         if self.server is not None:
             self.server.stop()
+            self._malformed = self.server.malformed()
             self.server = None
+
+    def malformed(self) -> dict[str, tuple[int, str | None]]:
+        """Malformed requests per listener (``decide``, ``control``, ``tcp``): (count, first answer)."""
+        return self.server.malformed() if self.server is not None else dict(self._malformed)
 
     def stats(self) -> dict[str, int]:
         """Decision counts by recorded verdict plus the bus counters."""

@@ -54,10 +54,15 @@ DEFAULT_CONTROL_SOCKET = "/run/runwatch/control.sock"
 _MAX_WAIT_S = 3600.0
 
 
+MALFORMED_STATUS = frozenset({400, 405, 411, 413, 431})
+"""Answers that mean the request was not the API's HTTP/JSON (counted as ``malformed``)."""
+
+
 class _HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, malformed: bool | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.malformed = status in MALFORMED_STATUS if malformed is None else malformed
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
@@ -143,7 +148,9 @@ class _Handler(socketserver.StreamRequestHandler):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _send(self, status: int, obj: Any, close: bool = False) -> None:
+    def _send(self, status: int, obj: Any, close: bool = False, *, malformed: bool | None = None) -> None:
+        if status in MALFORMED_STATUS if malformed is None else malformed:
+            self.server.count_malformed(f"{status}: {obj.get('error', '') if isinstance(obj, dict) else obj}")
         body = json.dumps(obj, separators=(",", ":")).encode()
         close = close or self.close_after
         head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
@@ -174,7 +181,7 @@ class _Handler(socketserver.StreamRequestHandler):
             query = parse_qs(url.query)
             self._route(method, parts, query)
         except _HttpError as exc:
-            self._send(exc.status, {"error": str(exc)})
+            self._send(exc.status, {"error": str(exc)}, malformed=exc.malformed)
         except (BrokenPipeError, ConnectionResetError):
             self.close_after = True
         except Exception as exc:  # a bug must answer, not hang the caller
@@ -185,7 +192,7 @@ class _Handler(socketserver.StreamRequestHandler):
     def _route(self, method: str, parts: list[str], query: dict[str, list[str]]) -> None:
         srv = self.server
         if parts[:1] != ["v1"]:
-            raise _HttpError(404, f"no route {self.path!r}")
+            raise _HttpError(404, f"no route {self.path!r}", malformed=True)
         rest = parts[1:]
         if method == "POST" and rest == ["decide"]:
             self._send(200, self._decide(self._body()))
@@ -208,7 +215,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 raise _HttpError(404 if str(exc).startswith("no challenge") else 409, str(exc)) from None
             self._send(200, ch.to_dict())
         else:
-            raise _HttpError(404, f"no route {method} {self.path}")
+            raise _HttpError(404, f"no route {method} {self.path}", malformed=True)
 
     def _control(self) -> None:
         if not self.server.control:
@@ -294,10 +301,20 @@ class _Listener(BoundedThreads, socketserver.BaseServer):
     daemon_threads = True
     block_on_close = False
     errors = 0
+    malformed = 0
+    first_error: str | None = None
+    _malformed_lock = threading.Lock()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Count, do not print: a client that hangs up mid-request is not runwatch's problem."""
         self.errors += 1
+
+    def count_malformed(self, answer: str) -> None:
+        """Count one request that was not the API (any thread); keep the first answer's line."""
+        with self._malformed_lock:
+            self.malformed += 1
+            if self.first_error is None:
+                self.first_error = answer[:300]
 
 
 class _UnixListener(_Listener, socketserver.UnixStreamServer):
@@ -352,6 +369,7 @@ class PolicyServer:
         self._servers: list[Any] = []
         self._threads: list[threading.Thread] = []
         self._paths: list[str] = []
+        self._stopped_counts: dict[str, tuple[int, str | None]] = {}  # malformed() once stopped
 
     def _add(self, srv: Any, control: bool, label: str, family: int) -> None:
         srv.decider, srv.control, srv.label, srv.family = self.decider, control, label, family
@@ -383,7 +401,10 @@ class PolicyServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving, close the listeners and remove the socket files. Idempotent."""
+        """Stop serving, close the listeners and remove the socket files. Idempotent; the counts
+        of :meth:`malformed` stay."""
+        if self._servers:
+            self._stopped_counts = self.malformed()
         for srv in self._servers:
             with contextlib.suppress(Exception):
                 srv.shutdown()
@@ -397,10 +418,18 @@ class PolicyServer:
         self._servers, self._threads, self._paths = [], [], []
 
     def stats(self) -> dict[str, int]:
-        """``connections`` open now, ``refused_connections`` over the bound, ``errors``, over all listeners."""
+        """``connections`` open now, ``refused_connections`` over the bound, ``errors`` and
+        ``malformed`` requests, over all listeners."""
         return {"connections": sum(srv.active for srv in self._servers),
                 "refused_connections": sum(srv.refused for srv in self._servers),
-                "errors": sum(srv.errors for srv in self._servers)}
+                "errors": sum(srv.errors for srv in self._servers),
+                "malformed": sum(srv.malformed for srv in self._servers)}
+
+    def malformed(self) -> dict[str, tuple[int, str | None]]:
+        """Per listener (``decide``, ``control``, ``tcp``): (malformed requests, the first one's answer)."""
+        if not self._servers:
+            return dict(self._stopped_counts)
+        return {srv.label: (srv.malformed, srv.first_error) for srv in self._servers}
 
     def __enter__(self) -> PolicyServer:
         return self.start()

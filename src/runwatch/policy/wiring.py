@@ -195,6 +195,10 @@ class SessionPolicy:
             self.cmd_cgroup = None
         return errors
 
+    def malformed(self) -> dict[str, tuple[int, str | None]]:
+        """Malformed requests per endpoint listener (``decide``, ``control``): (count, first answer)."""
+        return self.runtime.malformed()
+
     def stats(self) -> dict[str, Any]:
         """Decision counts and per-container apply counts (for the run summary)."""
         return {"decisions": self.runtime.stats(),

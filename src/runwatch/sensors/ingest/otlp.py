@@ -188,6 +188,9 @@ def encode_message(message: Any, content_type: str) -> bytes:
     return message.SerializeToString()  # type: ignore[no-any-return]
 
 
+MALFORMED = ("bad_requests", "unsupported", "too_large", "not_found")
+"""The counters of requests that were not OTLP as runwatch takes it (summed as ``malformed``)."""
+
 MAX_DECODING = 2
 """Requests inflated and parsed at once; more get 503 (each may hold ``max_body * 2`` bytes)."""
 
@@ -236,6 +239,7 @@ class OtlpReceiver:
         self.max_queue, self.max_batch = max_queue, max_batch
         self.converter = Converter(resolver)
         self.last_error: str | None = None
+        self.first_error: str | None = None  # the first malformed request's answer
         self._lock = threading.Lock()
         self._convert_lock = threading.Lock()  # the resolver's cache is not thread safe
         self._decoding = threading.BoundedSemaphore(MAX_DECODING)  # memory and CPU of inflating and parsing
@@ -296,9 +300,11 @@ class OtlpReceiver:
             return [self._queue.popleft() for _ in range(n)]
 
     def stats(self) -> dict[str, int]:
-        """Counters (requests, spans, events, rejects by reason, ...) plus the queue length."""
+        """Counters (requests, spans, events, rejects by reason, ...), ``malformed`` (their sum over
+        :data:`MALFORMED`) and the queue length."""
         with self._lock:
-            return {**self.counters, "queued": len(self._queue)}
+            malformed = sum(self.counters[k] for k in MALFORMED)
+            return {**self.counters, "malformed": malformed, "queued": len(self._queue)}
 
     # -- HTTP ---------------------------------------------------------------------------------
 
@@ -326,6 +332,8 @@ class OtlpReceiver:
             self._count(err.counter)
         with self._lock:
             self.last_error = f"{err.code}: {err.message}"
+            if err.counter in MALFORMED and self.first_error is None:
+                self.first_error = self.last_error
         extra = {"Retry-After": "1"} if err.code == 503 else None
         if err.code == 401:
             extra = {"WWW-Authenticate": 'Bearer realm="runwatch-otlp"'}
