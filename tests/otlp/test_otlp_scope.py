@@ -94,18 +94,40 @@ def cgroups() -> Iterator[Cgroups]:
         cg.remove()
 
 
-def test_peer_of_a_loopback_connection_is_the_process_holding_it() -> None:
-    server = socket.create_server(("127.0.0.1", 0))
-    child = subprocess.Popen([sys.executable, "-c", "import socket,sys; s=socket.create_connection(('127.0.0.1', "
-                              f"{server.getsockname()[1]})); sys.stdin.read()"], stdin=subprocess.PIPE)
+#: Connects to (host, port) of argv, then half-closes after the first stdin line and waits for EOF.
+CLIENT = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+print("connected", flush=True)
+sys.stdin.readline()
+s.shutdown(socket.SHUT_WR)
+print("half-closed", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize(("listen", "connect"), [("127.0.0.1", "127.0.0.1"), ("::1", "::1"), ("::", "127.0.0.1")])
+def test_peer_of_a_loopback_connection_is_the_process_holding_it(listen: str, connect: str) -> None:
+    if ":" in listen and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    server = socket.create_server((listen, 0), family=socket.AF_INET6 if ":" in listen else socket.AF_INET,
+                                  dualstack_ipv6=listen == "::")
+    child = subprocess.Popen([sys.executable, "-c", CLIENT, connect, str(server.getsockname()[1])],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline() == "connected\n"
         conn, addr = server.accept()
         local = conn.getsockname()
         assert tcp_peer_pids(local, addr) == [child.pid]
-        assert tcp_peer_pids(local, ("127.0.0.1", 1)) == []
+        assert tcp_peer_pids(local, (addr[0], 1)) == []
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == "half-closed\n"
+        assert tcp_peer_pids(local, addr) == [child.pid]  # a client that half-closed is still the peer
         conn.close()
     finally:
-        child.communicate(b"", timeout=10)
+        child.communicate("", timeout=10)
         server.close()
 
 
@@ -165,4 +187,61 @@ def test_a_host_sender_still_names_its_own_processes() -> None:
         assert {e.pid for e in events} == {os.getpid()} and len(events) == 9
         assert rx.stats()["foreign_pid"] == 0
     finally:
+        rx.stop()
+
+
+@pytest.fixture
+def netns() -> Iterator[tuple[str, str, str]]:
+    """A network namespace joined to this one by a veth pair: (name, host address, namespace address)."""
+    tag = f"{os.getpid() % 100000}"
+    name, host_if, ns_if = f"rwotlp-{tag}", f"rwo{tag}a", f"rwo{tag}b"
+    host_ip, ns_ip = "10.231.23.1", "10.231.23.2"
+    steps = [["ip", "netns", "add", name],
+             ["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if],
+             ["ip", "link", "set", ns_if, "netns", name],
+             ["ip", "addr", "add", f"{host_ip}/30", "dev", host_if], ["ip", "link", "set", host_if, "up"],
+             ["ip", "netns", "exec", name, "ip", "addr", "add", f"{ns_ip}/30", "dev", ns_if],
+             ["ip", "netns", "exec", name, "ip", "link", "set", ns_if, "up"],
+             ["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"]]
+    try:
+        for step in steps:
+            res = subprocess.run(step, capture_output=True, text=True, timeout=10)
+            if res.returncode != 0:
+                pytest.skip(f"cannot set up a network namespace: {' '.join(step)}: {res.stderr.strip()}")
+        yield name, host_ip, ns_ip
+    finally:
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+
+#: Posts each body file named on a stdin line with a bearer token, printing each status.
+TOKEN_SENDER = SENDER.replace('"Content-Length": str(len(body))}', '"Content-Length": str(len(body)), '
+                              '"Authorization": "Bearer " + sys.argv[3]}').replace(
+    'HTTPConnection("127.0.0.1", port', 'HTTPConnection(sys.argv[2], port')
+
+
+def test_a_sender_in_another_network_namespace_is_found(netns: tuple[str, str, str], cgroups: Cgroups,
+                                                        tmp_path: Path) -> None:
+    name, host_ip, _ = netns
+    rx = OtlpReceiver(host_ip, 0, token="bridge-token-23")
+    rx.start()
+    own = cgroups.make("bridged-agent")
+    sender = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", TOKEN_SENDER, str(rx.port),
+                               host_ip, "bridge-token-23"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        # `ip netns exec` execs the interpreter in place: the pid is the sender's.
+        cgroups.move(sender.pid, own)
+        mine, host = tmp_path / "mine.pb", tmp_path / "host.pb"
+        mine.write_bytes(naming(sender.pid))
+        host.write_bytes(naming(os.getpid()))
+        out, _ = sender.communicate(f"{mine}\n{host}\n", timeout=30)
+        assert out.split() == ["200", "200"]
+        events = drain(rx)
+        assert len(events) == 18
+        assert {e.pid for e in events[:9]} == {sender.pid}
+        assert {(e.pid, bool(e.attrs and e.attrs.get("foreign_pid"))) for e in events[9:]} == {(0, True)}
+        assert rx.stats()["foreign_pid"] == 9
+    finally:
+        sender.kill()
+        sender.wait()
         rx.stop()

@@ -5,8 +5,8 @@ is the one whose local address is ``R`` and remote address ``L``. It is looked u
 ``/proc/<pid>/net/tcp`` (or ``tcp6``) of this process's network namespace first, then of every
 other network namespace a process in ``/proc`` is in (a container on a bridge connects from
 its own namespace); its inode is then searched among the ``/proc/<pid>/fd`` links
-(``socket:[INODE]``) of the processes in that namespace. Several processes hold one socket
-after a ``fork``; all are returned.
+(``socket:[INODE]``) of the processes in that namespace, first of those run by the socket's
+owner, then of all. Several processes hold one socket after a ``fork``; all are returned.
 
 An IPv4 peer seen through a dual-stack IPv6 listener (``::ffff:a.b.c.d``) is searched in both
 tables. Addresses are written as the kernel prints them: each 32-bit word of the address in
@@ -24,8 +24,6 @@ import sys
 from collections.abc import Iterator
 
 from runwatch.host import procfs
-
-_ESTABLISHED = "01"
 
 
 def _hex_addr(ip: str, port: int) -> tuple[str, str]:
@@ -51,7 +49,9 @@ def _forms(local: tuple[str, int], remote: tuple[str, int]) -> list[tuple[str, s
     return out
 
 
-def _inode_in(table_path: str, peer_local: str, peer_remote: str) -> int | None:
+def _socket_in(table_path: str, peer_local: str, peer_remote: str) -> tuple[int, int] | None:
+    """(inode, owner uid) of the live socket with that address pair in one table (inode 0: no
+    socket any more, such as TIME_WAIT; any other state is the peer, half-closed or not)."""
     try:
         with open(table_path, "rb") as fh:
             lines = fh.read().decode("ascii", "replace").splitlines()[1:]
@@ -59,8 +59,8 @@ def _inode_in(table_path: str, peer_local: str, peer_remote: str) -> int | None:
         return None
     for line in lines:
         f = line.split()
-        if len(f) > 9 and f[1] == peer_local and f[2] == peer_remote and f[3] == _ESTABLISHED and f[9] != "0":
-            return int(f[9])
+        if len(f) > 9 and f[1] == peer_local and f[2] == peer_remote and f[9] != "0" and f[7].isdigit():
+            return int(f[9]), int(f[7])
     return None
 
 
@@ -81,11 +81,20 @@ def _pids(proc: str) -> Iterator[int]:
             yield int(entry)
 
 
-def _holders(inode: int, netns: int | None, proc: str) -> list[int]:
+def _owner(pid: int, proc: str) -> int | None:
+    try:
+        return os.stat(f"{proc}/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def _holders(inode: int, netns: int | None, proc: str, uid: int | None) -> list[int]:
+    """Pids with an fd on socket ``inode`` among processes in ``netns`` (and, when ``uid`` is
+    given, run by that user: the socket's creator, where a holder nearly always is)."""
     link = f"socket:[{inode}]"
     found = []
     for pid in _pids(proc):
-        if netns is not None and _netns(pid, proc) != netns:
+        if (uid is not None and _owner(pid, proc) != uid) or (netns is not None and _netns(pid, proc) != netns):
             continue
         fd_dir = f"{proc}/{pid}/fd"
         try:
@@ -102,6 +111,11 @@ def _holders(inode: int, netns: int | None, proc: str) -> list[int]:
     return sorted(found)
 
 
+def _holders_of(found: tuple[int, int], netns: int | None, proc: str) -> list[int]:
+    inode, uid = found
+    return _holders(inode, netns, proc, uid) or _holders(inode, netns, proc, None)
+
+
 def tcp_peer_pids(local: tuple[str, int], remote: tuple[str, int], proc: str = procfs.PROC) -> list[int]:
     """Host pids of the processes holding the peer socket of the accepted TCP connection with
     local address ``local`` and peer address ``remote`` (``(ip, port)``, as ``getsockname`` and
@@ -109,9 +123,9 @@ def tcp_peer_pids(local: tuple[str, int], remote: tuple[str, int], proc: str = p
     forms = _forms((local[0], local[1]), (remote[0], remote[1]))
     own = _netns("self", proc)
     for table, peer_local, peer_remote in forms:
-        inode = _inode_in(f"{proc}/self/net/{table}", peer_local, peer_remote)
-        if inode is not None:
-            return _holders(inode, own, proc)
+        found = _socket_in(f"{proc}/self/net/{table}", peer_local, peer_remote)
+        if found is not None:
+            return _holders_of(found, own, proc)
     seen = {own}
     for pid in _pids(proc):
         ns = _netns(pid, proc)
@@ -119,7 +133,7 @@ def tcp_peer_pids(local: tuple[str, int], remote: tuple[str, int], proc: str = p
             continue
         seen.add(ns)
         for table, peer_local, peer_remote in forms:
-            inode = _inode_in(f"{proc}/{pid}/net/{table}", peer_local, peer_remote)
-            if inode is not None:
-                return _holders(inode, ns, proc)
+            found = _socket_in(f"{proc}/{pid}/net/{table}", peer_local, peer_remote)
+            if found is not None:
+                return _holders_of(found, ns, proc)
     return []

@@ -434,6 +434,7 @@ class OtlpReceiver:
                 request = decode_request(body, content_type, request_type)
             except BadPayload as exc:
                 raise _Reply(400, str(exc), counter="bad_requests") from None
+            sender = self._sender(h) if kind == "traces" else None  # a /proc scan: bounded like decoding
         finally:
             self._decoding.release()
         self._count("requests")
@@ -441,7 +442,8 @@ class OtlpReceiver:
         if kind != "traces":
             self._count(f"{kind}_requests")
         else:
-            self._accept_traces(request, response, self._sender(h))
+            assert sender is not None
+            self._accept_traces(request, response, sender)
         self.reply(h, 200, encode_message(response, content_type), content_type, close=False)
 
     def _drain(self, h: BaseHTTPRequestHandler) -> None:
