@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import http.client
+import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from runwatch.sensors.ingest.otlp import PROTOBUF, OtlpReceiver, check_listen
 from runwatch.testing.sources import drain
@@ -115,3 +119,48 @@ def test_cli_token_file_problems_are_one_line(tmp_path: Path) -> None:
         assert res.returncode == 2, res.stderr
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], res.stderr
+
+
+AGENT = r"""
+import http.client, os, sys
+port, token, body_file = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+body = open(body_file, "rb").read()
+for auth in ("", "Bearer " + token):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Content-Type": "application/x-protobuf", "Content-Length": str(len(body))}
+    if auth:
+        headers["Authorization"] = auth
+    conn.request("POST", "/v1/traces", body=body, headers=headers)
+    print(conn.getresponse().status, flush=True)
+    conn.close()
+"""
+
+
+@pytest.mark.kernel
+def test_run_with_a_token_refuses_and_scopes_and_says_so(tmp_path: Path) -> None:
+    request = ExportTraceServiceRequest.FromString((FIXTURES / "agent_trace.pb").read_bytes())
+    for rs in request.resource_spans:  # names pid 1, a process outside the command's own cgroup
+        kept = [kv for kv in rs.resource.attributes if kv.key not in ("process.pid", "container.id")]
+        del rs.resource.attributes[:]
+        rs.resource.attributes.extend([*kept, KeyValue(key="process.pid", value=AnyValue(int_value=1))])
+    body = tmp_path / "body.pb"
+    body.write_bytes(request.SerializeToString())
+    token_file = tmp_path / "otlp.token"
+    token_file.write_text(TOKEN + "\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = tmp_path / "t.db"
+    res = subprocess.run([RUNWATCH, "run", "--db", str(db), "--no-rules", "--no-sdk", "--otlp-listen",
+                          f"127.0.0.1:{port}", "--otlp-token-file", str(token_file), "--", sys.executable, "-c",
+                          AGENT, str(port), TOKEN, str(body)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["401", "200"]
+    assert "runwatch: otlp: 1 request(s) refused for a missing or wrong bearer token" in res.stderr
+    assert ("runwatch: otlp: 9 span event(s) named a process outside their sender's cgroup or pid namespace; "
+            "stored unattributed") in res.stderr
+    listed = subprocess.run([RUNWATCH, "events", "--db", str(db), "--format", "json"], capture_output=True,
+                            text=True, timeout=60)
+    spans = [e for e in map(json.loads, listed.stdout.splitlines()) if e["source"] == "otlp"]
+    assert len(spans) == 9
+    assert {(e.get("pid", 0), e["attrs"]["foreign_pid"]) for e in spans} == {(0, True)}

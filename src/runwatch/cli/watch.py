@@ -179,6 +179,12 @@ def _print_summary(summary: dict[str, Any], counter: _Counter, db: str | None) -
         detail = ", ".join(f"{k} {v}" for k, v in sorted(by_kind.items()))
         note(f"the kernel ring buffer overflowed: {drops} events were dropped"
              f"{f' ({detail})' if detail else ''}; raise --ring-mb or reduce load")
+    stats = summary.get("source_stats", {})
+    if stats.get("otlp.unauthorized"):
+        note(f"otlp: {stats['otlp.unauthorized']} request(s) refused for a missing or wrong bearer token")
+    if stats.get("otlp.foreign_pid"):
+        note(f"otlp: {stats['otlp.foreign_pid']} span event(s) named a process outside their sender's cgroup or "
+             "pid namespace; stored unattributed")
     for name, bad in summary.get("malformed", {}).items():
         first = f"; first: {bad['first']}" if bad.get("first") else ""
         note(f"{name}: {bad['count']} malformed message(s) ignored{first}")
