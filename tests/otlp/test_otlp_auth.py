@@ -161,6 +161,6 @@ def test_run_with_a_token_refuses_and_scopes_and_says_so(tmp_path: Path) -> None
             "stored unattributed") in res.stderr
     listed = subprocess.run([RUNWATCH, "events", "--db", str(db), "--format", "json"], capture_output=True,
                             text=True, timeout=60)
-    spans = [e for e in map(json.loads, listed.stdout.splitlines()) if e["source"] == "otlp"]
+    spans = [e for e in map(json.loads, listed.stdout.splitlines()) if e.get("source") == "otlp"]
     assert len(spans) == 9
     assert {(e.get("pid", 0), e["attrs"]["foreign_pid"]) for e in spans} == {(0, True)}
