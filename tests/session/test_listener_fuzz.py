@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -148,11 +149,14 @@ def test_listeners_survive_fuzzing_and_no_kernel_event_is_lost(tmp_path: Path) -
     assert all(n > 20 for n in sent.values()), f"seed={seed}: {sent}"
     with sqlite3.connect(db) as conn:
         stats = json.loads(conn.execute("SELECT stats FROM runs").fetchone()[0])
-    listed = subprocess.run([RUNWATCH, "events", "--db", str(db), "--format", "json", "--kind", "file.open"],
+    listed = subprocess.run([RUNWATCH, "events", "--db", str(db), "--format", "json"],
                             capture_output=True, text=True, timeout=60)
     events = [json.loads(line) for line in listed.stdout.splitlines()]
-    opens = [e for e in events if e.get("file", {}).get("path") == str(watched)]
+    opens = [e for e in events if e["kind"] == "file.open" and e.get("file", {}).get("path") == str(watched)]
     assert len(opens) == OPENS, f"seed={seed}: {len(opens)} opens stored; {stderr}"
+    kernel = Counter(e["kind"] for e in events if e.get("source", "kernel") == "kernel")
+    assert kernel == {"file.open": OPENS, "process.exec": 1, "process.exit": 1}, f"seed={seed}: {kernel}"
+    assert stats["drops"] == 0, f"seed={seed}: {stats['drops']} kernel events dropped"
     malformed = stats.get("malformed", {})
     for name in ("sdk", "otlp", "policy decide socket", "policy control socket"):
         assert malformed.get(name, {}).get("count", 0) > 0, f"seed={seed}: {name}: {malformed}"
