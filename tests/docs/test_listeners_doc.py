@@ -18,7 +18,8 @@ def test_every_quoted_constant_has_the_codes_value() -> None:
     constants = {
         "MAX_CONNECTIONS": listeners.MAX_CONNECTIONS, "IDLE_TIMEOUT_S": int(listeners.IDLE_TIMEOUT_S),
         "MAX_DATAGRAM": wire.MAX_DATAGRAM, "MAX_FIELD": wire.MAX_FIELD, "MAX_ARGS": wire.MAX_ARGS,
-        "MAX_ARGV": wire.MAX_ARGV, "MAX_DECODING": otlp.MAX_DECODING, "MAX_BODY": server.MAX_BODY,
+        "MAX_ARGV": wire.MAX_ARGV, "MAX_DECODING": otlp.MAX_DECODING, "UNAUTHORIZED_DRAIN": otlp.UNAUTHORIZED_DRAIN,
+        "MAX_BODY": server.MAX_BODY,
         "_MAX_LINE": server._MAX_LINE, "_MAX_HEADERS": server._MAX_HEADERS, "_MAX_WAIT_S": int(server._MAX_WAIT_S),
     }
     missing = [f"`{name}` = {value}" for name, value in constants.items() if f"`{name}` = {value}" not in DOC]

@@ -77,6 +77,17 @@ def test_scheme_is_case_insensitive_and_the_connection_stays_usable(guarded: Otl
     assert guarded.stats()["unauthorized"] == 2
 
 
+def test_a_large_body_without_the_token_is_not_read(guarded: OtlpReceiver) -> None:
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=10) as s:
+        s.sendall(b"POST /v1/traces HTTP/1.1\r\nContent-Type: application/x-protobuf\r\n"
+                  b"Content-Length: 3000000\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(65536):  # answered and closed without the 3 MB being sent
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401 ") and b"Connection: close" in answer
+    assert guarded.stats()["unauthorized"] == 1
+
+
 def test_non_loopback_listen_needs_a_token() -> None:
     with pytest.raises(ValueError, match=r"^OTLP listen address 0\.0\.0\.0 is not a loopback address: "
                                          r"give a token \(--otlp-token-file\) to listen there$"):

@@ -188,6 +188,9 @@ def encode_message(message: Any, content_type: str) -> bytes:
     return message.SerializeToString()  # type: ignore[no-any-return]
 
 
+UNAUTHORIZED_DRAIN = 64 << 10
+"""Largest body of a request without the token that is read (and dropped) to keep its connection."""
+
 MALFORMED = ("bad_requests", "unsupported", "too_large", "not_found")
 """The counters of requests that were not OTLP as runwatch takes it (summed as ``malformed``)."""
 
@@ -374,7 +377,7 @@ class OtlpReceiver:
         given = credential.strip().encode("latin-1", "replace")
         if scheme.lower() == "bearer" and hmac.compare_digest(given, self._token):
             return
-        self._drain(h)
+        self._drain(h, UNAUTHORIZED_DRAIN)  # a stranger's larger body is not read: the connection closes
         raise _Reply(401, "missing or wrong bearer token (Authorization: Bearer <token>)", counter="unauthorized",
                      close=h.close_connection)
 
@@ -446,8 +449,9 @@ class OtlpReceiver:
             self._accept_traces(request, response, sender)
         self.reply(h, 200, encode_message(response, content_type), content_type, close=False)
 
-    def _drain(self, h: BaseHTTPRequestHandler) -> None:
-        """Read and discard a body we will not use, so the connection can be kept; else close it."""
+    def _drain(self, h: BaseHTTPRequestHandler, limit: int | None = None) -> None:
+        """Read and discard a body we will not use (up to ``limit``, default ``max_body``), so the
+        connection can be kept; else close it."""
         if h.headers.get("Transfer-Encoding"):
             h.close_connection = True
             return
@@ -456,7 +460,7 @@ class OtlpReceiver:
         except ValueError:
             h.close_connection = True
             return
-        if 0 <= length <= self.max_body:
+        if 0 <= length <= (self.max_body if limit is None else limit):
             h.rfile.read(length)
         else:
             h.close_connection = True
