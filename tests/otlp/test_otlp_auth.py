@@ -92,7 +92,7 @@ def test_non_loopback_listen_needs_a_token() -> None:
     with pytest.raises(ValueError, match=r"^OTLP listen address 0\.0\.0\.0 is not a loopback address: "
                                          r"give a token \(--otlp-token-file\) to listen there$"):
         OtlpReceiver("0.0.0.0", 0)
-    for host in ("127.0.0.1", "127.0.0.23", "::1", "localhost"):
+    for host in ("127.0.0.1", "127.0.0.23", "::1", "localhost", "unix:/run/runwatch/sdk/otlp.sock"):
         check_listen(host, None)
     check_listen("0.0.0.0", TOKEN)
     with pytest.raises(ValueError, match="is not a loopback address"):
@@ -124,6 +124,7 @@ def test_cli_token_file_problems_are_one_line(tmp_path: Path) -> None:
          f"cannot read OTLP token file {tmp_path / 'absent'}: No such file or directory"),
         (["--otlp-listen", "127.0.0.1:0", "--otlp-token-file", str(empty)], f"OTLP token file {empty} is empty"),
         (["--otlp-token-file", str(empty)], "--otlp-token-file needs --otlp-listen"),
+        (["--otlp-listen", "unix:relative/otlp.sock"], "expected unix:/ABSOLUTE/PATH, got 'unix:relative/otlp.sock'"),
     ]
     for extra, message in cases:
         res = rw("run", "--db", str(tmp_path / "c.db"), *extra, "--", "true")

@@ -8,6 +8,7 @@ namespace is dropped and counted as ``foreign_pid``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -245,3 +246,85 @@ def test_a_sender_in_another_network_namespace_is_found(netns: tuple[str, str, s
         sender.kill()
         sender.wait()
         rx.stop()
+
+
+#: Posts each body file named on a stdin line over the unix socket argv[1], printing each status.
+UNIX_SENDER = r"""
+import http.client, socket, sys
+
+class Unix(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(sys.argv[1])
+
+for line in sys.stdin:
+    body = open(line.strip(), "rb").read()
+    conn = Unix("localhost", timeout=10)
+    conn.request("POST", "/v1/traces", body=body,
+                 headers={"Content-Type": "application/x-protobuf", "Content-Length": str(len(body))})
+    resp = conn.getresponse()
+    resp.read()
+    print(resp.status, flush=True)
+    conn.close()
+"""
+
+
+def test_unix_socket_receiver_knows_its_sender_from_the_kernel(cgroups: Cgroups, tmp_path: Path) -> None:
+    path = tmp_path / "otlp" / "otlp.sock"
+    rx = OtlpReceiver(f"unix:{path}", 0)
+    assert rx.endpoint == f"unix:{path}"
+    rx.start()
+    own, other = cgroups.make("unix-agent"), cgroups.make("unix-other")
+    victim = subprocess.Popen(["sleep", "60"])
+    sender = subprocess.Popen([sys.executable, "-c", UNIX_SENDER, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert oct(path.stat().st_mode & 0o777) == "0o666"
+        cgroups.move(victim.pid, other)
+        cgroups.move(sender.pid, own)
+        mine, foreign = tmp_path / "mine.pb", tmp_path / "foreign.pb"
+        mine.write_bytes(naming(sender.pid))
+        foreign.write_bytes(naming(victim.pid))
+        out, _ = sender.communicate(f"{mine}\n{foreign}\n", timeout=30)
+        assert out.split() == ["200", "200"]
+        events = drain(rx)
+        assert len(events) == 18
+        assert {(e.pid, e.cgroup_id) for e in events[:9]} == {(sender.pid, os.stat(own).st_ino)}
+        assert {(e.pid, bool(e.attrs and e.attrs.get("foreign_pid"))) for e in events[9:]} == {(0, True)}
+        assert rx.stats()["foreign_pid"] == 9
+    finally:
+        for p in (victim, sender):
+            p.kill()
+            p.wait()
+        rx.stop()
+    assert not path.exists()
+
+
+#: Prints its pid, then posts the body file argv[2] naming it over the unix socket argv[1].
+UNIX_AGENT = UNIX_SENDER.replace("for line in sys.stdin:", "print(__import__('os').getpid(), flush=True)\n"
+                                 "for line in [sys.argv[2]]:")
+
+
+@pytest.mark.kernel
+def test_run_receives_spans_on_a_unix_socket(tmp_path: Path) -> None:
+    sock = tmp_path / "sdk" / "otlp.sock"
+    db = tmp_path / "u.db"
+    body = tmp_path / "self.pb"
+    runwatch = str(Path(sys.executable).with_name("runwatch"))
+    # The agent names its own pid, which it only knows once running: the body is written by a wrapper.
+    wrapper = ("import os, subprocess, sys\n"
+               "from pathlib import Path\n"
+               f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+               "from test_otlp_scope import naming\n"
+               f"Path({str(body)!r}).write_bytes(naming(os.getpid()))\n"
+               f"os.execv(sys.executable, [sys.executable, '-c', {UNIX_AGENT!r}, {str(sock)!r}, {str(body)!r}])\n")
+    res = subprocess.run([runwatch, "run", "--db", str(db), "--no-rules", "--no-sdk", "--otlp-listen", f"unix:{sock}",
+                          "--", sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    pid_text, status = res.stdout.split()
+    assert status == "200"
+    listed = subprocess.run([runwatch, "events", "--db", str(db), "--format", "json"], capture_output=True,
+                            text=True, timeout=60)
+    spans = [e for e in map(json.loads, listed.stdout.splitlines()) if e.get("source") == "otlp"]
+    assert len(spans) == 9 and {e["pid"] for e in spans} == {int(pid_text)}
+    assert not sock.exists()

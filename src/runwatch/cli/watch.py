@@ -69,7 +69,8 @@ def _source_options(f: Any) -> Any:
     f = click.option("--no-rules", is_flag=True, help="Record events only; run no detections.")(f)
     f = click.option("--alerts-out", metavar="FILE", help="Also append every alert as JSON lines to FILE.")(f)
     f = click.option("--otlp-listen", metavar="HOST:PORT", callback=_host_port,
-                     help="Receive OpenTelemetry GenAI spans (OTLP/HTTP) here, e.g. 127.0.0.1:4318.")(f)
+                     help="Receive OpenTelemetry GenAI spans (OTLP/HTTP) here, e.g. 127.0.0.1:4318, or on a "
+                     "unix socket: unix:/run/runwatch/sdk/otlp.sock.")(f)
     f = click.option("--otlp-token-file", metavar="FILE",
                      help="Require 'Authorization: Bearer <token>' on OTLP requests, the token being FILE's "
                      "content; needed to listen on a non-loopback address.")(f)
@@ -81,6 +82,10 @@ def _source_options(f: Any) -> Any:
 def _host_port(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, int] | None:
     if value is None:
         return None
+    if value.startswith("unix:"):
+        if not value[len("unix:"):].startswith("/"):
+            raise click.BadParameter(f"expected unix:/ABSOLUTE/PATH, got {value!r}")
+        return value, 0
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise click.BadParameter(f"expected HOST:PORT, got {value!r}")

@@ -1,6 +1,9 @@
-"""Which processes hold the other end of a TCP connection this process accepted.
+"""Which processes hold the other end of a connection this process accepted.
 
-For an accepted connection with local address ``L`` and peer address ``R``, the peer's socket
+For a unix stream socket the kernel says: :func:`peer_cred` (``SO_PEERCRED``: the pid, uid and
+gid of the process that connected, as this pid namespace sees it). For TCP it must be found
+(:func:`tcp_peer_pids`): for an accepted connection with local address ``L`` and peer address
+``R``, the peer's socket
 is the one whose local address is ``R`` and remote address ``L``. It is looked up in
 ``/proc/<pid>/net/tcp`` (or ``tcp6``) of this process's network namespace first, then of every
 other network namespace a process in ``/proc`` is in (a container on a bridge connects from
@@ -12,7 +15,7 @@ An IPv4 peer seen through a dual-stack IPv6 listener (``::ffff:a.b.c.d``) is sea
 tables. Addresses are written as the kernel prints them: each 32-bit word of the address in
 host byte order as hex (``0100007F`` for 127.0.0.1 on x86-64), then ``:`` and the port in hex.
 
-Reads ``/proc`` only; safe from any thread. The answer is only as good as the moment it is
+Reads ``/proc`` (and socket options) only; safe from any thread. The answer is only as good as the moment it is
 asked: ask while the connection is open.
 """
 
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
+import struct
 import sys
 from collections.abc import Iterator
 
@@ -137,3 +142,13 @@ def tcp_peer_pids(local: tuple[str, int], remote: tuple[str, int], proc: str = p
             if found is not None:
                 return _holders_of(found, ns, proc)
     return []
+
+
+def peer_cred(sock: socket.socket) -> tuple[int, int, int] | None:
+    """(pid, uid, gid) of a unix socket's peer; None when unknown (pid 0: not in our namespace)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid, uid, gid = struct.unpack("3i", raw)
+    return (pid, uid, gid) if pid > 0 else None

@@ -18,13 +18,13 @@ from __future__ import annotations
 import os
 import pwd
 import socket
-import struct
 
 import msgspec
 
 from runwatch.events import Container
 from runwatch.host import procfs
 from runwatch.host.cgroups import cgroup_within
+from runwatch.host.sockets import peer_cred
 
 __all__ = ["Peer", "Requester", "cgroup_within", "descends_from", "peer_cred", "peer_of", "refusal",
            "requester_of", "same_container"]
@@ -68,16 +68,6 @@ class Requester(msgspec.Struct, frozen=True, kw_only=True):
     def to_dict(self) -> dict[str, object]:
         """JSON-able view: pid, cgroup."""
         return {"pid": self.pid, "cgroup": self.cgroup}
-
-
-def peer_cred(sock: socket.socket) -> tuple[int, int, int] | None:
-    """(pid, uid, gid) of a unix socket's peer; None when unknown (pid 0: not in our namespace)."""
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return None
-    pid, uid, gid = struct.unpack("3i", raw)
-    return (pid, uid, gid) if pid > 0 else None
 
 
 def peer_of(sock: socket.socket, proc: str = procfs.PROC) -> Peer | None:

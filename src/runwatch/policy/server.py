@@ -42,7 +42,7 @@ import msgspec
 
 from runwatch.argskey import ArgsKey
 from runwatch.events import Container
-from runwatch.listeners import BoundedThreads
+from runwatch.listeners import BoundedThreads, prepare_unix_path, socket_alive
 from runwatch.policy.challenges import AnswerRefused, ChallengeError
 from runwatch.policy.decide import Decider
 from runwatch.policy.model import Workload
@@ -326,26 +326,10 @@ class _TcpListener(_Listener, socketserver.TCPServer):
 
 
 def _bind_unix(path: str, mode: int) -> _UnixListener:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        if not _socket_alive(path):
-            os.unlink(path)
+    prepare_unix_path(path)
     srv = _UnixListener(path, _Handler, bind_and_activate=True)
     os.chmod(path, mode)
     return srv
-
-
-def _socket_alive(path: str) -> bool:
-    """Whether another server answers on ``path`` (then it must not be unlinked)."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(0.2)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 class PolicyServer:
@@ -386,7 +370,7 @@ class PolicyServer:
             for path, control, mode in ((self.decide_socket, False, 0o666), (self.control_socket, True, 0o600)):
                 if path is None:
                     continue
-                if _socket_alive(path):
+                if socket_alive(path):
                     raise OSError(f"{path}: another runwatch is already serving policy decisions there")
                 srv = _bind_unix(path, mode)
                 self._paths.append(path)

@@ -40,10 +40,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import ipaddress
 import json
+import os
 import re
+import socketserver
 import threading
 import zlib
 from collections import deque
@@ -67,7 +70,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from runwatch.events import Event
-from runwatch.listeners import BoundedThreads
+from runwatch.listeners import BoundedThreads, prepare_unix_path
 from runwatch.sensors.base import register_source
 from runwatch.sensors.ingest.genai import Converter, PidResolver
 from runwatch.sensors.ingest.scope import Sender
@@ -88,9 +91,15 @@ TOKEN_CHARS = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
 """What a bearer token may hold (RFC 6750 ``b64token``)."""
 
 
+UNIX = "unix:"
+"""Prefix of a listen address that is a unix socket path (``unix:/run/runwatch/sdk/otlp.sock``)."""
+UNIX_MODE = 0o666
+"""Mode of the receiver's unix socket: who may reach its directory may send (each sender is known)."""
+
+
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address or ``localhost``) is reachable from this host only."""
-    if host == "localhost":
+    """Whether ``host`` (an address, ``localhost`` or a ``unix:`` path) is reachable from this host only."""
+    if host == "localhost" or host.startswith(UNIX):
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -221,8 +230,19 @@ class _Server(BoundedThreads, HTTPServer):
     receiver: OtlpReceiver
 
 
+class _UnixServer(BoundedThreads, socketserver.UnixStreamServer):
+    daemon_threads = True
+    receiver: OtlpReceiver
+
+    def get_request(self) -> tuple[Any, Any]:
+        conn, _ = self.socket.accept()
+        return conn, ("unix", 0)  # http.server wants an (address, port) pair
+
+
 class OtlpReceiver:
-    """OTLP/HTTP receiver on ``host:port`` (port 0: any free port; see :attr:`port`).
+    """OTLP/HTTP receiver on ``host:port`` (port 0: any free port; see :attr:`port`), or on the
+    unix socket ``PATH`` when ``host`` is ``unix:PATH`` (mode 0666; the sender is the kernel's
+    peer credentials, so no token is needed there).
 
     ``max_body`` bounds a request body in bytes; ``max_queue`` bounds queued events (a request
     that does not fit whole gets 503); ``max_batch`` bounds one ``poll`` result. ``token``: the
@@ -237,6 +257,7 @@ class OtlpReceiver:
                  token: str | None = None) -> None:
         check_listen(host, token)
         self.host, self.port = host, port
+        self.unix_path = host[len(UNIX):] if host.startswith(UNIX) else None
         self._token = token.encode() if token is not None else None
         self.max_body, self.max_inflated = max_body, max_body * 2
         self.max_queue, self.max_batch = max_queue, max_batch
@@ -248,7 +269,7 @@ class OtlpReceiver:
         self._decoding = threading.BoundedSemaphore(MAX_DECODING)  # memory and CPU of inflating and parsing
         self._ready = threading.Condition(self._lock)
         self._queue: deque[Event] = deque()
-        self._server: _Server | None = None
+        self._server: _Server | _UnixServer | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
         self.counters: dict[str, int] = {
@@ -262,12 +283,20 @@ class OtlpReceiver:
 
     def start(self) -> None:
         """Bind and serve on a background thread. Raises ``RuntimeError`` naming the address."""
+        server: _Server | _UnixServer
         try:
-            server = _Server((self.host, self.port), _Handler)
+            if self.unix_path is not None:
+                prepare_unix_path(self.unix_path)
+                server = _UnixServer(self.unix_path, _Handler)
+                os.chmod(self.unix_path, UNIX_MODE)
+            else:
+                server = _Server((self.host, self.port), _Handler)
         except OSError as exc:
-            raise RuntimeError(f"cannot listen for OTLP on {self.host}:{self.port}: {exc.strerror or exc}") from None
+            where = self.endpoint if self.unix_path is not None else f"{self.host}:{self.port}"
+            raise RuntimeError(f"cannot listen for OTLP on {where}: {exc.strerror or exc}") from None
         server.receiver = self
-        self.port = server.server_address[1]
+        if isinstance(server, _Server):
+            self.port = int(server.server_address[1])
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="runwatch-otlp", daemon=True)
@@ -275,7 +304,9 @@ class OtlpReceiver:
 
     @property
     def endpoint(self) -> str:
-        """Base URL agents export to (``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
+        """Base URL agents export to (``OTEL_EXPORTER_OTLP_ENDPOINT``), or ``unix:PATH``."""
+        if self.unix_path is not None:
+            return UNIX + self.unix_path
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
@@ -285,6 +316,9 @@ class OtlpReceiver:
         if server is not None:
             server.shutdown()
             server.server_close()
+            if self.unix_path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.unix_path)
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -470,8 +504,10 @@ class OtlpReceiver:
         """The processes at the other end of ``h``'s connection (looked up once per connection)."""
         assert isinstance(h, _Handler)
         if h.sender is None:
-            local, remote = h.connection.getsockname(), h.client_address
-            h.sender = Sender.of_tcp((local[0], local[1]), (remote[0], remote[1]))
+            try:
+                h.sender = Sender.of_connection(h.connection)
+            except OSError:  # gone already
+                h.sender = Sender(())
         return h.sender
 
     def _accept_traces(self, request: Any, response: Any, sender: Sender) -> None:

@@ -1,8 +1,8 @@
 """Which processes an OTLP sender may name: its own cgroup subtree and pid namespace.
 
 A span's ``process.pid`` (with ``container.id``) is a claim. The receiver proves who sent it
-from the connection itself (:func:`runwatch.host.sockets.tcp_peer_pids`: the processes holding
-the peer socket) and keeps a claim only when every sending process may speak for the named
+from the connection itself (:meth:`Sender.of_connection`: ``SO_PEERCRED`` on a unix socket, the
+processes holding the peer socket for TCP) and keeps a claim only when every sending process may speak for the named
 one (:func:`foreign`):
 
 - it is the sending process itself, or
@@ -21,11 +21,12 @@ Reads ``/proc``; safe from any thread.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 from runwatch.host import cgroup_v2_if_any, procfs
 from runwatch.host.cgroups import cgroup_within
-from runwatch.host.sockets import tcp_peer_pids
+from runwatch.host.sockets import peer_cred, tcp_peer_pids
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,16 @@ class Sender:
     def of_tcp(cls, local: tuple[str, int], remote: tuple[str, int], proc: str = procfs.PROC) -> Sender:
         """The sender of the accepted TCP connection ``local`` <- ``remote``."""
         return cls(tuple(tcp_peer_pids(local, remote, proc)), f"{remote[0]}:{remote[1]}")
+
+    @classmethod
+    def of_connection(cls, sock: socket.socket, proc: str = procfs.PROC) -> Sender:
+        """The sender on an accepted connection: the kernel's peer credentials for a unix socket,
+        the holders of the peer socket for TCP."""
+        if sock.family == socket.AF_UNIX:
+            cred = peer_cred(sock)
+            return cls((cred[0],) if cred is not None else (), "the unix socket")
+        local, remote = sock.getsockname(), sock.getpeername()
+        return cls.of_tcp((local[0], local[1]), (remote[0], remote[1]), proc)
 
 
 def foreign(sender: Sender, pid: int, proc: str = procfs.PROC) -> str | None:
