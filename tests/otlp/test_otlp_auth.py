@@ -13,7 +13,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from runwatch.sensors.ingest.otlp import PROTOBUF, OtlpReceiver, check_listen
+from runwatch.sensors.ingest.access import check_listen
+from runwatch.sensors.ingest.otlp import PROTOBUF, OtlpReceiver
 from runwatch.testing.sources import drain
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -95,7 +95,7 @@ def _host_port(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 def otlp_token(listen: tuple[str, int] | None, token_file: str | None) -> str | None:
     """The OTLP bearer token from ``token_file`` (None without one), checked against ``listen``;
     every problem is a one-line usage error, raised before anything starts."""
-    from runwatch.sensors.ingest.otlp import check_listen
+    from runwatch.sensors.ingest.access import check_listen
 
     if token_file is not None and listen is None:
         raise click.UsageError("--otlp-token-file needs --otlp-listen")

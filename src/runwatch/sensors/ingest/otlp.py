@@ -18,7 +18,8 @@ Request handling:
 - With a ``token``, every request must carry ``Authorization: Bearer <token>`` (scheme case
   insensitive, token compared in constant time); any other gets 401 with
   ``WWW-Authenticate`` before its body is looked at, and is counted as ``unauthorized``.
-  Without a token the receiver may only listen on a loopback address (:func:`check_listen`).
+  Without a token the receiver may only listen on a loopback address or a unix socket
+  (:mod:`runwatch.sensors.ingest.access`).
 - 200 with an ``ExportTraceServiceResponse`` in the request's encoding; ``partial_success``
   counts the AI spans rejected (bad ids, times or tool name) with the first reasons.
 - 400 with a ``google.rpc.Status`` whose message says what could not be decoded.
@@ -41,11 +42,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hmac
-import ipaddress
 import json
 import os
-import re
 import socketserver
 import threading
 import zlib
@@ -72,6 +70,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from runwatch.events import Event
 from runwatch.listeners import BoundedThreads, prepare_unix_path
 from runwatch.sensors.base import register_source
+from runwatch.sensors.ingest.access import UNIX, UNIX_MODE, BearerToken, check_listen
 from runwatch.sensors.ingest.genai import Converter, PidResolver
 from runwatch.sensors.ingest.scope import Sender
 
@@ -85,40 +84,6 @@ _SIGNALS: dict[str, tuple[Any, Any, str]] = {
     "/v1/logs": (ExportLogsServiceRequest, ExportLogsServiceResponse, "logs"),
     "/v1/metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse, "metrics"),
 }
-
-
-TOKEN_CHARS = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
-"""What a bearer token may hold (RFC 6750 ``b64token``)."""
-
-
-UNIX = "unix:"
-"""Prefix of a listen address that is a unix socket path (``unix:/run/runwatch/sdk/otlp.sock``)."""
-UNIX_MODE = 0o666
-"""Mode of the receiver's unix socket: who may reach its directory may send (each sender is known)."""
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address, ``localhost`` or a ``unix:`` path) is reachable from this host only."""
-    if host == "localhost" or host.startswith(UNIX):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_listen(host: str, token: str | None) -> None:
-    """Raise ``ValueError`` (one line) when listening on ``host`` with ``token`` is not allowed:
-    an empty or malformed token, or a non-loopback address without a token."""
-    if token is not None:
-        if not token:
-            raise ValueError("an empty OTLP token is no token")
-        if not TOKEN_CHARS.match(token):
-            raise ValueError("an OTLP token may hold only letters, digits and -._~+/=")
-        return
-    if not is_loopback(host):
-        raise ValueError(f"OTLP listen address {host} is not a loopback address: give a token "
-                         "(--otlp-token-file) to listen there")
 
 
 class BadPayload(ValueError):
@@ -258,7 +223,7 @@ class OtlpReceiver:
         check_listen(host, token)
         self.host, self.port = host, port
         self.unix_path = host[len(UNIX):] if host.startswith(UNIX) else None
-        self._token = token.encode() if token is not None else None
+        self._token = BearerToken(token) if token is not None else None
         self.max_body, self.max_inflated = max_body, max_body * 2
         self.max_queue, self.max_batch = max_queue, max_batch
         self.converter = Converter(resolver)
@@ -407,9 +372,7 @@ class OtlpReceiver:
         """401 unless the request carries the bearer token (when there is one)."""
         if self._token is None:
             return
-        scheme, _, credential = (h.headers.get("Authorization") or "").strip().partition(" ")
-        given = credential.strip().encode("latin-1", "replace")
-        if scheme.lower() == "bearer" and hmac.compare_digest(given, self._token):
+        if self._token.admits(h.headers.get("Authorization")):
             return
         self._drain(h, UNAUTHORIZED_DRAIN)  # a stranger's larger body is not read: the connection closes
         raise _Reply(401, "missing or wrong bearer token (Authorization: Bearer <token>)", counter="unauthorized",
