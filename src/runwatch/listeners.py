@@ -1,5 +1,7 @@
 """What every listener runwatch opens is bounded by: connections held and time a read may wait.
 
+(Also here: :func:`prepare_unix_path`, how a unix stream listener takes over its path.)
+
 :class:`BoundedThreads` goes before ``socketserver.ThreadingMixIn`` in a server's bases: one
 thread per connection up to ``max_connections`` (more are closed at once and counted), and every
 connection's socket gets ``idle_timeout`` s, so a client that sends nothing, or announces a body it
@@ -8,6 +10,9 @@ never sends, is let go instead of holding a thread forever.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import socketserver
 import threading
 from typing import Any
@@ -48,3 +53,26 @@ class BoundedThreads(socketserver.ThreadingMixIn):
         finally:
             with self._count_lock:
                 self.active -= 1
+
+
+def socket_alive(path: str) -> bool:
+    """Whether a server answers on the unix stream socket ``path`` (then it must not be unlinked)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(0.2)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def prepare_unix_path(path: str) -> None:
+    """Make ``path``'s directory and remove a stale socket there; OSError (one line) when another
+    server is live on it."""
+    if socket_alive(path):
+        raise OSError(f"{path}: another runwatch is already serving there")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

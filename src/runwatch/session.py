@@ -27,12 +27,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from runwatch.argskey import ArgsKey
 from runwatch.enrich.stage import Enrichment
 from runwatch.events import Event
 from runwatch.leftovers import sweep
 from runwatch.outputs.base import AlertOutput, Output, output_factory
 from runwatch.outputs.group import OutputGroup
 from runwatch.pipeline import Pipeline, Stage
+from runwatch.sdk.wire import ENV_ARGS_KEY
 from runwatch.sensors.select import Sources, build_sources
 from runwatch.store.sqlite import SpoolLimits, SqliteStore, StoreError
 
@@ -56,6 +58,7 @@ class SessionOptions:
     containers: tuple[str, ...] = ()  # keep only events of these container ids/names (prefixes)
     sdk_socket: str | None = None  # collect agent-SDK events here (None: no collector)
     otlp_listen: tuple[str, int] | None = None  # OTLP/HTTP receiver for GenAI spans
+    otlp_token: str | None = None  # bearer token the OTLP receiver requires (None: none, loopback only)
     otlp_export: str | None = None  # export tool-attributed events as OTLP spans to this URL
     join_hold_ms: float | None = None  # reorder window of the tool-call join (default: 200, 6000 with OTLP)
     rules: tuple[str, ...] = ()  # rule files/dirs; empty: no detection stage
@@ -124,6 +127,7 @@ class Session:
         self.store: SqliteStore | None = None
         self.sources: Sources | None = None
         self.enrichment = Enrichment()
+        self.args_key = ArgsKey()  # digests of tool arguments: the decide endpoint and the command's SDK
         self.detection: DetectionStage | None = None
         self.corroboration: Corroboration | None = None
         self.pipeline: Pipeline | None = None
@@ -151,12 +155,14 @@ class Session:
         if o.rules:
             self.detection = self._detection()
         self.sources = build_sources(o.source, track_self=o.track_self, ring_bytes=o.ring_bytes,
-                                     sdk_socket=o.sdk_socket, otlp_listen=o.otlp_listen)
+                                     sdk_socket=o.sdk_socket, otlp_listen=o.otlp_listen,
+                                     otlp_token=o.otlp_token)
         if self.policies is not None:
             from runwatch.policy.wiring import SessionPolicy
 
             self.policy = SessionPolicy(self.policies, sdk_socket=o.sdk_socket, control_socket=o.control_socket,
-                                        own_cgroup=o.own_cgroup, resolver=self.enrichment.containers, say=self._say)
+                                        own_cgroup=o.own_cgroup, resolver=self.enrichment.containers, say=self._say,
+                                        args_key=self.args_key)
             self.sources.group.add(self.policy.source)
         for out in self._outputs():
             self.outputs.add(out)
@@ -290,8 +296,14 @@ class Session:
             env["RUNWATCH_SOCKET"] = self.sources.sdk_socket
         if self.policy is not None:
             env.update(self.policy.env())
+        base = popen.get("env") or os.environ
+        if ENV_ARGS_KEY not in base:
+            try:
+                env[ENV_ARGS_KEY] = self.args_key.text  # the SDK's digests then match the endpoint's
+            except OSError as exc:
+                self._say(f"the command's SDK digests tool arguments under its own key: {exc}")
         if env:
-            popen["env"] = {**(popen.get("env") or os.environ), **env}
+            popen["env"] = {**base, **env}
         if self.policy is not None:
             preexec = self.policy.prepare_command(argv)
             if preexec is not None:
@@ -307,6 +319,7 @@ class Session:
     def summary(self) -> dict[str, Any]:
         """Sources, active/refused hooks, events and drops so far."""
         out: dict[str, Any] = {"events": self.pipeline.events if self.pipeline else 0, "drops": 0}
+        malformed: dict[str, dict[str, Any]] = {}  # per listener: count and the first reason
         if self.sources is not None and self.sources.group.running:
             group = self.sources.group
             stats = group.stats()
@@ -315,13 +328,16 @@ class Session:
             out["source_stats"] = stats
             out["hooks"] = {"active": sorted(self.sources.active), "refused": self.sources.refused}
             out["notices"] = self.sources.notices
-            malformed = {}
             for member in getattr(group, "sources", [group]):
                 count = member.stats().get("malformed", 0)
                 if count:
                     malformed[member.name] = {"count": count, "first": getattr(member, "first_error", None)}
-            if malformed:
-                out["malformed"] = malformed
+        if self.policy is not None:
+            for label, (count, first) in self.policy.malformed().items():
+                if count:
+                    malformed[f"policy {label} socket"] = {"count": count, "first": first}
+        if malformed:
+            out["malformed"] = malformed
         if self.corroboration is not None:
             out["corroboration"] = self.corroboration.stats()
         if self.store is not None:

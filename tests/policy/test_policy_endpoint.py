@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from runwatch import sdk
+from runwatch.argskey import ArgsKey
 from runwatch.events import AiInfo, Event
 from runwatch.listeners import BoundedThreads
 from runwatch.policy import load_policy_texts
@@ -65,7 +66,8 @@ def serve() -> Iterator[Any]:
         d = tempfile.mkdtemp(prefix="rwpol")
         events: list[Event] = []
         decider = Decider(load_policy_texts([(text, "t.yaml")]), emit=events.append)
-        server = PolicyServer(decider, f"{d}/policy.sock", f"{d}/control.sock", tcp_port=0 if tcp else None)
+        server = PolicyServer(decider, f"{d}/policy.sock", f"{d}/control.sock", tcp_port=0 if tcp else None,
+                              args_key=ArgsKey(f"{d}/args.key"))
         started.append((server, d))
         server.start()
         return Served(decider, server, events, f"{d}/policy.sock", f"{d}/control.sock")
@@ -116,7 +118,8 @@ def test_decide_over_http_on_the_unix_socket(serve: Any) -> None:
         "tools.default")
     e = s.events[0]
     assert (e.pid, e.exe, e.tool_call.agent if e.tool_call else None) == (os.getpid(), SELF_EXE, "planner")
-    assert e.ai is not None and str(e.ai.args_digest).startswith("sha256:")
+    assert e.ai is not None and e.ai.args_digest == sdk.args_digest({"cmd": "id"}, ArgsKey(
+        os.path.join(os.path.dirname(s.decide_sock), "args.key")).key)
     assert _http(s.decide_sock, "POST", "/v1/decide", b"{not json")[0] == 400
     assert _http(s.decide_sock, "POST", "/v1/decide", b'{"a":' * 5000 + b"1" + b"}" * 5000)[0] == 400
     assert _http(s.decide_sock, "POST", "/v1/decide", {"args": {}}) == (
@@ -240,6 +243,7 @@ if cgroup:
     with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
         f.write("0")
 from runwatch import sdk
+from runwatch.argskey import ArgsKey
 try:
     with sdk.tool_call("send_email"):
         pathlib.Path(sys.argv[1]).write_text("sent")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from runwatch.rules import RuleLoadError, check_files, load_rules, load_texts
+from runwatch.rules.testing import run_ruleset_tests
 
 BAD = """\
 - list: shells
@@ -184,3 +185,66 @@ def test_enabled_override_and_list_append() -> None:
     rs = load_texts([(text, "o.yaml")])
     assert rs.lists["shells"] == ["sh", "bash"]
     assert rs.rules[0].meta.enabled is False
+
+
+UNDEFINED_IN_PARENS = """\
+- list: shell_binaries
+  items: [sh, bash]
+- rule: typo_in_list_name
+  condition: >
+    kind = process.exec
+    and proc.name in (shell_binarys)
+- rule: list_from_a_file_not_loaded
+  condition: kind = dns.query and dns.name endswith (exfil_domains)
+- rule: macro_with_undefined_list
+  condition: kind = process.exec and in_tools
+- macro: in_tools
+  condition: proc.pname in (tool_runners)
+"""
+
+
+def test_undefined_list_in_parentheses_is_a_located_error(tmp_path: Path) -> None:
+    path = tmp_path / "lists.yaml"
+    path.write_text(UNDEFINED_IN_PARENS)
+    assert [str(e) for e in check_files([path])] == [
+        f"{path}:6: rule 'typo_in_list_name': undefined list 'shell_binarys' (a literal in parentheses "
+        "alone must be quoted: \"shell_binarys\")",
+        f"{path}:8: rule 'list_from_a_file_not_loaded': undefined list 'exfil_domains' (a literal in "
+        "parentheses alone must be quoted: \"exfil_domains\")",
+        f"{path}:12: macro 'in_tools': undefined list 'tool_runners' (a literal in parentheses alone must be "
+        "quoted: \"tool_runners\")",
+    ]
+
+
+def test_literals_in_parentheses_stay_literals() -> None:
+    text = """\
+- list: shell_binaries
+  items: [sh, bash]
+- rule: r
+  condition: >
+    kind = process.exec and (proc.name in (shell_binaries, python3) or proc.name in ("curl")
+    or proc.name in (nc.traditional) or proc.argv in (755) or file.path in (/etc/shadow) or proc.name in (sshd)
+    or file.name in (release_agent, notify_on_release) or proc.name in (tool_runner, "x"))
+  tests:
+    - name: quoted single literal
+      events: [{kind: process.exec, exe: /usr/bin/curl}]
+      expect: {count: 1}
+    - name: bare word beside other values
+      events: [{kind: process.exec, exe: /usr/bin/tool_runner}]
+      expect: {count: 1}
+    - name: list expanded
+      events: [{kind: process.exec, exe: /bin/bash}]
+      expect: {count: 1}
+    - name: one plain word alone is a literal
+      events: [{kind: process.exec, exe: /usr/sbin/sshd}]
+      expect: {count: 1}
+    - name: no match
+      events: [{kind: process.exec, exe: /bin/true}]
+      expect: {count: 0}
+"""
+    rules = load_texts([(text, "ok.yaml")])
+    assert [r.name for r in rules.rules] == ["r"]
+    assert [(t.name, t.passed, t.message) for t in run_ruleset_tests(rules)] == [
+        ("quoted single literal", True, ""), ("bare word beside other values", True, ""),
+        ("list expanded", True, ""), ("one plain word alone is a literal", True, ""),
+        ("no match", True, "")]

@@ -69,7 +69,11 @@ def _source_options(f: Any) -> Any:
     f = click.option("--no-rules", is_flag=True, help="Record events only; run no detections.")(f)
     f = click.option("--alerts-out", metavar="FILE", help="Also append every alert as JSON lines to FILE.")(f)
     f = click.option("--otlp-listen", metavar="HOST:PORT", callback=_host_port,
-                     help="Receive OpenTelemetry GenAI spans (OTLP/HTTP) here, e.g. 127.0.0.1:4318.")(f)
+                     help="Receive OpenTelemetry GenAI spans (OTLP/HTTP) here, e.g. 127.0.0.1:4318, or on a "
+                     "unix socket: unix:/run/runwatch/sdk/otlp.sock.")(f)
+    f = click.option("--otlp-token-file", metavar="FILE",
+                     help="Require 'Authorization: Bearer <token>' on OTLP requests, the token being FILE's "
+                     "content; needed to listen on a non-loopback address.")(f)
     f = click.option("--spool-events", type=click.IntRange(0), default=SpoolLimits.events, show_default=True,
                      metavar="N", help="Events the store keeps in memory while it cannot write (disk full, "
                      "locked); beyond, events are counted as lost.")(f)
@@ -83,10 +87,39 @@ def _source_options(f: Any) -> Any:
 def _host_port(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, int] | None:
     if value is None:
         return None
+    if value.startswith("unix:"):
+        if not value[len("unix:"):].startswith("/"):
+            raise click.BadParameter(f"expected unix:/ABSOLUTE/PATH, got {value!r}")
+        return value, 0
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
     return host, int(port)
+
+
+def otlp_token(listen: tuple[str, int] | None, token_file: str | None) -> str | None:
+    """The OTLP bearer token from ``token_file`` (None without one), checked against ``listen``;
+    every problem is a one-line usage error, raised before anything starts."""
+    from runwatch.sensors.ingest.access import check_listen
+
+    if token_file is not None and listen is None:
+        raise click.UsageError("--otlp-token-file needs --otlp-listen")
+    token: str | None = None
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as fh:
+                token = fh.read(4096).strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise click.UsageError(f"cannot read OTLP token file {token_file}: {why}") from None
+        if not token:
+            raise click.UsageError(f"OTLP token file {token_file} is empty")
+    if listen is not None:
+        try:
+            check_listen(listen[0], token)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    return token
 
 
 def rule_paths(rules: tuple[str, ...], no_rules: bool) -> tuple[str, ...]:
@@ -182,6 +215,12 @@ def _print_summary(summary: dict[str, Any], counter: _Counter, db: str | None) -
         detail = ", ".join(f"{k} {v}" for k, v in sorted(by_kind.items()))
         note(f"the kernel ring buffer overflowed: {drops} events were dropped"
              f"{f' ({detail})' if detail else ''}; raise --ring-mb or reduce load")
+    stats = summary.get("source_stats", {})
+    if stats.get("otlp.unauthorized"):
+        note(f"otlp: {stats['otlp.unauthorized']} request(s) refused for a missing or wrong bearer token")
+    if stats.get("otlp.foreign_pid"):
+        note(f"otlp: {stats['otlp.foreign_pid']} span event(s) named a process outside their sender's cgroup or "
+             "pid namespace; stored unattributed")
     for name, bad in summary.get("malformed", {}).items():
         first = f"; first: {bad['first']}" if bad.get("first") else ""
         note(f"{name}: {bad['count']} malformed message(s) ignored{first}")
@@ -224,7 +263,8 @@ def _exit_status(rc: int) -> int:
 def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, ring_mb: int,
         verbose: bool, sdk_socket: str, no_sdk: bool, rules: tuple[str, ...], no_rules: bool,
         alerts_out: str | None, otlp_listen: tuple[str, int] | None, otlp_export: str | None,
-        spool_events: int, spool_mb: int, policy: tuple[str, ...], mode: str | None, control_socket: str) -> None:
+        spool_events: int, spool_mb: int, otlp_token_file: str | None, policy: tuple[str, ...], mode: str | None,
+        control_socket: str) -> None:
     """Run CMD under the sensor and watch its whole process subtree.
 
     Containers CMD starts (runc, podman) are followed too. When CMD exits, runwatch drains
@@ -245,7 +285,8 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
                           track_self=True, live=TextOutput() if verbose else None, extra_sinks=[counter],
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
-                          own_cgroup=True, notice=note, spool=SpoolLimits(spool_events, spool_mb << 20))
+                          otlp_token=otlp_token(otlp_listen, otlp_token_file), own_cgroup=True, notice=note,
+                          spool=SpoolLimits(spool_events, spool_mb << 20))
     _with_policy(opts, policy, mode, control_socket)
     early: list[int] = []  # a signal during start-up: CMD is not started, the session closes cleanly
     before = {s: signal.signal(s, lambda signum, _frame: early.append(signum)) for s in STOP_SIGNALS}
@@ -306,8 +347,8 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
 def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: bool, sdk_socket: str,
           no_sdk: bool, rules: tuple[str, ...], no_rules: bool, alerts_out: str | None,
           otlp_listen: tuple[str, int] | None, otlp_export: str | None, spool_events: int, spool_mb: int,
-          containers: tuple[str, ...], duration: float | None, stats_json: str | None, policy: tuple[str, ...],
-          mode: str | None, control_socket: str) -> None:
+          otlp_token_file: str | None, containers: tuple[str, ...], duration: float | None, stats_json: str | None,
+          policy: tuple[str, ...], mode: str | None, control_socket: str) -> None:
     """Watch the whole host (or the given containers) until SIGINT/SIGTERM.
 
     On stop it drains the sensor, flushes the store and prints a summary with drops.
@@ -319,7 +360,8 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
                           containers=containers, live=TextOutput() if verbose else None, extra_sinks=[counter],
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
-                          notice=note, spool=SpoolLimits(spool_events, spool_mb << 20))
+                          otlp_token=otlp_token(otlp_listen, otlp_token_file), notice=note,
+                          spool=SpoolLimits(spool_events, spool_mb << 20))
     _with_policy(opts, policy, mode, control_socket)
     stop = threading.Event()
 

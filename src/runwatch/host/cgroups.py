@@ -62,6 +62,12 @@ class CgroupV2:
         return self.id_of(path) if path is not None else None
 
 
+def cgroup_within(cgroup: str, outer: str) -> bool:
+    """Whether cgroup path ``cgroup`` is ``outer`` or below it (every path is below ``/``)."""
+    outer = outer.rstrip("/")
+    return cgroup == outer or cgroup.startswith(outer + "/")
+
+
 def find_cgroup_v2(mountinfo: str = MOUNTINFO) -> CgroupV2 | None:
     """Detect the hierarchy from the mount table at ``mountinfo`` (no caching); None without one."""
     try:

@@ -7,6 +7,7 @@ a directory fd they hold (so every read is of the same process even if the pid i
 
 from __future__ import annotations
 
+import fcntl
 import os
 from dataclasses import dataclass, field
 
@@ -164,6 +165,33 @@ def pidns(pid: int | str, proc: str = PROC) -> int | None:
         return os.stat(f"{proc}/{pid}/ns/pid").st_ino
     except OSError:
         return None
+
+
+NS_GET_PARENT = 0xB702
+"""``ioctl`` on a namespace fd: an fd of its parent namespace (EPERM past the caller's own)."""
+MAX_PIDNS_DEPTH = 32
+"""The kernel nests pid namespaces at most this deep."""
+
+
+def pidns_within(pid: int, outer: int, proc: str = PROC) -> bool:
+    """Whether the pid namespace of ``pid`` is the one with inode ``outer`` or nested inside it."""
+    try:
+        fd = os.open(f"{proc}/{pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        for _ in range(MAX_PIDNS_DEPTH + 1):
+            if os.fstat(fd).st_ino == outer:
+                return True
+            try:
+                parent = fcntl.ioctl(fd, NS_GET_PARENT)
+            except OSError:
+                return False  # the top namespace (or one this process may not look above)
+            os.close(fd)
+            fd = parent
+        return False
+    finally:
+        os.close(fd)
 
 
 def ns_view(pid: int, proc: str = PROC) -> tuple[int, int] | None:

@@ -18,12 +18,16 @@ from __future__ import annotations
 import os
 import pwd
 import socket
-import struct
 
 import msgspec
 
 from runwatch.events import Container
 from runwatch.host import procfs
+from runwatch.host.cgroups import cgroup_within
+from runwatch.host.sockets import peer_cred
+
+__all__ = ["Peer", "Requester", "cgroup_within", "descends_from", "peer_cred", "peer_of", "refusal",
+           "requester_of", "same_container"]
 
 MAX_ANCESTRY = 4096
 """Most ``ppid`` steps :func:`descends_from` walks before giving up (a chain is never this deep)."""
@@ -66,16 +70,6 @@ class Requester(msgspec.Struct, frozen=True, kw_only=True):
         return {"pid": self.pid, "cgroup": self.cgroup}
 
 
-def peer_cred(sock: socket.socket) -> tuple[int, int, int] | None:
-    """(pid, uid, gid) of a unix socket's peer; None when unknown (pid 0: not in our namespace)."""
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return None
-    pid, uid, gid = struct.unpack("3i", raw)
-    return (pid, uid, gid) if pid > 0 else None
-
-
 def peer_of(sock: socket.socket, proc: str = procfs.PROC) -> Peer | None:
     """The peer process of a unix socket, or None when the kernel names no pid for it."""
     cred = peer_cred(sock)
@@ -107,12 +101,6 @@ def descends_from(pid: int, ancestor: int, proc: str = procfs.PROC) -> bool:
             return False
         seen = st.ppid
     return False
-
-
-def cgroup_within(cgroup: str, outer: str) -> bool:
-    """Whether cgroup path ``cgroup`` is ``outer`` or below it."""
-    outer = outer.rstrip("/")
-    return cgroup == outer or cgroup.startswith(outer + "/")
 
 
 def refusal(peer: Peer, requester: Requester, cid: str, proc: str = procfs.PROC) -> str | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from runwatch.argskey import ArgsKey
 from runwatch.policy.challenges import ChallengeBook
 from runwatch.policy.decide import Decider
 from runwatch.policy.loader import load_policies
@@ -35,8 +36,10 @@ class PolicyRuntime:
     def __init__(self, paths: Sequence[str] | PolicySet, *, mode: Mode | None = None,
                  decide_socket: str | None = DEFAULT_DECIDE_SOCKET,
                  control_socket: str | None = DEFAULT_CONTROL_SOCKET,
-                 tcp_port: int | None = None, bus: DecisionBus | None = None) -> None:
+                 tcp_port: int | None = None, bus: DecisionBus | None = None,
+                 args_key: ArgsKey | None = None) -> None:
         self.paths = paths
+        self.args_key = args_key
         self.mode = mode
         self.decide_socket = decide_socket
         self.control_socket = control_socket
@@ -47,6 +50,7 @@ class PolicyRuntime:
         self.server: PolicyServer | None = None
         self.challenges = ChallengeBook()
         self.source = DecisionSource(self.bus, self.challenges)
+        self._malformed: dict[str, tuple[int, str | None]] = {}
 
     def start(self) -> PolicyRuntime:
         """Load the policies, then serve decisions."""
@@ -55,7 +59,8 @@ class PolicyRuntime:
             policies = policies.with_mode(self.mode)
         self.policies = policies
         self.decider = Decider(policies, self.challenges, emit=self.bus.put)
-        self.server = PolicyServer(self.decider, self.decide_socket, self.control_socket, self.tcp_port).start()
+        self.server = PolicyServer(self.decider, self.decide_socket, self.control_socket, self.tcp_port,
+                                   args_key=self.args_key).start()
         return self
 
     def env(self) -> dict[str, str]:
@@ -69,10 +74,15 @@ class PolicyRuntime:
         return out
 
     def stop(self) -> None:
-        """Close the endpoint; queued decision events stay for the source."""
+        """Close the endpoint; queued decision events stay for the source, counts for :meth:`malformed`."""
         if self.server is not None:
             self.server.stop()
+            self._malformed = self.server.malformed()
             self.server = None
+
+    def malformed(self) -> dict[str, tuple[int, str | None]]:
+        """Malformed requests per listener (``decide``, ``control``, ``tcp``): (count, first answer)."""
+        return self.server.malformed() if self.server is not None else dict(self._malformed)
 
     def stats(self) -> dict[str, int]:
         """Decision counts by recorded verdict plus the bus counters."""

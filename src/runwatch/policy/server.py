@@ -17,8 +17,9 @@ Listeners (each a stdlib threading HTTP server, one thread per connection, keep-
   Its challenges have no proven requester pid: only the container rule guards their answers.
 
 ``POST /v1/decide`` body: ``{"tool": str, "args"?: any, "args_digest"?: str, "call_id"?: str,
-"agent"?: str, "wait"?: bool}`` (plus the TCP claims). ``args`` are never stored: only their
-SHA-256 is recorded when no digest is given. Answer: :meth:`Decision.to_wire`
+"agent"?: str, "wait"?: bool}`` (plus the TCP claims). ``args`` are never stored: when no digest
+is given, their HMAC-SHA256 under the installation's args key (:mod:`runwatch.argskey`, the
+SDK's digest) is recorded. Answer: :meth:`Decision.to_wire`
 (``verdict``, ``recorded``, ``policy``, ``rule``, ``reason``, ``mode``, ``fail``,
 ``latency_ns``, and ``challenge_id``/``timeout_s`` for a challenge). With ``"wait": true`` a
 challenge is answered only once resolved (long poll). Errors: ``{"error": "one line"}`` with
@@ -29,7 +30,6 @@ workload), 404, 409 (already resolved).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import socket
@@ -40,8 +40,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
+from runwatch.argskey import ArgsKey
 from runwatch.events import Container
-from runwatch.listeners import BoundedThreads
+from runwatch.listeners import BoundedThreads, prepare_unix_path, socket_alive
 from runwatch.policy.challenges import AnswerRefused, ChallengeError
 from runwatch.policy.decide import Decider
 from runwatch.policy.model import Workload
@@ -53,10 +54,15 @@ DEFAULT_CONTROL_SOCKET = "/run/runwatch/control.sock"
 _MAX_WAIT_S = 3600.0
 
 
+MALFORMED_STATUS = frozenset({400, 405, 411, 413, 431})
+"""Answers that mean the request was not the API's HTTP/JSON (counted as ``malformed``)."""
+
+
 class _HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, malformed: bool | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.malformed = status in MALFORMED_STATUS if malformed is None else malformed
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
@@ -142,7 +148,9 @@ class _Handler(socketserver.StreamRequestHandler):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _send(self, status: int, obj: Any, close: bool = False) -> None:
+    def _send(self, status: int, obj: Any, close: bool = False, *, malformed: bool | None = None) -> None:
+        if status in MALFORMED_STATUS if malformed is None else malformed:
+            self.server.count_malformed(f"{status}: {obj.get('error', '') if isinstance(obj, dict) else obj}")
         body = json.dumps(obj, separators=(",", ":")).encode()
         close = close or self.close_after
         head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
@@ -173,7 +181,7 @@ class _Handler(socketserver.StreamRequestHandler):
             query = parse_qs(url.query)
             self._route(method, parts, query)
         except _HttpError as exc:
-            self._send(exc.status, {"error": str(exc)})
+            self._send(exc.status, {"error": str(exc)}, malformed=exc.malformed)
         except (BrokenPipeError, ConnectionResetError):
             self.close_after = True
         except Exception as exc:  # a bug must answer, not hang the caller
@@ -184,7 +192,7 @@ class _Handler(socketserver.StreamRequestHandler):
     def _route(self, method: str, parts: list[str], query: dict[str, list[str]]) -> None:
         srv = self.server
         if parts[:1] != ["v1"]:
-            raise _HttpError(404, f"no route {self.path!r}")
+            raise _HttpError(404, f"no route {self.path!r}", malformed=True)
         rest = parts[1:]
         if method == "POST" and rest == ["decide"]:
             self._send(200, self._decide(self._body()))
@@ -207,7 +215,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 raise _HttpError(404 if str(exc).startswith("no challenge") else 409, str(exc)) from None
             self._send(200, ch.to_dict())
         else:
-            raise _HttpError(404, f"no route {method} {self.path}")
+            raise _HttpError(404, f"no route {method} {self.path}", malformed=True)
 
     def _control(self) -> None:
         if not self.server.control:
@@ -252,8 +260,7 @@ class _Handler(socketserver.StreamRequestHandler):
         if digest is not None and not isinstance(digest, str):
             raise _HttpError(400, "'args_digest' must be a string")
         if digest is None and "args" in body:
-            canon = json.dumps(body["args"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-            digest = "sha256:" + hashlib.sha256(canon.encode()).hexdigest()
+            digest = self.server.args_key.digest(body["args"])
         call_id = body.get("call_id")
         decider = self.server.decider
         workload = self._workload(body)
@@ -287,16 +294,27 @@ class _Listener(BoundedThreads, socketserver.BaseServer):
     """What handlers see of their server (the listeners below add these attributes)."""
 
     decider: Decider
+    args_key: ArgsKey
     control: bool
     label: str
     family: int
     daemon_threads = True
     block_on_close = False
     errors = 0
+    malformed = 0
+    first_error: str | None = None
+    _malformed_lock = threading.Lock()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Count, do not print: a client that hangs up mid-request is not runwatch's problem."""
         self.errors += 1
+
+    def count_malformed(self, answer: str) -> None:
+        """Count one request that was not the API (any thread); keep the first answer's line."""
+        with self._malformed_lock:
+            self.malformed += 1
+            if self.first_error is None:
+                self.first_error = answer[:300]
 
 
 class _UnixListener(_Listener, socketserver.UnixStreamServer):
@@ -308,26 +326,10 @@ class _TcpListener(_Listener, socketserver.TCPServer):
 
 
 def _bind_unix(path: str, mode: int) -> _UnixListener:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        if not _socket_alive(path):
-            os.unlink(path)
+    prepare_unix_path(path)
     srv = _UnixListener(path, _Handler, bind_and_activate=True)
     os.chmod(path, mode)
     return srv
-
-
-def _socket_alive(path: str) -> bool:
-    """Whether another server answers on ``path`` (then it must not be unlinked)."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(0.2)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 class PolicyServer:
@@ -335,13 +337,15 @@ class PolicyServer:
 
     Lifecycle: ``start()`` binds every listener (an existing live socket is an error, a
     stale one is replaced) and serves each on a daemon thread; ``stop()`` (idempotent)
-    closes them and removes the socket files. Use as a context manager.
+    closes them and removes the socket files. Use as a context manager. ``args_key`` digests
+    raw ``args`` (default: the installation's key, made on first use).
     """
 
     def __init__(self, decider: Decider, decide_socket: str | None = DEFAULT_DECIDE_SOCKET,
                  control_socket: str | None = DEFAULT_CONTROL_SOCKET, tcp_port: int | None = None,
-                 tcp_host: str = "127.0.0.1") -> None:
+                 tcp_host: str = "127.0.0.1", *, args_key: ArgsKey | None = None) -> None:
         self.decider = decider
+        self.args_key = args_key if args_key is not None else ArgsKey()
         self.decide_socket = decide_socket
         self.control_socket = control_socket
         self.tcp_port = tcp_port
@@ -349,9 +353,11 @@ class PolicyServer:
         self._servers: list[Any] = []
         self._threads: list[threading.Thread] = []
         self._paths: list[str] = []
+        self._stopped_counts: dict[str, tuple[int, str | None]] = {}  # malformed() once stopped
 
     def _add(self, srv: Any, control: bool, label: str, family: int) -> None:
         srv.decider, srv.control, srv.label, srv.family = self.decider, control, label, family
+        srv.args_key = self.args_key
         t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},
                              name=f"runwatch-policy-{label}", daemon=True)
         self._servers.append(srv)
@@ -364,7 +370,7 @@ class PolicyServer:
             for path, control, mode in ((self.decide_socket, False, 0o666), (self.control_socket, True, 0o600)):
                 if path is None:
                     continue
-                if _socket_alive(path):
+                if socket_alive(path):
                     raise OSError(f"{path}: another runwatch is already serving policy decisions there")
                 srv = _bind_unix(path, mode)
                 self._paths.append(path)
@@ -379,7 +385,10 @@ class PolicyServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving, close the listeners and remove the socket files. Idempotent."""
+        """Stop serving, close the listeners and remove the socket files. Idempotent; the counts
+        of :meth:`malformed` stay."""
+        if self._servers:
+            self._stopped_counts = self.malformed()
         for srv in self._servers:
             with contextlib.suppress(Exception):
                 srv.shutdown()
@@ -393,10 +402,18 @@ class PolicyServer:
         self._servers, self._threads, self._paths = [], [], []
 
     def stats(self) -> dict[str, int]:
-        """``connections`` open now, ``refused_connections`` over the bound, ``errors``, over all listeners."""
+        """``connections`` open now, ``refused_connections`` over the bound, ``errors`` and
+        ``malformed`` requests, over all listeners."""
         return {"connections": sum(srv.active for srv in self._servers),
                 "refused_connections": sum(srv.refused for srv in self._servers),
-                "errors": sum(srv.errors for srv in self._servers)}
+                "errors": sum(srv.errors for srv in self._servers),
+                "malformed": sum(srv.malformed for srv in self._servers)}
+
+    def malformed(self) -> dict[str, tuple[int, str | None]]:
+        """Per listener (``decide``, ``control``, ``tcp``): (malformed requests, the first one's answer)."""
+        if not self._servers:
+            return dict(self._stopped_counts)
+        return {srv.label: (srv.malformed, srv.first_error) for srv in self._servers}
 
     def __enter__(self) -> PolicyServer:
         return self.start()

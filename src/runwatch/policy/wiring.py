@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from runwatch.argskey import ArgsKey
 from runwatch.bpf.pins import stale_dirs
 from runwatch.enrich.containers import ContainerResolver
 from runwatch.events import DecisionInfo, Event
@@ -91,13 +92,13 @@ class SessionPolicy:
 
     def __init__(self, policies: PolicySet, *, sdk_socket: str | None, control_socket: str | None = None,
                  own_cgroup: bool = False, resolver: ContainerResolver | None = None,
-                 say: Say | None = None) -> None:
+                 say: Say | None = None, args_key: ArgsKey | None = None) -> None:
         self.policies = policies
         self.own_cgroup = own_cgroup
         self.resolver = resolver
         self.say: Say = say or (lambda _line: None)
         self.runtime = PolicyRuntime(policies, decide_socket=decide_socket_beside(sdk_socket),
-                                     control_socket=control_socket or DEFAULT_CONTROL_SOCKET)
+                                     control_socket=control_socket or DEFAULT_CONTROL_SOCKET, args_key=args_key)
         self.source = self.runtime.source
         self.actions = RuleActionSink(policies, say=self.say)
         self.gate = PolicyGate(self._admission)
@@ -227,6 +228,10 @@ class SessionPolicy:
             errors.extend(self.cmd_cgroup.remove())
             self.cmd_cgroup = None
         return errors
+
+    def malformed(self) -> dict[str, tuple[int, str | None]]:
+        """Malformed requests per endpoint listener (``decide``, ``control``): (count, first answer)."""
+        return self.runtime.malformed()
 
     def stats(self) -> dict[str, Any]:
         """Decision counts and per-container apply counts (for the run summary)."""

@@ -273,13 +273,25 @@ class Compiler:
             if node.list_ref not in self.lists:
                 raise CompileError(f"undefined list {node.list_ref!r}", node.op_token + 1)
             return list(self.lists[node.list_ref])
+        vals = node.values or []
+        if node.parenthesised and len(vals) == 1:
+            only = vals[0]
+            # Written in a condition (exception values have no token) as `in (some_name)`: a list reference.
+            if not only.quoted and only.token >= 0 and _LIST_NAME.match(only.text) and only.text not in self.lists:
+                raise CompileError(f"undefined list {only.text!r} (a literal in parentheses alone must be quoted: "
+                                   f"\"{only.text}\")", only.token)
         out: list[Any] = []
-        for v in node.values or []:
+        for v in vals:
             if not v.quoted and node.parenthesised and v.text in self.lists:
                 out.extend(self.lists[v.text])
             else:
                 out.append(v)
         return out
+
+
+_LIST_NAME = re.compile(r"^[A-Za-z0-9]+(?:_[A-Za-z0-9]+)+$")
+"""A bare word standing alone in ``( )`` that looks like this (words joined by ``_``) names a list:
+``in (shell_binaries)``; ``in (sshd)`` is the literal ``sshd``. Not a defined list: an error."""
 
 
 def _text(v: Any) -> str:

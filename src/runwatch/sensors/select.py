@@ -53,7 +53,8 @@ class Sources:
         """Where the OTLP/HTTP receiver listens, if it runs."""
         if self.otlp is None or self.otlp_addr is None or not self._running("otlp"):
             return None
-        return f"http://{self.otlp_addr[0]}:{getattr(self.otlp, 'port', self.otlp_addr[1])}"
+        endpoint = getattr(self.otlp, "endpoint", None)
+        return endpoint if isinstance(endpoint, str) else f"http://{self.otlp_addr[0]}:{self.otlp_addr[1]}"
 
     @property
     def report(self) -> object | None:
@@ -106,12 +107,15 @@ def _system(prefer: str, track_self: bool, ring_bytes: int) -> FirstAvailable:
 
 
 def build_sources(prefer: str = "auto", *, track_self: bool = False, ring_bytes: int = 1 << 24,
-                  sdk_socket: str | None = None, otlp_listen: tuple[str, int] | None = None) -> Sources:
+                  sdk_socket: str | None = None, otlp_listen: tuple[str, int] | None = None,
+                  otlp_token: str | None = None) -> Sources:
     """Build (not start) the session's source group.
 
     ``prefer`` is auto, kernel or proc. ``track_self``: report only processes this process
     starts from now on (runwatch run). ``sdk_socket``: also collect agent-SDK events on this
-    unix socket; ``otlp_listen``: also receive OTLP/HTTP GenAI spans on (host, port).
+    unix socket; ``otlp_listen``: also receive OTLP/HTTP GenAI spans on (host, port) (host
+    ``unix:PATH``: on that unix socket), requiring
+    bearer token ``otlp_token`` when given (ValueError for a non-loopback host without one).
     """
     system = _system(prefer, track_self, ring_bytes)
     group = MultiSource()
@@ -124,7 +128,8 @@ def build_sources(prefer: str = "auto", *, track_self: bool = False, ring_bytes:
         group.add(collector, optional="agent SDK collector")
         sources.sdk_path = sdk_socket
     if otlp_listen is not None:
-        receiver = source_factory("otlp")(*otlp_listen)
-        group.add(receiver, optional=f"OTLP receiver on {otlp_listen[0]}:{otlp_listen[1]}")
+        receiver = source_factory("otlp")(*otlp_listen, token=otlp_token)
+        host, port = otlp_listen
+        group.add(receiver, optional=f"OTLP receiver on {host if host.startswith('unix:') else f'{host}:{port}'}")
         sources.otlp, sources.otlp_addr = receiver, otlp_listen
     return sources

@@ -67,6 +67,7 @@ from runwatch.events import AI_KEYS, AiInfo, Container, Event, ToolCall, new_id
 from runwatch.host import cgroup_v2_if_any, procfs
 from runwatch.sensors.ingest import conventions as conv
 from runwatch.sensors.ingest.conventions import MAX_STR, SpanKind, text, whole
+from runwatch.sensors.ingest.scope import Sender, foreign
 
 _SPAN_MASK = (1 << 63) - 1
 _CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -103,6 +104,7 @@ class Identity(NamedTuple):
     uid: int
     cgroup_id: int | None
     note: str | None  # why the pid could not be resolved, else None
+    foreign: bool = False  # the claim named a process its sender may not name (see scope.py)
 
 
 def _status_fields(pid: int, proc: str) -> tuple[list[int], int] | None:
@@ -217,8 +219,12 @@ class Converter:
         self.resolver = resolver if resolver is not None else PidResolver()
         self.host_name = host_name if host_name is not None else os.uname().nodename
 
-    def convert(self, resource_spans: Iterable[Any]) -> tuple[list[Event], int, int, list[str]]:
-        """(events sorted by time, spans ignored, spans rejected, rejection reasons) for a request."""
+    def convert(self, resource_spans: Iterable[Any], sender: Sender | None = None,
+                ) -> tuple[list[Event], int, int, list[str]]:
+        """(events sorted by time, spans ignored, spans rejected, rejection reasons) for a request.
+
+        ``sender``: the processes that sent it; a resource naming a process they may not name
+        (:func:`~runwatch.sensors.ingest.scope.foreign`) gives unattributed events. None: not checked."""
         events: list[Event] = []
         ignored = rejected = 0
         reasons: list[str] = []
@@ -243,7 +249,7 @@ class Converter:
                         reasons.append(problem)
                     continue
                 if ident is None:
-                    ident = self.resolver.resolve(whole(res.get("process.pid")), text(res.get("container.id")))
+                    ident = self._identity(res, sender)
                 base = self._base(span, kind, res, ident)
                 agent = self._agent(span, kind, attrs, by_id)
                 if kind.role == conv.TOOL:
@@ -252,6 +258,13 @@ class Converter:
                     events.append(self._model_event(span, kind, attrs, agent, ident, base))
         events.sort(key=lambda e: (e.time, e.kind != "tool.start"))
         return events, ignored, rejected, reasons
+
+    def _identity(self, res: dict[str, Any], sender: Sender | None) -> Identity:
+        ident = self.resolver.resolve(whole(res.get("process.pid")), text(res.get("container.id")))
+        if sender is None or ident.pid <= 0:
+            return ident
+        why = foreign(sender, ident.pid, self.resolver.proc)
+        return ident if why is None else Identity(0, None, ident.vpid, 0, None, why, foreign=True)
 
     @staticmethod
     def _check(span: Span, kind: SpanKind, attrs: dict[str, Any]) -> str | None:
@@ -301,12 +314,14 @@ class Converter:
             base["remote_host"] = True
         if ident.note is not None:
             base["pid_unresolved"] = ident.note
+        if ident.foreign:
+            base["foreign_pid"] = True
         return base
 
     @staticmethod
     def _container(res_container: str | None, runtime: str | None, ident: Identity) -> Container | None:
-        if res_container is None or ident.cgroup_id is not None:
-            return None  # the enrichment stage resolves the container from cgroup_id
+        if res_container is None or ident.cgroup_id is not None or ident.foreign:
+            return None  # the enrichment stage resolves the container from cgroup_id; a foreign claim is none
         return Container(id=res_container, runtime=runtime or "unknown")
 
     def _event(self, kind: str, t: int, ident: Identity, base: dict[str, Any], call: ToolCall | None,

@@ -15,11 +15,19 @@ Request handling:
   :data:`~runwatch.listeners.IDLE_TIMEOUT_S` (see :mod:`runwatch.listeners`); at most two requests
   are decoded at once, others get 503 with ``Retry-After``.
 - ``Content-Length`` is required (411 without it; chunked bodies are not read).
+- With a ``token``, every request must carry ``Authorization: Bearer <token>`` (scheme case
+  insensitive, token compared in constant time); any other gets 401 with
+  ``WWW-Authenticate`` before its body is looked at, and is counted as ``unauthorized``.
+  Without a token the receiver may only listen on a loopback address or a unix socket
+  (:mod:`runwatch.sensors.ingest.access`).
 - 200 with an ``ExportTraceServiceResponse`` in the request's encoding; ``partial_success``
   counts the AI spans rejected (bad ids, times or tool name) with the first reasons.
 - 400 with a ``google.rpc.Status`` whose message says what could not be decoded.
 - 503 with ``Retry-After: 1`` when the event queue cannot take the whole request: nothing of
   it is queued, the sender retries (OTLP exporters retry 503), so nothing is lost here.
+- A span names only processes of its sender (:mod:`runwatch.sensors.ingest.scope`): the peer
+  of the connection is found once per connection; a ``process.pid`` outside its cgroup
+  subtree or pid namespace gives unattributed events, counted as ``foreign_pid``.
 - Other paths 404, other methods 405. Any unexpected failure answers 500 and is counted; the
   server keeps running.
 
@@ -33,7 +41,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
+import os
+import socketserver
 import threading
 import zlib
 from collections import deque
@@ -57,9 +68,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from runwatch.events import Event
-from runwatch.listeners import BoundedThreads
+from runwatch.listeners import BoundedThreads, prepare_unix_path
 from runwatch.sensors.base import register_source
+from runwatch.sensors.ingest.access import UNIX, UNIX_MODE, BearerToken, check_listen
 from runwatch.sensors.ingest.genai import Converter, PidResolver
+from runwatch.sensors.ingest.scope import Sender
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318
@@ -149,6 +162,12 @@ def encode_message(message: Any, content_type: str) -> bytes:
     return message.SerializeToString()  # type: ignore[no-any-return]
 
 
+UNAUTHORIZED_DRAIN = 64 << 10
+"""Largest body of a request without the token that is read (and dropped) to keep its connection."""
+
+MALFORMED = ("bad_requests", "unsupported", "too_large", "not_found")
+"""The counters of requests that were not OTLP as runwatch takes it (summed as ``malformed``)."""
+
 MAX_DECODING = 2
 """Requests inflated and parsed at once; more get 503 (each may hold ``max_body * 2`` bytes)."""
 
@@ -156,6 +175,7 @@ MAX_DECODING = 2
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    sender: Sender | None = None  # the connection's peer processes, found on its first traces request
 
     def do_POST(self) -> None:
         self.server.receiver.handle(self)
@@ -175,46 +195,73 @@ class _Server(BoundedThreads, HTTPServer):
     receiver: OtlpReceiver
 
 
+class _UnixServer(BoundedThreads, socketserver.UnixStreamServer):
+    daemon_threads = True
+    receiver: OtlpReceiver
+
+    def get_request(self) -> tuple[Any, Any]:
+        conn, _ = self.socket.accept()
+        return conn, ("unix", 0)  # http.server wants an (address, port) pair
+
+
 class OtlpReceiver:
-    """OTLP/HTTP receiver on ``host:port`` (port 0: any free port; see :attr:`port`).
+    """OTLP/HTTP receiver on ``host:port`` (port 0: any free port; see :attr:`port`), or on the
+    unix socket ``PATH`` when ``host`` is ``unix:PATH`` (mode 0666; the sender is the kernel's
+    peer credentials, so no token is needed there).
 
     ``max_body`` bounds a request body in bytes; ``max_queue`` bounds queued events (a request
-    that does not fit whole gets 503); ``max_batch`` bounds one ``poll`` result.
+    that does not fit whole gets 503); ``max_batch`` bounds one ``poll`` result. ``token``: the
+    bearer token every request must carry (None: none, and then only a loopback ``host``).
+    Raises ``ValueError`` (one line) for a listen address :func:`check_listen` refuses.
     """
 
     name = "otlp"
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, max_body: int = 4 << 20,
-                 max_queue: int = 65536, max_batch: int = 4096, resolver: PidResolver | None = None) -> None:
+                 max_queue: int = 65536, max_batch: int = 4096, resolver: PidResolver | None = None,
+                 token: str | None = None) -> None:
+        check_listen(host, token)
         self.host, self.port = host, port
+        self.unix_path = host[len(UNIX):] if host.startswith(UNIX) else None
+        self._token = BearerToken(token) if token is not None else None
         self.max_body, self.max_inflated = max_body, max_body * 2
         self.max_queue, self.max_batch = max_queue, max_batch
         self.converter = Converter(resolver)
         self.last_error: str | None = None
+        self.first_error: str | None = None  # the first malformed request's answer
         self._lock = threading.Lock()
         self._convert_lock = threading.Lock()  # the resolver's cache is not thread safe
         self._decoding = threading.BoundedSemaphore(MAX_DECODING)  # memory and CPU of inflating and parsing
         self._ready = threading.Condition(self._lock)
         self._queue: deque[Event] = deque()
-        self._server: _Server | None = None
+        self._server: _Server | _UnixServer | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
         self.counters: dict[str, int] = {
             "requests": 0, "spans": 0, "events": 0, "spans_ignored": 0, "spans_rejected": 0, "bad_requests": 0,
             "unsupported": 0, "too_large": 0, "busy": 0, "not_found": 0, "internal_errors": 0,
-            "pid_unresolved": 0, "logs_requests": 0, "metrics_requests": 0, "drops": 0,
+            "pid_unresolved": 0, "logs_requests": 0, "metrics_requests": 0, "drops": 0, "unauthorized": 0,
+            "foreign_pid": 0,
         }
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
         """Bind and serve on a background thread. Raises ``RuntimeError`` naming the address."""
+        server: _Server | _UnixServer
         try:
-            server = _Server((self.host, self.port), _Handler)
+            if self.unix_path is not None:
+                prepare_unix_path(self.unix_path)
+                server = _UnixServer(self.unix_path, _Handler)
+                os.chmod(self.unix_path, UNIX_MODE)
+            else:
+                server = _Server((self.host, self.port), _Handler)
         except OSError as exc:
-            raise RuntimeError(f"cannot listen for OTLP on {self.host}:{self.port}: {exc.strerror or exc}") from None
+            where = self.endpoint if self.unix_path is not None else f"{self.host}:{self.port}"
+            raise RuntimeError(f"cannot listen for OTLP on {where}: {exc.strerror or exc}") from None
         server.receiver = self
-        self.port = server.server_address[1]
+        if isinstance(server, _Server):
+            self.port = int(server.server_address[1])
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="runwatch-otlp", daemon=True)
@@ -222,7 +269,9 @@ class OtlpReceiver:
 
     @property
     def endpoint(self) -> str:
-        """Base URL agents export to (``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
+        """Base URL agents export to (``OTEL_EXPORTER_OTLP_ENDPOINT``), or ``unix:PATH``."""
+        if self.unix_path is not None:
+            return UNIX + self.unix_path
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
@@ -232,6 +281,9 @@ class OtlpReceiver:
         if server is not None:
             server.shutdown()
             server.server_close()
+            if self.unix_path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.unix_path)
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -250,9 +302,11 @@ class OtlpReceiver:
             return [self._queue.popleft() for _ in range(n)]
 
     def stats(self) -> dict[str, int]:
-        """Counters (requests, spans, events, rejects by reason, ...) plus the queue length."""
+        """Counters (requests, spans, events, rejects by reason, ...), ``malformed`` (their sum over
+        :data:`MALFORMED`) and the queue length."""
         with self._lock:
-            return {**self.counters, "queued": len(self._queue)}
+            malformed = sum(self.counters[k] for k in MALFORMED)
+            return {**self.counters, "malformed": malformed, "queued": len(self._queue)}
 
     # -- HTTP ---------------------------------------------------------------------------------
 
@@ -280,7 +334,11 @@ class OtlpReceiver:
             self._count(err.counter)
         with self._lock:
             self.last_error = f"{err.code}: {err.message}"
+            if err.counter in MALFORMED and self.first_error is None:
+                self.first_error = self.last_error
         extra = {"Retry-After": "1"} if err.code == 503 else None
+        if err.code == 401:
+            extra = {"WWW-Authenticate": 'Bearer realm="runwatch-otlp"'}
         if content_type in (PROTOBUF, JSON):
             status = RpcStatus(code=3 if err.code == 400 else 8 if err.code == 503 else 2, message=err.message)
             self.reply(h, err.code, encode_message(status, content_type), content_type, close=err.close,
@@ -293,6 +351,7 @@ class OtlpReceiver:
         content_type: str | None = None
         try:
             try:
+                self._authenticate(h)
                 path = h.path.split("?", 1)[0]
                 signal = _SIGNALS.get(path)
                 if signal is None:
@@ -308,6 +367,16 @@ class OtlpReceiver:
                                       counter="internal_errors"), content_type)
         except OSError:
             h.close_connection = True  # the client went away mid-answer
+
+    def _authenticate(self, h: BaseHTTPRequestHandler) -> None:
+        """401 unless the request carries the bearer token (when there is one)."""
+        if self._token is None:
+            return
+        if self._token.admits(h.headers.get("Authorization")):
+            return
+        self._drain(h, UNAUTHORIZED_DRAIN)  # a stranger's larger body is not read: the connection closes
+        raise _Reply(401, "missing or wrong bearer token (Authorization: Bearer <token>)", counter="unauthorized",
+                     close=h.close_connection)
 
     def _content_type(self, h: BaseHTTPRequestHandler) -> str:
         raw_type = (h.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
@@ -365,6 +434,7 @@ class OtlpReceiver:
                 request = decode_request(body, content_type, request_type)
             except BadPayload as exc:
                 raise _Reply(400, str(exc), counter="bad_requests") from None
+            sender = self._sender(h) if kind == "traces" else None  # a /proc scan: bounded like decoding
         finally:
             self._decoding.release()
         self._count("requests")
@@ -372,11 +442,13 @@ class OtlpReceiver:
         if kind != "traces":
             self._count(f"{kind}_requests")
         else:
-            self._accept_traces(request, response)
+            assert sender is not None
+            self._accept_traces(request, response, sender)
         self.reply(h, 200, encode_message(response, content_type), content_type, close=False)
 
-    def _drain(self, h: BaseHTTPRequestHandler) -> None:
-        """Read and discard a body we will not use, so the connection can be kept; else close it."""
+    def _drain(self, h: BaseHTTPRequestHandler, limit: int | None = None) -> None:
+        """Read and discard a body we will not use (up to ``limit``, default ``max_body``), so the
+        connection can be kept; else close it."""
         if h.headers.get("Transfer-Encoding"):
             h.close_connection = True
             return
@@ -385,15 +457,26 @@ class OtlpReceiver:
         except ValueError:
             h.close_connection = True
             return
-        if 0 <= length <= self.max_body:
+        if 0 <= length <= (self.max_body if limit is None else limit):
             h.rfile.read(length)
         else:
             h.close_connection = True
 
-    def _accept_traces(self, request: Any, response: Any) -> None:
+    @staticmethod
+    def _sender(h: BaseHTTPRequestHandler) -> Sender:
+        """The processes at the other end of ``h``'s connection (looked up once per connection)."""
+        assert isinstance(h, _Handler)
+        if h.sender is None:
+            try:
+                h.sender = Sender.of_connection(h.connection)
+            except OSError:  # gone already
+                h.sender = Sender(())
+        return h.sender
+
+    def _accept_traces(self, request: Any, response: Any, sender: Sender) -> None:
         spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
         with self._convert_lock:
-            events, ignored, rejected, reasons = self.converter.convert(request.resource_spans)
+            events, ignored, rejected, reasons = self.converter.convert(request.resource_spans, sender)
         with self._ready:
             if len(self._queue) + len(events) > self.max_queue:
                 self.counters["busy"] += 1
@@ -404,6 +487,7 @@ class OtlpReceiver:
             self.counters["spans_ignored"] += ignored
             self.counters["spans_rejected"] += rejected
             self.counters["pid_unresolved"] += sum(1 for e in events if e.attrs and "pid_unresolved" in e.attrs)
+            self.counters["foreign_pid"] += sum(1 for e in events if e.attrs and e.attrs.get("foreign_pid"))
             if events:
                 self._ready.notify_all()
         if rejected:
