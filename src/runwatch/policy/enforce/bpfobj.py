@@ -5,10 +5,11 @@ program (``tp_btf/sched_process_exec``, the kill hook) and attaches the egress p
 (four sock_addr hooks and ``cgroup/sock_create``) to a cgroup on request; the first such
 request (or the first exec policy) also attaches the host-wide syscall hooks
 (``tp_btf/sys_enter``: AF_PACKET sockets and executable mappings;
-``tp_btf/io_uring_submit_req``), which do nothing outside policed cgroups. Every
-attachment is a BPF *link* held only by this process's file descriptors (nothing is
-pinned), so the kernel detaches all of it when the process exits, even on SIGKILL: a dead
-runwatch leaves nothing enforced.
+``tp_btf/io_uring_submit_req``), which do nothing outside policed cgroups, and
+``tp_btf/cgroup_mkdir`` once new cgroups are to be held (:meth:`EnforceObject.hold_scope_add`).
+Every attachment is a BPF *link* held by this process's file descriptors, so the kernel
+detaches it when the process exits, even on SIGKILL, unless :meth:`EnforceObject.guard`
+pinned it (a ``fail: closed`` policy: see :mod:`runwatch.bpf.pins` and the heartbeat).
 
 Thread safety: map updates and attach/detach are serialised by an internal lock; the
 decision ring is drained by one thread only (:meth:`EnforceObject.drain`).
