@@ -29,7 +29,14 @@ from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import FieldMappingTransformation
 from sigma.processing.transformations.base import DetectionItemTransformation, PreprocessingTransformation
 from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule
-from sigma.types import CompareOperators, SigmaBool, SigmaNumber, SigmaString, SpecialChars
+from sigma.types import (
+    CompareOperators,
+    SigmaBool,
+    SigmaNumber,
+    SigmaRegularExpression,
+    SigmaString,
+    SpecialChars,
+)
 
 from runwatch.rules.importers.report import NIST_HOST, NIST_NET, ImportedRule, attack_id, one_line, slug
 
@@ -241,9 +248,11 @@ class RunwatchBackend(TextQueryBackend):
         return super().convert_condition_field_eq_val_str_case_sensitive(cond, state)
 
     def convert_condition_field_eq_val_re(self, cond: Any, state: ConversionState) -> Any:
-        """Regular expressions have no runwatch form."""
-        raise SigmaFeatureNotSupportedByBackendError(
-            f"regular expression (|re) on {cond.field} is not supported: runwatch conditions have no regex operator")
+        """``|re`` (with ``|i``, ``|m``, ``|s`` as inline flags) -> ``regex``: RE2, a search like Sigma's."""
+        value: SigmaRegularExpression = cond.value
+        flags = "".join(sorted(SigmaRegularExpression.sigma_to_re_flag[f] for f in value.flags))
+        pattern = (f"(?{flags})" if flags else "") + str(value.regexp)
+        return f"{cond.field} regex {_quote(pattern)}"
 
     def convert_condition_field_eq_field(self, cond: Any, state: ConversionState) -> Any:
         """Field-to-field comparison has no runwatch form."""
