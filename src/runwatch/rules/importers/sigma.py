@@ -38,7 +38,12 @@ from sigma.types import (
     SpecialChars,
 )
 
+from runwatch.rules.compiler import CompileError, Compiler
 from runwatch.rules.importers.report import NIST_HOST, NIST_NET, ImportedRule, attack_id, one_line, slug
+from runwatch.rules.importers.sigma_auditd import AuditdRecords
+from runwatch.rules.importers.sigma_auditd import why as auditd_why
+from runwatch.rules.importers.sigma_fold import UNMAPPED, fold
+from runwatch.rules.language import ConditionError, parse_condition
 
 DRL = "Detection Rule License (DRL) 1.1, https://github.com/SigmaHQ/Detection-Rule-License"
 
@@ -56,6 +61,7 @@ _PROC = {"Image": "proc.exe", "User": "proc.uid", "ProcessId": "proc.pid"}
 #: Sigma field -> runwatch field, per supported category.
 FIELD_MAPS: dict[str, dict[str, str]] = {
     "process_creation": {**_PROC, "CommandLine": "proc.cmdline", "ParentImage": "proc.pexe",
+                         "ParentCommandLine": "proc.pcmdline",
                          "CurrentDirectory": "proc.cwd", "ParentProcessId": "proc.ppid"},
     "file_event": {**_PROC, "TargetFilename": "file.path"},
     "file_change": {**_PROC, "TargetFilename": "file.path"},
@@ -63,12 +69,12 @@ FIELD_MAPS: dict[str, dict[str, str]] = {
     "file_delete": {**_PROC, "TargetFilename": "file.path"},
     "network_connection": {**_PROC, "DestinationIp": "net.dst.ip", "DestinationPort": "net.dst.port",
                            "SourceIp": "net.src.ip", "SourcePort": "net.src.port", "Protocol": "net.proto",
-                           "Initiated": "kind"},
+                           "Initiated": "kind", "DestinationHostname": "net.dst.name"},
 }
+#: Supported ``logsource.service`` values (product linux, no category): mapped record by record.
+SERVICES = ("auditd",)
 #: Why a known Sigma field has no runwatch counterpart (shown in the skip reason).
 UNMAPPED_WHY: dict[str, str] = {
-    "ParentCommandLine": "runwatch events carry the parent's executable, not its command line",
-    "DestinationHostname": "runwatch connection events carry addresses, not host names",
     "SourceHostname": "runwatch connection events carry addresses, not host names",
     "LogonId": "runwatch events carry no login session id",
     "OriginalFileName": "PE version metadata does not exist on Linux",
@@ -93,26 +99,33 @@ class RequireLinuxLogsource(PreprocessingTransformation):
         if not isinstance(rule, SigmaRule):
             raise SigmaTransformationError("correlation rules are not supported")
         ls = rule.logsource
-        if ls.product != "linux" or ls.category not in KIND_TERMS:
+        if ls.product != "linux" or (ls.category not in KIND_TERMS
+                                     and (ls.category is not None or ls.service not in SERVICES)):
             parts = [f"{k} {v}" for k, v in (("product", ls.product), ("category", ls.category),
                                              ("service", ls.service)) if v]
             raise SigmaTransformationError(f"unsupported logsource {', '.join(parts) or 'none'}"
-                                           f" (supported: linux {', '.join(KIND_TERMS)})")
+                                           f" (supported: linux {', '.join(KIND_TERMS)}; linux service "
+                                           f"{', '.join(SERVICES)})")
 
 
 @dataclass
-class FailUnmappedFields(DetectionItemTransformation):
-    """Fails on a keyword (field-less) item or a field outside ``fields``, naming the field."""
+class MarkUnmappedFields(DetectionItemTransformation):
+    """Fails on a keyword (field-less) item; renames a field outside ``fields`` to its placeholder.
+
+    The placeholder (``__unmapped__FIELD``) is settled after conversion
+    (:mod:`runwatch.rules.importers.sigma_fold`): in a filter it drops that filter, anywhere
+    else the rule is skipped naming the field.
+    """
 
     fields: list[str]
 
     def apply_detection_item(self, detection_item: SigmaDetectionItem) -> SigmaDetectionItem | None:
-        """Raise for an unmapped field; leave mapped items alone."""
+        """Raise for a keyword item; mark an unmapped field; leave mapped items alone."""
         f = detection_item.field
         if f is None:
             raise SigmaTransformationError("keyword search (values without a field) is not supported")
         if f not in self.fields:
-            raise SigmaTransformationError(f"unmapped field {f}{_why(f)}")
+            detection_item.field = f"{UNMAPPED}{f}"
         return None
 
 
@@ -156,6 +169,8 @@ def runwatch_pipeline() -> ProcessingPipeline:
     """The Sigma -> runwatch processing pipeline (log source check, value rewrites, field mapping)."""
     items: list[ProcessingItem] = [
         ProcessingItem(RequireLinuxLogsource(), identifier="runwatch_logsource"),
+        ProcessingItem(AuditdRecords(), identifier="runwatch_auditd",
+                       rule_conditions=[LogsourceCondition(product="linux", service="auditd")]),
         ProcessingItem(UserToUid(), identifier="runwatch_user_uid",
                        field_name_conditions=[IncludeFieldCondition(["User"])]),
         ProcessingItem(InitiatedToKind(), identifier="runwatch_initiated_kind",
@@ -163,7 +178,7 @@ def runwatch_pipeline() -> ProcessingPipeline:
     ]
     for cat, fmap in FIELD_MAPS.items():
         # each item gets its own condition objects (pySigma binds a condition to one pipeline)
-        items.append(ProcessingItem(FailUnmappedFields(list(fmap)),
+        items.append(ProcessingItem(MarkUnmappedFields(list(fmap)),
                                     rule_conditions=[LogsourceCondition(category=cat, product="linux")],
                                     identifier=f"runwatch_unmapped_{cat}"))
         mapping: dict[str | None, str | list[str]] = {k: v for k, v in fmap.items()}
@@ -344,12 +359,52 @@ class SigmaImporter:
         if len(queries) != 1 or not isinstance(queries[0], str):
             rec.skip(f"the rule converts to {len(queries)} queries, expected one")
             return rec
-        rec.entry = self.entry(rule, name, str(queries[0]))
+        condition = self.settle(rule, str(queries[0]), rec, text)
+        if condition is not None:
+            rec.entry = self.entry(rule, name, condition)
         return rec
+
+    def settle(self, rule: SigmaRule, query: str, rec: ImportedRule, text: str) -> str | None:
+        """The rule's runwatch condition with placeholders folded out; None (and ``rec`` skipped) if none.
+
+        A skip for an unmapped field points at the field's line; so does each warning.
+        """
+        try:
+            res = fold(query)
+        except ConditionError as exc:
+            rec.skip(f"the translation does not parse: {exc.message}")
+            return None
+        auditd = rule.logsource.category is None
+        if res.unmapped:
+            f = res.unmapped[0]
+            rec.line = _locate(text, f.rpartition(".")[2])
+            rec.skip(f"unmapped field {f}{auditd_why(f) if auditd else _why(f)}")
+            return None
+        if res.condition is None:
+            if res.constant is False:
+                rec.skip(f"can never match: runwatch reports no {', '.join(res.never) or 'such events'}")
+            else:
+                rec.skip("the translation matches every event")
+            return None
+        for f in res.dropped_filters:
+            rec.warnings.append(f"{rec.file}:{_locate(text, f)}: filter on unmapped field {f} dropped"
+                                f"{auditd_why(f) if auditd else _why(f)}: the rule may alert more often")
+        if not auditd:
+            return f"{KIND_TERMS[rule.logsource.category or '']} and ({res.condition})"
+        try:
+            kinds = Compiler({}, {}).compile(parse_condition(res.condition)).kinds
+        except (ConditionError, CompileError) as exc:
+            rec.skip(f"runwatch rejects the translation: {exc}")
+            return None
+        if kinds is None:
+            rec.skip("the rule does not say which auditd records it matches (no type)")
+            return None
+        return res.condition
 
     def entry(self, rule: SigmaRule, name: str, query: str) -> dict[str, Any]:
         """The runwatch rule mapping for a converted Sigma rule, with attribution."""
-        cat = rule.logsource.category or ""
+        # auditd rules: the exec template unless the rule matches file events
+        cat = rule.logsource.category or ("" if '"file.' in query else "process_creation")
         attack: list[str] = []
         tags = ["sigma"]
         for t in rule.tags or []:
@@ -371,7 +426,7 @@ class SigmaImporter:
         return {
             "rule": name,
             "desc": f"{rule.title}. {desc} {credit}".strip(),
-            "condition": f"{KIND_TERMS[cat]} and ({query})",
+            "condition": query,
             "output": f"{title}: {out_fields}",
             "severity": severity,
             "attack": attack,
