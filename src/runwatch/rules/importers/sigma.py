@@ -292,8 +292,22 @@ def _locate(text: str, message: str) -> int:
         if len(word) < 3:
             continue
         for i, line in enumerate(text.splitlines(), 1):
-            if re.search(rf"[|\s]{re.escape(word)}\b", line) and not line.lstrip().startswith("#"):
+            if line.lstrip().startswith("#"):
+                continue
+            if re.search(rf"[|\s]{re.escape(word)}\b", line) or (token[0] and f"'{word}'" in line):
                 return i
+    return 1
+
+
+def _field_line(text: str, field: str) -> int:
+    """The first line where ``field`` is a detection key (``field:``, ``field|mod:``, ``- field:``), else 1.
+
+    ``SYSCALL.a0`` (an argument of a SYSCALL record) is looked up as ``a0``.
+    """
+    key = re.escape(field.rpartition(".")[2] if field.startswith("SYSCALL.") else field)
+    for i, line in enumerate(text.splitlines(), 1):
+        if re.match(rf"^\s*(?:-\s*)?['\"]?{key}['\"]?\s*[|:]", line):
+            return i
     return 1
 
 
@@ -377,7 +391,7 @@ class SigmaImporter:
         auditd = rule.logsource.category is None
         if res.unmapped:
             f = res.unmapped[0]
-            rec.line = _locate(text, f.rpartition(".")[2])
+            rec.line = _field_line(text, f)
             rec.skip(f"unmapped field {f}{auditd_why(f) if auditd else _why(f)}")
             return None
         if res.condition is None:
@@ -387,7 +401,7 @@ class SigmaImporter:
                 rec.skip("the translation matches every event")
             return None
         for f in res.dropped_filters:
-            rec.warnings.append(f"{rec.file}:{_locate(text, f)}: filter on unmapped field {f} dropped"
+            rec.warnings.append(f"{rec.file}:{_field_line(text, f)}: filter on unmapped field {f} dropped"
                                 f"{auditd_why(f) if auditd else _why(f)}: the rule may alert more often")
         if not auditd:
             return f"{KIND_TERMS[rule.logsource.category or '']} and ({res.condition})"
