@@ -151,3 +151,18 @@ def test_cli_import_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert capsys.readouterr().err == f"runwatch: error: {tmp_path / 'absent.yml'}: no such file or directory\n"
     assert cli_import([SIGMA], "splunk", None) == 2
     assert capsys.readouterr().err == "runwatch: error: unknown format 'splunk' (one of auto, sigma, falco)\n"
+
+
+def test_docs_state_the_measured_sigma_counts(sigma_report: ImportReport) -> None:
+    """docs/import.md: the loaded fraction and the per-reason counts are the ones measured here."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "import.md").read_text(encoding="utf-8")
+    rules_only = import_rules([SIGMA / "rules"], "sigma").corpora[0]
+    whole = sigma_report.corpora[0]
+    assert (f"| SigmaHQ Linux (SigmaHQ/sigma 8eaafff), `rules/linux` ({rules_only.total} rules) | "
+            f"{rules_only.loaded} | {rules_only.skipped} | {100 * rules_only.fraction:.1f}% |") in doc
+    assert (f"| the same with `rules-threat-hunting/linux` ({whole.total} rules) | {whole.loaded} | "
+            f"{whole.skipped} | {100 * whole.fraction:.1f}% |") in doc
+    counts = skip_counts(sigma_report)
+    for prefix, count in counts.items():
+        assert f"| {count} | `{prefix.rstrip(' (')}" in doc, prefix
+    assert sum(counts.values()) == whole.skipped
