@@ -72,13 +72,13 @@ def test_auditd_translation(rel: str, condition: str) -> None:
      "unmapped field key (audit rule keys name rules of the local auditd configuration)"),
     ("syscall/lnx_auditd_network_service_scanning.yml", 30,
      "unmapped field key (audit rule keys name rules of the local auditd configuration)"),
-    ("service_stop/lnx_auditd_disable_system_firewall.yml", 1,
+    ("service_stop/lnx_auditd_disable_system_firewall.yml", 18,
      "can never match: runwatch reports no auditd SERVICE_STOP records"),
-    ("syscall/lnx_auditd_clean_disable_dmesg_logs_via_syslog.yml", 1,
+    ("syscall/lnx_auditd_clean_disable_dmesg_logs_via_syslog.yml", 32,
      "can never match: runwatch reports no system call syslog"),
-    ("syscall/lnx_auditd_susp_discovery_sysinfo_syscall.yml", 1,
+    ("syscall/lnx_auditd_susp_discovery_sysinfo_syscall.yml", 27,
      "can never match: runwatch reports no system call sysinfo"),
-    ("syscall/lnx_auditd_susp_special_file_creation_via_mknod_syscall.yml", 1,
+    ("syscall/lnx_auditd_susp_special_file_creation_via_mknod_syscall.yml", 26,
      "can never match: runwatch reports no system call mknod"),
 ])
 def test_auditd_rules_that_do_not_load(rel: str, line: int, reason: str) -> None:
@@ -216,7 +216,8 @@ detection:
             - USER_TTY
     condition: selection
 """)
-    assert rec.reason == "can never match: runwatch reports no auditd TTY records, auditd USER_TTY records"
+    assert (rec.line, rec.reason) == (11, "can never match: runwatch reports no auditd TTY records, "
+                                          "auditd USER_TTY records")
 
 
 @pytest.mark.parametrize(("condition", "rendered"), [

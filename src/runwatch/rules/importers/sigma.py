@@ -40,7 +40,7 @@ from sigma.types import (
 
 from runwatch.rules.compiler import CompileError, Compiler
 from runwatch.rules.importers.report import NIST_HOST, NIST_NET, ImportedRule, attack_id, one_line, slug
-from runwatch.rules.importers.sigma_auditd import AuditdRecords
+from runwatch.rules.importers.sigma_auditd import AuditdRecords, never_value
 from runwatch.rules.importers.sigma_auditd import why as auditd_why
 from runwatch.rules.importers.sigma_fold import UNMAPPED, fold
 from runwatch.rules.language import ConditionError, parse_condition
@@ -299,6 +299,16 @@ def _locate(text: str, message: str) -> int:
     return 1
 
 
+def _value_line(text: str, value: str) -> int:
+    """The first line holding ``value`` as a YAML value (``key: value``, ``- 'value'``), else 1."""
+    if value:
+        v = re.escape(value)
+        for i, line in enumerate(text.splitlines(), 1):
+            if re.search(rf"(?:^\s*-|:)\s*['\"]?{v}['\"]?\s*(?:#.*)?$", line, re.IGNORECASE):
+                return i
+    return 1
+
+
 def _field_line(text: str, field: str) -> int:
     """The first line where ``field`` is a detection key (``field:``, ``field|mod:``, ``- field:``), else 1.
 
@@ -396,6 +406,7 @@ class SigmaImporter:
             return None
         if res.condition is None:
             if res.constant is False:
+                rec.line = _value_line(text, next((v for t in res.never if (v := never_value(t))), ""))
                 rec.skip(f"can never match: runwatch reports no {', '.join(res.never) or 'such events'}")
             else:
                 rec.skip("the translation matches every event")

@@ -58,6 +58,10 @@ UNMAPPED_WHY: dict[str, str] = {
     "nametype": "runwatch tells an open for writing (CREATE) apart, not other PATH name types",
     "SYSCALL.aN": "SYSCALL a0..a3 are raw system call arguments, which runwatch does not report",
 }
+#: What a ``__never__`` placeholder stands for (the value is the record type or the call's name).
+NEVER_RECORD = "auditd {} records"
+NEVER_SYSCALL = "system call {}"
+_NEVER_TEXT = re.compile(r"^(?:auditd (\S+) records|system call (\S+))$")
 _ARG = re.compile(r"^a(\d+)$")
 _ARG_TYPE = "EXECVE"
 _TYPE_OF_FIELD = {"name": "PATH", "nametype": "PATH", "SYSCALL": "SYSCALL", "exe": "SYSCALL", "comm": "SYSCALL"}
@@ -125,7 +129,7 @@ class AuditdRecords(PreprocessingTransformation):
             elif t == "PATH":
                 kinds.extend(PATH_KINDS)
             elif t != "SYSCALL":
-                never.append(f"auditd {t} records")
+                never.append(NEVER_RECORD.format(t))
         if kinds:
             return SigmaDetectionItem("kind", [], _strings(sorted(set(kinds))))
         if never:
@@ -147,7 +151,7 @@ class AuditdRecords(PreprocessingTransformation):
             if kinds:
                 item.field, item.value = "kind", _strings(kinds)
             else:
-                item.field, item.value = NEVER, _strings([f"system call {n}" for n in names])
+                item.field, item.value = NEVER, _strings([NEVER_SYSCALL.format(n) for n in names])
             item.modifiers = []
             return
         m = _ARG.match(f)
@@ -190,6 +194,12 @@ def _type_values(det: SigmaDetection) -> list[Any]:
         elif i.field == "type":
             out.extend(i.value)
     return out
+
+
+def never_value(text: str) -> str:
+    """The Sigma value a ``__never__`` text names (``TTY``, ``mknod``), ``""`` for any other text."""
+    m = _NEVER_TEXT.match(text)
+    return (m.group(1) or m.group(2)) if m is not None else ""
 
 
 def why(field: str) -> str:
