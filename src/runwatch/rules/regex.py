@@ -12,6 +12,7 @@ Compiled patterns are immutable and safe to share between threads.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import re2  # type: ignore[import-untyped]
 
@@ -28,6 +29,11 @@ _OPTIONS.log_errors = False  # errors are raised and reported with the rule's lo
 
 class RegexError(ValueError):
     """A pattern RE2 does not accept; the message says why."""
+
+
+def compile_quiet(pattern: str) -> Any:
+    """``re2.compile`` without RE2's own error log on standard error; raises ``re2.error``."""
+    return re2.compile(pattern, _OPTIONS)
 
 
 def compile_search(patterns: list[str]) -> Callable[[str], bool]:
@@ -79,4 +85,4 @@ def literal_prefix(pattern: str) -> str:
     return "".join(out)
 
 
-__all__ = ["RegexError", "compile_search", "literal_prefix"]
+__all__ = ["RegexError", "compile_quiet", "compile_search", "literal_prefix"]

@@ -24,6 +24,8 @@ from sigma.conversion.base import TextQueryBackend
 from sigma.conversion.state import ConversionState
 from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaError, SigmaFeatureNotSupportedByBackendError, SigmaTransformationError
+from sigma.policy import SigmaPolicy
+from sigma.policy.regex_engine import RE2RegexEngine, RegexPattern
 from sigma.processing.conditions import IncludeFieldCondition, LogsourceCondition
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import FieldMappingTransformation
@@ -44,6 +46,7 @@ from runwatch.rules.importers.sigma_auditd import AuditdRecords, never_value
 from runwatch.rules.importers.sigma_auditd import why as auditd_why
 from runwatch.rules.importers.sigma_fold import UNMAPPED, fold
 from runwatch.rules.language import ConditionError, parse_condition
+from runwatch.rules.regex import compile_quiet
 
 DRL = "Detection Rule License (DRL) 1.1, https://github.com/SigmaHQ/Detection-Rule-License"
 
@@ -83,6 +86,29 @@ UNMAPPED_WHY: dict[str, str] = {
     "ParentUser": "runwatch events carry no parent user",
 }
 _KIND_OF_INITIATED = {"true": "net.connect", "false": "net.accept"}
+
+
+class QuietRE2Engine(RE2RegexEngine):
+    """pySigma's RE2 engine (its default) without RE2's error log on standard error.
+
+    A pattern RE2 refuses still raises; the error becomes the rule's skip reason.
+    """
+
+    _FLAGS: ClassVar[dict[int, str]] = {re.IGNORECASE: "i", re.MULTILINE: "m", re.DOTALL: "s"}
+
+    def compile(self, pattern: str, flags: int = 0) -> RegexPattern:
+        """Compile ``pattern`` with Python ``re`` flags written as RE2 inline flags."""
+        prefix = "".join(v for k, v in self._FLAGS.items() if int(flags) & k)
+        try:
+            compiled: RegexPattern = compile_quiet(f"(?{prefix}){pattern}" if prefix else pattern)
+        except self.error as exc:  # RE2 gives its message as bytes: make it text for the skip reason
+            why = exc.args[0] if exc.args else exc
+            raise self.error(why.decode("utf-8", "replace") if isinstance(why, bytes) else str(why)) from None
+        return compiled
+
+
+#: The policy rules are parsed under: pySigma's safe defaults, quiet RE2.
+POLICY = SigmaPolicy(regex_engine=QuietRE2Engine())
 
 
 def _why(field: str) -> str:
@@ -365,7 +391,7 @@ class SigmaImporter:
             rec.skip(f"{file}:1: a Sigma rule must be a YAML mapping")
             return rec
         try:
-            rule = SigmaRule.from_dict(doc, collect_errors=True)
+            rule = SigmaRule.from_dict(doc, collect_errors=True, policy=POLICY)
         except SigmaError as exc:
             rec.skip(f"{file}:{_locate(text, str(exc))}: {exc}")
             return rec
