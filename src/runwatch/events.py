@@ -21,7 +21,7 @@ import msgspec
 
 from runwatch import eventkinds, exepath
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Version of the :class:`Event` schema. Bumped whenever a field or group is added (the
 schema test compares the structs with the committed ``tests/schema/event_schema_v<N>.json``
 and fails on a removed, renamed or retyped field, or on an addition without a bump).
@@ -30,7 +30,8 @@ test). Version 2 added the ``ai`` group (before it, AI facts were keys of ``attr
 added the workload role (``Event.role``, ``Container.role``); version 4 added ``exec_name``,
 ``exe_ino``, ``exe_dev`` and ``exe_deleted`` (``exe`` is the executed file, see
 :mod:`runwatch.exepath`); version 5 added ``AiInfo.candidates`` (the tool calls an event may
-belong to when the join cannot tell which)."""
+belong to when the join cannot tell which); version 6 added ``pcmdline`` (the parent's command
+line, filled by the process tree)."""
 
 #: Every event kind, in table order (derived from :data:`runwatch.eventkinds.TABLE`). The
 #: strings are part of the public contract.
@@ -241,6 +242,7 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     exe_ino: int | None = None  # the executed file's inode (schema 4)
     exe_dev: int | None = None  # and device, as os.stat's st_dev (schema 4)
     exe_deleted: bool | None = None  # the executed file had no directory entry (schema 4)
+    pcmdline: str | None = None  # the parent's command line, space-joined (schema 6; from the process tree)
 
 
 _seq = itertools.count(1)

@@ -1,7 +1,7 @@
 """The process tree: who started whom, built from fork/exec/exit events and seeded from /proc.
 
 Kernel events other than exec carry only pid and comm; :meth:`ProcessTree.enrich` fills
-``ppid``, ``exe``, ``cmdline``, ``argv`` and ``ancestry`` from the tree, reading
+``ppid``, ``exe``, ``cmdline``, ``argv``, ``ancestry`` and ``pcmdline`` from the tree, reading
 ``/proc/<pid>`` on a miss (and recording what it read).
 
 Contracts:
@@ -236,8 +236,16 @@ class ProcessTree:
             rec = parent
         return out
 
+    def parent_cmdline(self, pid: int) -> str | None:
+        """The command line of ``pid``'s parent (read from /proc when the tree lacks it), else None."""
+        rec = self._lookup(pid)
+        if rec is None or rec.ppid <= 0 or rec.ppid == pid:
+            return None
+        parent = self._lookup(rec.ppid, born_before=rec.start_time)
+        return parent.cmdline or None if parent is not None else None
+
     def enrich(self, event: Event) -> Event:
-        """Fill ``ppid``, ``exe``, ``cmdline``, ``argv`` and ``ancestry`` where the event lacks them.
+        """Fill ``ppid``, ``exe``, ``cmdline``, ``argv``, ``ancestry`` and ``pcmdline`` where the event lacks them.
 
         Mutates and returns the same event. Values the event already has are kept.
         """
@@ -254,6 +262,8 @@ class ProcessTree:
             event.argv = list(rec.argv)
         if not event.ancestry:
             event.ancestry = self.ancestry(event.pid)
+        if event.pcmdline is None:
+            event.pcmdline = self.parent_cmdline(event.pid)
         return event
 
     def stats(self) -> dict[str, int]:
