@@ -144,7 +144,9 @@ TABLE: tuple[KindSpec, ...] = (
     KindSpec("model.call", "ai", _BASE, ("ai",)),
     KindSpec("plugin.load", "ai", _BASE, ("ai",)),
     KindSpec("secret.access", "ai", _BASE, ("ai",)),
-    KindSpec("policy.decision", "policy", _BASE, ("decision", "tool_call", "ai")),
+    # API Activity (6003) for a tool call; the decision's layer refines it to the activity it
+    # decided on (egress 4001, file 1001, exec 1007: outputs/ocsf.py).
+    KindSpec("policy.decision", "policy", (6003, _OTHER, "Other"), ("decision", "tool_call", "ai")),
     KindSpec("sensor.notice", "sensor", _BASE),
     KindSpec("cgroup.mkdir", "sensor", _BASE, record="CGROUP_MKDIR", decoder="cgroup",
              programs=(Probe("rw_cgroup_mkdir", "tp_btf/cgroup_mkdir"),), stored=False),

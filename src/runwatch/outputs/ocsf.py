@@ -285,7 +285,7 @@ def _decision(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> tuple[
         if layer == "egress" and d is not None and d.verdict in _REFUSED:
             activity_id, name = 5, "Refuse"
     else:
-        class_uid, activity_id, name = 6003, _OTHER, "Other"
+        class_uid, activity_id, name = _declared(e)  # API Activity: the tool call
         out["actor"] = {"process": _process(e)}
         tool = (e.tool_call.name if e.tool_call else None) or (d.target if d else None) or "?"
         out["api"] = {"operation": tool, "service": {"name": (e.tool_call.agent if e.tool_call else None) or
