@@ -104,6 +104,8 @@ def _args(e: Event, c: EvalCtx) -> str | None:
 def _text(v: Any) -> str | None:
     if v is None or v == "":
         return None
+    if isinstance(v, bool):  # as rules write them: evt.attr[setuid] = true
+        return "true" if v else "false"
     return v if isinstance(v, str) else str(v)
 
 
