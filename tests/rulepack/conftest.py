@@ -99,6 +99,12 @@ PRELUDE = textwrap.dedent("""
         s.sendto(header + q + b"\\x00\\x01\\x00\\x01", ("127.0.0.1", 53))
         s.close()
 
+    def try_link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            pass
+
     def try_unlink(path):
         try:
             os.unlink(path)
@@ -256,6 +262,22 @@ VISIBLE_EXEC = """
     os.execv(f"{d}/tool", ["tool"])
 """
 
+FD_EXEC = """
+    pid = os.fork()
+    if pid == 0:
+        {how}
+    os.waitpid(pid, 0)
+"""
+
+# A stand-in for a system tool (a copy of true under the tool's name), run in place of this
+# host process so its exec is this case's own.
+HOST_TOOL = """
+    d = f"/tmp/rw-tools-{{os.getpid()}}"
+    os.makedirs(d, exist_ok=True)
+    drop_binary(f"{{d}}/{tool}")
+    os.execv(f"{{d}}/{tool}", ["{tool}", {args}])
+"""
+
 HOST_BASHRC = """
     d = f"/tmp/rw-home-{os.getpid()}"
     os.makedirs(d, exist_ok=True)
@@ -324,6 +346,26 @@ GENERAL_CASES: tuple[Case, ...] = (
     _g("pooldns-neg", "dns_query_to_mining_pool", False, "dns_query('supportxmr.com.example.org')"),
     _g("lateral-pos", "internal_remote_service_connect_from_ai_workload", True, "tcp_try('10.255.255.1', 445)"),
     _g("lateral-neg", "internal_remote_service_connect_from_ai_workload", False, "tcp_try('10.255.255.1', 8080)"),
+    _g("fdexec-pos", "exec_through_file_descriptor", True,
+       FD_EXEC.format(how='os.execve(os.open("/usr/bin/true", os.O_RDONLY), ["true"], {})')),
+    _g("fdexec-neg", "exec_through_file_descriptor", False, FD_EXEC.format(how='os.execv("/usr/bin/true", ["true"])')),
+    _g("hardlink-pos", "system_binary_hard_linked_elsewhere", True, "try_link('/usr/bin/true', '/tmp/rw-update')"),
+    _g("hardlink-neg", "system_binary_hard_linked_elsewhere", False,
+       "open('/tmp/rw-a', 'w').close(); try_link('/tmp/rw-a', '/tmp/rw-b')"),
+    _g("sudo-pos", "sudo_privilege_bypass_arguments", True, HOST_TOOL.format(tool="sudo", args='"-u#-1", "id"'),
+       host=True),
+    _g("sudo-neg", "sudo_privilege_bypass_arguments", False,
+       HOST_TOOL.format(tool="sudo", args='"-u", "www-data", "id"'), host=True),
+    _g("setcap-pos", "dangerous_file_capability_set", True,
+       HOST_TOOL.format(tool="setcap", args='"cap_setuid+ep", "/tmp/rw-python3"'), host=True),
+    _g("setcap-neg", "dangerous_file_capability_set", False,
+       HOST_TOOL.format(tool="setcap", args='"cap_net_bind_service=+ep", "/srv/app"'), host=True),
+    _g("encrypt-pos", "file_encryption_in_container", True,
+       "drop_binary('/opt/rw/openssl'); subprocess.run(['/opt/rw/openssl', 'enc', '-aes-256-cbc', '-in', "
+       "'/etc/hostname', '-out', '/tmp/h.enc'], check=True)", options={"rw_dirs": ("/opt/rw",)}),
+    _g("encrypt-neg", "file_encryption_in_container", False,
+       "drop_binary('/opt/rw/openssl'); subprocess.run(['/opt/rw/openssl', 'x509', '-noout', '-in', "
+       "'/etc/hostname'], check=True)", options={"rw_dirs": ("/opt/rw",)}),
     Case("runc-spoof-pos", "namespace_change_in_container", True, SPOOF_RUNTIME_INIT,
          exact=("namespace_change_in_container",), tag="spoofed-init"),
 )
