@@ -108,6 +108,17 @@ BATCH = textwrap.dedent("""
     done
 """)
 
+ROTATING_LOGGER = textwrap.dedent("""
+    import ctypes.util, logging, logging.handlers, os, subprocess
+    os.makedirs("/var/log/app", exist_ok=True)
+    log = logging.getLogger("app")
+    log.addHandler(logging.handlers.RotatingFileHandler("/var/log/app/app.log", maxBytes=200, backupCount=3))
+    for i in range(60):
+        log.error("request %d served in %d ms", i, 12 + i)
+    subprocess.run(["git", "--version"], capture_output=True)
+    ctypes.util.find_library("ssl")
+""")
+
 HOST_SCRIPT = textwrap.dedent("""
     set -e
     cd "$WORK"
@@ -139,6 +150,11 @@ HOST_SCRIPT = textwrap.dedent("""
     tar czf src.tgz main.c Makefile; mkdir -p out; tar xzf src.tgz -C out; rm -rf out src.tgz
     find . -name '*.c' > /dev/null; grep -rn TODO . > /dev/null || true
     crontab -l > /dev/null 2>&1 || true
+    ssh-keygen -q -t ed25519 -N '' -f "$HOME/.ssh/id_ed25519"; ssh-keygen -l -f "$HOME/.ssh/id_ed25519.pub" > /dev/null
+    openssl rand -hex 16 > /dev/null; openssl dgst -sha256 main.c > /dev/null; gpg --version > /dev/null
+    cp /usr/bin/true ./server; setcap cap_net_bind_service=+ep ./server 2>/dev/null || true; ./server
+    "$PY" -c 'import logging, logging.handlers as h; l = logging.getLogger("a")
+    l.addHandler(h.RotatingFileHandler("app.log", maxBytes=64, backupCount=2)); [l.error("x" * 40) for _ in range(8)]'
     rm -rf repo1 build
 """)
 
@@ -237,6 +253,12 @@ def _containers(work: Path, live: LiveCapture, port: int) -> None:
         res = batch.run(["/bin/sh", "-c", BATCH], timeout=120)
         if res.returncode != 0:
             raise SystemExit(f"batch failed: {res.stderr.decode()[-300:]}")
+    with RuncContainer(rootfs, name="logger", env=env, binds=[*binds, Bind(work / "varlog", "/var/log", False)],
+                       annotations={ROLE_LABEL: "model-server"}, secrets=secrets) as logger:
+        # An application writing and rotating its own logs below /var/log.
+        res = logger.run(["python3", "-c", ROTATING_LOGGER], timeout=120)
+        if res.returncode != 0:
+            raise SystemExit(f"logger failed: {res.stderr.decode()[-300:]}")
     with box("tooling", "model-server") as tooling:
         res = tooling.run(["/bin/sh", "-c", "pip --version > /dev/null; pip list > /dev/null 2>&1; "
                            "mkdir -p /tmp/app && echo 'x = 1' > /tmp/app/m.py && python3 -m compileall -q /tmp/app"],
@@ -253,6 +275,7 @@ def main(argv: list[str]) -> int:
     (work / "sdk").mkdir()
     os.chmod(work / "sdk", 0o755)
     (work / "host").mkdir()
+    (work / "varlog").mkdir()
     live = LiveCapture(sdk_socket=work / "sdk" / "sdk.sock", hold_ms=200.0, watches=watchlist.default_watches(),
                        quiet=0.5, limit=30.0).start()
     try:
