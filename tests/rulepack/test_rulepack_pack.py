@@ -83,7 +83,7 @@ def test_every_rule_has_in_file_tests_that_fire_and_stay_quiet(pack: RuleSet) ->
 
 def test_in_file_rule_tests_all_pass() -> None:
     results = run_rule_tests(default_rule_paths())
-    assert len(results) == 171
+    assert len(results) == 173
     failed = [str(r) for r in results if not r.passed]
     assert failed == []
 
