@@ -91,6 +91,26 @@ PRELUDE = textwrap.dedent("""
         except OSError:
             pass
 
+    def dns_query(name):
+        # One A question to the container's resolver (127.0.0.1:53), sent once, no retries.
+        q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\\0"
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        header = b"\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00"
+        s.sendto(header + q + b"\\x00\\x01\\x00\\x01", ("127.0.0.1", 53))
+        s.close()
+
+    def try_link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            pass
+
+    def try_unlink(path):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
     def ptrace_child(requests):
         child = os.fork()
         if child == 0:
@@ -130,6 +150,8 @@ class Case:
     options: dict[str, Any] = field(default_factory=dict)
     host: bool = False
     argv: tuple[str, ...] = ()  # run this instead of python3 -c PRELUDE+script
+    exact: tuple[str, ...] | None = None  # every rule the workload must raise, no more (sorted)
+    tag: str = ""  # told apart from the rule's other positive or near-miss in the fixture name
 
     @property
     def code(self) -> str:
@@ -207,6 +229,146 @@ AGENT_LOOP = """
                 sum(range(1000))
     sdk.flush(2.0)
 """
+
+def _changed(path: str) -> str:
+    """A workload line that tries to write ``path`` (on the read-only rootfs the open fails,
+    and a failed open is reported by the path it was given)."""
+    return f"try_open({path!r}, 'a')"
+
+
+SPOOF_RUNTIME_INIT = """
+    # Looks like runc's init by every name (argv "init", comm runc:[2:INIT]) but is python.
+    open("/tmp/init", "w").write(
+        "import ctypes\\n"
+        "libc = ctypes.CDLL(None)\\n"
+        "libc.prctl(15, b'runc:[2:INIT]', 0, 0, 0)\\n"
+        "libc.unshare(0x00020000)\\n")
+    subprocess.run(["/usr/sbin/runc", "init"], executable=sys.executable, cwd="/tmp", check=True,
+                   env={**os.environ, "PYTHONHOME": sys.base_prefix})
+    os.unlink("/tmp/init")
+"""
+
+HIDDEN_EXEC = """
+    d = f"/tmp/.rw-hidden-{os.getpid()}"
+    os.makedirs(d, exist_ok=True)
+    drop_binary(f"{d}/update-helper")
+    os.execv(f"{d}/update-helper", ["update-helper"])
+"""
+
+VISIBLE_EXEC = """
+    d = f"/tmp/rw-visible-{os.getpid()}"
+    os.makedirs(d, exist_ok=True)
+    drop_binary(f"{d}/tool")
+    os.execv(f"{d}/tool", ["tool"])
+"""
+
+FD_EXEC = """
+    pid = os.fork()
+    if pid == 0:
+        {how}
+    os.waitpid(pid, 0)
+"""
+
+# A stand-in for a system tool (a copy of true under the tool's name), run in place of this
+# host process so its exec is this case's own.
+HOST_TOOL = """
+    d = f"/tmp/rw-tools-{{os.getpid()}}"
+    os.makedirs(d, exist_ok=True)
+    drop_binary(f"{{d}}/{tool}")
+    os.execv(f"{{d}}/{tool}", ["{tool}", {args}])
+"""
+
+HOST_BASHRC = """
+    d = f"/tmp/rw-home-{os.getpid()}"
+    os.makedirs(d, exist_ok=True)
+    open(f"{d}/.bashrc", "a").write("export EDITOR=vi\\n")
+    shutil.rmtree(d)
+"""
+
+
+def _g(name: str, rule: str, positive: bool, script: str, *, host: bool = False, tag: str = "",
+       options: dict[str, Any] | None = None) -> Case:
+    """A case of the general pack: it raises exactly its rule (positive) or nothing (near-miss)."""
+    return Case(name, rule, positive, script, options or {}, host=host, exact=(rule,) if positive else (), tag=tag)
+
+
+#: The general (non-AI) pack: persistence, privilege, defence evasion, discovery, impact, lateral movement.
+GENERAL_CASES: tuple[Case, ...] = (
+    _g("cron-pos", "cron_job_modified", True, _changed("/etc/cron.d/rw-job")),
+    _g("cron-neg", "cron_job_modified", False, _changed("/etc/cronos.conf")),
+    _g("unit-pos", "systemd_unit_written", True, _changed("/etc/systemd/system/rw-helper.service")),
+    _g("unit-neg", "systemd_unit_written", False, _changed("/etc/systemd/system/README.txt")),
+    _g("profile-pos", "shell_profile_modified_in_container", True, _changed("/root/.bashrc")),
+    _g("profile-neg", "shell_profile_modified_in_container", False, HOST_BASHRC, host=True),
+    _g("authkeys-pos", "ssh_authorized_keys_modified", True, _changed("/root/.ssh/authorized_keys")),
+    _g("authkeys-neg", "ssh_authorized_keys_modified", False, _changed("/root/.ssh/known_hosts")),
+    _g("pam-pos", "pam_config_modified", True, _changed("/etc/pam.d/rw-test")),
+    _g("pam-neg", "pam_config_modified", False, _changed("/etc/pamphlet.txt")),
+    _g("adduser-pos", "account_created_in_container", True,
+       "subprocess.run(['/usr/sbin/useradd', '-M', 'rw23'], capture_output=True)"),
+    _g("adduser-neg", "account_created_in_container", False,
+       "subprocess.run(['/usr/sbin/useradd', '--help'], capture_output=True)"),
+    _g("suidbit-pos", "setuid_bit_set", True, "drop_binary('/tmp/rw-s'); os.chmod('/tmp/rw-s', 0o4755)"),
+    _g("suidbit-neg", "setuid_bit_set", False, "drop_binary('/tmp/rw-s'); os.chmod('/tmp/rw-s', 0o750)"),
+    _g("history-pos", "shell_history_deleted", True, "try_unlink('/root/.bash_history')"),
+    _g("history-link-pos", "shell_history_deleted", True,
+       "os.makedirs('/tmp/rw-h', exist_ok=True); os.symlink('/dev/null', '/tmp/rw-h/.bash_history')", tag="link"),
+    _g("history-neg", "shell_history_deleted", False,
+       "os.makedirs('/tmp/rw-h', exist_ok=True); open('/tmp/rw-h/.bash_history', 'a').write('id\\n')"),
+    _g("syslog-pos", "system_log_deleted", True,
+       "open('/var/log/auth.log', 'a').write('sshd: accepted\\n'); os.unlink('/var/log/auth.log')",
+       options={"rw_dirs": ("/var/log",)}),
+    _g("syslog-neg", "system_log_deleted", False,
+       "os.makedirs('/var/log/rw-app'); open('/var/log/rw-app/app.log.3', 'a').write('ok\\n'); "
+       "os.unlink('/var/log/rw-app/app.log.3')", options={"rw_dirs": ("/var/log",)}),
+    _g("touch-pos", "timestomp_in_container", True,
+       "subprocess.run(['touch', '-d', '2020-01-01 00:00', '/tmp/rw-t'], check=True); os.unlink('/tmp/rw-t')"),
+    _g("touch-neg", "timestomp_in_container", False,
+       "subprocess.run(['touch', '/tmp/rw-t'], check=True); os.unlink('/tmp/rw-t')"),
+    _g("kthread-pos", "kernel_thread_masquerade", True,
+       "subprocess.run(['[kworker/0:2]'], executable='/usr/bin/true', check=True)"),
+    _g("kthread-neg", "kernel_thread_masquerade", False,
+       "subprocess.run(['/usr/bin/echo', '[ok]'], capture_output=True, check=True)"),
+    _g("hidden-pos", "exec_from_hidden_directory", True, HIDDEN_EXEC, host=True),
+    _g("hidden-neg", "exec_from_hidden_directory", False, VISIBLE_EXEC, host=True),
+    _g("discovery-pos", "discovery_command_from_model_server", True,
+       "subprocess.run(['id'], capture_output=True, check=True)"),
+    _g("discovery-neg", "discovery_command_from_model_server", False,
+       "import platform; platform.processor(); subprocess.run(['uname', '-p'], capture_output=True)"),
+    _g("rmrf-pos", "destructive_delete_command", True, "subprocess.run(['rm', '-rf', '/models'], check=True)"),
+    _g("rmrf-neg", "destructive_delete_command", False,
+       "os.makedirs('/tmp/rw-build/x', exist_ok=True); subprocess.run(['rm', '-rf', '/tmp/rw-build'], check=True)"),
+    _g("miner-pos", "cryptominer_command_line", True,
+       "subprocess.run(['systemd-helper', '-o', 'stratum+tcp://127.0.0.1:3333'], executable='/usr/bin/true')"),
+    _g("miner-neg", "cryptominer_command_line", False,
+       "subprocess.run(['fetch', '-o', '/tmp/x', 'https://pool.example.com/f'], executable='/usr/bin/true')"),
+    _g("pooldns-pos", "dns_query_to_mining_pool", True, "dns_query('RW23.Pool.SupportXMR.com')"),
+    _g("pooldns-neg", "dns_query_to_mining_pool", False, "dns_query('supportxmr.com.example.org')"),
+    _g("lateral-pos", "internal_remote_service_connect_from_ai_workload", True, "tcp_try('10.255.255.1', 445)"),
+    _g("lateral-neg", "internal_remote_service_connect_from_ai_workload", False, "tcp_try('10.255.255.1', 8080)"),
+    _g("fdexec-pos", "exec_through_file_descriptor", True,
+       FD_EXEC.format(how='os.execve(os.open("/usr/bin/true", os.O_RDONLY), ["true"], {})')),
+    _g("fdexec-neg", "exec_through_file_descriptor", False, FD_EXEC.format(how='os.execv("/usr/bin/true", ["true"])')),
+    _g("hardlink-pos", "system_binary_hard_linked_elsewhere", True, "try_link('/usr/bin/true', '/tmp/rw-update')"),
+    _g("hardlink-neg", "system_binary_hard_linked_elsewhere", False,
+       "open('/tmp/rw-a', 'w').close(); try_link('/tmp/rw-a', '/tmp/rw-b')"),
+    _g("sudo-pos", "sudo_privilege_bypass_arguments", True, HOST_TOOL.format(tool="sudo", args='"-u#-1", "id"'),
+       host=True),
+    _g("sudo-neg", "sudo_privilege_bypass_arguments", False,
+       HOST_TOOL.format(tool="sudo", args='"-u", "www-data", "id"'), host=True),
+    _g("setcap-pos", "dangerous_file_capability_set", True,
+       HOST_TOOL.format(tool="setcap", args='"cap_setuid+ep", "/tmp/rw-python3"'), host=True),
+    _g("setcap-neg", "dangerous_file_capability_set", False,
+       HOST_TOOL.format(tool="setcap", args='"cap_net_bind_service=+ep", "/srv/app"'), host=True),
+    _g("encrypt-pos", "file_encryption_in_container", True,
+       "drop_binary('/opt/rw/openssl'); subprocess.run(['/opt/rw/openssl', 'enc', '-aes-256-cbc', '-in', "
+       "'/etc/hostname', '-out', '/tmp/h.enc'], check=True)", options={"rw_dirs": ("/opt/rw",)}),
+    _g("encrypt-neg", "file_encryption_in_container", False,
+       "drop_binary('/opt/rw/openssl'); subprocess.run(['/opt/rw/openssl', 'x509', '-noout', '-in', "
+       "'/etc/hostname'], check=True)", options={"rw_dirs": ("/opt/rw",)}),
+    Case("runc-spoof-pos", "namespace_change_in_container", True, SPOOF_RUNTIME_INIT,
+         exact=("namespace_change_in_container",), tag="spoofed-init"),
+)
 
 CASES: tuple[Case, ...] = (
     Case("shell-pos", "shell_spawned_by_model_server", True, "subprocess.run(['/bin/sh', '-c', '/usr/bin/true'])"),
@@ -377,6 +539,7 @@ CASES: tuple[Case, ...] = (
         except OSError:
             pass
     """),
+    *GENERAL_CASES,
     Case("benign-http", None, False, HTTP_SERVER),
     Case("benign-config", None, False, CONFIG_READER, {"secrets": SECRET}),
     Case("benign-pip-version", None, False, "", argv=("/usr/bin/pip", "--version")),
@@ -438,8 +601,12 @@ def rulepack_live(runc_rootfs: Rootfs) -> Iterator[dict[str, LiveResult]]:
 
     def container_of(case: Case) -> RuncContainer:
         options = {"annotations": {ROLE_LABEL: "model-server"}, **case.options}
-        c = RuncContainer(runc_rootfs, name=case.name, env=env,
-                          binds=[Bind(sock_dir, SDK_DIR_IN_CONTAINER, False)], **options)
+        binds = [Bind(sock_dir, SDK_DIR_IN_CONTAINER, False)]
+        for where in options.pop("rw_dirs", ()):  # writable scratch directories over the read-only rootfs
+            scratch = work / case.name / where.strip("/").replace("/", "_")
+            scratch.mkdir(parents=True)
+            binds.append(Bind(scratch, where, False))
+        c = RuncContainer(runc_rootfs, name=case.name, env=env, binds=binds, **options)
         containers.append(c)
         owners[case.name] = (c.id, 0)
         return c
@@ -499,7 +666,8 @@ def fixture_name(case: Case) -> str:
     """``<rule>.pos.jsonl.gz`` / ``<rule>.neg.jsonl.gz``, or ``benign.<case>.jsonl.gz``."""
     if case.rule is None:
         return f"benign.{case.name}.jsonl.gz"
-    return f"{case.rule}.{'pos' if case.positive else 'neg'}.jsonl.gz"
+    verdict = ("pos" if case.positive else "neg") + (f"-{case.tag}" if case.tag else "")
+    return f"{case.rule}.{verdict}.jsonl.gz"
 
 
 def _write_jsonl(path: Path, events: list[Event]) -> None:

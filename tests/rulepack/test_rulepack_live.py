@@ -32,6 +32,8 @@ def test_live_case(live_case, rulepack_live, pack: RuleSet) -> None:  # type: ig
     assert result.events, f"{live_case.name}: no events were captured"
     alerts = _alerts(pack, result.events)
     fired = [a.rule for a in alerts]
+    if live_case.exact is not None:
+        assert sorted(fired) == sorted(live_case.exact), f"{live_case.name}: raised {fired}"
     if live_case.rule is None:
         assert fired == [], f"benign workload {live_case.name} raised {fired}"
     elif live_case.positive:

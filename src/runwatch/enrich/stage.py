@@ -7,6 +7,7 @@ from collections import OrderedDict
 from runwatch.enrich.containers import ContainerResolver
 from runwatch.enrich.proctree import ProcessTree
 from runwatch.enrich.roles import role_from_container
+from runwatch.enrich.runtime import RuntimeTracker
 from runwatch.events import IDENTITY_SOURCES, SPAWNED_ATTR, Event
 
 
@@ -22,8 +23,10 @@ class Enrichment:
     """
 
     def __init__(self, tree: ProcessTree | None = None, containers: ContainerResolver | None = None,
-                 seed: bool = True, max_pids: int = 65536) -> None:
+                 seed: bool = True, max_pids: int = 65536, runtime: RuntimeTracker | None = None) -> None:
         self.tree = tree if tree is not None else ProcessTree()
+        # Marks events of the container runtime by its binary's inode (attrs.exe_is_runtime).
+        self.runtime = runtime if runtime is not None else RuntimeTracker()
         self.containers = containers if containers is not None else ContainerResolver()
         # The last cgroup the kernel saw each pid in: AI events (SDK, OTLP, audit hooks) from
         # a process that exited before its cgroup could be read still get their container.
@@ -33,7 +36,7 @@ class Enrichment:
             self.tree.seed_from_proc()
 
     def __call__(self, batch: list[Event]) -> list[Event]:
-        tree, containers = self.tree, self.containers
+        tree, containers, runtime = self.tree, self.containers, self.runtime
         if any(e.kind == "cgroup.mkdir" for e in batch):
             for e in batch:
                 if e.kind == "cgroup.mkdir" and e.attrs:
@@ -45,8 +48,10 @@ class Enrichment:
             elif event.kind == "process.exec":
                 tree.apply(event)  # the exec itself may be the first the tree hears of this pid
                 tree.enrich(event)
+                runtime.observe(event)
             else:
                 tree.enrich(event)
+                runtime.observe(event)
                 tree.apply(event)
             if event.cgroup_id and event.source == "kernel" and event.pid > 0:
                 self._remember(event.pid, event.cgroup_id)

@@ -104,6 +104,8 @@ def _args(e: Event, c: EvalCtx) -> str | None:
 def _text(v: Any) -> str | None:
     if v is None or v == "":
         return None
+    if isinstance(v, bool):  # as rules write them: evt.attr[setuid] = true
+        return "true" if v else "false"
     return v if isinstance(v, str) else str(v)
 
 
@@ -200,6 +202,23 @@ def _candidates(e: Event, c: EvalCtx) -> list[str] | None:
     return [t.name for t in g.candidates] or None if g is not None and g.candidates else None
 
 
+def _dns_name(e: Event, c: EvalCtx) -> str | None:
+    # DNS names are case-insensitive (resolvers may even randomise the case, 0x20 encoding)
+    # and may be written fully qualified: compare them lower-cased, without the root dot.
+    d = e.dns
+    return d.name.lower().rstrip(".") or None if d is not None and d.name else None
+
+
+def _dest_name(e: Event, c: EvalCtx) -> str | None:
+    v = e.attrs.get("dest_name") if e.attrs is not None else None
+    return v.lower().rstrip(".") or None if isinstance(v, str) and v else None
+
+
+def _exe_is_runtime(e: Event, c: EvalCtx) -> bool:
+    # Set by enrichment (runwatch.enrich.runtime) from the executed file's inode and device.
+    return bool(e.attrs and e.attrs.get("exe_is_runtime") is True)
+
+
 def _external(e: Event, c: EvalCtx) -> bool | None:
     n = e.net
     if n is None or not n.dst_ip:
@@ -249,6 +268,7 @@ def _fields() -> dict[str, FieldSpec]:
     add("proc.cwd", "str", lambda e, c: e.cwd or None)
     add("proc.uid", "int", lambda e, c: e.uid)
     add("proc.euid", "int", lambda e, c: e.euid)
+    add("proc.exe_is_runtime", "bool", _exe_is_runtime)
     add("proc.gid", "int", lambda e, c: e.gid)
     add("proc.pname", "str", _aname(1))
     add("proc.pexe", "str", _aexe(1))
@@ -281,13 +301,13 @@ def _fields() -> dict[str, FieldSpec]:
     add("net.family", "str", _group_getter("net", "family", True))
     add("net.dst.ip", "ip", _group_getter("net", "dst_ip", True))
     add("net.dst.port", "int", _group_getter("net", "dst_port", False))
-    add("net.dst.name", "str", _attr("dest_name"))
+    add("net.dst.name", "str", _dest_name)
     add("net.src.ip", "ip", _group_getter("net", "src_ip", True))
     add("net.src.port", "int", _group_getter("net", "src_port", False))
     add("net.result", "int", _group_getter("net", "result", False))
     add("net.dst.external", "bool", _external)
     add("net.dst.first_seen", "bool", lambda e, c: c.first_seen, "first_seen")
-    add("dns.name", "str", _group_getter("dns", "name", True))
+    add("dns.name", "str", _dns_name)
     add("dns.qtype", "str", _group_getter("dns", "qtype", True))
     add("dns.server", "ip", _group_getter("dns", "server_ip", True))
     add("dns.server_port", "int", _group_getter("dns", "server_port", False))
