@@ -334,7 +334,8 @@ class PodWatcher:
         watch: Any = importlib.import_module("kubernetes.watch")
         api_exception: Any = importlib.import_module("kubernetes.client.exceptions").ApiException
 
-        self._watch = w = watch.Watch()
+        # "object": events stay plain JSON (no model validation that one odd pod could fail)
+        self._watch = w = watch.Watch(return_type="object")
         self.stats.watches += 1
         try:
             for ev in w.stream(self.api.list_pod_for_all_namespaces, field_selector=self.selector,
