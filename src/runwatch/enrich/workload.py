@@ -203,9 +203,9 @@ class WorkloadJoin:
                        devices=list(cf.devices) or None, gpu=cf.gpu,
                        siblings=sorted(o.name for o in pod.containers if o.name != cf.name) or None)
             f.update({k: v for k, v in api.items() if v is not None})
-        facts = {k: v for k, v in f.items() if v is not None and getattr(c, k) is None}
-        if rt is not None and found is None and "name" in f and c.name != f["name"]:
-            facts["name"] = f["name"]  # kube play's <pod>-<container> -> the Kubernetes name
+        # The sources' word wins over what the cgroup path and runtime files suggested (a podman
+        # pod's container is recorded as <pod>-<container>; Kubernetes calls it <container>).
+        facts = {k: v for k, v in f.items() if v is not None and getattr(c, k) != v}
         devices = facts.get("devices") or c.devices or []
         if "gpu" not in facts and c.gpu is None:
             n = sum(1 for d in devices if _GPU_DEVICE.match(d))
