@@ -182,7 +182,7 @@ class Session:
 
             self.policy = SessionPolicy(self.policies, sdk_socket=o.sdk_socket, control_socket=o.control_socket,
                                         own_cgroup=o.own_cgroup, resolver=self.enrichment.containers, say=self._say,
-                                        args_key=self.args_key)
+                                        args_key=self.args_key, workload=self.enrichment.workload)
             self.sources.group.add(self.policy.source)
         for out in self._outputs():
             self.outputs.add(out)

@@ -9,7 +9,8 @@ then the runtime (podman's record of the container and its pod). The SPIFFE id i
 derived by :class:`SpiffeTemplate` and marked ``spiffe_source="derived"``: it is what the
 workload would be issued under the SPIRE Kubernetes convention, not an attested SVID.
 
-Not thread safe: the pipeline's consumer thread owns it (the pod index it reads is).
+Thread safety: :class:`WorkloadJoin` takes one lock per call (the pipeline's consumer thread and
+the policy stage's hold binder both ask); the pod index it reads has its own.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import re
 import shutil
 import string
 import subprocess
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -94,13 +97,16 @@ def _caps(values: Any) -> tuple[str, ...]:
 
 class PodmanFacts:
     """Reads podman's record of a container (``podman container inspect``) and of its pod
-    (``podman pod inspect``), once per id; failures are remembered as unknown."""
+    (``podman pod inspect``), once per id; a failed read is retried after ``retry`` seconds."""
 
-    def __init__(self, podman: str | None = None, timeout: float = 5.0, max_entries: int = 4096) -> None:
+    def __init__(self, podman: str | None = None, timeout: float = 5.0, max_entries: int = 4096,
+                 retry: float = 2.0) -> None:
         self.podman = podman or shutil.which("podman")
         self.timeout = timeout
         self.max_entries = max_entries
+        self.retry = retry
         self._cache: OrderedDict[str, RuntimeFacts | None] = OrderedDict()
+        self._failed: dict[str, float] = {}  # container id -> monotonic time of the failed read
 
     def _inspect(self, what: str, ident: str) -> dict[str, Any] | None:
         if self.podman is None:
@@ -119,7 +125,16 @@ class PodmanFacts:
         if cid in self._cache:
             self._cache.move_to_end(cid)
             return self._cache[cid]
+        failed = self._failed.get(cid)
+        if failed is not None and time.monotonic() - failed < self.retry:
+            return None
         facts = self._read(cid)
+        if facts is None:
+            if len(self._failed) >= self.max_entries:
+                self._failed.clear()
+            self._failed[cid] = time.monotonic()
+            return None
+        self._failed.pop(cid, None)
         self._cache[cid] = facts
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
@@ -169,8 +184,13 @@ class WorkloadJoin:
         self.spiffe = spiffe if spiffe is not None else SpiffeTemplate()
         self.max_entries = max_entries
         self._cache: OrderedDict[tuple[str, str | None], tuple[int, Container]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __call__(self, c: Container) -> Container:
+        with self._lock:
+            return self._call(c)
+
+    def _call(self, c: Container) -> Container:
         gen = self.pods.generation if self.pods is not None else 0
         key = (c.id, c.cgroup)
         hit = self._cache.get(key)
