@@ -183,7 +183,8 @@ class WorkloadJoin:
         self.podman = podman if podman is not None else PodmanFacts()
         self.spiffe = spiffe if spiffe is not None else SpiffeTemplate()
         self.max_entries = max_entries
-        self._cache: OrderedDict[tuple[str, str | None], tuple[int, Container]] = OrderedDict()
+        # keyed by what the resolver may still improve about a container (its names come late)
+        self._cache: OrderedDict[tuple[str | None, ...], tuple[int, Container]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __call__(self, c: Container) -> Container:
@@ -192,7 +193,7 @@ class WorkloadJoin:
 
     def _call(self, c: Container) -> Container:
         gen = self.pods.generation if self.pods is not None else 0
-        key = (c.id, c.cgroup)
+        key = (c.id, c.cgroup, c.name, c.pod, c.pod_uid, c.namespace, c.role)
         hit = self._cache.get(key)
         if hit is not None and hit[0] == gen:
             self._cache.move_to_end(key)
