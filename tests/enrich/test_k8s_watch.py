@@ -236,3 +236,18 @@ def test_a_policy_selects_by_identity_the_pods_container_and_not_another(
     assert chosen is not None and chosen.id == "shop-front"
     assert policies.for_container(etl) is None
     assert policies.for_container(Container(id=ID_APP, runtime="cri-o")) is None  # no facts, no identity
+
+
+def test_gpus_count_from_nvidia_devices_when_no_limit_says(api: FakeKubeApi, watcher: PodWatcher) -> None:
+    api.add(pod_json("infer-0", "ml", "5f1c2c1e-0d4f-4bb2-9a55-6f3f1b8e0003", NODE, service_account="infer",
+                     volumes=[{"name": f"gpu{i}", "hostPath": {"path": f"/dev/nvidia{i}"}} for i in (0, 1)]
+                     + [{"name": "ctl", "hostPath": {"path": "/dev/nvidiactl"}}],
+                     containers=[{"name": "vllm", "image": "vllm:0.9", "id": f"containerd://{ID_JOB}",
+                                  "volumeMounts": [{"name": n, "mountPath": f"/dev/{n}"}
+                                                   for n in ("gpu0", "gpu1", "ctl")]}]))
+    watcher.start()
+    assert watcher.synced.wait(10)
+    c = WorkloadJoin(pods=watcher.index, podman=PodmanFacts(podman="/nonexistent"))(
+        Container(id=ID_JOB, runtime="containerd"))
+    assert (c.devices, c.gpu, c.spiffe_id) == (["/dev/nvidia0", "/dev/nvidia1", "/dev/nvidiactl"], 2,
+                                               "spiffe://cluster.local/ns/ml/sa/infer")
