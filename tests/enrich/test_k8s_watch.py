@@ -238,6 +238,16 @@ def test_a_policy_selects_by_identity_the_pods_container_and_not_another(
     assert policies.for_container(Container(id=ID_APP, runtime="cri-o")) is None  # no facts, no identity
 
 
+def test_a_policy_selects_by_the_pod_labels_from_the_api(api: FakeKubeApi, watcher: PodWatcher, tmp_path: Path) -> None:
+    join = joined(api, watcher)
+    path = tmp_path / "p.yaml"
+    path.write_text("- id: front\n  selector: {labels: {tier: front}, namespace: [shop]}\n")
+    policies = load_policies(str(path))
+    chosen = policies.for_container(join(Container(id=ID_SIDE, runtime="cri-o")))
+    assert chosen is not None and chosen.id == "front"
+    assert policies.for_container(join(Container(id=ID_JOB, runtime="containerd"))) is None
+
+
 def test_gpus_count_from_nvidia_devices_when_no_limit_says(api: FakeKubeApi, watcher: PodWatcher) -> None:
     api.add(pod_json("infer-0", "ml", "5f1c2c1e-0d4f-4bb2-9a55-6f3f1b8e0003", NODE, service_account="infer",
                      volumes=[{"name": f"gpu{i}", "hostPath": {"path": f"/dev/nvidia{i}"}} for i in (0, 1)]
