@@ -237,3 +237,41 @@ def test_events_and_alerts_of_the_pod_carry_kubernetes_facts_and_the_spiffe_id(p
     assert container["image"] == {"name": IMAGE, "uid": pod.digest}
     assert container["labels"] == ["app=shop", "tier=front"]
     assert probe["unmapped"]["container"]["spiffe_id"] == "spiffe://prod.example/ns/shop/sa/shop-sa"
+
+
+POLICY = """\
+policies:
+  - id: shop-front
+    selector:
+      identity: [spiffe://prod.example/ns/shop/sa/shop-sa]
+    exec: {deny: [/bin/true]}
+"""
+
+
+def test_a_policy_selects_the_pods_containers_by_their_derived_identity_and_no_other(pod: Pod, tmp_path: Path) -> None:
+    loner = podman("run", "-d", "--rm", "--name", f"loner-{uuid.uuid4().hex[:8]}", IMAGE, "/bin/sleep", "120",
+                   env={**os.environ, "CONTAINERS_CONF": str(_ulimits(tmp_path))}).strip()
+    try:
+        policy = tmp_path / "p.yaml"
+        policy.write_text(POLICY)
+        with FakeKubeApi() as api:
+            api.add(api_pod(pod))
+            res = subprocess.run(
+                [RUNWATCH, "watch", "--db", str(tmp_path / "w.db"), "--no-sdk", "--no-rules", "--duration", "2",
+                 "--policy", str(policy), "--kube-api", api.url, "--node", NODE, "--trust-domain", "prod.example",
+                 "--container", pod.app],
+                capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        applied = sorted(line for line in res.stderr.splitlines()
+                         if line.startswith("runwatch: policy ") and "applied to container" in line)
+        assert applied == sorted([f"runwatch: policy shop-front (monitor) applied to container app ({pod.app})",
+                                  f"runwatch: policy shop-front (monitor) applied to container proxy ({pod.proxy})"])
+        assert loner not in res.stderr
+    finally:
+        podman("rm", "-f", "-t", "0", loner, check=False)
+
+
+def _ulimits(tmp: Path) -> Path:
+    conf = tmp / "containers.conf"
+    conf.write_text('[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n')
+    return conf
