@@ -31,7 +31,10 @@ added the workload role (``Event.role``, ``Container.role``); version 4 added ``
 ``exe_ino``, ``exe_dev`` and ``exe_deleted`` (``exe`` is the executed file, see
 :mod:`runwatch.exepath`); version 5 added ``AiInfo.candidates`` (the tool calls an event may
 belong to when the join cannot tell which); version 6 added ``pcmdline`` (the parent's command
-line, filled by the process tree)."""
+line, filled by the process tree) and the workload metadata of :class:`Container` (``labels``,
+``annotations``, ``service_account``, ``node``, ``owner_kind``, ``owner_name``, ``image``,
+``image_digest``, ``privileged``, ``cap_add``, ``devices``, ``gpu``, ``siblings``,
+``spiffe_source``)."""
 
 #: Every event kind, in table order (derived from :data:`runwatch.eventkinds.TABLE`). The
 #: strings are part of the public contract.
@@ -63,6 +66,21 @@ class Container(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     cgroup: str | None = None
     spiffe_id: str | None = None
     role: str | None = None  # declared by the runwatch.io/role label or annotation
+    # Workload metadata (schema 6), from the runtime (OCI annotations, podman) and the Kubernetes API.
+    labels: dict[str, str] | None = None  # the pod's (or container's) labels
+    annotations: dict[str, str] | None = None  # the pod's annotations, from the Kubernetes API
+    service_account: str | None = None
+    node: str | None = None
+    owner_kind: str | None = None  # the pod's controller: ReplicaSet, Job, StatefulSet, DaemonSet, ...
+    owner_name: str | None = None
+    image: str | None = None  # as the pod spec / runtime names it
+    image_digest: str | None = None  # sha256:... of the image the container runs
+    privileged: bool | None = None
+    cap_add: list[str] | None = None  # capabilities added to the runtime's default set
+    devices: list[str] | None = None  # host device paths given to the container
+    gpu: int | None = None  # GPUs: nvidia.com/gpu limits, or /dev/nvidiaN devices
+    siblings: list[str] | None = None  # the names of the pod's other containers (sidecars, app)
+    spiffe_source: str | None = None  # how spiffe_id is known: derived (from Kubernetes facts) | attested
 
 
 class ToolCall(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):

@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runwatch.argskey import ArgsKey
+from runwatch.enrich.k8s import PodIndex, PodWatcher
 from runwatch.enrich.stage import Enrichment
+from runwatch.enrich.workload import DEFAULT_SPIFFE_TEMPLATE, DEFAULT_TRUST_DOMAIN, SpiffeTemplate, WorkloadJoin
 from runwatch.events import Event
 from runwatch.leftovers import sweep
 from runwatch.outputs.base import AlertOutput, Output, output_factory
@@ -72,6 +74,21 @@ class SessionOptions:
     control_socket: str | None = None  # approve/reject socket (None: the default)
     own_cgroup: bool = False  # spawn() puts the command in its own v2 cgroup (runwatch run)
     notice: Callable[[str], None] | None = None  # live one-line notices (policy applied, ...)
+    kube: KubeOptions | None = None  # watch this node's pods on a Kubernetes API (None: no API)
+    trust_domain: str = DEFAULT_TRUST_DOMAIN  # of the SPIFFE ids derived from Kubernetes facts
+    spiffe_template: str = DEFAULT_SPIFFE_TEMPLATE
+
+
+@dataclass(frozen=True)
+class KubeOptions:
+    """Where the Kubernetes API is (one of url, kubeconfig, in_cluster) and which node's pods to watch."""
+
+    node: str
+    url: str | None = None
+    kubeconfig: str | None = None
+    in_cluster: bool = False
+    token_file: str | None = None
+    sync_timeout: float = 10.0  # seconds start-up waits for the first list (then goes on without it)
 
 
 class _ContainerFilter:
@@ -126,7 +143,10 @@ class Session:
         self.outputs = OutputGroup()
         self.store: SqliteStore | None = None
         self.sources: Sources | None = None
-        self.enrichment = Enrichment()
+        self.pods: PodWatcher | None = None  # the Kubernetes pod watch (opts.kube)
+        index = PodIndex() if opts.kube is not None else None
+        self.enrichment = Enrichment(workload=WorkloadJoin(
+            pods=index, spiffe=SpiffeTemplate(opts.trust_domain, opts.spiffe_template)))
         self.args_key = ArgsKey()  # digests of tool arguments: the decide endpoint and the command's SDK
         self.detection: DetectionStage | None = None
         self.corroboration: Corroboration | None = None
@@ -162,7 +182,7 @@ class Session:
 
             self.policy = SessionPolicy(self.policies, sdk_socket=o.sdk_socket, control_socket=o.control_socket,
                                         own_cgroup=o.own_cgroup, resolver=self.enrichment.containers, say=self._say,
-                                        args_key=self.args_key)
+                                        args_key=self.args_key, workload=self.enrichment.workload)
             self.sources.group.add(self.policy.source)
         for out in self._outputs():
             self.outputs.add(out)
@@ -214,6 +234,8 @@ class Session:
         try:
             self._step("outputs", self._open_outputs, self._close_outputs)
             self._step("runtime states", self.enrichment.containers.watch_states, self._stop_states)
+            if self.opts.kube is not None:
+                self._step("kubernetes pods", self._start_pods, self._stop_pods)
             self._step("sources", self.sources.start, self._stop_sources)
             self._step("pipeline", self._start_pipeline, self._stop_pipeline)
             if self.policy is not None:
@@ -234,6 +256,26 @@ class Session:
     def _step(self, name: str, start: Callable[[], object], stop: Stop) -> None:
         self._stops.append((name, stop))  # a step that fails half-way still releases what it took
         start()
+
+    def _start_pods(self) -> None:
+        """List and watch this node's pods; wait (bounded) for the first list so early events join."""
+        from runwatch.enrich.k8s import api_client, wait_synced
+
+        k = self.opts.kube
+        assert k is not None and self.enrichment.workload.pods is not None
+        client = api_client(k.url, k.kubeconfig, k.in_cluster, k.token_file)
+        self.pods = PodWatcher(client, k.node, self.enrichment.workload.pods)
+        self.pods.start()
+        if wait_synced(self.pods, k.sync_timeout):
+            self._say(f"kubernetes: {len(self.pods.index.pods())} pod(s) on node {k.node}, watching")
+        else:
+            self._say(f"kubernetes: no pod list from the API within {k.sync_timeout:g} s "
+                      f"({self.pods.stats.last_error or 'no answer'}); events go on without pod facts until it answers")
+
+    def _stop_pods(self) -> list[str]:
+        if self.pods is not None:
+            self.pods.stop()
+        return []
 
     def _open_outputs(self) -> None:
         self.outputs.open()

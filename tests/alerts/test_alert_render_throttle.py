@@ -44,6 +44,10 @@ def alerts_for(events: list[Event]) -> list[Alert]:
     return Engine(load_texts([(RULE, "r.yaml")])).process_batch(events)
 
 
+NO_K8S = dict.fromkeys(("attested", "pod_uid", "service_account", "labels", "image", "image_digest", "node",
+                         "owner", "siblings"))
+
+
 def test_json_keys_match_the_contract() -> None:
     a = alerts_for([exec_event(1, 0, tool=True)])[0]
     obj = json.loads(to_json(a))
@@ -54,7 +58,7 @@ def test_json_keys_match_the_contract() -> None:
     assert obj["mappings"] == {"owasp_agentic": ["ASI05"], "owasp_llm": ["LLM06"], "owasp_nhi": ["NHI5"],
                                "nist_csf": ["DE.CM-01", "DE.CM-09"]}
     assert obj["workload"] == {"id": "c1", "name": "agent-c1", "runtime": "runc", "pod": "p", "namespace": None,
-                               "spiffe_id": "spiffe://td/agent", "role": None}
+                               "spiffe_id": "spiffe://td/agent", "role": None, **NO_K8S}
     assert obj["process"] == {"pid": 701, "exe": "/bin/sh", "cmdline": "sh -c id", "ancestry": ["/usr/bin/python3"]}
     assert obj["tool_call"] == {"name": "run_shell", "call_id": "call-7", "agent": "planner"}
     assert (obj["evidence"], obj["action"], obj["rule_action"], obj["count"]) == (["e1"], "alert", "deny", 1)
@@ -64,7 +68,7 @@ def test_json_keys_match_the_contract() -> None:
 def test_host_alert_has_null_workload_and_tool_call() -> None:
     obj = json.loads(to_json(alerts_for([exec_event(1, 0, container=None)])[0]))
     assert obj["workload"] == {"id": None, "name": None, "runtime": None, "pod": None, "namespace": None,
-                               "spiffe_id": None, "role": None}
+                               "spiffe_id": None, "role": None, **NO_K8S}
     assert obj["tool_call"] is None
 
 

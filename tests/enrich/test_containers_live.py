@@ -145,10 +145,12 @@ def test_kubernetes_names_from_containerd_namespace_root(area: CgroupArea, tmp_p
         "io.kubernetes.cri.sandbox-name": "llm-server-0",
         "io.kubernetes.cri.sandbox-namespace": "serving",
         "io.kubernetes.cri.container-name": "vllm",
+        "io.kubernetes.cri.image-name": "registry.local/vllm:0.9",
     })
     r = resolver(tmp_path)
     assert r.resolve(ino) == Container(id=cid, runtime="containerd", name="vllm", pod="llm-server-0",
-                                       pod_uid=uid, namespace="serving", cgroup=f"{area.rel}/{rel_child}")
+                                       pod_uid=uid, namespace="serving", cgroup=f"{area.rel}/{rel_child}",
+                                       image="registry.local/vllm:0.9")
 
 
 def test_docker_and_podman_names_from_their_records(area: CgroupArea, tmp_path: Path) -> None:

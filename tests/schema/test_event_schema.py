@@ -126,3 +126,13 @@ def test_the_description_ignores_docstrings() -> None:
     documented = variant("Event", {})
     documented.__doc__ = "another text"
     assert describe(documented) == describe()
+
+
+def test_version_6_added_exactly_the_parent_cmdline_and_the_workload_metadata_of_containers() -> None:
+    v5, v6 = snapshot(5), snapshot(6)
+    assert set(v6["structs"]) == set(v5["structs"])
+    added = {name: sorted(set(v6["structs"][name]["fields"]) - set(v5["structs"][name]["fields"]))
+             for name in v6["structs"]}
+    assert {k: v for k, v in added.items() if v} == {"Event": ["pcmdline"], "Container": sorted([
+        "labels", "annotations", "service_account", "node", "owner_kind", "owner_name", "image", "image_digest",
+        "privileged", "cap_add", "devices", "gpu", "siblings", "spiffe_source"])}

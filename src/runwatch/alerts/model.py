@@ -35,6 +35,15 @@ class Workload(msgspec.Struct):
     namespace: str | None = None
     spiffe_id: str | None = None
     role: str | None = None
+    attested: bool | None = None  # whether spiffe_id was attested (False: derived from Kubernetes facts)
+    pod_uid: str | None = None
+    service_account: str | None = None
+    labels: dict[str, str] | None = None
+    image: str | None = None
+    image_digest: str | None = None
+    node: str | None = None
+    owner: str | None = None  # the pod's controller as Kind/name (ReplicaSet/shop-7d9f)
+    siblings: list[str] | None = None  # the pod's other containers
 
 
 class AlertProcess(msgspec.Struct):
@@ -105,7 +114,12 @@ def workload_of(event: Event) -> Workload:
     if c is None:
         return Workload(role=event.role)
     return Workload(id=c.id, name=c.name, runtime=c.runtime, pod=c.pod, namespace=c.namespace,
-                    spiffe_id=c.spiffe_id, role=event.role)
+                    spiffe_id=c.spiffe_id, role=event.role,
+                    attested=(c.spiffe_source == "attested") if c.spiffe_id and c.spiffe_source else None,
+                    pod_uid=c.pod_uid, service_account=c.service_account, labels=c.labels, image=c.image,
+                    image_digest=c.image_digest, node=c.node,
+                    owner=f"{c.owner_kind}/{c.owner_name}" if c.owner_kind and c.owner_name else None,
+                    siblings=c.siblings)
 
 
 def alert_from_event(

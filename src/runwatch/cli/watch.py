@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from runwatch.cli.common import config_problems, db_option, err_console, fail, note
+from runwatch.cli.kube import kube_options, with_kube
 from runwatch.cli.policy import DecisionPrinter, policy_options
 from runwatch.events import Event
 from runwatch.outputs.text import TextOutput
@@ -81,7 +82,7 @@ def _source_options(f: Any) -> Any:
                      metavar="MIB", help="Bytes (MiB) the store keeps in memory while it cannot write.")(f)
     f = click.option("--otlp-export", metavar="URL",
                      help="Export tool-attributed events as OTLP spans, e.g. http://collector:4318/v1/traces.")(f)
-    return db_option()(f)
+    return kube_options(db_option()(f))
 
 
 def _host_port(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, int] | None:
@@ -264,7 +265,7 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
         verbose: bool, sdk_socket: str, no_sdk: bool, rules: tuple[str, ...], no_rules: bool,
         alerts_out: str | None, otlp_listen: tuple[str, int] | None, otlp_export: str | None,
         spool_events: int, spool_mb: int, otlp_token_file: str | None, policy: tuple[str, ...], mode: str | None,
-        control_socket: str) -> None:
+        control_socket: str, **kube: Any) -> None:
     """Run CMD under the sensor and watch its whole process subtree.
 
     Containers CMD starts (runc, podman) are followed too. When CMD exits, runwatch drains
@@ -288,6 +289,7 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
                           otlp_token=otlp_token(otlp_listen, otlp_token_file), own_cgroup=True, notice=note,
                           spool=SpoolLimits(spool_events, spool_mb << 20))
     _with_policy(opts, policy, mode, control_socket)
+    with_kube(opts, kube)
     early: list[int] = []  # a signal during start-up: CMD is not started, the session closes cleanly
     before = {s: signal.signal(s, lambda signum, _frame: early.append(signum)) for s in STOP_SIGNALS}
     session = _open(opts, list(command))
@@ -348,7 +350,7 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
           no_sdk: bool, rules: tuple[str, ...], no_rules: bool, alerts_out: str | None,
           otlp_listen: tuple[str, int] | None, otlp_export: str | None, spool_events: int, spool_mb: int,
           otlp_token_file: str | None, containers: tuple[str, ...], duration: float | None, stats_json: str | None,
-          policy: tuple[str, ...], mode: str | None, control_socket: str) -> None:
+          policy: tuple[str, ...], mode: str | None, control_socket: str, **kube: Any) -> None:
     """Watch the whole host (or the given containers) until SIGINT/SIGTERM.
 
     On stop it drains the sensor, flushes the store and prints a summary with drops.
@@ -363,6 +365,7 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
                           otlp_token=otlp_token(otlp_listen, otlp_token_file), notice=note,
                           spool=SpoolLimits(spool_events, spool_mb << 20))
     _with_policy(opts, policy, mode, control_socket)
+    with_kube(opts, kube)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:

@@ -18,7 +18,11 @@ CRI-O, Kubernetes, our own ``/runwatch/<id>``) and, when that finds nothing, by 
 whether its last component names a container in one of runc's state roots. Names come from
 runc's ``state.json`` labels and the bundle's ``config.json`` annotations, Docker's
 ``config.v2.json`` and containers/storage's ``containers.json`` (all read through
-:mod:`runwatch.host.runtimes`). Unreadable or malformed files count as unknown; they never raise.
+:mod:`runwatch.host.runtimes`); the image from the CRI annotations (containerd's
+``io.kubernetes.cri.image-name``, CRI-O's ``io.kubernetes.cri-o.ImageName``) and podman's
+privileged flag (``io.podman.annotations.privileged``). The rest of a workload's metadata is
+added after resolution by :mod:`runwatch.enrich.workload`. Unreadable or malformed files count
+as unknown; they never raise.
 With :meth:`ContainerResolver.watch_states`, runc's state is also read as it is written and kept,
 so a container that is gone before its events are enriched still has its name.
 
@@ -444,8 +448,11 @@ class ContainerResolver:
         pod = a.get("io.kubernetes.pod.name") or a.get("io.kubernetes.cri.sandbox-name")
         namespace = a.get("io.kubernetes.pod.namespace") or a.get("io.kubernetes.cri.sandbox-namespace")
         uid = pod_uid or a.get("io.kubernetes.pod.uid") or a.get("io.kubernetes.cri.sandbox-uid")
+        image = a.get("io.kubernetes.cri.image-name") or a.get("io.kubernetes.cri-o.ImageName") or None
+        privileged = {"TRUE": True, "FALSE": False}.get(a.get("io.podman.annotations.privileged", ""))
         c = Container(id=cid, runtime=runtime, name=name, pod=pod, pod_uid=uid,
-                      namespace=namespace, cgroup=path, role=a.get(ROLE_LABEL) or None)
+                      namespace=namespace, cgroup=path, role=a.get(ROLE_LABEL) or None, image=image,
+                      privileged=privileged)
         if c.role is None and self.role_of is not None:
             role = self.role_of(c, a)
             if role:

@@ -8,11 +8,13 @@ from runwatch.enrich.containers import ContainerResolver
 from runwatch.enrich.proctree import ProcessTree
 from runwatch.enrich.roles import role_from_container
 from runwatch.enrich.runtime import RuntimeTracker
+from runwatch.enrich.workload import WorkloadJoin
 from runwatch.events import IDENTITY_SOURCES, SPAWNED_ATTR, Event
 
 
 class Enrichment:
-    """Fills ancestry, exe/cmdline, container and its declared role on every event, in arrival order.
+    """Fills ancestry, exe/cmdline, container (with its workload facts and SPIFFE id, see
+    :mod:`runwatch.enrich.workload`) and its declared role on every event, in arrival order.
 
     Each event is enriched before it updates the tree, so an exit still sees the exe of
     the process that exits; an exec updates the tree first, since it may be the first the
@@ -23,11 +25,14 @@ class Enrichment:
     """
 
     def __init__(self, tree: ProcessTree | None = None, containers: ContainerResolver | None = None,
-                 seed: bool = True, max_pids: int = 65536, runtime: RuntimeTracker | None = None) -> None:
+                 seed: bool = True, max_pids: int = 65536, runtime: RuntimeTracker | None = None,
+                 workload: WorkloadJoin | None = None) -> None:
         self.tree = tree if tree is not None else ProcessTree()
         # Marks events of the container runtime by its binary's inode (attrs.exe_is_runtime).
         self.runtime = runtime if runtime is not None else RuntimeTracker()
         self.containers = containers if containers is not None else ContainerResolver()
+        self.workload = workload if workload is not None else WorkloadJoin()
+        """Adds runtime (podman), Kubernetes and SPIFFE facts to each resolved container."""
         # The last cgroup the kernel saw each pid in: AI events (SDK, OTLP, audit hooks) from
         # a process that exited before its cgroup could be read still get their container.
         self._cgroup_of: OrderedDict[int, int] = OrderedDict()
@@ -62,6 +67,8 @@ class Enrichment:
                     event.container = containers.resolve_pid(event.pid)
                 elif event.pid > 0 and event.pid in self._cgroup_of:
                     event.container = containers.resolve(self._cgroup_of[event.pid])
+                if event.container is not None:
+                    event.container = self.workload(event.container)
             role_from_container(event)
         return batch
 

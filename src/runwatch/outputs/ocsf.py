@@ -118,6 +118,15 @@ def _container(e: Event, unmapped: dict[str, Any]) -> dict[str, Any] | None:
         out["pod_uuid"] = c.pod_uid
     if c.pod:
         out["orchestrator"] = "kubernetes"
+    if c.image or c.image_digest:
+        image: dict[str, Any] = {}
+        if c.image:
+            image["name"] = c.image
+        if c.image_digest:
+            image["uid"] = c.image_digest
+        out["image"] = image
+    if c.labels:
+        out["labels"] = [f"{k}={v}" for k, v in sorted(c.labels.items())]
     # No OCSF container attribute for these; keep them.
     extra = {
         k: v
@@ -126,6 +135,16 @@ def _container(e: Event, unmapped: dict[str, Any]) -> dict[str, Any] | None:
             ("namespace", c.namespace),
             ("cgroup", c.cgroup),
             ("spiffe_id", c.spiffe_id),
+            ("spiffe_source", c.spiffe_source),
+            ("service_account", c.service_account),
+            ("node", c.node),
+            ("owner_kind", c.owner_kind),
+            ("owner_name", c.owner_name),
+            ("privileged", c.privileged),
+            ("cap_add", c.cap_add),
+            ("devices", c.devices),
+            ("gpu", c.gpu),
+            ("siblings", c.siblings),
         )
         if v is not None
     }

@@ -199,8 +199,11 @@ class ContainerPolicyStage:
     """
 
     def __init__(self, policies: PolicySet, enforcers: Enforcers, *, cgroups: CgroupV2, scope: str | None = None,
-                 resolver: ContainerResolver | None = None, say: Say | None = None) -> None:
+                 resolver: ContainerResolver | None = None, say: Say | None = None,
+                 workload: Callable[[Container], Container] | None = None) -> None:
         self.policies = policies
+        self.workload: Callable[[Container], Container] = workload or (lambda c: c)
+        """Adds the workload facts (Kubernetes, podman, SPIFFE id) a selector may key on."""
         self.enforcers = enforcers
         self.cgroups = cgroups
         self.scope = scope
@@ -306,7 +309,7 @@ class ContainerPolicyStage:
         labels: dict[str, str] = {}
         with contextlib.suppress(OSError):
             labels = runtimes.bundle_annotations(os.readlink(f"/proc/{e.pid}/cwd"))
-        container = Container(id=cid, runtime=runtime, name=_name_of(labels), cgroup=path)
+        container = self.workload(Container(id=cid, runtime=runtime, name=_name_of(labels), cgroup=path))
         policy = self.policies.for_container(container, labels)
         if policy is None or policy.egress is None:
             return
@@ -345,6 +348,7 @@ class ContainerPolicyStage:
                 container = Container(id=pend.cid, runtime=pend.runtime, cgroup=pend.path)
             if container.name is None and _name_of(labels):
                 container = msgspec.structs.replace(container, name=_name_of(labels))
+            container = self.workload(container)
             policy = self.policies.for_container(container, labels)
             if policy is None:
                 self.counts["unselected"] += 1
@@ -409,7 +413,7 @@ class ContainerPolicyStage:
                 time.sleep(0.01)
                 found = runtime_state(cid)
             init_pid, labels = found if found is not None else (pid, {})
-            container = Container(id=cid, runtime=runtime, name=_name_of(labels), cgroup=path)
+            container = self.workload(Container(id=cid, runtime=runtime, name=_name_of(labels), cgroup=path))
             policy = self.policies.for_container(container, labels)
             if policy is None:
                 self.counts["unselected"] += 1
@@ -520,7 +524,8 @@ class RuleActionSink:
             w = a.workload
             if w.id:
                 policy = self.policies.for_container(Container(id=w.id, runtime=w.runtime or "", name=w.name,
-                                                               pod=w.pod, namespace=w.namespace),
+                                                               pod=w.pod, namespace=w.namespace,
+                                                               spiffe_id=w.spiffe_id),
                                                      exe=a.process.exe or None)
             else:
                 policy = self.policies.for_process(a.process.exe)

@@ -365,8 +365,11 @@ class PolicySet(msgspec.Struct, frozen=True):
 
     def for_container(self, container: Container, labels: Mapping[str, str] | None = None,
                       exe: str | None = None) -> Policy | None:
-        """The policy of a container (optionally of one program in it)."""
-        return self.select(Workload(container=container, labels=dict(labels or {}), exe=exe))
+        """The policy of a container (optionally of one program in it). ``labels`` are the runtime's
+        labels and annotations; the pod labels the container carries (``Container.labels``) count too,
+        under them."""
+        merged = {**(container.labels or {}), **(labels or {})}
+        return self.select(Workload(container=container, labels=merged, exe=exe))
 
     def for_process(self, exe: str) -> Policy | None:
         """The policy of a host process running ``exe``."""

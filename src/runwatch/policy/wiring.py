@@ -26,7 +26,7 @@ from typing import Any
 from runwatch.argskey import ArgsKey
 from runwatch.bpf.pins import stale_dirs
 from runwatch.enrich.containers import ContainerResolver
-from runwatch.events import DecisionInfo, Event
+from runwatch.events import Container, DecisionInfo, Event
 from runwatch.host import cgroup_v2_if_any
 from runwatch.policy.apply import CommandCgroup, ContainerPolicyStage, RuleActionSink
 from runwatch.policy.enforce import EnforcementError, Enforcers, decision_event
@@ -92,8 +92,10 @@ class SessionPolicy:
 
     def __init__(self, policies: PolicySet, *, sdk_socket: str | None, control_socket: str | None = None,
                  own_cgroup: bool = False, resolver: ContainerResolver | None = None,
-                 say: Say | None = None, args_key: ArgsKey | None = None) -> None:
+                 say: Say | None = None, args_key: ArgsKey | None = None,
+                 workload: Callable[[Container], Container] | None = None) -> None:
         self.policies = policies
+        self.workload = workload  # Kubernetes/podman/SPIFFE facts for the selectors (enrich.workload)
         self.own_cgroup = own_cgroup
         self.resolver = resolver
         self.say: Say = say or (lambda _line: None)
@@ -140,7 +142,7 @@ class SessionPolicy:
             self.cmd_cgroup = CommandCgroup(cgroups).create()
             scope = self.cmd_cgroup.rel
         self.applier = ContainerPolicyStage(self.policies, self.enforcers, cgroups=cgroups, scope=scope,
-                                            resolver=self.resolver, say=self.say)
+                                            resolver=self.resolver, say=self.say, workload=self.workload)
         if self.holds_containers:
             self._start_holds(cgroups.id_of(scope or "/"))
         if scope is None:

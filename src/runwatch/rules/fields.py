@@ -162,6 +162,18 @@ def _trust_domain(e: Event, c: EvalCtx) -> str | None:
     return s[9:].partition("/")[0] or None
 
 
+def _image_part(e: Event, i: int) -> str | None:
+    """Repository (0) or tag (1) of the container's image reference (``repo[:tag][@digest]``)."""
+    ref = e.container.image if e.container is not None else None
+    if not ref:
+        return None
+    ref = ref.partition("@")[0]
+    slash = ref.rfind("/")
+    colon = ref.rfind(":")
+    repo, tag = (ref[:colon], ref[colon + 1:]) if colon > slash else (ref, "")
+    return (repo if i == 0 else tag) or None
+
+
 def _container_getter(attr: str) -> Getter:
     def get(e: Event, c: EvalCtx) -> Any:
         k = e.container
@@ -285,6 +297,22 @@ def _fields() -> dict[str, FieldSpec]:
     for attr in ("id", "name", "runtime", "pod", "namespace", "spiffe_id"):
         add(f"workload.{attr}", "str", _container_getter(attr))
     add("workload.role", "str", lambda e, c: e.role)
+    # Kubernetes and image facts (schema 6), under Falco's field names where Falco has one
+    add("container.image", "str", _container_getter("image"))
+    add("container.image.repository", "str", lambda e, c: _image_part(e, 0))
+    add("container.image.tag", "str", lambda e, c: _image_part(e, 1))
+    add("container.image.digest", "str", _container_getter("image_digest"))
+    add("container.privileged", "bool", lambda e, c: e.container.privileged if e.container is not None else None)
+    add("container.cap_add", "list", _container_getter("cap_add"))
+    add("container.devices", "list", _container_getter("devices"))
+    add("container.gpu", "int", lambda e, c: e.container.gpu if e.container is not None else None)
+    add("k8s.pod.name", "str", _container_getter("pod"))
+    add("k8s.pod.uid", "str", _container_getter("pod_uid"))
+    add("k8s.ns.name", "str", _container_getter("namespace"))
+    add("k8s.pod.labels", "list", lambda e, c: [f"{k}:{v}" for k, v in sorted(e.container.labels.items())]
+        if e.container is not None and e.container.labels else None)
+    for attr in ("service_account", "node", "owner_kind", "owner_name", "siblings"):
+        add(f"workload.{attr}", "list" if attr == "siblings" else "str", _container_getter(attr))
     # the policy decision of a policy.decision event, or the one that admitted a tool.start
     for attr in ("policy", "verdict", "rule", "mode", "layer"):
         add("policy.id" if attr == "policy" else f"policy.{attr}", "str", _group_getter("decision", attr, True))
