@@ -134,7 +134,7 @@ def test_runc_init_is_the_runc_binary(capture, runc_container):
     names = [e.exec_name or "" for e in inits]
     assert names[0] == "/proc/self/exe" and len(names) == 2 and names[1].startswith("/dev/fd/"), names
     assert [(e.exe, e.exe_ino, e.exe_dev) for e in inits] == [(runc, *_stat_of(runc))] * 2
-    assert inits[1].attrs == {"exe_detached": True}
+    assert [e.attrs for e in inits] == [{"exe_is_runtime": True}, {"exe_detached": True, "exe_is_runtime": True}]
     # The container's own program: busybox's applet symlink, resolved inside the container's root.
     true = capture.where(lambda e: e.kind == "process.exec" and e.exec_name == "/bin/true")
     assert [(e.exe, e.vpid) for e in true] == [("/bin/busybox", 1)]
