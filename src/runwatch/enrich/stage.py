@@ -7,11 +7,13 @@ from collections import OrderedDict
 from runwatch.enrich.containers import ContainerResolver
 from runwatch.enrich.proctree import ProcessTree
 from runwatch.enrich.roles import role_from_container
+from runwatch.enrich.users import UserNames
 from runwatch.events import IDENTITY_SOURCES, SPAWNED_ATTR, Event
 
 
 class Enrichment:
-    """Fills ancestry, exe/cmdline, container and its declared role on every event, in arrival order.
+    """Fills ancestry, exe/cmdline, container and its declared role on every event, in arrival order,
+    and on kernel and proc events the user names from the container's own passwd.
 
     Each event is enriched before it updates the tree, so an exit still sees the exe of
     the process that exits; an exec updates the tree first, since it may be the first the
@@ -22,9 +24,10 @@ class Enrichment:
     """
 
     def __init__(self, tree: ProcessTree | None = None, containers: ContainerResolver | None = None,
-                 seed: bool = True, max_pids: int = 65536) -> None:
+                 seed: bool = True, max_pids: int = 65536, users: UserNames | None = None) -> None:
         self.tree = tree if tree is not None else ProcessTree()
         self.containers = containers if containers is not None else ContainerResolver()
+        self.users = users if users is not None else UserNames(self.tree.proc_root)
         # The last cgroup the kernel saw each pid in: AI events (SDK, OTLP, audit hooks) from
         # a process that exited before its cgroup could be read still get their container.
         self._cgroup_of: OrderedDict[int, int] = OrderedDict()
@@ -58,6 +61,8 @@ class Enrichment:
                 elif event.pid > 0 and event.pid in self._cgroup_of:
                     event.container = containers.resolve(self._cgroup_of[event.pid])
             role_from_container(event)
+            if event.pid > 0 and event.source in IDENTITY_SOURCES:
+                self.users.enrich(event)
         return batch
 
     def _context_event(self, event: Event) -> None:
@@ -88,4 +93,5 @@ class Enrichment:
         """Process-tree and container-cache counters, prefixed."""
         out = {f"proctree.{k}": v for k, v in self.tree.stats().items()}
         out.update({f"containers.{k}": v for k, v in self.containers.stats().items()})
+        out.update({f"users.{k}": v for k, v in self.users.stats().items()})
         return out

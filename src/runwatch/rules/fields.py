@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runwatch import eventkinds
+from runwatch import eventkinds, exepath
 from runwatch.events import AI_KEYS, Event
+from runwatch.linuxnames import cap_names, open_flag_names
 
 #: Field types. ``ip`` is a string holding an address (adds ``cidr``).
 FieldType = str  # "str" | "int" | "bool" | "ip" | "list" | "object"
@@ -192,6 +193,32 @@ def _candidates(e: Event, c: EvalCtx) -> list[str] | None:
     return [t.name for t in g.candidates] or None if g is not None and g.candidates else None
 
 
+def _duration(e: Event, c: EvalCtx) -> int | None:
+    # the process's age at the event (ns), as Falco's proc.duration
+    return max(0, e.time - e.proc_start) if e.proc_start else None
+
+
+def _caps(e: Event, c: EvalCtx) -> str | None:
+    return cap_names(e.cap_effective) or None if e.cap_effective is not None else None
+
+
+def _memfd_exe(e: Event, c: EvalCtx) -> bool | None:
+    return exepath.is_memfd_exe(e.exe) if e.exe else None
+
+
+def _flag_names(e: Event, c: EvalCtx) -> str | None:
+    f = e.file
+    return open_flag_names(f.flags) if f is not None and f.flags is not None and e.kind == "file.open" else None
+
+
+def _file_result(e: Event, c: EvalCtx) -> int | None:
+    # file.open: 0 for an opened file, -errno for a failed open (reported for watched paths)
+    if e.kind != "file.open" or e.file is None:
+        return None
+    r = e.attrs.get("result") if e.attrs is not None else None
+    return r if isinstance(r, int) else 0
+
+
 def _external(e: Event, c: EvalCtx) -> bool | None:
     n = e.net
     if n is None or not n.dst_ip:
@@ -250,9 +277,22 @@ def _fields() -> dict[str, FieldSpec]:
     add("proc.exit_code", "int", lambda e, c: e.exit_code)
     add("proc.signal", "int", lambda e, c: e.signal)
     add("proc.child_pid", "int", lambda e, c: e.child_pid)
+    add("proc.pcmdline", "str", lambda e, c: e.pcmdline or None)
+    add("proc.start", "int", lambda e, c: e.proc_start)
+    add("proc.duration", "int", _duration)
+    add("proc.tty", "int", lambda e, c: e.tty)
+    add("proc.loginuid", "int", lambda e, c: e.loginuid)
+    add("proc.user", "str", lambda e, c: e.user or None)
+    add("proc.login_user", "str", lambda e, c: e.login_user or None)
+    add("proc.cap_effective", "int", lambda e, c: e.cap_effective)
+    add("proc.cap_effective_names", "str", _caps)
+    add("proc.exe_memfd", "bool", _memfd_exe)
+    add("proc.exe_upper_layer", "bool", lambda e, c: bool(e.exe_upper_layer) if e.kind == "process.exec" else None)
     add("container", "object", lambda e, c: e.container)
-    for attr in ("id", "name", "runtime", "pod", "pod_uid", "namespace", "spiffe_id"):
+    for attr in ("id", "name", "runtime", "pod", "pod_uid", "namespace", "spiffe_id", "image", "image_repository",
+                 "image_tag", "image_digest"):
         add(f"container.{attr}", "str", _container_getter(attr))
+    add("container.privileged", "bool", lambda e, c: e.container.privileged if e.container is not None else None)
     for attr in ("id", "name", "runtime", "pod", "namespace", "spiffe_id"):
         add(f"workload.{attr}", "str", _container_getter(attr))
     add("workload.role", "str", lambda e, c: e.role)
@@ -266,6 +306,8 @@ def _fields() -> dict[str, FieldSpec]:
     add("file.dir", "str", lambda e, c: _dirname(e.file.path) if e.file is not None else None)
     add("file.intent", "str", _group_getter("file", "intent", True))
     add("file.flags", "int", _group_getter("file", "flags", False))
+    add("file.flag_names", "str", _flag_names)
+    add("file.result", "int", _file_result)
     add("file.new_path", "str", _group_getter("file", "new_path", True))
     add("file.memfd_name", "str", _group_getter("file", "name", True))
     add("net.proto", "str", _group_getter("net", "proto", True))
