@@ -2,13 +2,16 @@
 
 A container's ``/etc/passwd`` is read once, through ``/proc/<pid>/root`` of the first of its
 processes that needs a name, and kept per container (host processes share one entry, read
-the same way from the host's root). A uid the file does not list has no name; the file is
-not read again for it (a container's accounts are those of its image). Entries are bounded
+the same way from the host's root). A container's process whose root is still the host's (the
+runtime before it pivots into the container's root) is not read through. A uid the file does
+not list has no name; the file is not read again for it (a container's accounts are those of
+its image). Entries are bounded
 (least recently used first out). Not thread-safe: the enrichment stage owns it.
 """
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 
 from runwatch.events import Event
@@ -45,7 +48,22 @@ class UserNames:
         self.proc_root = proc_root
         self.max_containers = max_containers
         self._maps: OrderedDict[str, dict[int, str]] = OrderedDict()
-        self._stats = {"passwd_reads": 0, "passwd_misses": 0, "evicted": 0}
+        self._host_roots: set[tuple[int, int] | None] | None = None
+        self._stats = {"passwd_reads": 0, "passwd_misses": 0, "host_root_skips": 0, "evicted": 0}
+
+    def _root_of(self, pid: int) -> tuple[int, int] | None:
+        try:
+            st = os.stat(f"{self.proc_root}/{pid}/root")
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _on_host_root(self, pid: int) -> bool:
+        # the host's root: init's, and runwatch's own (it may run in a mount namespace of its own)
+        if self._host_roots is None:
+            self._host_roots = {self._root_of(1), self._root_of(os.getpid())} - {None}
+        root = self._root_of(pid)
+        return root is None or root in self._host_roots
 
     def names(self, pid: int, key: str) -> dict[int, str] | None:
         """The uid map of the container ``key`` (``""``: the host), read through ``pid`` if new."""
@@ -55,6 +73,9 @@ class UserNames:
             return known
         if pid <= 0:
             return None
+        if key != _HOST and self._on_host_root(pid):
+            self._stats["host_root_skips"] += 1
+            return None  # not in the container's root (yet): tried again with its next event
         self._stats["passwd_reads"] += 1
         try:
             with open(f"{self.proc_root}/{pid}/root/etc/passwd", encoding="utf-8", errors="replace") as f:
