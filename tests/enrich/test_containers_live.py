@@ -305,7 +305,8 @@ def test_real_runc_container(tmp_path: Path) -> None:
         r = ContainerResolver()
         assert r.cgroup_root is not None
         ino = os.stat(f"{r.cgroup_root}/runwatch/{cid}").st_ino
-        expected = Container(id=cid, runtime="runc", name="real-one", pod="p-29", cgroup=f"/runwatch/{cid}")
+        expected = Container(id=cid, runtime="runc", name="real-one", pod="p-29", cgroup=f"/runwatch/{cid}",
+                             privileged=False)  # runc spec's config: masked paths, no device allowed
         assert r.resolve(ino) == expected
         assert r.resolve_pid(state["pid"]) == expected
     finally:

@@ -5,7 +5,7 @@ processes that needs a name, and kept per container (host processes share one en
 the same way from the host's root). A container's process whose root is still the host's (the
 runtime before it pivots into the container's root) is not read through. A uid the file does
 not list has no name; the file is not read again for it (a container's accounts are those of
-its image). Entries are bounded
+its image). A process the file could not be read through is not tried again until it execs. Entries are bounded
 (least recently used first out). Not thread-safe: the enrichment stage owns it.
 """
 
@@ -49,6 +49,7 @@ class UserNames:
         self.max_containers = max_containers
         self._maps: OrderedDict[str, dict[int, str]] = OrderedDict()
         self._host_roots: set[tuple[int, int] | None] | None = None
+        self._failed: set[tuple[str, int]] = set()  # (container, pid) not to read through before its next exec
         self._stats = {"passwd_reads": 0, "passwd_misses": 0, "host_root_skips": 0, "evicted": 0}
 
     def _root_of(self, pid: int) -> tuple[int, int] | None:
@@ -73,16 +74,20 @@ class UserNames:
             return known
         if pid <= 0:
             return None
+        if (key, pid) in self._failed:
+            return None
         if key != _HOST and self._on_host_root(pid):
             self._stats["host_root_skips"] += 1
-            return None  # not in the container's root (yet): tried again with its next event
+            self._not_yet(key, pid)
+            return None  # not in the container's root (yet): tried again at its exec
         self._stats["passwd_reads"] += 1
         try:
             with open(f"{self.proc_root}/{pid}/root/etc/passwd", encoding="utf-8", errors="replace") as f:
                 text = f.read(_MAX_FILE)
         except OSError:
             self._stats["passwd_misses"] += 1
-            return None  # gone, or no passwd: tried again with the next process
+            self._not_yet(key, pid)
+            return None  # gone, or no passwd: tried again with another process
         found = parse_passwd(text)
         self._maps[key] = found
         if len(self._maps) > self.max_containers:
@@ -90,11 +95,18 @@ class UserNames:
             self._stats["evicted"] += 1
         return found
 
+    def _not_yet(self, key: str, pid: int) -> None:
+        if len(self._failed) >= self.max_containers:
+            self._failed.clear()
+        self._failed.add((key, pid))
+
     def enrich(self, event: Event) -> None:
         """Set ``user`` and ``login_user`` where the passwd of the event's root names them."""
         if event.user is not None and (event.login_user is not None or event.loginuid is None):
             return
         key = event.container.id if event.container is not None else _HOST
+        if event.kind == "process.exec":
+            self._failed.discard((key, event.pid))  # a new image, perhaps in a new root
         found = self.names(event.pid, key)
         if found is None:
             return
