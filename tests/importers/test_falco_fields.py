@@ -163,3 +163,12 @@ def test_imported_rule_on_events() -> None:
     yes = Event(id="1", time=T0, kind="process.exec", pid=3, uid=65534, user="nobody")
     no = Event(id="2", time=T0, kind="process.exec", pid=5, uid=65534)
     assert [a.rule for a in eng.process_batch([yes, no])] == ["r"]
+
+
+def test_output_placeholders_of_the_new_fields(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text("- rule: R\n  desc: d\n  condition: evt.type = execve\n  output: u=%user.name "
+                                     "l=%user.loginuid t=%proc.tty p=%proc.pcmdline c=%thread.cap_effective "
+                                     "i=%container.image.repository s=%proc.sname\n  priority: WARNING\n")
+    (rec,) = import_rules([tmp_path / "r.yaml"], "falco").rules
+    assert rec.entry["output"] == ("u=%{proc.user} l=%{proc.loginuid} t=%{proc.tty} p=%{proc.pcmdline} "
+                                   "c=%{proc.cap_effective_names} i=%{container.image_repository} s=n/a")

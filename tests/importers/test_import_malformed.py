@@ -98,7 +98,7 @@ def test_falco_broken_file_loses_nothing_else(tmp_path: Path) -> None:
     assert entry["condition"] == 'kind = process.exec and proc.name in ("xmrig", "minerd")'
     assert entry["severity"] == "high"
     assert entry["attack"] == ["TA0040", "T1496"]
-    assert entry["output"] == "miner %{proc.name} (%{proc.cmdline}) user=n/a"
+    assert entry["output"] == "miner %{proc.name} (%{proc.cmdline}) user=%{proc.user}"
     assert {c.source: (c.loaded, c.skipped) for c in report.corpora} == {
         str(tmp_path / "good.yaml"): (1, 0), str(tmp_path / "broken.yaml"): (0, 1)}
 
