@@ -15,6 +15,7 @@ from runwatch.linuxnames import cap_names, open_flag_names
 from runwatch.rules import Engine, load_texts
 from runwatch.rules.fields import EvalCtx, resolve_field
 from runwatch.rules.importers import import_rules
+from runwatch.testing.fixtures import fixture_path, require_fixture
 
 T0 = 1_700_000_000_000_000_000
 
@@ -172,3 +173,20 @@ def test_output_placeholders_of_the_new_fields(tmp_path: Path) -> None:
     (rec,) = import_rules([tmp_path / "r.yaml"], "falco").rules
     assert rec.entry["output"] == ("u=%{proc.user} l=%{proc.loginuid} t=%{proc.tty} p=%{proc.pcmdline} "
                                    "c=%{proc.cap_effective_names} i=%{container.image_repository} s=n/a")
+
+
+def test_kernel_module_rule_on_recorded_events() -> None:
+    """Kernels built without module support report no init_module (the live pair is skipped there)."""
+    stable = fixture_path("falco-rules") / "falco_rules.yaml"
+    require_fixture(stable.parent)
+    report = import_rules([stable], "falco")
+    rs = load_texts([(report.to_yaml(), "stable.yaml")])
+    ctr = Container(id="c1", runtime="runc")
+    load = PrivInfo(op="init_module", result=-8)
+    with_cap = Event(id="m1", time=T0, kind="priv.module_load", pid=7, container=ctr, priv=load,
+                     cap_effective=0xA80425FB | 1 << 16)
+    without = Event(id="m2", time=T0 + 1, kind="priv.module_load", pid=9, container=ctr, priv=load,
+                    cap_effective=0xA80425FB)
+    on_host = Event(id="m3", time=T0 + 2, kind="priv.module_load", pid=11, priv=load, cap_effective=1 << 16)
+    fired = [(a.rule, a.evidence) for a in Engine(rs).process_batch([with_cap, without, on_host])]
+    assert fired == [("falco.linux_kernel_module_injection_detected", ["m1"])]
