@@ -24,6 +24,9 @@ from dataclasses import dataclass
 GROUPS: tuple[str, ...] = ("process", "network", "file", "privilege", "ai", "policy", "sensor")
 
 
+OCSF_VERSION = "1.7.0"
+"""The OCSF schema version the ``ocsf`` tuples below (and every OCSF record) follow."""
+
 @dataclass(frozen=True, slots=True)
 class Probe:
     """One BPF program of the kernel sensor: its function name and the hook it attaches to."""
@@ -141,7 +144,9 @@ TABLE: tuple[KindSpec, ...] = (
     KindSpec("model.call", "ai", _BASE, ("ai",)),
     KindSpec("plugin.load", "ai", _BASE, ("ai",)),
     KindSpec("secret.access", "ai", _BASE, ("ai",)),
-    KindSpec("policy.decision", "policy", _BASE, ("decision", "tool_call", "ai")),
+    # API Activity (6003) for a tool call; the decision's layer refines it to the activity it
+    # decided on (egress 4001, file 1001, exec 1007: outputs/ocsf.py).
+    KindSpec("policy.decision", "policy", (6003, _OTHER, "Other"), ("decision", "tool_call", "ai")),
     KindSpec("sensor.notice", "sensor", _BASE),
     KindSpec("cgroup.mkdir", "sensor", _BASE, record="CGROUP_MKDIR", decoder="cgroup",
              programs=(Probe("rw_cgroup_mkdir", "tp_btf/cgroup_mkdir"),), stored=False),
@@ -167,11 +172,11 @@ TABLE: tuple[KindSpec, ...] = (
     KindSpec("net.redirect", "network", (4001, _OTHER, "Redirect Standard Stream"), ("net",),
              record="REDIRECT", decoder="sock", programs=_tp("dup2", "dup3") + _tp_exit("dup"),
              syscalls=("dup2", "dup3", "dup"), activity=True),
-    # Kernel Extension Activity (1033) 1 Load: modules and BPF programs run in the kernel.
-    KindSpec("priv.module_load", "privilege", (1033, 1, "Load"), ("priv",), record="MODULE_LOAD",
+    # Kernel Extension Activity (1002) 1 Load: modules and BPF programs run in the kernel.
+    KindSpec("priv.module_load", "privilege", (1002, 1, "Load"), ("priv",), record="MODULE_LOAD",
              decoder="priv", programs=_tp("init_module", "finit_module"),
              syscalls=("init_module", "finit_module"), activity=True),
-    KindSpec("priv.bpf_load", "privilege", (1033, 1, "Load"), ("priv",), record="BPF_LOAD", decoder="priv",
+    KindSpec("priv.bpf_load", "privilege", (1002, 1, "Load"), ("priv",), record="BPF_LOAD", decoder="priv",
              programs=_tp("bpf"), syscalls=("bpf",), activity=True),
     # Kernel Activity (1003) 1 Create: a kernel object with exploit uses.
     KindSpec("priv.userfaultfd", "privilege", (1003, 1, "Create"), ("priv",), record="USERFAULTFD",

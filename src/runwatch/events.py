@@ -21,7 +21,7 @@ import msgspec
 
 from runwatch import eventkinds, exepath
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """Version of the :class:`Event` schema. Bumped whenever a field or group is added (the
 schema test compares the structs with the committed ``tests/schema/event_schema_v<N>.json``
 and fails on a removed, renamed or retyped field, or on an addition without a bump).
@@ -30,10 +30,11 @@ test). Version 2 added the ``ai`` group (before it, AI facts were keys of ``attr
 added the workload role (``Event.role``, ``Container.role``); version 4 added ``exec_name``,
 ``exe_ino``, ``exe_dev`` and ``exe_deleted`` (``exe`` is the executed file, see
 :mod:`runwatch.exepath`); version 5 added ``AiInfo.candidates`` (the tool calls an event may
-belong to when the join cannot tell which); version 6 added the process facts Falco rules read
-(``pcmdline``, ``proc_start``, ``tty``, ``loginuid``, ``cap_effective``, ``user``,
-``login_user``, ``exe_upper_layer``) and the container's image (``Container.image``,
-``image_repository``, ``image_tag``, ``image_digest``) and ``Container.privileged``."""
+belong to when the join cannot tell which); version 6 added ``pcmdline`` (the parent's command
+line, filled by the process tree); version 7 added the process facts Falco rules read
+(``proc_start``, ``tty``, ``loginuid``, ``cap_effective``, ``user``, ``login_user``,
+``exe_upper_layer``), the container's image (``Container.image``, ``image_repository``,
+``image_tag``, ``image_digest``) and ``Container.privileged``."""
 
 #: Every event kind, in table order (derived from :data:`runwatch.eventkinds.TABLE`). The
 #: strings are part of the public contract.
@@ -65,7 +66,7 @@ class Container(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     cgroup: str | None = None
     spiffe_id: str | None = None
     role: str | None = None  # declared by the runwatch.io/role label or annotation
-    # schema 6: the image the runtime says the container runs (its metadata or annotations)
+    # schema 7: the image the runtime says the container runs (its metadata or annotations)
     image: str | None = None  # the reference as given: [registry/]repository[:tag][@digest]
     image_repository: str | None = None
     image_tag: str | None = None
@@ -250,8 +251,8 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     exe_ino: int | None = None  # the executed file's inode (schema 4)
     exe_dev: int | None = None  # and device, as os.stat's st_dev (schema 4)
     exe_deleted: bool | None = None  # the executed file had no directory entry (schema 4)
-    # schema 6: process facts (the exec's own, carried by the process tree to its later events)
-    pcmdline: str | None = None  # the parent's command line
+    pcmdline: str | None = None  # the parent's command line, space-joined (schema 6; from the process tree)
+    # schema 7: process facts (the exec's own, carried by the process tree to its later events)
     proc_start: int | None = None  # when the process started (its fork), ns since the epoch
     tty: int | None = None  # controlling terminal as /proc/PID/stat tty_nr; 0: none
     loginuid: int | None = None  # audit login uid; 4294967295: never set

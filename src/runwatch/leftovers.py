@@ -15,42 +15,15 @@ cannot. The next session, before it binds anything, removes
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import socket
-import stat
 from collections.abc import Iterable
 from pathlib import Path
 
 from runwatch.host import cgroup_v2_if_any
+from runwatch.listeners import is_stale_socket
 
 RUN_CGROUPS = "runwatch-run"
 """Parent (under the cgroup v2 root) of the watched commands' cgroups (policy/apply.py)."""
-
-
-def _refused(path: str, kind: int) -> bool | None:
-    """True when a connect of ``kind`` is refused (nobody listens), False when it is accepted,
-    None when it says nothing (wrong socket type, permission, a full backlog)."""
-    s = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
-    s.settimeout(0.2)
-    try:
-        s.connect(path)
-        return False
-    except OSError as exc:
-        return True if exc.errno == errno.ECONNREFUSED else None
-    finally:
-        s.close()
-
-
-def is_stale_socket(path: str) -> bool:
-    """Whether ``path`` is a unix socket file that nothing listens on."""
-    try:
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            return False
-    except OSError:
-        return False
-    answers = [_refused(path, kind) for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM)]
-    return True in answers and False not in answers
 
 
 def remove_stale_sockets(paths: Iterable[str]) -> list[str]:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -134,6 +135,11 @@ def test_foreground_run_leaves_nothing_after_close(runc_container: Factory) -> N
 
 def test_long_lived_container_exec_and_init_pid(started: RuncContainer) -> None:
     pid = started.init_pid
+    # `runc start` returns once the init was told to exec, not once it has: the exec may
+    # still be on its way (or held by an enforcing runwatch elsewhere on the host)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}/cmdline").read_bytes() == b"/usr/sbin/runc\0init\0" and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert Path(f"/proc/{pid}/cmdline").read_bytes() == b"/usr/bin/sleep\0infinity\0"
     cgroup_lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
     assert f"0::/runwatch/{started.id}" in cgroup_lines

@@ -232,3 +232,22 @@ def test_enrich_before_apply_gives_the_same_answers() -> None:
         ("process.exec", 405, 404, "/usr/bin/id", ["/bin/sh", *up]),
         ("process.exit", 405, 404, "/usr/bin/id", ["/bin/sh", *up]),
     ]
+
+
+def test_enrich_fills_the_parents_command_line() -> None:
+    tree = ProcessTree(proc_fallback=False)
+    build_chain(tree)
+    tree.apply(ev("process.exec", 404, T0 + 20, exe="/usr/bin/curl", cmdline="curl -s http://x", ppid=303))
+    e = tree.enrich(ev("process.exec", 404, T0 + 20, exe="/usr/bin/curl", cmdline="curl -s http://x", ppid=303))
+    assert e.pcmdline == "python3 agent.py"  # 303's command line, not the child's
+    assert tree.enrich(ev("file.open", 303, T0 + 21)).pcmdline == "-bash"
+    assert tree.enrich(ev("file.open", 1, T0 + 22)).pcmdline is None  # init has no parent
+    assert tree.enrich(ev("file.open", 404, T0 + 23, pcmdline="as sent")).pcmdline == "as sent"  # kept
+
+
+def test_parent_command_line_of_a_real_process(sleeper: subprocess.Popen[bytes]) -> None:
+    tree = ProcessTree()
+    e = tree.enrich(ev("file.open", sleeper.pid, T0))
+    with open(f"/proc/{os.getpid()}/cmdline", "rb") as f:
+        mine = " ".join(a.decode() for a in f.read().split(b"\0")[:-1])
+    assert e.pcmdline == mine

@@ -84,8 +84,8 @@ CASES = [
     ("file.rmdir", {"file": FileInfo(path="/tmp/d")}, 1001, 4),
     ("net.socket", {"net": NetInfo(proto="icmp", family="ipv4", result=3)}, 4001, 99),
     ("net.redirect", {"net": NetInfo(proto="tcp", family="ipv4", dst_ip="10.1.1.1", dst_port=4444)}, 4001, 99),
-    ("priv.module_load", {"priv": PrivInfo(op="finit_module", target="/tmp/rk.ko")}, 1033, 1),
-    ("priv.bpf_load", {"priv": PrivInfo(op="bpf", target="probe")}, 1033, 1),
+    ("priv.module_load", {"priv": PrivInfo(op="finit_module", target="/tmp/rk.ko")}, 1002, 1),
+    ("priv.bpf_load", {"priv": PrivInfo(op="bpf", target="probe")}, 1002, 1),
     ("priv.userfaultfd", {"priv": PrivInfo(op="userfaultfd")}, 1003, 1),
     ("priv.io_uring_setup", {"priv": PrivInfo(op="io_uring_setup")}, 1003, 1),
     ("process.exec_failed", {"exec_name": "/tmp/x", "attrs": {"errno": 13}}, 1007, 1),
@@ -105,10 +105,10 @@ def test_class_activity_type(kind: str, extra: dict[str, Any], class_uid: int, a
         activity_id,
         class_uid * 100 + activity_id,
     )
-    assert o["category_uid"] == {0: 0, 1001: 1, 1003: 1, 1007: 1, 1033: 1, 4001: 4, 4003: 4}[class_uid]
+    assert o["category_uid"] == {0: 0, 1001: 1, 1003: 1, 1002: 1, 1007: 1, 4001: 4, 4003: 4}[class_uid]
     assert o["time"] == 1_760_000_000_123
     assert o["severity_id"] == 1
-    assert o["metadata"]["version"] == "1.8.0"
+    assert o["metadata"]["version"] == "1.7.0"
     assert o["metadata"]["product"] == {"name": "runwatch", "vendor_name": "runwatch"}
     assert o["metadata"]["uid"] == "ev-1"
     assert o["unmapped"]["kind"] == kind
@@ -191,9 +191,9 @@ def test_the_newer_kinds_fill_their_class_objects() -> None:
         "Set Security", 0o4755, {"setuid": True})
     mod = to_ocsf(ev("priv.module_load", priv=PrivInfo(op="finit_module", target="/tmp/rk.ko")))
     assert (mod["class_name"], mod["driver"]) == (
-        "Kernel Extension Activity", {"name": "rk.ko", "file": {"path": "/tmp/rk.ko", "name": "rk.ko", "type_id": 1}})
+        "Kernel Extension Activity", {"file": {"path": "/tmp/rk.ko", "name": "rk.ko", "type_id": 1}})
     prog = to_ocsf(ev("priv.bpf_load", priv=PrivInfo(op="bpf", target="probe")))
-    assert prog["driver"] == {"name": "probe"}
+    assert prog["driver"] == {"file": {"name": "probe", "type_id": 0}}  # kernel_driver has only a file
     uffd = to_ocsf(ev("priv.userfaultfd", priv=PrivInfo(op="userfaultfd")))
     assert (uffd["class_name"], uffd["kernel"]) == (
         "Kernel Activity", {"name": "userfaultfd", "type_id": 2, "type": "System Call", "system_call": "userfaultfd"})
@@ -230,8 +230,8 @@ def test_container_and_ai_operation() -> None:
         "orchestrator": "kubernetes",
     }
     assert o["unmapped"]["container"] == {"pod": "agent-0", "namespace": "ml", "spiffe_id": "spiffe://x/y"}
-    assert o["metadata"]["profiles"] == ["host", "container", "ai_operation"]
-    assert o["ai_agent"] == {"uid": "planner", "name": "planner"}
+    assert o["metadata"]["profiles"] == ["host", "container"]  # OCSF 1.7 has no AI profile
+    assert "ai_agent" not in o
     assert o["unmapped"]["tool_call"] == {"name": "shell", "call_id": "call-7", "agent": "planner"}
     plain = to_ocsf(ev("process.exec"))
     assert plain["metadata"]["profiles"] == ["host"] and "container" not in plain and "ai_agent" not in plain
@@ -248,3 +248,57 @@ def test_ocsf_output_lines(tmp_path: Path, events: list[Event]) -> None:
     assert [x["metadata"]["uid"] for x in lines] == [e.id for e in events]
     assert [x["class_uid"] for x in lines[:6]] == [1007, 1001, 4001, 4003, 1007, 1007]
     assert [x["type_uid"] for x in lines[:6]] == [100701, 100114, 400101, 400301, 100705, 100702]
+
+
+DECISIONS = [
+    # layer, verdict, extra fields, class_uid, activity_id, action_id, disposition_id
+    ("egress", "deny", {"net": NetInfo(proto="tcp", family="ipv4", dst_ip="10.9.9.29", dst_port=443, result=-1)},
+     4001, 5, 2, 2),
+    ("file", "deny", {"file": FileInfo(path="/run/secrets/token", intent="read")}, 1001, 14, 2, 2),
+    ("file", "would_deny", {"file": FileInfo(path="/run/secrets/token", intent="read")}, 1001, 14, 1, 17),
+    ("exec", "kill", {}, 1007, 1, 2, 2),
+    ("tool", "challenge", {"tool_call": ToolCall(name="wire_money", agent="agent-23")}, 6003, 99, 99, 23),
+    ("tool", "approve", {"tool_call": ToolCall(name="wire_money", agent="agent-23")}, 6003, 99, 1, 8),
+    ("tool", "reject", {"tool_call": ToolCall(name="wire_money", agent="agent-23")}, 6003, 99, 2, 25),
+]
+
+
+@pytest.mark.parametrize(("layer", "verdict", "extra", "class_uid", "activity_id", "action_id", "disposition_id"),
+                         DECISIONS)
+def test_a_decision_is_the_activity_it_decided_on_and_keeps_its_whole_decision(
+        layer: str, verdict: str, extra: dict[str, Any], class_uid: int, activity_id: int, action_id: int,
+        disposition_id: int) -> None:
+    from runwatch.events import DecisionInfo
+
+    d = DecisionInfo(policy="p-23", verdict=verdict, rule="r", reason="why", mode="enforce", layer=layer,
+                     target="/usr/bin/dash" if layer == "exec" else "t")
+    o = to_ocsf(ev("policy.decision", decision=d, **extra), hostname="h")
+    assert (o["class_uid"], o["activity_id"], o["action_id"], o["disposition_id"]) == (
+        class_uid, activity_id, action_id, disposition_id)
+    assert o["unmapped"]["decision"] == msgspec.to_builtins(d)
+    assert "security_control" in o["metadata"]["profiles"]
+
+
+def test_every_record_is_valid_against_the_published_schema() -> None:
+    """Every kind, every decision layer and an alert, checked with the schema package's models
+    plus the schema's own required attributes and constraints (runwatch.testing.ocsf_check)."""
+    from runwatch.alerts.model import Alert, AlertProcess, AlertToolCall, Workload
+    from runwatch.alerts.render import to_ocsf as alert_to_ocsf
+    from runwatch.events import DecisionInfo
+    from runwatch.testing.ocsf_check import violations
+
+    records = [to_ocsf(ev(kind, **extra), hostname="h") for kind, extra, _c, _a in CASES]
+    records += [to_ocsf(ev("net.connect", net=NetInfo(proto="tcp", family="ipv4", src_port=40000, dst_ip="1.2.3.4",
+                                                      dst_port=443, result=0)), hostname="h")]  # a port-only source
+    for layer, verdict, extra, *_ in DECISIONS:
+        d = DecisionInfo(policy="p-23", verdict=verdict, rule="r", reason="why", mode="enforce", layer=layer,
+                         target="/usr/bin/dash" if layer == "exec" else "t")
+        records.append(to_ocsf(ev("policy.decision", decision=d, **extra), hostname="h"))
+    alert = Alert(id="a-23", time=T, first_time=T, rule="shell_in_tool_call", severity="high", output="shell",
+                  kind="process.exec", process=AlertProcess(4242, "/bin/sh", "sh -c id", ["/usr/bin/python3.11"]),
+                  workload=Workload(id="c-1", name="agent"), tool_call=AlertToolCall("run", agent="a-23"),
+                  attack=["T1059.004"], evidence=["ev-1"])
+    records.append(alert_to_ocsf(alert, hostname="h"))
+    bad = {f"{r['class_uid']}/{r['unmapped'].get('kind', 'alert')}": v for r in records if (v := violations(r))}
+    assert bad == {}
+    assert len(records) == len(CASES) + 1 + len(DECISIONS) + 1

@@ -22,17 +22,12 @@ import pytest
 from runwatch.host import cgroup_v2_if_any
 from runwatch.leftovers import remove_dead_run_cgroups, remove_stale_sockets
 from runwatch.policy.apply import CMD_PARENT
-from runwatch.store.sqlite import RunRecord, StoreError, query_runs
+from runwatch.store.sqlite import query_runs
+from runwatch.testing.runs import runs_so_far
 
 RUNWATCH = str(Path(sys.executable).with_name("runwatch"))
 
 
-def _runs(db: Path) -> list[RunRecord]:
-    """The runs of ``db`` so far; none while the writer is still creating the file."""
-    try:
-        return query_runs(db)
-    except StoreError:
-        return []
 POLICY = "id: leftovers-23\nselector: {process: ['*']}\nmode: monitor\negress:\n  allow: ['127.0.0.23:9']\n"
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -96,7 +91,7 @@ def test_the_next_run_removes_what_a_killed_run_left(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 60
         while not (_sockets(tmp_path) == ["control.sock", "policy.sock", "sdk.sock"] and cgroup.exists()
-                   and (cgroup / "cgroup.procs").read_text().strip() and _runs(tmp_path / "r.db")) \
+                   and (cgroup / "cgroup.procs").read_text().strip() and runs_so_far(tmp_path / "r.db")) \
                 and time.monotonic() < deadline:
             time.sleep(0.1)
         os.kill(first.pid, signal.SIGKILL)

@@ -21,17 +21,12 @@ import pytest
 
 from runwatch.host import procfs
 from runwatch.store.runs import Owner, boot_id
-from runwatch.store.sqlite import RunRecord, SqliteStore, StoreError, query_alerts, query_events, query_runs
+from runwatch.store.sqlite import SqliteStore, query_alerts, query_events, query_runs
+from runwatch.testing.runs import runs_so_far
 
 RUNWATCH = str(Path(sys.executable).with_name("runwatch"))
 
 
-def _runs(db: Path) -> list[RunRecord]:
-    """The runs of ``db`` so far; none while the writer is still creating the file."""
-    try:
-        return query_runs(db)
-    except StoreError:
-        return []
 
 RULE = """
 - rule: crash-test-true
@@ -56,7 +51,7 @@ def test_a_killed_run_is_marked_crashed_with_its_stored_counts(tmp_path: Path) -
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (_runs(db) and _tagged_execs(db) == 23
+        while time.monotonic() < deadline and not (runs_so_far(db) and _tagged_execs(db) == 23
                                                    and len(query_alerts(db)) >= 1):
             time.sleep(0.1)
         assert _tagged_execs(db) == 23

@@ -18,17 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from runwatch.store.sqlite import RunRecord, StoreError, query_events, query_runs
+from runwatch.store.sqlite import query_events, query_runs
+from runwatch.testing.runs import runs_so_far
 
 RUNWATCH = str(Path(sys.executable).with_name("runwatch"))
 
 
-def _runs(db: Path) -> list[RunRecord]:
-    """The runs of ``db`` so far; none while the writer is still creating the file."""
-    try:
-        return query_runs(db)
-    except StoreError:
-        return []
 
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -120,7 +115,7 @@ def test_watch_under_a_lock_held_past_the_busy_timeout_loses_nothing(tmp_path: P
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if _runs(db):
+            if runs_so_far(db):
                 break
             time.sleep(0.1)
         holder = subprocess.Popen([sys.executable, "-c", (

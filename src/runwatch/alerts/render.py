@@ -1,4 +1,4 @@
-"""Alert renderers: JSON (the DESIGN.md contract), OCSF 1.8 Detection Finding, one-line text.
+"""Alert renderers: JSON (the DESIGN.md contract), OCSF 1.7 Detection Finding, one-line text.
 
 OCSF mapping (ocsf-schema ``events/findings/detection_finding.json``, ``objects/finding_info.json``,
 ``objects/attack.json``): class_uid 2004 Detection Finding in category 2 Findings, activity 1
@@ -21,9 +21,9 @@ from typing import Any
 import msgspec
 
 from runwatch.alerts.model import Alert
+from runwatch.eventkinds import OCSF_VERSION
 from runwatch.textsafe import printable
 
-OCSF_VERSION = "1.8.0"
 DETECTION_FINDING = 2004
 _SEVERITY_ID = {"info": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
 _SEVERITY_NAME = {1: "Informational", 2: "Low", 3: "Medium", 4: "High", 5: "Critical"}
@@ -72,14 +72,14 @@ def _process(alert: Alert) -> dict[str, Any]:
     if p.cmdline:
         proc["cmd_line"] = p.cmdline
     if p.ancestry:
+        # the parent's executable is known, not its pid: OCSF's process needs a pid or uid, so
+        # the parent is given by the lineage (executables from the parent up) only
         proc["lineage"] = list(p.ancestry)
-        proc["parent_process"] = {"file": {"path": p.ancestry[0], "name": os.path.basename(p.ancestry[0]),
-                                           "type_id": 1}, "name": os.path.basename(p.ancestry[0])}
     return proc
 
 
 def to_ocsf(alert: Alert, *, hostname: str | None = None) -> dict[str, Any]:
-    """The alert as an OCSF 1.8 Detection Finding object (plain builtins, ready for JSON)."""
+    """The alert as an OCSF 1.7 Detection Finding object (plain builtins, ready for JSON)."""
     a = alert
     severity_id = _SEVERITY_ID.get(a.severity, 0)
     attacks = [_attack(i) for i in a.attack]
@@ -139,9 +139,11 @@ def to_ocsf(alert: Alert, *, hostname: str | None = None) -> dict[str, Any]:
         },
         "attacks": attacks,
         "evidences": [evidence],
-        "action": a.action.capitalize(),
-        "action_id": 99 if a.action != "alert" else 1,
-        "disposition_id": 1 if a.action == "alert" else 99,
+        # a detection observes what already happened: nothing was allowed or denied by it
+        "action": "Observed" if a.action == "alert" else a.action.capitalize(),
+        "action_id": 99,
+        "disposition_id": 15 if a.action == "alert" else 99,
+        "disposition": "Detected" if a.action == "alert" else a.action.capitalize(),
         "metadata": {
             "version": OCSF_VERSION,
             "uid": a.id,
@@ -155,9 +157,6 @@ def to_ocsf(alert: Alert, *, hostname: str | None = None) -> dict[str, Any]:
         tc = msgspec.to_builtins(a.tool_call)
         evidence["data"] = {"tool_call": tc}
         unmapped["tool_call"] = tc
-        if a.tool_call.agent:
-            out["ai_agent"] = {"uid": a.tool_call.agent, "name": a.tool_call.agent}
-            profiles.append("ai_operation")
     return out
 
 

@@ -1,11 +1,10 @@
 """The process tree: who started whom, built from fork/exec/exit events and seeded from /proc.
 
 Kernel events other than exec carry only pid and comm; :meth:`ProcessTree.enrich` fills
-``ppid``, ``exe``, ``cmdline``, ``argv`` and ``ancestry`` from the tree, reading
-``/proc/<pid>`` on a miss (and recording what it read), and the process facts Falco rules
-read: ``pcmdline`` (the parent's command line), ``proc_start`` (the fork's time), and the
-exec's ``tty``, ``loginuid`` and ``cap_effective`` (a later ``priv.capset`` replaces the
-effective set).
+``ppid``, ``exe``, ``cmdline``, ``argv``, ``ancestry`` and ``pcmdline`` from the tree, reading
+``/proc/<pid>`` on a miss (and recording what it read), and the other process facts Falco
+rules read: ``proc_start`` (the fork's time) and the exec's ``tty``, ``loginuid`` and
+``cap_effective`` (a later ``priv.capset`` replaces the effective set).
 
 Contracts:
 
@@ -259,10 +258,17 @@ class ProcessTree:
             rec = parent
         return out
 
+    def parent_cmdline(self, pid: int) -> str | None:
+        """The command line of ``pid``'s parent (read from /proc when the tree lacks it), else None."""
+        rec = self._lookup(pid)
+        if rec is None or rec.ppid <= 0 or rec.ppid == pid:
+            return None
+        parent = self._lookup(rec.ppid, born_before=rec.start_time)
+        return parent.cmdline or None if parent is not None else None
+
     def enrich(self, event: Event) -> Event:
-        """Fill ``ppid``, ``exe``, ``cmdline``, ``argv``, ``ancestry`` and the process facts
-        (``pcmdline``, ``proc_start``, ``tty``, ``loginuid``, ``cap_effective``) where the event
-        lacks them.
+        """Fill ``ppid``, ``exe``, ``cmdline``, ``argv``, ``ancestry``, ``pcmdline`` and the process
+        facts (``proc_start``, ``tty``, ``loginuid``, ``cap_effective``) where the event lacks them.
 
         Mutates and returns the same event. Values the event already has are kept.
         """
@@ -277,11 +283,6 @@ class ProcessTree:
             event.loginuid = rec.loginuid
         if event.cap_effective is None:
             event.cap_effective = rec.cap_effective
-        if event.pcmdline is None:
-            ppid = event.ppid or rec.ppid
-            parent = self._lookup(ppid, born_before=rec.start_time or None) if ppid > 0 else None
-            if parent is not None and parent.cmdline:
-                event.pcmdline = parent.cmdline
         if not event.ppid:
             event.ppid = rec.ppid
         if not event.exe:
@@ -292,6 +293,8 @@ class ProcessTree:
             event.argv = list(rec.argv)
         if not event.ancestry:
             event.ancestry = self.ancestry(event.pid)
+        if event.pcmdline is None:
+            event.pcmdline = self.parent_cmdline(event.pid)
         return event
 
     def stats(self) -> dict[str, int]:

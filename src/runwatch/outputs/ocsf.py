@@ -1,4 +1,4 @@
-"""Events as OCSF 1.8 JSON objects, and an OCSF JSONL output.
+"""Events as OCSF 1.7 JSON objects, and an OCSF JSONL output.
 
 Class and activity ids were taken from the OCSF schema (ocsf-schema ``events/`` and the
 versioned reference at schema.ocsf.io):
@@ -10,9 +10,13 @@ versioned reference at schema.ocsf.io):
 * ``net.*``            -> Network Activity (4001): 1 Open, 4 Fail, 5 Refuse, 6 Traffic (net.send),
                           7 Listen, 99 Other.
 * ``dns.query``        -> DNS Activity (4003): 1 Query; ``dns.answer``: 2 Response.
-* ``priv.module_load``, ``priv.bpf_load`` -> Kernel Extension Activity (1033): 1 Load.
+* ``priv.module_load``, ``priv.bpf_load`` -> Kernel Extension Activity (1002): 1 Load.
 * ``priv.userfaultfd``, ``priv.io_uring_setup`` -> Kernel Activity (1003): 1 Create, with the
                           syscall as the kernel object.
+* ``policy.decision``  -> the activity decided on: egress Network Activity (4001), file File
+                          System Activity (1001), exec Process Activity (1007), a tool call API
+                          Activity (6003), with the security_control profile's ``action_id``
+                          and ``disposition_id``; the decision itself under ``unmapped.decision``.
 * everything else      -> Base Event (0), activity 99 Other, with the details in ``unmapped``.
 
 Each kind's class and default activity are declared once, in the event table
@@ -38,17 +42,18 @@ from runwatch.events import Event
 from runwatch.outputs.base import register_output
 from runwatch.outputs.jsonl import JsonlOutput
 
-OCSF_VERSION = "1.8.0"
+OCSF_VERSION = eventkinds.OCSF_VERSION
 
-_CATEGORY = {0: "Uncategorized", 1: "System Activity", 4: "Network Activity"}
+_CATEGORY = {0: "Uncategorized", 1: "System Activity", 4: "Network Activity", 6: "Application Activity"}
 _CLASS = {
     0: ("Base Event", 0),
     1001: ("File System Activity", 1),
     1003: ("Kernel Activity", 1),
     1007: ("Process Activity", 1),
-    1033: ("Kernel Extension Activity", 1),
+    1002: ("Kernel Extension Activity", 1),
     4001: ("Network Activity", 4),
     4003: ("DNS Activity", 4),
+    6003: ("API Activity", 6),
 }
 
 # Process Activity (1007)
@@ -206,7 +211,7 @@ def _file_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> t
     if e.kind == "priv.mount":
         p = e.priv
         target = (p.target if p else None) or ""
-        out["file"] = {"path": target, "name": _basename(target), "type_id": 2}
+        out["file"] = {"path": target, "name": _basename(target) or target or "?", "type_id": 2}
         return _declared(e)
     f = e.file
     if f is not None:
@@ -233,8 +238,10 @@ def _network_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -
         info["protocol_ver_id"] = 4 if n.family == "ipv4" else 6
     if e.kind in ("net.connect", "net.send"):
         info["direction_id"], info["direction"] = 2, "Outbound"
-    elif e.kind == "net.accept":
+    elif e.kind in ("net.accept", "net.listen"):
         info["direction_id"], info["direction"] = 1, "Inbound"
+    else:  # a bind says nothing about direction (the schema requires the field)
+        info["direction_id"], info["direction"] = 0, "Unknown"
     out["connection_info"] = info
     _status(n.result, out)
     if e.kind == "net.connect":
@@ -244,6 +251,49 @@ def _network_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -
             return 4001, 5, "Refuse"
         return 4001, 4, "Fail"
     return _declared(e)
+
+
+_DECISION_CLASS = {"egress": (4001, 1, "Open"), "file": (1001, 14, "Open"), "exec": (1007, 1, "Launch")}
+# verdict -> (action_id, action, disposition_id, disposition) of the security_control profile
+_DECISION_ACTION: dict[str, tuple[int, str, int, str]] = {
+    "allow": (1, "Allowed", 1, "Allowed"), "approve": (1, "Allowed", 8, "Approved"),
+    "deny": (2, "Denied", 2, "Blocked"), "reject": (2, "Denied", 25, "Rejected"),
+    "timeout": (2, "Denied", 2, "Blocked"), "kill": (2, "Denied", 2, "Blocked"),
+    "challenge": (99, "Challenge", 23, "Challenge"), "would_deny": (1, "Allowed", 17, "Logged"),
+}
+
+
+_REFUSED = frozenset({"deny", "kill", "reject", "timeout"})
+
+
+def _decision(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> tuple[int, int, str]:
+    """A policy decision as the activity it decided on (egress: Network Activity, file: File
+    System Activity, exec: Process Activity; a tool call: API Activity), with the
+    security_control profile's action and disposition; the decision itself in unmapped."""
+    d = e.decision
+    layer = d.layer if d is not None else ""
+    if layer in _DECISION_CLASS:
+        class_uid, activity_id, name = _DECISION_CLASS[layer]
+        mapped = _ACTIVITY[class_uid](e, out, unmapped)
+        if layer == "exec" and "process" not in out:
+            out["process"] = {"pid": e.pid, "file": {"path": d.target if d else "", "name": _basename(
+                d.target if d and d.target else ""), "type_id": 1}}
+        if layer == "file" and "file" not in out and d is not None and d.target:
+            out["file"] = {"path": d.target, "name": _basename(d.target) or d.target, "type_id": 1}
+        if mapped[0] == class_uid and mapped[1] != _OTHER:
+            activity_id, name = mapped[1], mapped[2]
+        if layer == "egress" and d is not None and d.verdict in _REFUSED:
+            activity_id, name = 5, "Refuse"
+    else:
+        class_uid, activity_id, name = _declared(e)  # API Activity: the tool call
+        out["actor"] = {"process": _process(e)}
+        tool = (e.tool_call.name if e.tool_call else None) or (d.target if d else None) or "?"
+        out["api"] = {"operation": tool, "service": {"name": (e.tool_call.agent if e.tool_call else None) or
+                                                     "agent"}}
+    if d is not None:
+        action_id, action, disposition_id, disposition = _DECISION_ACTION.get(d.verdict, (99, d.verdict, 99, d.verdict))
+        out.update(action_id=action_id, action=action, disposition_id=disposition_id, disposition=disposition)
+    return class_uid, activity_id, name
 
 
 def _dns_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> tuple[int, int, str]:
@@ -266,14 +316,16 @@ def _dns_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> tu
 
 
 def _kernel_extension_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> tuple[int, int, str]:
-    """A module or BPF program load: the driver is the module's file or the program's name."""
+    """A module or BPF program load: the driver (OCSF's kernel_driver has only a ``file``) is the
+    module's file, or for a BPF program its name as the file name."""
     out["actor"] = {"process": _process(e)}
     p = e.priv
     target = (p.target if p else None) or ""
-    driver: dict[str, Any] = {"name": _basename(target) or (p.op if p else e.kind)}
+    name = _basename(target) or (p.op if p else e.kind)
     if target and e.kind == "priv.module_load":
-        driver["file"] = {"path": target, "name": _basename(target), "type_id": 1}
-    out["driver"] = driver
+        out["driver"] = {"file": {"path": target, "name": name, "type_id": 1}}
+    else:
+        out["driver"] = {"file": {"name": name, "type_id": 0}}
     return _declared(e)
 
 
@@ -290,14 +342,14 @@ _ACTIVITY: dict[int, Callable[[Event, dict[str, Any], dict[str, Any]], tuple[int
     1007: _process_activity,
     1001: _file_activity,
     1003: _kernel_activity,
-    1033: _kernel_extension_activity,
+    1002: _kernel_extension_activity,
     4001: _network_activity,
     4003: _dns_activity,
 }
 
 
 def to_ocsf(event: Event, *, hostname: str | None = None) -> dict[str, Any]:
-    """Map one event to an OCSF 1.8 event object (plain builtins, ready for JSON).
+    """Map one event to an OCSF 1.7 event object (plain builtins, ready for JSON).
 
     ``hostname`` fills ``device.hostname`` (default: this machine's name).
     """
@@ -306,7 +358,9 @@ def to_ocsf(event: Event, *, hostname: str | None = None) -> dict[str, Any]:
     unmapped: dict[str, Any] = {"kind": e.kind, "source": e.source}
     declared = eventkinds.spec(e.kind)
     mapped = _ACTIVITY.get(declared.ocsf[0]) if declared is not None else None
-    if mapped is not None:
+    if e.kind == "policy.decision":
+        class_uid, activity_id, activity_name = _decision(e, out, unmapped)
+    elif mapped is not None:
         class_uid, activity_id, activity_name = mapped(e, out, unmapped)
     else:
         class_uid, activity_id, activity_name = _declared(e)
@@ -319,26 +373,31 @@ def to_ocsf(event: Event, *, hostname: str | None = None) -> dict[str, Any]:
         }
     if e.ai is not None:
         unmapped["ai"] = msgspec.to_builtins(e.ai)
+    if e.decision is not None:
+        unmapped["decision"] = msgspec.to_builtins(e.decision)
     for key in ("tid", "euid", "gid", "cgroup_id", "pidns", "vpid", "unattested", "attrs", "argv"):
         value = getattr(e, key)
         if value is not None and value != 0:
             unmapped[key] = value
 
     class_name, category_uid = _CLASS[class_uid]
-    profiles = ["host"]
+    profiles = ["host", "security_control"] if "action_id" in out else ["host"]
+    device = hostname or _hostname()
+    if class_uid in (4001, 6003):
+        # this device's end of the connection (or the API call's caller), when its address
+        # was not captured
+        local = "dst_endpoint" if e.kind in ("net.accept", "net.listen", "net.bind") else "src_endpoint"
+        ep = out.setdefault(local, {})
+        if not ep.get("ip"):
+            ep["hostname"] = device
     container = _container(e, unmapped)
     if container is not None:
         out["container"] = container
         profiles.append("container")
     if e.tool_call is not None:
-        # ai_operation profile (ocsf-schema profiles/ai_operation.json): ai_agent, ai_model,
-        # message_context, delegation, stop_reason(_id). It has no attribute for a tool call,
-        # so the tool call itself goes under unmapped.tool_call; the agent maps to ai_agent.
-        profiles.append("ai_operation")
-        tc = e.tool_call
-        if tc.agent:
-            out["ai_agent"] = {"uid": tc.agent, "name": tc.agent}
-        unmapped["tool_call"] = msgspec.to_builtins(tc)
+        # OCSF 1.7 has no AI profile (ai_operation, with ai_agent/ai_model, comes later): the
+        # tool call and its agent stay under unmapped.tool_call.
+        unmapped["tool_call"] = msgspec.to_builtins(e.tool_call)
 
     result: dict[str, Any] = {
         "class_uid": class_uid,
@@ -358,7 +417,7 @@ def to_ocsf(event: Event, *, hostname: str | None = None) -> dict[str, Any]:
             "product": {"name": "runwatch", "vendor_name": "runwatch"},
             "profiles": profiles,
         },
-        "device": {"hostname": hostname or _hostname(), "type_id": 0},
+        "device": {"hostname": device, "type_id": 0},
     }
     result.update(out)
     result["unmapped"] = unmapped

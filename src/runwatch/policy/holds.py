@@ -21,7 +21,8 @@ records why). On :meth:`close` every task still stopped is continued: a clean st
 nothing held.
 
 Thread safety: :meth:`submit` may be called from any thread (the enforcement dispatcher);
-everything else runs on the binder's thread; :meth:`close` from the owner.
+held tasks are handled on a pool of :data:`BINDERS` threads (counters under a lock);
+:meth:`close` from the owner.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from runwatch.enrich.containers import parse_cgroup_path
 from runwatch.host import procfs
@@ -59,6 +61,8 @@ class HoldBinder:
         self._scopes: list[int] = []
         self.counts = {"held": 0, "runtime": 0, "continued": 0, "killed": 0, "errors": 0}
         self._runtime_keys = runtime_binaries()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=BINDERS, thread_name_prefix="runwatch-bind")
         self.max_hold_ms = 0.0
 
     def start(self, scope_cgid: int) -> HoldBinder:
@@ -97,26 +101,37 @@ class HoldBinder:
         while True:
             h = self._queue.get()
             if h is None:
+                self._pool.shutdown(wait=True)
                 return
-            self.counts["held"] += 1
-            try:
-                self._one(h)
-            except Exception as exc:  # never leave a task stopped because of a bug here
-                self.counts["errors"] += 1
-                self.say(f"held process {h.pid}: {type(exc).__name__}: {exc}")
-                self.enforcers.release(h.cgroup_id)
-                path = procfs.cgroup_path(h.pid)
-                if path and parse_cgroup_path(path) is not None:
-                    self._kill(h.pid)  # a container: its policy may fail closed
-                else:
-                    self._continue(h.pid)
+            self._count("held")
+            self._pool.submit(self._handle, h)
+
+    def _handle(self, h: Hold) -> None:
+        """One held task, on a pool thread: one slow container (a runtime that is late with its
+        state) never delays the others."""
+        try:
+            self._one(h)
+        except Exception as exc:  # never leave a task stopped because of a bug here
+            self._count("errors")
+            self.say(f"held process {h.pid}: {type(exc).__name__}: {exc}")
+            self.enforcers.release(h.cgroup_id)
+            path = procfs.cgroup_path(h.pid)
+            if path and parse_cgroup_path(path) is not None:
+                self._kill(h.pid)  # a container: its policy may fail closed
+            else:
+                self._continue(h.pid)
+        with self._lock:
             self.max_hold_ms = max(self.max_hold_ms, (time.time_ns() - h.time_ns) / 1e6)
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.counts[key] += 1
 
     def _one(self, h: Hold) -> None:
         if self._is_runtime(h.pid):
             # The runtime re-executing itself inside the new cgroup (runc's init does, before
             # it writes its state): not the workload yet. The cgroup stays held.
-            self.counts["runtime"] += 1
+            self._count("runtime")
             self._continue(h.pid)
             return
         bound = self.stage.bind_held(h.cgroup_id, h.pid)
@@ -151,12 +166,12 @@ class HoldBinder:
         return (st.st_dev, st.st_ino) in self._runtime_keys or path.startswith(_RUNTIME_MEMFDS)
 
     def _continue(self, pid: int) -> None:
-        self.counts["continued"] += 1
+        self._count("continued")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
 
     def _kill(self, pid: int) -> None:
-        self.counts["killed"] += 1
+        self._count("killed")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
@@ -177,6 +192,9 @@ def runtime_binaries() -> set[tuple[int, int]]:
                 keys.add((st.st_dev, st.st_ino))
     return keys
 
+
+BINDERS = 8
+"""Held tasks handled at once."""
 
 PENDING_JOIN_S = 15.0
 """How long :meth:`HoldBinder.close` waits for the binder thread (a bind may wait for a runtime)."""

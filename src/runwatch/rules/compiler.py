@@ -18,14 +18,18 @@ from typing import Any
 from runwatch.events import Event
 from runwatch.rules.fields import EvalCtx, FieldSpec, parse_ip, resolve_field
 from runwatch.rules.language import BoolOp, Cmp, MacroRef, Node, Not, Value
+from runwatch.rules.regex import RegexError, compile_search, literal_prefix
 
 Pred = Callable[[Event, EvalCtx], bool]
 KindTest = Callable[[str], bool]
 
 _OPS_BY_TYPE: dict[str, frozenset[str]] = {
-    "str": frozenset({"=", "!=", "in", "contains", "icontains", "startswith", "endswith", "glob", "exists"}),
-    "ip": frozenset({"=", "!=", "in", "contains", "icontains", "startswith", "endswith", "glob", "cidr", "exists"}),
-    "list": frozenset({"=", "!=", "in", "contains", "icontains", "startswith", "endswith", "glob", "exists"}),
+    "str": frozenset({"=", "!=", "in", "contains", "icontains", "startswith", "endswith", "glob", "regex",
+                      "exists"}),
+    "ip": frozenset({"=", "!=", "in", "contains", "icontains", "startswith", "endswith", "glob", "regex", "cidr",
+                     "exists"}),
+    "list": frozenset({"=", "!=", "in", "contains", "icontains", "startswith", "endswith", "glob", "regex",
+                       "exists"}),
     "int": frozenset({"=", "!=", "<", "<=", ">", ">=", "in", "exists"}),
     "bool": frozenset({"=", "!=", "exists"}),
     "object": frozenset({"exists"}),
@@ -197,7 +201,8 @@ class Compiler:
 
         ``=``/``in`` give exact values; ``startswith``/``endswith`` affixes; ``contains``/
         ``icontains`` required substrings; ``glob`` its literal prefix, suffix or longest
-        literal run. An ``or`` of terms with the same field and mode merges their values.
+        literal run; ``regex`` the literal prefix of an anchored pattern (else nothing: a
+        regex alone is unselective). An ``or`` of terms with the same field and mode merges their values.
         """
         if isinstance(node, BoolOp) and node.op == "or":
             subs = [self._index_term(item) for item in node.items]
@@ -218,9 +223,12 @@ class Compiler:
             return IndexTerm("eq", spec, tuple(_coerce(spec, op, self._values(node), node.op_token)))
         if op == "cidr":
             return IndexTerm("cidr", spec, tuple(_coerce(spec, op, self._values(node), node.op_token)))
-        if op not in _AFFIX_MODES and op != "glob":
+        if op not in _AFFIX_MODES and op not in ("glob", "regex"):
             return None
         vals = [str(v) for v in _coerce(spec, op, self._values(node), node.op_token)]
+        if op == "regex":
+            prefixes = [literal_prefix(v) for v in vals]
+            return IndexTerm("prefix", spec, tuple(prefixes)) if all(prefixes) else None
         if op != "glob":
             mode = _AFFIX_MODES[op]
             return IndexTerm(mode, spec, tuple(v.lower() for v in vals) if mode == "icontains" else tuple(vals))
@@ -368,6 +376,13 @@ def element_test(spec: FieldSpec, op: str, raw: list[Any], tok: int) -> Callable
         rx = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in vals), re.DOTALL)
         match = rx.match
         return lambda x: match(x) is not None
+    if op == "regex":  # RE2: linear time; each pattern is checked alone so an error names its token
+        for x in raw:
+            try:
+                compile_search([_text(x)])
+            except RegexError as exc:
+                raise CompileError(str(exc), _token(x, tok)) from None
+        return compile_search([str(x) for x in vals])
     if op == "cidr":
         # (version, first, last) as ints: comparing ints is far cheaper than ipaddress containment
         ranges = tuple((n.version, int(n.network_address), int(n.broadcast_address)) for n in vals)

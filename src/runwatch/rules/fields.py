@@ -136,6 +136,14 @@ def _aname(n: int) -> Getter:
     return get
 
 
+def _argv_at(i: int) -> Getter:
+    def get(e: Event, c: EvalCtx) -> Any:
+        a = e.argv
+        return a[i] or None if a is not None and len(a) > i else None
+
+    return get
+
+
 def _aexe(n: int) -> Getter:
     i = n - 1
 
@@ -271,6 +279,7 @@ def _fields() -> dict[str, FieldSpec]:
     add("proc.gid", "int", lambda e, c: e.gid)
     add("proc.pname", "str", _aname(1))
     add("proc.pexe", "str", _aexe(1))
+    add("proc.pcmdline", "str", lambda e, c: e.pcmdline or None)
     add("proc.ancestry", "list", lambda e, c: e.ancestry or None)
     add("proc.anames", "list", lambda e, c: [a.rpartition("/")[2] for a in e.ancestry] or None)
     add("proc.tree", "int", lambda e, c: c.tree, "tree")
@@ -344,13 +353,14 @@ def _fields() -> dict[str, FieldSpec]:
 
 
 #: Every plain field, by name. Indexed fields (``proc.aname[N]``, ``proc.aexe[N]``,
-#: ``evt.attr[KEY]``) are resolved by :func:`resolve_field`.
+#: ``proc.argv[N]``, ``evt.attr[KEY]``) are resolved by :func:`resolve_field`.
 FIELDS: dict[str, FieldSpec] = _fields()
 
 #: The indexed field families, as written in the docs.
-INDEXED_FIELDS: tuple[str, ...] = ("proc.aname[N]", "proc.aexe[N]", "evt.attr[KEY]")
+INDEXED_FIELDS: tuple[str, ...] = ("proc.aname[N]", "proc.aexe[N]", "proc.argv[N]", "evt.attr[KEY]")
 
-_INDEXED = re.compile(r"^(proc\.aname|proc\.aexe|evt\.attr)\[([^\]]+)\]$")
+_INDEXED = re.compile(r"^(proc\.aname|proc\.aexe|proc\.argv|evt\.attr)\[([^\]]+)\]$")
+_ARGV_MAX = 1023  # highest argv index a rule may name
 _ATTR_KEY = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 
@@ -383,6 +393,10 @@ def resolve_field(name: str) -> FieldSpec | None:
     family, arg = m.group(1), m.group(2)
     if family == "evt.attr":
         return FieldSpec(name, "ip", _attr(arg)) if _ATTR_KEY.match(arg) else None  # str ops plus cidr
+    if family == "proc.argv":  # 0-based, like argv itself: proc.argv[0] is the name the program was run as
+        if not arg.isdigit() or int(arg) > _ARGV_MAX:
+            return None
+        return FieldSpec(name, "str", _argv_at(int(arg)))
     if not arg.isdigit() or not 1 <= int(arg) <= 64:
         return None
     n = int(arg)

@@ -7,6 +7,7 @@ Grammar (docs/rules.md)::
     not_expr := "not" not_expr | primary
     primary  := "(" expr ")" | MACRO | FIELD "exists" | FIELD OP value | FIELD OP "(" value, ... ")"
                 | FIELD "in" LIST
+    OP       := = | != | < | <= | > | >= | contains | icontains | startswith | endswith | glob | regex | cidr
 
 The parser knows nothing of fields, lists or macros; the compiler resolves names and checks
 types. Errors raise :class:`ConditionError` carrying the index of the offending token so
@@ -20,9 +21,9 @@ from dataclasses import dataclass, field
 #: Comparison operators written with symbols.
 SYMBOL_OPS = ("=", "!=", "<", "<=", ">", ">=")
 #: Comparison operators written as words.
-WORD_OPS = ("in", "contains", "icontains", "startswith", "endswith", "glob", "cidr", "exists")
+WORD_OPS = ("in", "contains", "icontains", "startswith", "endswith", "glob", "regex", "cidr", "exists")
 #: Operators that take a parenthesised list of values (any one matching).
-LIST_OPS = frozenset({"in", "contains", "icontains", "startswith", "endswith", "glob", "cidr"})
+LIST_OPS = frozenset({"in", "contains", "icontains", "startswith", "endswith", "glob", "regex", "cidr"})
 KEYWORDS = frozenset({"and", "or", "not", *WORD_OPS})
 
 _STOP = set(" \t\r\n(),'\"=!<>")

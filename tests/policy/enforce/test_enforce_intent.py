@@ -69,3 +69,17 @@ def test_any_other_call_is_unknown(blocked) -> None:  # type: ignore[no-untyped-
 
 def test_a_thread_that_is_gone_is_unknown() -> None:
     assert open_intent(2**22 + 7) == OpenIntent(None, "unreadable")
+
+
+def test_a_thread_caught_on_the_cpu_is_asked_again_then_left_unknown() -> None:
+    """``/proc/<tid>/syscall`` says ``running`` for a thread on the CPU: asked again a few
+    times, then the intent is unknown ("unreadable"), never taken as a read."""
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        # on the CPU at every try ("running"), or caught between two time slices in no
+        # syscall at all: unknown either way
+        assert open_intent(spin.pid) in (OpenIntent(None, "unreadable"), OpenIntent(None, "no syscall"))
+    finally:
+        spin.kill()
+        spin.wait()

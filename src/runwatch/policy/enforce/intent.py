@@ -19,11 +19,13 @@ from __future__ import annotations
 import os
 import platform
 import struct
+import time
 from dataclasses import dataclass
 
 O_ACCMODE, O_TRUNC = 0o3, 0o1000
 PF_IO_WORKER = 0x10  # task flags (include/linux/sched.h), field 9 of /proc/<tid>/stat
 _X32_BIT = 0x40000000
+_SYSCALL_TRIES = 8
 
 # How a syscall's intent is read: an argument index (its open flags) or one of these.
 _WRITES, _EXEC, _HOW, _NO_FLAGS = -1, -2, -3, -4  # creat; exec opens; openat2's struct open_how; no flags
@@ -63,6 +65,22 @@ def _io_worker(tid: int) -> bool | None:
     return bool(flags & PF_IO_WORKER)
 
 
+def _syscall_fields(tid: int) -> list[bytes] | None:
+    """The fields of ``/proc/<tid>/syscall``. The kernel answers ``running`` when it could not
+    catch the thread off the CPU at that instant (a wake-up under load): it is asked again a
+    few times before giving up (None)."""
+    for attempt in range(_SYSCALL_TRIES):
+        try:
+            with open(f"/proc/{tid}/syscall", "rb") as f:
+                fields = f.read().split()
+        except OSError:
+            return None
+        if fields and fields[0] != b"running":
+            return fields
+        time.sleep(0.001 * (attempt + 1))
+    return None
+
+
 def open_intent(tid: int) -> OpenIntent:
     """The intent of the open that thread ``tid`` is blocked in (see the module docstring)."""
     worker = _io_worker(tid)
@@ -70,12 +88,13 @@ def open_intent(tid: int) -> OpenIntent:
         return OpenIntent(None, "unreadable")
     if worker:
         return OpenIntent(None, "an io_uring worker")
+    fields = _syscall_fields(tid)
+    if fields is None:
+        return OpenIntent(None, "unreadable")
     try:
-        with open(f"/proc/{tid}/syscall", "rb") as f:
-            fields = f.read().split()
         nr = int(fields[0])
         args = [int(a, 16) for a in fields[1:7]] if nr >= 0 else []
-    except (OSError, ValueError, IndexError):
+    except (ValueError, IndexError):
         return OpenIntent(None, "unreadable")
     if nr < 0:
         return OpenIntent(None, "no syscall")

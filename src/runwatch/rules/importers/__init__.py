@@ -121,6 +121,8 @@ def cli_import(paths: Iterable[str | os.PathLike[str]], fmt: str = "auto", out: 
         return 2
     for r in report.rules:
         print(r.status_line(), file=w)
+        for line in r.warning_lines():
+            print(line, file=w)
     for c in report.corpora:
         print(c.line(), file=w)
     if out is not None:

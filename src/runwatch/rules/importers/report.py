@@ -81,6 +81,7 @@ class ImportedRule:
     reason: str = ""
     entry: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # ``file:line: what was left out``, one line each
 
     @property
     def location(self) -> str:
@@ -99,6 +100,12 @@ class ImportedRule:
         if self.status != SKIPPED:
             self.status = SKIPPED
             self.reason = one_line(reason)
+
+    def warning_lines(self) -> list[str]:
+        """``warning NAME  file:line: text`` for each warning of a loaded rule."""
+        if self.status != LOADED:
+            return []
+        return [f"warning {self.name}  {w}" for w in self.warnings]
 
     def status_line(self) -> str:
         """One line: ``loaded  NAME  file:line`` or ``skipped NAME  file:line: reason``."""
@@ -200,7 +207,8 @@ class ImportReport:
         head += [f"# {c.line()}" for c in self.corpora]
         parts = ["\n".join(head) + "\n"]
         for r in self.loaded:
-            parts.append(f"\n# {r.fmt}: {r.title} ({r.location})\n" + r.yaml)
+            notes = "".join(f"# warning: {w}\n" for w in r.warnings)
+            parts.append(f"\n# {r.fmt}: {r.title} ({r.location})\n{notes}" + r.yaml)
         if len(parts) == 1:
             parts.append("[]\n")
         return "".join(parts)

@@ -24,14 +24,29 @@ from sigma.conversion.base import TextQueryBackend
 from sigma.conversion.state import ConversionState
 from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaError, SigmaFeatureNotSupportedByBackendError, SigmaTransformationError
+from sigma.policy import SigmaPolicy
+from sigma.policy.regex_engine import RE2RegexEngine, RegexPattern
 from sigma.processing.conditions import IncludeFieldCondition, LogsourceCondition
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import FieldMappingTransformation
 from sigma.processing.transformations.base import DetectionItemTransformation, PreprocessingTransformation
 from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule
-from sigma.types import CompareOperators, SigmaBool, SigmaNumber, SigmaString, SpecialChars
+from sigma.types import (
+    CompareOperators,
+    SigmaBool,
+    SigmaNumber,
+    SigmaRegularExpression,
+    SigmaString,
+    SpecialChars,
+)
 
+from runwatch.rules.compiler import CompileError, Compiler
 from runwatch.rules.importers.report import NIST_HOST, NIST_NET, ImportedRule, attack_id, one_line, slug
+from runwatch.rules.importers.sigma_auditd import AuditdRecords, never_value
+from runwatch.rules.importers.sigma_auditd import why as auditd_why
+from runwatch.rules.importers.sigma_fold import UNMAPPED, fold
+from runwatch.rules.language import ConditionError, parse_condition
+from runwatch.rules.regex import compile_quiet
 
 DRL = "Detection Rule License (DRL) 1.1, https://github.com/SigmaHQ/Detection-Rule-License"
 
@@ -49,6 +64,7 @@ _PROC = {"Image": "proc.exe", "User": "proc.uid", "ProcessId": "proc.pid"}
 #: Sigma field -> runwatch field, per supported category.
 FIELD_MAPS: dict[str, dict[str, str]] = {
     "process_creation": {**_PROC, "CommandLine": "proc.cmdline", "ParentImage": "proc.pexe",
+                         "ParentCommandLine": "proc.pcmdline",
                          "CurrentDirectory": "proc.cwd", "ParentProcessId": "proc.ppid"},
     "file_event": {**_PROC, "TargetFilename": "file.path"},
     "file_change": {**_PROC, "TargetFilename": "file.path"},
@@ -56,12 +72,12 @@ FIELD_MAPS: dict[str, dict[str, str]] = {
     "file_delete": {**_PROC, "TargetFilename": "file.path"},
     "network_connection": {**_PROC, "DestinationIp": "net.dst.ip", "DestinationPort": "net.dst.port",
                            "SourceIp": "net.src.ip", "SourcePort": "net.src.port", "Protocol": "net.proto",
-                           "Initiated": "kind"},
+                           "Initiated": "kind", "DestinationHostname": "net.dst.name"},
 }
+#: Supported ``logsource.service`` values (product linux, no category): mapped record by record.
+SERVICES = ("auditd",)
 #: Why a known Sigma field has no runwatch counterpart (shown in the skip reason).
 UNMAPPED_WHY: dict[str, str] = {
-    "ParentCommandLine": "runwatch events carry the parent's executable, not its command line",
-    "DestinationHostname": "runwatch connection events carry addresses, not host names",
     "SourceHostname": "runwatch connection events carry addresses, not host names",
     "LogonId": "runwatch events carry no login session id",
     "OriginalFileName": "PE version metadata does not exist on Linux",
@@ -70,6 +86,29 @@ UNMAPPED_WHY: dict[str, str] = {
     "ParentUser": "runwatch events carry no parent user",
 }
 _KIND_OF_INITIATED = {"true": "net.connect", "false": "net.accept"}
+
+
+class QuietRE2Engine(RE2RegexEngine):
+    """pySigma's RE2 engine (its default) without RE2's error log on standard error.
+
+    A pattern RE2 refuses still raises; the error becomes the rule's skip reason.
+    """
+
+    _FLAGS: ClassVar[dict[int, str]] = {re.IGNORECASE: "i", re.MULTILINE: "m", re.DOTALL: "s"}
+
+    def compile(self, pattern: str, flags: int = 0) -> RegexPattern:
+        """Compile ``pattern`` with Python ``re`` flags written as RE2 inline flags."""
+        prefix = "".join(v for k, v in self._FLAGS.items() if int(flags) & k)
+        try:
+            compiled: RegexPattern = compile_quiet(f"(?{prefix}){pattern}" if prefix else pattern)
+        except self.error as exc:  # RE2 gives its message as bytes: make it text for the skip reason
+            why = exc.args[0] if exc.args else exc
+            raise self.error(why.decode("utf-8", "replace") if isinstance(why, bytes) else str(why)) from None
+        return compiled
+
+
+#: The policy rules are parsed under: pySigma's safe defaults, quiet RE2.
+POLICY = SigmaPolicy(regex_engine=QuietRE2Engine())
 
 
 def _why(field: str) -> str:
@@ -86,26 +125,33 @@ class RequireLinuxLogsource(PreprocessingTransformation):
         if not isinstance(rule, SigmaRule):
             raise SigmaTransformationError("correlation rules are not supported")
         ls = rule.logsource
-        if ls.product != "linux" or ls.category not in KIND_TERMS:
+        if ls.product != "linux" or (ls.category not in KIND_TERMS
+                                     and (ls.category is not None or ls.service not in SERVICES)):
             parts = [f"{k} {v}" for k, v in (("product", ls.product), ("category", ls.category),
                                              ("service", ls.service)) if v]
             raise SigmaTransformationError(f"unsupported logsource {', '.join(parts) or 'none'}"
-                                           f" (supported: linux {', '.join(KIND_TERMS)})")
+                                           f" (supported: linux {', '.join(KIND_TERMS)}; linux service "
+                                           f"{', '.join(SERVICES)})")
 
 
 @dataclass
-class FailUnmappedFields(DetectionItemTransformation):
-    """Fails on a keyword (field-less) item or a field outside ``fields``, naming the field."""
+class MarkUnmappedFields(DetectionItemTransformation):
+    """Fails on a keyword (field-less) item; renames a field outside ``fields`` to its placeholder.
+
+    The placeholder (``__unmapped__FIELD``) is settled after conversion
+    (:mod:`runwatch.rules.importers.sigma_fold`): in a filter it drops that filter, anywhere
+    else the rule is skipped naming the field.
+    """
 
     fields: list[str]
 
     def apply_detection_item(self, detection_item: SigmaDetectionItem) -> SigmaDetectionItem | None:
-        """Raise for an unmapped field; leave mapped items alone."""
+        """Raise for a keyword item; mark an unmapped field; leave mapped items alone."""
         f = detection_item.field
         if f is None:
             raise SigmaTransformationError("keyword search (values without a field) is not supported")
         if f not in self.fields:
-            raise SigmaTransformationError(f"unmapped field {f}{_why(f)}")
+            detection_item.field = f"{UNMAPPED}{f}"
         return None
 
 
@@ -149,6 +195,8 @@ def runwatch_pipeline() -> ProcessingPipeline:
     """The Sigma -> runwatch processing pipeline (log source check, value rewrites, field mapping)."""
     items: list[ProcessingItem] = [
         ProcessingItem(RequireLinuxLogsource(), identifier="runwatch_logsource"),
+        ProcessingItem(AuditdRecords(), identifier="runwatch_auditd",
+                       rule_conditions=[LogsourceCondition(product="linux", service="auditd")]),
         ProcessingItem(UserToUid(), identifier="runwatch_user_uid",
                        field_name_conditions=[IncludeFieldCondition(["User"])]),
         ProcessingItem(InitiatedToKind(), identifier="runwatch_initiated_kind",
@@ -156,7 +204,7 @@ def runwatch_pipeline() -> ProcessingPipeline:
     ]
     for cat, fmap in FIELD_MAPS.items():
         # each item gets its own condition objects (pySigma binds a condition to one pipeline)
-        items.append(ProcessingItem(FailUnmappedFields(list(fmap)),
+        items.append(ProcessingItem(MarkUnmappedFields(list(fmap)),
                                     rule_conditions=[LogsourceCondition(category=cat, product="linux")],
                                     identifier=f"runwatch_unmapped_{cat}"))
         mapping: dict[str | None, str | list[str]] = {k: v for k, v in fmap.items()}
@@ -241,9 +289,11 @@ class RunwatchBackend(TextQueryBackend):
         return super().convert_condition_field_eq_val_str_case_sensitive(cond, state)
 
     def convert_condition_field_eq_val_re(self, cond: Any, state: ConversionState) -> Any:
-        """Regular expressions have no runwatch form."""
-        raise SigmaFeatureNotSupportedByBackendError(
-            f"regular expression (|re) on {cond.field} is not supported: runwatch conditions have no regex operator")
+        """``|re`` (with ``|i``, ``|m``, ``|s`` as inline flags) -> ``regex``: RE2, a search like Sigma's."""
+        value: SigmaRegularExpression = cond.value
+        flags = "".join(sorted(SigmaRegularExpression.sigma_to_re_flag[f] for f in value.flags))
+        pattern = (f"(?{flags})" if flags else "") + str(value.regexp)
+        return f"{cond.field} regex {_quote(pattern)}"
 
     def convert_condition_field_eq_field(self, cond: Any, state: ConversionState) -> Any:
         """Field-to-field comparison has no runwatch form."""
@@ -268,8 +318,32 @@ def _locate(text: str, message: str) -> int:
         if len(word) < 3:
             continue
         for i, line in enumerate(text.splitlines(), 1):
-            if re.search(rf"[|\s]{re.escape(word)}\b", line) and not line.lstrip().startswith("#"):
+            if line.lstrip().startswith("#"):
+                continue
+            if re.search(rf"[|\s]{re.escape(word)}\b", line) or (token[0] and f"'{word}'" in line):
                 return i
+    return 1
+
+
+def _value_line(text: str, value: str) -> int:
+    """The first line holding ``value`` as a YAML value (``key: value``, ``- 'value'``), else 1."""
+    if value:
+        v = re.escape(value)
+        for i, line in enumerate(text.splitlines(), 1):
+            if re.search(rf"(?:^\s*-|:)\s*['\"]?{v}['\"]?\s*(?:#.*)?$", line, re.IGNORECASE):
+                return i
+    return 1
+
+
+def _field_line(text: str, field: str) -> int:
+    """The first line where ``field`` is a detection key (``field:``, ``field|mod:``, ``- field:``), else 1.
+
+    ``SYSCALL.a0`` (an argument of a SYSCALL record) is looked up as ``a0``.
+    """
+    key = re.escape(field.rpartition(".")[2] if field.startswith("SYSCALL.") else field)
+    for i, line in enumerate(text.splitlines(), 1):
+        if re.match(rf"^\s*(?:-\s*)?['\"]?{key}['\"]?\s*[|:]", line):
+            return i
     return 1
 
 
@@ -317,7 +391,7 @@ class SigmaImporter:
             rec.skip(f"{file}:1: a Sigma rule must be a YAML mapping")
             return rec
         try:
-            rule = SigmaRule.from_dict(doc, collect_errors=True)
+            rule = SigmaRule.from_dict(doc, collect_errors=True, policy=POLICY)
         except SigmaError as exc:
             rec.skip(f"{file}:{_locate(text, str(exc))}: {exc}")
             return rec
@@ -335,12 +409,53 @@ class SigmaImporter:
         if len(queries) != 1 or not isinstance(queries[0], str):
             rec.skip(f"the rule converts to {len(queries)} queries, expected one")
             return rec
-        rec.entry = self.entry(rule, name, str(queries[0]))
+        condition = self.settle(rule, str(queries[0]), rec, text)
+        if condition is not None:
+            rec.entry = self.entry(rule, name, condition)
         return rec
+
+    def settle(self, rule: SigmaRule, query: str, rec: ImportedRule, text: str) -> str | None:
+        """The rule's runwatch condition with placeholders folded out; None (and ``rec`` skipped) if none.
+
+        A skip for an unmapped field points at the field's line; so does each warning.
+        """
+        try:
+            res = fold(query)
+        except ConditionError as exc:
+            rec.skip(f"the translation does not parse: {exc.message}")
+            return None
+        auditd = rule.logsource.category is None
+        if res.unmapped:
+            f = res.unmapped[0]
+            rec.line = _field_line(text, f)
+            rec.skip(f"unmapped field {f}{auditd_why(f) if auditd else _why(f)}")
+            return None
+        if res.condition is None:
+            if res.constant is False:
+                rec.line = _value_line(text, next((v for t in res.never if (v := never_value(t))), ""))
+                rec.skip(f"can never match: runwatch reports no {', '.join(res.never) or 'such events'}")
+            else:
+                rec.skip("the translation matches every event")
+            return None
+        for f in res.dropped_filters:
+            rec.warnings.append(f"{rec.file}:{_field_line(text, f)}: filter on unmapped field {f} dropped"
+                                f"{auditd_why(f) if auditd else _why(f)}: the rule may alert more often")
+        if not auditd:
+            return f"{KIND_TERMS[rule.logsource.category or '']} and ({res.condition})"
+        try:
+            kinds = Compiler({}, {}).compile(parse_condition(res.condition)).kinds
+        except (ConditionError, CompileError) as exc:
+            rec.skip(f"runwatch rejects the translation: {exc}")
+            return None
+        if kinds is None:
+            rec.skip("the rule does not say which auditd records it matches (no type)")
+            return None
+        return res.condition
 
     def entry(self, rule: SigmaRule, name: str, query: str) -> dict[str, Any]:
         """The runwatch rule mapping for a converted Sigma rule, with attribution."""
-        cat = rule.logsource.category or ""
+        # auditd rules: the exec template unless the rule matches file events
+        cat = rule.logsource.category or ("" if '"file.' in query else "process_creation")
         attack: list[str] = []
         tags = ["sigma"]
         for t in rule.tags or []:
@@ -362,7 +477,7 @@ class SigmaImporter:
         return {
             "rule": name,
             "desc": f"{rule.title}. {desc} {credit}".strip(),
-            "condition": f"{KIND_TERMS[cat]} and ({query})",
+            "condition": query,
             "output": f"{title}: {out_fields}",
             "severity": severity,
             "attack": attack,

@@ -25,7 +25,6 @@ Thread safety: ``poll`` from one thread; ``stats`` from any.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import select
 import socket
@@ -38,6 +37,7 @@ import msgspec
 
 from runwatch.events import SPAWNED_ATTR, AiInfo, DnsInfo, Event, FileInfo, NetInfo, ToolCall, new_id
 from runwatch.host import cgroup_v2_if_any, procfs
+from runwatch.listeners import socket_alive
 from runwatch.sdk.wire import (
     AUDIT_EVENTS,
     DEFAULT_SOCKET,
@@ -275,17 +275,10 @@ class SdkCollector:
             return
         if not stat.S_ISSOCK(st.st_mode):
             raise RuntimeError(f"{self.path} exists and is not a socket; refusing to replace it")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        try:
-            probe.connect(str(self.path))
-        except OSError as exc:
-            if exc.errno != errno.ECONNREFUSED:
-                raise RuntimeError(f"cannot check existing socket {self.path}: {exc.strerror}") from exc
+        if socket_alive(str(self.path)):
+            raise RuntimeError(f"another collector is listening on {self.path}")
+        with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # nobody listens: a stale socket from a dead collector
-            return
-        finally:
-            probe.close()
-        raise RuntimeError(f"another collector is listening on {self.path}")
 
     def stop(self) -> None:
         """Close the socket and remove its file (only if it is still ours); idempotent."""
