@@ -190,3 +190,13 @@ def test_kernel_module_rule_on_recorded_events() -> None:
     on_host = Event(id="m3", time=T0 + 2, kind="priv.module_load", pid=11, priv=load, cap_effective=1 << 16)
     fired = [(a.rule, a.evidence) for a in Engine(rs).process_batch([with_cap, without, on_host])]
     assert fired == [("falco.linux_kernel_module_injection_detected", ["m1"])]
+
+
+def test_image_from_containers_storage(tmp_path: Path) -> None:
+    cid = "af6014" + "0" * 58
+    (tmp_path / "overlay-containers").mkdir()
+    (tmp_path / "overlay-containers" / "containers.json").write_text(json.dumps([
+        {"id": "1" * 64, "image": "e" * 64, "metadata": "{}"},
+        {"id": cid, "image": "4985" + "f" * 60, "metadata": json.dumps({"image-name": "localhost/app:1"})}]))
+    assert runtimes.storage_image(cid, str(tmp_path)) == ("localhost/app:1", "sha256:4985" + "f" * 60)
+    assert runtimes.storage_image("2" * 64, str(tmp_path)) == (None, None)

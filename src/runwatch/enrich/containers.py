@@ -482,6 +482,8 @@ class ContainerResolver:
         if _BARE_ID.match(cid):
             name = runtimes.docker_name(cid, self.docker_root) or runtimes.storage_name(cid, self.storage_root)
             image = runtimes.docker_image(cid, self.docker_root)
+            if image == (None, None):
+                image = runtimes.storage_image(cid, self.storage_root)
             docker_priv = runtimes.docker_privileged(cid, self.docker_root)
             privileged = docker_priv if docker_priv is not None else privileged
         return _Meta(runtime, labels, name, cgroup_path, complete, image, privileged)

@@ -210,6 +210,25 @@ def split_image(ref: str) -> tuple[str, str | None, str | None]:
     return name, tag or None, digest or None
 
 
+def storage_image(cid: str, storage_root: str = DEFAULT_STORAGE_ROOT) -> tuple[str | None, str | None]:
+    """The image reference containers/storage (podman, CRI-O) records for container ``cid``
+    (its ``metadata`` ``image-name``) and the image id (``sha256:...``)."""
+    for driver in ("overlay", "vfs", "btrfs"):
+        listing = read_json(os.path.join(storage_root, f"{driver}-containers", "containers.json"))
+        for item in listing if isinstance(listing, list) else []:
+            if not isinstance(item, dict) or item.get("id") != cid:
+                continue
+            try:
+                meta = json.loads(item.get("metadata") or "{}")
+            except (TypeError, ValueError):
+                meta = {}
+            ref = meta.get("image-name") if isinstance(meta, dict) else None
+            image_id = item.get("image")
+            return (ref if isinstance(ref, str) and ref else None,
+                    f"sha256:{image_id}" if isinstance(image_id, str) and image_id else None)
+    return None, None
+
+
 def storage_name(cid: str, storage_root: str = DEFAULT_STORAGE_ROOT) -> str | None:
     """The first name containers/storage (podman, CRI-O) records for container ``cid``."""
     for driver in ("overlay", "vfs", "btrfs"):
