@@ -34,7 +34,7 @@ belong to when the join cannot tell which); version 6 added ``pcmdline`` (the pa
 line, filled by the process tree); version 7 added the process facts Falco rules read
 (``proc_start``, ``tty``, ``loginuid``, ``cap_effective``, ``user``, ``login_user``,
 ``exe_upper_layer``), the container's image (``Container.image``, ``image_repository``,
-``image_tag``, ``image_digest``) and ``Container.privileged``."""
+``image_tag``, ``image_digest``), ``Container.privileged`` and ``PrivInfo.user``."""
 
 #: Every event kind, in table order (derived from :data:`runwatch.eventkinds.TABLE`). The
 #: strings are part of the public contract.
@@ -132,6 +132,7 @@ class PrivInfo(msgspec.Struct, omit_defaults=True, gc=False):
     target_pid: int | None = None
     ns_flags: int | None = None  # unshare / setns
     result: int | None = None
+    user: str | None = None  # setuid: the name of ``uid`` in the process's passwd (schema 7)
 
 
 class DecisionInfo(msgspec.Struct, omit_defaults=True, gc=False):

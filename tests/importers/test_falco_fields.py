@@ -51,6 +51,9 @@ def translate(tmp_path: Path, condition: str) -> str:
     ("evt.type = socket and evt.arg.domain contains AF_PACKET", 'kind = net.socket and net.family = "packet"'),
     ("evt.type = openat and fd.num = -1", "kind = file.open and file.result < 0"),
     ("evt.type = dup2 and evt.rawres in (0, 1, 2)", 'kind = net.redirect and evt.attr[fd] in ("0", "1", "2")'),
+    ("evt.type = setuid and evt.arg.uid != root", 'kind = priv.setuid and priv.uid != "0"'),
+    ("evt.type = setuid and evt.arg.uid = nobody", 'kind = priv.setuid and priv.user = "nobody"'),
+    ('evt.type = execve and not user.name in ("<NA>", "N/A", "")', "kind = process.exec and proc.user exists"),
 ])
 def test_translation(tmp_path: Path, falco: str, runwatch: str) -> None:
     assert translate(tmp_path, falco) == runwatch
@@ -132,6 +135,10 @@ def test_passwd_names_per_container(tmp_path: Path) -> None:
     users.enrich(a)
     users.enrich(b)
     assert (a.user, a.login_user, b.user, b.login_user) == ("app", "app", "other", None)
+    setuid = Event(id="s", time=T0, kind="priv.setuid", pid=41, uid=0, container=Container(id="ca", runtime="runc"),
+                   priv=PrivInfo(op="setuid", uid=1000, euid=1000))
+    users.enrich(setuid)
+    assert (setuid.user, setuid.priv is not None and setuid.priv.user) == (None, "app")  # uid 0: no root line
     gone = Event(id="c", time=T0, kind="file.open", pid=47, uid=1000, container=Container(id="ca", runtime="runc"))
     users.enrich(gone)  # a process already gone: the container's map, read once, still names it
     assert gone.user == "app"

@@ -37,7 +37,8 @@ def parse_passwd(text: str) -> dict[int, str]:
 
 
 class UserNames:
-    """Fills ``Event.user`` (uid's name) and ``Event.login_user`` (loginuid's name).
+    """Fills ``Event.user`` (uid's name), ``Event.login_user`` (loginuid's name) and, on
+    ``priv.setuid``, ``PrivInfo.user`` (the new uid's name).
 
     Args:
         proc_root: procfs mount the process roots are reached through.
@@ -102,7 +103,8 @@ class UserNames:
 
     def enrich(self, event: Event) -> None:
         """Set ``user`` and ``login_user`` where the passwd of the event's root names them."""
-        if event.user is not None and (event.login_user is not None or event.loginuid is None):
+        if event.user is not None and (event.login_user is not None or event.loginuid is None) \
+                and event.priv is None:
             return
         key = event.container.id if event.container is not None else _HOST
         if event.kind == "process.exec":
@@ -114,6 +116,10 @@ class UserNames:
             event.user = found.get(event.uid)
         if event.login_user is None and event.loginuid is not None and event.loginuid != UNSET_LOGINUID:
             event.login_user = found.get(event.loginuid)
+        priv = event.priv
+        if priv is not None and priv.user is None and priv.uid is not None and priv.uid >= 0 \
+                and event.kind == "priv.setuid":
+            priv.user = found.get(priv.uid)
 
     def stats(self) -> dict[str, int]:
         """Counters (passwd_reads, passwd_misses, evicted) and the number of maps held."""

@@ -337,7 +337,7 @@ def _fields() -> dict[str, FieldSpec]:
     for attr in ("uid", "euid", "gid", "egid", "cap_effective", "cap_permitted", "cap_inheritable",
                  "mount_flags", "request", "target_pid", "ns_flags", "result"):
         add(f"priv.{attr}", "int", _group_getter("priv", attr, False))
-    for attr in ("target", "source", "fstype"):
+    for attr in ("target", "source", "fstype", "user"):
         add(f"priv.{attr}", "str", _group_getter("priv", attr, True))
     add("tool.name", "str", _tool("name"))
     add("tool.call_id", "str", _tool("call_id"))

@@ -224,7 +224,7 @@ FIELD_MAP: dict[str, str] = {
     "fd.name": "file.path", "fd.directory": "file.dir", "fd.filename": "file.name",
     "fd.sip": "net.dst.ip", "fd.rip": "net.dst.ip", "fd.ip": "net.dst.ip", "fd.sport": "net.dst.port",
     "fd.rport": "net.dst.port", "fd.port": "net.dst.port", "fd.cip": "net.src.ip", "fd.cport": "net.src.port",
-    "fd.l4proto": "net.proto", "evt.arg.uid": "priv.uid", "evt.arg.oldpath": "file.path",
+    "fd.l4proto": "net.proto", "evt.arg.oldpath": "file.path",
     "evt.arg.path": "file.path", "evt.arg.name": "file.path", "evt.arg.pathname": "file.path",
     "evt.arg.newpath": "file.new_path", "fd.sip.name": "net.dst.name", "fd.rip.name": "net.dst.name",
     "evt.arg.target": "file.path", "evt.arg.linkpath": "file.new_path",
@@ -497,19 +497,34 @@ def _container_plain(op: str, vals: list[str]) -> Any:
     return Term(f"container.id {op} {quote(vals[0])}")
 
 
+_NO_NAME = ("<NA>", "N/A", "")
+
+
 def _user_name(t: Translator, op: str, vals: list[str]) -> Any:
     # root is uid 0 wherever the passwd is; other names are the uid's in the process's own root
     if op in ("=", "!=") and vals == ["root"]:
         return Term("proc.uid = 0") if op == "=" else Term("proc.uid != 0")
     if op in ("=", "!=", "in") and vals:
-        others = [v for v in vals if v != "root"]
+        others = [v for v in vals if v not in ("root", *_NO_NAME)]
         parts: list[Any] = [Term("proc.uid = 0")] if "root" in vals else []
+        if any(v in _NO_NAME for v in vals):  # Falco's placeholders of a name it could not find
+            parts.append(Not(Term("proc.user exists")))
         if others:
             parts.append(Term(f"proc.user in {_join(others)}" if len(others) > 1 or op == "in"
                               else f"proc.user = {quote(others[0])}"))
         node = simplify("or", parts)
         return negate(node) if op == "!=" else node
     return t.plain_as("proc.user", "user.name", op, vals)
+
+
+def _arg_uid(t: Translator, op: str, vals: list[str]) -> Any:
+    # setuid's uid argument, which Falco prints as the user's name: numbers are priv.uid, root is
+    # uid 0, other names priv.user (the uid's name in the process's own passwd)
+    if all(v.lstrip("-").isdigit() or v == "root" for v in vals):
+        return t.plain_as("priv.uid", "evt.arg.uid", op, ["0" if v == "root" else v for v in vals])
+    if any(v.lstrip("-").isdigit() or v == "root" for v in vals):
+        raise Unsupported(f"evt.arg.uid {op} {' '.join(vals)[:40]} mixes names and numbers")
+    return t.plain_as("priv.user", "evt.arg.uid", op, vals)
 
 
 _FAMILY_NAMES = {"AF_INET": "ipv4", "AF_INET6": "ipv6", "AF_UNIX": "unix", "AF_LOCAL": "unix",
@@ -577,6 +592,7 @@ _SPECIAL: dict[str, Callable[[Translator, str, list[str]], Any]] = {
     "container.id": _container_id,
     "user.name": _user_name,
     "evt.arg.domain": _domain,
+    "evt.arg.uid": _arg_uid,
     "proc.is_exe_from_memfd": _bool_field("proc.exe_memfd = true", "proc.exe_memfd = false"),
     "proc.is_exe_upper_layer": _bool_field("proc.exe_upper_layer = true", "proc.exe_upper_layer = false"),
     "container.privileged": _bool_field("container.privileged = true", "container.privileged = false"),
