@@ -32,7 +32,7 @@ added the workload role (``Event.role``, ``Container.role``); version 4 added ``
 :mod:`runwatch.exepath`); version 5 added ``AiInfo.candidates`` (the tool calls an event may
 belong to when the join cannot tell which); version 6 added ``pcmdline`` (the parent's command
 line, filled by the process tree); version 7 added the process facts Falco rules read
-(``proc_start``, ``tty``, ``loginuid``, ``cap_effective``, ``user``, ``login_user``,
+(``proc_start``, ``tty``, ``loginuid``, ``cap_effective``, ``cap_permitted``, ``user``, ``login_user``,
 ``exe_upper_layer``), the container's image (``Container.image``, ``image_repository``,
 ``image_tag``, ``image_digest``), ``Container.privileged`` and ``PrivInfo.user``."""
 
@@ -258,6 +258,7 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     tty: int | None = None  # controlling terminal as /proc/PID/stat tty_nr; 0: none
     loginuid: int | None = None  # audit login uid; 4294967295: never set
     cap_effective: int | None = None  # effective capability bits at the last exec (or capset)
+    cap_permitted: int | None = None  # permitted capability bits, the same way
     user: str | None = None  # uid's name in the passwd of the process's root (its container's)
     login_user: str | None = None  # loginuid's name, the same way
     exe_upper_layer: bool | None = None  # process.exec: the file is in an overlay's upper layer

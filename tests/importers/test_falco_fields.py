@@ -41,6 +41,8 @@ def translate(tmp_path: Path, condition: str) -> str:
     ("evt.type = execve and user.loginuid = -1", 'kind = process.exec and proc.loginuid = "-1"'),
     ("evt.type = openat and thread.cap_effective contains CAP_SYS_ADMIN",
      'kind = file.open and proc.cap_effective_names contains "CAP_SYS_ADMIN"'),
+    ("evt.type = unshare and not thread.cap_permitted contains CAP_SYS_ADMIN",
+     'kind = priv.unshare and not proc.cap_permitted_names contains "CAP_SYS_ADMIN"'),
     ("evt.type = execve and container.image.repository in (a/b, c/d)",
      'kind = process.exec and container.image_repository in ("a/b", "c/d")'),
     ("evt.type = execve and container.privileged = true", "kind = process.exec and container.privileged = true"),

@@ -1,4 +1,4 @@
-"""The exec record's process facts: controlling terminal, audit login uid, effective capabilities.
+"""The exec record's process facts: controlling terminal, audit login uid, effective and permitted capabilities.
 
 A host child sets each up before it execs a program under a unique name (a symlink to
 ``/bin/true``), so the exec event can be found and every value compared exactly with what the
@@ -54,11 +54,15 @@ def _exec_of(capture, prog: Path) -> Event:  # type: ignore[no-untyped-def]
     return e
 
 
-def _own_cap_eff() -> int:
+def _own_cap(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1], 16)
-    raise AssertionError("no CapEff")
+    raise AssertionError(f"no {key}")
+
+
+def _own_cap_eff() -> int:
+    return _own_cap("CapEff")
 
 
 def test_terminal_login_uid_and_capabilities_at_exec(capture, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -68,6 +72,8 @@ def test_terminal_login_uid_and_capabilities_at_exec(capture, tmp_path: Path) ->
     assert with_all.tty == tty_nr and tty_nr >> 8 == 136  # a Unix98 pseudo-terminal
     assert with_all.loginuid == 1023
     assert with_all.cap_effective == _own_cap_eff() & ~(1 << 16 | 1 << 13)
+    assert with_all.cap_permitted == _own_cap("CapPrm") & ~(1 << 16 | 1 << 13)
     own_loginuid = int(Path("/proc/self/loginuid").read_text())
-    assert (plain.tty, plain.loginuid, plain.cap_effective) == (0, own_loginuid, _own_cap_eff())
+    assert (plain.tty, plain.loginuid, plain.cap_effective, plain.cap_permitted) == (
+        0, own_loginuid, _own_cap_eff(), _own_cap("CapPrm"))
     assert with_all.exe_upper_layer is None and plain.exe_upper_layer is None  # not on an overlay

@@ -3,8 +3,8 @@
 Kernel events other than exec carry only pid and comm; :meth:`ProcessTree.enrich` fills
 ``ppid``, ``exe``, ``cmdline``, ``argv``, ``ancestry`` and ``pcmdline`` from the tree, reading
 ``/proc/<pid>`` on a miss (and recording what it read), and the other process facts Falco
-rules read: ``proc_start`` (the fork's time) and the exec's ``tty``, ``loginuid`` and
-``cap_effective`` (a later ``priv.capset`` replaces the effective set).
+rules read: ``proc_start`` (the fork's time) and the exec's ``tty``, ``loginuid``,
+``cap_effective`` and ``cap_permitted`` (a later ``priv.capset`` replaces the sets).
 
 Contracts:
 
@@ -50,6 +50,7 @@ class ProcRecord:
     tty: int | None = None
     loginuid: int | None = None
     cap_effective: int | None = None
+    cap_permitted: int | None = None
 
     @property
     def label(self) -> str:
@@ -83,7 +84,8 @@ def read_proc_record(pid: int, proc_root: str = "/proc", boot_ns: int | None = N
     status = procfs.status(pid, proc=proc_root)
     return ProcRecord(pid=pid, ppid=st.ppid, exe=exe, cmdline=" ".join(argv), argv=argv, comm=st.comm,
                       start_time=start, from_proc=True, tty=st.tty, loginuid=procfs.loginuid(pid, proc_root),
-                      cap_effective=status.cap_eff if status is not None else None)
+                      cap_effective=status.cap_eff if status is not None else None,
+                      cap_permitted=status.cap_prm if status is not None else None)
 
 
 class ProcessTree:
@@ -192,7 +194,8 @@ class ProcessTree:
             self._forget(child_pid)
         self._put(ProcRecord(pid=child_pid, ppid=event.pid, exe=parent.exe, cmdline=parent.cmdline,
                              argv=parent.argv, comm=parent.comm, start_time=event.time, tty=parent.tty,
-                             loginuid=parent.loginuid, cap_effective=parent.cap_effective))
+                             loginuid=parent.loginuid, cap_effective=parent.cap_effective,
+                             cap_permitted=parent.cap_permitted))
 
     def _exec(self, event: Event) -> None:
         self._stats["execs"] += 1
@@ -211,15 +214,19 @@ class ProcessTree:
                           tty=event.tty if event.tty is not None else rec.tty,
                           loginuid=event.loginuid if event.loginuid is not None else rec.loginuid,
                           cap_effective=event.cap_effective if event.cap_effective is not None
-                          else rec.cap_effective)
+                          else rec.cap_effective,
+                          cap_permitted=event.cap_permitted if event.cap_permitted is not None
+                          else rec.cap_permitted)
         self._put(updated)
 
     def _capset(self, event: Event) -> None:
         rec = self._procs.get(event.pid)
-        eff = event.priv.cap_effective if event.priv is not None else None
-        if rec is None or eff is None or (event.priv is not None and (event.priv.result or 0) < 0):
+        priv = event.priv
+        if rec is None or priv is None or priv.cap_effective is None or (priv.result or 0) < 0:
             return
-        self._procs[event.pid] = replace(rec, cap_effective=eff)
+        self._procs[event.pid] = replace(rec, cap_effective=priv.cap_effective,
+                                         cap_permitted=priv.cap_permitted if priv.cap_permitted is not None
+                                         else rec.cap_permitted)
 
     def _exit(self, event: Event) -> None:
         rec = self._procs.get(event.pid)
@@ -283,6 +290,8 @@ class ProcessTree:
             event.loginuid = rec.loginuid
         if event.cap_effective is None:
             event.cap_effective = rec.cap_effective
+        if event.cap_permitted is None:
+            event.cap_permitted = rec.cap_permitted
         if not event.ppid:
             event.ppid = rec.ppid
         if not event.exe:

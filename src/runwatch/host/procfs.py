@@ -74,6 +74,7 @@ class Status:
     nspid: list[int] = field(default_factory=list)
     cap_bnd: int | None = None  # capability bounding set, as a bit mask
     cap_eff: int | None = None  # effective capability set, as a bit mask
+    cap_prm: int | None = None  # permitted capability set, as a bit mask
 
 
 def parse_status(data: bytes) -> Status:
@@ -99,6 +100,8 @@ def parse_status(data: bytes) -> Status:
                 st.cap_bnd = int(fields[0], 16)
             elif key == "CapEff":
                 st.cap_eff = int(fields[0], 16)
+            elif key == "CapPrm":
+                st.cap_prm = int(fields[0], 16)
         except ValueError:
             continue
     return st

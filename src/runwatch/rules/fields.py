@@ -210,6 +210,10 @@ def _caps(e: Event, c: EvalCtx) -> str | None:
     return cap_names(e.cap_effective) or None if e.cap_effective is not None else None
 
 
+def _caps_permitted(e: Event, c: EvalCtx) -> str | None:
+    return cap_names(e.cap_permitted) or None if e.cap_permitted is not None else None
+
+
 def _memfd_exe(e: Event, c: EvalCtx) -> bool | None:
     return exepath.is_memfd_exe(e.exe) if e.exe else None
 
@@ -295,6 +299,8 @@ def _fields() -> dict[str, FieldSpec]:
     add("proc.login_user", "str", lambda e, c: e.login_user or None)
     add("proc.cap_effective", "int", lambda e, c: e.cap_effective)
     add("proc.cap_effective_names", "str", _caps)
+    add("proc.cap_permitted", "int", lambda e, c: e.cap_permitted)
+    add("proc.cap_permitted_names", "str", _caps_permitted)
     add("proc.exe_memfd", "bool", _memfd_exe)
     add("proc.exe_upper_layer", "bool", lambda e, c: bool(e.exe_upper_layer) if e.kind == "process.exec" else None)
     add("container", "object", lambda e, c: e.container)

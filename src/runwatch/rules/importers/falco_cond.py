@@ -230,7 +230,7 @@ FIELD_MAP: dict[str, str] = {
     "evt.arg.target": "file.path", "evt.arg.linkpath": "file.new_path",
     "proc.pcmdline": "proc.pcmdline", "proc.duration": "proc.duration", "proc.tty": "proc.tty",
     "user.loginuid": "proc.loginuid", "user.loginname": "proc.login_user",
-    "thread.cap_effective": "proc.cap_effective_names",
+    "thread.cap_effective": "proc.cap_effective_names", "thread.cap_permitted": "proc.cap_permitted_names",
     "container.image": "container.image", "container.image.repository": "container.image_repository",
     "container.image.tag": "container.image_tag", "container.image.digest": "container.image_digest",
     "evt.arg.flags": "file.flag_names",

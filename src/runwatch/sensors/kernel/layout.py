@@ -105,6 +105,7 @@ class RwExec(ctypes.Structure):
         ("cwd_depth", u32), ("filename", ctypes.c_char * PATH_LEN), ("args", ctypes.c_char * ARGS_LEN),
         ("cwd", (ctypes.c_char * CWD_PART) * CWD_DEPTH), ("exe_len", u32), ("exe_flags", u32),
         ("exe", ctypes.c_char * EXE_LEN), ("tty", u32), ("loginuid", u32), ("cap_effective", u64),
+        ("cap_permitted", u64),
     ]
 
 

@@ -389,6 +389,7 @@ int BPF_PROG(rw_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	e->tty = tty_nr(p);
 	e->loginuid = BPF_CORE_READ(p, loginuid.val);
 	e->cap_effective = BPF_CORE_READ(p, cred, cap_effective.val);
+	e->cap_permitted = BPF_CORE_READ(p, cred, cap_permitted.val);
 	SUBMIT(e);
 	return 0;
 }

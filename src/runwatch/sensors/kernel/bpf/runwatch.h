@@ -133,6 +133,7 @@ struct rw_exec {
 	__u32 tty;       /* controlling terminal, encoded as /proc/PID/stat's tty_nr (0: none) */
 	__u32 loginuid;  /* audit login uid (4294967295: never set) */
 	__u64 cap_effective; /* effective capability set of the new image */
+	__u64 cap_permitted; /* and its permitted set */
 };
 
 struct rw_fork {
