@@ -2,7 +2,8 @@
 
 Rendered as Falco renders them, so Falco conditions on the text carry over: capability sets
 as space-separated ``CAP_*`` names in bit order (``thread.cap_effective``), open flags as
-``|``-joined ``O_*`` names (``evt.arg.flags``). x86-64 values; pure functions, cached.
+``|``-joined ``O_*`` names (``evt.arg.flags``), file modes as ``|``-joined ``S_*`` names
+(``evt.arg.mode``). x86-64 values; pure functions, cached.
 """
 
 from __future__ import annotations
@@ -29,12 +30,25 @@ OPEN_FLAGS: tuple[tuple[int, str], ...] = (
 )
 _ACCESS = ("O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE")
 
+#: File mode bits (chmod, mkdir) and their names, as Falco prints ``evt.arg.mode``.
+MODE_BITS: tuple[tuple[int, str], ...] = (
+    (0o1, "S_IXOTH"), (0o2, "S_IWOTH"), (0o4, "S_IROTH"), (0o10, "S_IXGRP"), (0o20, "S_IWGRP"), (0o40, "S_IRGRP"),
+    (0o100, "S_IXUSR"), (0o200, "S_IWUSR"), (0o400, "S_IRUSR"), (0o1000, "S_ISVTX"), (0o2000, "S_ISGID"),
+    (0o4000, "S_ISUID"),
+)
+
 
 @functools.lru_cache(maxsize=1024)
 def cap_names(bits: int) -> str:
     """A capability bit set as space-separated names (unknown bits as ``CAP_<n>``)."""
     return " ".join(CAPABILITIES[i] if i < len(CAPABILITIES) else f"CAP_{i}"
                     for i in range(bits.bit_length()) if bits >> i & 1)
+
+
+@functools.lru_cache(maxsize=1024)
+def mode_names(mode: int) -> str:
+    """File mode bits as ``|``-joined names, lowest bit first (``S_IXOTH|S_IROTH|S_ISUID``)."""
+    return "|".join(name for bit, name in MODE_BITS if mode & bit)
 
 
 @functools.lru_cache(maxsize=1024)

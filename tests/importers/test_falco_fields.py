@@ -11,7 +11,7 @@ from runwatch.enrich.proctree import ProcessTree
 from runwatch.enrich.users import UserNames, parse_passwd
 from runwatch.events import Container, Event, FileInfo, PrivInfo
 from runwatch.host import runtimes
-from runwatch.linuxnames import cap_names, open_flag_names
+from runwatch.linuxnames import cap_names, mode_names, open_flag_names
 from runwatch.rules import Engine, load_texts
 from runwatch.rules.fields import EvalCtx, resolve_field
 from runwatch.rules.importers import import_rules
@@ -43,6 +43,9 @@ def translate(tmp_path: Path, condition: str) -> str:
      'kind = file.open and proc.cap_effective_names contains "CAP_SYS_ADMIN"'),
     ("evt.type = unshare and not thread.cap_permitted contains CAP_SYS_ADMIN",
      'kind = priv.unshare and not proc.cap_permitted_names contains "CAP_SYS_ADMIN"'),
+    ("evt.type = chmod and evt.arg.mode contains S_ISUID", 'kind = file.chmod and file.mode_names contains "S_ISUID"'),
+    ("evt.type = bpf and evt.arg.cmd = BPF_PROG_LOAD", "kind = priv.bpf_load and kind = priv.bpf_load"),
+    ("evt.type = connect and fd.sockfamily = ip", 'kind = net.connect and net.family in ("ipv4", "ipv6")'),
     ("evt.type = execve and container.image.repository in (a/b, c/d)",
      'kind = process.exec and container.image_repository in ("a/b", "c/d")'),
     ("evt.type = execve and container.privileged = true", "kind = process.exec and container.privileged = true"),
@@ -91,12 +94,17 @@ def test_field_values() -> None:
                    attrs={"result": -13})
     assert value("file.flag_names", opened) == "O_WRONLY|O_CREAT|O_TRUNC"
     assert (value("file.result", opened), value("file.result", failed)) == (0, -13)
+    chmod = Event(id="e4", time=T0, kind="file.chmod", file=FileInfo(path="/x", flags=0o2750))
+    assert (value("file.mode_names", chmod), value("file.mode_names", opened)) == (
+        "S_IXGRP|S_IRGRP|S_IXUSR|S_IWUSR|S_IRUSR|S_ISGID", None)
 
 
 def test_linux_names() -> None:
     assert cap_names(0) == ""
     assert cap_names(1 << 40 | 1 << 41) == "CAP_CHECKPOINT_RESTORE CAP_41"
     assert open_flag_names(0o2) == "O_RDWR"
+    assert mode_names(0o4755) == "S_IXOTH|S_IROTH|S_IXGRP|S_IRGRP|S_IXUSR|S_IWUSR|S_IRUSR|S_ISUID"
+    assert mode_names(0) == ""
     assert open_flag_names(0o2002101) == "O_WRONLY|O_CREAT|O_APPEND|O_CLOEXEC"
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from runwatch import eventkinds, exepath
 from runwatch.events import AI_KEYS, Event
-from runwatch.linuxnames import cap_names, open_flag_names
+from runwatch.linuxnames import cap_names, mode_names, open_flag_names
 
 #: Field types. ``ip`` is a string holding an address (adds ``cidr``).
 FieldType = str  # "str" | "int" | "bool" | "ip" | "list" | "object"
@@ -223,6 +223,14 @@ def _flag_names(e: Event, c: EvalCtx) -> str | None:
     return open_flag_names(f.flags) if f is not None and f.flags is not None and e.kind == "file.open" else None
 
 
+def _mode_names(e: Event, c: EvalCtx) -> str | None:
+    # file.chmod and file.mkdir keep the mode in flags
+    f = e.file
+    if f is None or f.flags is None or e.kind not in ("file.chmod", "file.mkdir"):
+        return None
+    return mode_names(f.flags & 0o7777) or None
+
+
 def _file_result(e: Event, c: EvalCtx) -> int | None:
     # file.open: 0 for an opened file, -errno for a failed open (reported for watched paths)
     if e.kind != "file.open" or e.file is None:
@@ -323,6 +331,7 @@ def _fields() -> dict[str, FieldSpec]:
     add("file.flags", "int", _group_getter("file", "flags", False))
     add("file.flag_names", "str", _flag_names)
     add("file.result", "int", _file_result)
+    add("file.mode_names", "str", _mode_names)
     add("file.new_path", "str", _group_getter("file", "new_path", True))
     add("file.memfd_name", "str", _group_getter("file", "name", True))
     add("net.proto", "str", _group_getter("net", "proto", True))

@@ -233,7 +233,7 @@ FIELD_MAP: dict[str, str] = {
     "thread.cap_effective": "proc.cap_effective_names", "thread.cap_permitted": "proc.cap_permitted_names",
     "container.image": "container.image", "container.image.repository": "container.image_repository",
     "container.image.tag": "container.image_tag", "container.image.digest": "container.image_digest",
-    "evt.arg.flags": "file.flag_names",
+    "evt.arg.flags": "file.flag_names", "evt.arg.mode": "file.mode_names", "evt.arg.filename": "file.path",
 }
 #: Why a Falco field that looks mappable is not, for the skip reason.
 _WHY = {"fd.nameraw": "runwatch reports the canonical path, never the path as passed"}
@@ -527,6 +527,25 @@ def _arg_uid(t: Translator, op: str, vals: list[str]) -> Any:
     return t.plain_as("priv.user", "evt.arg.uid", op, vals)
 
 
+def _bpf_cmd(t: Translator, op: str, vals: list[str]) -> Any:
+    # priv.bpf_load is bpf(BPF_PROG_LOAD): that command is the kind, every other one is never reported
+    load = [v in ("5", "BPF_PROG_LOAD") for v in vals]
+    if op in ("=", "in") and vals:
+        return Term("kind = priv.bpf_load") if any(load) else Const(False)
+    if op == "!=" and len(vals) == 1:
+        return Term("kind != priv.bpf_load") if load[0] else Const(True)
+    raise Unsupported(f"evt.arg.cmd {op} {' '.join(vals)[:40]} is not supported")
+
+
+def _sockfamily(t: Translator, op: str, vals: list[str]) -> Any:
+    fams = {"ip": ("ipv4", "ipv6"), "unix": ("unix",)}
+    if op in ("=", "!=", "in") and vals and all(v in fams for v in vals):
+        names = sorted({f for v in vals for f in fams[v]})
+        term = Term(f"net.family in {_join(names)}")
+        return Not(term) if op == "!=" else term
+    raise Unsupported(f"fd.sockfamily {op} {' '.join(vals)[:40]} is not supported")
+
+
 _FAMILY_NAMES = {"AF_INET": "ipv4", "AF_INET6": "ipv6", "AF_UNIX": "unix", "AF_LOCAL": "unix",
                  "AF_PACKET": "packet", "AF_NETLINK": "netlink"}
 
@@ -593,6 +612,8 @@ _SPECIAL: dict[str, Callable[[Translator, str, list[str]], Any]] = {
     "user.name": _user_name,
     "evt.arg.domain": _domain,
     "evt.arg.uid": _arg_uid,
+    "evt.arg.cmd": _bpf_cmd,
+    "fd.sockfamily": _sockfamily,
     "proc.is_exe_from_memfd": _bool_field("proc.exe_memfd = true", "proc.exe_memfd = false"),
     "proc.is_exe_upper_layer": _bool_field("proc.exe_upper_layer = true", "proc.exe_upper_layer = false"),
     "container.privileged": _bool_field("container.privileged = true", "container.privileged = false"),
