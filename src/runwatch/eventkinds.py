@@ -167,10 +167,11 @@ TABLE: tuple[KindSpec, ...] = (
     # net.socket: raw, packet and other unusual sockets (ordinary TCP/UDP show at connect/bind/send).
     KindSpec("net.socket", "network", (4001, _OTHER, "Create Socket"), ("net",), record="SOCKET",
              decoder="sock", programs=_tp_exit("socket"), syscalls=("socket",), activity=True),
-    # net.redirect: a socket duplicated onto fd 0, 1 or 2 (a shell on a connection).
+    # net.redirect: a socket duplicated onto fd 0, 1 or 2 (a shell on a connection); from dup the
+    # socket's own descriptor is not known (attrs socket_fd -1).
     KindSpec("net.redirect", "network", (4001, _OTHER, "Redirect Standard Stream"), ("net",),
-             record="REDIRECT", decoder="sock", programs=_tp("dup2", "dup3"), syscalls=("dup2", "dup3"),
-             activity=True),
+             record="REDIRECT", decoder="sock", programs=_tp("dup2", "dup3") + _tp_exit("dup"),
+             syscalls=("dup2", "dup3", "dup"), activity=True),
     # Kernel Extension Activity (1002) 1 Load: modules and BPF programs run in the kernel.
     KindSpec("priv.module_load", "privilege", (1002, 1, "Load"), ("priv",), record="MODULE_LOAD",
              decoder="priv", programs=_tp("init_module", "finit_module"),

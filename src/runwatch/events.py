@@ -21,7 +21,7 @@ import msgspec
 
 from runwatch import eventkinds, exepath
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """Version of the :class:`Event` schema. Bumped whenever a field or group is added (the
 schema test compares the structs with the committed ``tests/schema/event_schema_v<N>.json``
 and fails on a removed, renamed or retyped field, or on an addition without a bump).
@@ -34,7 +34,9 @@ belong to when the join cannot tell which); version 6 added ``pcmdline`` (the pa
 line, filled by the process tree) and the workload metadata of :class:`Container` (``labels``,
 ``annotations``, ``service_account``, ``node``, ``owner_kind``, ``owner_name``, ``image``,
 ``image_digest``, ``privileged``, ``cap_add``, ``devices``, ``gpu``, ``siblings``,
-``spiffe_source``)."""
+``spiffe_source``); version 7 added the process facts Falco rules read (``proc_start``, ``tty``,
+``loginuid``, ``cap_effective``, ``cap_permitted``, ``user``, ``login_user``, ``exe_upper_layer``),
+``Container.image_repository`` and ``image_tag``, and ``PrivInfo.user``."""
 
 #: Every event kind, in table order (derived from :data:`runwatch.eventkinds.TABLE`). The
 #: strings are part of the public contract.
@@ -81,6 +83,9 @@ class Container(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     gpu: int | None = None  # GPUs: nvidia.com/gpu limits, or /dev/nvidiaN devices
     siblings: list[str] | None = None  # the names of the pod's other containers (sidecars, app)
     spiffe_source: str | None = None  # how spiffe_id is known: derived (from Kubernetes facts) | attested
+    # schema 7: the image reference split as Falco reads it
+    image_repository: str | None = None
+    image_tag: str | None = None
 
 
 class ToolCall(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
@@ -141,6 +146,7 @@ class PrivInfo(msgspec.Struct, omit_defaults=True, gc=False):
     target_pid: int | None = None
     ns_flags: int | None = None  # unshare / setns
     result: int | None = None
+    user: str | None = None  # setuid: the name of ``uid`` in the process's passwd (schema 7)
 
 
 class DecisionInfo(msgspec.Struct, omit_defaults=True, gc=False):
@@ -261,6 +267,15 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     exe_dev: int | None = None  # and device, as os.stat's st_dev (schema 4)
     exe_deleted: bool | None = None  # the executed file had no directory entry (schema 4)
     pcmdline: str | None = None  # the parent's command line, space-joined (schema 6; from the process tree)
+    # schema 7: process facts (the exec's own, carried by the process tree to its later events)
+    proc_start: int | None = None  # when the process started (its fork), ns since the epoch
+    tty: int | None = None  # controlling terminal as /proc/PID/stat tty_nr; 0: none
+    loginuid: int | None = None  # audit login uid; 4294967295: never set
+    cap_effective: int | None = None  # effective capability bits at the last exec (or capset)
+    cap_permitted: int | None = None  # permitted capability bits, the same way
+    user: str | None = None  # uid's name in the passwd of the process's root (its container's)
+    login_user: str | None = None  # loginuid's name, the same way
+    exe_upper_layer: bool | None = None  # process.exec: the file is in an overlay's upper layer
 
 
 _seq = itertools.count(1)

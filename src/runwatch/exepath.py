@@ -41,6 +41,11 @@ def is_memfd(parts: list[str], *, detached: bool) -> bool:
     return detached and len(parts) == 1 and parts[0].startswith(MEMFD_PREFIX)
 
 
+def is_memfd_exe(exe: str) -> bool:
+    """Whether an ``exe`` is a memfd's (``memfd:NAME``; a file's ``exe`` starts with ``/``)."""
+    return exe.startswith(MEMFD_PREFIX)
+
+
 def compose(parts: list[str], *, unlinked: bool, detached: bool) -> str:
     """The ``exe`` of a file whose path components are ``parts``, root first.
 

@@ -150,7 +150,8 @@ def test_kubernetes_names_from_containerd_namespace_root(area: CgroupArea, tmp_p
     r = resolver(tmp_path)
     assert r.resolve(ino) == Container(id=cid, runtime="containerd", name="vllm", pod="llm-server-0",
                                        pod_uid=uid, namespace="serving", cgroup=f"{area.rel}/{rel_child}",
-                                       image="registry.local/vllm:0.9")
+                                       image="registry.local/vllm:0.9", image_repository="registry.local/vllm",
+                                       image_tag="0.9")
 
 
 def test_docker_and_podman_names_from_their_records(area: CgroupArea, tmp_path: Path) -> None:
@@ -307,7 +308,8 @@ def test_real_runc_container(tmp_path: Path) -> None:
         r = ContainerResolver()
         assert r.cgroup_root is not None
         ino = os.stat(f"{r.cgroup_root}/runwatch/{cid}").st_ino
-        expected = Container(id=cid, runtime="runc", name="real-one", pod="p-29", cgroup=f"/runwatch/{cid}")
+        expected = Container(id=cid, runtime="runc", name="real-one", pod="p-29", cgroup=f"/runwatch/{cid}",
+                             privileged=False)  # runc spec's config: masked paths, no device allowed
         assert r.resolve(ino) == expected
         assert r.resolve_pid(state["pid"]) == expected
     finally:

@@ -214,7 +214,7 @@ def test_events_and_alerts_of_the_pod_carry_kubernetes_facts_and_the_spiffe_id(p
         "labels": {"app": "shop", "tier": "front"}, "service_account": "shop-sa", "node": NODE,
         "owner_kind": "ReplicaSet", "owner_name": "shop-7d9f", "image": IMAGE, "image_digest": pod.digest,
         "privileged": False, "cap_add": ["NET_ADMIN"], "devices": ["/dev/net/tun"], "siblings": ["proxy"],
-        "spiffe_source": "derived"}
+        "spiffe_source": "derived", "image_repository": "localhost/runwatch-test-busybox", "image_tag": "1"}
     assert cats["app"]["cgroup"].endswith(f"/libpod-{pod.app}")
     side = cats["proxy"]
     assert (side["pod"], side["pod_uid"], side["privileged"], side["siblings"], side["spiffe_id"]) == (

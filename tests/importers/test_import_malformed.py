@@ -98,7 +98,7 @@ def test_falco_broken_file_loses_nothing_else(tmp_path: Path) -> None:
     assert entry["condition"] == 'kind = process.exec and proc.name in ("xmrig", "minerd")'
     assert entry["severity"] == "high"
     assert entry["attack"] == ["TA0040", "T1496"]
-    assert entry["output"] == "miner %{proc.name} (%{proc.cmdline}) user=n/a"
+    assert entry["output"] == "miner %{proc.name} (%{proc.cmdline}) user=%{proc.user}"
     assert {c.source: (c.loaded, c.skipped) for c in report.corpora} == {
         str(tmp_path / "good.yaml"): (1, 0), str(tmp_path / "broken.yaml"): (0, 1)}
 
@@ -106,7 +106,7 @@ def test_falco_broken_file_loses_nothing_else(tmp_path: Path) -> None:
 def test_falco_override_append_and_unsupported(tmp_path: Path) -> None:
     base = GOOD_FALCO + """- rule: Tty shell
   desc: interactive shell
-  condition: spawned_process and proc.name = bash and proc.tty != 0
+  condition: spawned_process and proc.name = bash and proc.sid != 0
   priority: NOTICE
 - rule: Chown anything
   desc: chown
@@ -132,7 +132,7 @@ def test_falco_override_append_and_unsupported(tmp_path: Path) -> None:
     assert miner.entry["condition"] == ('kind = process.exec and proc.name in ("xmrig", "minerd", "t-rex") and '
                                         'not proc.pname = "systemd"')
     tty = report.get("falco.tty_shell")
-    assert tty is not None and tty.reason == "field proc.tty has no runwatch counterpart"
+    assert tty is not None and tty.reason == "field proc.sid has no runwatch counterpart"
     chown = report.get("falco.chown_anything")
     assert chown is not None
     assert chown.reason == "can never match: runwatch reports no events for syscalls chown, fchown"

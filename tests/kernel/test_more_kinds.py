@@ -145,6 +145,28 @@ def test_a_socket_duplicated_onto_the_standard_streams(capture):
         (0, sock, "127.0.0.1", port, "tcp"), (1, sock, "127.0.0.1", port, "tcp"), (2, sock, "127.0.0.1", port, "tcp")]
 
 
+def test_dup_of_a_socket_into_a_closed_standard_stream(capture):
+    _, events = run(capture, """
+        srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+        port = srv.getsockname()[1]
+        cli = socket.create_connection(("127.0.0.1", port))
+        saved = os.dup(1)
+        os.close(1)
+        assert sc(32, cli.fileno()) == 1  # dup: the lowest free descriptor, stdout
+        os.close(1)
+        r, w = os.pipe()
+        os.close(0)
+        assert sc(32, r) == 0  # a pipe onto stdin: not reported
+        os.dup2(saved, 1)
+        assert sc(32, cli.fileno()) > 2  # above 2: not reported
+        sys.stdout.write(str(port))
+    """)
+    redirects = of(events, "net.redirect")
+    port = redirects[0].net.dst_port
+    assert [(e.attrs["fd"], e.attrs["socket_fd"], e.net.dst_ip, e.net.dst_port, e.net.proto) for e in redirects] == [
+        (1, -1, "127.0.0.1", port, "tcp")]
+
+
 def test_module_loads_are_reported_even_when_they_fail(capture):
     if "priv.module_load" not in capture.kernel.report.kinds_active():
         pytest.skip("this kernel has no init_module/finit_module (built without module support)")

@@ -31,7 +31,7 @@ def test_kinds_are_the_table_in_order() -> None:
 
 
 def test_kernel_programs_come_from_the_table() -> None:
-    assert len(PROGRAMS) == 81
+    assert len(PROGRAMS) == 82
     by_kind: dict[str, list[str]] = {}
     for p in PROGRAMS:
         assert len(p.provides) == 1
@@ -85,7 +85,8 @@ def test_ocsf_class_and_activity_come_from_the_table(spec: KindSpec) -> None:
 
 def test_falco_syscalls_and_join_activity_come_from_the_table() -> None:
     assert eventkinds.syscall_kinds() == SYSCALL_KINDS
-    assert len(SYSCALL_KINDS) == 56
+    assert len(SYSCALL_KINDS) == 57
+    assert SYSCALL_KINDS["dup"] == "net.redirect"
     assert (SYSCALL_KINDS["execveat"], SYSCALL_KINDS["clone3"], SYSCALL_KINDS["creat"]) == (
         "process.exec", "process.fork", "file.open")
     assert SYSCALL_KINDS["sendto"] == "net.send"  # dns.query stands for no single syscall

@@ -129,6 +129,8 @@ class _Meta:
     name: str | None  # from Docker's or containers/storage's own records
     cgroup_path: str | None  # as recorded by runc, relative to the v2 root
     complete: bool  # state.json was read (names will not improve by retrying)
+    image: tuple[str | None, str | None] = (None, None)  # reference, digest (Docker's own records)
+    privileged: bool | None = None
 
 
 class ContainerResolver:
@@ -448,11 +450,13 @@ class ContainerResolver:
         pod = a.get("io.kubernetes.pod.name") or a.get("io.kubernetes.cri.sandbox-name")
         namespace = a.get("io.kubernetes.pod.namespace") or a.get("io.kubernetes.cri.sandbox-namespace")
         uid = pod_uid or a.get("io.kubernetes.pod.uid") or a.get("io.kubernetes.cri.sandbox-uid")
-        image = a.get("io.kubernetes.cri.image-name") or a.get("io.kubernetes.cri-o.ImageName") or None
-        privileged = {"TRUE": True, "FALSE": False}.get(a.get("io.podman.annotations.privileged", ""))
+        ref = next((a[k] for k in runtimes.IMAGE_NAME_KEYS if a.get(k)), None) or meta.image[0]
+        digest = next((a[k] for k in runtimes.IMAGE_DIGEST_KEYS if a.get(k)), None) or meta.image[1]
+        repo, tag, ref_digest = runtimes.split_image(ref) if ref else (None, None, None)
         c = Container(id=cid, runtime=runtime, name=name, pod=pod, pod_uid=uid,
-                      namespace=namespace, cgroup=path, role=a.get(ROLE_LABEL) or None, image=image,
-                      privileged=privileged)
+                      namespace=namespace, cgroup=path, role=a.get(ROLE_LABEL) or None,
+                      image=ref, image_repository=repo or None, image_tag=tag,
+                      image_digest=ref_digest or digest, privileged=meta.privileged)
         if c.role is None and self.role_of is not None:
             role = self.role_of(c, a)
             if role:
@@ -466,6 +470,7 @@ class ContainerResolver:
         found = runtimes.state_dir(cid, self.runc_roots)  # exists from creation on
         state = runtimes.read_state(*found) if found is not None else None  # written a little later
         annotations = runtimes.bundle_annotations(state.bundle) if state is not None and state.bundle else {}
+        privileged = runtimes.bundle_privileged(state.bundle) if state is not None and state.bundle else None
         if state is None:  # not written yet, or the container is gone: what was read when it was
             record = self._states.get(cid) if self._states is not None else None
             if record is not None:
@@ -477,9 +482,15 @@ class ContainerResolver:
             labels.update(state.labels)
             cgroup_path = self._state_cgroup(state)
         name = None
+        image: tuple[str | None, str | None] = (None, None)
         if _BARE_ID.match(cid):
             name = runtimes.docker_name(cid, self.docker_root) or runtimes.storage_name(cid, self.storage_root)
-        return _Meta(runtime, labels, name, cgroup_path, complete)
+            image = runtimes.docker_image(cid, self.docker_root)
+            if image == (None, None):
+                image = runtimes.storage_image(cid, self.storage_root)
+            docker_priv = runtimes.docker_privileged(cid, self.docker_root)
+            privileged = docker_priv if docker_priv is not None else privileged
+        return _Meta(runtime, labels, name, cgroup_path, complete, image, privileged)
 
     def _state_cgroup(self, state: runtimes.RuncState) -> str | None:
         if state.cgroup_dir is not None:

@@ -2,7 +2,9 @@
 
 Kernel events other than exec carry only pid and comm; :meth:`ProcessTree.enrich` fills
 ``ppid``, ``exe``, ``cmdline``, ``argv``, ``ancestry`` and ``pcmdline`` from the tree, reading
-``/proc/<pid>`` on a miss (and recording what it read).
+``/proc/<pid>`` on a miss (and recording what it read), and the other process facts Falco
+rules read: ``proc_start`` (the fork's time) and the exec's ``tty``, ``loginuid``,
+``cap_effective`` and ``cap_permitted`` (a later ``priv.capset`` replaces the sets).
 
 Contracts:
 
@@ -45,6 +47,10 @@ class ProcRecord:
     start_time: int = 0
     exit_time: int | None = None
     from_proc: bool = False  # read from /proc rather than learned from events
+    tty: int | None = None
+    loginuid: int | None = None
+    cap_effective: int | None = None
+    cap_permitted: int | None = None
 
     @property
     def label(self) -> str:
@@ -75,8 +81,11 @@ def read_proc_record(pid: int, proc_root: str = "/proc", boot_ns: int | None = N
     except OSError:
         raw = b""
     argv = tuple(a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1]) if raw else ()
+    status = procfs.status(pid, proc=proc_root)
     return ProcRecord(pid=pid, ppid=st.ppid, exe=exe, cmdline=" ".join(argv), argv=argv, comm=st.comm,
-                      start_time=start, from_proc=True)
+                      start_time=start, from_proc=True, tty=st.tty, loginuid=procfs.loginuid(pid, proc_root),
+                      cap_effective=status.cap_eff if status is not None else None,
+                      cap_permitted=status.cap_prm if status is not None else None)
 
 
 class ProcessTree:
@@ -143,6 +152,9 @@ class ProcessTree:
             self._exec(event)
         elif kind == "process.exit":
             self._exit(event)
+        elif kind == "priv.capset":
+            self._capset(event)
+            return
         else:
             return
         self.expire(event.time)
@@ -181,7 +193,9 @@ class ProcessTree:
             self._stats["pid_reused"] += 1
             self._forget(child_pid)
         self._put(ProcRecord(pid=child_pid, ppid=event.pid, exe=parent.exe, cmdline=parent.cmdline,
-                             argv=parent.argv, comm=parent.comm, start_time=event.time))
+                             argv=parent.argv, comm=parent.comm, start_time=event.time, tty=parent.tty,
+                             loginuid=parent.loginuid, cap_effective=parent.cap_effective,
+                             cap_permitted=parent.cap_permitted))
 
     def _exec(self, event: Event) -> None:
         self._stats["execs"] += 1
@@ -196,8 +210,23 @@ class ProcessTree:
         argv = tuple(event.argv) if event.argv is not None else tuple(event.cmdline.split())
         comm = event.comm or os.path.basename(event.exe)[:15] or rec.comm
         updated = replace(rec, exe=event.exe, cmdline=event.cmdline, argv=argv, comm=comm,
-                          ppid=event.ppid or rec.ppid)
+                          ppid=event.ppid or rec.ppid,
+                          tty=event.tty if event.tty is not None else rec.tty,
+                          loginuid=event.loginuid if event.loginuid is not None else rec.loginuid,
+                          cap_effective=event.cap_effective if event.cap_effective is not None
+                          else rec.cap_effective,
+                          cap_permitted=event.cap_permitted if event.cap_permitted is not None
+                          else rec.cap_permitted)
         self._put(updated)
+
+    def _capset(self, event: Event) -> None:
+        rec = self._procs.get(event.pid)
+        priv = event.priv
+        if rec is None or priv is None or priv.cap_effective is None or (priv.result or 0) < 0:
+            return
+        self._procs[event.pid] = replace(rec, cap_effective=priv.cap_effective,
+                                         cap_permitted=priv.cap_permitted if priv.cap_permitted is not None
+                                         else rec.cap_permitted)
 
     def _exit(self, event: Event) -> None:
         rec = self._procs.get(event.pid)
@@ -245,13 +274,24 @@ class ProcessTree:
         return parent.cmdline or None if parent is not None else None
 
     def enrich(self, event: Event) -> Event:
-        """Fill ``ppid``, ``exe``, ``cmdline``, ``argv``, ``ancestry`` and ``pcmdline`` where the event lacks them.
+        """Fill ``ppid``, ``exe``, ``cmdline``, ``argv``, ``ancestry``, ``pcmdline`` and the process
+        facts (``proc_start``, ``tty``, ``loginuid``, ``cap_effective``) where the event lacks them.
 
         Mutates and returns the same event. Values the event already has are kept.
         """
         rec = self._lookup(event.pid) if event.pid > 0 else None
         if rec is None:
             return event
+        if event.proc_start is None and rec.start_time:
+            event.proc_start = rec.start_time
+        if event.tty is None:
+            event.tty = rec.tty
+        if event.loginuid is None:
+            event.loginuid = rec.loginuid
+        if event.cap_effective is None:
+            event.cap_effective = rec.cap_effective
+        if event.cap_permitted is None:
+            event.cap_permitted = rec.cap_permitted
         if not event.ppid:
             event.ppid = rec.ppid
         if not event.exe:

@@ -8,13 +8,15 @@ from runwatch.enrich.containers import ContainerResolver
 from runwatch.enrich.proctree import ProcessTree
 from runwatch.enrich.roles import role_from_container
 from runwatch.enrich.runtime import RuntimeTracker
+from runwatch.enrich.users import UserNames
 from runwatch.enrich.workload import WorkloadJoin
 from runwatch.events import IDENTITY_SOURCES, SPAWNED_ATTR, Event
 
 
 class Enrichment:
     """Fills ancestry, exe/cmdline, container (with its workload facts and SPIFFE id, see
-    :mod:`runwatch.enrich.workload`) and its declared role on every event, in arrival order.
+    :mod:`runwatch.enrich.workload`) and its declared role on every event, in arrival order,
+    and on kernel and proc events the user names from the container's own passwd.
 
     Each event is enriched before it updates the tree, so an exit still sees the exe of
     the process that exits; an exec updates the tree first, since it may be the first the
@@ -26,13 +28,14 @@ class Enrichment:
 
     def __init__(self, tree: ProcessTree | None = None, containers: ContainerResolver | None = None,
                  seed: bool = True, max_pids: int = 65536, runtime: RuntimeTracker | None = None,
-                 workload: WorkloadJoin | None = None) -> None:
+                 workload: WorkloadJoin | None = None, users: UserNames | None = None) -> None:
         self.tree = tree if tree is not None else ProcessTree()
         # Marks events of the container runtime by its binary's inode (attrs.exe_is_runtime).
         self.runtime = runtime if runtime is not None else RuntimeTracker()
         self.containers = containers if containers is not None else ContainerResolver()
         self.workload = workload if workload is not None else WorkloadJoin()
         """Adds runtime (podman), Kubernetes and SPIFFE facts to each resolved container."""
+        self.users = users if users is not None else UserNames(self.tree.proc_root)
         # The last cgroup the kernel saw each pid in: AI events (SDK, OTLP, audit hooks) from
         # a process that exited before its cgroup could be read still get their container.
         self._cgroup_of: OrderedDict[int, int] = OrderedDict()
@@ -70,6 +73,8 @@ class Enrichment:
                 if event.container is not None:
                     event.container = self.workload(event.container)
             role_from_container(event)
+            if event.pid > 0 and event.source in IDENTITY_SOURCES:
+                self.users.enrich(event)
         return batch
 
     def _context_event(self, event: Event) -> None:
@@ -100,4 +105,5 @@ class Enrichment:
         """Process-tree and container-cache counters, prefixed."""
         out = {f"proctree.{k}": v for k, v in self.tree.stats().items()}
         out.update({f"containers.{k}": v for k, v in self.containers.stats().items()})
+        out.update({f"users.{k}": v for k, v in self.users.stats().items()})
         return out

@@ -73,6 +73,8 @@ class Status:
     gid: int | None = None
     nspid: list[int] = field(default_factory=list)
     cap_bnd: int | None = None  # capability bounding set, as a bit mask
+    cap_eff: int | None = None  # effective capability set, as a bit mask
+    cap_prm: int | None = None  # permitted capability set, as a bit mask
 
 
 def parse_status(data: bytes) -> Status:
@@ -96,6 +98,10 @@ def parse_status(data: bytes) -> Status:
                 st.nspid = [int(x) for x in fields]
             elif key == "CapBnd":
                 st.cap_bnd = int(fields[0], 16)
+            elif key == "CapEff":
+                st.cap_eff = int(fields[0], 16)
+            elif key == "CapPrm":
+                st.cap_prm = int(fields[0], 16)
         except ValueError:
             continue
     return st
@@ -114,6 +120,7 @@ class Stat:
     comm: str
     ppid: int
     start_ticks: int
+    tty: int = 0  # tty_nr: the controlling terminal's device, 0 when none
 
 
 def parse_stat(data: bytes) -> Stat | None:
@@ -124,7 +131,7 @@ def parse_stat(data: bytes) -> Stat | None:
         return None
     fields = text[close_paren + 2:].split()
     try:
-        return Stat(text[open_paren + 1:close_paren], int(fields[1]), int(fields[19]))
+        return Stat(text[open_paren + 1:close_paren], int(fields[1]), int(fields[19]), int(fields[4]))
     except (IndexError, ValueError):
         return None
 
@@ -133,6 +140,15 @@ def stat(pid: int, proc: str = PROC) -> Stat | None:
     """The stat fields of ``pid``, or None when it is gone."""
     data = _read(f"{proc}/{pid}/stat")
     return parse_stat(data) if data is not None else None
+
+
+def loginuid(pid: int, proc: str = PROC) -> int | None:
+    """The audit login uid of ``pid`` (4294967295 when never set), or None when unreadable."""
+    data = _read(f"{proc}/{pid}/loginuid")
+    try:
+        return int(data) if data is not None else None
+    except ValueError:
+        return None
 
 
 def start_ticks(pid: int, proc: str = PROC) -> int | None:

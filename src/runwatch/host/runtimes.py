@@ -146,6 +146,89 @@ def docker_name(cid: str, docker_root: str = DEFAULT_DOCKER_ROOT) -> str | None:
     return (name.lstrip("/") or None) if isinstance(name, str) else None
 
 
+#: Annotations that name a container's image (containerd's CRI plugin, CRI-O, the OCI image
+#: spec's base-image keys), the reference first, then a digest, in the order tried.
+IMAGE_NAME_KEYS: tuple[str, ...] = ("io.kubernetes.cri.image-name", "io.kubernetes.cri-o.ImageName",
+                                    "org.opencontainers.image.base.name")
+IMAGE_DIGEST_KEYS: tuple[str, ...] = ("io.kubernetes.cri-o.ImageRef", "org.opencontainers.image.base.digest")
+#: podman's annotation of a container run with --privileged.
+PODMAN_PRIVILEGED = "io.podman.annotations.privileged"
+
+
+def docker_image(cid: str, docker_root: str = DEFAULT_DOCKER_ROOT) -> tuple[str | None, str | None]:
+    """The image reference Docker ran container ``cid`` from and the image id (``sha256:...``)."""
+    cfg = read_json(os.path.join(docker_root, "containers", cid, "config.v2.json"))
+    if not isinstance(cfg, dict):
+        return None, None
+    conf = cfg.get("Config")
+    ref = conf.get("Image") if isinstance(conf, dict) else None
+    digest = cfg.get("Image")
+    return (ref if isinstance(ref, str) and ref else None,
+            digest if isinstance(digest, str) and digest.startswith("sha256:") else None)
+
+
+def docker_privileged(cid: str, docker_root: str = DEFAULT_DOCKER_ROOT) -> bool | None:
+    """Docker's ``HostConfig.Privileged`` of container ``cid`` (``hostconfig.json``)."""
+    cfg = read_json(os.path.join(docker_root, "containers", cid, "hostconfig.json"))
+    value = cfg.get("Privileged") if isinstance(cfg, dict) else None
+    return value if isinstance(value, bool) else None
+
+
+def spec_privileged(spec: Any) -> bool | None:
+    """Whether an OCI runtime config is what a privileged run gives (Docker, containerd, CRI-O and
+    podman alike): a device rule that allows every device and no masked paths. ``None`` when
+    ``spec`` is no runtime config."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("linux"), dict):
+        return None
+    linux = spec["linux"]
+    annotations = str_dict(spec.get("annotations"))
+    if PODMAN_PRIVILEGED in annotations:
+        return annotations[PODMAN_PRIVILEGED].lower() == "true"
+    resources = linux.get("resources")
+    devices = resources.get("devices") if isinstance(resources, dict) else None
+    all_devices = isinstance(devices, list) and any(
+        isinstance(d, dict) and d.get("allow") is True and d.get("type", "a") == "a" and d.get("major") is None
+        and d.get("minor") is None and set(str(d.get("access", "rwm"))) >= set("rwm")
+        for d in devices)
+    return bool(all_devices and not linux.get("maskedPaths"))
+
+
+def bundle_privileged(bundle: str) -> bool | None:
+    """:func:`spec_privileged` of the bundle's ``config.json``; ``None`` when unreadable."""
+    return spec_privileged(read_json(os.path.join(bundle, "config.json")))
+
+
+def split_image(ref: str) -> tuple[str, str | None, str | None]:
+    """``[registry/]repository[:tag][@digest]`` as (repository, tag, digest)."""
+    name, _, digest = ref.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1:]
+    else:
+        tag = ""
+    return name, tag or None, digest or None
+
+
+def storage_image(cid: str, storage_root: str = DEFAULT_STORAGE_ROOT) -> tuple[str | None, str | None]:
+    """The image reference containers/storage (podman, CRI-O) records for container ``cid``
+    (its ``metadata`` ``image-name``) and the image id (``sha256:...``)."""
+    for driver in ("overlay", "vfs", "btrfs"):
+        listing = read_json(os.path.join(storage_root, f"{driver}-containers", "containers.json"))
+        for item in listing if isinstance(listing, list) else []:
+            if not isinstance(item, dict) or item.get("id") != cid:
+                continue
+            try:
+                meta = json.loads(item.get("metadata") or "{}")
+            except (TypeError, ValueError):
+                meta = {}
+            ref = meta.get("image-name") if isinstance(meta, dict) else None
+            image_id = item.get("image")
+            return (ref if isinstance(ref, str) and ref else None,
+                    f"sha256:{image_id}" if isinstance(image_id, str) and image_id else None)
+    return None, None
+
+
 def storage_name(cid: str, storage_root: str = DEFAULT_STORAGE_ROOT) -> str | None:
     """The first name containers/storage (podman, CRI-O) records for container ``cid``."""
     for driver in ("overlay", "vfs", "btrfs"):

@@ -16,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runwatch import eventkinds
+from runwatch import eventkinds, exepath
 from runwatch.events import AI_KEYS, Event
+from runwatch.host.runtimes import split_image
+from runwatch.linuxnames import cap_names, mode_names, open_flag_names
 
 #: Field types. ``ip`` is a string holding an address (adds ``cidr``).
 FieldType = str  # "str" | "int" | "bool" | "ip" | "list" | "object"
@@ -163,15 +165,15 @@ def _trust_domain(e: Event, c: EvalCtx) -> str | None:
 
 
 def _image_part(e: Event, i: int) -> str | None:
-    """Repository (0) or tag (1) of the container's image reference (``repo[:tag][@digest]``)."""
-    ref = e.container.image if e.container is not None else None
-    if not ref:
+    """Repository (0) or tag (1) of the container's image: as the runtime split it, else split
+    from the reference (a pod spec's, the Kubernetes API's)."""
+    c = e.container
+    if c is None:
         return None
-    ref = ref.partition("@")[0]
-    slash = ref.rfind("/")
-    colon = ref.rfind(":")
-    repo, tag = (ref[:colon], ref[colon + 1:]) if colon > slash else (ref, "")
-    return (repo if i == 0 else tag) or None
+    known = c.image_repository if i == 0 else c.image_tag
+    if known or not c.image:
+        return known or None
+    return split_image(c.image)[i] or None
 
 
 def _container_getter(attr: str) -> Getter:
@@ -229,6 +231,44 @@ def _dest_name(e: Event, c: EvalCtx) -> str | None:
 def _exe_is_runtime(e: Event, c: EvalCtx) -> bool:
     # Set by enrichment (runwatch.enrich.runtime) from the executed file's inode and device.
     return bool(e.attrs and e.attrs.get("exe_is_runtime") is True)
+
+
+def _duration(e: Event, c: EvalCtx) -> int | None:
+    # the process's age at the event (ns), as Falco's proc.duration
+    return max(0, e.time - e.proc_start) if e.proc_start else None
+
+
+def _caps(e: Event, c: EvalCtx) -> str | None:
+    return cap_names(e.cap_effective) or None if e.cap_effective is not None else None
+
+
+def _caps_permitted(e: Event, c: EvalCtx) -> str | None:
+    return cap_names(e.cap_permitted) or None if e.cap_permitted is not None else None
+
+
+def _memfd_exe(e: Event, c: EvalCtx) -> bool | None:
+    return exepath.is_memfd_exe(e.exe) if e.exe else None
+
+
+def _flag_names(e: Event, c: EvalCtx) -> str | None:
+    f = e.file
+    return open_flag_names(f.flags) if f is not None and f.flags is not None and e.kind == "file.open" else None
+
+
+def _mode_names(e: Event, c: EvalCtx) -> str | None:
+    # file.chmod and file.mkdir keep the mode in flags
+    f = e.file
+    if f is None or f.flags is None or e.kind not in ("file.chmod", "file.mkdir"):
+        return None
+    return mode_names(f.flags & 0o7777) or None
+
+
+def _file_result(e: Event, c: EvalCtx) -> int | None:
+    # file.open: 0 for an opened file, -errno for a failed open (reported for watched paths)
+    if e.kind != "file.open" or e.file is None:
+        return None
+    r = e.attrs.get("result") if e.attrs is not None else None
+    return r if isinstance(r, int) else 0
 
 
 def _external(e: Event, c: EvalCtx) -> bool | None:
@@ -291,18 +331,28 @@ def _fields() -> dict[str, FieldSpec]:
     add("proc.exit_code", "int", lambda e, c: e.exit_code)
     add("proc.signal", "int", lambda e, c: e.signal)
     add("proc.child_pid", "int", lambda e, c: e.child_pid)
+    add("proc.start", "int", lambda e, c: e.proc_start)
+    add("proc.duration", "int", _duration)
+    add("proc.tty", "int", lambda e, c: e.tty)
+    add("proc.loginuid", "int", lambda e, c: e.loginuid)
+    add("proc.user", "str", lambda e, c: e.user or None)
+    add("proc.login_user", "str", lambda e, c: e.login_user or None)
+    add("proc.cap_effective", "int", lambda e, c: e.cap_effective)
+    add("proc.cap_effective_names", "str", _caps)
+    add("proc.cap_permitted", "int", lambda e, c: e.cap_permitted)
+    add("proc.cap_permitted_names", "str", _caps_permitted)
+    add("proc.exe_memfd", "bool", _memfd_exe)
+    add("proc.exe_upper_layer", "bool", lambda e, c: bool(e.exe_upper_layer) if e.kind == "process.exec" else None)
     add("container", "object", lambda e, c: e.container)
-    for attr in ("id", "name", "runtime", "pod", "pod_uid", "namespace", "spiffe_id"):
+    for attr in ("id", "name", "runtime", "pod", "pod_uid", "namespace", "spiffe_id", "image", "image_digest"):
         add(f"container.{attr}", "str", _container_getter(attr))
+    add("container.image_repository", "str", lambda e, c: _image_part(e, 0))
+    add("container.image_tag", "str", lambda e, c: _image_part(e, 1))
+    add("container.privileged", "bool", lambda e, c: e.container.privileged if e.container is not None else None)
     for attr in ("id", "name", "runtime", "pod", "namespace", "spiffe_id"):
         add(f"workload.{attr}", "str", _container_getter(attr))
     add("workload.role", "str", lambda e, c: e.role)
-    # Kubernetes and image facts (schema 6), under Falco's field names where Falco has one
-    add("container.image", "str", _container_getter("image"))
-    add("container.image.repository", "str", lambda e, c: _image_part(e, 0))
-    add("container.image.tag", "str", lambda e, c: _image_part(e, 1))
-    add("container.image.digest", "str", _container_getter("image_digest"))
-    add("container.privileged", "bool", lambda e, c: e.container.privileged if e.container is not None else None)
+    # Kubernetes and runtime facts (schema 6)
     add("container.cap_add", "list", _container_getter("cap_add"))
     add("container.devices", "list", _container_getter("devices"))
     add("container.gpu", "int", lambda e, c: e.container.gpu if e.container is not None else None)
@@ -323,6 +373,9 @@ def _fields() -> dict[str, FieldSpec]:
     add("file.dir", "str", lambda e, c: _dirname(e.file.path) if e.file is not None else None)
     add("file.intent", "str", _group_getter("file", "intent", True))
     add("file.flags", "int", _group_getter("file", "flags", False))
+    add("file.flag_names", "str", _flag_names)
+    add("file.result", "int", _file_result)
+    add("file.mode_names", "str", _mode_names)
     add("file.new_path", "str", _group_getter("file", "new_path", True))
     add("file.memfd_name", "str", _group_getter("file", "name", True))
     add("net.proto", "str", _group_getter("net", "proto", True))
@@ -343,7 +396,7 @@ def _fields() -> dict[str, FieldSpec]:
     for attr in ("uid", "euid", "gid", "egid", "cap_effective", "cap_permitted", "cap_inheritable",
                  "mount_flags", "request", "target_pid", "ns_flags", "result"):
         add(f"priv.{attr}", "int", _group_getter("priv", attr, False))
-    for attr in ("target", "source", "fstype"):
+    for attr in ("target", "source", "fstype", "user"):
         add(f"priv.{attr}", "str", _group_getter("priv", attr, True))
     add("tool.name", "str", _tool("name"))
     add("tool.call_id", "str", _tool("call_id"))

@@ -47,7 +47,9 @@ PRIORITIES: dict[str, str] = {
     "warning": "medium", "notice": "low", "informational": "info", "info": "info", "debug": "info",
 }
 _PLACEHOLDER = re.compile(r"%(\{)?([A-Za-z_][A-Za-z0-9_.]*(?:\[[^\]\s]*\])?)(?(1)\})|%")
-_OUTPUT_EXTRA = {"evt.type": "kind", "evt.time": "evt.time", "container.id": "container.id"}
+_OUTPUT_EXTRA = {"evt.type": "kind", "evt.time": "evt.time", "container.id": "container.id", "user.name": "proc.user",
+                 "container.privileged": "container.privileged", "proc.is_exe_upper_layer": "proc.exe_upper_layer",
+                 "proc.is_exe_from_memfd": "proc.exe_memfd"}
 
 
 @dataclass(slots=True)

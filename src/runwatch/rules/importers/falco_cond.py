@@ -221,17 +221,25 @@ FIELD_MAP: dict[str, str] = {
     "container.id": "container.id", "container.name": "container.name", "k8s.ns.name": "container.namespace",
     "k8s.pod.name": "container.pod",
     "k8s.pod.uid": "container.pod_uid",
-    "fd.name": "file.path", "fd.nameraw": "file.path", "fd.directory": "file.dir", "fd.filename": "file.name",
+    "fd.name": "file.path", "fd.directory": "file.dir", "fd.filename": "file.name",
     "fd.sip": "net.dst.ip", "fd.rip": "net.dst.ip", "fd.ip": "net.dst.ip", "fd.sport": "net.dst.port",
     "fd.rport": "net.dst.port", "fd.port": "net.dst.port", "fd.cip": "net.src.ip", "fd.cport": "net.src.port",
-    "fd.l4proto": "net.proto", "evt.arg.uid": "priv.uid", "evt.arg.oldpath": "file.path",
+    "fd.l4proto": "net.proto", "evt.arg.oldpath": "file.path",
     "evt.arg.path": "file.path", "evt.arg.name": "file.path", "evt.arg.pathname": "file.path",
     "evt.arg.newpath": "file.new_path", "fd.sip.name": "net.dst.name", "fd.rip.name": "net.dst.name",
     "evt.arg.target": "file.path", "evt.arg.linkpath": "file.new_path",
+    "proc.pcmdline": "proc.pcmdline", "proc.duration": "proc.duration", "proc.tty": "proc.tty",
+    "user.loginuid": "proc.loginuid", "user.loginname": "proc.login_user",
+    "thread.cap_effective": "proc.cap_effective_names", "thread.cap_permitted": "proc.cap_permitted_names",
+    "container.image": "container.image", "container.image.repository": "container.image_repository",
+    "container.image.tag": "container.image_tag", "container.image.digest": "container.image_digest",
+    "evt.arg.flags": "file.flag_names", "evt.arg.mode": "file.mode_names", "evt.arg.filename": "file.path",
 }
+#: Why a Falco field that looks mappable is not, for the skip reason.
+_WHY = {"fd.nameraw": "runwatch reports the canonical path, never the path as passed"}
 _INDEXED = {"proc.aname": "proc.aname", "proc.aexe": "proc.aexe", "proc.aexepath": "proc.aexe"}
 _NETS = {"fd.net": "net.dst.ip", "fd.snet": "net.dst.ip", "fd.rnet": "net.dst.ip", "fd.cnet": "net.src.ip"}
-_SUCCESS = "not (net.result < 0) and not (priv.result < 0)"
+_SUCCESS = "not (net.result < 0) and not (priv.result < 0) and not (file.result < 0)"
 
 
 def quote(value: str) -> str:
@@ -372,9 +380,13 @@ class Translator:
             return special(self, op, vals)
         return self.plain(f, op, vals)
 
-    def plain(self, f: str, op: str, vals: list[str]) -> Any:
+    def plain_as(self, target: str, f: str, op: str, vals: list[str]) -> Any:
+        """A comparison on Falco field ``f`` as on the runwatch field ``target``."""
+        return self.plain(f, op, vals, target)
+
+    def plain(self, f: str, op: str, vals: list[str], target: str | None = None) -> Any:
         """A comparison on a directly mapped field."""
-        target = FIELD_MAP.get(f)
+        target = target or FIELD_MAP.get(f)
         if target is None and "[" in f:
             base, _, idx = f.partition("[")
             if base in _INDEXED and idx.rstrip("]").isdigit():
@@ -384,6 +396,8 @@ class Translator:
                 return Const(op == "!=")
             term = Term(f"{_NETS[f]} cidr {_join(vals)}")
             return Not(term) if op == "!=" else term
+        if target is None and f in _WHY:
+            raise Unsupported(f"field {f} has no runwatch counterpart ({_WHY[f]})")
         if target is None:
             raise Unsupported(f"field {f} has no runwatch counterpart")
         if op == "exists":
@@ -443,13 +457,22 @@ def _fd_type(t: Translator, op: str, vals: list[str]) -> Any:
 
 
 def _fd_num(t: Translator, op: str, vals: list[str]) -> Any:
+    # a failed open (reported for watched paths) has file.result -errno and no descriptor
+    failed = Term("file.result < 0")
     if op in (">=", ">") and len(vals) == 1 and vals[0] in ("0", "-1"):
-        return Const(True)  # runwatch reports file descriptors that were opened
+        return Not(failed)
+    if op == "=" and vals == ["-1"]:
+        return failed
     raise Unsupported(f"fd.num {op} {' '.join(vals)} is not supported")
 
 
 def _result(t: Translator, op: str, vals: list[str]) -> Any:
     v = " ".join(vals)
+    if op == "startswith" and v == "E":  # an errno name: the call failed
+        return Not(Term(_SUCCESS))
+    if op == "in" and vals and all(x.isdigit() for x in vals):
+        # a returned descriptor: the new one of net.redirect (dup2/dup3) and net.socket
+        return Term(f"evt.attr[fd] in {_join(vals)}")
     ok = {("=", "SUCCESS"), (">=", "0"), ("=", "0")}
     bad = {("!=", "SUCCESS"), ("<", "0"), ("!=", "0")}
     if (op, v) in ok:
@@ -474,11 +497,66 @@ def _container_plain(op: str, vals: list[str]) -> Any:
     return Term(f"container.id {op} {quote(vals[0])}")
 
 
+_NO_NAME = ("<NA>", "N/A", "")
+
+
 def _user_name(t: Translator, op: str, vals: list[str]) -> Any:
+    # root is uid 0 wherever the passwd is; other names are the uid's in the process's own root
     if op in ("=", "!=") and vals == ["root"]:
         return Term("proc.uid = 0") if op == "=" else Term("proc.uid != 0")
-    raise Unsupported(f"field user.name {op} {' '.join(vals)[:40]} has no runwatch counterpart (only root maps, "
-                      "to uid 0)")
+    if op in ("=", "!=", "in") and vals:
+        others = [v for v in vals if v not in ("root", *_NO_NAME)]
+        parts: list[Any] = [Term("proc.uid = 0")] if "root" in vals else []
+        if any(v in _NO_NAME for v in vals):  # Falco's placeholders of a name it could not find
+            parts.append(Not(Term("proc.user exists")))
+        if others:
+            parts.append(Term(f"proc.user in {_join(others)}" if len(others) > 1 or op == "in"
+                              else f"proc.user = {quote(others[0])}"))
+        node = simplify("or", parts)
+        return negate(node) if op == "!=" else node
+    return t.plain_as("proc.user", "user.name", op, vals)
+
+
+def _arg_uid(t: Translator, op: str, vals: list[str]) -> Any:
+    # setuid's uid argument, which Falco prints as the user's name: numbers are priv.uid, root is
+    # uid 0, other names priv.user (the uid's name in the process's own passwd)
+    if all(v.lstrip("-").isdigit() or v == "root" for v in vals):
+        return t.plain_as("priv.uid", "evt.arg.uid", op, ["0" if v == "root" else v for v in vals])
+    if any(v.lstrip("-").isdigit() or v == "root" for v in vals):
+        raise Unsupported(f"evt.arg.uid {op} {' '.join(vals)[:40]} mixes names and numbers")
+    return t.plain_as("priv.user", "evt.arg.uid", op, vals)
+
+
+def _bpf_cmd(t: Translator, op: str, vals: list[str]) -> Any:
+    # priv.bpf_load is bpf(BPF_PROG_LOAD): that command is the kind, every other one is never reported
+    load = [v in ("5", "BPF_PROG_LOAD") for v in vals]
+    if op in ("=", "in") and vals:
+        return Term("kind = priv.bpf_load") if any(load) else Const(False)
+    if op == "!=" and len(vals) == 1:
+        return Term("kind != priv.bpf_load") if load[0] else Const(True)
+    raise Unsupported(f"evt.arg.cmd {op} {' '.join(vals)[:40]} is not supported")
+
+
+def _sockfamily(t: Translator, op: str, vals: list[str]) -> Any:
+    fams = {"ip": ("ipv4", "ipv6"), "unix": ("unix",)}
+    if op in ("=", "!=", "in") and vals and all(v in fams for v in vals):
+        names = sorted({f for v in vals for f in fams[v]})
+        term = Term(f"net.family in {_join(names)}")
+        return Not(term) if op == "!=" else term
+    raise Unsupported(f"fd.sockfamily {op} {' '.join(vals)[:40]} is not supported")
+
+
+_FAMILY_NAMES = {"AF_INET": "ipv4", "AF_INET6": "ipv6", "AF_UNIX": "unix", "AF_LOCAL": "unix",
+                 "AF_PACKET": "packet", "AF_NETLINK": "netlink"}
+
+
+def _domain(t: Translator, op: str, vals: list[str]) -> Any:
+    # socket(2)'s domain: runwatch's net.family of a net.socket event
+    if op in ("=", "!=", "contains", "in") and vals and all(v in _FAMILY_NAMES for v in vals):
+        fams = sorted({_FAMILY_NAMES[v] for v in vals})
+        term = Term(f"net.family = {quote(fams[0])}" if len(fams) == 1 else f"net.family in {_join(fams)}")
+        return Not(term) if op == "!=" else term
+    raise Unsupported(f"evt.arg.domain {op} {' '.join(vals)[:40]} is not supported")
 
 
 _ERRNO = {"EINPROGRESS": 115, "EACCES": 13, "EPERM": 1, "ENOENT": 2, "ECONNREFUSED": 111, "EAGAIN": 11}
@@ -532,4 +610,11 @@ _SPECIAL: dict[str, Callable[[Translator, str, list[str]], Any]] = {
     "evt.rawres": _result,
     "container.id": _container_id,
     "user.name": _user_name,
+    "evt.arg.domain": _domain,
+    "evt.arg.uid": _arg_uid,
+    "evt.arg.cmd": _bpf_cmd,
+    "fd.sockfamily": _sockfamily,
+    "proc.is_exe_from_memfd": _bool_field("proc.exe_memfd = true", "proc.exe_memfd = false"),
+    "proc.is_exe_upper_layer": _bool_field("proc.exe_upper_layer = true", "proc.exe_upper_layer = false"),
+    "container.privileged": _bool_field("container.privileged = true", "container.privileged = false"),
 }

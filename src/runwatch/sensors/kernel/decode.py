@@ -48,6 +48,7 @@ _EXEC = struct.Struct("<QIIII")  # ino, dev, args_len, args_full, cwd_depth
 _EXEC_FILENAME, _EXEC_ARGS, _EXEC_CWD = (_off(L.RwExec, f) for f in ("filename", "args", "cwd"))
 _EXE_WALK = struct.Struct("<II")  # exe_len, exe_flags
 _EXEC_WALK, _EXEC_EXE = _off(L.RwExec, "exe_len"), _off(L.RwExec, "exe")
+_EXEC_CREDS, _CREDS = _off(L.RwExec, "tty"), struct.Struct("<IIQQ")  # tty, loginuid, cap_effective, cap_permitted
 _U32 = struct.Struct("<I")
 _NET = struct.Struct("<iHHHHI16s16s")  # result, family, proto, sport, dport, pad, saddr, daddr
 _DNS = struct.Struct("<HHI16s")  # family, dport, len, daddr
@@ -278,6 +279,9 @@ class Decoder:
         e.exe_ino, e.exe_dev = ino, user_dev(dev)
         if flags & L.ExeFlag.UNLINKED:
             e.exe_deleted = True
+        if flags & L.ExeFlag.UPPER:
+            e.exe_upper_layer = True
+        e.tty, e.loginuid, e.cap_effective, e.cap_permitted = _CREDS.unpack_from(rec, _EXEC_CREDS)
 
     @staticmethod
     def _exec_env(rec: bytes, e: Event) -> None:

@@ -76,6 +76,7 @@ class ExeFlag(IntEnum):
     UNLINKED = 1
     DETACHED = 2
     TRUNCATED = 4
+    UPPER = 8
 
 
 class WatchFlag(IntEnum):
@@ -103,7 +104,8 @@ class RwExec(ctypes.Structure):
         ("h", RwHdr), ("ino", u64), ("dev", u32), ("args_len", u32), ("args_full", u32),
         ("cwd_depth", u32), ("filename", ctypes.c_char * PATH_LEN), ("args", ctypes.c_char * ARGS_LEN),
         ("cwd", (ctypes.c_char * CWD_PART) * CWD_DEPTH), ("exe_len", u32), ("exe_flags", u32),
-        ("exe", ctypes.c_char * EXE_LEN),
+        ("exe", ctypes.c_char * EXE_LEN), ("tty", u32), ("loginuid", u32), ("cap_effective", u64),
+        ("cap_permitted", u64),
     ]
 
 

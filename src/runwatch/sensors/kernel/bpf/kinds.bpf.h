@@ -211,14 +211,16 @@ int rw_socket_exit(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-/* dup2/dup3 of a socket onto fd 0, 1 or 2: a shell reading and writing a connection. */
+/* dup2/dup3 (and dup, at its exit) of a socket onto fd 0, 1 or 2: a shell reading and
+ * writing a connection. The socket is read through oldfd, or through newfd once dup made it
+ * (oldfd -1: dup's argument is not at hand at its exit). */
 static __always_inline int redirect_event(long oldfd, long newfd)
 {
 	struct sock *sk;
 
-	if (newfd < 0 || newfd > 2 || oldfd < 0 || !wanted())
+	if (newfd < 0 || newfd > 2 || oldfd < -1 || !wanted())
 		return 0;
-	sk = sock_of_fd(oldfd);
+	sk = sock_of_fd(oldfd >= 0 ? oldfd : newfd);
 	if (!sk)
 		return 0;
 	{
@@ -241,6 +243,13 @@ SEC("tracepoint/syscalls/sys_enter_dup3")
 int rw_dup3(struct trace_event_raw_sys_enter *ctx)
 {
 	return redirect_event(ctx->args[0], ctx->args[1]);
+}
+
+/* dup gives the lowest free descriptor: 0, 1 or 2 once the stream was closed first. */
+SEC("tracepoint/syscalls/sys_exit_dup")
+int rw_dup_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return redirect_event(-1, ctx->ret);
 }
 
 /* ------------------------------------------------------------ kernel extension */

@@ -331,6 +331,35 @@ static __always_inline void read_exe(struct rw_exec *e, struct task_struct *t, s
 	e->exe_flags = w.flags;
 }
 
+#define RW_OVERLAYFS_MAGIC 0x794c7630
+
+/* The controlling terminal as /proc/PID/stat shows it (tty_nr): new_encode_dev() of the
+ * tty's device number, 0 when the process has none. */
+static __always_inline __u32 tty_nr(struct task_struct *t)
+{
+	struct tty_struct *tty = BPF_CORE_READ(t, signal, tty);
+	__u32 major, minor;
+
+	if (!tty)
+		return 0;
+	major = BPF_CORE_READ(tty, driver, major);
+	minor = BPF_CORE_READ(tty, driver, minor_start) + BPF_CORE_READ(tty, index);
+	return (minor & 0xff) | (major << 8) | ((minor & ~0xffu) << 12);
+}
+
+/* Whether an executed file is an overlay file whose data is in the upper layer (as Falco's
+ * proc.is_exe_upper_layer: the overlay inode has an upper dentry). */
+static __always_inline bool exe_upper(struct file *f)
+{
+	struct inode *ino = BPF_CORE_READ(f, f_inode);
+	struct ovl_inode *oi;
+
+	if (!ino || BPF_CORE_READ(ino, i_sb, s_magic) != RW_OVERLAYFS_MAGIC)
+		return false;
+	oi = container_of(ino, struct ovl_inode, vfs_inode);
+	return BPF_CORE_READ(oi, __upperdentry) != NULL;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(rw_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -355,6 +384,12 @@ int BPF_PROG(rw_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	e->cwd_depth = 0;
 	read_cwd(e, p);
 	read_exe(e, p, BPF_CORE_READ(bprm, file));
+	if (exe_upper(BPF_CORE_READ(bprm, file)))
+		e->exe_flags |= RW_EXE_UPPER;
+	e->tty = tty_nr(p);
+	e->loginuid = BPF_CORE_READ(p, loginuid.val);
+	e->cap_effective = BPF_CORE_READ(p, cred, cap_effective.val);
+	e->cap_permitted = BPF_CORE_READ(p, cred, cap_permitted.val);
 	SUBMIT(e);
 	return 0;
 }

@@ -86,6 +86,8 @@ enum rw_exe_flags {
 	RW_EXE_DETACHED = 2,  /* on no mount the process reaches: the path within its filesystem
 	                         (a detached bind mount), or a pseudo file's name (memfd) */
 	RW_EXE_TRUNCATED = 4, /* more components or bytes than the record holds: the top is missing */
+	RW_EXE_UPPER = 8,     /* on an overlay file system, from its upper (writable) layer: written
+	                         after the container's image was unpacked */
 };
 
 /* Which syscall a priv record came from (rw_priv.op). */
@@ -128,6 +130,10 @@ struct rw_exec {
 	__u32 exe_flags; /* enum rw_exe_flags */
 	char exe[RW_EXE_LEN]; /* the executed file (bprm->file) as the process's root sees it:
 	                         NUL-terminated components, leaf first */
+	__u32 tty;       /* controlling terminal, encoded as /proc/PID/stat's tty_nr (0: none) */
+	__u32 loginuid;  /* audit login uid (4294967295: never set) */
+	__u64 cap_effective; /* effective capability set of the new image */
+	__u64 cap_permitted; /* and its permitted set */
 };
 
 struct rw_fork {
