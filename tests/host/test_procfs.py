@@ -90,7 +90,7 @@ def test_stat_with_an_awkward_comm_and_boot_time(tmp_path: Path) -> None:
     (root / "4127").mkdir()
     (root / "4127" / "stat").write_text("4127 (no close paren 1 2 3\n")
     (root / "stat").write_text("cpu  1 2 3\nbtime 1764723000\nprocesses 23\n")
-    assert procfs.stat(4111, str(root)) == procfs.Stat("a) b (c d", 4099, 22)
+    assert procfs.stat(4111, str(root)) == procfs.Stat("a) b (c d", 4099, 22, 7)  # field 7: tty_nr
     assert procfs.start_ticks(4111, str(root)) == 22
     assert procfs.stat(4127, str(root)) is None and procfs.stat(4133, str(root)) is None
     assert procfs.boot_time_ns(str(root)) == 1764723000 * 1_000_000_000
