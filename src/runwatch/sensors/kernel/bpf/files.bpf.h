@@ -12,6 +12,15 @@
  * watch_names, and inodes in watch_inodes (watched directories and files found at load
  * time, and hard-linked watched files seen since), so a file reached through a hard link
  * or below a renamed watched directory is still reported.
+ *
+ * Cost: every open on the host pays for this, and almost none is watched. The walk reads
+ * the kernel's structs through typed pointers (bpf_rdonly_cast: plain loads, a fault reads
+ * 0) instead of one bpf_probe_read_kernel call per field; the only helper reads left are
+ * the new fd's slot and one per component name. Bitmaps in front of every lookup (the
+ * component's inode in watch_ino_bits, its first byte in name_first, the extension's first
+ * byte, the first byte of the path's top directory for the LPM trie) skip it when it
+ * cannot match, so an unwatched open does no hash, trie or 256-byte key copy at all. Each
+ * bitmap only says "cannot match" when no entry could: decisions are the same as without.
  */
 #ifndef RUNWATCH_FILES_BPF_H
 #define RUNWATCH_FILES_BPF_H
@@ -19,6 +28,16 @@
 #define CANON_END (RW_PATH_LEN * 2 - 1) /* the canonical path ends here in canon_buf */
 #define CANON_MASK (RW_PATH_LEN * 2 - 1)
 #define RW_EXT_SCAN 16                  /* bytes from the end searched for the extension's dot */
+#define RW_INO_WORDS (1 << (RW_INO_BITS - 6))
+
+/* kfunc: obj as a read-only pointer to the kernel type btf_id (loads through it that
+ * fault read 0, as bpf_probe_read_kernel would). */
+extern void *bpf_rdonly_cast(const void *obj__ign, __u32 btf_id) __ksym;
+
+#define KERNEL_AS(type, p) ((type *)bpf_rdonly_cast((const void *)(p), bpf_core_type_id_kernel(type)))
+
+/* Bit c of a 256-bit set (struct rw_name_first's fields). */
+#define BYTE_IN(set, c) ((set)[((__u8)(c) >> 6) & 3] & (1ULL << ((__u8)(c) & 63)))
 
 /* An open's arguments from syscall entry to exit, per thread: the path as passed is
  * only read if the open fails (a refused attempt is still reported, by that string). */
@@ -64,6 +83,25 @@ struct {
 	__type(value, __u32);
 } watch_inodes SEC(".maps");
 
+/* The keys of watch_inodes as bits (struct rw_ino_bits): a clear bit, no lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rw_ino_bits);
+} watch_ino_bits SEC(".maps");
+
+/* (ino, dev)'s bit in struct rw_ino_bits; watchlist.ino_bit() computes the same. */
+static __always_inline __u32 ino_bit(__u64 ino, __u32 dev)
+{
+	return ((ino ^ ((__u64)dev << 32)) * 0x9E3779B97F4A7C15ULL) >> (64 - RW_INO_BITS);
+}
+
+static __always_inline struct mount *mount_of(struct vfsmount *vm)
+{
+	return KERNEL_AS(struct mount, (void *)vm - bpf_core_field_offset(struct mount, mnt));
+}
+
 /* Per-CPU room for the canonical path, written backwards so it ends at CANON_END; twice
  * the masked range so a component (< RW_NAME_MAX bytes) written at any masked offset fits. */
 struct canon_buf {
@@ -77,13 +115,14 @@ struct {
 	__type(value, struct canon_buf);
 } canon SEC(".maps");
 
-/* State of the canonical path walk (canon_step), one component per bpf_loop step. */
+/* State of the canonical path walk (canon_step), one component per bpf_loop step. The
+ * pointers are typed (bpf_rdonly_cast): fields are read with plain loads. */
 struct canon_walk {
 	struct dentry *d;
-	struct mount *m;
+	struct vfsmount *vm;     /* d's mount */
 	struct dentry *root;
 	struct vfsmount *root_mnt;
-	struct dentry *mnt_root; /* m's root dentry and device, read once per mount */
+	struct dentry *mnt_root; /* vm's root dentry and device, read once per mount */
 	__u32 sdev;
 	__u32 pos;      /* the path starts here in canon_buf */
 	__u32 depth;    /* components written */
@@ -110,7 +149,8 @@ static __always_inline void name_match(struct canon_walk *w, __u8 kind, const ch
 }
 
 /* The leaf's extension (after its last dot, in the last RW_EXT_SCAN bytes) as a suffix key. */
-static __always_inline void suffix_match(struct canon_walk *w, struct canon_buf *b, __u32 start, __u32 len)
+static __always_inline void suffix_match(struct canon_walk *w, struct canon_buf *b, struct rw_name_first *nf,
+					 __u32 start, __u32 len)
 {
 	__u32 end = start + len;
 
@@ -131,7 +171,8 @@ static __always_inline void suffix_match(struct canon_walk *w, struct canon_buf 
 			if ((x == 'p' && y == 'e' && z == 'm') || (x == 'k' && y == 'e' && z == 'y'))
 				w->key_ext = 1;
 		}
-		name_match(w, RW_NAME_SUFFIX, &b->data[(end - k + 1) & CANON_MASK], k - 1);
+		if (BYTE_IN(nf->suffix, b->data[(end - k + 1) & CANON_MASK]))
+			name_match(w, RW_NAME_SUFFIX, &b->data[(end - k + 1) & CANON_MASK], k - 1);
 		return;
 	}
 }
@@ -141,59 +182,64 @@ static long canon_step(__u32 i, void *arg)
 {
 	struct canon_walk *w = arg;
 	struct dentry *d = w->d;
-	struct mount *m = w->m;
 	struct dentry *parent;
 	const unsigned char *name;
 	struct rw_name_first *nf;
+	struct rw_ino_bits *ib;
 	struct canon_buf *b;
-	__u32 zero = 0, len, pos = w->pos, *fl;
-	struct qstr q;
+	__u32 zero = 0, len, pos = w->pos, bit, *fl;
+	__u64 ino;
 	__u8 first;
 
-	if (d == w->root && &m->mnt == w->root_mnt) {
+	if (d == w->root && w->vm == w->root_mnt) {
 		w->done = 1;
 		return 1;
 	}
 	if (d == w->mnt_root) {
-		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+		struct mount *m = mount_of(w->vm);
+		struct mount *mp = m->mnt_parent;
 
 		if (mp == m) {
 			w->done = 1;
 			return 1;
 		}
-		w->d = BPF_CORE_READ(m, mnt_mountpoint);
-		w->m = mp;
-		w->mnt_root = BPF_CORE_READ(mp, mnt.mnt_root);
-		w->sdev = BPF_CORE_READ(mp, mnt.mnt_sb, s_dev);
+		w->d = m->mnt_mountpoint;
+		w->vm = KERNEL_AS(struct vfsmount, &mp->mnt);
+		w->mnt_root = w->vm->mnt_root;
+		w->sdev = w->vm->mnt_sb->s_dev;
 		return 0;
 	}
-	parent = BPF_CORE_READ(d, d_parent);
+	parent = d->d_parent;
 	if (parent == d) {
 		w->done = 1;
 		return 1;
 	}
-	w->ik.ino = BPF_CORE_READ(d, d_inode, i_ino);
-	w->ik.dev = w->sdev;
-	fl = bpf_map_lookup_elem(&watch_inodes, &w->ik);
-	if (fl)
-		w->flags |= *fl;
-	BPF_CORE_READ_INTO(&q, d, d_name);
-	len = q.len;
-	name = q.name;
-	if (len == 0 || len >= RW_NAME_MAX || pos > CANON_END || CANON_END - pos + len + 1 > RW_PATH_LEN - 1)
-		return 1; /* too long for the record: the walk is not done */
 	b = bpf_map_lookup_elem(&canon, &zero);
 	nf = bpf_map_lookup_elem(&name_first, &zero);
-	if (!b || !nf)
+	ib = bpf_map_lookup_elem(&watch_ino_bits, &zero);
+	if (!b || !nf || !ib)
 		return 1;
+	ino = d->d_inode->i_ino;
+	bit = ino_bit(ino, w->sdev);
+	if (ib->w[(bit >> 6) & (RW_INO_WORDS - 1)] & (1ULL << (bit & 63))) {
+		w->ik.ino = ino;
+		w->ik.dev = w->sdev;
+		fl = bpf_map_lookup_elem(&watch_inodes, &w->ik);
+		if (fl)
+			w->flags |= *fl;
+	}
+	len = d->d_name.len;
+	name = d->d_name.name;
+	if (len == 0 || len >= RW_NAME_MAX || pos > CANON_END || CANON_END - pos + len + 1 > RW_PATH_LEN - 1)
+		return 1; /* too long for the record: the walk is not done */
 	pos -= len;
 	if (bpf_probe_read_kernel(&b->data[pos & CANON_MASK], len & (RW_NAME_MAX - 1), name))
 		return 1;
 	first = (__u8)b->data[pos & CANON_MASK];
-	if ((w->depth ? nf->dir : nf->leaf)[(first >> 6) & 3] & (1ULL << (first & 63)))
+	if (BYTE_IN(w->depth ? nf->dir : nf->leaf, first))
 		name_match(w, w->depth ? RW_NAME_DIR : RW_NAME_LEAF, (const char *)name, len);
 	if (!w->depth)
-		suffix_match(w, b, pos, len);
+		suffix_match(w, b, nf, pos, len);
 	pos -= 1;
 	b->data[pos & CANON_MASK] = '/';
 	w->pos = pos;
@@ -239,34 +285,37 @@ static __always_inline int open_failed(struct open_args *a, long ret)
 
 /* An opened file: walk it to its canonical path and report it if it is watched for what
  * the open flags ask (read or write). */
-static __noinline int file_report(struct file *f, __u32 oflags)
+static __noinline int file_report(struct file *fp, __u32 oflags)
 {
 	__u32 zero = 0, lpm = 0, plen;
 	struct canon_walk w = {};
+	struct rw_name_first *nf;
 	struct path_scratch *k;
+	struct task_struct *t;
 	struct canon_buf *b;
+	struct fs_struct *fs;
 	struct inode *ino;
+	struct file *f;
+	bool trie;
 
-	if (!f)
+	if (!fp)
 		return 0;
 	b = bpf_map_lookup_elem(&canon, &zero);
 	k = bpf_map_lookup_elem(&scratch, &zero);
-	if (!b || !k)
+	nf = bpf_map_lookup_elem(&name_first, &zero);
+	if (!b || !k || !nf)
 		return 0;
-	{
-		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-
-		w.d = BPF_CORE_READ(f, f_path.dentry);
-		w.m = container_of(BPF_CORE_READ(f, f_path.mnt), struct mount, mnt);
-		w.root = BPF_CORE_READ(t, fs, root.dentry);
-		w.root_mnt = BPF_CORE_READ(t, fs, root.mnt);
-	}
-	{
-		struct mount *m = w.m;
-
-		w.mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
-		w.sdev = BPF_CORE_READ(m, mnt.mnt_sb, s_dev);
-	}
+	t = bpf_get_current_task_btf();
+	fs = t->fs;
+	if (!fs)
+		return 0;
+	f = KERNEL_AS(struct file, fp);
+	w.root = fs->root.dentry;
+	w.root_mnt = fs->root.mnt;
+	w.d = f->f_path.dentry;
+	w.vm = f->f_path.mnt;
+	w.mnt_root = w.vm->mnt_root;
+	w.sdev = w.vm->mnt_sb->s_dev;
 	w.pos = CANON_END;
 	b->data[CANON_END] = 0;
 	bpf_loop(RW_EXE_DEPTH + 8, canon_step, &w, 0);
@@ -276,10 +325,14 @@ static __noinline int file_report(struct file *f, __u32 oflags)
 		w.pos--;
 		b->data[w.pos & CANON_MASK] = '/';
 	}
+	/* A prefix can only match a whole path whose top directory starts as one of them. */
+	trie = w.done && (!w.depth || BYTE_IN(nf->top, b->data[(w.pos + 1) & CANON_MASK]));
+	if (!trie && !intent_wanted(w.flags, oflags))
+		return 0;
 	plen = CANON_END - w.pos;
 	if (bpf_probe_read_kernel(k->data, RW_PATH_LEN, &b->data[w.pos & CANON_MASK]))
 		return 0;
-	if (w.done) {
+	if (trie) {
 		__u32 *fl;
 
 		k->prefixlen = plen * 8;
@@ -289,12 +342,18 @@ static __noinline int file_report(struct file *f, __u32 oflags)
 	}
 	if (!intent_wanted(lpm | w.flags, oflags))
 		return 0;
-	ino = BPF_CORE_READ(f, f_inode);
-	w.ik.ino = BPF_CORE_READ(ino, i_ino);
-	w.ik.dev = BPF_CORE_READ(ino, i_sb, s_dev);
+	ino = f->f_inode;
+	w.ik.ino = ino->i_ino;
+	w.ik.dev = ino->i_sb->s_dev;
 	w.ik.pad = 0;
-	if (lpm && BPF_CORE_READ(ino, __i_nlink) > 1)
-		bpf_map_update_elem(&watch_inodes, &w.ik, &lpm, BPF_NOEXIST); /* its other names too */
+	if (lpm && ino->__i_nlink > 1) { /* its other names too */
+		struct rw_ino_bits *ib = bpf_map_lookup_elem(&watch_ino_bits, &zero);
+		__u32 bit = ino_bit(w.ik.ino, w.ik.dev);
+
+		if (ib) /* the bit first: a walk that sees the entry also sees its bit */
+			__sync_fetch_and_or(&ib->w[(bit >> 6) & (RW_INO_WORDS - 1)], 1ULL << (bit & 63));
+		bpf_map_update_elem(&watch_inodes, &w.ik, &lpm, BPF_NOEXIST);
+	}
 	{
 		RESERVE(struct rw_file, e, RW_OPEN);
 		e->flags = oflags;
