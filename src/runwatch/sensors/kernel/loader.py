@@ -69,7 +69,6 @@ SPEC = ObjectSpec(
         MapDecl("exe_buf", "percpu_array", 4, 2 * L.EXE_LEN, 1),
         MapDecl("pending", "lru_hash", 4, 36, 8192),
         MapDecl("dns_socks", "lru_hash", 8, 24, 4096),
-        MapDecl("open_flags", "task_storage", 4, 24, 0),
         MapDecl("watch_names", "hash", L.NAME_KEY, 4, 256),
         MapDecl("name_first", "array", 4, ctypes.sizeof(L.RwNameFirst), 1),
         MapDecl("watch_inodes", "hash", 16, 4, 4096),
