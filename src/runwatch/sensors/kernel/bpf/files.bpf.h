@@ -6,22 +6,25 @@
  * registers there, so no entry program and no per-thread state is needed. A successful
  * open's struct file is taken from the fd table and its dentry and mount chain walked up
  * to the task's root (bpf_loop, one component per step): that canonical path, not the
- * string the caller passed, is matched against the watched prefixes. Symlinks, "..", "//", "/./", /proc/self/root, RESOLVE_IN_ROOT and
- * file handles all end at the same dentry, so at the same path.
+ * string the caller passed, is matched against the watched prefixes. Symlinks, "..", "//",
+ * "/./", /proc/self/root, RESOLVE_IN_ROOT and file handles all end at the same dentry, so
+ * at the same path.
  *
  * Besides prefixes: names (a component, anywhere) and suffixes (the leaf's extension) in
  * watch_names, and inodes in watch_inodes (watched directories and files found at load
  * time, and hard-linked watched files seen since), so a file reached through a hard link
  * or below a renamed watched directory is still reported.
  *
- * Cost: every open on the host pays for this, and almost none is watched. The walk reads
+ * Cost: every open on the host pays for this, and almost none is watched. The walks read
  * the kernel's structs through typed pointers (bpf_rdonly_cast: plain loads, a fault reads
- * 0) instead of one bpf_probe_read_kernel call per field; the only helper reads left are
- * the new fd's slot and one per component name. Bitmaps in front of every lookup (the
+ * 0) instead of one bpf_probe_read_kernel call per field. The first walk (canon_check)
+ * copies nothing: names are read in place, and bitmaps in front of every lookup (the
  * component's inode in watch_ino_bits, its first byte in name_first, the extension's first
  * byte, the first byte of the path's top directory for the LPM trie) skip it when it
- * cannot match, so an unwatched open does no hash, trie or 256-byte key copy at all. Each
- * bitmap only says "cannot match" when no entry could: decisions are the same as without.
+ * cannot match. Only if a prefix or pattern can match does the second walk (canon_build)
+ * copy the names into the path for the trie and the record. So an unwatched open does no
+ * hash or trie lookup and no copy; its only helper read is the new fd's slot. Each bitmap
+ * only says "cannot match" when no entry could: decisions are the same as without.
  */
 #ifndef RUNWATCH_FILES_BPF_H
 #define RUNWATCH_FILES_BPF_H
