@@ -108,9 +108,9 @@ TABLE: tuple[KindSpec, ...] = (
                        Probe("rw_write_dns", "tracepoint/syscalls/sys_enter_write"),
                        Probe("rw_send_dns", "tracepoint/syscalls/sys_enter_sendto")), activity=True),
     KindSpec("file.open", "file", (1001, 14, "Open"), ("file",), record="OPEN", decoder="file",
-             programs=_tp("openat", "open", "openat2", "creat", "open_by_handle_at")
-             + _tp_exit("openat", "open", "openat2", "creat", "open_by_handle_at")
-             + (Probe("rw_uring_open", "tp_btf/io_uring_complete"),),
+             # exits only: the arguments are read from the saved registers there
+             programs=(*_tp_exit("openat", "open", "openat2", "creat", "open_by_handle_at"),
+                       Probe("rw_uring_open", "tp_btf/io_uring_complete")),
              syscalls=("open", "openat", "openat2", "creat", "open_by_handle_at"),
              activity=True),
     KindSpec("file.unlink", "file", (1001, 4, "Delete"), ("file",), record="UNLINK", decoder="file",

@@ -25,6 +25,7 @@ NAME_MAX = 256
 NAME_KEY = 32
 ENV_LEN = 1024
 ENV_NAME = 32
+INO_BITS = 16
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 s32, s64 = ctypes.c_int32, ctypes.c_int64
@@ -170,15 +171,22 @@ class RwNameKey(ctypes.Structure):
 
 
 class RwNameFirst(ctypes.Structure):
-    """``struct rw_name_first``: first bytes of watched leaf and directory names, a bit each."""
+    """``struct rw_name_first``: first bytes of watched leaf names, directory names, extensions
+    and prefixes' first components, a bit each."""
 
-    _fields_ = [("leaf", u64 * 4), ("dir", u64 * 4)]
+    _fields_ = [("leaf", u64 * 4), ("dir", u64 * 4), ("suffix", u64 * 4), ("top", u64 * 4)]
 
 
 class RwInoKey(ctypes.Structure):
     """``struct rw_ino_key``: key of the ``watch_inodes`` map."""
 
     _fields_ = [("ino", u64), ("dev", u32), ("pad", u32)]
+
+
+class RwInoBits(ctypes.Structure):
+    """``struct rw_ino_bits``: value of the ``watch_ino_bits`` map, a bit per ``watch_inodes`` key."""
+
+    _fields_ = [("w", u64 * (1 << (INO_BITS - 6)))]
 
 
 class RwPriv(ctypes.Structure):
@@ -224,5 +232,5 @@ RECORDS: dict[str, type[ctypes.Structure]] = {
     "rw_hdr": RwHdr, "rw_exec": RwExec, "rw_fork": RwFork, "rw_exit": RwExit, "rw_net": RwNet,
     "rw_dns": RwDns, "rw_file": RwFile, "rw_priv": RwPriv, "rw_cgroup": RwCgroup, "rw_sock": RwSock,
     "rw_env": RwEnv, "rw_config": RwConfig, "rw_name_key": RwNameKey, "rw_ino_key": RwInoKey,
-    "rw_name_first": RwNameFirst,
+    "rw_name_first": RwNameFirst, "rw_ino_bits": RwInoBits,
 }

@@ -69,10 +69,10 @@ SPEC = ObjectSpec(
         MapDecl("exe_buf", "percpu_array", 4, 2 * L.EXE_LEN, 1),
         MapDecl("pending", "lru_hash", 4, 36, 8192),
         MapDecl("dns_socks", "lru_hash", 8, 24, 4096),
-        MapDecl("open_flags", "task_storage", 4, 24, 0),
         MapDecl("watch_names", "hash", L.NAME_KEY, 4, 256),
-        MapDecl("name_first", "array", 4, 64, 1),
+        MapDecl("name_first", "array", 4, ctypes.sizeof(L.RwNameFirst), 1),
         MapDecl("watch_inodes", "hash", 16, 4, 4096),
+        MapDecl("watch_ino_bits", "array", 4, ctypes.sizeof(L.RwInoBits), 1),
         MapDecl("canon", "percpu_array", 4, 4 * L.PATH_LEN, 1),
         MapDecl("exec_names", "lru_hash", 4, 8, 4096),
         MapDecl("sent_to", "lru_hash", 32, 1, 16384),
@@ -82,7 +82,7 @@ SPEC = ObjectSpec(
         MapDecl("env_allow", "hash", L.ENV_NAME, 1, 64),
         MapDecl("dns_reads", "lru_hash", 4, 16, 4096),
         MapDecl(".rodata", "array", 4, ctypes.sizeof(L.RwConfig), 1),
-        MapDecl(".bss", "array", 4, 13 * 8, 1),  # the thirteen record- and key-pointer anchors that keep records in BTF
+        MapDecl(".bss", "array", 4, 14 * 8, 1),  # the fourteen record- and key-pointer anchors that keep records in BTF
     ),
     structs=L.RECORDS,
 )

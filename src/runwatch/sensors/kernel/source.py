@@ -54,9 +54,12 @@ class KernelSource:
         """Load and attach; raises LibbpfError (with the reason) if nothing can run."""
         self._obj, self._links, self.report = loader.load(self._opts)
         try:
-            watchlist.install(self._obj.map_fd("watched"), self._watches)
+            # inodes before prefixes: the kernel adds hard-linked inodes (and their bits) only
+            # once a prefix matches, so nothing it sets is overwritten here
+            watchlist.install_inodes(self._obj.map_fd("watch_inodes"), self._obj.map_fd("watch_ino_bits"),
+                                     self._watches)
             watchlist.install_names(self._obj.map_fd("watch_names"), self._obj.map_fd("name_first"), self._watches)
-            watchlist.install_inodes(self._obj.map_fd("watch_inodes"), self._watches)
+            watchlist.install(self._obj.map_fd("watched"), self._watches)
             envnames.install(self._obj.map_fd("env_allow"), self._env_names)
             for pid in self._track or ():
                 self.track(pid)

@@ -29,9 +29,11 @@ from dataclasses import dataclass
 
 from runwatch.bpf.libbpf import check_rc, lib
 from runwatch.sensors.kernel.layout import (
+    INO_BITS,
     NAME_KEY,
     PATH_LEN,
     NameKind,
+    RwInoBits,
     RwInoKey,
     RwNameFirst,
     RwNameKey,
@@ -205,16 +207,19 @@ def install(map_fd: int, watches: list[Watch]) -> None:
 
 
 def name_first(watches: list[Watch]) -> RwNameFirst:
-    """The ``name_first`` bitmaps: the first byte of each watched leaf and directory name."""
+    """The ``name_first`` bitmaps: the first byte of each watched leaf name, directory name and
+    extension, and of each prefix's first component (the byte after its leading ``/``; every
+    byte for the prefix ``/`` itself). The kernel skips a lookup whose byte is not set."""
     out = RwNameFirst()
     for w in watches:
         if not w.is_pattern:
+            raw = w.prefix.encode()
+            for c in (range(256) if len(raw) < 2 else (raw[1],)):
+                out.top[c >> 6] |= 1 << (c & 63)
             continue
         kind, name = w.name_key()
-        if kind == NameKind.SUFFIX:
-            continue
         c = name.encode()[0]
-        bits = out.leaf if kind == NameKind.LEAF else out.dir
+        bits = {NameKind.LEAF: out.leaf, NameKind.DIR: out.dir, NameKind.SUFFIX: out.suffix}[kind]
         bits[c >> 6] |= 1 << (c & 63)
     return out
 
@@ -267,10 +272,31 @@ def watched_inodes(watches: list[Watch]) -> Iterator[tuple[int, int, int]]:
             continue
 
 
-def install_inodes(map_fd: int, watches: list[Watch]) -> None:
-    """Write :func:`watched_inodes` into the kernel's ``watch_inodes`` map."""
+def ino_bit(ino: int, dev: int) -> int:
+    """The bit of (inode, s_dev) in ``struct rw_ino_bits`` (as ``ino_bit()`` in files.bpf.h)."""
+    return (((ino ^ (dev << 32)) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) >> (64 - INO_BITS)
+
+
+def ino_bits(keys: Iterator[tuple[int, int]] | list[tuple[int, int]]) -> RwInoBits:
+    """The ``watch_ino_bits`` value with the bit of each (inode, s_dev) set."""
+    out = RwInoBits()
+    for ino, dev in keys:
+        b = ino_bit(ino, dev)
+        out.w[b >> 6] |= 1 << (b & 63)
+    return out
+
+
+def install_inodes(map_fd: int, bits_fd: int, watches: list[Watch]) -> None:
+    """Write :func:`watched_inodes` into the kernel's ``watch_inodes`` map, and their bits
+    into ``watch_ino_bits`` (OR-ed into what the kernel may have set already)."""
     merged: dict[tuple[int, int], int] = {}
     for ino, dev, flags in watched_inodes(watches):
         merged[(ino, dev)] = merged.get((ino, dev), 0) | flags
+    zero, bits = ctypes.c_uint32(0), ino_bits(list(merged))
+    old = RwInoBits()
+    if lib().bpf_map_lookup_elem(bits_fd, ctypes.byref(zero), ctypes.byref(old)) == 0:
+        for i, word in enumerate(old.w):
+            bits.w[i] |= word
+    check_rc(lib().bpf_map_update_elem(bits_fd, ctypes.byref(zero), ctypes.byref(bits), 0), "setting watch_ino_bits")
     for (ino, dev), flags in merged.items():
         _update(map_fd, RwInoKey(ino, dev, 0), flags, f"watched inode {ino}")

@@ -1,17 +1,30 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* file.open from the opened file itself (included by runwatch.bpf.c).
  *
- * The entry of open/openat/openat2/creat/open_by_handle_at only keeps the open flags per
- * thread. At the exit, a successful open's struct file is taken from the fd table and
- * its dentry and mount chain walked up to the task's root (bpf_loop, one component per
- * step): that canonical path, not the string the caller passed, is matched against the
- * watched prefixes. Symlinks, "..", "//", "/./", /proc/self/root, RESOLVE_IN_ROOT and
- * file handles all end at the same dentry, so at the same path.
+ * Only the exit of open/openat/openat2/creat/open_by_handle_at is hooked: the call's
+ * arguments (flags, dirfd, the path as passed) are still in the task's saved user
+ * registers there, so no entry program and no per-thread state is needed. A successful
+ * open's struct file is taken from the fd table and its dentry and mount chain walked up
+ * to the task's root (bpf_loop, one component per step): that canonical path, not the
+ * string the caller passed, is matched against the watched prefixes. Symlinks, "..", "//",
+ * "/./", /proc/self/root, RESOLVE_IN_ROOT and file handles all end at the same dentry, so
+ * at the same path.
  *
  * Besides prefixes: names (a component, anywhere) and suffixes (the leaf's extension) in
  * watch_names, and inodes in watch_inodes (watched directories and files found at load
  * time, and hard-linked watched files seen since), so a file reached through a hard link
  * or below a renamed watched directory is still reported.
+ *
+ * Cost: every open on the host pays for this, and almost none is watched. The walks read
+ * the kernel's structs through typed pointers (bpf_rdonly_cast: plain loads, a fault reads
+ * 0) instead of one bpf_probe_read_kernel call per field. The first walk (canon_check)
+ * copies nothing: names are read in place, and bitmaps in front of every lookup (the
+ * component's inode in watch_ino_bits, its first byte in name_first, the extension's first
+ * byte, the first byte of the path's top directory for the LPM trie) skip it when it
+ * cannot match. Only if a prefix or pattern can match does the second walk (canon_build)
+ * copy the names into the path for the trie and the record. So an unwatched open does no
+ * hash or trie lookup and no copy; its only helper read is the new fd's slot. Each bitmap
+ * only says "cannot match" when no entry could: decisions are the same as without.
  */
 #ifndef RUNWATCH_FILES_BPF_H
 #define RUNWATCH_FILES_BPF_H
@@ -19,24 +32,37 @@
 #define CANON_END (RW_PATH_LEN * 2 - 1) /* the canonical path ends here in canon_buf */
 #define CANON_MASK (RW_PATH_LEN * 2 - 1)
 #define RW_EXT_SCAN 16                  /* bytes from the end searched for the extension's dot */
+#define RW_INO_WORDS (1 << (RW_INO_BITS - 6))
 
-/* An open's arguments from syscall entry to exit, per thread: the path as passed is
- * only read if the open fails (a refused attempt is still reported, by that string). */
+/* kfunc: obj as a read-only pointer to the kernel type btf_id (loads through it that
+ * fault read 0, as bpf_probe_read_kernel would). */
+extern void *bpf_rdonly_cast(const void *obj__ign, __u32 btf_id) __ksym;
+
+#define KERNEL_AS(type, p) ((type *)bpf_rdonly_cast((const void *)(p), bpf_core_type_id_kernel(type)))
+
+/* Bit c of a 256-bit set (struct rw_name_first's fields). */
+#define BYTE_IN(set, c) ((set)[((__u8)(c) >> 6) & 3] & (1ULL << ((__u8)(c) & 63)))
+
+/* An open's arguments, read at its exit: the path as passed is only read if the open
+ * fails (a refused attempt is still reported, by that string). */
 struct open_args {
 	__u32 flags;
 	__s32 dfd;
 	__u64 upath;
-	__u32 armed;    /* set at entry, cleared at exit */
-	__u32 pad;
 };
 
-/* Task-local storage: cheaper than a hash keyed by thread id on every open. */
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct open_args);
-} open_flags SEC(".maps");
+/* The system call's arguments 1-3 in the saved user registers (as the kernel used them). */
+#if defined(__TARGET_ARCH_x86)
+#define SYSCALL_ARG1(r) ((r)->di)
+#define SYSCALL_ARG2(r) ((r)->si)
+#define SYSCALL_ARG3(r) ((r)->dx)
+#elif defined(__TARGET_ARCH_arm64)
+#define SYSCALL_ARG1(r) ((r)->orig_x0) /* x0 holds the result by now */
+#define SYSCALL_ARG2(r) ((r)->regs[1])
+#define SYSCALL_ARG3(r) ((r)->regs[2])
+#else
+#error "SYSCALL_ARGn: unsupported architecture"
+#endif
 
 /* Watched names: a leaf name, a directory name anywhere on the path, or a leaf's
  * extension (enum rw_name_kind) -> enum rw_watch_flags. */
@@ -64,6 +90,25 @@ struct {
 	__type(value, __u32);
 } watch_inodes SEC(".maps");
 
+/* The keys of watch_inodes as bits (struct rw_ino_bits): a clear bit, no lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rw_ino_bits);
+} watch_ino_bits SEC(".maps");
+
+/* (ino, dev)'s bit in struct rw_ino_bits; watchlist.ino_bit() computes the same. */
+static __always_inline __u32 ino_bit(__u64 ino, __u32 dev)
+{
+	return ((ino ^ ((__u64)dev << 32)) * 0x9E3779B97F4A7C15ULL) >> (64 - RW_INO_BITS);
+}
+
+static __always_inline struct mount *mount_of(struct vfsmount *vm)
+{
+	return KERNEL_AS(struct mount, (void *)vm - bpf_core_field_offset(struct mount, mnt));
+}
+
 /* Per-CPU room for the canonical path, written backwards so it ends at CANON_END; twice
  * the masked range so a component (< RW_NAME_MAX bytes) written at any masked offset fits. */
 struct canon_buf {
@@ -77,19 +122,23 @@ struct {
 	__type(value, struct canon_buf);
 } canon SEC(".maps");
 
-/* State of the canonical path walk (canon_step), one component per bpf_loop step. */
+/* State of the canonical path walks (canon_check, then canon_build only if needed), one
+ * component per bpf_loop step. The pointers are typed (bpf_rdonly_cast): fields are read
+ * with plain loads. */
 struct canon_walk {
 	struct dentry *d;
-	struct mount *m;
+	struct vfsmount *vm;     /* d's mount */
 	struct dentry *root;
 	struct vfsmount *root_mnt;
-	struct dentry *mnt_root; /* m's root dentry and device, read once per mount */
+	struct dentry *mnt_root; /* vm's root dentry and device, read once per mount */
 	__u32 sdev;
-	__u32 pos;      /* the path starts here in canon_buf */
-	__u32 depth;    /* components written */
+	__u32 pos;      /* the path starts here in canon_buf (canon_check: would start) */
+	__u32 depth;    /* components written (canon_check: looked at) */
 	__u32 flags;    /* watch flags found by name, suffix or inode */
 	__u32 done;     /* reached the root: the path is whole */
 	__u32 key_ext;  /* the leaf ends in .pem or .key */
+	__u32 top;      /* first byte of the last component looked at: the top directory's */
+	__u32 pad;
 	struct rw_name_key nk;
 	struct rw_ino_key ik;
 };
@@ -109,91 +158,139 @@ static __always_inline void name_match(struct canon_walk *w, __u8 kind, const ch
 		w->flags |= *fl;
 }
 
-/* The leaf's extension (after its last dot, in the last RW_EXT_SCAN bytes) as a suffix key. */
-static __always_inline void suffix_match(struct canon_walk *w, struct canon_buf *b, __u32 start, __u32 len)
+/* The leaf's extension (after its last dot, in the last RW_EXT_SCAN bytes) as a suffix key;
+ * name is the leaf's name in the kernel, s the same bytes as a typed pointer. */
+static __always_inline void suffix_match(struct canon_walk *w, struct rw_name_first *nf, const char *name,
+					 const unsigned char *s, __u32 len)
 {
-	__u32 end = start + len;
-
 	for (int k = 2; k < RW_EXT_SCAN; k++) {
-		char c;
-
 		if (k > len)
 			return;
-		c = b->data[(end - k) & CANON_MASK];
-		if (c == '/')
-			return;
-		if (c != '.')
+		if (s[(len - k) & (RW_NAME_MAX - 1)] != '.')
 			continue;
 		if (k == 4) {
-			char x = b->data[(end - 3) & CANON_MASK], y = b->data[(end - 2) & CANON_MASK],
-			     z = b->data[(end - 1) & CANON_MASK];
+			unsigned char x = s[(len - 3) & (RW_NAME_MAX - 1)], y = s[(len - 2) & (RW_NAME_MAX - 1)],
+				      z = s[(len - 1) & (RW_NAME_MAX - 1)];
 
 			if ((x == 'p' && y == 'e' && z == 'm') || (x == 'k' && y == 'e' && z == 'y'))
 				w->key_ext = 1;
 		}
-		name_match(w, RW_NAME_SUFFIX, &b->data[(end - k + 1) & CANON_MASK], k - 1);
+		if (BYTE_IN(nf->suffix, s[(len - k + 1) & (RW_NAME_MAX - 1)]))
+			name_match(w, RW_NAME_SUFFIX, name + len - k + 1, k - 1);
 		return;
 	}
 }
 
-/* One step up: cross a mount point, or prepend d's name and go to its parent. Returns 1 to stop. */
-static long canon_step(__u32 i, void *arg)
+/* One step up from w->d: 1 when the walk ends (at the task's root or a mount's top: done),
+ * 0 when w->d was its mount's root and the walk crossed to the mount point (no component),
+ * 2 when w->d is a component below *parent. */
+static __always_inline int canon_up(struct canon_walk *w, struct dentry **parent)
 {
-	struct canon_walk *w = arg;
 	struct dentry *d = w->d;
-	struct mount *m = w->m;
-	struct dentry *parent;
-	const unsigned char *name;
-	struct rw_name_first *nf;
-	struct canon_buf *b;
-	__u32 zero = 0, len, pos = w->pos, *fl;
-	struct qstr q;
-	__u8 first;
 
-	if (d == w->root && &m->mnt == w->root_mnt) {
+	if (d == w->root && w->vm == w->root_mnt) {
 		w->done = 1;
 		return 1;
 	}
 	if (d == w->mnt_root) {
-		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+		struct mount *m = mount_of(w->vm);
+		struct mount *mp = m->mnt_parent;
 
 		if (mp == m) {
 			w->done = 1;
 			return 1;
 		}
-		w->d = BPF_CORE_READ(m, mnt_mountpoint);
-		w->m = mp;
-		w->mnt_root = BPF_CORE_READ(mp, mnt.mnt_root);
-		w->sdev = BPF_CORE_READ(mp, mnt.mnt_sb, s_dev);
+		w->d = m->mnt_mountpoint;
+		w->vm = KERNEL_AS(struct vfsmount, &mp->mnt);
+		w->mnt_root = w->vm->mnt_root;
+		w->sdev = w->vm->mnt_sb->s_dev;
 		return 0;
 	}
-	parent = BPF_CORE_READ(d, d_parent);
-	if (parent == d) {
+	*parent = d->d_parent;
+	if (*parent == d) {
 		w->done = 1;
 		return 1;
 	}
-	w->ik.ino = BPF_CORE_READ(d, d_inode, i_ino);
-	w->ik.dev = w->sdev;
-	fl = bpf_map_lookup_elem(&watch_inodes, &w->ik);
-	if (fl)
-		w->flags |= *fl;
-	BPF_CORE_READ_INTO(&q, d, d_name);
-	len = q.len;
-	name = q.name;
-	if (len == 0 || len >= RW_NAME_MAX || pos > CANON_END || CANON_END - pos + len + 1 > RW_PATH_LEN - 1)
-		return 1; /* too long for the record: the walk is not done */
-	b = bpf_map_lookup_elem(&canon, &zero);
+	return 2;
+}
+
+/* A component that does not fit the record ends the walk: it is not done, the path is its tail. */
+static __always_inline bool canon_full(__u32 pos, __u32 len)
+{
+	return len == 0 || len >= RW_NAME_MAX || pos > CANON_END || CANON_END - pos + len + 1 > RW_PATH_LEN - 1;
+}
+
+/* The check walk: each component's inode, name and (the leaf's) extension against the watch
+ * maps, read in place; nothing copied. Returns 1 to stop. */
+static long canon_check(__u32 i, void *arg)
+{
+	struct canon_walk *w = arg;
+	struct dentry *d = w->d, *parent = NULL;
+	const unsigned char *s;
+	struct rw_name_first *nf;
+	struct rw_ino_bits *ib;
+	__u32 zero = 0, len, bit, *fl;
+	const char *name;
+	__u64 ino;
+	__u8 first;
+	int up;
+
+	up = canon_up(w, &parent);
+	if (up != 2)
+		return up;
 	nf = bpf_map_lookup_elem(&name_first, &zero);
-	if (!b || !nf)
+	ib = bpf_map_lookup_elem(&watch_ino_bits, &zero);
+	if (!nf || !ib)
 		return 1;
-	pos -= len;
-	if (bpf_probe_read_kernel(&b->data[pos & CANON_MASK], len & (RW_NAME_MAX - 1), name))
+	ino = d->d_inode->i_ino;
+	bit = ino_bit(ino, w->sdev);
+	if (ib->w[(bit >> 6) & (RW_INO_WORDS - 1)] & (1ULL << (bit & 63))) {
+		w->ik.ino = ino;
+		w->ik.dev = w->sdev;
+		fl = bpf_map_lookup_elem(&watch_inodes, &w->ik);
+		if (fl)
+			w->flags |= *fl;
+	}
+	len = d->d_name.len;
+	if (canon_full(w->pos, len))
 		return 1;
-	first = (__u8)b->data[pos & CANON_MASK];
-	if ((w->depth ? nf->dir : nf->leaf)[(first >> 6) & 3] & (1ULL << (first & 63)))
-		name_match(w, w->depth ? RW_NAME_DIR : RW_NAME_LEAF, (const char *)name, len);
+	name = (const char *)d->d_name.name;
+	s = bpf_rdonly_cast(name, 0);
+	first = s[0];
+	if (BYTE_IN(w->depth ? nf->dir : nf->leaf, first))
+		name_match(w, w->depth ? RW_NAME_DIR : RW_NAME_LEAF, name, len);
 	if (!w->depth)
-		suffix_match(w, b, pos, len);
+		suffix_match(w, nf, name, s, len);
+	w->top = first;
+	w->pos -= len + 1;
+	w->depth++;
+	w->d = parent;
+	return 0;
+}
+
+/* The build walk: the same components' names copied into canon_buf, backwards from
+ * CANON_END. Returns 1 to stop. */
+static long canon_build(__u32 i, void *arg)
+{
+	struct canon_walk *w = arg;
+	struct dentry *d = w->d, *parent = NULL;
+	__u32 zero = 0, len, pos = w->pos;
+	struct canon_buf *b;
+	int up;
+
+	up = canon_up(w, &parent);
+	if (up != 2)
+		return up;
+	len = d->d_name.len;
+	if (canon_full(pos, len))
+		return 1;
+	b = bpf_map_lookup_elem(&canon, &zero);
+	if (!b)
+		return 1;
+	barrier_var(len); /* keep the mask below: the verifier needs the bound in this register */
+	pos -= len;
+	if (bpf_probe_read_kernel(&b->data[pos & CANON_MASK], len & (RW_NAME_MAX - 1), d->d_name.name))
+		return 1;
 	pos -= 1;
 	b->data[pos & CANON_MASK] = '/';
 	w->pos = pos;
@@ -239,47 +336,64 @@ static __always_inline int open_failed(struct open_args *a, long ret)
 
 /* An opened file: walk it to its canonical path and report it if it is watched for what
  * the open flags ask (read or write). */
-static __noinline int file_report(struct file *f, __u32 oflags)
+static __noinline int file_report(struct file *fp, __u32 oflags)
 {
 	__u32 zero = 0, lpm = 0, plen;
 	struct canon_walk w = {};
+	struct rw_name_first *nf;
 	struct path_scratch *k;
+	struct task_struct *t;
 	struct canon_buf *b;
+	struct fs_struct *fs;
 	struct inode *ino;
+	struct file *f;
+	bool trie;
 
-	if (!f)
+	if (!fp)
 		return 0;
 	b = bpf_map_lookup_elem(&canon, &zero);
 	k = bpf_map_lookup_elem(&scratch, &zero);
-	if (!b || !k)
+	nf = bpf_map_lookup_elem(&name_first, &zero);
+	if (!b || !k || !nf)
 		return 0;
-	{
-		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-
-		w.d = BPF_CORE_READ(f, f_path.dentry);
-		w.m = container_of(BPF_CORE_READ(f, f_path.mnt), struct mount, mnt);
-		w.root = BPF_CORE_READ(t, fs, root.dentry);
-		w.root_mnt = BPF_CORE_READ(t, fs, root.mnt);
-	}
-	{
-		struct mount *m = w.m;
-
-		w.mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
-		w.sdev = BPF_CORE_READ(m, mnt.mnt_sb, s_dev);
-	}
+	t = bpf_get_current_task_btf();
+	fs = t->fs;
+	if (!fs)
+		return 0;
+	f = KERNEL_AS(struct file, fp);
+	w.root = fs->root.dentry;
+	w.root_mnt = fs->root.mnt;
+	w.d = f->f_path.dentry;
+	w.vm = f->f_path.mnt;
+	w.mnt_root = w.vm->mnt_root;
+	w.sdev = w.vm->mnt_sb->s_dev;
 	w.pos = CANON_END;
+	bpf_loop(RW_EXE_DEPTH + 8, canon_check, &w, 0);
+	/* A prefix can only match a whole path whose top directory starts as one of them. */
+	trie = w.done && (!w.depth || BYTE_IN(nf->top, w.top));
+	if (!trie && !intent_wanted(w.flags, oflags))
+		return 0; /* the common case: nothing copied, no trie lookup */
+	/* Possibly watched: the path itself, walked again. */
+	w.d = f->f_path.dentry;
+	w.vm = f->f_path.mnt;
+	w.mnt_root = w.vm->mnt_root;
+	w.sdev = w.vm->mnt_sb->s_dev;
+	w.pos = CANON_END;
+	w.depth = 0;
+	w.done = 0;
 	b->data[CANON_END] = 0;
-	bpf_loop(RW_EXE_DEPTH + 8, canon_step, &w, 0);
+	bpf_loop(RW_EXE_DEPTH + 8, canon_build, &w, 0);
 	if (w.pos > CANON_END)
 		return 0;
 	if (w.pos == CANON_END) {
 		w.pos--;
 		b->data[w.pos & CANON_MASK] = '/';
 	}
+	trie = trie && w.done;
 	plen = CANON_END - w.pos;
 	if (bpf_probe_read_kernel(k->data, RW_PATH_LEN, &b->data[w.pos & CANON_MASK]))
 		return 0;
-	if (w.done) {
+	if (trie) {
 		__u32 *fl;
 
 		k->prefixlen = plen * 8;
@@ -289,12 +403,18 @@ static __noinline int file_report(struct file *f, __u32 oflags)
 	}
 	if (!intent_wanted(lpm | w.flags, oflags))
 		return 0;
-	ino = BPF_CORE_READ(f, f_inode);
-	w.ik.ino = BPF_CORE_READ(ino, i_ino);
-	w.ik.dev = BPF_CORE_READ(ino, i_sb, s_dev);
+	ino = f->f_inode;
+	w.ik.ino = ino->i_ino;
+	w.ik.dev = ino->i_sb->s_dev;
 	w.ik.pad = 0;
-	if (lpm && BPF_CORE_READ(ino, __i_nlink) > 1)
-		bpf_map_update_elem(&watch_inodes, &w.ik, &lpm, BPF_NOEXIST); /* its other names too */
+	if (lpm && ino->__i_nlink > 1) { /* its other names too */
+		struct rw_ino_bits *ib = bpf_map_lookup_elem(&watch_ino_bits, &zero);
+		__u32 bit = ino_bit(w.ik.ino, w.ik.dev);
+
+		if (ib) /* the bit first: a walk that sees the entry also sees its bit */
+			__sync_fetch_and_or(&ib->w[(bit >> 6) & (RW_INO_WORDS - 1)], 1ULL << (bit & 63));
+		bpf_map_update_elem(&watch_inodes, &w.ik, &lpm, BPF_NOEXIST);
+	}
 	{
 		RESERVE(struct rw_file, e, RW_OPEN);
 		e->flags = oflags;
@@ -312,98 +432,90 @@ static __noinline int file_report(struct file *f, __u32 oflags)
 }
 
 /* The exit of an open: resolve the new fd's file and report it if it is watched. */
-static __always_inline int open_exit(long ret)
+static __always_inline int open_exit(long ret, struct open_args *a)
 {
-	struct open_args *fp, a;
-
-	fp = bpf_task_storage_get(&open_flags, bpf_get_current_task_btf(), 0, 0);
-	if (!fp || !fp->armed)
-		return 0;
-	fp->armed = 0;
-	a = *fp;
 	if (ret < 0)
-		return open_failed(&a, ret);
-	return file_report(file_of_fd(ret), a.flags);
+		return open_failed(a, ret);
+	return file_report(file_of_fd(ret), a->flags);
 }
 
-static __always_inline int open_enter(__u32 oflags, int dfd, const void *upath)
+static __always_inline struct pt_regs *syscall_regs(void)
 {
-	struct open_args *a;
-
-	if (!wanted())
-		return 0;
-	a = bpf_task_storage_get(&open_flags, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!a)
-		return 0;
-	a->flags = oflags;
-	a->dfd = dfd;
-	a->upath = (__u64)upath;
-	a->armed = 1;
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_openat")
-int rw_openat(struct trace_event_raw_sys_enter *ctx)
-{
-	return open_enter(ctx->args[2], ctx->args[0], (void *)ctx->args[1]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_open")
-int rw_open(struct trace_event_raw_sys_enter *ctx)
-{
-	return open_enter(ctx->args[1], AT_FDCWD, (void *)ctx->args[0]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_openat2")
-int rw_openat2(struct trace_event_raw_sys_enter *ctx)
-{
-	struct open_how how = {};
-
-	if (bpf_probe_read_user(&how, sizeof(how.flags), (void *)ctx->args[2]))
-		return 0;
-	return open_enter(how.flags, ctx->args[0], (void *)ctx->args[1]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_creat")
-int rw_creat(struct trace_event_raw_sys_enter *ctx)
-{
-	return open_enter(O_CREAT | O_TRUNC | 1 /* O_WRONLY */, AT_FDCWD, (void *)ctx->args[0]);
-}
-
-SEC("tracepoint/syscalls/sys_exit_creat")
-int rw_creat_exit(struct trace_event_raw_sys_exit *ctx)
-{
-	return open_exit(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_enter_open_by_handle_at")
-int rw_open_by_handle_at(struct trace_event_raw_sys_enter *ctx)
-{
-	return open_enter(ctx->args[2], AT_FDCWD, NULL);
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat")
 int rw_openat_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	return open_exit(ctx->ret);
+	struct pt_regs *r;
+	struct open_args a;
+
+	if (!wanted())
+		return 0;
+	r = syscall_regs();
+	a.dfd = SYSCALL_ARG1(r);
+	a.upath = SYSCALL_ARG2(r);
+	a.flags = SYSCALL_ARG3(r);
+	return open_exit(ctx->ret, &a);
 }
 
 SEC("tracepoint/syscalls/sys_exit_open")
 int rw_open_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	return open_exit(ctx->ret);
+	struct pt_regs *r;
+	struct open_args a;
+
+	if (!wanted())
+		return 0;
+	r = syscall_regs();
+	a.dfd = AT_FDCWD;
+	a.upath = SYSCALL_ARG1(r);
+	a.flags = SYSCALL_ARG2(r);
+	return open_exit(ctx->ret, &a);
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat2")
 int rw_openat2_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	return open_exit(ctx->ret);
+	struct open_how how = {};
+	struct pt_regs *r;
+	struct open_args a;
+
+	if (!wanted())
+		return 0;
+	r = syscall_regs();
+	if (bpf_probe_read_user(&how, sizeof(how.flags), (void *)SYSCALL_ARG3(r)))
+		return 0;
+	a.dfd = SYSCALL_ARG1(r);
+	a.upath = SYSCALL_ARG2(r);
+	a.flags = how.flags;
+	return open_exit(ctx->ret, &a);
+}
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int rw_creat_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	struct open_args a;
+
+	if (!wanted())
+		return 0;
+	a.dfd = AT_FDCWD;
+	a.upath = SYSCALL_ARG1(syscall_regs());
+	a.flags = O_CREAT | O_TRUNC | 1 /* O_WRONLY */;
+	return open_exit(ctx->ret, &a);
 }
 
 SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
 int rw_open_by_handle_at_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	return open_exit(ctx->ret);
+	struct open_args a;
+
+	if (!wanted())
+		return 0;
+	a.dfd = AT_FDCWD;
+	a.upath = 0; /* a handle, not a path: a failed open is not reported */
+	a.flags = SYSCALL_ARG3(syscall_regs());
+	return open_exit(ctx->ret, &a);
 }
 
 /* IORING_OP_OPENAT and IORING_OP_OPENAT2, inline or in an io-wq worker (a thread of the

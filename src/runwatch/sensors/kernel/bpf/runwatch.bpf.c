@@ -39,6 +39,7 @@ struct rw_cgroup *_rw_cgroup __attribute__((unused));
 struct rw_name_key *_rw_name_key __attribute__((unused));
 struct rw_ino_key *_rw_ino_key __attribute__((unused));
 struct rw_name_first *_rw_name_first __attribute__((unused));
+struct rw_ino_bits *_rw_ino_bits __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -728,15 +729,21 @@ int rw_sendmmsg(struct trace_event_raw_sys_enter *ctx)
 #define AT_FDCWD -100
 #define PATH_MASK (RW_PATH_LEN - 1)
 
+/* The current task's file at fd (the fd table through typed loads, the slot by a read). */
 static __always_inline struct file *file_of_fd(int fd)
 {
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	struct file **fds = BPF_CORE_READ(t, files, fdt, fd);
-	unsigned int max = BPF_CORE_READ(t, files, fdt, max_fds);
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct files_struct *files = t->files;
+	struct file **fds;
+	struct fdtable *fdt;
 	struct file *f = NULL;
 
-	if (fd < 0 || (unsigned int)fd >= max)
+	if (fd < 0 || !files)
 		return NULL;
+	fdt = files->fdt;
+	if (!fdt || (unsigned int)fd >= fdt->max_fds)
+		return NULL;
+	fds = fdt->fd;
 	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]))
 		return NULL;
 	return f;

@@ -22,6 +22,7 @@
 #define RW_NAME_KEY 32   /* a watched name or suffix: kind byte, then up to 30 bytes and a NUL */
 #define RW_ENV_LEN 1024  /* allow-listed NAME=VALUE strings of one exec */
 #define RW_ENV_NAME 32   /* longest allow-listed name (with NUL) */
+#define RW_INO_BITS 16   /* log2 of the bits in struct rw_ino_bits */
 
 enum rw_kind {
 	RW_EXEC = 1,
@@ -190,11 +191,14 @@ struct rw_name_key {
 	char name[RW_NAME_KEY - 1];
 };
 
-/* Value of the name_first map: bit c of leaf (dir) is set when a watched leaf (directory)
- * name starts with byte c. */
+/* Value of the name_first map: bit c of leaf (dir, suffix) is set when a watched leaf name
+ * (directory name, extension) starts with byte c; bit c of top when a watched prefix's first
+ * component starts with c (every bit for the prefix "/"). A clear bit means no lookup. */
 struct rw_name_first {
 	__u64 leaf[4];
 	__u64 dir[4];
+	__u64 suffix[4];
+	__u64 top[4];
 };
 
 /* Key of the watch_inodes map (s_dev as the kernel holds it: major << 20 | minor). */
@@ -202,6 +206,14 @@ struct rw_ino_key {
 	__u64 ino;
 	__u32 dev;
 	__u32 pad;
+};
+
+/* Value of the watch_ino_bits map: the bit of each key of watch_inodes is set (the top
+ * RW_INO_BITS bits of (ino ^ dev << 32) * 0x9E3779B97F4A7C15, mod 2^64: ino_bit() in
+ * files.bpf.h and watchlist.py), so a component whose bit is clear costs no hash lookup.
+ * Bits are only ever set: a stale one costs a lookup, never a missed file. */
+struct rw_ino_bits {
+	__u64 w[1 << (RW_INO_BITS - 6)];
 };
 
 struct rw_priv {
