@@ -47,6 +47,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map_update_elem": (c_int, [c_int, vp, vp, ctypes.c_uint64]),
     "bpf_map_lookup_elem": (c_int, [c_int, vp, vp]),
     "bpf_map_delete_elem": (c_int, [c_int, vp]),
+    "bpf_map_get_next_key": (c_int, [c_int, vp, vp]),
     "libbpf_set_print": (vp, [vp]),
     "libbpf_num_possible_cpus": (c_int, []),
     "libbpf_bpf_prog_type_str": (ctypes.c_char_p, [c_int]),

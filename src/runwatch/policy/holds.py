@@ -83,6 +83,8 @@ class HoldBinder:
         """Stop holding; continue every task still waiting. Idempotent."""
         for cgid in self._scopes:
             self.enforcers.unhold(cgid)
+        if self._scopes:
+            self.enforcers.stop_holding()  # from now on a held task is continued by the enforcers
         self._scopes.clear()
         if self._thread is not None:
             self._queue.put(None)

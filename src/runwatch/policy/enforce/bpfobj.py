@@ -348,6 +348,17 @@ class EnforceObject:
         with self._lock:
             lib().bpf_map_delete_elem(self._held_fd, ctypes.byref(ctypes.c_uint64(cgid)))
 
+    def release_all(self) -> int:
+        """Let execs run in every held cgroup (nothing will bind them any more); how many."""
+        n = 0
+        key, nxt = ctypes.c_uint64(0), ctypes.c_uint64(0)
+        with self._lock:
+            while lib().bpf_map_get_next_key(self._held_fd, None, ctypes.byref(nxt)) == 0 and n < 1 << 20:
+                key.value = nxt.value
+                lib().bpf_map_delete_elem(self._held_fd, ctypes.byref(key))
+                n += 1
+        return n
+
     def _update(self, fd: int, key: ctypes._CData, val: ctypes._CData, name: str) -> None:
         rc = lib().bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(val), 0)
         if rc < 0:

@@ -265,6 +265,13 @@ class Enforcers:
         if self._obj is not None:
             self._obj.hold_scope_remove(scope_cgid)
 
+    def stop_holding(self) -> None:
+        """Nothing binds held cgroups any more: release every one, and continue at once any
+        task still reported held (instead of passing it to ``on_hold``)."""
+        self.on_hold = None
+        if self._obj is not None:
+            self._obj.release_all()
+
     def is_held(self, cgid: int) -> bool:
         """Whether cgroup ``cgid`` is held (its first exec would stop)."""
         return self._obj is not None and self._obj.is_held(cgid)
