@@ -151,6 +151,15 @@ def loginuid(pid: int, proc: str = PROC) -> int | None:
         return None
 
 
+def state(pid: int, proc: str = PROC) -> str | None:
+    """The state letter of ``pid`` (``R``, ``S``, ``T`` for stopped, ...), or None when it is gone."""
+    data = _read(f"{proc}/{pid}/stat")
+    if data is None:
+        return None
+    fields = data.rpartition(b")")[2].split()
+    return fields[0].decode() if fields else None
+
+
 def start_ticks(pid: int, proc: str = PROC) -> int | None:
     """Start time of ``pid`` in clock ticks since boot (field 22 of ``stat``), or None when gone."""
     st = stat(pid, proc)

@@ -36,9 +36,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from runwatch.enrich.containers import parse_cgroup_path
-from runwatch.host import procfs
+from runwatch.host import procfs, runtimes
 from runwatch.policy.apply import Bound, ContainerPolicyStage
 from runwatch.policy.enforce import Enforcement, Enforcers, Hold, decision_event
 from runwatch.policy.enforce.execrules import LOADERS, ExecIndex, literal_keys
@@ -176,6 +177,26 @@ class HoldBinder:
         self._count("killed")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def continue_stopped_containers() -> int:
+    """SIGCONT every stopped task of the runtime's containers: what a crashed runwatch held at
+    its first exec and can no longer continue (called once this run has bound its policies).
+    A task stopped by job control inside a container is continued too. Returns how many."""
+    n = 0
+    for state in runtimes.runc_states():
+        if state.cgroup_dir is None:
+            continue
+        try:
+            pids = [int(p) for p in (Path(state.cgroup_dir) / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        for pid in pids:
+            if procfs.state(pid) == "T":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+                    n += 1
+    return n
 
 
 RUNTIMES = ("runc", "crun", "youki", "runsc")

@@ -30,7 +30,7 @@ from runwatch.events import Container, DecisionInfo, Event
 from runwatch.host import cgroup_v2_if_any
 from runwatch.policy.apply import CommandCgroup, ContainerPolicyStage, RuleActionSink
 from runwatch.policy.enforce import EnforcementError, Enforcers, decision_event
-from runwatch.policy.holds import HoldBinder
+from runwatch.policy.holds import HoldBinder, continue_stopped_containers
 from runwatch.policy.model import PolicySet
 from runwatch.policy.runtime import PolicyRuntime, decide_socket_beside
 from runwatch.policy.server import DEFAULT_CONTROL_SOCKET
@@ -149,9 +149,12 @@ class SessionPolicy:
             n = self.applier.scan_existing()
             if n:
                 self.say(f"{n} running container(s) checked against the policies")
-            for stale in self.enforcers.adopt():
+            adopted = self.enforcers.adopt()
+            for stale in adopted:
                 self.say(f"adopted the enforcement a crashed runwatch (pid {stale.pid}) left pinned on "
                          f"{len(stale.cgroups())} cgroup(s): released, this run's policies govern them now")
+            if adopted and (n := continue_stopped_containers()):
+                self.say(f"continued {n} container task(s) a crashed runwatch had held at their first exec")
         else:
             for stale in stale_dirs():
                 self.say(f"a crashed runwatch (pid {stale.pid}) left fail-closed enforcement pinned on "

@@ -144,6 +144,12 @@ class Enforcers:
         self._obj.guard(target.cgroup_id, target.cgroup_dir, cgroup)
         with self._lock:
             self._guarded[target.id] = (target.cgroup_id, target.cgroup_dir)
+        self._start_beating()
+
+    def _start_beating(self) -> None:
+        with self._lock:
+            if self._obj is not None:
+                self._obj.beat()
             if self._beater is None:
                 self._beater = threading.Thread(target=self._beat, name="runwatch-heartbeat", daemon=True)
                 self._beater.start()
@@ -259,6 +265,7 @@ class Enforcers:
             raise EnforcementError(f"holding new cgroups needs the exec hook: {self._obj.exec_problem}")
         self.on_hold = on_hold
         self._obj.hold_scope_add(scope_cgid)
+        self._start_beating()  # the kernel holds only while runwatch beats
 
     def unhold(self, scope_cgid: int) -> None:
         """Stop holding the cgroups ``scope_cgid`` creates (held ones stay until released)."""

@@ -549,7 +549,8 @@ int BPF_PROG(enf_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 	__u64 policy_cgid = bpf_get_current_cgroup_id();
 	struct enf_cg_cfg *cfg;
 
-	if (bpf_map_lookup_elem(&held, &policy_cgid)) {
+	if (bpf_map_lookup_elem(&held, &policy_cgid) && !supervisor_gone()) {
+		/* only while runwatch is there to bind and continue it */
 		bpf_send_signal(SIGSTOP);
 		emit(start, policy_cgid, ENF_HOOK_HOLD, ENF_HOLD, NULL, 0, 0,
 		     BPF_CORE_READ(bprm, file, f_inode, i_ino), BPF_CORE_READ(bprm, file, f_inode, i_sb, s_dev));
