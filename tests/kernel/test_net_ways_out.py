@@ -210,6 +210,15 @@ def test_dns_over_tcp_questions_and_answers(capture):
                 os.write(c.fileno(), framed)
             else:
                 c.send(framed)
+            # the whole answer (length, header and question echoed, one A record) is buffered
+            # before the one read, so a loaded machine cannot split it over two reads
+            import fcntl, termios, time
+            want, avail = 2 + len(msg) + 16, ctypes.c_int(0)
+            for _ in range(2000):
+                fcntl.ioctl(c.fileno(), termios.FIONREAD, avail)
+                if avail.value >= want:
+                    break
+                time.sleep(0.001)
             data = os.read(c.fileno(), 512) if i == 2 else c.recv(512)
             c.close()
         t.join()
