@@ -113,14 +113,20 @@ class _Follower:
             served.append(watch)
         return True
 
-    def _arm(self, pattern: str, runtime: str) -> None:
+    def _arm(self, pattern: str, runtime: str, depth: int = 0) -> None:
         """Watch ``pattern``'s root (or the ancestor it will appear in) and what is already there."""
         base = pattern[:-2] if pattern.endswith("/*") else pattern
         if not self._add(base, "base" if base != pattern else "root", runtime, pattern):
             parent = os.path.dirname(base.rstrip("/"))
             while parent and parent != "/" and not os.path.isdir(parent):
                 parent = os.path.dirname(parent)
-            self._add(parent or "/", "ancestor", runtime, pattern)
+            parent = parent or "/"
+            self._add(parent, "ancestor", runtime, pattern)
+            # a directory made below the ancestor before its watch was in place sends no event:
+            # look once more at the next step towards the root
+            rest = os.path.relpath(base, parent).split(os.sep)[0]
+            if depth < 16 and rest not in ("", ".", "..") and os.path.isdir(os.path.join(parent, rest)):
+                self._arm(pattern, runtime, depth + 1)
             return
         for root in runtimes.parents_of(pattern):
             if root != base:
