@@ -28,14 +28,11 @@ import base64
 import gzip
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
-import zipfile
 from pathlib import Path
 
 from runwatch.containers.oci import Bind
@@ -45,6 +42,7 @@ from runwatch.enrich.roles import ROLE_LABEL
 from runwatch.events import to_json
 from runwatch.sensors.kernel import watchlist
 from runwatch.testing.capture import LiveCapture, require_kernel_sensor
+from runwatch.testing.workloads import accepting_listener, tiny_wheel
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "tests" / "precision" / "fixtures" / "benign_corpus.jsonl.gz"
@@ -171,41 +169,8 @@ TOOL = textwrap.dedent("""
 """)
 
 
-def _wheel(where: Path) -> Path:
-    path = where / "tinypkg-1.0-py3-none-any.whl"
-    files = {
-        "tinypkg/__init__.py": "VALUE = 23\n",
-        "tinypkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n",
-        "tinypkg-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, text in files.items():
-            zf.writestr(name, text)
-        record = [*files, "tinypkg-1.0.dist-info/RECORD"]
-        zf.writestr("tinypkg-1.0.dist-info/RECORD", "".join(f"{n},,\n" for n in record))
-    return path
-
-
-def _listener() -> socket.socket:
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            conn.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv
-
-
 def _host(work: Path) -> None:
-    wheel = _wheel(work)
+    wheel = tiny_wheel(work)
     (work / "tool.py").write_text(TOOL)
     env = {**os.environ, "WORK": str(work), "PY": sys.executable, "WHEEL": str(wheel)}
     subprocess.run(["/bin/bash", "-c", HOST_SCRIPT], env=env, check=True, timeout=600)
@@ -271,7 +236,7 @@ def main(argv: list[str]) -> int:
     out = Path(argv[1]) if len(argv) > 1 else DEFAULT_OUT
     require_kernel_sensor()
     work = Path(tempfile.mkdtemp(prefix="rw-corpus-"))
-    srv = _listener()
+    srv, _ = accepting_listener()
     (work / "sdk").mkdir()
     os.chmod(work / "sdk", 0o755)
     (work / "host").mkdir()

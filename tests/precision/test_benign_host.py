@@ -11,10 +11,11 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import zipfile
 from pathlib import Path
 
 import pytest
+
+from runwatch.testing.workloads import tiny_wheel
 
 pytestmark = pytest.mark.kernel
 
@@ -34,22 +35,6 @@ def run_under_runwatch(tmp_path: Path, *cmd: str, sdk: bool = True) -> tuple[lis
     return [json.loads(line) for line in shown.stdout.splitlines() if line.strip()], len(events.stdout.splitlines())
 
 
-def write_wheel(where: Path) -> Path:
-    """A one-module wheel (``tinypkg``, VALUE = 23), so pip installs offline with no build step."""
-    path = where / "tinypkg-1.0-py3-none-any.whl"
-    files = {
-        "tinypkg/__init__.py": "VALUE = 23\n",
-        "tinypkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n",
-        "tinypkg-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, text in files.items():
-            zf.writestr(name, text)
-        record = [*files, "tinypkg-1.0.dist-info/RECORD"]
-        zf.writestr("tinypkg-1.0.dist-info/RECORD", "".join(f"{n},,\n" for n in record))
-    return path
-
-
 @pytest.mark.parametrize("sdk", [True, False], ids=["sdk", "no-sdk"])
 def test_a_bare_shell_raises_nothing(tmp_path: Path, sdk: bool) -> None:
     alerts, execs = run_under_runwatch(tmp_path, "/bin/sh", "-c", "true", sdk=sdk)
@@ -59,7 +44,7 @@ def test_a_bare_shell_raises_nothing(tmp_path: Path, sdk: bool) -> None:
 
 @pytest.mark.skipif(shutil.which("git") is None or shutil.which("make") is None, reason="needs git and make")
 def test_a_developers_afternoon_raises_nothing(tmp_path: Path) -> None:
-    wheel = write_wheel(tmp_path)
+    wheel = tiny_wheel(tmp_path)
     (tmp_path / "Makefile").write_text("out.txt:\n\techo built > out.txt\n")
     (tmp_path / "tool.py").write_text(textwrap.dedent("""\
         import subprocess

@@ -18,12 +18,10 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +39,7 @@ from runwatch.outputs.jsonl import JsonlOutput
 from runwatch.sensors.kernel import watchlist
 from runwatch.sensors.kernel.layout import WatchFlag
 from runwatch.testing.capture import LiveCapture, require_kernel_sensor
+from runwatch.testing.workloads import accepting_listener
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RECORD_ENV = "RUNWATCH_RECORD_RULEPACK_FIXTURES"
@@ -556,25 +555,6 @@ class LiveResult:
     jsonl: Path
 
 
-def _listener() -> tuple[socket.socket, threading.Thread]:
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            conn.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    return srv, t
-
-
 def _host_events(events: list[Event], pid: int) -> list[Event]:
     return [e for e in events if e.pid == pid and e.container is None]
 
@@ -591,7 +571,7 @@ def rulepack_live(runc_rootfs: Rootfs) -> Iterator[dict[str, LiveResult]]:
     sock_dir = work / "sdk"
     sock_dir.mkdir()
     os.chmod(sock_dir, 0o755)
-    srv, srv_thread = _listener()
+    srv, srv_thread = accepting_listener()
     port = srv.getsockname()[1]
     live = LiveCapture(sdk_socket=sock_dir / "sdk.sock", hold_ms=200.0,
                        watches=watchlist.default_watches() + list(EXTRA_WATCHES), quiet=0.4, limit=20.0).start()
