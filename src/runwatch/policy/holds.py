@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import shutil
 import signal
 import threading
 import time
@@ -39,11 +38,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from runwatch.enrich.containers import parse_cgroup_path
+from runwatch.enrich.runtime import RUNTIME_NAMES, runtime_binaries
 from runwatch.host import procfs, runtimes
 from runwatch.policy.apply import Bound, ContainerPolicyStage
 from runwatch.policy.enforce import Enforcement, Enforcers, Hold, decision_event
-from runwatch.policy.enforce.execrules import LOADERS, ExecIndex, literal_keys
-from runwatch.policy.model import first_match
+from runwatch.policy.enforce.execrules import ExecIndex, literal_keys, stopped_loaders
 from runwatch.policy.source import record_decision
 
 Say = Callable[[str], None]
@@ -61,7 +60,7 @@ class HoldBinder:
         self._thread: threading.Thread | None = None
         self._scopes: list[int] = []
         self.counts = {"held": 0, "runtime": 0, "continued": 0, "killed": 0, "errors": 0}
-        self._runtime_keys = runtime_binaries()
+        self._runtime_keys = runtime_binaries(_RUNTIMES)
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=BINDERS, thread_name_prefix="runwatch-bind")
         self.max_hold_ms = 0.0
@@ -199,22 +198,9 @@ def continue_stopped_containers() -> int:
     return n
 
 
-RUNTIMES = ("runc", "crun", "youki", "runsc")
+_RUNTIMES = (*RUNTIME_NAMES, "runsc")
 """OCI runtimes whose own init re-executes itself in a new container's cgroup."""
 _RUNTIME_MEMFDS = ("/memfd:runc", "/memfd:crun")  # older runc and crun run a sealed copy of themselves
-
-
-def runtime_binaries() -> set[tuple[int, int]]:
-    """(st_dev, st_ino) of the OCI runtimes installed here (see :data:`RUNTIMES`)."""
-    keys = set()
-    for name in RUNTIMES:
-        found = shutil.which(name)
-        if found:
-            with contextlib.suppress(OSError):
-                st = os.stat(found)
-                keys.add((st.st_dev, st.st_ino))
-    return keys
-
 
 BINDERS = 8
 """Held tasks handled at once."""
@@ -239,8 +225,7 @@ def entry_verdict(bound: Bound, pid: int) -> tuple[str, str] | None:
     verdict, rule = ExecIndex.build(rules, root, []).verdict(path, key)
     if verdict == "deny":
         return rule, path
-    for loader in LOADERS:
-        allowed = rules.allow is not None and first_match(rules.allow, loader) is not None
-        if not allowed and key in literal_keys(root, (loader,), [], "loader"):
+    for loader in stopped_loaders(rules):
+        if key in literal_keys(root, (loader,), [], "loader"):
             return f"exec.loader:{loader}", path
     return None

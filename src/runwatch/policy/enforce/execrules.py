@@ -24,6 +24,12 @@ LOADERS: tuple[str, ...] = (
 """ELF interpreters: execve opens them with exec intent too, so an exec allow list admits them."""
 
 
+def stopped_loaders(rules: ExecRules) -> tuple[str, ...]:
+    """The ELF loaders an exec policy stops when one is run as a program (``ld.so PROG``):
+    every one, unless ``exec.allow`` names it."""
+    return tuple(p for p in LOADERS if rules.allow is None or first_match(rules.allow, p) is None)
+
+
 def literal_keys(root: str, patterns: tuple[str, ...], notices: list[str], what: str) -> set[Key]:
     """Inodes of the literal (non-glob, non-``dir/``) patterns in the view of ``root``
     (``/proc/<pid>/root``); a missing one is a notice ``"<what> <pattern>: not found ..."``."""

@@ -35,10 +35,10 @@ import time
 from dataclasses import dataclass
 
 from runwatch.policy.enforce import bpfobj as B
-from runwatch.policy.enforce.execrules import LOADERS
+from runwatch.policy.enforce.execrules import stopped_loaders
 from runwatch.policy.enforce.paths import check_not_own, resolve_in_root
 from runwatch.policy.enforce.spec import Enforcement, EnforcementError, Target, Verdict, mono_to_wall_ns
-from runwatch.policy.model import Policy, first_match, is_glob
+from runwatch.policy.model import Policy, is_glob
 
 Key = tuple[int, int]
 
@@ -107,9 +107,7 @@ class KillEnforcer:
             if st is not None:
                 self._put(entry, st, B.WHY_DENIED, pattern)
                 handled.add((st.st_dev, st.st_ino))
-        for loader in LOADERS:
-            if rules.allow is not None and first_match(rules.allow, loader) is not None:
-                continue
+        for loader in stopped_loaders(rules):
             st = self._stat(root, loader, "", None)
             if st is not None and (B.kernel_dev(st.st_dev), st.st_ino) not in entry.names:
                 self._put(entry, st, B.WHY_LOADER, loader)
