@@ -343,13 +343,7 @@ class ContainerPolicyStage:
                 continue
             self._pending.pop(cgid, None)
             init_pid, labels = found
-            container = self.resolver.resolve(cgid) if self.resolver is not None else None
-            if container is None or container.id != pend.cid:
-                container = Container(id=pend.cid, runtime=pend.runtime, cgroup=pend.path)
-            if container.name is None and _name_of(labels):
-                container = msgspec.structs.replace(container, name=_name_of(labels))
-            container = self.workload(container)
-            policy = self.policies.for_container(container, labels)
+            container, policy = self._select(cgid, pend.cid, pend.runtime, pend.path, labels)
             if policy is None:
                 self.counts["unselected"] += 1
                 self.enforcers.release(cgid)
@@ -362,6 +356,18 @@ class ContainerPolicyStage:
                     self._apply(target, policy, container, early=False)
                 finally:
                     self._unclaim(cgid)
+
+    def _select(self, cgid: int, cid: str, runtime: str, path: str,
+                labels: dict[str, str]) -> tuple[Container, Policy | None]:
+        """The container of cgroup ``cgid`` as enrichment knows it (else from its path and the
+        runtime's labels), with its workload facts, and the policy that selects it."""
+        container = self.resolver.resolve(cgid) if self.resolver is not None else None
+        if container is None or container.id != cid:
+            container = Container(id=cid, runtime=runtime, cgroup=path)
+        if container.name is None and _name_of(labels):
+            container = msgspec.structs.replace(container, name=_name_of(labels))
+        container = self.workload(container)
+        return container, self.policies.for_container(container, labels)
 
     def _claim(self, cgid: int) -> bool:
         with self._bind_lock:
@@ -413,8 +419,7 @@ class ContainerPolicyStage:
                 time.sleep(0.01)
                 found = runtime_state(cid)
             init_pid, labels = found if found is not None else (pid, {})
-            container = self.workload(Container(id=cid, runtime=runtime, name=_name_of(labels), cgroup=path))
-            policy = self.policies.for_container(container, labels)
+            container, policy = self._select(cgid, cid, runtime, path or "/", labels)
             if policy is None:
                 self.counts["unselected"] += 1
                 return None
