@@ -21,7 +21,7 @@ import msgspec
 
 from runwatch import eventkinds, exepath
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """Version of the :class:`Event` schema. Bumped whenever a field or group is added (the
 schema test compares the structs with the committed ``tests/schema/event_schema_v<N>.json``
 and fails on a removed, renamed or retyped field, or on an addition without a bump).
@@ -36,7 +36,8 @@ line, filled by the process tree) and the workload metadata of :class:`Container
 ``image_digest``, ``privileged``, ``cap_add``, ``devices``, ``gpu``, ``siblings``,
 ``spiffe_source``); version 7 added the process facts Falco rules read (``proc_start``, ``tty``,
 ``loginuid``, ``cap_effective``, ``cap_permitted``, ``user``, ``login_user``, ``exe_upper_layer``),
-``Container.image_repository`` and ``image_tag``, and ``PrivInfo.user``."""
+``Container.image_repository`` and ``image_tag``, and ``PrivInfo.user``; version 8 added the
+workload's governance (``Container.owner``, ``escalation``, ``review_by``)."""
 
 #: Every event kind, in table order (derived from :data:`runwatch.eventkinds.TABLE`). The
 #: strings are part of the public contract.
@@ -86,6 +87,11 @@ class Container(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     # schema 7: the image reference split as Falco reads it
     image_repository: str | None = None
     image_tag: str | None = None
+    # schema 8: governance, from the runwatch.io/owner, /escalation and /review-by labels or
+    # annotations, or the selecting policy's metadata
+    owner: str | None = None  # the team or person answerable for the workload
+    escalation: str | None = None  # whom to reach when the owner does not answer
+    review_by: str | None = None  # ISO date (YYYY-MM-DD) by which the workload's access is reviewed
 
 
 class ToolCall(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):

@@ -102,7 +102,7 @@ def test_a_fresh_store_records_the_event_schema(tmp_path: Path) -> None:
     db = tmp_path / "new.db"
     with SqliteStore(db):
         pass
-    assert _meta(db, "event_schema") == str(SCHEMA_VERSION) == "7"
+    assert _meta(db, "event_schema") == str(SCHEMA_VERSION) == "8"
 
 
 def test_a_store_from_before_the_key_is_read_as_schema_1_and_upgraded(tmp_path: Path) -> None:
