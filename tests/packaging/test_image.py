@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,12 +34,13 @@ def _need_tools() -> None:
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
+def image() -> Iterator[str]:
     _need_tools()
     res = subprocess.run(["bash", str(ROOT / "scripts/image.sh"), TAG], capture_output=True, text=True, timeout=1200)
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"[image] ok: {TAG}" in res.stdout
-    return TAG
+    yield TAG
+    subprocess.run(["podman", "rmi", "-f", TAG], capture_output=True, timeout=120)  # 400 MB each run
 
 
 def _daemonset_flags() -> list[str]:
