@@ -46,9 +46,12 @@ def events() -> list[Event]:
         ev(0, "process.exec", ppid=90, vpid=1, ancestry=["/usr/sbin/runc", "/usr/bin/containerd-shim"], **py),
         ev(5, "model.call", ai=AiInfo(operation="prompt.route", route=ROUTE)),
         ev(7, "model.call", ai=AiInfo(operation="chat", provider="openai", model="gpt-x", route=ROUTE)),
+        ev(8, "model.call", ai=AiInfo(operation="chat", provider="openai", model="gpt-x", route=ROUTE)),
         ev(10, "tool.start", tool_call=READ, ai=AiInfo(route=ROUTE)),
         ev(11, "file.open", tool_call=READ, file=FileInfo(path="/workspace/notes.md", intent="read"), **py),
         ev(12, "file.open", tool_call=READ, file=FileInfo(path="/run/secrets/api-token", intent="read"), **py),
+        # The SDK reports the same read: one secret read, seen by both.
+        ev(13, "secret.access", tool_call=READ, ai=AiInfo(secret="api-token", secret_kind="file")),
         ev(14, "tool.end", tool_call=READ, ai=AiInfo(status="ok")),
         ev(20, "tool.start", tool_call=SHELL, ai=AiInfo(route=ROUTE)),
         ev(21, "process.fork", tool_call=SHELL, child_pid=101, **py),

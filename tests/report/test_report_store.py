@@ -35,17 +35,17 @@ def test_json_report_answers_what_left_where_and_by_which_call(synthetic_db: Pat
     res = rw("--db", str(synthetic_db), "--workload", "agent-7", "--format", "json", "-o", str(out))
     assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
     r = json.loads(out.read_text())
-    assert r["counts"] == {"events": 31, "execs": 7, "processes": 5, "tool_calls": 3, "secret_reads": 3,
+    assert r["counts"] == {"events": 33, "execs": 7, "processes": 5, "tool_calls": 3, "secret_reads": 3,
                            "egress": 3, "dns": 1, "decisions": 1, "alerts": 1, "unattested": 0}
     assert [c["id"] for c in r["containers"]] == [AGENT_ID]
     assert r["containers"][0]["controller"] == "ReplicaSet/agent-7d9f"
     assert (r["data_left"], r["bytes_known"]) == (True, False)
-    secrets = [(s["secret"], s["how"], s["call_id"], s["tool"], s["egress_total"], s["data_left"])
+    secrets = [(s["secret"], s["how"], s["sources"], s["call_id"], s["tool"], s["egress_total"], s["data_left"])
                for s in r["secrets"]]
     assert secrets == [
-        ("/run/secrets/api-token", "file", "c-1", "read_file", 3, True),
-        ("/var/run/secrets/kubernetes.io/serviceaccount/token", "file", "c-2", "run_shell", 2, True),
-        ("OPENAI_API_KEY", "env", "c-3", "http_post", 2, True)]
+        ("/run/secrets/api-token", "file", ["kernel", "sdk"], "c-1", "read_file", 3, True),
+        ("/var/run/secrets/kubernetes.io/serviceaccount/token", "file", ["kernel"], "c-2", "run_shell", 2, True),
+        ("OPENAI_API_KEY", "env", ["sdk"], "c-3", "http_post", 2, True)]
     first = r["secrets"][0]["egress"][0]
     assert (first["destination"], first["name"], first["call_id"], first["tool"], first["pid"], first["exe"],
             first["time"], first["bytes"]) == ("203.0.113.9:443", "sink.example", "c-2", "run_shell", 102,
@@ -60,7 +60,7 @@ def test_json_report_answers_what_left_where_and_by_which_call(synthetic_db: Pat
          {"process.exec": 6, "dns.query": 1, "file.open": 2, "net.connect": 1}),
         ("c-3", "http_post", "untrusted:web", "ok", {"net.connect": 2, "policy.decision": 1})]
     assert [(x["route"], x["model_calls"], x["tool_calls"]) for x in r["routes"]] == [
-        ("untrusted:web", 1, ["c-1", "c-2", "c-3"])]
+        ("untrusted:web", 2, ["c-1", "c-2", "c-3"])]
     assert [(p["pid"], p["parent"], p["exe"], p["execs"], p["programs"], p["call_id"]) for p in r["processes"]] == [
         (100, None, "/usr/bin/python3", 1, ["/usr/bin/python3"], None),
         (101, 0, "/bin/sh", 1, ["/bin/sh"], "c-2"),
@@ -86,7 +86,7 @@ def test_markdown_report(synthetic_db: Path) -> None:
             "read\\_file \\[c-1\\]; then data may have left: tcp 203.0.113.9:443 (sink.example) at "
             "2025-12-06T05:46:40.027Z by /usr/bin/curl (pid 102) in run\\_shell \\[c-2\\], and 2 more outbound "
             "event(s) after it; bytes sent: unknown") in md
-    assert "| 31 | 7 | 5 | 3 | 3 | 3 | 1 | 1 | 1 | 0 |" in md
+    assert "| 33 | 7 | 5 | 3 | 3 | 3 | 1 | 1 | 1 | 0 |" in md
     assert ("| 203.0.113.9:443 | net.connect | sink.example | 2 | 0 | 2025-12-06T05:46:40.027Z | "
             "2025-12-06T05:46:40.054Z | run\\_shell, http\\_post | yes |") in md
     tree = md.split("## Process tree\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
@@ -101,7 +101,7 @@ def test_markdown_report(synthetic_db: Path) -> None:
 def test_every_name_of_the_workload_selects_it(synthetic_db: Path, name: str) -> None:
     r = build_report(synthetic_db, name)
     assert [c.id for c in r.containers] == [AGENT_ID]
-    assert r.counts.events == 31
+    assert r.counts.events == 33
 
 
 def test_an_unknown_workload_is_one_line_naming_near_matches(synthetic_db: Path) -> None:

@@ -160,19 +160,41 @@ def _routes(events: list[Event], calls: list[ToolCallRecord]) -> list[Route]:
     return sorted(routes.values(), key=lambda r: r.first_ns)
 
 
+def _same_read(kernel: SecretRead, name: str, how: str, call_id: str | None) -> bool:
+    """Whether an SDK ``secret.access`` of ``name`` reports the kernel's file read ``kernel``."""
+    return (how == "file" and call_id is not None and kernel.call_id == call_id and "kernel" in kernel.sources
+            and (kernel.secret == name or kernel.secret.endswith("/" + name)))
+
+
 def _secrets(events: list[Event], sent: list[Event]) -> list[SecretRead]:
-    out: list[SecretRead] = []
+    reads: list[SecretRead] = []
+    sdk: list[tuple[Event, str, str]] = []
     for e in events:
         touched = secret_touched(e)
         if touched is None:
             continue
+        if e.kind == "secret.access":
+            sdk.append((e, *touched))
+            continue
         call_id, tool = call_of(e.tool_call)
-        after = [x for x in sent if x.time >= e.time and x.kind in OUTBOUND_KINDS]
-        out.append(SecretRead(time=e.time, secret=touched[0], how=touched[1], pid=e.pid, exe=e.exe,
-                              container=e.container.id if e.container else None, call_id=call_id, tool=tool,
-                              data_left=any(connected(x) for x in after),
-                              egress=[egress_of(x) for x in after[:EGRESS_PER_SECRET]], egress_total=len(after)))
-    return out
+        reads.append(SecretRead(time=e.time, secret=touched[0], how=touched[1], sources=[e.source], pid=e.pid,
+                                exe=e.exe, container=e.container.id if e.container else None, call_id=call_id,
+                                tool=tool))
+    for e, name, how in sdk:
+        call_id, tool = call_of(e.tool_call)
+        same = next((r for r in reads if _same_read(r, name, how, call_id)), None)
+        if same is not None:
+            same.sources.append(e.source)
+            continue
+        reads.append(SecretRead(time=e.time, secret=name, how=how, sources=[e.source], pid=e.pid, exe=e.exe,
+                                container=e.container.id if e.container else None, call_id=call_id, tool=tool))
+    reads.sort(key=lambda r: r.time)
+    for r in reads:
+        after = [x for x in sent if x.time >= r.time and x.kind in OUTBOUND_KINDS]
+        r.data_left = any(connected(x) for x in after)
+        r.egress = [egress_of(x) for x in after[:EGRESS_PER_SECRET]]
+        r.egress_total = len(after)
+    return reads
 
 
 def _destinations(sent: list[Event], first_secret: int | None) -> list[Destination]:

@@ -126,11 +126,14 @@ class Egress(msgspec.Struct, kw_only=True):
 
 class SecretRead(msgspec.Struct, kw_only=True):
     """A secret read (a ``file.open`` of a secret path, or an SDK ``secret.access``) and the
-    outbound traffic of the workload from then to the end of the window."""
+    outbound traffic of the workload from then to the end of the window. An SDK report of a
+    file secret that the kernel saw opened in the same tool call is that read (one record,
+    both in ``sources``)."""
 
     time: int
     secret: str  # name or path; never a value
     how: str  # file | env | vault | ... (secret.access's kind)
+    sources: list[str] = msgspec.field(default_factory=list)  # who reported it: kernel, sdk, ...
     pid: int = 0
     exe: str = ""
     container: str | None = None

@@ -77,9 +77,10 @@ def render(r: Report) -> str:
                      i.spiffe_id, i.owner, i.controller, i.role, i.events] for i in r.containers], mono=(0, 4)),
             "<h2>Timeline</h2>", svg.timeline(r),
             "<h2>Secrets touched</h2><p>Names and paths only: the store never holds a secret's value.</p>",
-            _table(["time", "secret", "how", "process", "tool call", "outbound after", "data left"],
-                   [[iso(s.time), s.secret, s.how, proc_label(s.exe, s.pid), call_label(s.call_id, s.tool),
-                     s.egress_total, "yes" if s.data_left else "no"] for s in r.secrets], mono=(1, 3))]
+            _table(["time", "secret", "how", "seen by", "process", "tool call", "outbound after", "data left"],
+                   [[iso(s.time), s.secret, s.how, ", ".join(s.sources), proc_label(s.exe, s.pid),
+                     call_label(s.call_id, s.tool),
+                     s.egress_total, "yes" if s.data_left else "no"] for s in r.secrets], mono=(1, 4))]
     for s in r.secrets:
         if s.egress:
             body.append(f"<details open><summary>After <code>{h(s.secret)}</code> at {h(iso(s.time))}</summary>"

@@ -49,8 +49,9 @@ def render(r: Report) -> str:
                     i.image, i.spiffe_id, i.owner, i.controller, i.role, i.events] for i in r.containers])
     out += ["## Secrets touched", "", "Names and paths only: the store never holds a secret's value.", ""]
     if r.secrets:
-        out += _table(["time", "secret", "how", "process", "tool call", "outbound after", "data left"],
-                      [[iso(s.time), s.secret, s.how, proc_label(s.exe, s.pid), call_label(s.call_id, s.tool),
+        out += _table(["time", "secret", "how", "seen by", "process", "tool call", "outbound after", "data left"],
+                      [[iso(s.time), s.secret, s.how, ", ".join(s.sources), proc_label(s.exe, s.pid),
+                     call_label(s.call_id, s.tool),
                         s.egress_total, "yes" if s.data_left else "no"] for s in r.secrets])
         for s in r.secrets:
             if not s.egress:

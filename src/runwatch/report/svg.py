@@ -86,6 +86,8 @@ def timeline(r: Report, width: int = 980) -> str:
         if e.mark in marks:
             marks[e.mark].append((e.time, f"{iso(e.time)} {e.kind} {e.text} ({call_label(e.call_id, e.tool)})"))
     marks["alert"] = [(a.time, f"{iso(a.time)} {a.severity} {a.rule}: {a.output}") for a in r.alerts]
+    marks["secret"] = [(x.time, f"{iso(x.time)} {x.secret} read ({x.how}; {', '.join(x.sources)}) by "
+                                f"{x.exe or x.pid} in {call_label(x.call_id, x.tool)}") for x in r.secrets]
     for mark, title in LANE_MARKS:
         found = marks[mark]
         if not found:
