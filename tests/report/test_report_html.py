@@ -4,8 +4,6 @@ was fetched."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,18 +12,7 @@ from report_synthetic import HOSTILE
 from runwatch.report.build import build_report
 from runwatch.report.render_html import render
 
-CHROMIUM = "/usr/bin/chromium"
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency (scripts/install.sh)")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/install.sh (apt package chromium)")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def test_html_report_draws_the_tree_and_timeline_and_runs_nothing(synthetic_db: Path, tmp_path: Path,
