@@ -9,7 +9,9 @@ Plain text only: renderers escape it for their medium.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
+import re
 
 from runwatch.events import AiInfo, Event
 
@@ -27,6 +29,8 @@ CREDENTIAL_GLOBS: tuple[str, ...] = (
     "*/.azure/accessTokens.json", "*/.azure/msal_token_cache*", "*/.kube/config", "*/.docker/config.json",
     "*/.ssh/id_*")
 """Credential files in home directories (the rule pack's ``credential_file_read``)."""
+
+_CREDENTIALS = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in CREDENTIAL_GLOBS))
 
 OUTBOUND_KINDS = frozenset({"net.connect", "net.send"})
 """Kinds that carry a destination the workload sent to."""
@@ -50,7 +54,7 @@ def secret_path(path: str) -> bool:
     """Whether ``path`` is a mounted secret, a service-account token or a credential file."""
     if path.startswith(SECRET_DIRS):
         return True
-    return not path.endswith(".pub") and any(fnmatch.fnmatchcase(path, g) for g in CREDENTIAL_GLOBS)
+    return not path.endswith(".pub") and "/." in path and _CREDENTIALS.match(path) is not None
 
 
 def secret_touched(e: Event) -> tuple[str, str] | None:
@@ -64,6 +68,7 @@ def secret_touched(e: Event) -> tuple[str, str] | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def _local(ip: str) -> bool:
     try:
         addr = ipaddress.ip_address(ip.split("%", 1)[0])

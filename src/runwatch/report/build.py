@@ -8,6 +8,7 @@ same pid namespace as a container's init.
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
 
@@ -42,14 +43,14 @@ from runwatch.store.sqlite_read import query_alerts, query_containers, query_eve
 
 TIMELINE_LIMIT = 2000
 """Timeline entries kept (the first ones); the rest are counted in ``timeline_omitted``."""
-EGRESS_PER_SECRET = 50
+EGRESS_PER_SECRET = 20
 """Outbound events listed under each secret read (the first ones; ``egress_total`` counts all)."""
-CALL_EVENTS_LIMIT = 200
+CALL_EVENTS_LIMIT = 50
 """Kernel events listed under each tool call (``kinds`` counts all)."""
 
 
 def _mark(e: Event) -> str:
-    if secret_touched(e) is not None:
+    if (e.file is not None or e.ai is not None) and secret_touched(e) is not None:
         return "secret"
     if e.kind in SDK_KINDS:
         return "ai"
@@ -189,11 +190,17 @@ def _secrets(events: list[Event], sent: list[Event]) -> list[SecretRead]:
         reads.append(SecretRead(time=e.time, secret=name, how=how, sources=[e.source], pid=e.pid, exe=e.exe,
                                 container=e.container.id if e.container else None, call_id=call_id, tool=tool))
     reads.sort(key=lambda r: r.time)
+    out = [x for x in sent if x.kind in OUTBOUND_KINDS]  # in time order
+    times = [x.time for x in out]
+    # made_from[i]: whether any of out[i:] reached its destination
+    made_from = [False] * (len(out) + 1)
+    for i in range(len(out) - 1, -1, -1):
+        made_from[i] = made_from[i + 1] or connected(out[i])
     for r in reads:
-        after = [x for x in sent if x.time >= r.time and x.kind in OUTBOUND_KINDS]
-        r.data_left = any(connected(x) for x in after)
-        r.egress = [egress_of(x) for x in after[:EGRESS_PER_SECRET]]
-        r.egress_total = len(after)
+        at = bisect.bisect_left(times, r.time)
+        r.data_left = made_from[at]
+        r.egress = [egress_of(x) for x in out[at:at + EGRESS_PER_SECRET]]
+        r.egress_total = len(out) - at
     return reads
 
 

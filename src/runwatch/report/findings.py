@@ -5,6 +5,19 @@ from __future__ import annotations
 from runwatch.report.model import Egress, Report, SecretRead
 from runwatch.report.timearg import iso
 
+SHOWN_PROCESSES = 500
+"""Process-tree rows a document shows (depth first; the JSON model keeps every process)."""
+SHOWN_CALLS = 200
+"""Tool calls a document shows with their events (the JSON model keeps every call)."""
+SHOWN_SECRET_DETAILS = 100
+"""Secret reads a document lists the following outbound events of."""
+
+
+def more(left_out: int, what: str) -> str:
+    """The line saying how many rows a document left out, or ``""``."""
+    return f"{left_out} more {what} left out here (all are in --format json)." if left_out > 0 else ""
+
+
 BYTES_UNKNOWN = "bytes sent: unknown (the events record connections and datagrams, not byte counts)"
 
 

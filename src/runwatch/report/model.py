@@ -9,6 +9,9 @@ the epoch. Secrets appear by name or path only: the store never holds a value.
 Events carry no byte counts (``net.connect``/``net.send`` say where, not how much), so
 :attr:`Report.bytes_known` is ``False`` and every :attr:`Egress.bytes` is ``None``: the report
 says a connection was made after a secret was read, and by which tool call, not how much left.
+
+The structs are not tracked by the garbage collector (``gc=False``): a report of a busy
+workload holds hundreds of thousands of them and they never form reference cycles.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from runwatch.alerts.model import Alert
 from runwatch.events import ToolCall
 
 
-class Identity(msgspec.Struct, kw_only=True):
+class Identity(msgspec.Struct, kw_only=True, gc=False):
     """One container of the workload, as its newest stored event describes it."""
 
     id: str
@@ -42,7 +45,7 @@ class Identity(msgspec.Struct, kw_only=True):
     events: int = 0
 
 
-class Entry(msgspec.Struct, kw_only=True):
+class Entry(msgspec.Struct, kw_only=True, gc=False):
     """One timeline line. ``mark`` groups it for drawing: ``ai`` (SDK/OTLP), ``exec``,
     ``secret``, ``egress``, ``dns``, ``decision``, ``file``, ``net``, ``priv`` or ``other``."""
 
@@ -59,7 +62,7 @@ class Entry(msgspec.Struct, kw_only=True):
     unattested: bool = False  # an instrumented agent's kernel event outside any tool call
 
 
-class Process(msgspec.Struct, kw_only=True):
+class Process(msgspec.Struct, kw_only=True, gc=False):
     """One process of the workload (a fork or an exec starts one). ``node`` is its index in
     :attr:`Report.processes`; ``parent`` the parent's node, ``None`` for a root. ``ancestry``
     lists the executables above it from its exec (the ones outside the workload included)."""
@@ -82,7 +85,7 @@ class Process(msgspec.Struct, kw_only=True):
     children: list[int] = msgspec.field(default_factory=list)
 
 
-class ToolCallRecord(msgspec.Struct, kw_only=True):
+class ToolCallRecord(msgspec.Struct, kw_only=True, gc=False):
     """One tool call and the kernel events attributed to it."""
 
     call_id: str
@@ -97,7 +100,7 @@ class ToolCallRecord(msgspec.Struct, kw_only=True):
     events: list[Entry] = msgspec.field(default_factory=list)
 
 
-class Route(msgspec.Struct, kw_only=True):
+class Route(msgspec.Struct, kw_only=True, gc=False):
     """A prompt route and what came in on it."""
 
     route: str
@@ -106,7 +109,7 @@ class Route(msgspec.Struct, kw_only=True):
     tool_calls: list[str] = msgspec.field(default_factory=list)  # call ids, in order
 
 
-class Egress(msgspec.Struct, kw_only=True):
+class Egress(msgspec.Struct, kw_only=True, gc=False):
     """One outbound connection or datagram (``net.connect``/``net.send``) or DNS question."""
 
     time: int
@@ -124,7 +127,7 @@ class Egress(msgspec.Struct, kw_only=True):
     bytes: int | None = None  # never known today (see the module docstring)
 
 
-class SecretRead(msgspec.Struct, kw_only=True):
+class SecretRead(msgspec.Struct, kw_only=True, gc=False):
     """A secret read (a ``file.open`` of a secret path, or an SDK ``secret.access``) and the
     outbound traffic of the workload from then to the end of the window. An SDK report of a
     file secret that the kernel saw opened in the same tool call is that read (one record,
@@ -144,7 +147,7 @@ class SecretRead(msgspec.Struct, kw_only=True):
     egress_total: int = 0  # how many there were in all
 
 
-class Destination(msgspec.Struct, kw_only=True):
+class Destination(msgspec.Struct, kw_only=True, gc=False):
     """Where the workload sent to, summed over the window."""
 
     destination: str
@@ -159,7 +162,7 @@ class Destination(msgspec.Struct, kw_only=True):
     after_secret: bool = False  # first seen after a secret was read
 
 
-class Decision(msgspec.Struct, kw_only=True):
+class Decision(msgspec.Struct, kw_only=True, gc=False):
     """A policy decision (``policy.decision``, or the verdict on a ``tool.start``)."""
 
     time: int
@@ -174,7 +177,7 @@ class Decision(msgspec.Struct, kw_only=True):
     tool: str | None = None
 
 
-class Counts(msgspec.Struct, kw_only=True):
+class Counts(msgspec.Struct, kw_only=True, gc=False):
     """Totals over the window (before any list is cut short)."""
 
     events: int = 0
@@ -189,7 +192,7 @@ class Counts(msgspec.Struct, kw_only=True):
     unattested: int = 0
 
 
-class Report(msgspec.Struct, kw_only=True):
+class Report(msgspec.Struct, kw_only=True, gc=False):
     """What one workload did between ``since_ns`` and ``until_ns``."""
 
     workload: str  # as asked for

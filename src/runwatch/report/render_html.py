@@ -11,7 +11,16 @@ from collections.abc import Sequence
 
 from runwatch.report import svg
 from runwatch.report.escape import h
-from runwatch.report.findings import BYTES_UNKNOWN, answers, call_label, proc_label
+from runwatch.report.findings import (
+    BYTES_UNKNOWN,
+    SHOWN_CALLS,
+    SHOWN_PROCESSES,
+    SHOWN_SECRET_DETAILS,
+    answers,
+    call_label,
+    more,
+    proc_label,
+)
 from runwatch.report.model import Report
 from runwatch.report.timearg import iso
 
@@ -81,7 +90,7 @@ def render(r: Report) -> str:
                    [[iso(s.time), s.secret, s.how, ", ".join(s.sources), proc_label(s.exe, s.pid),
                      call_label(s.call_id, s.tool),
                      s.egress_total, "yes" if s.data_left else "no"] for s in r.secrets], mono=(1, 4))]
-    for s in r.secrets:
+    for s in r.secrets[:SHOWN_SECRET_DETAILS]:
         if s.egress:
             body.append(f"<details open><summary>After <code>{h(s.secret)}</code> at {h(iso(s.time))}</summary>"
                         + _table(["time", "kind", "destination", "name", "connected", "process", "tool call", "bytes"],
@@ -100,7 +109,7 @@ def render(r: Report) -> str:
              "<h2>Tool calls</h2>"]
     if not r.tool_calls:
         body.append("<p>None.</p>")
-    for t in r.tool_calls:
+    for t in r.tool_calls[:SHOWN_CALLS]:
         took = f"{(t.end_ns - t.start_ns) / 1e6:.1f} ms" if t.start_ns is not None and t.end_ns is not None else "?"
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(t.kinds.items())) or "no kernel events"
         verdict = f", verdict {t.verdict}" if t.verdict else ""
@@ -109,7 +118,12 @@ def render(r: Report) -> str:
                     f"{h(_when(t.start_ns))}, took {h(took)}, status {h(t.status or '?')}{h(verdict)}.</p>"
                     + _table(["time", "kind", "what", "pid"], [[iso(e.time), e.kind, e.text, e.pid] for e in t.events],
                              mono=(2,)) + "</details>")
-    body += ["<h2>Process tree</h2>", svg.process_tree(r) or "<p>No process was started in this window.</p>",
+    if len(r.tool_calls) > SHOWN_CALLS:
+        body.append(f"<p>{h(more(len(r.tool_calls) - SHOWN_CALLS, 'tool calls'))}</p>")
+    left_out = len(r.processes) - SHOWN_PROCESSES
+    body += ["<h2>Process tree</h2>", svg.process_tree(r, SHOWN_PROCESSES)
+             or "<p>No process was started in this window.</p>", f"<p>{h(more(left_out, 'processes'))}</p>"
+             if left_out > 0 else "",
              "<h2>Policy decisions</h2>",
              _table(["time", "verdict", "layer", "target", "policy", "rule", "reason", "tool call"],
                     [[iso(d.time), d.verdict, d.layer, d.target, d.policy, d.rule, d.reason,

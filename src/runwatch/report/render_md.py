@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from runwatch.report.escape import md
-from runwatch.report.findings import BYTES_UNKNOWN, answers, call_label, proc_label
+from runwatch.report.findings import (
+    BYTES_UNKNOWN,
+    SHOWN_CALLS,
+    SHOWN_PROCESSES,
+    SHOWN_SECRET_DETAILS,
+    answers,
+    call_label,
+    more,
+    proc_label,
+)
 from runwatch.report.model import Report
 from runwatch.report.proctree import depth_first
 from runwatch.report.timearg import iso
@@ -53,7 +62,7 @@ def render(r: Report) -> str:
                       [[iso(s.time), s.secret, s.how, ", ".join(s.sources), proc_label(s.exe, s.pid),
                      call_label(s.call_id, s.tool),
                         s.egress_total, "yes" if s.data_left else "no"] for s in r.secrets])
-        for s in r.secrets:
+        for s in r.secrets[:SHOWN_SECRET_DETAILS]:
             if not s.egress:
                 continue
             out += [f"After `{md(s.secret)}` at {iso(s.time)}:", ""]
@@ -74,7 +83,7 @@ def render(r: Report) -> str:
     out += ["## Tool calls", ""]
     if not r.tool_calls:
         out += ["None.", ""]
-    for t in r.tool_calls:
+    for t in r.tool_calls[:SHOWN_CALLS]:
         took = f"{(t.end_ns - t.start_ns) / 1e6:.1f} ms" if t.start_ns is not None and t.end_ns is not None else "?"
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(t.kinds.items())) or "no kernel events"
         out += [f"### {md(t.name)} \\[{md(t.call_id)}\\]", "",
@@ -83,14 +92,19 @@ def render(r: Report) -> str:
                 f"; {md(kinds)}.", ""]
         if t.events:
             out += _table(["time", "kind", "what", "pid"], [[iso(e.time), e.kind, e.text, e.pid] for e in t.events])
+    if more(len(r.tool_calls) - SHOWN_CALLS, "tool calls"):
+        out += [more(len(r.tool_calls) - SHOWN_CALLS, "tool calls"), ""]
     out += ["## Process tree", ""]
     if not r.processes:
         out += ["No process was started in this window.", ""]
-    for p, depth in depth_first(r.processes):
+    rows = depth_first(r.processes)
+    for p, depth in rows[:SHOWN_PROCESSES]:
         ran = " (forked, no exec)" if p.execs == 0 else ""
         call = f" in {md(call_label(p.call_id, p.tool))}" if p.tool else ""
         up = f" <- {md(' <- '.join(p.ancestry[:4]))}" if depth == 0 and p.ancestry else ""
         out.append(f"{'  ' * depth}- pid {p.pid} `{md(p.exe)}`{ran}: {md(p.cmdline)}{call}{up}")
+    if len(rows) > SHOWN_PROCESSES:
+        out += ["", more(len(rows) - SHOWN_PROCESSES, "processes")]
     out += ["", "## Policy decisions", ""]
     out += _table(["time", "verdict", "layer", "target", "policy", "rule", "reason", "tool call"],
                   [[iso(d.time), d.verdict, d.layer, d.target, d.policy, d.rule, d.reason,

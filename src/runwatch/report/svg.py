@@ -27,9 +27,10 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def process_tree(r: Report) -> str:
-    """The process tree, one row per process, parents above and left of their children."""
-    rows = depth_first(r.processes)
+def process_tree(r: Report, limit: int | None = None) -> str:
+    """The process tree, one row per process (the first ``limit``, depth first), parents above
+    and left of their children."""
+    rows = depth_first(r.processes)[:limit]
     if not rows:
         return ""
     y_of: dict[int, float] = {}
@@ -47,7 +48,7 @@ def process_tree(r: Report) -> str:
                f"execs: {' -> '.join(p.programs) or 'none (forked)'}"]
         if p.tool:
             tip.append(f"in {call_label(p.call_id, p.tool)}")
-        if p.parent is not None:
+        if p.parent is not None and p.parent in x_of:
             px, py = x_of[p.parent] + 6, y_of[p.parent] + ROW - 6
             parts.append(f'<path class="edge" d="M{px:.0f},{py:.0f} V{y + 10:.0f} H{x:.0f}"/>')
         tips = "&#10;".join(map(h, tip))
