@@ -177,3 +177,23 @@ def test_every_report_option_is_documented() -> None:
     opts = [o for p in report.params if isinstance(p, click.Option) for o in p.opts]
     assert [o for o in opts if f"`{o}" not in doc] == []
     assert len(opts) == 8
+
+
+def test_documents_bound_the_process_tree_and_say_what_they_left_out(tmp_path: Path) -> None:
+    from report_synthetic import AGENT
+
+    from runwatch.events import Event
+    from runwatch.report.render_html import render as render_html
+    from runwatch.store.sqlite import SqliteStore
+
+    root = Event(id="r", time=T0, kind="process.exec", pid=100, ppid=1, exe="/usr/bin/python3", cmdline="python3",
+                 container=AGENT, vpid=1)
+    forks = [Event(id=f"f{i:03d}", time=T0 + (i + 1) * MS, kind="process.fork", pid=100, child_pid=1000 + i,
+                   exe="/usr/bin/python3", container=AGENT) for i in range(502)]
+    with SqliteStore(tmp_path / "t.db") as store:
+        store.write([root, *forks])
+    r = build_report(tmp_path / "t.db", "agent")
+    assert len(r.processes) == 503 and len(json.loads(render_json(r))["processes"]) == 503
+    assert "\n3 more processes left out here (all are in --format json).\n" in render_md(r)
+    page = render_html(r)
+    assert page.count('<g class="proc') == 500 and "3 more processes left out here" in page
