@@ -1,10 +1,14 @@
-"""Fixtures of the output tests: 23 alerts, severities, tags and owners in a fixed pattern."""
+"""Fixtures of the output tests: 23 alerts (severities, tags and owners in a fixed pattern), a test PKI."""
 
 from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
 
 import pytest
 
 from runwatch.alerts.model import Alert, AlertProcess, AlertToolCall, Workload
+from runwatch.testing.receivers import make_pki
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 T0 = 1_764_000_000_123_456_789
@@ -30,3 +34,22 @@ def make_alerts(n: int = 23) -> list[Alert]:
 def alerts() -> list[Alert]:
     """The 23 alerts of :func:`make_alerts`."""
     return make_alerts()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A test CA with a server certificate for 127.0.0.1 and a client certificate (paths by name)."""
+    return make_pki(str(tmp_path_factory.mktemp("pki")))
+
+
+@pytest.fixture
+def tls_server(pki: dict[str, str]) -> Callable[[bool], ssl.SSLContext]:
+    """Server SSL contexts over :func:`pki`: ``tls_server(True)`` requires a client certificate of the CA."""
+    def make(client_cert: bool) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(pki["server_cert"], pki["server_key"])
+        if client_cert:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(pki["ca"])
+        return ctx
+    return make

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from runwatch.events import AiInfo, Event, ToolCall, new_id
 from runwatch.outputs.delivery import RetryPolicy
-from runwatch.outputs.http import read_headers
+from runwatch.outputs.http import TlsOptions, read_headers
 from runwatch.outputs.otlp import OtlpOutput
 from runwatch.testing.receivers import HttpReceiver, free_port
 
@@ -99,3 +101,14 @@ def test_a_spooled_batch_reaches_the_collector_on_the_next_start(tmp_path: Path)
         assert sorted(span_names(rx.bodies())) == [f"execute_tool tool_{i}" for i in range(3)]
     st = second.output_stats()
     assert (st["recovered"], st["sent"], st["pending"]) == (left, left, 0)
+
+
+def test_otlp_export_over_https_with_a_client_certificate(pki: dict[str, str],
+                                                          tls_server: Callable[[bool], ssl.SSLContext]) -> None:
+    with HttpReceiver(tls=tls_server(True)) as rx:
+        out = OtlpOutput(rx.url, compression="none", schedule_delay_ms=50, retry=FAST,
+                         tls=TlsOptions(pki["ca"], pki["client_cert"], pki["client_key"]))
+        out.open()
+        out.write(tool_calls(3))
+        out.close()
+        assert sorted(span_names(rx.bodies())) == [f"execute_tool tool_{i}" for i in range(3)]

@@ -4,7 +4,9 @@
 reserve a port with :func:`free_port`, send while nothing listens there, then start the
 receiver on it). It records every POST (path, headers, raw and decoded body), checks the
 ``X-Runwatch-Signature`` HMAC when given a secret (a bad one is answered 401 and counted
-in ``bad_signatures``) and answers ``status`` (200 unless told otherwise).
+in ``bad_signatures``) and answers ``status`` (200 unless told otherwise); given an SSL
+context (``tls``) it serves HTTPS. :func:`make_pki` writes a CA, a server certificate for
+127.0.0.1 and a client certificate with the ``openssl`` command.
 
 :class:`SyslogListener` receives RFC 5424 messages over UDP (one per datagram) or TCP
 (octet-counted frames) and parses each with :func:`parse_rfc5424` into a
@@ -16,9 +18,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import hmac
+import os
 import re
 import socket
 import socketserver
+import ssl
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +39,29 @@ def free_port() -> int:
     return port
 
 
+def make_pki(directory: str) -> dict[str, str]:
+    """A test CA, a server certificate for IP 127.0.0.1 and a client certificate, made with ``openssl``
+    in ``directory``; their paths by name: ca, server_cert, server_key, client_cert, client_key."""
+    paths = {name: os.path.join(directory, file) for name, file in (
+        ("ca", "ca.pem"), ("ca_key", "ca.key"), ("server_cert", "server.pem"), ("server_key", "server.key"),
+        ("client_cert", "client.pem"), ("client_key", "client.key"))}
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl("req", "-x509", *ec, "-keyout", paths["ca_key"], "-out", paths["ca"], "-days", "2", "-subj",
+            "/CN=runwatch test CA")
+    for who, san in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        csr, ext = os.path.join(directory, f"{who}.csr"), os.path.join(directory, f"{who}.ext")
+        with open(ext, "w") as fh:
+            fh.write(san + "\n")
+        openssl("req", *ec, "-keyout", paths[f"{who}_key"], "-out", csr, "-subj", f"/CN={who}")
+        openssl("x509", "-req", "-in", csr, "-CA", paths["ca"], "-CAkey", paths["ca_key"], "-CAcreateserial",
+                "-out", paths[f"{who}_cert"], "-days", "2", "-extfile", ext)
+    return paths
+
+
 @dataclass
 class Request:
     """One recorded POST."""
@@ -47,8 +75,9 @@ class Request:
 class HttpReceiver:
     """Records POSTs on 127.0.0.1:``port`` (see the module docstring)."""
 
-    def __init__(self, port: int = 0, *, secret: bytes | None = None, status: int = 200) -> None:
-        self.port, self.secret, self.status = port, secret, status
+    def __init__(self, port: int = 0, *, secret: bytes | None = None, status: int = 200,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.port, self.secret, self.status, self.tls = port, secret, status, tls
         self.requests: list[Request] = []
         self.bad_signatures = 0
         self.lock = threading.Lock()
@@ -58,7 +87,7 @@ class HttpReceiver:
     @property
     def url(self) -> str:
         """The receiver's base URL."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls is not None else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> HttpReceiver:
         """Listen and serve on a thread."""
@@ -87,6 +116,8 @@ class HttpReceiver:
                 """Quiet."""
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
