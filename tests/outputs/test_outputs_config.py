@@ -158,3 +158,26 @@ def test_the_live_ocsf_stream_has_events_and_findings(tmp_path: Path, alerts: li
     assert [x["class_uid"] for x in lines[5:8]] == [2004, 2004, 2004]
     assert [x["finding_info"]["uid"] for x in lines[5:8]] == ["al-00", "al-01", "al-02"]
     assert [x["metadata"]["uid"] for x in lines[:5] + lines[8:]] == [e.id for e in events]
+
+
+def test_tls_material_that_does_not_load_is_located(tmp_path: Path, pki: dict[str, str]) -> None:
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    cfg = tmp_path / "tls.yaml"
+    cfg.write_text(f"""\
+outputs:
+  - type: otlp
+    url: https://127.0.0.1:4318
+    tls: {{ca_file: {tmp_path}/junk.pem}}
+  - type: webhook
+    url: https://127.0.0.1:8443
+    tls:
+      cert_file: {pki['client_cert']}
+      key_file: {pki['server_key']}
+""")
+    with pytest.raises(OutputsLoadError) as info:
+        load_outputs(str(cfg), str(tmp_path))
+    assert [e.located() for e in info.value.errors] == [
+        f"{cfg}:4:20: tls: cannot load CA file {tmp_path}/junk.pem: not a PEM certificate (and key)",
+        f"{cfg}:8:18: tls: cannot load client certificate {pki['client_cert']} with key {pki['server_key']}: "
+        "the key does not belong to the certificate",
+    ]

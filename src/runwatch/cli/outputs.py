@@ -85,10 +85,14 @@ def _otlp(opts: SessionOptions, values: dict[str, Any], spool_root: str) -> None
             raise click.UsageError(f"--{key.replace('_', '-')}: no such file {path}")
     if values.get("otlp_client_key") and not values.get("otlp_client_cert"):
         raise click.UsageError("--otlp-client-key needs --otlp-client-cert")
+    tls = TlsOptions(values.get("otlp_ca_file"), values.get("otlp_client_cert"), values.get("otlp_client_key"),
+                     bool(values.get("otlp_insecure")))
+    try:
+        tls.context()
+    except ValueError as exc:
+        raise click.UsageError(f"--otlp-export: {exc}") from None
     opts.otlp_options = {
-        "compression": values.get("otlp_compression") or "gzip", "headers": headers or None,
-        "tls": TlsOptions(values.get("otlp_ca_file"), values.get("otlp_client_cert"), values.get("otlp_client_key"),
-                          bool(values.get("otlp_insecure"))),
+        "compression": values.get("otlp_compression") or "gzip", "headers": headers or None, "tls": tls,
         "spool_dir": os.path.join(spool_root, "otlp"), "spool_limits": DEFAULT_SPOOL,
     }
 

@@ -230,8 +230,14 @@ class _Reader:
                     self.error(t, key, f"{key}: no such file {value}")
             if files["key_file"] and not files["cert_file"]:
                 self.error(t, "key_file", "key_file needs cert_file")
-            opts["tls"] = TlsOptions(files["ca_file"], files["cert_file"], files["key_file"],
-                                     bool(self.get(t, "insecure", bool, "true or false")))
+            tls = TlsOptions(files["ca_file"], files["cert_file"], files["key_file"],
+                             bool(self.get(t, "insecure", bool, "true or false")))
+            if all(v is None or os.path.isfile(v) for v in files.values()):
+                try:
+                    tls.context()
+                except ValueError as exc:
+                    self.error(t, "cert_file" if "client certificate" in str(exc) else "ca_file", f"tls: {exc}")
+            opts["tls"] = tls
 
     def entry(self, m: LocDict, spool_dir: str, seen: set[str]) -> OutputSpec | None:
         kind = self.get(m, "type", str, "an output type")

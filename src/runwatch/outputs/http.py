@@ -38,14 +38,32 @@ class TlsOptions:
     insecure: bool = False
 
     def context(self) -> ssl.SSLContext:
-        """An SSL context for these options (OSError/ssl.SSLError name the bad file)."""
-        ctx = ssl.create_default_context(cafile=self.ca_file)
+        """An SSL context for these options; ValueError (one line naming the file) when one does not load."""
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+        except OSError as exc:
+            raise ValueError(f"cannot load CA file {self.ca_file}: {_tls_reason(exc)}") from None
         if self.insecure:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         if self.cert_file:
-            ctx.load_cert_chain(self.cert_file, self.key_file)
+            try:
+                ctx.load_cert_chain(self.cert_file, self.key_file)
+            except OSError as exc:
+                key = f" with key {self.key_file}" if self.key_file else ""
+                raise ValueError(f"cannot load client certificate {self.cert_file}{key}: {_tls_reason(exc)}") from None
         return ctx
+
+
+def _tls_reason(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        text = f"{exc.reason or ''} {exc}"
+        if any(mark in text for mark in ("PEM lib", "NO_START_LINE", "no certificate or crl found")):
+            return "not a PEM certificate (and key)"
+        if "KEY_VALUES_MISMATCH" in text:
+            return "the key does not belong to the certificate"
+        return str(exc.reason or exc)
+    return exc.strerror or str(exc)
 
 
 def check_url(url: str, what: str = "endpoint") -> str:
