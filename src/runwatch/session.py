@@ -6,8 +6,9 @@ errors come before anything runs), then started as a short list of steps::
 
     (first)   remove what a runwatch killed with SIGKILL left: stale sockets at this session's
               paths, empty cgroups of dead runs (runwatch.leftovers); one notice line
-    outputs   open the output group (store, files, console, OTLP, alert outputs; opening the
-              store marks the runs of dead owners crashed, one notice line each)
+    outputs   open the output group (store, files, console, OTLP, the outputs file's webhook,
+              Slack, syslog and OCSF outputs, alert outputs; opening the store marks the runs of
+              dead owners crashed, one notice line each; network outputs start their senders)
     sources   start the source group (system source, SDK collector, OTLP receiver, decisions)
     pipeline  record the run, start the consumer thread
     policy    bind the endpoint, load the enforcers, open the apply gate
