@@ -6,8 +6,9 @@ errors come before anything runs), then started as a short list of steps::
 
     (first)   remove what a runwatch killed with SIGKILL left: stale sockets at this session's
               paths, empty cgroups of dead runs (runwatch.leftovers); one notice line
-    outputs   open the output group (store, files, console, OTLP, alert outputs; opening the
-              store marks the runs of dead owners crashed, one notice line each)
+    outputs   open the output group (store, files, console, OTLP, the outputs file's webhook,
+              Slack, syslog and OCSF outputs, alert outputs; opening the store marks the runs of
+              dead owners crashed, one notice line each; network outputs start their senders)
     sources   start the source group (system source, SDK collector, OTLP receiver, decisions)
     pipeline  record the run, start the consumer thread
     policy    bind the endpoint, load the enforcers, open the apply gate
@@ -42,6 +43,7 @@ from runwatch.store.sqlite import SpoolLimits, SqliteStore, StoreError
 
 if TYPE_CHECKING:
     from runwatch.enrich.corroborate import Corroboration
+    from runwatch.outputs.config import OutputSpec
     from runwatch.policy.model import PolicySet
     from runwatch.policy.wiring import SessionPolicy
     from runwatch.rules.stage import DetectionStage
@@ -62,6 +64,8 @@ class SessionOptions:
     otlp_listen: tuple[str, int] | None = None  # OTLP/HTTP receiver for GenAI spans
     otlp_token: str | None = None  # bearer token the OTLP receiver requires (None: none, loopback only)
     otlp_export: str | None = None  # export tool-attributed events as OTLP spans to this URL
+    otlp_options: dict[str, Any] = field(default_factory=dict)  # the OTLP output's options (compression, ...)
+    outputs: list[OutputSpec] = field(default_factory=list)  # --outputs FILE and the shortcuts (--webhook, ...)
     join_hold_ms: float | None = None  # reorder window of the tool-call join (default: 200, 6000 with OTLP)
     rules: tuple[str, ...] = ()  # rule files/dirs; empty: no detection stage
     alerts_out: str | None = None  # also append alerts as JSON lines here
@@ -126,6 +130,18 @@ def store_summary(store: SqliteStore) -> dict[str, Any]:
             "faults", "first_fault")
     return {"path": store.path, **{k: st[k] for k in keys},
             "spool_limits": {"events": store.spool_limits.events, "bytes": store.spool_limits.bytes}}
+
+
+def output_summary(group: OutputGroup) -> dict[str, Any]:
+    """The run summary's ``outputs`` part: each network output's delivery counters, by name."""
+    out: dict[str, Any] = {}
+    for member in group.members:
+        stats = getattr(member, "output_stats", None)
+        if callable(stats):
+            counters = stats()
+            if counters:
+                out[member.name] = counters
+    return out
 
 
 class Session:
@@ -198,8 +214,9 @@ class Session:
         if o.live is not None:
             outs.append(o.live)
         if o.otlp_export:
-            outs.append(output_factory("otlp")(o.otlp_export))
+            outs.append(output_factory("otlp")(o.otlp_export, **o.otlp_options))
         outs.extend(o.extra_sinks)
+        outs.extend(spec.build() for spec in o.outputs)
         if self.detection is not None:
             if o.live_alerts:
                 outs.append(output_factory("alerts-stream")())
@@ -384,6 +401,9 @@ class Session:
             out["corroboration"] = self.corroboration.stats()
         if self.store is not None:
             out["store"] = store_summary(self.store)
+        delivered = output_summary(self.outputs)
+        if delivered:
+            out["outputs"] = delivered
         if self.pipeline is not None:
             faults = self.pipeline.faults()
             if faults["stage_errors"] or faults["lost"] or faults["poll_errors"]:
@@ -450,6 +470,9 @@ class Session:
         summary = self._final if self._final is not None else self.summary()
         if self.store is not None:
             summary["store"] = store_summary(self.store)  # final: after the last retries at close
+        delivered = output_summary(self.outputs)  # final: after the outputs sent or spooled what was left
+        if delivered:
+            summary["outputs"] = delivered
         if errors:
             summary["errors"] = errors
         self._final = summary

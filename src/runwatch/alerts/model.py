@@ -44,6 +44,7 @@ class Workload(msgspec.Struct):
     node: str | None = None
     owner: str | None = None  # the pod's controller as Kind/name (ReplicaSet/shop-7d9f)
     siblings: list[str] | None = None  # the pod's other containers
+    governance_owner: str | None = None  # the team or person answerable for the workload (Container.owner)
 
 
 class AlertProcess(msgspec.Struct):
@@ -119,7 +120,7 @@ def workload_of(event: Event) -> Workload:
                     pod_uid=c.pod_uid, service_account=c.service_account, labels=c.labels, image=c.image,
                     image_digest=c.image_digest, node=c.node,
                     owner=f"{c.owner_kind}/{c.owner_name}" if c.owner_kind and c.owner_name else None,
-                    siblings=c.siblings)
+                    siblings=c.siblings, governance_owner=c.owner)
 
 
 def alert_from_event(

@@ -18,8 +18,11 @@ import click
 
 from runwatch.cli.common import config_problems, db_option, err_console, fail, note
 from runwatch.cli.kube import kube_options, with_kube
+from runwatch.cli.outputs import output_lines, output_options, with_outputs
 from runwatch.cli.policy import DecisionPrinter, policy_options
 from runwatch.events import Event
+from runwatch.outputs.jsonl import OutputError
+from runwatch.outputs.otlp import OtlpOutputError
 from runwatch.outputs.text import TextOutput
 from runwatch.policy.enforce.spec import EnforcementError
 from runwatch.rules.diagnostics import RuleLoadError
@@ -82,7 +85,7 @@ def _source_options(f: Any) -> Any:
                      metavar="MIB", help="Bytes (MiB) the store keeps in memory while it cannot write.")(f)
     f = click.option("--otlp-export", metavar="URL",
                      help="Export tool-attributed events as OTLP spans, e.g. http://collector:4318/v1/traces.")(f)
-    return kube_options(db_option()(f))
+    return output_options(kube_options(db_option()(f)))
 
 
 def _host_port(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, int] | None:
@@ -168,7 +171,7 @@ def _open(opts: SessionOptions, command: list[str]) -> Session:
     except PolicyLoadError as exc:
         config_problems(exc.errors)
         fail(f"{len(exc.errors)} error(s) in the policies; nothing was started")
-    except (NoSourceError, StoreError, EnforcementError) as exc:
+    except (NoSourceError, StoreError, EnforcementError, OutputError, OtlpOutputError) as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot start the policy endpoint: {exc}")
@@ -232,6 +235,8 @@ def _print_summary(summary: dict[str, Any], counter: _Counter, db: str | None) -
         parts += [f"{faults['poll_errors']} failed poll(s)"] if faults["poll_errors"] else []
         note(f"pipeline faults: {'; '.join(parts)}; first: {faults['first_error']}")
     _store_notes(store)
+    for line in output_lines(summary):
+        note(line)
     if summary.get("failure"):
         note(f"error: {summary['failure']}")
     for err in summary.get("errors", []):
@@ -290,6 +295,7 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
                           spool=SpoolLimits(spool_events, spool_mb << 20))
     _with_policy(opts, policy, mode, control_socket)
     with_kube(opts, kube)
+    with_outputs(opts, kube)  # the outputs' options come with the other ** options
     early: list[int] = []  # a signal during start-up: CMD is not started, the session closes cleanly
     before = {s: signal.signal(s, lambda signum, _frame: early.append(signum)) for s in STOP_SIGNALS}
     session = _open(opts, list(command))
@@ -366,6 +372,7 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
                           spool=SpoolLimits(spool_events, spool_mb << 20))
     _with_policy(opts, policy, mode, control_socket)
     with_kube(opts, kube)
+    with_outputs(opts, kube)  # the outputs' options come with the other ** options
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:

@@ -38,9 +38,11 @@ from typing import Any
 import msgspec
 
 from runwatch import eventkinds
+from runwatch.alerts.model import Alert
+from runwatch.alerts.render import to_ocsf as alert_finding
 from runwatch.events import Event
 from runwatch.outputs.base import register_output
-from runwatch.outputs.jsonl import JsonlOutput
+from runwatch.outputs.jsonl import JsonlOutput, OutputError
 
 OCSF_VERSION = eventkinds.OCSF_VERSION
 
@@ -444,17 +446,48 @@ def to_ocsf(event: Event, *, hostname: str | None = None) -> dict[str, Any]:
 
 
 class OcsfOutput(JsonlOutput):
-    """OCSF JSONL: one OCSF object per line (``"-"``: stdout)."""
+    """OCSF JSONL while running (``--ocsf-out``): one OCSF object per line (``"-"``: stdout).
+
+    Events become their class (this module); alerts, given to :meth:`write_alerts`, become
+    Detection Findings (2004, :func:`runwatch.alerts.render.to_ocsf`), in the order they
+    come (an alert is raised while its batch is being detected on, so its line comes before
+    the lines of that batch's events). One thread writes.
+    """
 
     name = "ocsf"
 
     def __init__(self, path: str | os.PathLike[str] = "-", *, hostname: str | None = None) -> None:
         encoder = msgspec.json.Encoder()
+        self.hostname = hostname
+        self._alert_encoder = encoder
+        self.alerts = 0  # alert lines written
 
         def encode(event: Event) -> bytes:
             return encoder.encode(to_ocsf(event, hostname=hostname))
 
         super().__init__(path, encode=encode)
+
+    def write(self, events: Sequence[Event]) -> None:
+        """Write one line per event and flush (a live stream: a reader sees each batch at once)."""
+        super().write(events)
+        if events:
+            self.flush()
+
+    def write_alerts(self, alerts: Sequence[Alert]) -> None:
+        """Write one Detection Finding line per alert and flush."""
+        if not alerts:
+            return
+        if self._fh is None:
+            self.open()
+        assert self._fh is not None
+        data = b"".join(self._alert_encoder.encode(alert_finding(a, hostname=self.hostname)) + b"\n"
+                        for a in alerts)
+        try:
+            self._fh.write(data)
+            self._fh.flush()
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        self.alerts += len(alerts)
 
 
 def to_ocsf_many(events: Sequence[Event], *, hostname: str | None = None) -> list[dict[str, Any]]:
