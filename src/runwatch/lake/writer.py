@@ -190,16 +190,27 @@ class LakeWriter:
         return accepted
 
     def flush(self) -> int:
-        """Write every buffered record and make it durable; returns how many were written."""
+        """Write every buffered record and make it durable; returns how many were written. A
+        partition that cannot be written stays buffered while the others are written; then the
+        first failure is raised (a LakeError naming the file)."""
         written = 0
+        errors: list[str] = []
         for part in sorted(self._buffers):
             rows = self._buffers[part]
-            self._write_file(part, rows)
+            try:
+                self._write_file(part, rows)
+            except LakeError as exc:
+                errors.append(str(exc))
+                continue
             del self._buffers[part]
             self._buffered -= len(rows)
             written += len(rows)
-        self._oldest = None if not self._buffers else self._oldest
+        if not self._buffers:
+            self._oldest = None
         self.records += written
+        if errors:
+            more = f" (and {len(errors) - 1} more partition(s))" if len(errors) > 1 else ""
+            raise LakeError(f"{errors[0]}{more}; {self._buffered} record(s) stay buffered")
         return written
 
     def _write_file(self, part: Partition, rows: list[dict[str, Any]]) -> None:
