@@ -86,3 +86,27 @@ def test_run_writes_the_subtree_to_the_lake(tmp_path: Path) -> None:
     stored = rw("events", "--db", str(tmp_path / "run.db"), "--format", "json").stdout.splitlines()
     res = rw("query", "--lake", str(lake), "--format", "json", "SELECT count(*) AS n FROM records")
     assert json.loads(res.stdout) == {"n": len(stored)}
+
+
+def test_events_reads_the_lake_with_the_store_filters(small: Path) -> None:
+    from lakemix import alert
+
+    out = LakeOutput(small, hostname="node-a")
+    out.open()
+    out.write_alerts([alert(T1, 0)])  # findings are not events
+    out.close()
+    res = rw("events", "--lake", str(small), "--format", "ocsf")
+    assert res.returncode == 0, res.stderr
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    uids = [r["metadata"]["uid"] for r in records]  # all in one millisecond: ordered by id
+    assert uids == sorted([exec_event(T1, i).id for i in range(3)] + [open_event(T1, i).id for i in range(5)])
+    res = rw("events", "--lake", str(small), "--format", "ocsf", "--kind", "file.open", "--newest", "--limit", "3")
+    assert [json.loads(line)["file"]["path"] for line in res.stdout.splitlines()] == [
+        "/run/secrets/token-4", "/run/secrets/token-3", "/run/secrets/token-2"]
+    res = rw("events", "--lake", str(small), "--pid", "4001", "--container", "agent-23")
+    assert res.stdout.splitlines() == [
+        "2026-12-04T20:15:00.000Z Process Activity: Launch pid=4001 /usr/bin/true [agent-23]"]
+    res = rw("events", "--lake", str(small), "--format", "json")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "runwatch: error: the lake holds OCSF records: use --format ocsf or text with --lake"]

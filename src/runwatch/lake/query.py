@@ -11,7 +11,7 @@ with the same columns, so a count is 0 rather than an error. The partition colum
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,14 +90,18 @@ def run_sql(root: str | Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]
 
 
 def iter_records(root: str | Path, view: str = "records", where: str | None = None,
-                 order: str = "time, record_id") -> Iterator[dict[str, Any]]:
+                 params: Sequence[object] = (), order: str = "time, record_id",
+                 limit: int | None = None) -> Iterator[dict[str, Any]]:
     """The lake's records as OCSF objects (the JSON columns decoded, the lake's own columns left
-    out), from ``view`` (a class's view name, or ``records`` for all), in ``order``."""
+    out), from ``view`` (a class's view name, or ``records`` for all), filtered by ``where`` (SQL,
+    with ``?`` placeholders for ``params``), in ``order``, at most ``limit``."""
     con = connect(root)
     try:
         sql = f"SELECT * FROM {view}" + (f" WHERE {where}" if where else "") + f" ORDER BY {order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
         try:
-            cur = con.execute(sql)
+            cur = con.execute(sql, list(params))
         except duckdb.Error as exc:
             raise LakeError(f"SQL: {_first_line(exc)}") from None
         names = [d[0] for d in cur.description or ()]
