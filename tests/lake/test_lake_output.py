@@ -107,7 +107,7 @@ def test_a_restart_appends_and_a_redelivered_record_is_not_written_twice(lake: P
     again.write(fresh[:2])  # redelivered within the same run
     again.close()
     assert again.writer.stats() == {"records": 5, "files": 1, "buffered": 0, "duplicates": 11, "folded": 0,
-                                    "rejected": 0}
+                                    "rejected": 0, "refused": 0, "write_errors": 0}
     res = query(lake, COUNTS, "--format", "json")
     assert json.loads(res.stdout) == {"process": 23, "network": 16, "file": 7, "finding": 3, "dns": 0, "total": 49}
     _, rows = run_sql(lake, "SELECT count(DISTINCT record_id), count(*) FROM records")

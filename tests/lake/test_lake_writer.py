@@ -126,6 +126,26 @@ def test_a_failed_write_keeps_the_records_buffered_until_a_flush_succeeds(lake: 
     assert run_sql(lake, "SELECT count(*) FROM records")[1] == [(14,)]
 
 
+def test_while_writes_fail_the_buffer_is_bounded_and_nothing_accepted_is_lost(lake: Path) -> None:
+    now = [0.0]
+    w = LakeWriter(lake, max_rows=5, max_buffered=12, clock=lambda: now[0])
+    w.open()
+    blocker = lake / "class_uid=1007"
+    blocker.write_text("not a directory")
+    assert w.add(to_ocsf(exec_event(T1, i), hostname="h") for i in range(9)) == 9  # a failed write is not raised
+    assert (w.buffered, w.stats()["write_errors"]) == (9, 1)
+    assert w.last_error is not None and w.last_error.startswith("cannot create ")
+    with pytest.raises(LakeError, match=r"^4 record\(s\) refused: 12 are waiting to be written \(last error: "):
+        w.add(to_ocsf(exec_event(T1, i), hostname="h") for i in range(9, 16))
+    assert (w.buffered, w.stats()["refused"], w.stats()["write_errors"]) == (12, 4, 1)  # retried after a second
+    now[0] = 1.0
+    blocker.unlink()
+    assert w.add([to_ocsf(exec_event(T1, 20), hostname="h")]) == 1  # the retry writes the 12 first
+    assert (w.buffered, w.stats()["records"]) == (1, 12)
+    w.close()
+    assert run_sql(lake, "SELECT count(*) FROM process_activity")[1] == [(13,)]
+
+
 def test_de_duplication_survives_forgetting_a_partition(lake: Path) -> None:
     w = LakeWriter(lake, max_ids=10)
     w.add(to_ocsf(exec_event(T1, i), hostname="h") for i in range(7))

@@ -9,7 +9,8 @@ a whole file or none, and a crash at any point leaves at most a hidden temporary
 (:meth:`LakeWriter.open` removes those older than an hour).
 
 Buffering is bounded: the buffered records are written when they reach ``max_rows`` or when the
-oldest is ``max_seconds`` old (checked at each :meth:`~LakeWriter.add`). :meth:`~LakeWriter.flush`
+oldest is ``max_seconds`` old (checked at each :meth:`~LakeWriter.add`); while writes fail, at
+most ``max_buffered`` (default four times ``max_rows``) wait, and further records are refused. :meth:`~LakeWriter.flush`
 writes everything accepted so far and returns only once it is durable, so a consumer may
 acknowledge its input after it returns. A partition whose write fails stays buffered (retried by
 the next flush); the error is raised as a :class:`~runwatch.lake.schema.LakeError`.
@@ -67,13 +68,19 @@ class LakeWriter:
     """OCSF records into the lake at ``root`` (created if missing). See the module docstring."""
 
     def __init__(self, root: str | os.PathLike[str], *, max_rows: int = 50_000, max_seconds: float = 60.0,
-                 row_group_rows: int = 10_000, dedupe: bool = True, max_ids: int = 500_000,
+                 max_buffered: int | None = None, row_group_rows: int = 10_000, dedupe: bool = True,
+                 max_ids: int = 500_000,
                  compression: str = "zstd", clock: Callable[[], float] = time.monotonic) -> None:
         if max_rows < 1 or max_seconds <= 0 or row_group_rows < 1:
             raise ValueError("max_rows and row_group_rows must be at least 1 and max_seconds positive")
         self.root = Path(root)
         self.max_rows = max_rows
         self.max_seconds = max_seconds
+        self.max_buffered = max(max_buffered if max_buffered is not None else 4 * max_rows, max_rows)
+        self._retry_at = float("-inf")
+        self.last_error: str | None = None
+        self.write_errors = 0  # failed writes a bound started (their records stayed buffered)
+        self.refused = 0  # records refused because max_buffered were waiting
         self.row_group_rows = row_group_rows
         self.dedupe = dedupe
         self.max_ids = max_ids
@@ -152,13 +159,21 @@ class LakeWriter:
     def add(self, records: Iterable[dict[str, Any]]) -> int:
         """Accept OCSF records; returns how many were new. Writes the buffers when a bound is
         reached. A record without a lake table, a millisecond ``time`` or a ``metadata.uid`` is
-        counted as ``rejected`` and, after the batch's other records are accepted, named in a
-        LakeError."""
+        counted as ``rejected``, and a record that finds ``max_buffered`` records already waiting
+        (the writes keep failing) as ``refused``; both are named in a LakeError raised after the
+        batch's other records are accepted. A write that a bound started and that fails is not
+        raised here (its records stay buffered; ``write_errors`` and ``last_error`` say so) and is
+        tried again a second later; :meth:`flush` raises it."""
         if not self._opened:
             self.open()
-        accepted = 0
+        accepted = refused = 0
         rejected: list[str] = []
         for record in records:
+            if self._buffered >= self.max_buffered:
+                self._bounded_flush()
+                if self._buffered >= self.max_buffered:
+                    refused += 1
+                    continue
             try:
                 rid = record_id(record)
                 part = partition_of(record)
@@ -180,14 +195,31 @@ class LakeWriter:
             if self._oldest is None:
                 self._oldest = self._clock()
             if self._buffered >= self.max_rows:
-                self.flush()
+                self._bounded_flush()
         if self._oldest is not None and self._clock() - self._oldest >= self.max_seconds:
-            self.flush()
+            self._bounded_flush()
+        self.rejected += len(rejected)
+        self.refused += refused
+        problems = []
         if rejected:
-            self.rejected += len(rejected)
-            more = f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""
-            raise LakeError(f"{rejected[0]}{more}; the batch's other records were accepted")
+            problems.append(rejected[0] + (f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""))
+        if refused:
+            problems.append(f"{refused} record(s) refused: {self._buffered} are waiting to be written "
+                            f"(last error: {self.last_error})")
+        if problems:
+            raise LakeError("; ".join(problems) + "; the batch's other records were accepted")
         return accepted
+
+    def _bounded_flush(self) -> None:
+        """A flush a bound asked for: a failure is kept (not raised) and the next try waits a second."""
+        if self._clock() < self._retry_at:
+            return
+        try:
+            self.flush()
+        except LakeError as exc:
+            self.write_errors += 1
+            self.last_error = str(exc)
+            self._retry_at = self._clock() + 1.0
 
     def flush(self) -> int:
         """Write every buffered record and make it durable; returns how many were written. A
@@ -243,6 +275,7 @@ class LakeWriter:
 
     def stats(self) -> dict[str, int]:
         """Counters: records made durable, files, records buffered, duplicates skipped, folded
-        attributes, rejected records."""
+        attributes, rejected and refused records, failed bounded writes."""
         return {"records": self.records, "files": self.files, "buffered": self._buffered,
-                "duplicates": self.duplicates, "folded": self.folded, "rejected": self.rejected}
+                "duplicates": self.duplicates, "folded": self.folded, "rejected": self.rejected,
+                "refused": self.refused, "write_errors": self.write_errors}
