@@ -77,13 +77,14 @@ def test_a_bad_record_is_one_line_and_the_others_are_kept(lake: Path) -> None:
     del no_id["metadata"]["uid"]
     unknown = {**good[0], "class_uid": 3002, "metadata": {"uid": "x-1"}}
     no_time = {**good[1], "time": "yesterday", "metadata": {"uid": "x-2"}}
+    far = {**good[2], "time": 1 << 62, "metadata": {"uid": "x-3"}}
     w = LakeWriter(lake)
     with pytest.raises(LakeError) as err:
-        w.add([good[0], no_id, good[1], unknown, good[2], no_time, *good[3:]])
-    assert str(err.value) == ("OCSF record without metadata.uid (class 1007) (and 2 more); the batch's other "
+        w.add([good[0], no_id, good[1], unknown, good[2], no_time, far, *good[3:]])
+    assert str(err.value) == ("OCSF record without metadata.uid (class 1007) (and 3 more); the batch's other "
                               "records were accepted")
     w.close()
-    assert w.stats()["rejected"] == 3
+    assert w.stats()["rejected"] == 4
     assert run_sql(lake, "SELECT count(*) FROM process_activity")[1] == [(5,)]
 
 

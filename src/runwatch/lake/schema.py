@@ -22,6 +22,7 @@ it so) is kept under ``unmapped`` with its name, never dropped.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -113,10 +114,21 @@ def partition_of(record: dict[str, Any]) -> tuple[int, str, str]:
     """(class_uid, day, hour) of a record, from its class and its ``time`` (ms, UTC). The hour has
     no leading zero (``hour=3``), so every engine reads it as an integer."""
     ms = record.get("time")
-    if not isinstance(ms, int) or isinstance(ms, bool):
+    if type(ms) is not int:
         raise LakeError(f"record {record.get('metadata', {}).get('uid')!r}: time {ms!r} is not milliseconds")
-    t = time.gmtime(ms // 1000)
-    return lake_class(record.get("class_uid")).uid, time.strftime("%Y-%m-%d", t), str(t.tm_hour)
+    if not 0 <= ms < _YEAR_10000_MS:  # a day every engine takes as a DATE
+        raise LakeError(f"record {record.get('metadata', {}).get('uid')!r}: time {ms!r} is out of range")
+    uid = record.get("class_uid")
+    return (uid if isinstance(uid, int) and uid in CLASSES else lake_class(uid).uid), *_day_hour(ms // 3_600_000)
+
+
+_YEAR_10000_MS = 253_402_300_800_000
+
+
+@functools.lru_cache(maxsize=256)
+def _day_hour(hours: int) -> tuple[str, str]:
+    t = time.gmtime(hours * 3600)
+    return time.strftime("%Y-%m-%d", t), str(t.tm_hour)
 
 
 def partition_dir(class_uid: int, day: str, hour: str) -> str:
@@ -133,36 +145,34 @@ def record_id(record: dict[str, Any]) -> str:
     return uid
 
 
-def _fits(kind: str, value: object) -> bool:
-    """Whether a scalar value has its column's type (a JSON column takes anything)."""
-    if kind == _INT:
-        return isinstance(value, int) and not isinstance(value, bool) and -(1 << 63) <= value < (1 << 63)
-    if kind == _STR:
-        return isinstance(value, str)
-    if kind == _BOOL:
-        return isinstance(value, bool)
-    if kind == _FLOAT:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return True
+_ACCEPTS: dict[str, frozenset[type]] = {_INT: frozenset({int}), _STR: frozenset({str}),
+                                       _BOOL: frozenset({bool}), _FLOAT: frozenset({int, float})}
+_INT64 = range(-(1 << 63), 1 << 63)
+
+
+@functools.cache
+def _kinds(class_uid: int) -> dict[str, str]:
+    return dict(lake_class(class_uid).columns)
 
 
 def to_row(record: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """The record as a row of its class's table, and how many attributes had no column or a value
     of another type than their column's (those are kept under ``unmapped`` by name)."""
-    cls = lake_class(record.get("class_uid"))
-    kinds = dict(cls.columns)
+    uid = record.get("class_uid")
+    kinds = _kinds(uid) if isinstance(uid, int) and uid in CLASSES else _kinds(lake_class(uid).uid)
     row: dict[str, Any] = {RECORD_ID: record_id(record)}
     extra: dict[str, Any] = {}
     for key, value in record.items():
-        if key == "class_uid" or value is None:
+        if value is None or key == "class_uid":
             continue
         kind = kinds.get(key)
-        if kind is None or key == RECORD_ID or not _fits(kind, value):
-            extra[key] = value
-        elif kind == _JSON:
+        if kind == _JSON:
             row[key] = _encoder.encode(value).decode()
-        else:
+        elif kind is not None and key != RECORD_ID and type(value) in _ACCEPTS[kind] and (
+                kind != _INT or value in _INT64):
             row[key] = value
+        else:
+            extra[key] = value
     if extra:
         unmapped = dict(record.get("unmapped") or {})
         unmapped.update(extra)
