@@ -123,3 +123,10 @@ def test_run_and_watch_take_lake_and_the_session_adds_the_output(tmp_path: Path)
     session = Session(SessionOptions(db=None, lake=str(tmp_path / "l"), source="proc"))
     names = [type(o).__name__ for o in session._outputs()]
     assert names.count("LakeOutput") == 1
+
+
+def test_the_lake_is_its_owners_only(lake: Path) -> None:
+    write_mix(lake)
+    modes = {p.stat().st_mode & 0o777 for p in lake.rglob("*.parquet")}
+    dirs = {p.stat().st_mode & 0o777 for p in [lake, *lake.rglob("*")] if p.is_dir()}
+    assert (modes, dirs) == ({0o600}, {0o700})

@@ -6,7 +6,8 @@ A file is written under a hidden temporary name in its partition directory (``.p
 which no engine reads: DuckDB's glob wants ``*.parquet``, Spark, Hive and Trino skip names that
 start with a dot), fsynced, renamed to its final name and the directory fsynced, so a reader sees
 a whole file or none, and a crash at any point leaves at most a hidden temporary file
-(:meth:`LakeWriter.open` removes those older than an hour).
+(:meth:`LakeWriter.open` removes those older than an hour). Like every file runwatch writes, the
+files are their owner's only (0600, directories it creates 0700): records hold command lines.
 
 Buffering is bounded: the buffered records are written when they reach ``max_rows`` or when the
 oldest is ``max_seconds`` old (checked at each :meth:`~LakeWriter.add`); while writes fail, at
@@ -38,6 +39,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from runwatch.lake.schema import LakeError, lake_class, partition_dir, partition_of, record_id, to_row
+from runwatch.privatefile import MODE
 
 Partition = tuple[int, str, str]
 _STALE_TMP_S = 3600.0
@@ -58,7 +60,7 @@ def _make_dirs(root: Path, rel: str) -> Path:
     for part in rel.split("/"):
         child = path / part
         if not child.is_dir():
-            child.mkdir(exist_ok=True)
+            child.mkdir(mode=0o700, exist_ok=True)
             _fsync_dir(path)
         path = child
     return path
@@ -108,7 +110,7 @@ class LakeWriter:
         if self._opened:
             return
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._remove_stale()
         except OSError as exc:
             raise LakeError(f"cannot open lake {self.root}: {exc.strerror or exc}") from None
@@ -258,7 +260,8 @@ class LakeWriter:
         except pa.ArrowException as exc:
             raise LakeError(f"{cls.view}: records do not fit the table: {exc}") from None
         try:
-            with open(tmp, "wb") as fh:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, MODE)
+            with os.fdopen(fd, "wb") as fh:
                 with pq.ParquetWriter(fh, cls.arrow_schema, compression=self.compression) as writer:
                     for offset in range(0, table.num_rows, self.row_group_rows):
                         writer.write_table(table.slice(offset, self.row_group_rows))
