@@ -54,6 +54,14 @@ def test_a_sql_error_is_one_line(small: Path) -> None:
     assert res.stdout == ""
 
 
+def test_empty_sql_is_a_usage_error_and_a_statement_runs(small: Path) -> None:
+    res = rw("query", "--lake", str(small), "  ")
+    assert (res.returncode, res.stderr.strip().splitlines()) == (
+        2, ['runwatch: error: no SQL given (for example: runwatch query "SHOW TABLES")'])
+    res = rw("query", "--lake", str(small), "--format", "csv", "SET threads = 1")
+    assert (res.returncode, res.stdout, res.stderr) == (0, "Success\n", "")  # DuckDB: a header, no row
+
+
 def test_a_missing_lake_is_one_line(tmp_path: Path) -> None:
     res = rw("query", "--lake", str(tmp_path / "absent"), "SELECT 1")
     assert res.returncode == 1

@@ -62,6 +62,8 @@ def query(lake: str, fmt: str, sql: str) -> None:
     from runwatch.lake.query import run_sql
     from runwatch.lake.schema import LakeError
 
+    if not sql.strip():
+        fail("no SQL given (for example: runwatch query \"SHOW TABLES\")", code=2)
     try:
         columns, rows = run_sql(lake, sql)
     except LakeError as exc:

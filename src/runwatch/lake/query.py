@@ -81,9 +81,10 @@ def run_sql(root: str | Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]
             cur = con.execute(sql)
         except duckdb.Error as exc:
             raise LakeError(f"SQL: {_first_line(exc)}") from None
-        if cur.description is None:
+        description = getattr(cur, "description", None)  # None: a statement without a result
+        if description is None:
             return [], []
-        columns = [d[0] for d in cur.description]
+        columns = [d[0] for d in description]
         return columns, cur.fetchall()
     finally:
         con.close()

@@ -71,18 +71,14 @@ class LakeWriter:
 
     def __init__(self, root: str | os.PathLike[str], *, max_rows: int = 50_000, max_seconds: float = 60.0,
                  max_buffered: int | None = None, row_group_rows: int = 10_000, dedupe: bool = True,
-                 max_ids: int = 500_000,
-                 compression: str = "zstd", clock: Callable[[], float] = time.monotonic) -> None:
+                 max_ids: int = 500_000, compression: str = "zstd",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if max_rows < 1 or max_seconds <= 0 or row_group_rows < 1:
             raise ValueError("max_rows and row_group_rows must be at least 1 and max_seconds positive")
         self.root = Path(root)
         self.max_rows = max_rows
         self.max_seconds = max_seconds
         self.max_buffered = max(max_buffered if max_buffered is not None else 4 * max_rows, max_rows)
-        self._retry_at = float("-inf")
-        self.last_error: str | None = None
-        self.write_errors = 0  # failed writes a bound started (their records stayed buffered)
-        self.refused = 0  # records refused because max_buffered were waiting
         self.row_group_rows = row_group_rows
         self.dedupe = dedupe
         self.max_ids = max_ids
@@ -91,6 +87,7 @@ class LakeWriter:
         self._buffers: dict[Partition, list[dict[str, Any]]] = {}
         self._buffered = 0
         self._oldest: float | None = None
+        self._retry_at = float("-inf")  # when a failed bounded write may be tried again
         self._known: dict[Partition, set[str]] = {}  # ids per partition, least recently used first
         self._known_ids = 0
         self._opened = False
@@ -100,6 +97,9 @@ class LakeWriter:
         self.duplicates = 0  # records skipped as already accepted
         self.folded = 0  # attributes kept under unmapped for want of a column
         self.rejected = 0  # records refused (no table, time or id)
+        self.refused = 0  # records refused because max_buffered were waiting
+        self.write_errors = 0  # failed writes a bound started (their records stayed buffered)
+        self.last_error: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
