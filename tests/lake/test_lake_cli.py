@@ -82,18 +82,24 @@ def test_an_empty_class_counts_zero_and_show_tables_lists_the_views(small: Path)
 
 
 @pytest.mark.kernel
-def test_run_writes_the_subtree_to_the_lake(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
-    res = rw("run", "--db", str(tmp_path / "run.db"), "--lake", str(lake), "--no-sdk", "--",
-             "/bin/sh", "-c", "for i in $(seq 23); do /usr/bin/true; done; exit 3")
+def test_run_writes_the_subtree_and_its_alerts_to_the_lake(tmp_path: Path) -> None:
+    lake, alerts = tmp_path / "lake", tmp_path / "alerts.jsonl"
+    res = rw("run", "--db", str(tmp_path / "run.db"), "--lake", str(lake), "--alerts-out", str(alerts), "--no-sdk",
+             "--", "/bin/sh", "-c", "for i in $(seq 23); do /usr/bin/true; done; /usr/bin/cat /etc/shadow >/dev/null; "
+             "exit 3")
     assert res.returncode == 3, res.stderr
     res = rw("query", "--lake", str(lake), "--format", "json",
              "SELECT count(*) AS n, count(DISTINCT record_id) AS ids FROM process_activity "
              "WHERE activity_id = 1 AND process->>'$.file.path' = '/usr/bin/true'")
     assert json.loads(res.stdout) == {"n": 23, "ids": 23}
     stored = rw("events", "--db", str(tmp_path / "run.db"), "--format", "json").stdout.splitlines()
-    res = rw("query", "--lake", str(lake), "--format", "json", "SELECT count(*) AS n FROM records")
+    res = rw("query", "--lake", str(lake), "--format", "json",
+             "SELECT count(*) AS n FROM records WHERE class_uid <> 2004")
     assert json.loads(res.stdout) == {"n": len(stored)}
+    # every alert is a Detection Finding in the lake (reading /etc/shadow alerts)
+    raised = sorted(json.loads(line)["id"] for line in alerts.read_text().splitlines())
+    res = rw("query", "--lake", str(lake), "--format", "csv", "SELECT record_id FROM detection_finding ORDER BY 1")
+    assert raised and res.stdout.splitlines() == ["record_id", *raised]
 
 
 def test_events_reads_the_lake_with_the_store_filters(small: Path) -> None:
