@@ -166,3 +166,18 @@ def test_records_keep_json_objects_as_text(lake: Path) -> None:
     w.close()
     _, rows = run_sql(lake, "SELECT metadata, typeof(metadata) FROM process_activity")
     assert json.loads(rows[0][0])["uid"] == exec_event(T1, 3).id and rows[0][1] == "VARCHAR"
+
+
+def test_the_tables_are_add_only() -> None:
+    """A class's columns may grow at the end (readers union files by name) but never change or go:
+    the snapshot is regenerated only for an added column."""
+    from runwatch.lake.schema import describe
+
+    snapshot = json.loads((Path(__file__).parent / "lake_schema.json").read_text())
+    now = describe()
+    for uid, table in snapshot.items():
+        assert now[uid]["view"] == table["view"]
+        assert now[uid]["columns"][:len(table["columns"])] == table["columns"], uid
+    assert now == snapshot  # nothing added without the snapshot (and docs/lake.md) saying so
+    assert {t["view"] for t in now.values()} >= {"process_activity", "file_activity", "network_activity",
+                                                 "dns_activity", "detection_finding"}

@@ -192,3 +192,10 @@ def from_row(row: dict[str, Any]) -> dict[str, Any]:
             continue
         record[name] = msgspec.json.decode(value) if kind == _JSON else value
     return record
+
+
+def describe() -> dict[str, Any]:
+    """Every class's table as plain data ({class_uid: {view, columns: ["name arrow-type", ...]}}),
+    for the snapshot that keeps the tables add-only (tests/lake/lake_schema.json)."""
+    return {str(c.uid): {"view": c.view, "columns": [f"{f.name} {f.type}" for f in c.arrow_schema]}
+            for c in CLASSES.values()}
