@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runwatch.alerts.model import Alert
 from runwatch.alerts.render import to_ocsf as alert_to_ocsf
 from runwatch.events import Event
-from runwatch.lake.writer import LakeWriter
 from runwatch.outputs.base import register_output
 from runwatch.outputs.ocsf import to_ocsf
+
+if TYPE_CHECKING:
+    from runwatch.lake.writer import LakeWriter
 
 
 class LakeOutput:
@@ -27,9 +29,11 @@ class LakeOutput:
     name = "lake"
 
     def __init__(self, root: str | os.PathLike[str], *, hostname: str | None = None, **writer: Any) -> None:
+        from runwatch.lake.writer import LakeWriter  # pyarrow is imported only by a session with a lake
+
         self.root = str(root)
         self.hostname = hostname
-        self.writer = LakeWriter(root, **writer)
+        self.writer: LakeWriter = LakeWriter(root, **writer)
 
     def open(self) -> None:
         """Create the lake directory and load the recent record ids (LakeError names the path)."""
