@@ -96,7 +96,9 @@ def build_image() -> str:
         for applet in ("sh", "sleep", "cat", "true"):
             (root / "bin" / applet).symlink_to("busybox")
         tar = Path(tmp, "rootfs.tar")
-        subprocess.run(["tar", "-C", str(root), "-cf", str(tar), "."], check=True)
+        # the same bytes every run, so a re-import is the same image, not one more dangling copy
+        subprocess.run(["tar", "-C", str(root), "--sort=name", "--mtime=@0", "--owner=0", "--group=0",
+                        "--numeric-owner", "-cf", str(tar), "."], check=True)
         podman("import", "--change", 'CMD ["/bin/sh"]', str(tar), IMAGE)
     out = json.loads(podman("image", "inspect", IMAGE))
     return str(out[0]["Digest"])

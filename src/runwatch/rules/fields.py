@@ -147,6 +147,27 @@ def _argv_at(i: int) -> Getter:
     return get
 
 
+def _exec_env(e: Event) -> dict[str, Any] | None:
+    env = e.attrs.get("env") if e.attrs else None
+    return env if isinstance(env, dict) else None
+
+
+def _env_text(e: Event, c: EvalCtx) -> str | None:
+    # Falco's form: NAME=VALUE entries, each followed by a space (a match on "NAME=VALUE " cannot
+    # hit a longer value); only the names of the sensor's environment allow-list are ever there
+    env = _exec_env(e)
+    return "".join(f"{k}={v} " for k, v in env.items()) or None if env else None
+
+
+def _env_at(name: str) -> Getter:
+    def get(e: Event, c: EvalCtx) -> Any:
+        env = _exec_env(e)
+        value = env.get(name) if env else None
+        return None if value is None else str(value)
+
+    return get
+
+
 def _aexe(n: int) -> Getter:
     i = n - 1
 
@@ -325,6 +346,7 @@ def _fields() -> dict[str, FieldSpec]:
     add("proc.pname", "str", _aname(1))
     add("proc.pexe", "str", _aexe(1))
     add("proc.pcmdline", "str", lambda e, c: e.pcmdline or None)
+    add("proc.env", "str", _env_text)
     add("proc.ancestry", "list", lambda e, c: e.ancestry or None)
     add("proc.anames", "list", lambda e, c: [a.rpartition("/")[2] for a in e.ancestry] or None)
     add("proc.tree", "int", lambda e, c: c.tree, "tree")
@@ -412,13 +434,15 @@ def _fields() -> dict[str, FieldSpec]:
 
 
 #: Every plain field, by name. Indexed fields (``proc.aname[N]``, ``proc.aexe[N]``,
-#: ``proc.argv[N]``, ``evt.attr[KEY]``) are resolved by :func:`resolve_field`.
+#: ``proc.argv[N]``, ``proc.env[NAME]``, ``evt.attr[KEY]``) are resolved by :func:`resolve_field`.
 FIELDS: dict[str, FieldSpec] = _fields()
 
 #: The indexed field families, as written in the docs.
-INDEXED_FIELDS: tuple[str, ...] = ("proc.aname[N]", "proc.aexe[N]", "proc.argv[N]", "evt.attr[KEY]")
+INDEXED_FIELDS: tuple[str, ...] = ("proc.aname[N]", "proc.aexe[N]", "proc.argv[N]", "proc.env[NAME]",
+                                   "evt.attr[KEY]")
 
-_INDEXED = re.compile(r"^(proc\.aname|proc\.aexe|proc\.argv|evt\.attr)\[([^\]]+)\]$")
+_INDEXED = re.compile(r"^(proc\.aname|proc\.aexe|proc\.argv|proc\.env|evt\.attr)\[([^\]]+)\]$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ARGV_MAX = 1023  # highest argv index a rule may name
 _ATTR_KEY = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
@@ -452,6 +476,8 @@ def resolve_field(name: str) -> FieldSpec | None:
     family, arg = m.group(1), m.group(2)
     if family == "evt.attr":
         return FieldSpec(name, "ip", _attr(arg)) if _ATTR_KEY.match(arg) else None  # str ops plus cidr
+    if family == "proc.env":  # a value ("" when set empty), present only for allow-listed names
+        return FieldSpec(name, "str", _env_at(arg)) if _ENV_NAME.match(arg) else None
     if family == "proc.argv":  # 0-based, like argv itself: proc.argv[0] is the name the program was run as
         if not arg.isdigit() or int(arg) > _ARGV_MAX:
             return None
