@@ -56,6 +56,7 @@ class SessionOptions:
     db: str | None = "runwatch.db"
     spool: SpoolLimits | None = None  # what the store holds while it cannot write (default: 100k events, 64 MiB)
     events_out: str | None = None
+    lake: str | None = None  # also write OCSF records to this Parquet lake directory (events and alerts)
     source: str = "auto"  # auto | kernel | proc
     ring_bytes: int = 1 << 24
     track_self: bool = False  # only what this process starts from now on
@@ -211,6 +212,8 @@ class Session:
             outs.append(output_factory("sqlite")(o.db, spool=o.spool))
         if o.events_out:
             outs.append(output_factory("jsonl")(o.events_out))
+        if o.lake:
+            outs.append(output_factory("lake")(o.lake))
         if o.live is not None:
             outs.append(o.live)
         if o.otlp_export:

@@ -62,6 +62,8 @@ def _source_options(f: Any) -> Any:
                      help="Kernel ring buffer size in MiB (rounded up to a power of two).")(f)
     f = click.option("--events-out", metavar="FILE", help="Also append every event as JSON lines to FILE "
                      "('-' for stdout).")(f)
+    f = click.option("--lake", metavar="DIR", help="Also write every event and alert as OCSF records to the "
+                     "Parquet lake DIR (read it with `runwatch query`).")(f)
     f = click.option("-v", "--verbose", is_flag=True, help="Print every event live to stderr.")(f)
     f = click.option("--sdk-socket", metavar="PATH", default=lambda: os.environ.get(ENV_SOCKET, DEFAULT_SOCKET),
                      show_default=f"$RUNWATCH_SOCKET or {DEFAULT_SOCKET}",
@@ -266,7 +268,7 @@ def _exit_status(rc: int) -> int:
 @_source_options
 @policy_options
 @click.argument("command", nargs=-1, required=True, metavar="-- CMD [ARGS]...")
-def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, ring_mb: int,
+def run(command: tuple[str, ...], db: str, events_out: str | None, lake: str | None, source: str, ring_mb: int,
         verbose: bool, sdk_socket: str, no_sdk: bool, rules: tuple[str, ...], no_rules: bool,
         alerts_out: str | None, otlp_listen: tuple[str, int] | None, otlp_export: str | None,
         spool_events: int, spool_mb: int, otlp_token_file: str | None, policy: tuple[str, ...], mode: str | None,
@@ -287,7 +289,7 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
     Example: runwatch run --db demo.db --policy agent.yaml --mode enforce -- runc run -b bundle ctr1
     """
     counter = _Counter()
-    opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=ring_bytes(ring_mb),
+    opts = SessionOptions(db=db, events_out=events_out, lake=lake, source=source, ring_bytes=ring_bytes(ring_mb),
                           track_self=True, live=TextOutput() if verbose else None, extra_sinks=[counter],
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
@@ -352,8 +354,8 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
 @click.option("--stats-json", metavar="FILE", help="On exit, write the run summary (events, drops, hooks) "
               "as JSON to FILE.")
 @policy_options
-def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: bool, sdk_socket: str,
-          no_sdk: bool, rules: tuple[str, ...], no_rules: bool, alerts_out: str | None,
+def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_mb: int, verbose: bool,
+          sdk_socket: str, no_sdk: bool, rules: tuple[str, ...], no_rules: bool, alerts_out: str | None,
           otlp_listen: tuple[str, int] | None, otlp_export: str | None, spool_events: int, spool_mb: int,
           otlp_token_file: str | None, containers: tuple[str, ...], duration: float | None, stats_json: str | None,
           policy: tuple[str, ...], mode: str | None, control_socket: str, **kube: Any) -> None:
@@ -364,7 +366,7 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
     labels select, and tool calls are decided on the policy socket next to the SDK socket.
     """
     counter = _Counter()
-    opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=ring_bytes(ring_mb),
+    opts = SessionOptions(db=db, events_out=events_out, lake=lake, source=source, ring_bytes=ring_bytes(ring_mb),
                           containers=containers, live=TextOutput() if verbose else None, extra_sinks=[counter],
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
