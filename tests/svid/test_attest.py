@@ -262,3 +262,37 @@ def test_a_bad_bundle_file_is_one_clear_line(short_dir: Path) -> None:
         TrustBundles(file=bad, trust_domain=TD)
     with pytest.raises(ValueError, match=r"^trust bundle .*missing.pem: No such file"):
         TrustBundles(file=short_dir / "missing.pem", trust_domain=TD)
+
+
+def test_the_bundle_options_fail_with_one_line(short_dir: Path) -> None:
+    bad = short_dir / "bad.pem"
+    bad.write_text("junk\n")
+    runwatch = str(Path(sys.executable).parent / "runwatch")
+    for args, line in (
+            (["--spiffe-bundle", str(bad)], f"runwatch: error: trust bundle {bad}: no PEM certificates"),
+            (["--spiffe-bundle", str(bad), "--spiffe-socket", "unix:///x"],
+             "runwatch: error: --spiffe-bundle and --spiffe-socket exclude each other")):
+        res = subprocess.run([runwatch, "watch", *args], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [f"{line} (see `runwatch watch --help`)"]
+
+
+def test_the_session_verifies_against_the_configured_bundle(short_dir: Path, ca: TestCA) -> None:
+    from runwatch.session import Session, SessionOptions
+
+    bundle = ca.write_bundle(short_dir / "b.pem")
+    s = Session(SessionOptions(spiffe_bundle=str(bundle), trust_domain=TD))
+    bundles = s.enrichment.attestor.bundles
+    assert isinstance(bundles, TrustBundles) and bundles.source == f"file {bundle}"
+    assert bundles(TD) == [ca.cert] and bundles("other.example") is None
+    assert s.enrichment.workload.attested is s.enrichment.attestor.ids
+    env = os.environ.pop("SPIFFE_ENDPOINT_SOCKET", None)
+    try:
+        assert Session(SessionOptions()).enrichment.attestor.bundles is None
+        os.environ["SPIFFE_ENDPOINT_SOCKET"] = "unix:///run/spire/agent.sock"
+        found = Session(SessionOptions()).enrichment.attestor.bundles
+        assert isinstance(found, TrustBundles) and found.source == "workload api unix:///run/spire/agent.sock"
+    finally:
+        os.environ.pop("SPIFFE_ENDPOINT_SOCKET", None)
+        if env is not None:
+            os.environ["SPIFFE_ENDPOINT_SOCKET"] = env

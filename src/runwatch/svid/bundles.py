@@ -57,8 +57,8 @@ class TrustBundles:
             certs = x509.load_pem_x509_certificates(path.read_bytes())
         except OSError as exc:
             raise ValueError(f"trust bundle {path}: {exc.strerror or exc}") from None
-        except ValueError as exc:
-            raise ValueError(f"trust bundle {path}: no PEM certificates ({' '.join(str(exc).split())[:100]})") from None
+        except ValueError:
+            raise ValueError(f"trust bundle {path}: no PEM certificates") from None
         return certs
 
     def __call__(self, trust_domain: str) -> list[x509.Certificate] | None:
@@ -83,3 +83,13 @@ class TrustBundles:
             self.last_error = None
         except Exception as exc:  # an unreachable agent leaves SVIDs unverified, never stops the pipeline
             self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def trust_bundles(file: str | None, trust_domain: str, socket: str | None) -> TrustBundles | None:
+    """The bundle source the options name: ``file`` (roots of ``trust_domain``), else the Workload API
+    at ``socket`` or ``$SPIFFE_ENDPOINT_SOCKET``; None when neither is given (SVIDs stay unverified).
+    A bad file raises a one-line ``ValueError``."""
+    if file:
+        return TrustBundles(file=file, trust_domain=trust_domain)
+    endpoint = socket or os.environ.get("SPIFFE_ENDPOINT_SOCKET")
+    return TrustBundles(socket=endpoint) if endpoint else None
