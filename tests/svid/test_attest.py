@@ -22,6 +22,7 @@ import runwatch.rules
 from runwatch.alerts.model import Alert
 from runwatch.enrich.workload import PodmanFacts, WorkloadJoin
 from runwatch.events import Container, Event, FileInfo, new_id, to_json
+from runwatch.policy.decide import Decider, ProcWorkloads
 from runwatch.policy.loader import load_policies
 from runwatch.rules import Engine, load_rules
 from runwatch.sensors.inproc.collector import SdkCollector
@@ -138,6 +139,7 @@ def test_a_policy_selects_the_workload_by_its_attested_id(
     path = short_dir / "p.yaml"
     path.write_text("policies:\n"
                     "  - id: planner\n"
+                    "    mode: enforce\n"
                     "    selector:\n"
                     f"      identity: [{AGENT_ID}]\n"
                     "    tools: {deny: [run_shell]}\n")
@@ -155,6 +157,17 @@ def test_a_policy_selects_the_workload_by_its_attested_id(
     assert chosen is not None and chosen.id == "planner"
     other = Container(id="cd" * 32, runtime="runc", name="planner")
     assert policies.for_container(join(other)) is None  # the same name, no SVID: not selected
+    # the tool-call decisions of the session see the attested id of the asking process's container
+    resolver = type("OneContainer", (), {"resolve_pid": staticmethod(lambda pid: CONTAINER)})()
+    asked = ProcWorkloads(workload=join)
+    asked._resolver = resolver
+    decider = Decider(policies, emit=lambda e: None, workloads=asked)
+    verdict = decider.decide(decider.workload_of(os.getpid()), "run_shell")
+    assert (verdict.verdict, verdict.policy) == ("deny", "planner")
+    plain = ProcWorkloads(workload=WorkloadJoin(podman=PodmanFacts(podman="/nonexistent")))
+    plain._resolver = resolver
+    decider = Decider(policies, emit=lambda e: None, workloads=plain)
+    assert decider.decide(decider.workload_of(os.getpid()), "run_shell").rule == "no_policy"
 
 
 @pytest.mark.parametrize(("make", "code"), [
