@@ -66,8 +66,7 @@ class IdentityReuse:
         reported = self._reported.setdefault(sid, set())
         for k in [k for k, (last, _) in active.items() if t - last > self.window_ns]:
             del active[k]
-            for pair in [p for p in reported if k in p]:
-                reported.discard(pair)
+            _forget(reported, k)
         other: str | None = None
         for k, (_, label) in active.items():
             if k != key and frozenset((k, key)) not in reported:
@@ -78,5 +77,11 @@ class IdentityReuse:
         active[key] = (t, c.name or c.id)
         active.move_to_end(key)
         while len(active) > self.max_workloads:
-            active.popitem(last=False)
+            _forget(reported, active.popitem(last=False)[0])
         return other
+
+
+def _forget(reported: set[frozenset[_Key]], key: _Key) -> None:
+    """Drop the reported pairs that include workload ``key`` (it is no longer active)."""
+    for pair in [p for p in reported if key in p]:
+        reported.discard(pair)
