@@ -309,3 +309,20 @@ def test_the_session_verifies_against_the_configured_bundle(short_dir: Path, ca:
         os.environ.pop("SPIFFE_ENDPOINT_SOCKET", None)
         if env is not None:
             os.environ["SPIFFE_ENDPOINT_SOCKET"] = env
+
+
+def test_report_svid_never_raises_and_says_why_it_failed(short_dir: Path, ca: TestCA) -> None:
+    from runwatch.sdk import identity
+
+    env = os.environ.pop("SPIFFE_ENDPOINT_SOCKET", None)
+    try:
+        assert identity.report_svid() is None
+        assert identity.last_error is not None and identity.last_error.startswith("ArgumentError: ")
+        assert identity.report_svid(f"unix://{short_dir}/none.sock", timeout=1) is None
+        assert identity.last_error is not None and "does not exist" in identity.last_error
+        with FakeSpireAgent(short_dir / "spire" / "agent.sock", ca, []) as agent:  # no identity for this caller
+            assert identity.report_svid(agent.endpoint, timeout=5) is None
+            assert identity.last_error is not None and "no identity issued" in identity.last_error
+    finally:
+        if env is not None:
+            os.environ["SPIFFE_ENDPOINT_SOCKET"] = env
