@@ -111,7 +111,8 @@ def test_the_agent_fetches_its_svid_and_runwatch_records_it_as_attested(
     assert e.attrs is not None and (e.attrs["svid"], e.attrs["svid_spiffe_id"]) == ("attested", AGENT_ID)
     assert not {"svid_chain", "svid_sig", "svid_mono"} & set(e.attrs)  # checked, then dropped
     assert e.container == msgspec.structs.replace(CONTAINER, spiffe_id=AGENT_ID, spiffe_source="attested")
-    assert attestor.stats() == {"reported": 1, "attested": 1, "rejected": 0, "unverified": 0, "mismatch": 0}
+    assert attestor.stats() == {"reported": 1, "attested": 1, "rejected": 0, "unverified": 0, "unbound": 0,
+                                "mismatch": 0}
     assert attestor.bundles is not None and attestor.bundles.fetches == 1  # type: ignore[attr-defined]
     # every header the agent saw carried workload.spiffe.io: true (SVID by the SDK, bundle by runwatch)
     assert [h for _, h in agent.calls] == ["true", "true"]
@@ -127,6 +128,8 @@ def test_the_agent_fetches_its_svid_and_runwatch_records_it_as_attested(
     alerts = alerts_json(default_engine(), [read])
     assert [a["rule"] for a in alerts] == ["static_secret_with_spiffe_identity"]
     assert (alerts[0]["workload"]["spiffe_id"], alerts[0]["workload"]["attested"]) == (AGENT_ID, True)
+    assert alerts[0]["output"] == (
+        f"planner ({AGENT_ID}) used static secret /run/secrets/openai_api_key (/usr/bin/python3)")
     # without the attestation the same container has the derived id, and the NHI7 check stays quiet
     plain = WorkloadJoin(podman=PodmanFacts(podman="/nonexistent"))(k8s)
     assert (plain.spiffe_id, plain.spiffe_source) == ("spiffe://cluster.local/ns/shop/sa/planner-v1", "derived")
@@ -196,7 +199,7 @@ def test_a_forged_or_expired_svid_is_rejected_counted_and_alerted_never_recorded
     assert [a["rule"] for a in alerts] == ["spiffe_svid_rejected"]
 
 
-def test_a_replayed_proof_from_another_process_and_senders_outside_a_container_are_rejected(
+def test_a_replayed_proof_from_another_process_is_rejected_and_a_host_sender_is_left_unbound(
         short_dir: Path, ca: TestCA, collector: SdkCollector) -> None:
     with FakeSpireAgent(short_dir / "spire" / "agent.sock", ca, [ca.issue(AGENT_ID)]) as agent:
         _, events = report(agent, collector)
@@ -208,15 +211,17 @@ def test_a_replayed_proof_from_another_process_and_senders_outside_a_container_a
     assert replay.vpid is not None
     replay.vpid += 1  # the same chain and signature, sent by another process
     attestor(replay, replay.container)
-    host = second[0]  # the sender's cgroup is no container's
+    host = second[0]  # the sender's cgroup is no container's: valid, but nothing to record it on
     attestor(host, None)
     old = in_container(third[0])
     Attestor(bundles, clock=lambda: old.time + 301 * 10**9)(old, old.container)
     assert replay.attrs is not None and str(replay.attrs["svid_reason"]).startswith("bad_proof: ")
-    assert host.attrs is not None and str(host.attrs["svid_reason"]).startswith("no_container: ")
+    assert host.attrs is not None and host.attrs["svid"] == "unbound"
+    assert str(host.attrs["svid_reason"]).startswith("no_container: ")
     assert old.attrs is not None and str(old.attrs["svid_reason"]).startswith("stale: ")
-    assert attestor.rejected_by == {"bad_proof": 1, "no_container": 1}
-    assert len(attestor.ids) == 0
+    assert attestor.rejected_by == {"bad_proof": 1}
+    assert (attestor.stats()["rejected"], attestor.stats()["unbound"], len(attestor.ids)) == (1, 1, 0)
+    assert [a["rule"] for a in alerts_json(default_engine(), [replay, host])] == ["spiffe_svid_rejected"]
 
 
 def test_without_a_trust_bundle_the_svid_stays_unverified_and_quiet(
@@ -227,7 +232,8 @@ def test_without_a_trust_bundle_the_svid_stays_unverified_and_quiet(
     e = in_container(events[0])
     attestor(e, e.container)
     assert e.attrs is not None and e.attrs["svid"] == "unverified"
-    assert attestor.stats() == {"reported": 1, "attested": 0, "rejected": 0, "unverified": 1, "mismatch": 0}
+    assert attestor.stats() == {"reported": 1, "attested": 0, "rejected": 0, "unverified": 1, "unbound": 0,
+                                "mismatch": 0}
     assert alerts_json(default_engine(), [e]) == []
 
 

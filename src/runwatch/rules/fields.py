@@ -399,6 +399,8 @@ def _fields() -> dict[str, FieldSpec]:
     add("identity.attested", "bool", lambda e, c: (e.container.spiffe_source == "attested")
         if e.container is not None and e.container.spiffe_id else None)
     add("identity.reused_by", "str", lambda e, c: c.reused_by, "reuse")
+    add("secret.name", "str", lambda e, c: (e.file.path or None) if e.file is not None
+        else (e.ai.secret if e.ai is not None else None))
     add("workload.token_owners", "list", _token_owners)
     add("workload.token_owner", "bool", _is_token_owner)
     add("file.path", "str", _group_getter("file", "path", True))

@@ -27,7 +27,8 @@ SVID_MONO_ATTR = "svid_mono"
 """The message's own monotonic time, which the proof signs (removed once verified)."""
 
 SVID_STATUS_ATTR = "svid"
-"""The verdict: ``attested`` | ``rejected`` | ``unverified`` (no trust bundle to check against)."""
+"""The verdict: ``attested`` | ``rejected`` | ``unverified`` (no trust bundle to check against) |
+``unbound`` (valid, but the sender is in no container to record it on)."""
 
 SVID_REASON_ATTR = "svid_reason"
 """Why an SVID was rejected or left unverified: one line, starting with a reason code."""

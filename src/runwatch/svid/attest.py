@@ -6,8 +6,10 @@ datagram, never from the message. :class:`Attestor` runs on it after the contain
 resolution and:
 
 * rejects it unless the kernel named the sender (host pid, and its in-namespace pid checked
-  against ``/proc``), the sender is in a container, and the message is at most ``max_age_s`` old;
+  against ``/proc``) and the message is at most ``max_age_s`` old;
 * verifies it (:func:`runwatch.svid.verify.verify_svid`) against the trust bundle;
+* leaves a valid SVID of a sender in no container ``unbound`` (counted, not recorded: the
+  attested identity belongs to a container, the one the kernel puts the sender in);
 * records a verified SVID on the sender's container in :class:`AttestedIds` until its
   ``not_after``: every later event of the container carries ``spiffe_id`` with
   ``spiffe_source = "attested"`` (attested overrides derived). When the container's derived
@@ -110,7 +112,7 @@ class Attestor:
         self.max_age_ns = int(max_age_s * 1e9)
         self.clock = clock
         self.counters: dict[str, int] = {"reported": 0, "attested": 0, "rejected": 0, "unverified": 0,
-                                         "mismatch": 0}
+                                         "unbound": 0, "mismatch": 0}
         self.rejected_by: dict[str, int] = {}
         self.last_rejection: str | None = None
 
@@ -137,7 +139,12 @@ class Attestor:
             attrs[SVID_REASON_ATTR] = str(exc)
             e.attrs = attrs
             return
-        assert e.container is not None  # _verify checked
+        if e.container is None:  # a valid SVID of a host process: nothing to record it on
+            self.counters["unbound"] += 1
+            attrs[SVID_STATUS_ATTR] = "unbound"
+            attrs[SVID_REASON_ATTR] = f"no_container: the sender (pid {e.pid}) is in no container"
+            e.attrs = attrs
+            return
         self.counters["attested"] += 1
         attrs[SVID_STATUS_ATTR] = "attested"
         attrs["svid_sha256"] = svid.sha256
@@ -156,8 +163,6 @@ class Attestor:
             raise SvidRejected("malformed", "the event carries no certificate chain and signature")
         if e.pid <= 0 or e.pidns is None or e.vpid is None:
             raise SvidRejected("unverified_sender", "the kernel did not name the sending process")
-        if e.container is None:
-            raise SvidRejected("no_container", f"the sender (pid {e.pid}) is in no container")
         now = self.clock()
         if abs(now - e.time) > self.max_age_ns:
             raise SvidRejected("stale", f"the message is {abs(now - e.time) / 1e9:.0f}s old")
