@@ -19,6 +19,8 @@ canonical JSON of the arguments.
 
 from __future__ import annotations
 
+import hashlib
+
 WIRE_VERSION = 1
 
 ENV_SOCKET = "RUNWATCH_SOCKET"
@@ -138,6 +140,4 @@ REQUIRED_KEYS: tuple[str, ...] = ("v", "k", "m", "pid", "tid", "ns")
 def svid_proof(pid: int, ns: int, m: int, leaf_der: bytes) -> bytes:
     """What an ``svid`` message's key signs: the sender's pid and pid namespace, the message time
     and the leaf's SHA-256, so the proof holds only for the process the kernel names as sender."""
-    import hashlib
-
     return f"{SVID_PROOF}|{pid}|{ns}|{m}|{hashlib.sha256(leaf_der).hexdigest()}".encode()
