@@ -40,6 +40,8 @@ from runwatch.pipeline import Pipeline, Stage
 from runwatch.sdk.wire import ENV_ARGS_KEY
 from runwatch.sensors.select import Sources, build_sources
 from runwatch.store.sqlite import SpoolLimits, SqliteStore, StoreError
+from runwatch.svid.attest import Attestor
+from runwatch.svid.bundles import trust_bundles
 
 if TYPE_CHECKING:
     from runwatch.enrich.corroborate import Corroboration
@@ -82,6 +84,8 @@ class SessionOptions:
     kube: KubeOptions | None = None  # watch this node's pods on a Kubernetes API (None: no API)
     trust_domain: str = DEFAULT_TRUST_DOMAIN  # of the SPIFFE ids derived from Kubernetes facts
     spiffe_template: str = DEFAULT_SPIFFE_TEMPLATE
+    spiffe_bundle: str | None = None  # PEM roots of trust_domain that reported SVIDs are verified against
+    spiffe_socket: str | None = None  # else fetch the trust bundles from this Workload API ($SPIFFE_ENDPOINT_SOCKET)
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,8 @@ class Session:
         self.pods: PodWatcher | None = None  # the Kubernetes pod watch (opts.kube)
         index = PodIndex() if opts.kube is not None else None
         self.enrichment = Enrichment(workload=WorkloadJoin(
-            pods=index, spiffe=SpiffeTemplate(opts.trust_domain, opts.spiffe_template)))
+            pods=index, spiffe=SpiffeTemplate(opts.trust_domain, opts.spiffe_template)),
+            attestor=Attestor(trust_bundles(opts.spiffe_bundle, opts.trust_domain, opts.spiffe_socket)))
         self.args_key = ArgsKey()  # digests of tool arguments: the decide endpoint and the command's SDK
         self.detection: DetectionStage | None = None
         self.corroboration: Corroboration | None = None
@@ -402,6 +407,11 @@ class Session:
             out["malformed"] = malformed
         if self.corroboration is not None:
             out["corroboration"] = self.corroboration.stats()
+        attestor = self.enrichment.attestor
+        if attestor.counters["reported"]:
+            out["svid"] = {**attestor.stats(), "rejected_by": dict(attestor.rejected_by),
+                           "last_rejection": attestor.last_rejection,
+                           "bundle": getattr(attestor.bundles, "source", None)}
         if self.store is not None:
             out["store"] = store_summary(self.store)
         delivered = output_summary(self.outputs)
