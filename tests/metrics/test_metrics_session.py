@@ -60,7 +60,7 @@ def _recording(path: Path) -> int:
 
 
 class _Counting:
-    """An output offering the stats() hook: one counter, one gauge, one keyed counter."""
+    """An output offering the output_stats() hook: counters, gauges (its own, a level), a keyed counter."""
 
     name = "probe"
     gauge_stats = frozenset({"depth"})
@@ -77,8 +77,8 @@ class _Counting:
 
     def close(self) -> None: ...
 
-    def stats(self) -> dict[str, Any]:
-        return {"sent": self.sent, "depth": 13, "dropped": {"full": 3, "error": 1}, "endpoint": "x"}
+    def output_stats(self) -> dict[str, Any]:
+        return {"sent": self.sent, "depth": 13, "pending": 5, "dropped": {"full": 3, "error": 1}, "endpoint": "x"}
 
 
 @pytest.fixture
@@ -147,6 +147,7 @@ def test_scrape_counts_events_decisions_alerts_store_and_outputs(tmp_path: Path,
     assert got.value("runwatch_output_sent_total", output="probe") == total
     assert got.types["runwatch_output_depth"] == "gauge"
     assert got.value("runwatch_output_depth", output="probe") == 13
+    assert got.types["runwatch_output_pending"] == "gauge" and got.value("runwatch_output_pending", output="probe") == 5
     assert got.labelled("runwatch_output_dropped_total") == {
         (("key", "error"), ("output", "probe")): 1, (("key", "full"), ("output", "probe")): 3}
     assert "runwatch_output_endpoint" not in got.types

@@ -8,11 +8,13 @@ turns them into metric families. A part that is not there (no join, no store, th
 not started yet) yields no samples; a part that fails while being read (a source stopping
 under the scrape) is left out of that scrape alone. Every metric is listed in ``docs/metrics.md``.
 
-The output hook: an output may offer ``stats() -> Mapping[str, int | float | Mapping[str, int | float]]``.
-Each number is exported as ``runwatch_output_<stat>_total{output="<name>"}`` (a counter), or as
-the gauge ``runwatch_output_<stat>{output="<name>"}`` when ``<stat>`` is in the output's optional
-``gauge_stats``; a mapping of numbers becomes one sample per key (label ``key``). Other values
-(strings, None) are left out.
+The output hook is the one the run summary reads (:mod:`runwatch.outputs.base`): an output may
+offer ``output_stats() -> Mapping[str, int | float | Mapping[str, int | float]]`` (the network
+outputs' delivery counters: sent, retried, spooled, dropped by reason, queued, pending). Each
+number is exported as ``runwatch_output_<stat>_total{output="<name>"}`` (a counter), or as the
+gauge ``runwatch_output_<stat>{output="<name>"}`` when ``<stat>`` is a level (:data:`LEVELS`, or
+named in the output's optional ``gauge_stats``); a mapping of numbers becomes one sample per key
+(label ``key``). Other values (strings, None) are left out.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ if TYPE_CHECKING:
 NS = 1e-9
 JOIN_TABLES = frozenset({"held", "processes", "calls", "lineage", "recent"})
 """Join and corroboration stats that are table sizes (gauges); the others are counters."""
-RING = "kernel"
+LEVELS = frozenset({"queued", "pending"})
+"""Output stats that are levels, not counts (payloads in the queue, in the disk spool)."""
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -236,13 +239,13 @@ class SessionCollector(Collector):
     def _outputs(self, fams: _Families) -> None:
         seen: dict[str, int] = {}
         for member in self.session.outputs.members:
-            stats = getattr(member, "stats", None)
+            stats = getattr(member, "output_stats", None)
             if member is self.tap or not callable(stats):
                 continue
             name = member.name
             seen[name] = seen.get(name, 0) + 1
             label = name if seen[name] == 1 else f"{name}#{seen[name]}"
-            gauges = frozenset(getattr(member, "gauge_stats", ()) or ())
+            gauges = LEVELS | frozenset(getattr(member, "gauge_stats", ()) or ())
             try:
                 values = stats()
             except Exception:
