@@ -45,9 +45,9 @@ from runwatch.store.sqlite import SpoolLimits, SqliteStore, StoreError
 if TYPE_CHECKING:
     from runwatch.enrich.aicontext import ToolCallJoin
     from runwatch.enrich.corroborate import Corroboration
-    from runwatch.outputs.config import OutputSpec
     from runwatch.metrics.server import MetricsServer
     from runwatch.metrics.tap import MetricsTap
+    from runwatch.outputs.config import OutputSpec
     from runwatch.policy.model import PolicySet
     from runwatch.policy.wiring import SessionPolicy
     from runwatch.rules.stage import DetectionStage
