@@ -241,3 +241,25 @@ def test_join_and_corroboration_counters_are_the_stages_own(tmp_path: Path, repl
         name = "runwatch_corroboration_entries" if key in ("held", "recent") else "runwatch_corroboration_total"
         assert got.value(name, **{("table" if name.endswith("entries") else "counter"): key}) == value, key
     assert len(join) == 15 and len(corroboration) >= 3
+
+
+def test_a_webhooks_delivery_counters_are_scraped(tmp_path: Path, replayed: Path) -> None:
+    from runwatch.outputs.webhook import webhook_output
+    from runwatch.testing.receivers import HttpReceiver
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULE)
+    with HttpReceiver() as rx:
+        hook = webhook_output(f"{rx.url}/alerts", name="hook-23")
+        opts = SessionOptions(db=None, rules=(str(rules),), live_alerts=False, throttle_s=0,
+                              metrics_listen=("127.0.0.1", 0), extra_sinks=[hook])  # type: ignore[list-item]
+        with Session(opts).start(["metrics-webhook"]) as s:
+            assert s.metrics is not None
+            assert rx.wait_for(NC_EXECS)
+            got = _wait_for(s.metrics.url, "runwatch_output_sent_total", NC_EXECS, output="hook-23")
+    assert got.value("runwatch_output_sent_total", output="hook-23") == NC_EXECS
+    assert got.value("runwatch_output_dropped_total", output="hook-23") == 0
+    assert got.types["runwatch_output_pending"] == "gauge" and got.types["runwatch_output_queued"] == "gauge"
+    assert got.value("runwatch_output_pending", output="hook-23") == 0
+    assert got.value("runwatch_alerts_total", rule="netcat_ran_here", severity="high") == NC_EXECS
+    assert "runwatch_output_spool" not in got.types  # the spool directory is text, not a number
