@@ -9,6 +9,7 @@ errors come before anything runs), then started as a short list of steps::
     outputs   open the output group (store, files, console, OTLP, the outputs file's webhook,
               Slack, syslog and OCSF outputs, alert outputs; opening the store marks the runs of
               dead owners crashed, one notice line each; network outputs start their senders)
+    metrics   serve Prometheus /metrics (opts.metrics_listen; runwatch.metrics), read at scrape time
     sources   start the source group (system source, SDK collector, OTLP receiver, decisions)
     pipeline  record the run, start the consumer thread
     policy    bind the endpoint, load the enforcers, open the apply gate
@@ -44,7 +45,10 @@ from runwatch.svid.attest import Attestor
 from runwatch.svid.bundles import trust_bundles
 
 if TYPE_CHECKING:
+    from runwatch.enrich.aicontext import ToolCallJoin
     from runwatch.enrich.corroborate import Corroboration
+    from runwatch.metrics.server import MetricsServer
+    from runwatch.metrics.tap import MetricsTap
     from runwatch.outputs.config import OutputSpec
     from runwatch.policy.model import PolicySet
     from runwatch.policy.wiring import SessionPolicy
@@ -86,6 +90,7 @@ class SessionOptions:
     spiffe_template: str = DEFAULT_SPIFFE_TEMPLATE
     spiffe_bundle: str | None = None  # PEM roots of trust_domain that reported SVIDs are verified against
     spiffe_socket: str | None = None  # else fetch the trust bundles from this Workload API ($SPIFFE_ENDPOINT_SOCKET)
+    metrics_listen: tuple[str, int] | None = None  # serve Prometheus /metrics here (checked by the caller)
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,9 @@ class Session:
         self.args_key = ArgsKey()  # digests of tool arguments: the decide endpoint and the command's SDK
         self.detection: DetectionStage | None = None
         self.corroboration: Corroboration | None = None
+        self.join: ToolCallJoin | None = None
+        self.metrics: MetricsServer | None = None  # opts.metrics_listen
+        self._tap: MetricsTap | None = None
         self.pipeline: Pipeline | None = None
         self._thread: threading.Thread | None = None
         self._stops: list[tuple[str, Stop]] = []  # teardown of each started step, in start order
@@ -208,6 +216,14 @@ class Session:
             self.sources.group.add(self.policy.source)
         for out in self._outputs():
             self.outputs.add(out)
+        if o.metrics_listen is not None:
+            from runwatch.metrics.collector import SessionCollector
+            from runwatch.metrics.server import MetricsServer
+            from runwatch.metrics.tap import MetricsTap
+
+            self._tap = MetricsTap()
+            self.outputs.add(self._tap)  # last: it counts what reached every other output
+            self.metrics = MetricsServer(SessionCollector(self, self._tap), *o.metrics_listen)
 
     def _outputs(self) -> list[Output | AlertOutput]:
         """The output group's members in declared order (events first, then alert outputs)."""
@@ -258,6 +274,8 @@ class Session:
             self._say(cleaned)
         try:
             self._step("outputs", self._open_outputs, self._close_outputs)
+            if self.metrics is not None:
+                self._step("metrics", self._start_metrics, self._stop_metrics)
             self._step("runtime states", self.enrichment.containers.watch_states, self._stop_states)
             if self.opts.kube is not None:
                 self._step("kubernetes pods", self._start_pods, self._stop_pods)
@@ -311,6 +329,16 @@ class Session:
                 for line in store.recovered_runs:
                     self._say(line)
 
+    def _start_metrics(self) -> None:
+        assert self.metrics is not None
+        self.metrics.start()  # MetricsError (one line) when the address cannot be bound
+        self._say(f"metrics: {self.metrics.url}")
+
+    def _stop_metrics(self) -> list[str]:
+        if self.metrics is not None:
+            self.metrics.stop()
+        return []
+
     def _start_pipeline(self) -> None:
         assert self.sources is not None
         stages: list[Stage] = [_SelfFilter()]
@@ -322,7 +350,8 @@ class Session:
 
             # OTLP spans arrive only after they end (plus the exporter's batch delay).
             hold = self.opts.join_hold_ms or (6000.0 if self.sources.otlp_endpoint else 200.0)
-            stages.append(ToolCallJoin(hold_ms=hold))
+            self.join = ToolCallJoin(hold_ms=hold)
+            stages.append(self.join)
             if self.sources.sdk_socket:
                 from runwatch.enrich.corroborate import Corroboration
 

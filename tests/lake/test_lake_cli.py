@@ -77,7 +77,8 @@ def test_an_empty_class_counts_zero_and_show_tables_lists_the_views(small: Path)
     res = rw("query", "--lake", str(small), "--format", "csv", "SHOW TABLES")
     assert res.stdout.splitlines() == ["name", "api_activity", "base_event", "detection_finding",
                                        "dns_activity", "file_activity", "kernel_activity",
-                                       "kernel_extension_activity", "network_activity", "process_activity",
+                                       "kernel_extension_activity", "module_activity", "network_activity",
+                                       "process_activity",
                                        "records"]
 
 

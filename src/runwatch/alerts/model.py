@@ -48,12 +48,14 @@ class Workload(msgspec.Struct):
 
 
 class AlertProcess(msgspec.Struct):
-    """The process that triggered the alert; ``ancestry`` lists executables from the parent up."""
+    """The process that triggered the alert; ``ancestry`` lists executables from the parent up;
+    ``uid`` is the event's (0 for root, always present)."""
 
     pid: int = 0
     exe: str = ""
     cmdline: str = ""
     ancestry: list[str] = msgspec.field(default_factory=list)
+    uid: int = 0
 
 
 class AlertToolCall(msgspec.Struct):
@@ -97,6 +99,7 @@ class Alert(msgspec.Struct, kw_only=True):
     kind: str = ""
     tags: list[str] = msgspec.field(default_factory=list)
     desc: str = ""
+    source: str = ""  # the triggering event's source (kernel, proc, sdk, audit, otlp, policy)
 
     @property
     def fold_key(self) -> tuple[str, str, str]:
@@ -151,7 +154,7 @@ def alert_from_event(
         mappings=Mappings(list(m.get("owasp_agentic", ())), list(m.get("owasp_llm", ())),
                           list(m.get("owasp_nhi", ())), list(m.get("nist_csf", ()))),
         workload=workload_of(event),
-        process=AlertProcess(event.pid, event.exe, event.cmdline, list(event.ancestry)),
+        process=AlertProcess(event.pid, event.exe, event.cmdline, list(event.ancestry), event.uid),
         tool_call=AlertToolCall(tc.name, tc.call_id, tc.agent) if tc is not None else None,
         evidence=list(evidence) if evidence is not None else [event.id],
         tools=[tc.name] if tc is not None else sorted({c.name for c in candidates}),
@@ -161,4 +164,5 @@ def alert_from_event(
         kind=event.kind,
         tags=list(tags),
         desc=desc,
+        source=event.source,
     )

@@ -87,6 +87,11 @@ def _source_options(f: Any) -> Any:
                      metavar="MIB", help="Bytes (MiB) the store keeps in memory while it cannot write.")(f)
     f = click.option("--otlp-export", metavar="URL",
                      help="Export tool-attributed events as OTLP spans, e.g. http://collector:4318/v1/traces.")(f)
+    f = click.option("--metrics-listen", metavar="HOST:PORT", callback=_host_port,
+                     help="Serve Prometheus metrics on http://HOST:PORT/metrics, e.g. 127.0.0.1:9464 "
+                     "(loopback only unless --metrics-allow-remote; docs/metrics.md).")(f)
+    f = click.option("--metrics-allow-remote", is_flag=True,
+                     help="Let --metrics-listen use a non-loopback address.")(f)
     return output_options(kube_options(db_option()(f)))
 
 
@@ -128,6 +133,21 @@ def otlp_token(listen: tuple[str, int] | None, token_file: str | None) -> str | 
     return token
 
 
+def _metrics(listen: tuple[str, int] | None, allow_remote: bool) -> tuple[str, int] | None:
+    """The checked ``--metrics-listen`` address; every problem is a one-line usage error."""
+    from runwatch.metrics.server import check_metrics_listen
+
+    if listen is None:
+        if allow_remote:
+            raise click.UsageError("--metrics-allow-remote needs --metrics-listen")
+        return None
+    try:
+        check_metrics_listen(listen[0], allow_remote)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    return listen
+
+
 def rule_paths(rules: tuple[str, ...], no_rules: bool) -> tuple[str, ...]:
     """The rule paths to load: the given ones, else the built-in pack (if installed)."""
     if no_rules:
@@ -163,6 +183,7 @@ def _with_policy(opts: SessionOptions, policy: tuple[str, ...], mode: str | None
 
 
 def _open(opts: SessionOptions, command: list[str]) -> Session:
+    from runwatch.metrics.server import MetricsError
     from runwatch.policy.loader import PolicyLoadError
 
     try:
@@ -173,8 +194,8 @@ def _open(opts: SessionOptions, command: list[str]) -> Session:
     except PolicyLoadError as exc:
         config_problems(exc.errors)
         fail(f"{len(exc.errors)} error(s) in the policies; nothing was started")
-    except (NoSourceError, StoreError, EnforcementError, OutputError, OtlpOutputError) as exc:
-        fail(str(exc))
+    except (NoSourceError, StoreError, EnforcementError, OutputError, OtlpOutputError, MetricsError) as exc:
+        fail(f"{exc}; nothing was started" if isinstance(exc, MetricsError) else str(exc))
     except OSError as exc:
         fail(f"cannot start the policy endpoint: {exc}")
     for line in session.notices:
@@ -272,7 +293,8 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, lake: str | N
         verbose: bool, sdk_socket: str, no_sdk: bool, rules: tuple[str, ...], no_rules: bool,
         alerts_out: str | None, otlp_listen: tuple[str, int] | None, otlp_export: str | None,
         spool_events: int, spool_mb: int, otlp_token_file: str | None, policy: tuple[str, ...], mode: str | None,
-        control_socket: str, **kube: Any) -> None:
+        control_socket: str, metrics_listen: tuple[str, int] | None, metrics_allow_remote: bool,
+        **kube: Any) -> None:
     """Run CMD under the sensor and watch its whole process subtree.
 
     Containers CMD starts (runc, podman) are followed too. When CMD exits, runwatch drains
@@ -295,6 +317,7 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, lake: str | N
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
                           otlp_token=otlp_token(otlp_listen, otlp_token_file), own_cgroup=True, notice=note,
                           spool=SpoolLimits(spool_events, spool_mb << 20))
+    opts.metrics_listen = _metrics(metrics_listen, metrics_allow_remote)
     _with_policy(opts, policy, mode, control_socket)
     with_kube(opts, kube)
     with_outputs(opts, kube)  # the outputs' options come with the other ** options
@@ -358,7 +381,8 @@ def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_m
           sdk_socket: str, no_sdk: bool, rules: tuple[str, ...], no_rules: bool, alerts_out: str | None,
           otlp_listen: tuple[str, int] | None, otlp_export: str | None, spool_events: int, spool_mb: int,
           otlp_token_file: str | None, containers: tuple[str, ...], duration: float | None, stats_json: str | None,
-          policy: tuple[str, ...], mode: str | None, control_socket: str, **kube: Any) -> None:
+          policy: tuple[str, ...], mode: str | None, control_socket: str,
+          metrics_listen: tuple[str, int] | None, metrics_allow_remote: bool, **kube: Any) -> None:
     """Watch the whole host (or the given containers) until SIGINT/SIGTERM.
 
     On stop it drains the sensor, flushes the store and prints a summary with drops.
@@ -372,6 +396,7 @@ def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_m
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
                           otlp_token=otlp_token(otlp_listen, otlp_token_file), notice=note,
                           spool=SpoolLimits(spool_events, spool_mb << 20))
+    opts.metrics_listen = _metrics(metrics_listen, metrics_allow_remote)
     _with_policy(opts, policy, mode, control_socket)
     with_kube(opts, kube)
     with_outputs(opts, kube)  # the outputs' options come with the other ** options

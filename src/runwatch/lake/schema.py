@@ -79,6 +79,7 @@ CLASSES: dict[int, LakeClass] = {c.uid: c for c in (
                                       ("connection_uid", _STR))),
     LakeClass(1002, "kernel_extension_activity", (("driver", _JSON),)),
     LakeClass(1003, "kernel_activity", (("kernel", _JSON),)),
+    LakeClass(1005, "module_activity", (("module", _JSON),)),
     LakeClass(1007, "process_activity", (("process", _JSON), ("launch_type_id", _INT), ("launch_type", _STR),
                                          ("exit_code", _INT), ("injection_type_id", _INT), ("injection_type", _STR),
                                          ("module", _JSON), ("requested_permissions", _INT),
@@ -93,7 +94,8 @@ CLASSES: dict[int, LakeClass] = {c.uid: c for c in (
     LakeClass(4003, "dns_activity", (*_NETWORK, ("query", _JSON), ("answers", _JSON), ("rcode_id", _INT),
                                      ("rcode", _STR), ("query_time", _INT), ("response_time", _INT))),
     LakeClass(6003, "api_activity", (("api", _JSON), ("src_endpoint", _JSON), ("dst_endpoint", _JSON),
-                                     ("http_request", _JSON), ("http_response", _JSON), ("resources", _JSON))),
+                                     ("http_request", _JSON), ("http_response", _JSON), ("resources", _JSON),
+                                     ("trace", _JSON))),  # the trace profile's (tool and model calls)
 )}
 
 _encoder = msgspec.json.Encoder()

@@ -11,6 +11,11 @@ Built-in outputs register through :func:`register_output`, the same seam a third
 the registry refuses a second registration of a name. An output that delivers over the network
 (:mod:`runwatch.outputs.delivery`) also offers ``output_stats()``: its sent, retried, spooled
 and dropped counters, which the session puts in the run summary under ``outputs``.
+``/metrics`` exports the same counters at every scrape (from the scrape's thread, so
+``output_stats()`` must be safe to call from another thread): numbers as counters labelled with
+the output's ``name``, mappings of numbers one sample per key, the names in an optional
+``gauge_stats`` attribute (and ``queued``, ``pending``) as gauges (:mod:`runwatch.metrics.collector`,
+``docs/metrics.md``).
 """
 
 from __future__ import annotations
