@@ -172,6 +172,7 @@ class Session:
             policies = load_policies(list(o.policy_paths))
             self.policies = policies.with_mode(o.policy_mode) if o.policy_mode else policies  # type: ignore[arg-type]
             self.enrichment.containers.role_of = self.policies.role_of
+            self.enrichment.workload.governance_of = self.policies.governance_of
         if o.rules:
             self.detection = self._detection()
         self.sources = build_sources(o.source, track_self=o.track_self, ring_bytes=o.ring_bytes,

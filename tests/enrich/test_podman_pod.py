@@ -224,11 +224,11 @@ def test_events_and_alerts_of_the_pod_carry_kubernetes_facts_and_the_spiffe_id(p
     assert {a["rule"] for a in alerts} == {"pod_app_ran_cat"}
     w = alerts[0]["workload"]
     assert {k: w[k] for k in ("id", "name", "pod", "namespace", "spiffe_id", "attested", "service_account", "labels",
-                              "image", "image_digest", "node", "owner", "siblings")} == {
+                              "image", "image_digest", "node", "controller", "siblings")} == {
         "id": pod.app, "name": "app", "pod": pod.name, "namespace": "shop",
         "spiffe_id": "spiffe://prod.example/ns/shop/sa/shop-sa", "attested": False, "service_account": "shop-sa",
         "labels": {"app": "shop", "tier": "front"}, "image": IMAGE, "image_digest": pod.digest, "node": NODE,
-        "owner": "ReplicaSet/shop-7d9f", "siblings": ["proxy"]}
+        "controller": "ReplicaSet/shop-7d9f", "siblings": ["proxy"]}
     ocsf = [json.loads(line) for line in subprocess.run(
         [RUNWATCH, "events", "--db", str(db), "--format", "ocsf", "--kind", "process.exec", "--container", pod.app],
         capture_output=True, text=True, check=True).stdout.splitlines()]

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from runwatch.enrich import governance
 from runwatch.enrich.roles import ROLE_LABEL
 from runwatch.events import Container
 from runwatch.host import cgroup_v2_if_any, handles, procfs, runtimes
@@ -456,7 +457,8 @@ class ContainerResolver:
         c = Container(id=cid, runtime=runtime, name=name, pod=pod, pod_uid=uid,
                       namespace=namespace, cgroup=path, role=a.get(ROLE_LABEL) or None,
                       image=ref, image_repository=repo or None, image_tag=tag,
-                      image_digest=ref_digest or digest, privileged=meta.privileged)
+                      image_digest=ref_digest or digest, privileged=meta.privileged,
+                      **{k: v for k, v in governance.from_labels(a)._asdict().items() if v is not None})
         if c.role is None and self.role_of is not None:
             role = self.role_of(c, a)
             if role:

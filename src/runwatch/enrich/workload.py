@@ -8,6 +8,8 @@ Sources, in order of authority for each field: the Kubernetes API (pod facts by 
 then the runtime (podman's record of the container and its pod). The SPIFFE id is then
 derived by :class:`SpiffeTemplate` and marked ``spiffe_source="derived"``: it is what the
 workload would be issued under the SPIRE Kubernetes convention, not an attested SVID.
+Last come the governance facts (owner, escalation, review date; see
+:mod:`runwatch.enrich.governance`), from the labels and annotations joined, else the policy.
 
 Thread safety: :class:`WorkloadJoin` takes one lock per call (the pipeline's consumer thread and
 the policy stage's hold binder both ask); the pod index it reads has its own.
@@ -29,6 +31,7 @@ from typing import Any
 
 import msgspec
 
+from runwatch.enrich import governance
 from runwatch.enrich.k8s import PodIndex, json_array, json_object
 from runwatch.events import Container
 
@@ -183,6 +186,9 @@ class WorkloadJoin:
         self.podman = podman if podman is not None else PodmanFacts()
         self.spiffe = spiffe if spiffe is not None else SpiffeTemplate()
         self.max_entries = max_entries
+        self.governance_of: governance.GovernanceOf | None = None
+        """Asked for the policy's owner, escalation and review date of a container whose labels and
+        annotations do not declare them (set before events flow)."""
         # keyed by what the resolver may still improve about a container (its names come late)
         self._cache: OrderedDict[tuple[str | None, ...], tuple[int, Container]] = OrderedDict()
         self._lock = threading.Lock()
@@ -237,4 +243,4 @@ class WorkloadJoin:
             sid = self.spiffe.derive(out)
             if sid is not None:
                 out = msgspec.structs.replace(out, spiffe_id=sid, spiffe_source="derived")
-        return out
+        return governance.apply(out, self.governance_of)
