@@ -58,6 +58,7 @@ class SessionOptions:
     ring_bytes: int = 1 << 24
     track_self: bool = False  # only what this process starts from now on
     containers: tuple[str, ...] = ()  # keep only events of these container ids/names (prefixes)
+    drop_containers: tuple[str, ...] = ()  # drop the events of these container ids/names (prefixes)
     sdk_socket: str | None = None  # collect agent-SDK events here (None: no collector)
     otlp_listen: tuple[str, int] | None = None  # OTLP/HTTP receiver for GenAI spans
     otlp_token: str | None = None  # bearer token the OTLP receiver requires (None: none, loopback only)
@@ -92,16 +93,19 @@ class KubeOptions:
 
 
 class _ContainerFilter:
-    """Stage keeping events whose container id or name starts with one of ``wanted``."""
+    """Stage keeping events whose container id starts with, or whose name is, one of ``wanted``
+    (with ``keep=False``: dropping those events and keeping every other)."""
 
-    def __init__(self, wanted: tuple[str, ...]) -> None:
+    def __init__(self, wanted: tuple[str, ...], keep: bool = True) -> None:
         self.wanted = wanted
+        self.keep = keep
 
     def __call__(self, batch: list[Event]) -> list[Event]:
         out = []
         for e in batch:
             c = e.container
-            if c is not None and any(c.id.startswith(w) or (c.name or "") == w for w in self.wanted):
+            hit = c is not None and any(c.id.startswith(w) or (c.name or "") == w for w in self.wanted)
+            if hit == self.keep:
                 out.append(e)
         return out
 
@@ -313,6 +317,8 @@ class Session:
             stages.append(self.detection)
         if self.opts.containers:
             stages.append(_ContainerFilter(self.opts.containers))
+        if self.opts.drop_containers:
+            stages.append(_ContainerFilter(self.opts.drop_containers, keep=False))
         # Each event output is its own sink: one that fails loses the batch alone (counted).
         self.pipeline = Pipeline(self.sources.group, stages, self.outputs.event_outputs)
         if self.store is not None:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "reject": "runwatch.cli.policy:reject",
     "challenges": "runwatch.cli.policy:challenges",
     "workloads": "runwatch.cli.workloads:workloads",
+    "selftest": "runwatch.cli.selftest:selftest",
 }
 
 
