@@ -5,7 +5,7 @@ the canary that caused it:
 
 * ``exec``: ``/bin/sh -c 'exit 0' runwatch-selftest-exec-TOKEN`` -> ``process.exec`` whose command
   line holds the token;
-* ``file``: ``cat`` of a canary file under the watched ``/run/secrets/`` (written first, removed
+* ``file``: ``cat`` (found by the shell) of a canary file under the watched ``/run/secrets/`` (written first, removed
   afterwards, with the directory when the self-test made it) -> ``file.open`` for reading;
 * ``connect``: a TCP connect to ``127.0.0.1`` on a port nothing listens on (``nc``, else bash's
   ``/dev/tcp``) -> ``net.connect`` to that address and port, refused or not;
@@ -14,7 +14,8 @@ the canary that caused it:
   without an answer.
 
 A canary whose tool the container lacks is ``not run`` (exit status 127 of its shell), which is
-no blindness of the sensor.
+no blindness of the sensor. Every canary but ``exec`` runs through ``/bin/sh``, whose own exec
+is no match for any of them (the tokens differ).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def _sh(script: str) -> list[str]:
 
 CANARIES: tuple[Canary, ...] = (
     Canary("exec", "process.exec", lambda t: ["/bin/sh", "-c", "exit 0", t.exec_marker], _exec_seen),
-    Canary("file", "file.open", lambda t: ["cat", t.file], _file_seen),
+    Canary("file", "file.open", lambda t: _sh(f"exec cat {t.file}"), _file_seen),
     Canary("connect", "net.connect", lambda t: _sh(
         f"if command -v nc >/dev/null 2>&1; then nc -w 1 127.0.0.1 {t.port} </dev/null; "
         f"elif command -v bash >/dev/null 2>&1; then bash -c 'exec 3<>/dev/tcp/127.0.0.1/{t.port}'; "

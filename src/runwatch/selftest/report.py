@@ -32,6 +32,7 @@ class ContainerResult(msgspec.Struct, kw_only=True):
     runtime: str
     privileged: bool | None
     devices: list[str]
+    gpu: int | None
     canaries: dict[str, CanaryResult]
     result: str
 

@@ -209,4 +209,4 @@ def _result(ran: _Ran, found: dict[str, int], scope: Scope) -> ContainerResult:
         else:
             results[n] = CanaryResult(kind=canary.kind, status=MISSED)
     return ContainerResult(id=c.id, name=c.name, pod=c.pod, runtime=c.runtime, privileged=c.privileged,
-                           devices=list(c.devices or ()), canaries=results, result=verdict(results))
+                           devices=list(c.devices or ()), gpu=c.gpu, canaries=results, result=verdict(results))
