@@ -5,6 +5,7 @@ workloads`` lists what the store has seen with its review status."""
 from __future__ import annotations
 
 import datetime
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -145,3 +146,57 @@ def test_workloads_refuses_a_missing_store_in_one_line(tmp_path: Path) -> None:
     res = subprocess.run([RUNWATCH, "workloads", "--db", str(tmp_path / "none.db")], capture_output=True, text=True)
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [f"runwatch: error: event store not found: {tmp_path / 'none.db'}"]
+
+
+def _stored(tmp_path: Path) -> Path:
+    """A store with three workloads: a pod's app and sidecar (labels) and a loner (policy)."""
+    from runwatch.events import DecisionInfo
+    from runwatch.store.sqlite import SqliteStore
+
+    shop = dict(runtime="podman", pod="shop-1", namespace="shop", spiffe_id="spiffe://td/ns/shop/sa/shop",
+                spiffe_source="derived", role="model-server", owner="team-shop", escalation="pager-shop",
+                review_by="2020-01-31")
+    app = Container(id=ID_APP, name="app", siblings=["proxy"], **shop)  # type: ignore[arg-type]
+    side = Container(id=ID_SIDE, name="proxy", siblings=["app"], **shop)  # type: ignore[arg-type]
+    lone = Container(id=ID_LONE, runtime="runc", name="loner-1", owner="team-platform", review_by="2099-12-31")
+    t0 = 1_780_000_000_000_000_000  # 2026-05-28T20:26:40Z
+    events = [Event(id=f"e{n}", time=t0 + n * 1_000_000_000, kind="process.exec", pid=100 + n, container=c)
+              for n, c in enumerate([app, side, app, lone, app])]
+    events.append(Event(id="d1", time=t0 + 7_000_000_000, kind="policy.decision", pid=200, container=lone,
+                        decision=DecisionInfo(policy="platform", verdict="would_deny")))
+    store = SqliteStore(tmp_path / "w.db")
+    try:
+        store.write(events)
+        engine = Engine(load_texts([(RULE, "r.yaml")]))
+        probes = [Event(id=f"p{n}", time=t0 + (10 + n) * 1_000_000_000, kind="process.exec", pid=300 + n,
+                        exe=f"/bin/x{n}", cmdline="x gov-probe", container=c) for n, c in enumerate([app, app, app])]
+        store.write_alerts(engine.process_batch(probes))
+        store.flush(timeout=10)
+    finally:
+        store.close()
+    return tmp_path / "w.db"
+
+
+def test_workloads_json_is_exact_and_overdue_keeps_the_overdue(tmp_path: Path) -> None:
+    db = _stored(tmp_path)
+    res = subprocess.run([RUNWATCH, "workloads", "--db", str(db), "--format", "json"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    none = {"critical": 0, "high": 0, "medium": 0, "low": 0, "info": 0}
+    shop = {"runtime": "podman", "pod": "shop-1", "namespace": "shop", "spiffe_id": "spiffe://td/ns/shop/sa/shop",
+            "spiffe_source": "derived", "role": "model-server", "owner": "team-shop", "escalation": "pager-shop",
+            "review_by": "2020-01-31", "review": "overdue", "policy": None}
+    assert [json.loads(line) for line in res.stdout.splitlines()] == [
+        {"id": ID_LONE, "name": "loner-1", "runtime": "runc", "pod": None, "namespace": None, "siblings": [],
+         "spiffe_id": None, "spiffe_source": None, "role": None, "owner": "team-platform", "escalation": None,
+         "review_by": "2099-12-31", "review": "ok", "policy": "platform", "alerts": none, "events": 2,
+         "last_seen": "2026-05-28T20:26:47.000Z"},
+        {"id": ID_APP, "name": "app", **shop, "siblings": ["proxy"], "alerts": {**none, "high": 3}, "events": 3,
+         "last_seen": "2026-05-28T20:26:44.000Z"},
+        {"id": ID_SIDE, "name": "proxy", **shop, "siblings": ["app"], "alerts": none, "events": 1,
+         "last_seen": "2026-05-28T20:26:41.000Z"}]
+    text = subprocess.run([RUNWATCH, "workloads", "--db", str(db), "--overdue"], capture_output=True, text=True)
+    lines = text.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["WORKLOAD", "shop/shop-1/app", "shop/shop-1/proxy"]
+    assert lines[1].startswith("shop/shop-1/app (+proxy)  ")
+    assert lines[1].split()[-8:] == ["team-shop", "pager-shop", "-", "0/3/0/0/0", "3", "2026-05-28T20:26:44.000Z",
+                                     "overdue", "2020-01-31"]
