@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "approve": "runwatch.cli.policy:approve",
     "reject": "runwatch.cli.policy:reject",
     "challenges": "runwatch.cli.policy:challenges",
+    "workloads": "runwatch.cli.workloads:workloads",
+    "selftest": "runwatch.cli.selftest:selftest",
 }
 
 
