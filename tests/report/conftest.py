@@ -20,9 +20,11 @@ def synthetic_db(tmp_path: Path) -> Path:
     return write_store(tmp_path / "events.db")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Chromium through Playwright, one per test run."""
+    """Headless Chromium through Playwright, one per test module: Playwright's sync API keeps an
+    asyncio loop running in this thread while it is started, so it must stop before other modules'
+    tests call ``asyncio.run``."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: run scripts/install.sh (apt package chromium)")
