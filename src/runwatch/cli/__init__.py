@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "approve": "runwatch.cli.policy:approve",
     "reject": "runwatch.cli.policy:reject",
     "challenges": "runwatch.cli.policy:challenges",
+    "console": "runwatch.cli.console:console",
 }
 
 
