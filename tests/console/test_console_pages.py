@@ -40,7 +40,7 @@ def test_workloads_identity_siblings_owner_policy_alerts_and_overdue_reviews(cli
                                       "trainer&#34;&gt;&lt;script&gt;window.__pwned=3&lt;/script&gt;"]
     agent = html.split('data-name="ml/agent-7"')[1].split("</tr>")[0]
     assert "spiffe://cluster.local/ns/ml/sa/agent <span class=\"tag\">derived</span>" in agent
-    assert re.findall(r'<li class="box">([^ ]+) ', agent) == ["agent", "proxy"]
+    assert re.findall(r'<li class="box" title="[^"]*">([^ ]+) ', agent) == ["agent", "proxy"]
     assert re.findall(r'<li class="sibling">([^ ]+) ', agent) == ["log-shipper"]
     assert ">team-ml<" in agent and ">egress-default<" in agent and "ReplicaSet/agent-7d9f" in agent
     assert re.findall(r'class="alert-count"[^>]*>(\d+)<', html) == ["2", "1", "1"]

@@ -89,7 +89,7 @@ class _Headers:
                 if b"content-security-policy" not in names:
                     headers.append((b"content-security-policy", CSP.encode()))
                     headers.append((b"x-frame-options", b"DENY"))
-                headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
                             (b"cache-control", b"no-store")]
                 message["headers"] = headers
             await send(message)

@@ -7,6 +7,7 @@
   if (!live || !rows || !window.EventSource) { return; }
   const csrf = (document.querySelector('meta[name="csrf"]') || {}).content || "";
   const count = document.getElementById("alert-count");
+  const total = document.getElementById("alert-total");
   const cell = (tr, text, cls) => {
     const td = document.createElement("td");
     if (cls) { td.className = cls; }
@@ -54,6 +55,8 @@
     form.append(hidden, button);
     ack.appendChild(form);
     rows.insertBefore(tr, rows.firstChild);
-    if (count) { count.textContent = String(Number(count.textContent) + 1); }
+    for (const el of [count, total]) {
+      if (el) { el.textContent = String(Number(el.textContent) + 1); }
+    }
   });
 })();
