@@ -1,7 +1,7 @@
 """The console tests' store: the report tests' agent and bystander (tests/report/report_synthetic.py)
 plus a sidecar in the agent's pod, a trainer outside any pod whose access review is overdue
-(its container name is hostile markup), five alerts and one recorded run, written through the
-real SQLite store writer."""
+(its container name is hostile markup; one of its events came before the name was known),
+five alerts and one recorded run, written through the real SQLite store writer."""
 
 from __future__ import annotations
 
@@ -45,6 +45,9 @@ def _extra() -> list[Event]:
         ev(2, 60, "file.open", SIDECAR, pid=200, exe="/usr/bin/envoy", file=FileInfo(path="/etc/e", intent="read")),
         ev(3, 9, "process.exec", TRAINER, pid=400, ppid=390, vpid=1, exe="/usr/bin/python3",
            cmdline="python3 train.py"),
+        # Seen once before its name was known: the store keeps that bare description too.
+        ev(5, 1, "file.open", Container(id=TRAINER_ID, runtime="runc"), pid=400, exe="/usr/bin/python3",
+           file=FileInfo(path="/data/shard-0", intent="read")),
         ev(4, 70, "dns.query", TRAINER, pid=400, exe="/usr/bin/python3", dns=DnsInfo(name="hub.example", qtype="A")),
     ]
 

@@ -144,7 +144,7 @@ def test_health_sources_hooks_drops_and_spool(client: TestClient) -> None:
     assert "3: sched_process_exec, sys_enter_connect, sys_exit_openat" in html
     assert "lsm/file_open: BPF LSM is not enabled" in html
     assert "spooled 3 (peak 3), recovered 3, lost 0, alerts lost 0" in html
-    assert "40 events, 5 alerts" in html
+    assert "41 events, 5 alerts" in html
 
 
 def test_the_live_stream_sends_only_alerts_after_the_page(client: TestClient) -> None:

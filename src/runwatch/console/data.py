@@ -52,6 +52,17 @@ def workload_name(c: Container) -> str:
     return c.name or c.id
 
 
+def containers(db: str | os.PathLike[str]) -> list[Container]:
+    """One description per stored container id: the store keeps one per (id, name) pair, and a
+    container seen before its name or pod was known has a bare one too; the fullest is kept."""
+    best: dict[str, Container] = {}
+    for c in query_containers(db):
+        old = best.get(c.id)
+        if old is None or (c.pod is not None, c.name is not None) >= (old.pod is not None, old.name is not None):
+            best[c.id] = c
+    return list(best.values())
+
+
 def _overdue(review_by: str | None, today: datetime.date) -> bool:
     if not review_by:
         return False
@@ -72,13 +83,11 @@ def workloads(db: str | os.PathLike[str], alerts: Sequence[Alert] | None = None,
     day = today or datetime.datetime.now(datetime.UTC).date()
     rows: dict[str, WorkloadRow] = {}
     by_id: dict[str, WorkloadRow] = {}
-    for c in query_containers(db):
+    for c in containers(db):
         name = workload_name(c)
         row = rows.get(name)
         if row is None:
             row = rows[name] = WorkloadRow(name=name, pod=c.pod, namespace=c.namespace)
-        if c.id in by_id:
-            continue
         by_id[c.id] = row
         row.containers.append(c)
         row.spiffe_id = row.spiffe_id or c.spiffe_id
@@ -115,7 +124,7 @@ def workload_of_alert(a: Alert, names: dict[str, str]) -> str | None:
 
 def container_names(db: str | os.PathLike[str]) -> dict[str, str]:
     """Container id -> workload name, for every stored container."""
-    return {c.id: workload_name(c) for c in query_containers(db)}
+    return {c.id: workload_name(c) for c in containers(db)}
 
 
 def frameworks_of(a: Alert) -> list[str]:
