@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from console_synthetic import TOKEN, write_store
@@ -25,22 +23,6 @@ def cfg(store: Path, tmp_path: Path) -> ConsoleConfig:
     """A console over the synthetic store, answering challenges on a socket nobody serves."""
     return ConsoleConfig(db=str(store), token=TOKEN, acks=str(tmp_path / "acks.db"),
                          control_socket=str(tmp_path / "control.sock"), poll_s=0.05)
-
-
-CHROMIUM = "/usr/bin/chromium"
-"""Debian's chromium (apt, scripts/install.sh): Playwright drives it, no browser is downloaded."""
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """Headless Chromium through Playwright, one per test run."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/install.sh (apt package chromium)")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 @pytest.fixture

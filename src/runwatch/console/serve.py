@@ -93,3 +93,21 @@ class ConsoleServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def prepare_live(listen: str, token_file: str | None) -> tuple[str, int, str]:
+    """Check ``runwatch watch --console`` before anything starts: (host, port, token).
+    Raises :class:`ListenError` or :class:`~runwatch.console.auth.TokenError` (one line)."""
+    from runwatch.console.auth import new_token, read_token
+
+    host, port = parse_listen(listen)
+    check_exposure(host, token_file)
+    return host, port, read_token(token_file) if token_file is not None else new_token()
+
+
+def serve_live(db: str, control_socket: str, host: str, port: int, token: str) -> ConsoleServer:
+    """The console over a live session's store (acknowledgements beside it), started."""
+    from runwatch.console.acks import default_path
+
+    cfg = ConsoleConfig(db=db, token=token, acks=str(default_path(db)), control_socket=control_socket)
+    return ConsoleServer(cfg, host, port).start()
