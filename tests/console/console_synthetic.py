@@ -45,6 +45,9 @@ def _extra() -> list[Event]:
         ev(2, 60, "file.open", SIDECAR, pid=200, exe="/usr/bin/envoy", file=FileInfo(path="/etc/e", intent="read")),
         ev(3, 9, "process.exec", TRAINER, pid=400, ppid=390, vpid=1, exe="/usr/bin/python3",
            cmdline="python3 train.py"),
+        # The instrumented agent opened a file outside any tool call.
+        ev(6, 45, "file.open", rs.AGENT, pid=100, exe="/usr/bin/python3", unattested=True,
+           file=FileInfo(path="/home/agent/.netrc", intent="read")),
         # Seen once before its name was known: the store keeps that bare description too.
         ev(5, 1, "file.open", Container(id=TRAINER_ID, runtime="runc"), pid=400, exe="/usr/bin/python3",
            file=FileInfo(path="/data/shard-0", intent="read")),

@@ -102,6 +102,7 @@ def test_every_page_in_chromium(served: ConsoleServer, cfg: ConsoleConfig, brows
     assert page.text_content("#count-processes") == "3"  # the processes the second call started
     page.click("p.wnav >> text=Investigation")
     frame = page.frame_locator("iframe.report")
+    frame.locator("svg.proctree").wait_for()
     assert frame.locator("svg.proctree g.proc").count() == 3
     assert frame.locator("div.verdict strong").inner_text() == "No connection to another host followed a secret read."
     with page.expect_download() as dl:

@@ -1,7 +1,8 @@
-"""End to end: an SDK agent in a runc container under ``runwatch run --policy`` asks for a
-challenged tool; the challenge is approved from the console's page in Chromium and the tool
-runs. The answer went over the control socket: the decision records who answered (the
-console's credentials) and the name typed into the page as its note."""
+"""End to end: an SDK agent in a runc container under ``runwatch run --policy`` asks for
+challenged tools; one challenge is approved from the console's page in Chromium and its tool
+runs, the next is rejected there and its tool does not. The answers went over the control
+socket: each decision records who answered (the console's credentials) and the name typed
+into the page as its note."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ fail: closed
 challenge_timeout: 90s
 tools:
   allow: [search]
-  challenge: [send_email]
+  challenge: [send_email, wire_money]
 """
 
 
@@ -65,21 +66,22 @@ def _wait_store(db: Path, proc: subprocess.Popen[str], timeout: float = 30) -> N
     raise AssertionError(f"{db} never held a run")
 
 
-def _approve_from_the_page(page: Any, url: str, proc: subprocess.Popen[str]) -> tuple[str, str]:
-    log_in(page, url + "/challenges")
+def _answer_from_the_page(page: Any, proc: subprocess.Popen[str], tool: str, verb: str) -> tuple[str, str]:
+    """Wait for ``tool``'s challenge on the page, then answer it as ana; (challenge id, result line)."""
     deadline = time.monotonic() + 60
-    while page.locator("tr.challenge").count() == 0:
-        assert time.monotonic() < deadline and proc.poll() is None, "no challenge appeared"
+    while page.locator(f'tr.challenge:has(td.tool:text-is("{tool}"))').count() == 0:
+        assert time.monotonic() < deadline and proc.poll() is None, f"no challenge for {tool} appeared"
         time.sleep(0.2)
-        page.reload()
+        page.goto(page.url.split("?")[0])
     assert page.text_content("#challenge-count") == "1"
     row = page.locator("tr.challenge")
     cid = row.get_attribute("data-id") or ""
     assert [t.strip() for t in row.locator("td").all_text_contents()[1:6]] == [
-        "send_email", "console-7", "tools.challenge:send_email", "console-agent", "console-agent"]
-    shot(page, "challenges")
+        tool, "console-7", f"tools.challenge:{tool}", "console-agent", "console-agent"]
+    if verb == "approve":
+        shot(page, "challenges")
     row.locator("form.answer input.by").fill("ana")
-    row.locator("button.approve").click()
+    row.locator(f"button.{verb}").click()
     page.wait_for_selector("#done")
     return cid, page.text_content("#done") or ""
 
@@ -90,7 +92,7 @@ def test_a_challenge_approved_from_the_page_lets_the_tool_run(tmp_path: Path, br
     cfg = {"name": "console-agent", "binds": [[str(sock), "/run/runwatch-sdk", False]],
            "env": {"RUNWATCH_SOCKET": "/run/runwatch-sdk/sdk.sock",
                    "RUNWATCH_POLICY_SOCKET": "/run/runwatch-sdk/policy.sock"},
-           "steps": [["{python}", "-c", AGENT, "search", "send_email"]]}
+           "steps": [["{python}", "-c", AGENT, "search", "send_email", "wire_money"]]}
     args = [RUNWATCH, "run", "--db", str(db), "--no-rules", "--sdk-socket", str(sock / "sdk.sock"),
             "--control-socket", str(control), "--policy", str(tmp_path / "policy.yaml"),
             "--", sys.executable, DRIVER, json.dumps(cfg)]
@@ -101,7 +103,10 @@ def test_a_challenge_approved_from_the_page_lets_the_tool_run(tmp_path: Path, br
             console = ConsoleConfig(db=str(db), token=TOKEN, acks=str(tmp_path / "acks"), control_socket=str(control))
             with ConsoleServer(console, "127.0.0.1", 0) as server:
                 ctx = browser.new_context(viewport=VIEWPORT)
-                cid, done = _approve_from_the_page(ctx.new_page(), server.url, proc)
+                page = ctx.new_page()
+                log_in(page, server.url + "/challenges")
+                cid, done = _answer_from_the_page(page, proc, "send_email", "approve")
+                rid, rejected = _answer_from_the_page(page, proc, "wire_money", "reject")
                 ctx.close()
             out, _ = proc.communicate(timeout=60)
         finally:
@@ -110,14 +115,18 @@ def test_a_challenge_approved_from_the_page_lets_the_tool_run(tmp_path: Path, br
                 proc.wait()
     log = (tmp_path / "runwatch.log").read_text()
     assert proc.returncode == 0, log
-    assert done.startswith(f"challenge {cid} approved: tool 'send_email' of console-agent -> allow"), done
+    assert done == f"challenge {cid} approved: tool 'send_email' of console-agent -> allow", done
+    assert rejected == f"challenge {rid} rejected: tool 'wire_money' of console-agent -> deny", rejected
     result = json.loads(out.strip().splitlines()[-1])
     assert json.loads(result["steps"][0]["out"]) == [
-        ["search", "ran"], ["send_email", "ran"], ["side-search", "side-send_email"]]
+        ["search", "ran"], ["send_email", "ran"], ["wire_money", "denied", "reject"],
+        ["side-search", "side-send_email"]]  # the rejected tool's side effect never happened
     decided = [e.decision for e in query_events(db, kinds=["policy.decision"]) if e.decision is not None]
     assert [(d.verdict, d.target, d.challenge_id) for d in decided] == [
-        ("allow", "search", None), ("challenge", "send_email", cid), ("approve", "send_email", cid)]
-    reason = decided[2].reason or ""
-    assert reason.startswith("approved by ") and reason.endswith("; note 'runwatch console (ana)'"), reason
+        ("allow", "search", None), ("challenge", "send_email", cid), ("approve", "send_email", cid),
+        ("challenge", "wire_money", rid), ("reject", "wire_money", rid)]
+    for d, word in ((decided[2], "approved"), (decided[4], "rejected")):
+        reason = d.reason or ""
+        assert reason.startswith(f"{word} by ") and reason.endswith("; note 'runwatch console (ana)'"), reason
     started = [e.tool_call.name for e in query_events(db, kinds=["tool.start"]) if e.tool_call is not None]
     assert started == ["search", "send_email"]

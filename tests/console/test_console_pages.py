@@ -85,9 +85,14 @@ def test_an_alert_opens_its_evidence(client: TestClient) -> None:
 
 def test_timeline_spans_nested_events_routes_decisions_and_zoom(client: TestClient) -> None:
     html = client.get("/timeline?w=ml/agent-7").text
-    assert (spans(html, "count-calls"), spans(html, "count-events")) == ("3", "35")
+    assert (spans(html, "count-calls"), spans(html, "count-events"), spans(html, "count-unattested")) == (
+        "3", "36", "1")
     assert re.findall(r'<details class="span" data-call="([^"]+)"', html) == ["c-1", "c-2", "c-3"]
     assert re.findall(r'<span class="kcount">(\d+)</span>', html) == ["2", "10", "3"]  # forks are not on the timeline
+    # Kernel activity outside any tool call is listed, the instrumented agent's own flagged.
+    outside = html.split('<table class="outside">')[1].split("</table>")[0]
+    assert outside.count('<tr class="kevent') == 5 and outside.count('<tr class="kevent unattested">') == 1
+    assert "/home/agent/.netrc (read) by python3</td>" in outside and outside.count("outside any tool call") == 1
     assert html.count('<tr class="route">') == 1 and "untrusted:web" in html
     assert html.count('<tr class="model-call">') == 3
     assert html.count('<tr class="decision">') == 1 and "no-new-egress" in html
@@ -144,7 +149,7 @@ def test_health_sources_hooks_drops_and_spool(client: TestClient) -> None:
     assert "3: sched_process_exec, sys_enter_connect, sys_exit_openat" in html
     assert "lsm/file_open: BPF LSM is not enabled" in html
     assert "spooled 3 (peak 3), recovered 3, lost 0, alerts lost 0" in html
-    assert "41 events, 5 alerts" in html
+    assert "42 events, 5 alerts" in html
 
 
 def test_the_live_stream_sends_only_alerts_after_the_page(client: TestClient) -> None:
