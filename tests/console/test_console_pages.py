@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from console_synthetic import AGENT_WORKLOAD, HOSTILE, T0, TOKEN, TRAINER_NAME
@@ -170,3 +171,14 @@ def test_missing_store_is_one_line(cfg: ConsoleConfig) -> None:
     c = TestClient(create_app(cfg))
     r = c.get("/workloads", headers=BEARER)
     assert r.status_code == 503 and f"event store not found: {cfg.db}" in r.text
+
+
+def test_unusable_acknowledgements_file_is_one_line(cfg: ConsoleConfig, tmp_path: Path) -> None:
+    (tmp_path / "acks-dir").mkdir()
+    cfg.acks = str(tmp_path / "acks-dir")
+    c = TestClient(create_app(cfg))
+    c.headers.update(BEARER)
+    r = c.get("/alerts")
+    assert r.status_code == 503 and f"cannot open acknowledgements {cfg.acks}: unable to open database file" in r.text
+    r = c.post("/alerts/al-3/ack")
+    assert (r.status_code, r.text) == (503, f"cannot open acknowledgements {cfg.acks}: unable to open database file\n")

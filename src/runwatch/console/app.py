@@ -187,7 +187,7 @@ class Console:
                                          status_code=401, headers={"www-authenticate": "Bearer"})
             try:
                 return await asyncio.to_thread(handler, request)
-            except StoreError as exc:
+            except (StoreError, AckError) as exc:
                 return self.problem(request, 503, str(exc))
             except WorkloadNotFound as exc:
                 return self.problem(request, 404, str(exc))
