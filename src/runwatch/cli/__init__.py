@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "run": "runwatch.cli.watch:run",
     "watch": "runwatch.cli.watch:watch",
     "events": "runwatch.cli.query:events",
+    "query": "runwatch.cli.lake:query",
     "doctor": "runwatch.cli.doctor:doctor",
     "demo": "runwatch.cli.demo:demo",
     "rules": "runwatch.cli.rules:rules",

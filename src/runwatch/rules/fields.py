@@ -31,11 +31,12 @@ class EvalCtx:
     Not thread-safe: one per engine, filled then read on the engine's thread.
     """
 
-    __slots__ = ("first_seen", "tree")
+    __slots__ = ("first_seen", "reused_by", "tree")
 
     def __init__(self) -> None:
         self.first_seen: bool | None = None
         self.tree: int | None = None
+        self.reused_by: str | None = None
 
 
 Getter = Callable[[Event, EvalCtx], Any]
@@ -48,7 +49,7 @@ class FieldSpec:
     name: str
     type: FieldType
     get: Getter
-    needs: str | None = None  # "first_seen" | "tree": engine state the field reads
+    needs: str | None = None  # "first_seen" | "tree" | "reuse": engine state the field reads
     reads: str | None = None  # the Event attribute that must be set (None: every kind has it)
 
 
@@ -183,6 +184,32 @@ def _trust_domain(e: Event, c: EvalCtx) -> str | None:
     if not s or not s.startswith("spiffe://"):
         return None
     return s[9:].partition("/")[0] or None
+
+
+TOKEN_OWNER_LABEL = "runwatch.io/token-owner"
+"""Label or annotation of a pod naming (comma-separated) the containers its tokens are mounted for."""
+
+
+def _token_owners(e: Event, c: EvalCtx) -> list[str] | None:
+    k = e.container
+    if k is None:
+        return None
+    raw = (k.labels or {}).get(TOKEN_OWNER_LABEL) or (k.annotations or {}).get(TOKEN_OWNER_LABEL)
+    if not raw:
+        return None
+    return [n.strip() for n in raw.split(",") if n.strip()] or None
+
+
+def _is_token_owner(e: Event, c: EvalCtx) -> bool | None:
+    """Whether the container owns its pod's tokens: named by ``runwatch.io/token-owner``; without
+    that declaration, every container but a declared sidecar (the app the tokens are mounted for)."""
+    k = e.container
+    if k is None:
+        return None
+    owners = _token_owners(e, c)
+    if owners is not None:
+        return bool(k.name) and k.name in owners
+    return (k.role or e.role) != "sidecar"
 
 
 def _image_part(e: Event, i: int) -> str | None:
@@ -390,6 +417,14 @@ def _fields() -> dict[str, FieldSpec]:
         add("policy.id" if attr == "policy" else f"policy.{attr}", "str", _group_getter("decision", attr, True))
     add("identity.spiffe_id", "str", _container_getter("spiffe_id"))
     add("identity.trust_domain", "str", _trust_domain)
+    add("identity.source", "str", _container_getter("spiffe_source"))
+    add("identity.attested", "bool", lambda e, c: (e.container.spiffe_source == "attested")
+        if e.container is not None and e.container.spiffe_id else None)
+    add("identity.reused_by", "str", lambda e, c: c.reused_by, "reuse")
+    add("secret.name", "str", lambda e, c: (e.file.path or None) if e.file is not None
+        else (e.ai.secret if e.ai is not None else None))
+    add("workload.token_owners", "list", _token_owners)
+    add("workload.token_owner", "bool", _is_token_owner)
     add("file.path", "str", _group_getter("file", "path", True))
     add("file.name", "str", lambda e, c: _base(e.file.path) if e.file is not None else None)
     add("file.dir", "str", lambda e, c: _dirname(e.file.path) if e.file is not None else None)
