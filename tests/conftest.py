@@ -33,10 +33,11 @@ CHROMIUM = "/usr/bin/chromium"
 """Debian's chromium (apt, scripts/install.sh): Playwright drives it, no browser is downloaded."""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Chromium through Playwright, one per test run (shared: Playwright's sync API
-    allows one instance per process)."""
+    """Headless Chromium through Playwright, one per test module: Playwright's sync API keeps an
+    asyncio loop running in this thread while it is started, so one instance at a time, stopped
+    before other modules' tests call ``asyncio.run``."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: run scripts/install.sh (apt package chromium)")

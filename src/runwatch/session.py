@@ -67,6 +67,7 @@ class SessionOptions:
     ring_bytes: int = 1 << 24
     track_self: bool = False  # only what this process starts from now on
     containers: tuple[str, ...] = ()  # keep only events of these container ids/names (prefixes)
+    drop_containers: tuple[str, ...] = ()  # drop the events of these container ids/names (prefixes)
     sdk_socket: str | None = None  # collect agent-SDK events here (None: no collector)
     otlp_listen: tuple[str, int] | None = None  # OTLP/HTTP receiver for GenAI spans
     otlp_token: str | None = None  # bearer token the OTLP receiver requires (None: none, loopback only)
@@ -106,16 +107,19 @@ class KubeOptions:
 
 
 class _ContainerFilter:
-    """Stage keeping events whose container id or name starts with one of ``wanted``."""
+    """Stage keeping events whose container id starts with, or whose name is, one of ``wanted``
+    (with ``keep=False``: dropping those events and keeping every other)."""
 
-    def __init__(self, wanted: tuple[str, ...]) -> None:
+    def __init__(self, wanted: tuple[str, ...], keep: bool = True) -> None:
         self.wanted = wanted
+        self.keep = keep
 
     def __call__(self, batch: list[Event]) -> list[Event]:
         out = []
         for e in batch:
             c = e.container
-            if c is not None and any(c.id.startswith(w) or (c.name or "") == w for w in self.wanted):
+            hit = c is not None and any(c.id.startswith(w) or (c.name or "") == w for w in self.wanted)
+            if hit == self.keep:
                 out.append(e)
         return out
 
@@ -202,6 +206,7 @@ class Session:
             policies = load_policies(list(o.policy_paths))
             self.policies = policies.with_mode(o.policy_mode) if o.policy_mode else policies  # type: ignore[arg-type]
             self.enrichment.containers.role_of = self.policies.role_of
+            self.enrichment.workload.governance_of = self.policies.governance_of
         if o.rules:
             self.detection = self._detection()
         self.sources = build_sources(o.source, track_self=o.track_self, ring_bytes=o.ring_bytes,
@@ -366,6 +371,8 @@ class Session:
             stages.append(self.detection)
         if self.opts.containers:
             stages.append(_ContainerFilter(self.opts.containers))
+        if self.opts.drop_containers:
+            stages.append(_ContainerFilter(self.opts.drop_containers, keep=False))
         # Each event output is its own sink: one that fails loses the batch alone (counted).
         self.pipeline = Pipeline(self.sources.group, stages, self.outputs.event_outputs)
         if self.store is not None:

@@ -45,7 +45,7 @@ def alerts_for(events: list[Event]) -> list[Alert]:
 
 
 NO_K8S = dict.fromkeys(("attested", "pod_uid", "service_account", "labels", "image", "image_digest", "node",
-                         "owner", "siblings", "governance_owner"))
+                         "controller", "siblings", "owner", "escalation"))
 
 
 def test_json_keys_match_the_contract() -> None:

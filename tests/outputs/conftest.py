@@ -23,7 +23,7 @@ def make_alerts(n: int = 23) -> list[Alert]:
             id=f"al-{i:02d}", time=T0 + i * 1_000_000, rule=f"rule_{i % 7}", severity=SEVERITIES[i % 5],
             output=f"alert number {i} from /usr/bin/tool-{i}", attack=["T1059", "T1041"] if i % 2 else ["T1552.001"],
             workload=Workload(id=f"{i:02d}" + "c" * 62, name=f"agent-{i}", runtime="runc", pod="p", namespace="ns",
-                              governance_owner="team-pay" if i % 4 == 0 else "team-ml"),
+                              owner="team-pay" if i % 4 == 0 else "team-ml"),
             process=AlertProcess(pid=1000 + i, exe=f"/usr/bin/tool-{i}", cmdline=f"tool-{i} --x", ancestry=["/bin/sh"]),
             tool_call=AlertToolCall("run_shell", f"call-{i}", "planner") if i % 2 else None,
             tags=["exfil"] if i % 3 == 0 else ["shell"], first_time=T0 + i * 1_000_000))

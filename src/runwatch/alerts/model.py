@@ -42,9 +42,10 @@ class Workload(msgspec.Struct):
     image: str | None = None
     image_digest: str | None = None
     node: str | None = None
-    owner: str | None = None  # the pod's controller as Kind/name (ReplicaSet/shop-7d9f)
+    controller: str | None = None  # the pod's controller as Kind/name (ReplicaSet/shop-7d9f)
     siblings: list[str] | None = None  # the pod's other containers
-    governance_owner: str | None = None  # the team or person answerable for the workload (Container.owner)
+    owner: str | None = None  # who answers for the workload (runwatch.io/owner, or its policy's owner)
+    escalation: str | None = None  # whom to reach when the owner does not answer
 
 
 class AlertProcess(msgspec.Struct):
@@ -122,8 +123,8 @@ def workload_of(event: Event) -> Workload:
                     attested=(c.spiffe_source == "attested") if c.spiffe_id and c.spiffe_source else None,
                     pod_uid=c.pod_uid, service_account=c.service_account, labels=c.labels, image=c.image,
                     image_digest=c.image_digest, node=c.node,
-                    owner=f"{c.owner_kind}/{c.owner_name}" if c.owner_kind and c.owner_name else None,
-                    siblings=c.siblings, governance_owner=c.owner)
+                    controller=f"{c.owner_kind}/{c.owner_name}" if c.owner_kind and c.owner_name else None,
+                    siblings=c.siblings, owner=c.owner, escalation=c.escalation)
 
 
 def alert_from_event(

@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "reject": "runwatch.cli.policy:reject",
     "challenges": "runwatch.cli.policy:challenges",
     "console": "runwatch.cli.console:console",
+    "workloads": "runwatch.cli.workloads:workloads",
+    "selftest": "runwatch.cli.selftest:selftest",
 }
 
 

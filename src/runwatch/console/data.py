@@ -1,22 +1,24 @@
 """What the console's pages show, read from the store (read-only, :mod:`runwatch.store.sqlite_read`).
 
-Workloads are the stored containers grouped by pod (``namespace/pod``), or one per container
+Workloads are the rows of :func:`runwatch.store.workloads.query_workloads` (one per container,
+as ``runwatch workloads`` lists them) grouped by pod (``namespace/pod``), or one per container
 outside a pod; each is named so that :func:`runwatch.report.workload.select` finds it again.
-Until the store offers a workloads listing and metrics of its own, they are derived here.
+The Health page's figures come from the run records the store keeps.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from runwatch.alerts.model import SEVERITY_ORDER, Alert
 from runwatch.events import Container, Event
 from runwatch.store.runs import RunRecord
-from runwatch.store.sqlite_read import query_alerts, query_containers, query_events, query_runs
+from runwatch.store.sqlite_read import query_alerts, query_events, query_runs
+from runwatch.store.workloads import query_workloads
 
 EVIDENCE_LOOKBACK_NS = 3600 * 10**9
 """How far before a host alert's first match its evidence is looked for."""
@@ -42,7 +44,7 @@ class WorkloadRow:
     policies: list[str] = field(default_factory=list)
     alerts: int = 0
     alerts_by_severity: dict[str, int] = field(default_factory=dict)
-    last_seen: int | None = None
+    last_seen: str | None = None  # ISO 8601 UTC
 
 
 def workload_name(c: Container) -> str:
@@ -52,68 +54,37 @@ def workload_name(c: Container) -> str:
     return c.name or c.id
 
 
-def containers(db: str | os.PathLike[str]) -> list[Container]:
-    """One description per stored container id: the store keeps one per (id, name) pair, and a
-    container seen before its name or pod was known has a bare one too; the fullest is kept."""
-    best: dict[str, Container] = {}
-    for c in query_containers(db):
-        old = best.get(c.id)
-        if old is None or (c.pod is not None, c.name is not None) >= (old.pod is not None, old.name is not None):
-            best[c.id] = c
-    return list(best.values())
-
-
-def _overdue(review_by: str | None, today: datetime.date) -> bool:
-    if not review_by:
-        return False
-    try:
-        return datetime.date.fromisoformat(review_by) < today
-    except ValueError:
-        return False
-
-
-def _last_seen(db: str | os.PathLike[str], cid: str) -> int | None:
-    newest = query_events(db, container=cid, order="desc", limit=1)
-    return newest[0].time if newest else None
-
-
-def workloads(db: str | os.PathLike[str], alerts: Sequence[Alert] | None = None,
-              today: datetime.date | None = None) -> list[WorkloadRow]:
-    """Every workload the store holds events of, by name, with alert counts and policies seen."""
+def workloads(db: str | os.PathLike[str], today: datetime.date | None = None) -> list[WorkloadRow]:
+    """Every workload the store holds events of, by name: its containers' rows of
+    :func:`runwatch.store.workloads.query_workloads` (the ``runwatch workloads`` listing) put together."""
     day = today or datetime.datetime.now(datetime.UTC).date()
     rows: dict[str, WorkloadRow] = {}
-    by_id: dict[str, WorkloadRow] = {}
-    for c in containers(db):
+    for w in query_workloads(db, day):
+        c = w.container
         name = workload_name(c)
         row = rows.get(name)
         if row is None:
             row = rows[name] = WorkloadRow(name=name, pod=c.pod, namespace=c.namespace)
-        by_id[c.id] = row
         row.containers.append(c)
-        row.spiffe_id = row.spiffe_id or c.spiffe_id
-        row.spiffe_source = row.spiffe_source or c.spiffe_source
-        row.role = row.role or c.role
-        row.owner = row.owner or c.owner
-        row.escalation = row.escalation or c.escalation
-        row.review_by = row.review_by or c.review_by
+        row.spiffe_id = row.spiffe_id or w.spiffe_id
+        row.spiffe_source = row.spiffe_source or w.spiffe_source
+        row.role = row.role or w.role
+        row.owner = row.owner or w.owner
+        row.escalation = row.escalation or w.escalation
+        row.review_by = row.review_by or w.review_by
+        row.overdue = row.overdue or w.review == "overdue"
         if c.owner_kind and c.owner_name:
             row.controller = row.controller or f"{c.owner_kind}/{c.owner_name}"
-        seen = _last_seen(db, c.id)
-        if seen is not None and (row.last_seen is None or seen > row.last_seen):
-            row.last_seen = seen
+        if w.policy is not None and w.policy not in row.policies:
+            row.policies.append(w.policy)
+        for sev, n in w.alerts.items():
+            if n:
+                row.alerts += n
+                row.alerts_by_severity[sev] = row.alerts_by_severity.get(sev, 0) + n
+        row.last_seen = max(row.last_seen or "", w.last_seen)  # ISO 8601 UTC: ordered as text
     for row in rows.values():
         names = {c.name for c in row.containers if c.name}
         row.siblings = sorted({s for c in row.containers for s in (c.siblings or [])} - names)
-        row.overdue = _overdue(row.review_by, day)
-    for e in query_events(db, kinds=["policy.decision"]):
-        row = by_id.get(e.container.id) if e.container is not None else None
-        if row is not None and e.decision is not None and e.decision.policy not in row.policies:
-            row.policies.append(e.decision.policy)
-    for a in alerts if alerts is not None else query_alerts(db):
-        row = by_id.get(a.workload.id or "")
-        if row is not None:
-            row.alerts += 1
-            row.alerts_by_severity[a.severity] = row.alerts_by_severity.get(a.severity, 0) + 1
     return sorted(rows.values(), key=lambda r: r.name)
 
 
@@ -124,7 +95,7 @@ def workload_of_alert(a: Alert, names: dict[str, str]) -> str | None:
 
 def container_names(db: str | os.PathLike[str]) -> dict[str, str]:
     """Container id -> workload name, for every stored container."""
-    return {c.id: workload_name(c) for c in containers(db)}
+    return {w.id: workload_name(w.container) for w in query_workloads(db, datetime.datetime.now(datetime.UTC).date())}
 
 
 def frameworks_of(a: Alert) -> list[str]:

@@ -10,6 +10,8 @@ derived by :class:`SpiffeTemplate` and marked ``spiffe_source="derived"``: it is
 workload would be issued under the SPIRE Kubernetes convention, not an attested SVID. An SVID
 the container's agent reported and runwatch verified (:mod:`runwatch.svid.attest`) overrides it
 (``spiffe_source="attested"``) until the SVID expires.
+Last come the governance facts (owner, escalation, review date; see
+:mod:`runwatch.enrich.governance`), from the labels and annotations joined, else the policy.
 
 Thread safety: :class:`WorkloadJoin` takes one lock per call (the pipeline's consumer thread and
 the policy stage's hold binder both ask); the pod index it reads has its own.
@@ -31,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from runwatch.enrich import governance
 from runwatch.enrich.k8s import PodIndex, json_array, json_object
 from runwatch.events import Container
 from runwatch.svid.attest import AttestedIds
@@ -189,6 +192,9 @@ class WorkloadJoin:
         self.podman = podman if podman is not None else PodmanFacts()
         self.spiffe = spiffe if spiffe is not None else SpiffeTemplate()
         self.max_entries = max_entries
+        self.governance_of: governance.GovernanceOf | None = None
+        """Asked for the policy's owner, escalation and review date of a container whose labels and
+        annotations do not declare them (set before events flow)."""
         # keyed by what the resolver may still improve about a container (its names come late)
         self._cache: OrderedDict[tuple[str | None, ...], tuple[int, Container]] = OrderedDict()
         self._lock = threading.Lock()
@@ -249,4 +255,4 @@ class WorkloadJoin:
             sid = self.spiffe.derive(out)
             if sid is not None:
                 out = msgspec.structs.replace(out, spiffe_id=sid, spiffe_source="derived")
-        return out
+        return governance.apply(out, self.governance_of)

@@ -161,6 +161,9 @@ def _container(e: Event, unmapped: dict[str, Any]) -> dict[str, Any] | None:
             ("devices", c.devices),
             ("gpu", c.gpu),
             ("siblings", c.siblings),
+            ("owner", c.owner),
+            ("escalation", c.escalation),
+            ("review_by", c.review_by),
         )
         if v is not None
     }

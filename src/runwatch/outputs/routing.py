@@ -2,7 +2,7 @@
 
 A :class:`Route` passes an alert when its severity is at least ``min_severity``, it carries
 one of ``tags`` (any tag when none are given) and its workload's owner (the team or person
-answerable for it, ``Container.owner``; on the alert ``workload.governance_owner``) matches
+answerable for it, ``Container.owner``; on the alert ``workload.owner``) matches
 one of ``owners`` (shell patterns, ``team-*``; any owner, or none, when none are given). An
 event passes when its container's owner matches ``owners`` (severity and tags are alert
 properties). :func:`routed` wraps an output so that only what passes reaches it, and counts
@@ -47,7 +47,7 @@ class Route:
             return False
         if self.tags and not set(self.tags).intersection(a.tags):
             return False
-        return self._owner_ok(a.workload.governance_owner)
+        return self._owner_ok(a.workload.owner)
 
     def event(self, e: Event) -> bool:
         """Whether event ``e`` goes to the output (only ``owners`` applies to events)."""

@@ -36,8 +36,8 @@ def workload_text(a: Alert) -> str:
     text = f"{w.name} ({w.id[:12]})" if w.name else w.id[:12]
     if w.pod:
         text += f" pod {w.namespace + '/' if w.namespace else ''}{w.pod}"
-    if w.governance_owner:
-        text += f" owner {w.governance_owner}"
+    if w.owner:
+        text += f" owner {w.owner}"
     return text
 
 

@@ -63,8 +63,8 @@ def rfc5424(a: Alert, *, hostname: str, facility: int = FACILITIES["local0"], ap
     w = a.workload
     params = [("rule", a.rule), ("severity", a.severity), ("alert_id", a.id),
               ("workload", w.name or w.id or "host")]
-    if w.governance_owner:
-        params.append(("owner", w.governance_owner))
+    if w.owner:
+        params.append(("owner", w.owner))
     if a.tool_call is not None:
         params.append(("tool", a.tool_call.name))
     if a.attack:

@@ -412,6 +412,8 @@ def _fields() -> dict[str, FieldSpec]:
         if e.container is not None and e.container.labels else None)
     for attr in ("service_account", "node", "owner_kind", "owner_name", "siblings"):
         add(f"workload.{attr}", "list" if attr == "siblings" else "str", _container_getter(attr))
+    for attr in ("owner", "escalation", "review_by"):  # governance (schema 8)
+        add(f"workload.{attr}", "str", _container_getter(attr))
     # the policy decision of a policy.decision event, or the one that admitted a tool.start
     for attr in ("policy", "verdict", "rule", "mode", "layer"):
         add("policy.id" if attr == "policy" else f"policy.{attr}", "str", _group_getter("decision", attr, True))
