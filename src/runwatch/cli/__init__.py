@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "approve": "runwatch.cli.policy:approve",
     "reject": "runwatch.cli.policy:reject",
     "challenges": "runwatch.cli.policy:challenges",
+    "console": "runwatch.cli.console:console",
     "workloads": "runwatch.cli.workloads:workloads",
     "selftest": "runwatch.cli.selftest:selftest",
 }

@@ -368,6 +368,38 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, lake: str | N
     sys.exit(rc if rc or not (summary.get("failure") or lost_events(summary)) else 1)
 
 
+def _console_args(listen: str | None, token_file: str | None) -> tuple[str, int, str] | None:
+    """``--console``'s host, port and token, checked before anything starts (exit 2 when unusable)."""
+    if listen is None:
+        if token_file is not None:
+            fail("--console-token-file needs --console HOST:PORT", code=2)
+        return None
+    from runwatch.console.auth import TokenError
+    from runwatch.console.serve import ListenError, prepare_live
+
+    try:
+        return prepare_live(listen, token_file)
+    except (ListenError, TokenError) as exc:
+        fail(str(exc).replace("--listen", "--console"), code=2)
+
+
+def _serve_console(session: Session, db: str, control_socket: str, args: tuple[str, int, str] | None,
+                   token_file: str | None) -> Any:
+    """Start the console over the session's store (None without --console)."""
+    if args is None:
+        return None
+    from runwatch.console.serve import ListenError, serve_live
+
+    host, port, token = args
+    try:
+        served = serve_live(db, control_socket, host, port, token)
+    except ListenError as exc:
+        session.close()
+        fail(str(exc))
+    note(f"console on {served.url}; token {'from ' + token_file if token_file else token}")
+    return served
+
+
 @click.command()
 @_source_options
 @click.option("--container", "containers", multiple=True, metavar="ID",
@@ -376,11 +408,17 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, lake: str | N
               help="Stop after this many seconds (default: until SIGINT/SIGTERM).")
 @click.option("--stats-json", metavar="FILE", help="On exit, write the run summary (events, drops, hooks) "
               "as JSON to FILE.")
+@click.option("--console", "console_listen", metavar="HOST:PORT",
+              help="Serve the web console (runwatch console) on HOST:PORT while watching; loopback only unless "
+              "--console-token-file is given.")
+@click.option("--console-token-file", metavar="FILE", help="The console's access token (default: a random one, "
+              "printed at start).")
 @policy_options
 def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_mb: int, verbose: bool,
           sdk_socket: str, no_sdk: bool, rules: tuple[str, ...], no_rules: bool, alerts_out: str | None,
           otlp_listen: tuple[str, int] | None, otlp_export: str | None, spool_events: int, spool_mb: int,
           otlp_token_file: str | None, containers: tuple[str, ...], duration: float | None, stats_json: str | None,
+          console_listen: str | None, console_token_file: str | None,
           policy: tuple[str, ...], mode: str | None, control_socket: str,
           metrics_listen: tuple[str, int] | None, metrics_allow_remote: bool, **kube: Any) -> None:
     """Watch the whole host (or the given containers) until SIGINT/SIGTERM.
@@ -400,6 +438,7 @@ def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_m
     _with_policy(opts, policy, mode, control_socket)
     with_kube(opts, kube)
     with_outputs(opts, kube)  # the outputs' options come with the other ** options
+    live_console = _console_args(console_listen, console_token_file)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
@@ -412,6 +451,7 @@ def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_m
     if session.policies is not None:
         note(f"{len(session.policies)} policy(ies) loaded; applied to containers as they appear")
     deadline = time.monotonic() + duration if duration else None
+    served = _serve_console(session, db, control_socket, live_console, console_token_file)
     try:
         tty = sys.stderr.isatty()
         with err_console.status("watching...", spinner="dots") if tty else contextlib.nullcontext() as status:
@@ -424,6 +464,8 @@ def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_m
                     now = session.summary()
                     status.update(f"watching: {now['events']} events, {now['drops']} drops (Ctrl-C to stop)")
     finally:
+        if served is not None:
+            served.stop()
         summary = session.close()
     if stats_json:
         summary["by_kind"] = dict(counter.kinds)
