@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "demo": "runwatch.cli.demo:demo",
     "rules": "runwatch.cli.rules:rules",
     "alerts": "runwatch.cli.alerts:alerts",
+    "prune": "runwatch.cli.prune:prune",
     "policy": "runwatch.cli.policy:policy",
     "approve": "runwatch.cli.policy:approve",
     "reject": "runwatch.cli.policy:reject",

@@ -56,6 +56,7 @@ from runwatch.alerts.model import Alert
 from runwatch.alerts.render import to_json as alert_json
 from runwatch.events import Event
 from runwatch.privatefile import ensure_private
+from runwatch.store.retention import Pruned, Retention, prune
 from runwatch.store.runs import ADD_STORED, UPSERT_RUN, Owner, RunRecord, recover_crashed
 from runwatch.store.spool import Spool, SpoolLimits, fault_reason
 from runwatch.store.sqlite_layout import (
@@ -74,6 +75,7 @@ from runwatch.store.sqlite_layout import (
     kind_code,
     proc_key,
     process_context,
+    restore_proc,
     without_context,
 )
 from runwatch.store.sqlite_read import (
@@ -87,9 +89,8 @@ from runwatch.store.sqlite_read import (
 )
 
 __all__ = [
-    "STORE_SCHEMA_VERSION", "RunRecord", "SpoolLimits", "SqliteStore", "StoreError", "iter_alerts", "iter_events",
-    "mark_crashed_runs",
-    "query_alerts", "query_events", "query_runs",
+    "STORE_SCHEMA_VERSION", "Pruned", "Retention", "RunRecord", "SpoolLimits", "SqliteStore", "StoreError",
+    "iter_alerts", "iter_events", "mark_crashed_runs", "query_alerts", "query_events", "query_runs",
 ]
 
 
@@ -104,6 +105,7 @@ _PAGE_SIZE = 16_384  # bytes; applies to new files only (an existing file keeps 
 _CACHE_KIB = 32_768  # writer page cache; the hot right edges of the three B-trees stay resident
 _PROC_CACHE_MAX = 100_000  # process contexts whose keys callers remember; beyond, the cache starts over
 _NO_TIME = -1 << 63
+_PRUNE_EVERY_S = 60.0  # how often the writer applies the retention
 
 class _Flush:
     """Queue marker: set once everything enqueued before it is committed (or failed)."""
@@ -116,6 +118,17 @@ class _Flush:
 
 class _Stop:
     """Queue marker: the writer commits what it has and exits."""
+
+
+class _Prune(_Flush):
+    """Queue marker: the writer commits what it has, applies the retention now, and sets
+    ``done`` with what it pruned in ``result``."""
+
+    __slots__ = ("result",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.result = Pruned()
 
 
 class _Txn:
@@ -157,7 +170,7 @@ class _Rows(list[Row]):
 
 
 _STOP = _Stop()
-_QueueItem = list[Row] | tuple[Any, ...] | _Flush | _Stop
+_QueueItem = list[Row] | tuple[Any, ...] | _Flush | _Prune | _Stop
 
 
 
@@ -169,8 +182,10 @@ class SqliteStore:
     counters (plus the current queue depth).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, spool: SpoolLimits | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, spool: SpoolLimits | None = None,
+                 retention: Retention | None = None) -> None:
         self.path = str(path)
+        self.retention = retention or Retention()
         self.owner = Owner.this_process()
         try:
             if self.path != ":memory:" and not self.path.startswith("file:"):
@@ -230,6 +245,9 @@ class SqliteStore:
         self._backoff = _RETRY_FIRST_S
         self._recovered = 0
         self._run_id: str | None = None  # the run whose row gets this store's stored counts
+        self._pruned = Pruned()  # what retention deleted so far
+        self._prune_at = time.monotonic()  # when the retention is applied next (writer only)
+        self._prune_fault: str | None = None  # the last prune that failed, one line
         self._thread = threading.Thread(target=self._run, name=f"runwatch-store:{self.path}", daemon=True)
         self._thread.start()
 
@@ -369,6 +387,16 @@ class SqliteStore:
             rows = [(a.id, a.time, a.rule, a.severity, a.workload.id, a.count, alert_json(a)) for a in alerts]
             self._put(("alerts", rows))
 
+    def prune_now(self, timeout: float | None = None) -> Pruned:
+        """Apply the retention now (after everything enqueued before is committed); returns what
+        this call pruned. The writer also applies it at open and every minute."""
+        marker = _Prune()
+        self._put(marker)
+        if not marker.done.wait(timeout):
+            raise StoreError(f"{self.path}: prune timed out after {timeout}s")
+        self._raise_if_failed()
+        return marker.result
+
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything enqueued before this call is committed, or held in the spool
         while the store cannot write (see :meth:`stats`); a due retry of the spool runs first.
@@ -412,7 +440,9 @@ class SqliteStore:
         ``spool_peak``, ``spooled_total``, ``recovered`` (rows committed from the spool);
         ``lost`` (rows given up in all), ``lost_by_reason`` (``disk_full``, ``locked``, ...,
         ``error`` after a fatal error), ``alerts_lost``; ``fault`` (the reason the store
-        cannot write now, or None), ``faults`` (failed attempts), ``first_fault`` (one line).
+        cannot write now, or None), ``faults`` (failed attempts), ``first_fault`` (one line);
+        ``pruned`` (what the retention deleted: ``events``, ``alerts``, ``processes``) and
+        ``prune_fault`` (why the last prune failed, one line, or None).
         """
         spool = self._spool
         lost = dict(spool.lost)
@@ -434,6 +464,8 @@ class SqliteStore:
             "fault": self._fault,
             "faults": self._faults,
             "first_fault": self._first_fault,
+            "pruned": self._pruned.as_dict(),
+            "prune_fault": self._prune_fault,
         }
 
     def __enter__(self) -> SqliteStore:
@@ -472,6 +504,10 @@ class SqliteStore:
                     txn = None
                 if self._spool and time.monotonic() >= self._retry_at:
                     self._retry(conn)
+                if txn is None and (isinstance(item, _Prune) or self._prune_due()):
+                    pruned = self._prune(conn)
+                    if isinstance(item, _Prune):
+                        item.result = pruned
                 if isinstance(item, _Flush):
                     item.done.set()
                 elif isinstance(item, _Stop):
@@ -490,6 +526,8 @@ class SqliteStore:
         due = [txn.deadline] if txn is not None else []
         if self._spool and self._error is None:
             due.append(self._retry_at)
+        if self.retention and txn is None:
+            due.append(self._prune_at)
         return max(0.0, min(due) - time.monotonic()) if due else None
 
     def _take(self, conn: sqlite3.Connection, txn: _Txn | None, item: list[Row] | tuple[Any, ...]) -> _Txn | None:
@@ -554,12 +592,36 @@ class SqliteStore:
         self._transactions += 1
         return True
 
+    def _prune_due(self) -> bool:
+        return bool(self.retention) and not self._spool and self._error is None and time.monotonic() >= self._prune_at
+
+    def _prune(self, conn: sqlite3.Connection) -> Pruned:
+        """Apply the retention (writer thread, no transaction open); a failure is noted, not fatal."""
+        self._prune_at = time.monotonic() + _PRUNE_EVERY_S
+        if not self.retention or self._spool or self._error is not None:
+            return Pruned()
+        try:
+            pruned = prune(conn, self.retention)
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            self._prune_fault = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            return Pruned()
+        self._pruned.add(pruned)
+        if pruned.processes:  # keys of pruned contexts must not be handed to new rows
+            self._proc_keys.clear()
+        return pruned
+
     def _end(self, conn: sqlite3.Connection, txn: _Txn) -> None:
         """What every transaction writes last: the run's stored counts, the batch's span."""
         if self._run_id is not None and (txn.inserted or txn.alerts):
             conn.execute(ADD_STORED, (txn.inserted, txn.alerts, time.time_ns(), self._run_id))
         if txn.batch is not None:
-            end_batch(conn, txn.batch, txn.tmin, txn.tmax, txn.rows, txn.used)
+            missing = end_batch(conn, txn.batch, txn.tmin, txn.tmax, txn.rows, txn.used)
+            if missing:  # pruned by another process while this one still knew their keys
+                known = {pk: key for key, pk in (*self._proc_keys.items(), *txn.procs.items())}
+                for pk in missing:
+                    if pk in known:
+                        restore_proc(conn, pk, known[pk], txn.used[pk])
 
     def _learn(self, txn: _Txn) -> None:
         """After a commit: the codes the transaction assigned reach the callers' caches."""

@@ -191,13 +191,29 @@ def begin_batch(conn: sqlite3.Connection) -> int:
     return cur.lastrowid
 
 
-def end_batch(conn: sqlite3.Connection, seq: int, tmin: int, tmax: int, rows: int, procs: dict[int, int]) -> None:
+def end_batch(conn: sqlite3.Connection, seq: int, tmin: int, tmax: int, rows: int,
+              procs: dict[int, int]) -> list[int]:
     """Record batch ``seq``'s time span and row count, and the newest time each process context
-    was used (``procs``: pk -> time), before its transaction commits."""
+    was used (``procs``: pk -> time), before its transaction commits. Returns the keys of the
+    contexts that are no longer there (pruned meanwhile by another process; the writer puts
+    them back under the same key, which AUTOINCREMENT never hands to another context)."""
     conn.execute("UPDATE batches SET tmin = ?, tmax = ?, rows = ?, committed = ? WHERE seq = ?",
                  (tmin, tmax, rows, time.time_ns(), seq))
-    if procs:
-        conn.executemany("UPDATE procs SET last = max(last, ?) WHERE pk = ?", [(t, pk) for pk, t in procs.items()])
+    if not procs:
+        return []
+    updated = conn.executemany("UPDATE procs SET last = max(last, ?) WHERE pk = ?",
+                               [(t, pk) for pk, t in procs.items()]).rowcount
+    if updated == len(procs):
+        return []
+    marks = ",".join(str(int(pk)) for pk in procs)
+    have = {int(r[0]) for r in conn.execute(f"SELECT pk FROM procs WHERE pk IN ({marks})")}
+    return [pk for pk in procs if pk not in have]
+
+
+def restore_proc(conn: sqlite3.Connection, pk: int, key: ProcKey, t: int) -> None:
+    """Put process context ``key`` back under its old key ``pk`` (see end_batch)."""
+    conn.execute("INSERT INTO procs (pk, pid, start, last, data) VALUES (?, ?, ?, ?, ?)",
+                 (pk, key[0], key[1], t, _ENCODE(key[2:])))
 
 
 def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
@@ -266,7 +282,8 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
 # container for the report's queries. Rows of layout 4 keep ``proc`` NULL: their ``data``
 # still holds the whole event, and readers take it as it is.
 PROCS_DDL = (
-    "CREATE TABLE IF NOT EXISTS procs (pk INTEGER PRIMARY KEY, pid INTEGER NOT NULL, start INTEGER,"
+    "CREATE TABLE IF NOT EXISTS procs (pk INTEGER PRIMARY KEY AUTOINCREMENT,"  # never reused (see end_batch)
+    " pid INTEGER NOT NULL, start INTEGER,"
     " last INTEGER NOT NULL,"  # the newest event time that refers to it (retention prunes by it)
     " data BLOB NOT NULL)"  # msgpack array of PROC_FIELDS
 )

@@ -177,7 +177,10 @@ class _Decoder:
     def __init__(self, conn: sqlite3.Connection, shown: str) -> None:
         self.conn = conn
         self.shown = shown
-        self.stale = read_event_schema(conn) < UPGRADE_BELOW
+        try:
+            self.stale = read_event_schema(conn) < UPGRADE_BELOW
+        except StoreError as exc:
+            raise StoreError(f"{shown}: {exc}") from None
         self.contexts: dict[int, _Context | None] = {}
         self.n = 0
 
