@@ -54,7 +54,7 @@ import msgspec
 
 from runwatch.alerts.model import Alert
 from runwatch.alerts.render import to_json as alert_json
-from runwatch.events import Event
+from runwatch.events import Container, Event
 from runwatch.privatefile import ensure_private
 from runwatch.store.retention import Pruned, Retention, prune
 from runwatch.store.runs import ADD_STORED, UPSERT_RUN, Owner, RunRecord, recover_crashed
@@ -76,7 +76,7 @@ from runwatch.store.sqlite_layout import (
     proc_key,
     process_context,
     restore_proc,
-    without_context,
+    stripped,
 )
 from runwatch.store.sqlite_read import (
     BUSY_TIMEOUT_MS,
@@ -103,6 +103,7 @@ _RETRY_MAX_S = 5.0
 _CLOSE_RETRY_S = 3.0  # at close, a held spool is retried this long before it counts as lost
 _PAGE_SIZE = 16_384  # bytes; applies to new files only (an existing file keeps its page size)
 _CACHE_KIB = 32_768  # writer page cache; the hot right edges of the three B-trees stay resident
+_BOX_IDS_MAX = 4_096  # Container objects whose keys callers remember by identity
 _PROC_CACHE_MAX = 100_000  # process contexts whose keys callers remember; beyond, the cache starts over
 _NO_TIME = -1 << 63
 _PRUNE_EVERY_S = 60.0  # how often the writer applies the retention
@@ -228,6 +229,7 @@ class SqliteStore:
         self._kind_codes: dict[str, int] = kind_codes
         self._container_keys: dict[BoxKey, int] = {}
         self._proc_keys: dict[ProcKey, int] = {}
+        self._box_ids: dict[int, tuple[Container, int]] = {}  # id(Container) -> (it, its key): callers only
         self._closed = False
         self._error: str | None = None  # set by the writer on a fatal database error
         self._written = 0
@@ -301,10 +303,18 @@ class SqliteStore:
         c = e.container
         ck: int | BoxKey | None = None
         if c is not None:
-            box = (c.id, c.name, c.pod, c.namespace, c.spiffe_id)
-            ck = self._container_keys.get(box)
-            if ck is None:
-                ck, rows.new = self._check_container(box), True
+            seen = self._box_ids.get(id(c))
+            if seen is not None and seen[0] is c:  # the enrichment hands out one object per container
+                ck = seen[1]
+            else:
+                box = self._check_container(c)
+                ck = self._container_keys.get(box)
+                if ck is None:
+                    ck, rows.new = box, True
+                else:
+                    if len(self._box_ids) >= _BOX_IDS_MAX:
+                        self._box_ids.clear()
+                    self._box_ids[id(c)] = (c, ck)
         t = e.time
         if t < rows.tmin:
             rows.tmin = t
@@ -320,17 +330,15 @@ class SqliteStore:
                 proc = pk
                 if t > rows.used.get(pk, _NO_TIME):
                     rows.used[pk] = t
-            data = self._encoder.encode(without_context(e))
-        else:
-            data = self._encoder.encode(e)
+        data = self._encoder.encode(stripped(e, key is not None, c is not None))
         tc = e.tool_call
         rows.append((e.id, t, k, e.pid, ck, None if tc is None else tc.call_id, data, proc))
 
-    @staticmethod
-    def _check_container(box: BoxKey) -> BoxKey:
-        if not isinstance(box[0], str) or not all(isinstance(v, str | None) for v in box[1:]):
-            raise TypeError(f"container id, name, pod, namespace and spiffe_id must be strings, not {box!r}")
-        return box
+    def _check_container(self, c: Container) -> BoxKey:
+        names = (c.name, c.pod, c.namespace, c.spiffe_id)
+        if not isinstance(c.id, str) or not all(isinstance(v, str | None) for v in names):
+            raise TypeError(f"container id, name, pod, namespace and spiffe_id must be strings, not {(c.id, *names)!r}")
+        return (c.id, *names, self._encoder.encode(c))
 
     @staticmethod
     def _check_kind(kind: object) -> str:

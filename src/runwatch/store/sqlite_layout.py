@@ -25,8 +25,10 @@ STORE_SCHEMA_VERSION = 5
 OLDEST_READABLE = 4
 
 
-#: A container's identity in the ``containers`` table: (id, name, pod, namespace, spiffe_id).
-BoxKey = tuple[str, str | None, str | None, str | None, str | None]
+#: A container in the ``containers`` table: (id, name, pod, namespace, spiffe_id, data), data
+#: being the msgpack of the whole Container (labels, image, ...), which layout 5 stores there
+#: once instead of in every event.
+BoxKey = tuple[str, str | None, str | None, str | None, str | None, bytes]
 
 #: A process context's identity: (pid, proc_start, exe, cmdline, argv, ancestry, pcmdline).
 ProcKey = tuple[int, int | None, str, str, tuple[str, ...] | None, tuple[str, ...], str | None]
@@ -57,18 +59,35 @@ def process_context(e: Event) -> ProcKey | None:
     return None
 
 
+_NO_CONTEXT: dict[str, Any] = {"exe": "", "cmdline": "", "argv": None, "ancestry": [], "pcmdline": None}
+_NO_BOX: dict[str, Any] = {"container": None}
+_NEITHER = {**_NO_CONTEXT, **_NO_BOX}
+
+
+def stripped(e: Event, context: bool, box: bool) -> Event:
+    """A copy of ``e`` without its process context (``context``) and container (``box``), or
+    ``e`` itself when neither goes."""
+    if context:
+        return msgspec.structs.replace(e, **(_NEITHER if box else _NO_CONTEXT))
+    return msgspec.structs.replace(e, **_NO_BOX) if box else e
+
+
 def without_context(e: Event) -> Event:
-    """A copy of ``e`` without its process context (stored once per process in ``procs``)."""
-    return msgspec.structs.replace(e, exe="", cmdline="", argv=None, ancestry=[], pcmdline=None)
+    """``e`` as its row's data holds it in layout 5: without the process context (stored once
+    per process in ``procs``) and the container (stored once in ``containers``)."""
+    return stripped(e, process_context(e) is not None, e.container is not None)
 
 
 def stored_size(e: Event) -> int:
     """The bytes ``e`` takes in a writer's queue item (or its spool): the row's data and, for a
-    process context the store has not seen yet, that context."""
+    process context or container the store has not seen yet, that too."""
     key = process_context(e)
-    if key is None:
-        return len(_ENCODE(e))
-    return len(_ENCODE(without_context(e))) + len(_ENCODE(key[2:]))
+    size = len(_ENCODE(without_context(e)))
+    if key is not None:
+        size += len(_ENCODE(key[2:]))
+    if e.container is not None:
+        size += len(_ENCODE(e.container))
+    return size
 
 
 _ENCODE = msgspec.msgpack.Encoder().encode
@@ -161,13 +180,13 @@ def container_key(conn: sqlite3.Connection, cid: str, name: str | None) -> int:
 
 def box_key(conn: sqlite3.Connection, box: BoxKey) -> int:
     """The key of container ``box`` (layout 5), assigned now if new (call inside a write
-    transaction). A container whose pod or SPIFFE id became known later gets a second key."""
-    row = conn.execute(
-        "SELECT ck FROM containers WHERE id = ? AND name IS ? AND pod IS ? AND namespace IS ? AND spiffe_id IS ?", box
-    ).fetchone()
+    transaction). A container whose facts changed (its pod or labels became known) gets a
+    second key."""
+    row = conn.execute("SELECT ck FROM containers WHERE id = ? AND data = ?", (box[0], box[5])).fetchone()
     if row is not None:
         return int(row[0])
-    cur = conn.execute("INSERT INTO containers (id, name, pod, namespace, spiffe_id) VALUES (?, ?, ?, ?, ?)", box)
+    cur = conn.execute("INSERT INTO containers (id, name, pod, namespace, spiffe_id, data) VALUES (?, ?, ?, ?, ?, ?)",
+                       box)
     assert cur.lastrowid is not None
     return cur.lastrowid
 
@@ -276,8 +295,9 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
 
 # Layout 5: the process context (PROC_FIELDS) stored once per process and exec, not per event
 # (it was 56% of the stored bytes: every file open or connect carried its argv, cmdline and
-# ancestry); the containers' workload names (pod, namespace, SPIFFE id) so a workload filter
-# is a lookup in that small table; one ``batches`` row per write transaction (its time span)
+# ancestry), and likewise the whole container (labels, image, SPIFFE id, ...) once per
+# container in ``containers``, with its workload names (pod, namespace, SPIFFE id) as columns
+# so a workload filter is a lookup in that small table; one ``batches`` row per write transaction (its time span)
 # so ``--follow`` reads exactly the rows each new transaction added; and an alerts index by
 # container for the report's queries. Rows of layout 4 keep ``proc`` NULL: their ``data``
 # still holds the whole event, and readers take it as it is.
@@ -301,11 +321,12 @@ def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
     conn.execute(BATCHES_DDL)
     conn.execute("CREATE INDEX IF NOT EXISTS batches_tmax ON batches(tmax)")
     _add_columns(conn, "events", ("proc INTEGER", "batch INTEGER"))  # procs.pk (NULL: data holds it all), batches.seq
-    _add_columns(conn, "containers", ("pod TEXT", "namespace TEXT", "spiffe_id TEXT"))
+    # data: msgpack of the whole Container; NULL for containers of layout-4 rows (theirs is in the row)
+    _add_columns(conn, "containers", ("pod TEXT", "namespace TEXT", "spiffe_id TEXT", "data BLOB"))
     conn.execute("CREATE INDEX IF NOT EXISTS containers_pod ON containers(pod)")
     conn.execute("CREATE INDEX IF NOT EXISTS alerts_workload ON alerts(workload_id, time)")
     for ck, facts in container_facts(conn).items():
-        conn.execute("UPDATE containers SET pod = ?, namespace = ?, spiffe_id = ? WHERE ck = ?", (*facts, ck))
+        conn.execute("UPDATE containers SET pod = ?, namespace = ?, spiffe_id = ?, data = ? WHERE ck = ?", (*facts, ck))
 
 
 def _add_columns(conn: sqlite3.Connection, table: str, columns: tuple[str, ...]) -> None:
@@ -315,23 +336,24 @@ def _add_columns(conn: sqlite3.Connection, table: str, columns: tuple[str, ...])
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
-_DECODE_BOX = msgspec.msgpack.Decoder(dict[str, Any])
+_DECODE_EVENT = msgspec.msgpack.Decoder(Event)
 
 
-def container_facts(conn: sqlite3.Connection) -> dict[int, tuple[str | None, str | None, str | None]]:
-    """(pod, namespace, spiffe_id) per container key of a layout-4 file, from one stored event
-    of each (layout 4 kept only id and name in ``containers``)."""
+def container_facts(conn: sqlite3.Connection) -> dict[int, tuple[str | None, str | None, str | None, bytes]]:
+    """(pod, namespace, spiffe_id, container data) per container key of a layout-4 file, from
+    one stored event of each (layout 4 kept only id and name in ``containers``)."""
     codes = ",".join(str(int(r[0])) for r in conn.execute("SELECT code FROM kinds"))
-    out: dict[int, tuple[str | None, str | None, str | None]] = {}
+    out: dict[int, tuple[str | None, str | None, str | None, bytes]] = {}
     for ck in [r[0] for r in conn.execute("SELECT ck FROM containers")]:
         row = conn.execute(f"SELECT data FROM events WHERE kind IN ({codes}) AND ck = ? LIMIT 1", (ck,)).fetchone()
         if row is None:
             continue
         try:
-            box = _DECODE_BOX.decode(row[0]).get("container") or {}
+            box = _DECODE_EVENT.decode(row[0]).container
         except msgspec.DecodeError:
             continue
-        out[int(ck)] = (box.get("pod"), box.get("namespace"), box.get("spiffe_id"))
+        if box is not None:
+            out[int(ck)] = (box.pod, box.namespace, box.spiffe_id, _ENCODE(box))
     return out
 
 

@@ -27,7 +27,7 @@ import msgspec
 
 from runwatch.alerts.model import SEVERITY_ORDER, Alert
 from runwatch.alerts.render import from_json as alert_from_json
-from runwatch.events import UPGRADE_BELOW, Event, upgrade
+from runwatch.events import UPGRADE_BELOW, Container, Event, upgrade
 from runwatch.store.runs import RunRecord, read_runs, recover_crashed
 from runwatch.store.sqlite_layout import (
     OLDEST_READABLE,
@@ -73,6 +73,7 @@ def _connect_ro(path: str | os.PathLike[str]) -> tuple[sqlite3.Connection, str]:
 
 
 _DECODE_ONE = msgspec.msgpack.Decoder(Event).decode
+_DECODE_BOX = msgspec.msgpack.Decoder(Container).decode
 _DECODE_PROC = msgspec.msgpack.Decoder(tuple[str, str, list[str] | None, list[str], str | None]).decode
 _PROC_CACHE_MAX = 50_000  # decoded process contexts a reader keeps; beyond, it starts over
 _CHUNK = 1_024  # rows fetched per step while streaming
@@ -172,11 +173,14 @@ def _event_filter(
 
 
 class _Decoder:
-    """Stored rows -> Events: the process context joined back in, older schemas upgraded."""
+    """Stored rows -> Events: the process context and container joined back in, older schemas
+    upgraded."""
 
-    def __init__(self, conn: sqlite3.Connection, shown: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, shown: str, layout: int) -> None:
         self.conn = conn
         self.shown = shown
+        self.layout = layout
+        self.boxes: dict[int, Container | None] = {}
         try:
             self.stale = read_event_schema(conn) < UPGRADE_BELOW
         except StoreError as exc:
@@ -196,12 +200,27 @@ class _Decoder:
                 raise StoreError(f"{self.shown}: stored process context {pk} does not decode: {exc}") from None
         return ctx  # type: ignore[return-value]
 
-    def event(self, data: bytes, proc: int | None) -> Event:
+    def box(self, ck: int) -> Container | None:
+        """Container ``ck`` as stored once (None where the row holds its own: layout 4)."""
+        if ck in self.boxes:
+            return self.boxes[ck]
+        row = None
+        if self.layout >= 5:
+            row = self.conn.execute("SELECT data FROM containers WHERE ck = ?", (ck,)).fetchone()
+        try:
+            box = self.boxes[ck] = None if row is None or row[0] is None else _DECODE_BOX(row[0])
+        except msgspec.DecodeError as exc:
+            raise StoreError(f"{self.shown}: stored container {ck} does not decode: {exc}") from None
+        return box
+
+    def event(self, data: bytes, proc: int | None, ck: int | None = None) -> Event:
         try:
             event = _DECODE_ONE(data)
         except msgspec.DecodeError as exc:
             raise StoreError(f"{self.shown}: stored event #{self.n} does not decode: {exc}") from None
         self.n += 1
+        if ck is not None and event.container is None:
+            event.container = self.box(ck)  # shared: Container is frozen
         if proc is not None:
             ctx = self.context(proc)
             if ctx is not None:  # None: pruned while this row was being written; the rest stays
@@ -257,14 +276,14 @@ def iter_events(
                              "open it once for writing (e.g. runwatch run --db) to migrate")
         conn.execute("BEGIN")  # one snapshot for the stored rows and the follow watermark
         filt = _event_filter(conn, layout, kind_list, container, workload, pid, since_ns, until_ns)
-        decoder = _Decoder(conn, shown)
+        decoder = _Decoder(conn, shown, layout)
         proc = "proc" if layout >= 5 else "NULL"
         seen = 0
         if follow:
             seen = int(conn.execute("SELECT coalesce(max(seq), 0) FROM batches").fetchone()[0])
         if filt is not None:
             where, params = filt
-            sql = f"SELECT data, {proc} FROM events"
+            sql = f"SELECT data, {proc}, ck FROM events"
             if where:
                 sql += " WHERE " + " AND ".join(where)
             newest_first = order == "desc" or (follow and limit is not None)
@@ -275,12 +294,12 @@ def iter_events(
             cur = conn.execute(sql, params)
             if follow and limit is not None:
                 rows = [r for chunk in iter(lambda: cur.fetchmany(_CHUNK), []) for r in chunk]  # at most limit
-                for data, pk in reversed(rows):
-                    yield decoder.event(data, pk)
+                for data, pk, ck in reversed(rows):
+                    yield decoder.event(data, pk, ck)
             else:
                 while chunk := cur.fetchmany(_CHUNK):
-                    for data, pk in chunk:
-                        yield decoder.event(data, pk)
+                    for data, pk, ck in chunk:
+                        yield decoder.event(data, pk, ck)
         conn.execute("COMMIT")
         if follow:
             yield from _follow(conn, shown, decoder, seen, poll_s, kind_list, container, workload, pid,
@@ -318,12 +337,12 @@ def _follow(
             if filt is None or tmin is None:
                 continue
             where, params = filt
-            sql = ("SELECT data, proc FROM events WHERE time BETWEEN ? AND ? AND batch = ?"
+            sql = ("SELECT data, proc, ck FROM events WHERE time BETWEEN ? AND ? AND batch = ?"
                    + "".join(" AND " + w for w in where) + " ORDER BY time, id")
             cur = conn.execute(sql, [tmin, tmax, seq, *params])
             while chunk := cur.fetchmany(_CHUNK):
-                for data, pk in chunk:
-                    yield decoder.event(data, pk)
+                for data, pk, ck in chunk:
+                    yield decoder.event(data, pk, ck)
 
 
 def query_events(
