@@ -173,3 +173,21 @@ def test_prune_reports_counts_in_one_line(tmp_path: Path) -> None:
     res = rw("prune", "--db", str(tmp_path / "none.db"), "--max-mb", "5")
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [f"runwatch: error: event store not found: {tmp_path / 'none.db'}"]
+
+
+@pytest.mark.kernel
+def test_watch_prunes_by_age_and_says_so(tmp_path: Path) -> None:
+    db = tmp_path / "w.db"
+    stats = tmp_path / "stats.json"
+    now = time.time_ns()
+    day = 86_400 * 10**9
+    with SqliteStore(db) as store:
+        store.write([_ev(i, now - 9 * day + i) for i in range(13)])
+        store.write_alerts([Alert(id="a-old", time=now - 8 * day, rule="r", severity="high", output="o",
+                                  workload=Workload())])
+    res = rw("watch", "--db", str(db), "--duration", "1", "--no-sdk", "--retain", "7d", "--stats-json", str(stats))
+    assert res.returncode == 0, res.stderr
+    assert json.loads(stats.read_text())["store"]["pruned"] == {"events": 13, "alerts": 1, "processes": 5}
+    assert f"retention pruned 13 events, 1 alert and 5 process records from {db}" in " ".join(res.stderr.split())
+    res = rw("watch", "--retain", "soon", "--duration", "1")
+    assert res.returncode == 2 and "is not a duration" in res.stderr
