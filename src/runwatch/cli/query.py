@@ -80,7 +80,7 @@ def _lines(found: Iterable[Event], fmt: str) -> Iterator[bytes]:
         for e in found:
             yield msgspec.json.encode(to_ocsf(e))
     else:
-        from runwatch.outputs.text import render_line
+        from runwatch.outputs.text import plain_line, render_line
 
         if sys.stdout.isatty():
             from rich.console import Console
@@ -92,4 +92,4 @@ def _lines(found: Iterable[Event], fmt: str) -> Iterator[bytes]:
                 yield cap.get().rstrip("\n").encode()
         else:  # no styles off a terminal: the plain text, without rich's per-line cost
             for e in found:
-                yield render_line(e).plain.encode()
+                yield plain_line(e).encode()
