@@ -24,6 +24,12 @@ Write side (:class:`SqliteStore`):
 * Runs: :meth:`SqliteStore.record_run` names this process as the run's owner, and every
   commit adds its counts to the run's row; opening a store marks the runs of dead owners
   crashed (:mod:`runwatch.store.runs`).
+* What rows repeat is stored once (layout 5): the caller thread keys each event's process
+  context and container, and the writer puts a context or container it has not seen into
+  ``procs`` / ``containers`` inside the transaction; the row's data is the event without them.
+* Retention (``retention=``, :mod:`runwatch.store.retention`): the writer prunes by age and
+  size at open, every minute and on :meth:`SqliteStore.prune_now`, between transactions;
+  what went is counted in :meth:`SqliteStore.stats` (``pruned``).
 
 Read side (:mod:`runwatch.store.sqlite_read`, re-exported here): :func:`query_events`,
 :func:`query_alerts` and :func:`query_runs` open the file read-only and may run in any thread
@@ -172,7 +178,6 @@ class _Rows(list[Row]):
 
 _STOP = _Stop()
 _QueueItem = list[Row] | tuple[Any, ...] | _Flush | _Prune | _Stop
-
 
 
 class SqliteStore:
