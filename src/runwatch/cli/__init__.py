@@ -16,15 +16,19 @@ COMMANDS: dict[str, str] = {
     "run": "runwatch.cli.watch:run",
     "watch": "runwatch.cli.watch:watch",
     "events": "runwatch.cli.query:events",
+    "query": "runwatch.cli.lake:query",
     "doctor": "runwatch.cli.doctor:doctor",
     "demo": "runwatch.cli.demo:demo",
     "rules": "runwatch.cli.rules:rules",
     "alerts": "runwatch.cli.alerts:alerts",
     "prune": "runwatch.cli.prune:prune",
+    "report": "runwatch.cli.report:report",
     "policy": "runwatch.cli.policy:policy",
     "approve": "runwatch.cli.policy:approve",
     "reject": "runwatch.cli.policy:reject",
     "challenges": "runwatch.cli.policy:challenges",
+    "workloads": "runwatch.cli.workloads:workloads",
+    "selftest": "runwatch.cli.selftest:selftest",
 }
 
 

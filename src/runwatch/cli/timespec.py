@@ -1,52 +1,33 @@
 """Times and durations on the command line: ``--since``/``--until`` and retention ages.
 
-A time is nanoseconds since the epoch (digits only), ISO-8601 (``2026-12-04T20:15:00Z``; an
-offset-less time is UTC), or a duration before now (``15m``, ``2h``, ``7d``). A duration is a
-number and a unit: ``ns``, ``us``, ``ms``, ``s``, ``m``, ``h``, ``d`` or ``w``.
+A time is what :mod:`runwatch.report.timearg` reads (ns since the epoch, ISO-8601, ``now``,
+or a duration before now such as ``15m``); a duration is the relative form alone (a number
+and ``ms``, ``s``, ``m``, ``h``, ``d`` or ``w``: ``7d``, ``12h``).
 """
 
 from __future__ import annotations
 
-import re
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-_UNITS_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9,
-             "d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h|d|w)")
+from runwatch.report.timearg import TimeArgError, parse_time
 
 
 def parse_duration(value: str) -> int:
     """``value`` (e.g. ``15m``) in nanoseconds; ValueError with a one-line reason."""
-    m = _DURATION.fullmatch(value.strip())
-    if m is None:
-        raise ValueError(f"{value!r} is not a duration (a number and one of {', '.join(_UNITS_NS)}, e.g. 15m, 7d)")
-    return int(float(m.group(1)) * _UNITS_NS[m.group(2)])
-
-
-def parse_time(value: str, now_ns: int | None = None) -> int:
-    """``value`` as nanoseconds since the epoch (see the module); ValueError with a reason."""
     text = value.strip()
-    if text.isdigit():
-        return int(text)
-    if _DURATION.fullmatch(text):
-        return (time.time_ns() if now_ns is None else now_ns) - parse_duration(text)
     try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a time (ns since the epoch, ISO-8601 such as 2026-12-04T20:15:00Z, "
-                         "or a duration before now such as 15m or 2h)") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    delta = when - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+        back = parse_time(text, now_ns=0)  # a relative form counts back from 0: minus its length
+    except TimeArgError:
+        back = 1
+    if back >= 0 or text.isdigit() or text == "now" or "-" in text or ":" in text:
+        raise ValueError(f"{value!r} is not a duration (a number and one of ms, s, m, h, d, w, e.g. 15m, 7d)")
+    return -back
 
 
 class TimeParam(click.ParamType[int]):
-    """A click parameter for :func:`parse_time`."""
+    """A click parameter for :func:`runwatch.report.timearg.parse_time`."""
 
     name = "TIME"
 
@@ -55,7 +36,7 @@ class TimeParam(click.ParamType[int]):
             return value
         try:
             return parse_time(str(value))
-        except ValueError as exc:
+        except TimeArgError as exc:
             self.fail(str(exc), param, ctx)
 
 
@@ -68,12 +49,9 @@ class DurationParam(click.ParamType[int]):
         if isinstance(value, int):
             return value
         try:
-            ns = parse_duration(str(value))
+            return parse_duration(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
-        if ns <= 0:
-            self.fail(f"{value!r} must be longer than 0", param, ctx)
-        return ns
 
 
 TIME = TimeParam()

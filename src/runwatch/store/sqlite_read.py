@@ -231,6 +231,21 @@ class _Decoder:
         return upgrade(event) if self.stale else event
 
 
+def stored_container(conn: sqlite3.Connection, ck: int) -> Container | None:
+    """Container ``ck`` as layout 5 stores it once in ``containers`` (None in a layout-4 file,
+    whose rows each hold their container); for readers with their own SQL over the events."""
+    try:
+        row = conn.execute("SELECT data FROM containers WHERE ck = ?", (ck,)).fetchone()
+    except sqlite3.OperationalError:  # layout 4: no data column
+        return None
+    if row is None or row[0] is None:
+        return None
+    try:
+        return _DECODE_BOX(row[0])
+    except msgspec.DecodeError as exc:
+        raise StoreError(f"stored container {ck} does not decode: {exc}") from None
+
+
 def iter_events(
     path: str | os.PathLike[str],
     *,
@@ -447,6 +462,46 @@ def iter_alerts(
                 yield alert_from_json(data)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read alerts from {shown}: {exc}") from None
+    finally:
+        conn.close()
+
+
+def query_containers(path: str | os.PathLike[str]) -> list[Container]:
+    """Every container the store holds events of, as its newest stored event describes it
+    (pod, namespace, SPIFFE id, image, owner, ...), ordered by container id then name.
+
+    One entry per stored (id, name) pair (layout 5 may keep several versions of one pair: the
+    newest event's is taken). Reads one event per container key and kind through the
+    ``(kind, ck, time)`` index (a ``max(time)`` lookup each), never a scan of the events.
+    """
+    conn, shown = _connect_ro(path)
+    try:
+        layout = _layout(conn, shown)
+        decoder = _Decoder(conn, shown, layout)
+        proc = "proc" if layout >= 5 else "NULL"
+        boxes = conn.execute("SELECT ck, id, name FROM containers ORDER BY id, name").fetchall()
+        codes = [int(r[0]) for r in conn.execute("SELECT code FROM kinds")]
+        newest: dict[tuple[str, str | None], tuple[int, Container]] = {}
+        for ck, cid, name in boxes:
+            found: tuple[int, int] | None = None
+            for code in codes:
+                row = conn.execute("SELECT max(time) FROM events WHERE kind = ? AND ck = ?", (code, ck)).fetchone()
+                if row is not None and row[0] is not None and (found is None or row[0] > found[0]):
+                    found = (int(row[0]), code)
+            if found is None:
+                continue
+            data, pk = conn.execute(f"SELECT data, {proc} FROM events WHERE kind = ? AND ck = ? AND time = ? LIMIT 1",
+                                    (found[1], ck, found[0])).fetchone()
+            try:
+                event = decoder.event(data, pk, ck)
+            except StoreError as exc:
+                raise StoreError(f"{shown}: a stored event of container {cid}: {exc}") from None
+            seen = newest.get((cid, name))
+            if event.container is not None and (seen is None or found[0] > seen[0]):
+                newest[(cid, name)] = (found[0], event.container)
+        return [newest[k][1] for k in sorted(newest, key=lambda k: (k[0], k[1] or ""))]
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read event store {shown}: {exc}") from None
     finally:
         conn.close()
 
