@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "demo": "runwatch.cli.demo:demo",
     "rules": "runwatch.cli.rules:rules",
     "alerts": "runwatch.cli.alerts:alerts",
+    "prune": "runwatch.cli.prune:prune",
     "report": "runwatch.cli.report:report",
     "policy": "runwatch.cli.policy:policy",
     "approve": "runwatch.cli.policy:approve",

@@ -20,6 +20,7 @@ from runwatch.cli.common import config_problems, db_option, err_console, fail, n
 from runwatch.cli.kube import kube_options, with_kube
 from runwatch.cli.outputs import output_lines, output_options, with_outputs
 from runwatch.cli.policy import DecisionPrinter, policy_options
+from runwatch.cli.prune import retention_from, retention_note, retention_options
 from runwatch.events import Event
 from runwatch.outputs.jsonl import OutputError
 from runwatch.outputs.otlp import OtlpOutputError
@@ -73,6 +74,7 @@ def _source_options(f: Any) -> Any:
     f = click.option("--rules", "rules", multiple=True, metavar="PATH",
                      help="Rule file or directory; repeatable (default: the built-in AI-workload pack).")(f)
     f = click.option("--no-rules", is_flag=True, help="Record events only; run no detections.")(f)
+    f = retention_options(f)
     f = click.option("--alerts-out", metavar="FILE", help="Also append every alert as JSON lines to FILE.")(f)
     f = click.option("--otlp-listen", metavar="HOST:PORT", callback=_host_port,
                      help="Receive OpenTelemetry GenAI spans (OTLP/HTTP) here, e.g. 127.0.0.1:4318, or on a "
@@ -221,6 +223,9 @@ def lost_events(summary: dict[str, Any]) -> str | None:
 
 
 def _store_notes(store: dict[str, Any]) -> None:
+    pruned = retention_note(store)
+    if pruned:
+        note(pruned)
     if store.get("faults") and not (store.get("lost") or store.get("alerts_lost")):
         note(f"the store {store['path']} could not write for a while ({store.get('first_fault')}); "
              f"{store['recovered']} event(s) waited in the spool and were written; none lost")
@@ -294,7 +299,7 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, lake: str | N
         alerts_out: str | None, otlp_listen: tuple[str, int] | None, otlp_export: str | None,
         spool_events: int, spool_mb: int, otlp_token_file: str | None, policy: tuple[str, ...], mode: str | None,
         control_socket: str, metrics_listen: tuple[str, int] | None, metrics_allow_remote: bool,
-        **kube: Any) -> None:
+        retain: int | None, retain_mb: int | None, **kube: Any) -> None:
     """Run CMD under the sensor and watch its whole process subtree.
 
     Containers CMD starts (runc, podman) are followed too. When CMD exits, runwatch drains
@@ -316,7 +321,8 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, lake: str | N
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
                           otlp_token=otlp_token(otlp_listen, otlp_token_file), own_cgroup=True, notice=note,
-                          spool=SpoolLimits(spool_events, spool_mb << 20))
+                          spool=SpoolLimits(spool_events, spool_mb << 20),
+                          retention=retention_from(retain, retain_mb))
     opts.metrics_listen = _metrics(metrics_listen, metrics_allow_remote)
     _with_policy(opts, policy, mode, control_socket)
     with_kube(opts, kube)
@@ -420,7 +426,8 @@ def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_m
           otlp_token_file: str | None, containers: tuple[str, ...], duration: float | None, stats_json: str | None,
           console_listen: str | None, console_token_file: str | None,
           policy: tuple[str, ...], mode: str | None, control_socket: str,
-          metrics_listen: tuple[str, int] | None, metrics_allow_remote: bool, **kube: Any) -> None:
+          metrics_listen: tuple[str, int] | None, metrics_allow_remote: bool, retain: int | None,
+          retain_mb: int | None, **kube: Any) -> None:
     """Watch the whole host (or the given containers) until SIGINT/SIGTERM.
 
     On stop it drains the sensor, flushes the store and prints a summary with drops.
@@ -433,7 +440,8 @@ def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_m
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
                           otlp_token=otlp_token(otlp_listen, otlp_token_file), notice=note,
-                          spool=SpoolLimits(spool_events, spool_mb << 20))
+                          spool=SpoolLimits(spool_events, spool_mb << 20),
+                          retention=retention_from(retain, retain_mb))
     opts.metrics_listen = _metrics(metrics_listen, metrics_allow_remote)
     _with_policy(opts, policy, mode, control_socket)
     with_kube(opts, kube)
