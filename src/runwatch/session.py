@@ -47,6 +47,7 @@ from runwatch.svid.bundles import trust_bundles
 if TYPE_CHECKING:
     from runwatch.enrich.aicontext import ToolCallJoin
     from runwatch.enrich.corroborate import Corroboration
+    from runwatch.metrics.collector import SessionCollector
     from runwatch.metrics.server import MetricsServer
     from runwatch.metrics.tap import MetricsTap
     from runwatch.outputs.config import OutputSpec
@@ -93,6 +94,7 @@ class SessionOptions:
     spiffe_bundle: str | None = None  # PEM roots of trust_domain that reported SVIDs are verified against
     spiffe_socket: str | None = None  # else fetch the trust bundles from this Workload API ($SPIFFE_ENDPOINT_SOCKET)
     metrics_listen: tuple[str, int] | None = None  # serve Prometheus /metrics here (checked by the caller)
+    live_metrics: bool = False  # keep the metrics collector (Session.collector) without serving it
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,7 @@ class Session:
         self.join: ToolCallJoin | None = None
         self.metrics: MetricsServer | None = None  # opts.metrics_listen
         self._tap: MetricsTap | None = None
+        self.collector: SessionCollector | None = None  # opts.metrics_listen or opts.live_metrics
         self.pipeline: Pipeline | None = None
         self._thread: threading.Thread | None = None
         self._stops: list[tuple[str, Stop]] = []  # teardown of each started step, in start order
@@ -222,14 +225,18 @@ class Session:
             self.sources.group.add(self.policy.source)
         for out in self._outputs():
             self.outputs.add(out)
-        if o.metrics_listen is not None:
+        if o.metrics_listen is not None or o.live_metrics:
             from runwatch.metrics.collector import SessionCollector
-            from runwatch.metrics.server import MetricsServer
             from runwatch.metrics.tap import MetricsTap
 
             self._tap = MetricsTap()
             self.outputs.add(self._tap)  # last: it counts what reached every other output
-            self.metrics = MetricsServer(SessionCollector(self, self._tap), *o.metrics_listen)
+            self.collector = SessionCollector(self, self._tap)
+        if o.metrics_listen is not None:
+            from runwatch.metrics.server import MetricsServer
+
+            assert self.collector is not None
+            self.metrics = MetricsServer(self.collector, *o.metrics_listen)
 
     def _outputs(self) -> list[Output | AlertOutput]:
         """The output group's members in declared order (events first, then alert outputs)."""

@@ -4,6 +4,7 @@ and a watch session serves its own store while it runs."""
 
 from __future__ import annotations
 
+import html
 import re
 import socket
 import subprocess
@@ -83,7 +84,7 @@ def test_console_serves_the_store_with_the_token_from_its_file(store: Path, tmp_
 def test_watch_serves_the_console_over_its_own_store(tmp_path: Path) -> None:
     port = free_port()
     db = tmp_path / "live.db"
-    proc = subprocess.Popen([RUNWATCH, "watch", "--db", str(db), "--no-rules", "--no-sdk", "--duration", "30",
+    proc = subprocess.Popen([RUNWATCH, "watch", "--db", str(db), "--no-rules", "--no-sdk", "--duration", "120",
                              "--console", f"127.0.0.1:{port}", "--control-socket", str(tmp_path / "c.sock")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -101,6 +102,26 @@ def test_watch_serves_the_console_over_its_own_store(tmp_path: Path) -> None:
             time.sleep(0.1)  # the run record is committed with the writer's next batch
             body = get(f"http://127.0.0.1:{port}/health", token)[1]
         assert '<span id="run-count">1</span>' in body and '<span class="sev info">running</span>' in body
+        # the live session's own metrics, read when the page is asked for: 23 more execs counted
+        want = re.escape('runwatch_events_total</th><td class="m">kind="process.exec", source="kernel"</td>')
+
+        def execs_counted() -> float:
+            page = html.unescape(get(f"http://127.0.0.1:{port}/health", token)[1])
+            m = re.search(want + r'<td class="m">([0-9.]+)</td>', page)
+            return float(m.group(1)) if m else 0.0
+
+        before = execs_counted()
+        marker = tmp_path / "console-marker"
+        marker.symlink_to("/usr/bin/true")
+        for _ in range(23):
+            subprocess.run([str(marker)], check=True)
+        seen = before
+        while seen < before + 23 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            seen = execs_counted()
+        assert seen >= before + 23, f"the live metrics went from {before} to {seen} execs"
+        body = get(f"http://127.0.0.1:{port}/health", token)[1]
+        assert '<span id="live-count">' in body and "runwatch_kernel_ring_size_bytes" in body
         body = get(f"http://127.0.0.1:{port}/challenges", token)[1]
         assert '<span id="challenge-count">0</span>' in body
     finally:

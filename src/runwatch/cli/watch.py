@@ -398,7 +398,8 @@ def _serve_console(session: Session, db: str, control_socket: str, args: tuple[s
 
     host, port, token = args
     try:
-        served = serve_live(db, control_socket, host, port, token)
+        served = serve_live(db, control_socket, host, port, token,
+                            live=session.collector.collect if session.collector is not None else None)
     except ListenError as exc:
         session.close()
         fail(str(exc))
@@ -447,6 +448,7 @@ def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_m
     with_kube(opts, kube)
     with_outputs(opts, kube)  # the outputs' options come with the other ** options
     live_console = _console_args(console_listen, console_token_file)
+    opts.live_metrics = live_console is not None  # the console's Health page shows the session's metrics
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:

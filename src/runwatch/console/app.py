@@ -12,7 +12,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,7 @@ class ConsoleConfig:
     acks: str
     control_socket: str
     poll_s: float = 1.0
+    live: Callable[[], Iterable[Any]] | None = None  # the live session's metric families (watch --console)
 
 
 class _Headers:
@@ -338,8 +339,11 @@ class Console:
                          done=request.query_params.get("done"), socket=self.cfg.control_socket)
 
     def health_page(self, request: Request) -> Response:
-        """Each recorded run: sources, hooks, drops, the store's counters and notices."""
-        return self.page(request, "health.html", title="Health", runs=data.health(self.cfg.db), db=self.cfg.db)
+        """Each recorded run: sources, hooks, drops, the store's counters and notices; served by a live
+        session (``watch --console``), that session's metrics as well, read when the page is asked for."""
+        live = data.live_metrics(self.cfg.live) if self.cfg.live is not None else None
+        return self.page(request, "health.html", title="Health", runs=data.health(self.cfg.db), db=self.cfg.db,
+                         live=live)
 
     # -- actions -------------------------------------------------------------------------------
 

@@ -3,14 +3,15 @@
 Workloads are the rows of :func:`runwatch.store.workloads.query_workloads` (one per container,
 as ``runwatch workloads`` lists them) grouped by pod (``namespace/pod``), or one per container
 outside a pod; each is named so that :func:`runwatch.report.workload.select` finds it again.
-The Health page's figures come from the run records the store keeps.
+The Health page's figures come from the run records the store keeps and, when a live session
+serves the console, from that session's metrics collector (the families ``/metrics`` exports).
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,3 +203,32 @@ def health(db: str | os.PathLike[str]) -> list[RunHealth]:
                              source_stats={k: v for k, v in (st.get("source_stats") or {}).items()
                                            if isinstance(v, int | float | str)}))
     return out
+
+
+@dataclass(frozen=True)
+class LiveSample:
+    """One sample of the live session's metrics, as the Health page lists it."""
+
+    name: str
+    labels: str  # key="value" pairs, comma-joined ("" for none)
+    value: float
+
+
+#: The live families the Health page shows: sources, hooks, drops, the ring, the pipeline, the
+#: store and the outputs' spools (events and alerts by kind and rule are the other pages').
+LIVE_PREFIXES: tuple[str, ...] = ("runwatch_events", "runwatch_kernel", "runwatch_pipeline",
+                                  "runwatch_source", "runwatch_store", "runwatch_output", "runwatch_alerts",
+                                  "runwatch_join", "runwatch_decisions")
+
+
+def live_metrics(collect: Callable[[], Iterable[Any]]) -> list[LiveSample]:
+    """The live session's samples of :data:`LIVE_PREFIXES`, sorted by name and labels."""
+    out: list[LiveSample] = []
+    for family in collect():
+        for sample in family.samples:
+            if not sample.name.startswith(LIVE_PREFIXES) or sample.name.endswith("_created"):
+                continue
+            labels = ", ".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out.append(LiveSample(sample.name, labels, float(sample.value)))
+    return sorted(out, key=lambda s: (s.name, s.labels))
+

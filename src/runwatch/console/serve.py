@@ -11,6 +11,8 @@ import ipaddress
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import uvicorn
 
@@ -105,9 +107,11 @@ def prepare_live(listen: str, token_file: str | None) -> tuple[str, int, str]:
     return host, port, read_token(token_file) if token_file is not None else new_token()
 
 
-def serve_live(db: str, control_socket: str, host: str, port: int, token: str) -> ConsoleServer:
-    """The console over a live session's store (acknowledgements beside it), started."""
+def serve_live(db: str, control_socket: str, host: str, port: int, token: str,
+               live: Callable[[], Iterable[Any]] | None = None) -> ConsoleServer:
+    """The console over a live session's store (acknowledgements beside it), started; ``live`` gives
+    the session's metric families for the Health page."""
     from runwatch.console.acks import default_path
 
-    cfg = ConsoleConfig(db=db, token=token, acks=str(default_path(db)), control_socket=control_socket)
+    cfg = ConsoleConfig(db=db, token=token, acks=str(default_path(db)), control_socket=control_socket, live=live)
     return ConsoleServer(cfg, host, port).start()
