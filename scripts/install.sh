@@ -5,7 +5,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-APT_PKGS=(clang llvm libbpf-dev libbpf1 bpftool runc busybox-static iproute2 auditd strace gcc make util-linux podman catatonit)
+APT_PKGS=(clang llvm libbpf-dev libbpf1 bpftool runc busybox-static iproute2 auditd strace gcc make util-linux podman catatonit nats-server)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "approve": "runwatch.cli.policy:approve",
     "reject": "runwatch.cli.policy:reject",
     "challenges": "runwatch.cli.policy:challenges",
+    "worker": "runwatch.cli.fleet:worker",
 }
 
 

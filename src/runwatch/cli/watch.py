@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from runwatch.cli.common import config_problems, db_option, err_console, fail, note
+from runwatch.cli.fleet import nats_options, report_nats, with_nats
 from runwatch.cli.kube import kube_options, with_kube
 from runwatch.cli.policy import DecisionPrinter, policy_options
 from runwatch.events import Event
@@ -82,7 +83,7 @@ def _source_options(f: Any) -> Any:
                      metavar="MIB", help="Bytes (MiB) the store keeps in memory while it cannot write.")(f)
     f = click.option("--otlp-export", metavar="URL",
                      help="Export tool-attributed events as OTLP spans, e.g. http://collector:4318/v1/traces.")(f)
-    return kube_options(db_option()(f))
+    return nats_options(kube_options(db_option()(f)))
 
 
 def _host_port(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, int] | None:
@@ -289,6 +290,7 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
                           otlp_token=otlp_token(otlp_listen, otlp_token_file), own_cgroup=True, notice=note,
                           spool=SpoolLimits(spool_events, spool_mb << 20))
     _with_policy(opts, policy, mode, control_socket)
+    with_nats(opts, kube)
     with_kube(opts, kube)
     early: list[int] = []  # a signal during start-up: CMD is not started, the session closes cleanly
     before = {s: signal.signal(s, lambda signum, _frame: early.append(signum)) for s in STOP_SIGNALS}
@@ -334,7 +336,8 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
         for s, h in before.items():
             signal.signal(s, h)
     _print_summary(summary, counter, db)
-    sys.exit(rc if rc or not (summary.get("failure") or lost_events(summary)) else 1)
+    nats_lost = report_nats(opts)
+    sys.exit(rc if rc or not (summary.get("failure") or lost_events(summary) or nats_lost) else 1)
 
 
 @click.command()
@@ -365,6 +368,7 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
                           otlp_token=otlp_token(otlp_listen, otlp_token_file), notice=note,
                           spool=SpoolLimits(spool_events, spool_mb << 20))
     _with_policy(opts, policy, mode, control_socket)
+    with_nats(opts, kube)
     with_kube(opts, kube)
     stop = threading.Event()
 
@@ -396,7 +400,7 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
         with open(stats_json, "w") as fh:
             json.dump(summary, fh, indent=2, default=str)
     _print_summary(summary, counter, db)
-    if summary.get("failure") or lost_events(summary):
+    if report_nats(opts) or summary.get("failure") or lost_events(summary):
         sys.exit(1)
 
 

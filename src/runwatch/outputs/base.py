@@ -56,7 +56,7 @@ OutputFactory = Callable[..., Output | AlertOutput]
 #: The output registry; importing these modules registers the built-in outputs.
 OUTPUTS: Registry[OutputFactory] = Registry("output", (
     "runwatch.outputs.jsonl", "runwatch.outputs.ocsf", "runwatch.outputs.otlp", "runwatch.outputs.text",
-    "runwatch.outputs.alerts", "runwatch.outputs.store",
+    "runwatch.outputs.alerts", "runwatch.outputs.store", "runwatch.transport.nats",
 ))
 
 

@@ -25,7 +25,7 @@ from runwatch.events import UNCONFIRMED_ATTR, Event
 from runwatch.rules.compiler import IndexTerm
 from runwatch.rules.fields import EvalCtx, Getter, parse_ip
 from runwatch.rules.model import Rule, RuleMeta, RuleSet
-from runwatch.rules.sequences import SequenceMatcher
+from runwatch.rules.sequences import SequenceMatcher, matcher_for
 
 _NOT_ROOTS = frozenset({0, 1, 2})  # never a tree root: no parent, init, kthreadd
 _SWEEP_EVERY = 4096
@@ -201,7 +201,7 @@ class Engine:
         also = set(include)
         self.ruleset = ruleset
         self.rules: list[Rule] = [r for r in ruleset.rules if r.meta.enabled or r.name in also]
-        self.matchers = [SequenceMatcher(s, sequence_max_keys) for s in ruleset.sequences
+        self.matchers = [matcher_for(s, sequence_max_keys) for s in ruleset.sequences
                          if s.meta.enabled or s.name in also]
         needs: set[str] = set()
         for r in self.rules:
