@@ -121,9 +121,11 @@ def _print_alerts(alerts: Sequence[Alert]) -> None:
 @click.option("--stats-json", metavar="FILE", help="On exit (and every second while running), write the "
               "worker's counters as JSON to FILE.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not print alerts to stderr.")
+@click.option("--ack-delay-s", type=click.FloatRange(0, 60), default=0.0, hidden=True,
+              help="Fault injection for tests: wait between the durable write and the acknowledgement.")
 def worker(url: str, durable: str, partitions: int, db: str, sink: str, rules: tuple[str, ...], no_rules: bool,
            alerts_out: str | None, lease_s: float, ack_wait_s: float, batch: int, worker_id: str | None,
-           duration: float | None, stats_json: str | None, quiet: bool) -> None:
+           duration: float | None, stats_json: str | None, quiet: bool, ack_delay_s: float) -> None:
     """Consume the fleet stream as one of N detector workers until SIGINT/SIGTERM.
 
     Workers sharing --durable split the partitions by lease; each runs the rules and
@@ -167,7 +169,7 @@ def worker(url: str, durable: str, partitions: int, db: str, sink: str, rules: t
             alert_file.flush()
 
     opts = WorkerOptions(url=url, durable=durable, partitions=partitions, lease_s=lease_s, ack_wait_s=ack_wait_s,
-                         batch=batch, **({"worker_id": worker_id} if worker_id else {}))
+                         batch=batch, ack_delay_s=ack_delay_s, **({"worker_id": worker_id} if worker_id else {}))
     w = Worker(opts, the_sink, engine, on_alerts=on_alerts)
     error: str | None = None
     try:
@@ -177,13 +179,13 @@ def worker(url: str, durable: str, partitions: int, db: str, sink: str, rules: t
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
     finally:
+        st = w.stats()
+        if stats_json:
+            _write_stats(w, stats_json)
         with contextlib.suppress(Exception):
             the_sink.close()
         if alert_file is not None:
             alert_file.close()
-    if stats_json:
-        _write_stats(w, stats_json)
-    st = w.stats()
     note(f"worker {opts.worker_id}: {st['consumed']} message(s) stored and acknowledged ({st['events']} events, "
          f"{st['node_alerts']} node alerts), {st['alerts']} alert(s) raised, {st['redelivered']} redelivered")
     if st["malformed"]:

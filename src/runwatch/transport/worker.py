@@ -65,6 +65,7 @@ class WorkerOptions:
     lease_s: float = 10.0
     ack_wait_s: float = 30.0
     batch: int = 256
+    ack_delay_s: float = 0.0  # fault injection (tests): wait this long between the durable write and the ack
 
 
 def stable_alert_id(alert: Alert) -> str:
@@ -168,6 +169,8 @@ class Worker:
             if self.first_error is None:
                 self.first_error = str(exc)
             return  # not acknowledged: redelivered after ack_wait
+        if self.opts.ack_delay_s:
+            await asyncio.sleep(self.opts.ack_delay_s)
         await asyncio.gather(*(m.ack() for m in good), return_exceptions=True)
         self.consumed += len(good)
         self.events += len(events)
@@ -267,6 +270,9 @@ class Worker:
             "first_error": self.first_error,
             "partitions": sorted(self.partitions),
         }
+        sink_stats = getattr(self.sink, "stats", None)
+        if callable(sink_stats):
+            out["sink"] = {k: v for k, v in sink_stats().items() if isinstance(v, int | str | None)}
         if self.leases is not None:
             out["leases"] = {"live_workers": self.leases.live, "taken": self.leases.taken,
                              "given_back": self.leases.given_back, "lost": self.leases.lost}
