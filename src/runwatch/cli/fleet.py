@@ -115,6 +115,8 @@ def _print_alerts(alerts: Sequence[Alert]) -> None:
               help="Partition lease: a worker that stops renewing loses its partitions after S seconds.")
 @click.option("--ack-wait-s", type=click.FloatRange(1, 3600), default=30.0, show_default=True, metavar="S",
               help="Unacknowledged messages are redelivered after S seconds.")
+@click.option("--connect-timeout-s", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True, metavar="S",
+              help="Give up when NATS does not answer the first connection within S seconds.")
 @click.option("--batch", type=click.IntRange(1, 10_000), default=256, show_default=True, help="Messages per fetch.")
 @click.option("--worker-id", metavar="ID", help="This worker's name in the leases (default: host-pid).")
 @click.option("--duration", type=click.FloatRange(min=0.1), metavar="SECONDS", help="Stop after this long.")
@@ -125,7 +127,8 @@ def _print_alerts(alerts: Sequence[Alert]) -> None:
               help="Fault injection for tests: wait between the durable write and the acknowledgement.")
 def worker(url: str, durable: str, partitions: int, db: str, sink: str, rules: tuple[str, ...], no_rules: bool,
            alerts_out: str | None, lease_s: float, ack_wait_s: float, batch: int, worker_id: str | None,
-           duration: float | None, stats_json: str | None, quiet: bool, ack_delay_s: float) -> None:
+           duration: float | None, stats_json: str | None, quiet: bool, ack_delay_s: float,
+           connect_timeout_s: float) -> None:
     """Consume the fleet stream as one of N detector workers until SIGINT/SIGTERM.
 
     Workers sharing --durable split the partitions by lease; each runs the rules and
@@ -169,7 +172,8 @@ def worker(url: str, durable: str, partitions: int, db: str, sink: str, rules: t
             alert_file.flush()
 
     opts = WorkerOptions(url=url, durable=durable, partitions=partitions, lease_s=lease_s, ack_wait_s=ack_wait_s,
-                         batch=batch, ack_delay_s=ack_delay_s, **({"worker_id": worker_id} if worker_id else {}))
+                         batch=batch, ack_delay_s=ack_delay_s, connect_timeout_s=connect_timeout_s,
+                         **({"worker_id": worker_id} if worker_id else {}))
     w = Worker(opts, the_sink, engine, on_alerts=on_alerts)
     error: str | None = None
     try:
@@ -186,6 +190,8 @@ def worker(url: str, durable: str, partitions: int, db: str, sink: str, rules: t
             the_sink.close()
         if alert_file is not None:
             alert_file.close()
+    if error is not None and not st["consumed"]:
+        fail(error)
     note(f"worker {opts.worker_id}: {st['consumed']} message(s) stored and acknowledged ({st['events']} events, "
          f"{st['node_alerts']} node alerts), {st['alerts']} alert(s) raised, {st['redelivered']} redelivered")
     if st["malformed"]:

@@ -65,6 +65,7 @@ class WorkerOptions:
     lease_s: float = 10.0
     ack_wait_s: float = 30.0
     batch: int = 256
+    connect_timeout_s: float = 10.0  # the first connection; after it, reconnects never give up
     ack_delay_s: float = 0.0  # fault injection (tests): wait this long between the durable write and the ack
 
 
@@ -210,7 +211,11 @@ class Worker:
         """Consume until ``stop`` is set; then give the leases back and close the connection."""
         from nats.errors import TimeoutError as NatsTimeout
 
-        nc = await connect(self.opts.url, f"runwatch-worker-{self.opts.worker_id}", self._nats_error)
+        try:
+            nc = await asyncio.wait_for(connect(self.opts.url, f"runwatch-worker-{self.opts.worker_id}",
+                                                self._nats_error), self.opts.connect_timeout_s)
+        except TimeoutError:
+            raise ConnectionError(f"no answer within {self.opts.connect_timeout_s:g} s") from None
         try:
             js = nc.jetstream()
             await ensure_stream(js, self.opts.stream, self.opts.prefix)

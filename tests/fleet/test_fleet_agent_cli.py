@@ -1,0 +1,33 @@
+"""``runwatch run --nats`` with the real sensor: what the node saw reaches a worker's sink."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from fleet_helpers import RUNWATCH
+
+from runwatch.store.sqlite_read import query_events
+from runwatch.testing.natsserver import NatsServer
+
+
+@pytest.mark.kernel
+def test_run_publishes_what_it_saw_to_nats(nats_server: NatsServer, tmp_path: Path) -> None:
+    marker = tmp_path / "fleet-marker-7"
+    done = subprocess.run([RUNWATCH, "run", "--nats", nats_server.url, "--cluster", "lab", "--node", "node-k",
+                           "--nats-spool", str(tmp_path / "spool.db"), "--no-sdk", "--db", str(tmp_path / "local.db"),
+                           "--", "/bin/sh", "-c", f"echo x > {marker}; /bin/true"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "nats nats://" in done.stderr and "as node node-k; 0 kept in the spool" in done.stderr
+    local = query_events(tmp_path / "local.db")
+    sink = tmp_path / "sink.db"
+    w = subprocess.run([RUNWATCH, "worker", "--nats", nats_server.url, "--db", str(sink), "--duration", "4",
+                        "--no-rules"], capture_output=True, text=True, timeout=60)
+    assert w.returncode == 0, w.stderr
+    stored = query_events(sink)
+    assert sorted(e.id for e in stored) == sorted(e.id for e in local)  # every event the node stored locally
+    execs = [e for e in stored if e.kind == "process.exec" and e.exe.endswith("/true")]
+    assert len(stored) == len(local) > 0
+    assert len(execs) == 1
