@@ -48,6 +48,9 @@ from runwatch.transport.nats import DEFAULT_STREAM, connect, ensure_stream
 from runwatch.transport.sink import FleetSink, SinkError
 from runwatch.transport.subjects import DEFAULT_PARTITIONS, DEFAULT_PREFIX, parse_subject, partition_filter
 
+FETCH_WAIT_S = 0.05
+"""How long one round of fetches waits for a partition with nothing new."""
+
 MAX_PAYLOAD = 1 << 20
 """Bytes a message may have; a bigger one is malformed (``too_large``)."""
 
@@ -239,26 +242,32 @@ class Worker:
                 if not self._subs:
                     await asyncio.sleep(0.1)
                     continue
-                for p in sorted(self._subs):
-                    sub = self._subs.get(p)
-                    if sub is None or stop.is_set():
-                        continue
-                    try:
-                        msgs = await sub.fetch(self.opts.batch, timeout=0.05)
-                    except (TimeoutError, NatsTimeout):
-                        continue
-                    except Exception as exc:
-                        if self.first_error is None:
-                            self.first_error = f"fetch p{p}: {type(exc).__name__}: {exc}"
-                        await asyncio.sleep(0.1)
-                        continue
-                    await self.handle(msgs)
+                await self.handle(await self._fetch_round(NatsTimeout))
             if self.leases is not None:
                 with contextlib.suppress(Exception):
                     await self.leases.release_all()
         finally:
             with contextlib.suppress(Exception):
                 await nc.close()
+
+    async def _fetch_round(self, timeout_error: type[BaseException]) -> list[Any]:
+        """One fetch from every held partition at once; the messages in partition order (each
+        partition's in stream order), so one sink write and flush covers the whole round."""
+        parts = sorted(self._subs)
+
+        async def one(p: int) -> list[Any]:
+            try:
+                return list(await self._subs[p].fetch(self.opts.batch, timeout=FETCH_WAIT_S))
+            except (TimeoutError, timeout_error):
+                return []
+            except Exception as exc:
+                if self.first_error is None:
+                    self.first_error = f"fetch p{p}: {type(exc).__name__}: {exc}"
+                await asyncio.sleep(0.1)
+                return []
+
+        rounds = await asyncio.gather(*(one(p) for p in parts))
+        return [m for msgs in rounds for m in msgs]
 
     def _nats_error(self, what: str, exc: BaseException) -> None:
         self.nats_errors += 1
