@@ -21,7 +21,7 @@ def command(name: str) -> click.Command:
 def test_every_command_is_listed_and_imports() -> None:
     names = cli.list_commands(CTX)
     assert names == ["alerts", "approve", "challenges", "demo", "doctor", "events", "policy", "reject", "rules",
-                     "run", "watch"]
+                     "run", "watch", "worker"]
     assert [command(n).name for n in names] == names
 
 
