@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,51 @@ def test_across_must_name_a_usable_field(tmp_path: Path) -> None:
         load_rules([str(f)])
     assert [str(e).split(": ", 1)[1] for e in info.value.errors] == [
         "sequence 's': unknown or unusable across field 'no.such.field'"]
+
+
+def test_publisher_spools_while_nats_is_unreachable_and_catches_up(tmp_path: Path) -> None:
+    """NATS is not there at the start: the queue goes to the bounded disk spool (the rest is
+    counted), and once a server answers on the URL the spool is published, in order."""
+    import shutil
+
+    from runwatch.testing.fleet import node_events
+    from runwatch.testing.natsserver import NatsServer, free_port
+    from runwatch.transport.nats import NatsOutput
+
+    port = free_port()
+    out = NatsOutput(f"nats://127.0.0.1:{port}", cluster="t", node="a", spool_path=str(tmp_path / "s.db"),
+                     spool=SpoolLimits(events=7, bytes=1 << 20), queue_max=13)
+    out.open()
+    events = node_events("a", 17)
+    try:
+        t0 = time.monotonic()
+        out.write(events)  # 13 queued, 4 refused at once; of the 13, 7 fit the spool
+        assert time.monotonic() - t0 < 0.5  # never waits for NATS
+        deadline = time.monotonic() + 10
+        while out.stats()["lost"] < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        st = out.stats()
+        assert (st["lost_by_reason"], st["pending"], st["published"]) == ({"queue_full": 4, "spool_full": 6}, 7, 0)
+        assert st["outages"] == 1 and st["connected"] is False and st["spool"]["held"] == 7
+        if shutil.which("nats-server") is None:
+            return
+        with NatsServer(tmp_path / "nats", port=port) as srv:
+            assert out.drain(20)
+            st = out.stats()
+            assert (st["published"], st["pending"], st["spool"]["sent"]) == (7, 0, 7)
+
+            async def read_back() -> list[str]:
+                import nats
+
+                nc = await nats.connect(srv.url)
+                sub = await nc.jetstream().pull_subscribe("runwatch.>", durable="check")
+                msgs = await sub.fetch(7, timeout=5)
+                await nc.close()
+                return [m.headers["Nats-Msg-Id"] for m in msgs]
+
+            import asyncio
+
+            assert asyncio.run(read_back()) == [f"a:{e.id}" for e in events[:7]]  # the spool, oldest first
+    finally:
+        out.close_timeout = 0.1
+        out.close()

@@ -48,6 +48,7 @@ from runwatch.transport.subjects import (
 
 DEFAULT_STREAM = "RUNWATCH"
 BATCH = 256  # messages in flight per round of publishes
+CONNECT_TIMEOUT_S = 3.0  # one connection attempt; then the queue goes to the spool and it tries again
 
 
 async def ensure_stream(js: Any, stream: str = DEFAULT_STREAM, prefix: str = DEFAULT_PREFIX,
@@ -236,15 +237,19 @@ class NatsOutput:
             while not self._stopping:
                 if nc is None or nc.is_closed:
                     try:
-                        nc = await connect(self.url, f"runwatch-agent-{self.subjects.node}", self._error)
+                        nc = await asyncio.wait_for(connect(self.url, f"runwatch-agent-{self.subjects.node}",
+                                                            self._error), CONNECT_TIMEOUT_S)
                         await ensure_stream(nc.jetstream(), self.stream, self.subjects.prefix)
-                    except Exception as exc:
+                    except Exception as exc:  # TimeoutError included: NATS is not there (yet)
                         self._error("connect", exc)
                         self._down()
                         if nc is not None:
-                            with contextlib.suppress(Exception):
+                            with contextlib.suppress(Exception, asyncio.CancelledError):
                                 await nc.close()
                         nc = None
+                        while batch := self._take():  # everything queued waits on disk, in order
+                            self._to_spool(batch)
+                            self._release(len(batch))
                         await self._idle(1.0)
                         continue
                 js = nc.jetstream(timeout=self.publish_timeout)
@@ -263,7 +268,7 @@ class NatsOutput:
                     await self._idle(0.5)
         finally:
             if nc is not None:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception, asyncio.CancelledError):  # nats-py, closing while reconnecting
                     await nc.close()
 
     def _down(self) -> None:

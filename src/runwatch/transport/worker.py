@@ -247,7 +247,7 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await self.leases.release_all()
         finally:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):  # nats-py, closing while reconnecting
                 await nc.close()
 
     async def _fetch_round(self, timeout_error: type[BaseException]) -> list[Any]:
