@@ -31,3 +31,21 @@ def test_run_publishes_what_it_saw_to_nats(nats_server: NatsServer, tmp_path: Pa
     execs = [e for e in stored if e.kind == "process.exec" and e.exe.endswith("/true")]
     assert len(stored) == len(local) > 0
     assert len(execs) == 1
+
+
+@pytest.mark.kernel
+def test_run_with_nats_away_keeps_everything_in_the_spool(tmp_path: Path) -> None:
+    import sqlite3
+
+    from runwatch.testing.natsserver import free_port
+
+    spool = tmp_path / "spool.db"
+    done = subprocess.run([RUNWATCH, "run", "--nats", f"nats://127.0.0.1:{free_port()}", "--node", "node-k",
+                           "--nats-spool", str(spool), "--no-sdk", "--no-rules", "--db", str(tmp_path / "local.db"),
+                           "--", "/bin/sh", "-c", "/bin/true"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr  # detection and the local store went on; nothing was lost
+    local = query_events(tmp_path / "local.db")
+    with sqlite3.connect(spool) as conn:
+        held = [r[0] for r in conn.execute("SELECT msg_id FROM spool ORDER BY seq")]
+    assert held == [f"node-k:{e.id}" for e in local]  # every event, in the order the node saw them
+    assert f"published 0 message(s) as node node-k; {len(local)} kept in the spool" in done.stderr

@@ -14,7 +14,7 @@ not wait for any of this.
 
 Lifecycle: ``open`` starts the thread (it does not wait for NATS), ``flush`` is a no-op (the
 thread publishes as fast as acks come), :meth:`drain` waits (bounded) until nothing is pending,
-``close`` drains for ``close_timeout`` s, moves whatever is still pending to the disk spool (sent
+``close`` drains for ``close_timeout`` s (when connected), moves whatever is still pending to the disk spool (sent
 by the next start) and stops. Thread safety: ``write*`` from the pipeline thread, ``stats`` from
 any thread.
 """
@@ -178,7 +178,8 @@ class NatsOutput:
         """Drain for ``close_timeout`` s, keep the rest in the disk spool, stop. Idempotent."""
         if self._thread is None:
             return
-        self.drain(self.close_timeout)
+        if self.connected:  # NATS away: what is pending stays in the spool, no point in waiting
+            self.drain(self.close_timeout)
         self._stopping = True
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None:
