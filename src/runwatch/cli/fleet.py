@@ -106,7 +106,8 @@ def _print_alerts(alerts: Sequence[Alert]) -> None:
 @_partitions_option
 @db_option()
 @click.option("--sink", default="sqlite", show_default=True, metavar="NAME",
-              help="Where consumed events and alerts go (a registered worker sink; sqlite writes --db).")
+              help="Where consumed events and alerts go (a registered worker sink).")
+@click.option("--out", metavar="PATH", help="What the sink writes (default: --db; the sqlite sink's database).")
 @click.option("--rules", "rules", multiple=True, metavar="PATH",
               help="Rule file or directory; repeatable (default: the built-in pack and the fleet pack).")
 @click.option("--no-rules", is_flag=True, help="Store only; run no detections.")
@@ -125,9 +126,9 @@ def _print_alerts(alerts: Sequence[Alert]) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Do not print alerts to stderr.")
 @click.option("--ack-delay-s", type=click.FloatRange(0, 60), default=0.0, hidden=True,
               help="Fault injection for tests: wait between the durable write and the acknowledgement.")
-def worker(url: str, durable: str, partitions: int, db: str, sink: str, rules: tuple[str, ...], no_rules: bool,
-           alerts_out: str | None, lease_s: float, ack_wait_s: float, batch: int, worker_id: str | None,
-           duration: float | None, stats_json: str | None, quiet: bool, ack_delay_s: float,
+def worker(url: str, durable: str, partitions: int, db: str, sink: str, out: str | None, rules: tuple[str, ...],
+           no_rules: bool, alerts_out: str | None, lease_s: float, ack_wait_s: float, batch: int,
+           worker_id: str | None, duration: float | None, stats_json: str | None, quiet: bool, ack_delay_s: float,
            connect_timeout_s: float) -> None:
     """Consume the fleet stream as one of N detector workers until SIGINT/SIGTERM.
 
@@ -155,7 +156,7 @@ def worker(url: str, durable: str, partitions: int, db: str, sink: str, rules: t
         except RuleLoadError as exc:
             config_problems(exc.errors)
             fail(f"{len(exc.errors)} error(s) in the rules; nothing was started")
-    the_sink = factory(db)
+    the_sink = factory(out or db)
     try:
         the_sink.open()
     except (StoreError, OSError) as exc:
