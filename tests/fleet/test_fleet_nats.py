@@ -28,19 +28,21 @@ def test_secret_on_one_node_then_egress_on_another_raises_the_cross_node_alert(
     procs.worker(nats_server.url, "w1", db)
     procs.worker(nats_server.url, "w2", db)
     wait_workers(procs, ("w1", "w2"))
-    x, y, z, v, u = (workload(n, "any") for n in ("x", "y", "z", "v", "u"))
+    x, y, z, v, u, w = (workload(n, "any") for n in ("x", "y", "z", "v", "u", "w"))
     t = time.time_ns()
     # Phase 1: reads on a and c, a same-node pair on c, z's egress before its read.
     first = {
         "a": [*node_events("a", 101, start_ns=t), secret_read("a", 9001, x, t + 1), secret_read("a", 9002, v, t + 2),
               egress("a", 9003, z, t + 3), secret_read("a", 9004, u, t + 4)],
-        "c": [*node_events("c", 101, start_ns=t), secret_read("c", 9001, y, t + 5), egress("c", 9002, y, t + 6)],
+        "c": [*node_events("c", 101, start_ns=t), secret_read("c", 9001, y, t + 5), egress("c", 9002, y, t + 6),
+              secret_read("c", 9003, w, t + 7)],
     }
-    # Phase 2 on b: egress of x and v (read on a: alerts), z's read (after its egress: none), u to an internal
-    # address (none); then c: egress of v again (its partial was used up: none).
+    # Phase 2 on b: egress of x and v (read on a) and w (read on c): alerts; z's read (after its
+    # egress: none), u to an internal address (none); then c: egress of v again (used up: none).
     second = {
         "b": [*node_events("b", 101, start_ns=t), egress("b", 9001, x, t + 10), egress("b", 9002, v, t + 11),
-              secret_read("b", 9003, z, t + 12), egress("b", 9004, u, t + 13, ip="10.0.0.5")],
+              secret_read("b", 9003, z, t + 12), egress("b", 9004, u, t + 13, ip="10.0.0.5"),
+              egress("b", 9005, w, t + 14)],
     }
     third = {"c": [egress("c", 9101, v, t + 20)]}
     sent: list[str] = []
@@ -54,13 +56,15 @@ def test_secret_on_one_node_then_egress_on_another_raises_the_cross_node_alert(
         assert [p.wait(timeout=60) for p in started] == [0] * len(started)
     wait_for(lambda: len(stored_ids(db)) == len(sent), 60, f"{len(sent)} events in the sink")
     assert sorted(stored_ids(db)) == sorted(sent)
-    wait_for(lambda: len(stored_ids(db, "alerts", f"WHERE rule = '{RULE}'")) >= 2, 30, "the cross-node alerts")
+    wait_for(lambda: len(stored_ids(db, "alerts", f"WHERE rule = '{RULE}'")) >= 3, 30, "the cross-node alerts")
     time.sleep(1.0)  # nothing more may come
     rows = query_alerts(db, rule=RULE)
     assert [(r.workload.spiffe_id, r.workload.node) for r in rows] == [
-        ("spiffe://cluster.local/ns/ai/sa/x", "b"), ("spiffe://cluster.local/ns/ai/sa/v", "b")]
+        ("spiffe://cluster.local/ns/ai/sa/x", "b"), ("spiffe://cluster.local/ns/ai/sa/v", "b"),
+        ("spiffe://cluster.local/ns/ai/sa/w", "b")]
     assert [r.evidence for r in rows] == [[first["a"][101].id, second["b"][101].id],
-                                          [first["a"][102].id, second["b"][102].id]]
+                                          [first["a"][102].id, second["b"][102].id],
+                                          [first["c"][103].id, second["b"][105].id]]
     # each event carries the node it was published from
     assert {e.container.node for e in query_events(db) if e.container is not None} == {"a", "b", "c"}
 
