@@ -49,3 +49,16 @@ def test_run_with_nats_away_keeps_everything_in_the_spool(tmp_path: Path) -> Non
         held = [r[0] for r in conn.execute("SELECT msg_id FROM spool ORDER BY seq")]
     assert held == [f"node-k:{e.id}" for e in local]  # every event, in the order the node saw them
     assert f"published 0 message(s) as node node-k; {len(local)} kept in the spool" in done.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--nats", "nats://127.0.0.1:4222", "--node", "bad.node"],
+     "node name (--node) 'bad.node' must be letters, digits, '_' or '-'"),
+    (["--nats", "nats://127.0.0.1:4222", "--cluster", "a b"], "--cluster 'a b' must be letters, digits"),
+    (["--node", "n1"], "--node and --kube-token-file need --kube-api, --kubeconfig or --in-cluster"),
+])
+def test_agent_options_are_checked_before_anything_starts(args: list[str], message: str) -> None:
+    done = subprocess.run([RUNWATCH, "watch", *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
