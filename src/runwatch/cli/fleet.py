@@ -111,6 +111,8 @@ def _print_alerts(alerts: Sequence[Alert]) -> None:
 @click.option("--rules", "rules", multiple=True, metavar="PATH",
               help="Rule file or directory; repeatable (default: the built-in pack and the fleet pack).")
 @click.option("--no-rules", is_flag=True, help="Store only; run no detections.")
+@click.option("--no-warm-up", is_flag=True, help="Do not replay a partition's recent history into the sequences "
+              "when taking it over from another worker.")
 @click.option("--alerts-out", metavar="FILE", help="Also append the worker's alerts as JSON lines to FILE.")
 @click.option("--lease-s", type=click.FloatRange(0.5, 600), default=10.0, show_default=True, metavar="S",
               help="Partition lease: a worker that stops renewing loses its partitions after S seconds.")
@@ -127,7 +129,7 @@ def _print_alerts(alerts: Sequence[Alert]) -> None:
 @click.option("--ack-delay-s", type=click.FloatRange(0, 60), default=0.0, hidden=True,
               help="Fault injection for tests: wait between the durable write and the acknowledgement.")
 def worker(url: str, durable: str, partitions: int, db: str, sink: str, out: str | None, rules: tuple[str, ...],
-           no_rules: bool, alerts_out: str | None, lease_s: float, ack_wait_s: float, batch: int,
+           no_rules: bool, no_warm_up: bool, alerts_out: str | None, lease_s: float, ack_wait_s: float, batch: int,
            worker_id: str | None, duration: float | None, stats_json: str | None, quiet: bool, ack_delay_s: float,
            connect_timeout_s: float) -> None:
     """Consume the fleet stream as one of N detector workers until SIGINT/SIGTERM.
@@ -174,7 +176,9 @@ def worker(url: str, durable: str, partitions: int, db: str, sink: str, out: str
 
     opts = WorkerOptions(url=url, durable=durable, partitions=partitions, lease_s=lease_s, ack_wait_s=ack_wait_s,
                          batch=batch, ack_delay_s=ack_delay_s, connect_timeout_s=connect_timeout_s,
-                         **({"worker_id": worker_id} if worker_id else {}))
+                         warm_up=not no_warm_up)
+    if worker_id:
+        opts.worker_id = worker_id
     w = Worker(opts, the_sink, engine, on_alerts=on_alerts)
     error: str | None = None
     try:

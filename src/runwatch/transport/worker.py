@@ -68,6 +68,7 @@ class WorkerOptions:
     lease_s: float = 10.0
     ack_wait_s: float = 30.0
     batch: int = 256
+    warm_up: bool = True  # replay a partition's recent history into the engine when taking it over
     connect_timeout_s: float = 10.0  # the first connection; after it, reconnects never give up
     ack_delay_s: float = 0.0  # fault injection (tests): wait this long between the durable write and the ack
 
@@ -101,6 +102,9 @@ class Worker:
         self.malformed: dict[str, int] = {}
         self.first_malformed: str | None = None
         self.sink_errors = 0
+        self.warmed = 0  # events replayed into the engine for partitions taken over
+        self.warm_up_cut = 0  # partitions whose replay hit its bound
+        self.warm_up_errors = 0
         self.nats_errors = 0  # connection errors (NATS away, reconnecting)
         self.first_error: str | None = None
         self.partitions: set[int] = set()
@@ -114,35 +118,37 @@ class Worker:
         if self.first_malformed is None:
             self.first_malformed = f"{reason} on {msg.subject[:120]}{': ' + detail[:160] if detail else ''}"
 
-    def _check(self, msg: Any) -> Event | Alert | None:
-        """The message's event or alert, or None (counted) when it is malformed."""
+    def _decode(self, msg: Any) -> Event | Alert | tuple[str, str]:
+        """The message's event or alert, or ``(reason, detail)`` when it is malformed."""
         parsed = parse_subject(msg.subject, self.opts.prefix)
         if parsed is None:
-            self._bad("subject", msg)
-            return None
+            return "subject", ""
         mid = (msg.headers or {}).get("Nats-Msg-Id")
         if not mid:
-            self._bad("no_msg_id", msg)
-            return None
+            return "no_msg_id", ""
         if len(msg.data) > MAX_PAYLOAD:
-            self._bad("too_large", msg)
-            return None
+            return "too_large", ""
         obj: Event | Alert
         try:
             obj = alert_from_json(msg.data) if parsed.cls == "alert" else upgrade(from_json(msg.data))
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
-            self._bad("payload", msg, str(exc))
-            return None
+            return "payload", str(exc)
         if mid != f"{parsed.node}:{obj.id}":
-            self._bad("msg_id_mismatch", msg, mid)
-            return None
+            return "msg_id_mismatch", mid
         if isinstance(obj, Event):
             if (obj.kind == "policy.decision") != (parsed.cls == "decision"):
-                self._bad("class_mismatch", msg, obj.kind)
-                return None
+                return "class_mismatch", obj.kind
             c = obj.container
             if c is not None and c.node is None:
                 obj = msgspec.structs.replace(obj, container=msgspec.structs.replace(c, node=parsed.node))
+        return obj
+
+    def _check(self, msg: Any) -> Event | Alert | None:
+        """The message's event or alert, or None (counted) when it is malformed."""
+        obj = self._decode(msg)
+        if isinstance(obj, tuple):
+            self._bad(obj[0], msg, obj[1])
+            return None
         return obj
 
     async def handle(self, msgs: Sequence[Any]) -> None:
@@ -208,7 +214,32 @@ class Worker:
                 await sub.unsubscribe()
         for p in sorted(held - set(self._subs)):
             self._subs[p] = await self._bind(js, p)
+            await self._warm_up(js, p)
         self.partitions = set(self._subs)
+
+    async def _warm_up(self, js: Any, p: int) -> None:
+        """Rebuild the sequence state of partition ``p`` from what its last owner processed."""
+        engine = self.engine
+        window = max((m.seq.within_ns for m in engine.matchers), default=0) if engine is not None else 0
+        if engine is None or not window or not self.opts.warm_up:
+            return
+        from runwatch.transport.warmup import warm_up
+
+        def check(msg: Any) -> Event | Alert | None:
+            obj = self._decode(msg)
+            return None if isinstance(obj, tuple) else obj
+
+        try:
+            fed, cut = await warm_up(js, self.opts.stream, f"{self.opts.durable}-p{p}",
+                                     partition_filter(p, self.opts.prefix), window,
+                                     lambda events: engine.process_batch(events), check)
+        except Exception as exc:  # NATS away: the partition goes on without its history
+            self.warm_up_errors += 1
+            if self.first_error is None:
+                self.first_error = f"warm-up p{p}: {type(exc).__name__}: {exc}"
+            return
+        self.warmed += fed
+        self.warm_up_cut += int(cut)
 
     async def run(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
         """Consume until ``stop`` is set; then give the leases back and close the connection."""
@@ -281,6 +312,7 @@ class Worker:
             "node_alerts": self.node_alerts, "alerts": self.alerts, "redelivered": self.redelivered,
             "malformed": sum(self.malformed.values()), "malformed_by_reason": dict(self.malformed),
             "first_malformed": self.first_malformed, "sink_errors": self.sink_errors, "nats_errors": self.nats_errors,
+            "warmed": self.warmed, "warm_up_cut": self.warm_up_cut, "warm_up_errors": self.warm_up_errors,
             "first_error": self.first_error,
             "partitions": sorted(self.partitions),
         }
