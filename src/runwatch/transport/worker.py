@@ -22,7 +22,8 @@ and the evidence (:func:`stable_alert_id`), so a re-raised alert replaces itself
 
 Ordering: JetStream keeps a partition's messages in publish order; events of different nodes
 are ordered by when they reached the stream. Engine state (sequence partials) lives in the
-worker's memory: a partition that moves to another worker starts there with empty state.
+worker's memory; a worker taking a partition over first replays the history its last owner
+acknowledged into its engine (:mod:`runwatch.transport.warmup`).
 """
 
 from __future__ import annotations
