@@ -139,11 +139,13 @@ TABLE: tuple[KindSpec, ...] = (
              decoder="priv", programs=_tp("unshare"), syscalls=("unshare",), activity=True),
     KindSpec("priv.setns", "privilege", (1007, _OTHER, "Enter Namespace"), ("priv",), record="SETNS",
              decoder="priv", programs=_tp("setns"), syscalls=("setns",), activity=True),
-    KindSpec("tool.start", "ai", _BASE, ("tool_call", "ai", "decision")),
-    KindSpec("tool.end", "ai", _BASE, ("tool_call", "ai")),
-    KindSpec("model.call", "ai", _BASE, ("ai",)),
-    KindSpec("plugin.load", "ai", _BASE, ("ai",)),
-    KindSpec("secret.access", "ai", _BASE, ("ai",)),
+    # The AI layer (OCSF 1.7 has no AI profile): a tool call, a model call and a secret read are
+    # API Activity (6003) of the agent, a plugin load Module Activity (1005) 1 Load.
+    KindSpec("tool.start", "ai", (6003, _OTHER, "Tool Call Start"), ("tool_call", "ai", "decision")),
+    KindSpec("tool.end", "ai", (6003, _OTHER, "Tool Call End"), ("tool_call", "ai")),
+    KindSpec("model.call", "ai", (6003, _OTHER, "Model Call"), ("ai",)),
+    KindSpec("plugin.load", "ai", (1005, 1, "Load"), ("ai",)),
+    KindSpec("secret.access", "ai", (6003, 2, "Read"), ("ai",)),
     # API Activity (6003) for a tool call; the decision's layer refines it to the activity it
     # decided on (egress 4001, file 1001, exec 1007: outputs/ocsf.py).
     KindSpec("policy.decision", "policy", (6003, _OTHER, "Other"), ("decision", "tool_call", "ai")),

@@ -220,6 +220,10 @@ class AiInfo(msgspec.Struct, omit_defaults=True, gc=False):
     candidates: list[ToolCall] | None = None
 
 
+_KERNEL = "kernel"
+"""The default ``Event.source``; ``_KERNEL.__str__`` returns this very object (no new string per event)."""
+
+
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One observation. ``time`` is nanoseconds since the epoch.
 
@@ -237,11 +241,14 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     id: str
     time: int
     kind: str
-    source: str = "kernel"
+    # ``source`` and ``uid`` are in every encoding, at their defaults too (the README lists both
+    # keys): msgspec omits a plain default but never a factory's value. The factories return the
+    # same values ("kernel" and 0) as the defaults the schema snapshots record (runwatch.schema).
+    source: str = msgspec.field(default_factory=_KERNEL.__str__)
     pid: int = 0
     tid: int = 0
     ppid: int = 0
-    uid: int = 0
+    uid: int = msgspec.field(default_factory=int)
     euid: int | None = None
     gid: int | None = None
     exe: str = ""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +47,49 @@ def _strip(node: Any) -> Any:
     return node
 
 
+def _structs(root: type) -> list[type[msgspec.Struct]]:
+    """``root`` and every struct type its fields refer to (through ``X | None``, ``list[X]``, ...)."""
+    out: list[type[msgspec.Struct]] = []
+    stack: list[Any] = [root]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, type) and issubclass(t, msgspec.Struct):
+            if t not in out:
+                out.append(t)
+                stack.extend(f.type for f in msgspec.structs.fields(t))
+        else:
+            stack.extend(typing.get_args(t))
+    return out
+
+
+def _factory_defaults(root: type) -> dict[str, dict[str, Any]]:
+    """Struct name -> field -> the value of its scalar default factory.
+
+    A field whose default is a factory (``Event.source``, ``Event.uid``: so that encodings never
+    omit it) has the same default on decode as a plain one, but msgspec's JSON Schema leaves it
+    out; the description states it, so such a field reads as it always did.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for t in _structs(root):
+        for f in msgspec.structs.fields(t):
+            if f.default_factory is msgspec.NODEFAULT:
+                continue
+            value = f.default_factory()
+            if isinstance(value, str | int | float | bool):
+                out.setdefault(t.__name__, {})[f.name] = value
+    return out
+
+
 def describe(root: type = Event, kinds: tuple[str, ...] = KINDS, version: int = SCHEMA_VERSION) -> Description:
     """The schema of ``root`` and its groups, with ``kinds``, as plain JSON-ready data."""
     full = msgspec.json.schema(root)
+    defaults = _factory_defaults(root)
     structs: dict[str, Any] = {}
     for name, body in sorted(full.get("$defs", {}).items()):
-        structs[name] = {
-            "fields": {f: _strip(p) for f, p in body.get("properties", {}).items()},
-            "required": sorted(body.get("required", [])),
-        }
+        fields = {f: _strip(p) for f, p in body.get("properties", {}).items()}
+        for f, value in defaults.get(name, {}).items():
+            fields[f].setdefault("default", value)
+        structs[name] = {"fields": fields, "required": sorted(body.get("required", []))}
     return {"schema_version": version, "structs": structs, "kinds": list(kinds)}
 
 

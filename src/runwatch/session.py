@@ -6,8 +6,10 @@ errors come before anything runs), then started as a short list of steps::
 
     (first)   remove what a runwatch killed with SIGKILL left: stale sockets at this session's
               paths, empty cgroups of dead runs (runwatch.leftovers); one notice line
-    outputs   open the output group (store, files, console, OTLP, alert outputs; opening the
-              store marks the runs of dead owners crashed, one notice line each)
+    outputs   open the output group (store, files, console, OTLP, the outputs file's webhook,
+              Slack, syslog and OCSF outputs, alert outputs; opening the store marks the runs of
+              dead owners crashed, one notice line each; network outputs start their senders)
+    metrics   serve Prometheus /metrics (opts.metrics_listen; runwatch.metrics), read at scrape time
     sources   start the source group (system source, SDK collector, OTLP receiver, decisions)
     pipeline  record the run, start the consumer thread
     policy    bind the endpoint, load the enforcers, open the apply gate
@@ -39,9 +41,15 @@ from runwatch.pipeline import Pipeline, Stage
 from runwatch.sdk.wire import ENV_ARGS_KEY
 from runwatch.sensors.select import Sources, build_sources
 from runwatch.store.sqlite import SpoolLimits, SqliteStore, StoreError
+from runwatch.svid.attest import Attestor
+from runwatch.svid.bundles import trust_bundles
 
 if TYPE_CHECKING:
+    from runwatch.enrich.aicontext import ToolCallJoin
     from runwatch.enrich.corroborate import Corroboration
+    from runwatch.metrics.server import MetricsServer
+    from runwatch.metrics.tap import MetricsTap
+    from runwatch.outputs.config import OutputSpec
     from runwatch.policy.model import PolicySet
     from runwatch.policy.wiring import SessionPolicy
     from runwatch.rules.stage import DetectionStage
@@ -54,14 +62,18 @@ class SessionOptions:
     db: str | None = "runwatch.db"
     spool: SpoolLimits | None = None  # what the store holds while it cannot write (default: 100k events, 64 MiB)
     events_out: str | None = None
+    lake: str | None = None  # also write OCSF records to this Parquet lake directory (events and alerts)
     source: str = "auto"  # auto | kernel | proc
     ring_bytes: int = 1 << 24
     track_self: bool = False  # only what this process starts from now on
     containers: tuple[str, ...] = ()  # keep only events of these container ids/names (prefixes)
+    drop_containers: tuple[str, ...] = ()  # drop the events of these container ids/names (prefixes)
     sdk_socket: str | None = None  # collect agent-SDK events here (None: no collector)
     otlp_listen: tuple[str, int] | None = None  # OTLP/HTTP receiver for GenAI spans
     otlp_token: str | None = None  # bearer token the OTLP receiver requires (None: none, loopback only)
     otlp_export: str | None = None  # export tool-attributed events as OTLP spans to this URL
+    otlp_options: dict[str, Any] = field(default_factory=dict)  # the OTLP output's options (compression, ...)
+    outputs: list[OutputSpec] = field(default_factory=list)  # --outputs FILE and the shortcuts (--webhook, ...)
     join_hold_ms: float | None = None  # reorder window of the tool-call join (default: 200, 6000 with OTLP)
     rules: tuple[str, ...] = ()  # rule files/dirs; empty: no detection stage
     alerts_out: str | None = None  # also append alerts as JSON lines here
@@ -77,6 +89,9 @@ class SessionOptions:
     kube: KubeOptions | None = None  # watch this node's pods on a Kubernetes API (None: no API)
     trust_domain: str = DEFAULT_TRUST_DOMAIN  # of the SPIFFE ids derived from Kubernetes facts
     spiffe_template: str = DEFAULT_SPIFFE_TEMPLATE
+    spiffe_bundle: str | None = None  # PEM roots of trust_domain that reported SVIDs are verified against
+    spiffe_socket: str | None = None  # else fetch the trust bundles from this Workload API ($SPIFFE_ENDPOINT_SOCKET)
+    metrics_listen: tuple[str, int] | None = None  # serve Prometheus /metrics here (checked by the caller)
 
 
 @dataclass(frozen=True)
@@ -92,16 +107,19 @@ class KubeOptions:
 
 
 class _ContainerFilter:
-    """Stage keeping events whose container id or name starts with one of ``wanted``."""
+    """Stage keeping events whose container id starts with, or whose name is, one of ``wanted``
+    (with ``keep=False``: dropping those events and keeping every other)."""
 
-    def __init__(self, wanted: tuple[str, ...]) -> None:
+    def __init__(self, wanted: tuple[str, ...], keep: bool = True) -> None:
         self.wanted = wanted
+        self.keep = keep
 
     def __call__(self, batch: list[Event]) -> list[Event]:
         out = []
         for e in batch:
             c = e.container
-            if c is not None and any(c.id.startswith(w) or (c.name or "") == w for w in self.wanted):
+            hit = c is not None and any(c.id.startswith(w) or (c.name or "") == w for w in self.wanted)
+            if hit == self.keep:
                 out.append(e)
         return out
 
@@ -128,6 +146,18 @@ def store_summary(store: SqliteStore) -> dict[str, Any]:
             "spool_limits": {"events": store.spool_limits.events, "bytes": store.spool_limits.bytes}}
 
 
+def output_summary(group: OutputGroup) -> dict[str, Any]:
+    """The run summary's ``outputs`` part: each network output's delivery counters, by name."""
+    out: dict[str, Any] = {}
+    for member in group.members:
+        stats = getattr(member, "output_stats", None)
+        if callable(stats):
+            counters = stats()
+            if counters:
+                out[member.name] = counters
+    return out
+
+
 class Session:
     """One sensor session. Use as a context manager; ``close`` is idempotent."""
 
@@ -146,10 +176,14 @@ class Session:
         self.pods: PodWatcher | None = None  # the Kubernetes pod watch (opts.kube)
         index = PodIndex() if opts.kube is not None else None
         self.enrichment = Enrichment(workload=WorkloadJoin(
-            pods=index, spiffe=SpiffeTemplate(opts.trust_domain, opts.spiffe_template)))
+            pods=index, spiffe=SpiffeTemplate(opts.trust_domain, opts.spiffe_template)),
+            attestor=Attestor(trust_bundles(opts.spiffe_bundle, opts.trust_domain, opts.spiffe_socket)))
         self.args_key = ArgsKey()  # digests of tool arguments: the decide endpoint and the command's SDK
         self.detection: DetectionStage | None = None
         self.corroboration: Corroboration | None = None
+        self.join: ToolCallJoin | None = None
+        self.metrics: MetricsServer | None = None  # opts.metrics_listen
+        self._tap: MetricsTap | None = None
         self.pipeline: Pipeline | None = None
         self._thread: threading.Thread | None = None
         self._stops: list[tuple[str, Stop]] = []  # teardown of each started step, in start order
@@ -172,6 +206,7 @@ class Session:
             policies = load_policies(list(o.policy_paths))
             self.policies = policies.with_mode(o.policy_mode) if o.policy_mode else policies  # type: ignore[arg-type]
             self.enrichment.containers.role_of = self.policies.role_of
+            self.enrichment.workload.governance_of = self.policies.governance_of
         if o.rules:
             self.detection = self._detection()
         self.sources = build_sources(o.source, track_self=o.track_self, ring_bytes=o.ring_bytes,
@@ -186,6 +221,14 @@ class Session:
             self.sources.group.add(self.policy.source)
         for out in self._outputs():
             self.outputs.add(out)
+        if o.metrics_listen is not None:
+            from runwatch.metrics.collector import SessionCollector
+            from runwatch.metrics.server import MetricsServer
+            from runwatch.metrics.tap import MetricsTap
+
+            self._tap = MetricsTap()
+            self.outputs.add(self._tap)  # last: it counts what reached every other output
+            self.metrics = MetricsServer(SessionCollector(self, self._tap), *o.metrics_listen)
 
     def _outputs(self) -> list[Output | AlertOutput]:
         """The output group's members in declared order (events first, then alert outputs)."""
@@ -195,11 +238,14 @@ class Session:
             outs.append(output_factory("sqlite")(o.db, spool=o.spool))
         if o.events_out:
             outs.append(output_factory("jsonl")(o.events_out))
+        if o.lake:
+            outs.append(output_factory("lake")(o.lake))
         if o.live is not None:
             outs.append(o.live)
         if o.otlp_export:
-            outs.append(output_factory("otlp")(o.otlp_export))
+            outs.append(output_factory("otlp")(o.otlp_export, **o.otlp_options))
         outs.extend(o.extra_sinks)
+        outs.extend(spec.build() for spec in o.outputs)
         if self.detection is not None:
             if o.live_alerts:
                 outs.append(output_factory("alerts-stream")())
@@ -233,6 +279,8 @@ class Session:
             self._say(cleaned)
         try:
             self._step("outputs", self._open_outputs, self._close_outputs)
+            if self.metrics is not None:
+                self._step("metrics", self._start_metrics, self._stop_metrics)
             self._step("runtime states", self.enrichment.containers.watch_states, self._stop_states)
             if self.opts.kube is not None:
                 self._step("kubernetes pods", self._start_pods, self._stop_pods)
@@ -286,6 +334,16 @@ class Session:
                 for line in store.recovered_runs:
                     self._say(line)
 
+    def _start_metrics(self) -> None:
+        assert self.metrics is not None
+        self.metrics.start()  # MetricsError (one line) when the address cannot be bound
+        self._say(f"metrics: {self.metrics.url}")
+
+    def _stop_metrics(self) -> list[str]:
+        if self.metrics is not None:
+            self.metrics.stop()
+        return []
+
     def _start_pipeline(self) -> None:
         assert self.sources is not None
         stages: list[Stage] = [_SelfFilter()]
@@ -297,7 +355,8 @@ class Session:
 
             # OTLP spans arrive only after they end (plus the exporter's batch delay).
             hold = self.opts.join_hold_ms or (6000.0 if self.sources.otlp_endpoint else 200.0)
-            stages.append(ToolCallJoin(hold_ms=hold))
+            self.join = ToolCallJoin(hold_ms=hold)
+            stages.append(self.join)
             if self.sources.sdk_socket:
                 from runwatch.enrich.corroborate import Corroboration
 
@@ -312,6 +371,8 @@ class Session:
             stages.append(self.detection)
         if self.opts.containers:
             stages.append(_ContainerFilter(self.opts.containers))
+        if self.opts.drop_containers:
+            stages.append(_ContainerFilter(self.opts.drop_containers, keep=False))
         # Each event output is its own sink: one that fails loses the batch alone (counted).
         self.pipeline = Pipeline(self.sources.group, stages, self.outputs.event_outputs)
         if self.store is not None:
@@ -382,8 +443,16 @@ class Session:
             out["malformed"] = malformed
         if self.corroboration is not None:
             out["corroboration"] = self.corroboration.stats()
+        attestor = self.enrichment.attestor
+        if attestor.counters["reported"]:
+            out["svid"] = {**attestor.stats(), "rejected_by": dict(attestor.rejected_by),
+                           "last_rejection": attestor.last_rejection,
+                           "bundle": getattr(attestor.bundles, "source", None)}
         if self.store is not None:
             out["store"] = store_summary(self.store)
+        delivered = output_summary(self.outputs)
+        if delivered:
+            out["outputs"] = delivered
         if self.pipeline is not None:
             faults = self.pipeline.faults()
             if faults["stage_errors"] or faults["lost"] or faults["poll_errors"]:
@@ -450,6 +519,9 @@ class Session:
         summary = self._final if self._final is not None else self.summary()
         if self.store is not None:
             summary["store"] = store_summary(self.store)  # final: after the last retries at close
+        delivered = output_summary(self.outputs)  # final: after the outputs sent or spooled what was left
+        if delivered:
+            summary["outputs"] = delivered
         if errors:
             summary["errors"] = errors
         self._final = summary

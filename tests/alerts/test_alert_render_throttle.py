@@ -45,7 +45,7 @@ def alerts_for(events: list[Event]) -> list[Alert]:
 
 
 NO_K8S = dict.fromkeys(("attested", "pod_uid", "service_account", "labels", "image", "image_digest", "node",
-                         "owner", "siblings"))
+                         "controller", "siblings", "owner", "escalation"))
 
 
 def test_json_keys_match_the_contract() -> None:
@@ -59,7 +59,9 @@ def test_json_keys_match_the_contract() -> None:
                                "nist_csf": ["DE.CM-01", "DE.CM-09"]}
     assert obj["workload"] == {"id": "c1", "name": "agent-c1", "runtime": "runc", "pod": "p", "namespace": None,
                                "spiffe_id": "spiffe://td/agent", "role": None, **NO_K8S}
-    assert obj["process"] == {"pid": 701, "exe": "/bin/sh", "cmdline": "sh -c id", "ancestry": ["/usr/bin/python3"]}
+    assert obj["process"] == {"pid": 701, "exe": "/bin/sh", "cmdline": "sh -c id", "ancestry": ["/usr/bin/python3"],
+                              "uid": 0}
+    assert obj["source"] == "kernel"
     assert obj["tool_call"] == {"name": "run_shell", "call_id": "call-7", "agent": "planner"}
     assert (obj["evidence"], obj["action"], obj["rule_action"], obj["count"]) == (["e1"], "alert", "deny", 1)
     assert from_json(to_json(a)) == a
@@ -70,6 +72,16 @@ def test_host_alert_has_null_workload_and_tool_call() -> None:
     assert obj["workload"] == {"id": None, "name": None, "runtime": None, "pod": None, "namespace": None,
                                "spiffe_id": None, "role": None, **NO_K8S}
     assert obj["tool_call"] is None
+
+
+def test_uid_and_source_are_always_in_the_alert_json() -> None:
+    audit = msgspec.structs.replace(exec_event(3, 0), source="audit", uid=1013)
+    root, other = (json.loads(to_json(a)) for a in alerts_for([exec_event(1, 0), audit]))
+    assert (root["process"]["uid"], root["source"]) == (0, "kernel")
+    assert (other["process"]["uid"], other["source"]) == (1013, "audit")
+    old = json.loads(to_json(alerts_for([exec_event(1, 0)])[0]))
+    del old["source"], old["process"]["uid"]  # written before these keys
+    assert (from_json(json.dumps(old)).source, from_json(json.dumps(old)).process.uid) == ("", 0)
 
 
 def test_ocsf_detection_finding() -> None:

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,8 +22,8 @@ import pytest
 from runwatch.enrich.containers import ContainerResolver
 from runwatch.enrich.workload import PodmanFacts, WorkloadJoin
 from runwatch.testing.kubeapi import FakeKubeApi, pod_json
+from runwatch.testing.podman import PODMAN, build_image, kube_play, pid_of, podman
 
-PODMAN = shutil.which("podman")
 pytestmark = [pytest.mark.kernel,
               pytest.mark.skipif(PODMAN is None or os.geteuid() != 0, reason="needs root and podman")]
 RUNWATCH = str(Path(sys.executable).with_name("runwatch"))
@@ -79,29 +77,6 @@ RULE = """\
 """
 
 
-def podman(*args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
-    res = subprocess.run([PODMAN or "podman", *args], capture_output=True, text=True, timeout=120, env=env)
-    if check and res.returncode != 0:
-        raise AssertionError(f"podman {' '.join(args)}: {res.stderr.strip()}")
-    return res.stdout
-
-
-def build_image() -> str:
-    """A busybox image imported from a tarball (no registry): its digest."""
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp, "root")
-        for d in ("bin", "etc", "dev", "proc", "sys", "tmp"):
-            (root / d).mkdir(parents=True)
-        shutil.copy2("/bin/busybox", root / "bin/busybox")
-        for applet in ("sh", "sleep", "cat", "true"):
-            (root / "bin" / applet).symlink_to("busybox")
-        tar = Path(tmp, "rootfs.tar")
-        subprocess.run(["tar", "-C", str(root), "-cf", str(tar), "."], check=True)
-        podman("import", "--change", 'CMD ["/bin/sh"]', str(tar), IMAGE)
-    out = json.loads(podman("image", "inspect", IMAGE))
-    return str(out[0]["Digest"])
-
-
 @dataclass
 class Pod:
     name: str
@@ -113,27 +88,10 @@ class Pod:
 
 @pytest.fixture(scope="module")
 def pod() -> Iterator[Pod]:
-    digest = build_image()
+    digest = build_image(IMAGE)
     name = f"shop-{uuid.uuid4().hex[:8]}"
-    with tempfile.TemporaryDirectory() as tmp:
-        manifest = Path(tmp, "pod.yaml")
-        manifest.write_text(MANIFEST.format(pod=name, image=IMAGE))
-        # This VM's hard RLIMIT_NPROC/NOFILE are below podman's defaults, which runc may not raise.
-        conf = Path(tmp, "containers.conf")
-        conf.write_text('[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n')
-        env = {**os.environ, "CONTAINERS_CONF": str(conf)}
-        podman("kube", "play", str(manifest), env=env)
-    try:
-        info = json.loads(podman("pod", "inspect", name))
-        info = info[0] if isinstance(info, list) else info
-        ids = {m["Name"]: m["Id"] for m in info["Containers"]}
-        yield Pod(name, info["Id"], ids[f"{name}-app"], ids[f"{name}-proxy"], digest)
-    finally:
-        podman("pod", "rm", "-f", "-t", "0", name, check=False)
-
-
-def pid_of(cid: str) -> int:
-    return int(podman("inspect", "--format", "{{.State.Pid}}", cid).strip())
+    with kube_play(MANIFEST.format(pod=name, image=IMAGE), name) as played:
+        yield Pod(name, played.pod_id, played.containers["app"], played.containers["proxy"], digest)
 
 
 def test_the_runtime_says_pod_labels_image_privilege_and_siblings(pod: Pod) -> None:
@@ -224,11 +182,11 @@ def test_events_and_alerts_of_the_pod_carry_kubernetes_facts_and_the_spiffe_id(p
     assert {a["rule"] for a in alerts} == {"pod_app_ran_cat"}
     w = alerts[0]["workload"]
     assert {k: w[k] for k in ("id", "name", "pod", "namespace", "spiffe_id", "attested", "service_account", "labels",
-                              "image", "image_digest", "node", "owner", "siblings")} == {
+                              "image", "image_digest", "node", "controller", "siblings")} == {
         "id": pod.app, "name": "app", "pod": pod.name, "namespace": "shop",
         "spiffe_id": "spiffe://prod.example/ns/shop/sa/shop-sa", "attested": False, "service_account": "shop-sa",
         "labels": {"app": "shop", "tier": "front"}, "image": IMAGE, "image_digest": pod.digest, "node": NODE,
-        "owner": "ReplicaSet/shop-7d9f", "siblings": ["proxy"]}
+        "controller": "ReplicaSet/shop-7d9f", "siblings": ["proxy"]}
     ocsf = [json.loads(line) for line in subprocess.run(
         [RUNWATCH, "events", "--db", str(db), "--format", "ocsf", "--kind", "process.exec", "--container", pod.app],
         capture_output=True, text=True, check=True).stdout.splitlines()]
@@ -249,8 +207,7 @@ policies:
 
 
 def test_a_policy_selects_the_pods_containers_by_their_derived_identity_and_no_other(pod: Pod, tmp_path: Path) -> None:
-    loner = podman("run", "-d", "--rm", "--name", f"loner-{uuid.uuid4().hex[:8]}", IMAGE, "/bin/sleep", "120",
-                   env={**os.environ, "CONTAINERS_CONF": str(_ulimits(tmp_path))}).strip()
+    loner = podman("run", "-d", "--rm", "--name", f"loner-{uuid.uuid4().hex[:8]}", IMAGE, "/bin/sleep", "120").strip()
     try:
         policy = tmp_path / "p.yaml"
         policy.write_text(POLICY)
@@ -269,9 +226,3 @@ def test_a_policy_selects_the_pods_containers_by_their_derived_identity_and_no_o
         assert loner not in res.stderr
     finally:
         podman("rm", "-f", "-t", "0", loner, check=False)
-
-
-def _ulimits(tmp: Path) -> Path:
-    conf = tmp / "containers.conf"
-    conf.write_text('[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n')
-    return conf

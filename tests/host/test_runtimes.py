@@ -66,3 +66,16 @@ def test_docker_and_storage_names(tmp_path: Path) -> None:
     assert runtimes.docker_name("b" * 64, str(tmp_path / "docker")) is None
     assert runtimes.storage_name(cid, str(tmp_path / "storage")) == "pod-web"
     assert runtimes.storage_name("b" * 64, str(tmp_path / "storage")) is None
+
+
+def test_spec_devices_lists_the_device_nodes_the_config_creates(tmp_path: Path) -> None:
+    spec = {"linux": {"devices": [
+        {"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0},
+        {"path": "/dev/nvidiactl", "type": "c", "major": 195, "minor": 255},
+        {"path": "/dev/sdb", "type": "b", "major": 8, "minor": 16},
+        {"path": "/dev/fifo0", "type": "p"}, {"type": "c"}, "junk"]}}
+    assert runtimes.spec_devices(spec) == ("/dev/nvidia0", "/dev/nvidiactl", "/dev/sdb")
+    assert runtimes.spec_devices({"linux": {}}) == () == runtimes.spec_devices(None)
+    (tmp_path / "config.json").write_text(json.dumps(spec))
+    assert runtimes.bundle_devices(str(tmp_path)) == ("/dev/nvidia0", "/dev/nvidiactl", "/dev/sdb")
+    assert runtimes.bundle_devices(str(tmp_path / "none")) == ()

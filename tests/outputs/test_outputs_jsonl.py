@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from runwatch.events import Event, from_json
+from runwatch.events import Event, from_json, to_json
 from runwatch.outputs.base import output_factory, register_output, registered_outputs
 from runwatch.outputs.jsonl import JsonlOutput, OutputError, iter_jsonl
 
@@ -27,6 +28,23 @@ def test_round_trip_each_line(tmp_path: Path, events: list[Event]) -> None:
     assert b" " not in lines[2].split(b'"cmdline"')[0]  # compact encoding
     assert list(iter_jsonl(path)) == events
     assert out.lines == 23
+
+
+def test_uid_and_source_are_in_every_line(tmp_path: Path) -> None:
+    """At their defaults (uid 0, source kernel) too, however the event was made."""
+    made = [Event(id="a1", time=1, kind="process.exec"),
+            Event(id="a2", time=3, kind="process.exec", uid=0, source="kernel"),
+            Event(id="a3", time=5, kind="tool.start", uid=1013, source="sdk"),
+            from_json(b'{"id":"a4","time":7,"kind":"file.open"}')]
+    path = tmp_path / "events.jsonl"
+    out = JsonlOutput(path)
+    out.open()
+    out.write(made)
+    out.close()
+    lines = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert [(o["uid"], o["source"]) for o in lines] == [(0, "kernel"), (0, "kernel"), (1013, "sdk"), (0, "kernel")]
+    assert to_json(made[0]) == b'{"id":"a1","time":1,"kind":"process.exec","source":"kernel","uid":0}'
+    assert Event(id="a5", time=9, kind="x").source is Event(id="a6", time=9, kind="x").source  # no copy per event
 
 
 def test_append_not_truncate(tmp_path: Path, events: list[Event]) -> None:
@@ -63,7 +81,8 @@ def test_stdout_dash(events: list[Event]) -> None:
         "import sys; sys.stdout.write('after-close\\n')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=60)
-    assert done.stdout == b'{"id":"x1","time":7,"kind":"process.exec","pid":41}\nafter-close\n'
+    assert done.stdout == (b'{"id":"x1","time":7,"kind":"process.exec","source":"kernel","pid":41,"uid":0}\n'
+                           b"after-close\n")
 
 
 def test_open_errors_are_one_line(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from runwatch.events import Container, DnsInfo, Event, FileInfo, NetInfo, PrivInfo, ToolCall
+from runwatch.events import AiInfo, Container, DnsInfo, Event, FileInfo, NetInfo, PrivInfo, ToolCall
 from runwatch.outputs.ocsf import OcsfOutput, to_ocsf
 
 T = 1_760_000_000_123_456_789
@@ -92,7 +92,11 @@ CASES = [
     ("dns.answer", {"dns": DnsInfo(name="a.example", server_ip="10.0.0.2"), "attrs": {"answers": ["1.2.3.4"]}},
      4003, 2),
     ("net.send", {"net": NetInfo(proto="udp", family="ipv4", dst_ip="10.9.9.9", dst_port=9, result=0)}, 4001, 6),
-    ("tool.start", {"tool_call": ToolCall(name="shell")}, 0, 99),
+    ("tool.start", {"tool_call": ToolCall(name="shell")}, 6003, 99),
+    ("tool.end", {"tool_call": ToolCall(name="shell"), "ai": AiInfo(status="ok", duration_ns=7_000_000)}, 6003, 99),
+    ("model.call", {"ai": AiInfo(provider="openai", model="gpt-4o")}, 6003, 99),
+    ("plugin.load", {"ai": AiInfo(plugin="calc", sha256="0" * 64)}, 1005, 1),
+    ("secret.access", {"ai": AiInfo(secret="OPENAI_API_KEY", secret_kind="env")}, 6003, 2),
     ("sensor.notice", {"attrs": {"message": "hi"}}, 0, 99),
 ]
 
@@ -105,7 +109,8 @@ def test_class_activity_type(kind: str, extra: dict[str, Any], class_uid: int, a
         activity_id,
         class_uid * 100 + activity_id,
     )
-    assert o["category_uid"] == {0: 0, 1001: 1, 1003: 1, 1002: 1, 1007: 1, 4001: 4, 4003: 4}[class_uid]
+    categories = {0: 0, 1001: 1, 1003: 1, 1002: 1, 1005: 1, 1007: 1, 4001: 4, 4003: 4, 6003: 6}
+    assert o["category_uid"] == categories[class_uid]
     assert o["time"] == 1_760_000_000_123
     assert o["severity_id"] == 1
     assert o["metadata"]["version"] == "1.7.0"
@@ -237,6 +242,55 @@ def test_container_and_ai_operation() -> None:
     assert plain["metadata"]["profiles"] == ["host"] and "container" not in plain and "ai_agent" not in plain
 
 
+TRACE, SPAN, PARENT = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", "00f067aa0ba902b7"
+CALL = ToolCall(name="web_fetch", call_id="call-7", agent="planner")
+
+AI_EVENTS = {
+    "tool.start": ev("tool.start", source="sdk", tool_call=CALL, ai=AiInfo(
+        operation="execute_tool", route="untrusted:web", args_digest="d-23", trace_id=TRACE, span_id=SPAN, span=3)),
+    "tool.end": ev("tool.end", source="otlp", tool_call=CALL, ai=AiInfo(
+        status="error", error="timeout", duration_ns=23_000_000, start_time=T - 23_000_000, trace_id=TRACE,
+        span_id=SPAN, parent_span_id=PARENT)),
+    "model.call": ev("model.call", source="sdk", ai=AiInfo(
+        operation="chat", provider="openai", model="gpt-4o", input_tokens=13, output_tokens=7, status="ok",
+        duration_ns=5_000_000, agent="planner")),
+    "plugin.load": ev("plugin.load", source="sdk", ai=AiInfo(
+        plugin="calc_plugin", plugin_source="/opt/plugins/calc_plugin", plugin_version="1.2.3", sha256="ab" * 32)),
+    "secret.access": ev("secret.access", source="sdk", ai=AiInfo(secret="OPENAI_API_KEY", secret_kind="env")),
+}
+
+
+def test_ai_events_are_api_and_module_activity() -> None:
+    o = {kind: to_ocsf(e, hostname="h1") for kind, e in AI_EVENTS.items()}
+    start, end, model, plugin, secret = (o[k] for k in AI_EVENTS)
+    assert [(r["class_uid"], r["activity_id"], r["activity_name"]) for r in o.values()] == [
+        (6003, 99, "Tool Call Start"), (6003, 99, "Tool Call End"), (6003, 99, "Model Call"), (1005, 1, "Load"),
+        (6003, 2, "Read")]
+    assert start["api"] == {"operation": "web_fetch", "service": {"name": "planner"}, "request": {"uid": "call-7"}}
+    assert start["actor"]["app_name"] == "planner" and start["actor"]["process"]["pid"] == 4242
+    assert start["trace"] == {"uid": TRACE}  # no span before the call has ended
+    assert start["metadata"]["profiles"] == ["host", "trace"]
+    assert start["unmapped"]["ai"] == {"operation": "execute_tool", "route": "untrusted:web", "args_digest": "d-23",
+                                       "span": 3}
+    assert end["api"]["response"] == {"message": "error", "error": "timeout"}
+    assert (end["status_id"], end["status"], end["duration"]) == (2, "Failure", 23)
+    assert (end["start_time"], end["end_time"]) == (1_760_000_000_100, 1_760_000_000_123)
+    assert end["trace"] == {"uid": TRACE, "span": {"uid": SPAN, "parent_uid": PARENT, "start_time": 1_760_000_000_100,
+                                                   "end_time": 1_760_000_000_123, "duration": 23,
+                                                   "operation": "web_fetch"}}
+    assert "ai" not in end["unmapped"]
+    assert model["api"] == {"operation": "chat", "service": {"name": "openai"}, "response": {"message": "ok"}}
+    assert model["resources"] == [{"name": "gpt-4o", "type": "model"}] and model["status_id"] == 1
+    assert model["actor"]["app_name"] == "planner" and model["duration"] == 5
+    assert model["unmapped"]["ai"] == {"input_tokens": 13, "output_tokens": 7}
+    assert plugin["module"] == {"file": {"name": "calc_plugin", "type_id": 1, "version": "1.2.3", "hashes": [
+        {"algorithm_id": 3, "algorithm": "SHA-256", "value": "ab" * 32}]}, "load_type_id": 1, "load_type": "Standard"}
+    assert plugin["unmapped"]["ai"] == {"plugin_source": "/opt/plugins/calc_plugin"}
+    assert secret["resources"] == [{"name": "OPENAI_API_KEY", "type": "env secret"}]
+    assert secret["api"] == {"operation": "read secret"} and "ai" not in secret["unmapped"]
+    assert all(r["unmapped"]["source"] in ("sdk", "otlp") for r in o.values())
+
+
 def test_ocsf_output_lines(tmp_path: Path, events: list[Event]) -> None:
     path = tmp_path / "ocsf.jsonl"
     out = OcsfOutput(path, hostname="h1")
@@ -288,6 +342,7 @@ def test_every_record_is_valid_against_the_published_schema() -> None:
     from runwatch.testing.ocsf_check import violations
 
     records = [to_ocsf(ev(kind, **extra), hostname="h") for kind, extra, _c, _a in CASES]
+    records += [to_ocsf(e, hostname="h") for e in AI_EVENTS.values()]
     records += [to_ocsf(ev("net.connect", net=NetInfo(proto="tcp", family="ipv4", src_port=40000, dst_ip="1.2.3.4",
                                                       dst_port=443, result=0)), hostname="h")]  # a port-only source
     for layer, verdict, extra, *_ in DECISIONS:
@@ -301,4 +356,6 @@ def test_every_record_is_valid_against_the_published_schema() -> None:
     records.append(alert_to_ocsf(alert, hostname="h"))
     bad = {f"{r['class_uid']}/{r['unmapped'].get('kind', 'alert')}": v for r in records if (v := violations(r))}
     assert bad == {}
-    assert len(records) == len(CASES) + 1 + len(DECISIONS) + 1
+    assert len(records) == len(CASES) + len(AI_EVENTS) + 1 + len(DECISIONS) + 1
+    assert {r["class_uid"] for r in records} == {0, 1001, 1002, 1003, 1005, 1007, 2004, 4001, 4003, 6003}
+    assert [r["unmapped"]["kind"] for r in records if r["class_uid"] == 0] == ["sensor.notice"]

@@ -270,6 +270,26 @@ FD_EXEC = """
 
 # A stand-in for a system tool (a copy of true under the tool's name), run in place of this
 # host process so its exec is this case's own.
+#: An interactive bash at a terminal (a pty) runs one command and exits, saving its history the
+#: way bash does: the file opened with O_TRUNC and rewritten.
+INTERACTIVE_BASH_EXIT = """
+    import pty
+    os.makedirs('/tmp/rw-h', exist_ok=True)
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve('/usr/bin/bash', ['bash', '--norc', '-i'],
+                  {'HISTFILE': '/tmp/rw-h/.bash_history', 'HOME': '/tmp/rw-h', 'PATH': '/usr/bin:/bin'})
+    os.write(fd, b'echo rw-history\\nexit\\n')
+    while True:
+        try:
+            if not os.read(fd, 4096):
+                break
+        except OSError:
+            break
+    os.waitpid(pid, 0)
+    assert os.path.getsize('/tmp/rw-h/.bash_history') > 0, "bash saved no history"
+"""
+
 HOST_TOOL = """
     d = f"/tmp/rw-tools-{{os.getpid()}}"
     os.makedirs(d, exist_ok=True)
@@ -314,6 +334,9 @@ GENERAL_CASES: tuple[Case, ...] = (
        "os.makedirs('/tmp/rw-h', exist_ok=True); os.symlink('/dev/null', '/tmp/rw-h/.bash_history')", tag="link"),
     _g("history-neg", "shell_history_deleted", False,
        "os.makedirs('/tmp/rw-h', exist_ok=True); open('/tmp/rw-h/.bash_history', 'a').write('id\\n')"),
+    _g("histtrunc-pos", "shell_history_truncated", True,
+       "os.makedirs('/tmp/rw-h', exist_ok=True); open('/tmp/rw-h/.bash_history', 'w').close()"),
+    _g("histtrunc-neg", "shell_history_truncated", False, INTERACTIVE_BASH_EXIT, options={"annotations": {}}),
     _g("syslog-pos", "system_log_deleted", True,
        "open('/var/log/auth.log', 'a').write('sshd: accepted\\n'); os.unlink('/var/log/auth.log')",
        options={"rw_dirs": ("/var/log",)}),
@@ -345,6 +368,10 @@ GENERAL_CASES: tuple[Case, ...] = (
     _g("pooldns-neg", "dns_query_to_mining_pool", False, "dns_query('supportxmr.com.example.org')"),
     _g("lateral-pos", "internal_remote_service_connect_from_ai_workload", True, "tcp_try('10.255.255.1', 445)"),
     _g("lateral-neg", "internal_remote_service_connect_from_ai_workload", False, "tcp_try('10.255.255.1', 8080)"),
+    _g("ldso-pos", "exec_through_elf_loader", True,
+       "subprocess.run(['/lib64/ld-linux-x86-64.so.2', '/usr/bin/true'], check=True)"),
+    _g("ldso-neg", "exec_through_elf_loader", False, "subprocess.run(['/usr/bin/ldd', '/usr/bin/true'], check=True, "
+       "capture_output=True)", host=True),
     _g("fdexec-pos", "exec_through_file_descriptor", True,
        FD_EXEC.format(how='os.execve(os.open("/usr/bin/true", os.O_RDONLY), ["true"], {})')),
     _g("fdexec-neg", "exec_through_file_descriptor", False, FD_EXEC.format(how='os.execv("/usr/bin/true", ["true"])')),

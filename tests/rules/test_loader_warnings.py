@@ -84,5 +84,6 @@ def test_the_default_rule_pack_loads_without_warnings() -> None:
     import runwatch.rules
 
     rs = load_rules([Path(runwatch.rules.__file__).parent / "default"])
-    assert len(rs.rules) == 49
+
+    assert len(rs.rules) == 57
     assert [str(w) for w in rs.warnings] == []

@@ -196,3 +196,24 @@ def test_a_claimed_identity_is_dropped_when_the_sender_is_gone_before_the_check(
     assert e.pid > 0 and e.pid != os.getpid()  # the kernel's word for who sent it
     assert (e.pidns, e.vpid) == (None, None)  # not the claimed (99, 4243)
     assert collector.stats()["identity_unverified"] == 1
+
+
+def test_svid_messages_are_checked_for_shape_and_become_identity_notices(collector: SdkCollector) -> None:
+    svid = {"k": "svid", "sid": None, "name": None, "spiffe": "spiffe://prod.example/agent", "x5c": ["QUJD"],
+            "sig": "c2ln"}
+    bad = [
+        _msg(**{**svid, "sig": None}),
+        _msg(**{**svid, "x5c": []}),
+        _msg(**{**svid, "spiffe": None}),
+        _msg(**{**svid, "x5c": ["QUJD"] * 9}),
+        _msg(**{**svid, "x5c": ["Q" * 8193]}),
+    ]
+    _send(collector, b"\n".join([*bad, _msg(**svid)]) + b"\n")
+    events = _read(collector)
+    assert len(events) == 1
+    e = events[0]
+    assert (e.kind, e.source) == ("sensor.notice", "sdk")
+    assert e.attrs == {"notice": "identity.svid", "svid_spiffe_id": "spiffe://prod.example/agent",
+                       "svid_chain": ["QUJD"], "svid_sig": "c2ln", "svid_mono": 1000}
+    assert collector.stats()["malformed"] == 5
+    assert collector.last_error == "an x5c certificate is longer than 8192 characters"

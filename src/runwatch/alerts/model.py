@@ -42,17 +42,21 @@ class Workload(msgspec.Struct):
     image: str | None = None
     image_digest: str | None = None
     node: str | None = None
-    owner: str | None = None  # the pod's controller as Kind/name (ReplicaSet/shop-7d9f)
+    controller: str | None = None  # the pod's controller as Kind/name (ReplicaSet/shop-7d9f)
     siblings: list[str] | None = None  # the pod's other containers
+    owner: str | None = None  # who answers for the workload (runwatch.io/owner, or its policy's owner)
+    escalation: str | None = None  # whom to reach when the owner does not answer
 
 
 class AlertProcess(msgspec.Struct):
-    """The process that triggered the alert; ``ancestry`` lists executables from the parent up."""
+    """The process that triggered the alert; ``ancestry`` lists executables from the parent up;
+    ``uid`` is the event's (0 for root, always present)."""
 
     pid: int = 0
     exe: str = ""
     cmdline: str = ""
     ancestry: list[str] = msgspec.field(default_factory=list)
+    uid: int = 0
 
 
 class AlertToolCall(msgspec.Struct):
@@ -96,6 +100,7 @@ class Alert(msgspec.Struct, kw_only=True):
     kind: str = ""
     tags: list[str] = msgspec.field(default_factory=list)
     desc: str = ""
+    source: str = ""  # the triggering event's source (kernel, proc, sdk, audit, otlp, policy)
 
     @property
     def fold_key(self) -> tuple[str, str, str]:
@@ -118,8 +123,8 @@ def workload_of(event: Event) -> Workload:
                     attested=(c.spiffe_source == "attested") if c.spiffe_id and c.spiffe_source else None,
                     pod_uid=c.pod_uid, service_account=c.service_account, labels=c.labels, image=c.image,
                     image_digest=c.image_digest, node=c.node,
-                    owner=f"{c.owner_kind}/{c.owner_name}" if c.owner_kind and c.owner_name else None,
-                    siblings=c.siblings)
+                    controller=f"{c.owner_kind}/{c.owner_name}" if c.owner_kind and c.owner_name else None,
+                    siblings=c.siblings, owner=c.owner, escalation=c.escalation)
 
 
 def alert_from_event(
@@ -150,7 +155,7 @@ def alert_from_event(
         mappings=Mappings(list(m.get("owasp_agentic", ())), list(m.get("owasp_llm", ())),
                           list(m.get("owasp_nhi", ())), list(m.get("nist_csf", ()))),
         workload=workload_of(event),
-        process=AlertProcess(event.pid, event.exe, event.cmdline, list(event.ancestry)),
+        process=AlertProcess(event.pid, event.exe, event.cmdline, list(event.ancestry), event.uid),
         tool_call=AlertToolCall(tc.name, tc.call_id, tc.agent) if tc is not None else None,
         evidence=list(evidence) if evidence is not None else [event.id],
         tools=[tc.name] if tc is not None else sorted({c.name for c in candidates}),
@@ -160,4 +165,5 @@ def alert_from_event(
         kind=event.kind,
         tags=list(tags),
         desc=desc,
+        source=event.source,
     )

@@ -104,9 +104,10 @@ def to_ocsf(alert: Alert, *, hostname: str | None = None) -> dict[str, Any]:
         "kind": a.kind,
         "evidence": list(a.evidence),
     }
-    if w.id and (w.pod or w.namespace or w.spiffe_id):
+    if w.id and (w.pod or w.namespace or w.spiffe_id or w.owner or w.escalation):
         unmapped["workload"] = {k: v for k, v in (("pod", w.pod), ("namespace", w.namespace),
-                                                  ("spiffe_id", w.spiffe_id)) if v}
+                                                  ("spiffe_id", w.spiffe_id), ("owner", w.owner),
+                                                  ("escalation", w.escalation)) if v}
     out: dict[str, Any] = {
         "class_uid": DETECTION_FINDING,
         "class_name": "Detection Finding",
@@ -167,6 +168,8 @@ def render_text(alert: Alert) -> str:
     secs, ns = divmod(a.time, 1_000_000_000)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1_000_000:03d}Z"
     where = a.workload.name or (a.workload.id[:12] if a.workload.id else "host")
+    if a.workload.owner:
+        where += f" owner={a.workload.owner}"
     parts = [stamp, a.severity.upper(), a.rule, f"[{where}]", a.output]
     if a.count > 1:
         parts.append(f"(x{a.count})")

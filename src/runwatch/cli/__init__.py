@@ -16,14 +16,18 @@ COMMANDS: dict[str, str] = {
     "run": "runwatch.cli.watch:run",
     "watch": "runwatch.cli.watch:watch",
     "events": "runwatch.cli.query:events",
+    "query": "runwatch.cli.lake:query",
     "doctor": "runwatch.cli.doctor:doctor",
     "demo": "runwatch.cli.demo:demo",
     "rules": "runwatch.cli.rules:rules",
     "alerts": "runwatch.cli.alerts:alerts",
+    "report": "runwatch.cli.report:report",
     "policy": "runwatch.cli.policy:policy",
     "approve": "runwatch.cli.policy:approve",
     "reject": "runwatch.cli.policy:reject",
     "challenges": "runwatch.cli.policy:challenges",
+    "workloads": "runwatch.cli.workloads:workloads",
+    "selftest": "runwatch.cli.selftest:selftest",
     "worker": "runwatch.cli.fleet:worker",
 }
 

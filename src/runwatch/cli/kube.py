@@ -10,9 +10,10 @@ import click
 
 from runwatch.enrich.workload import DEFAULT_SPIFFE_TEMPLATE, DEFAULT_TRUST_DOMAIN, SpiffeTemplate
 from runwatch.session import KubeOptions, SessionOptions
+from runwatch.svid.bundles import trust_bundles
 
 KUBE_PARAMS: tuple[str, ...] = ("kube_api", "kubeconfig", "in_cluster", "kube_token_file", "node",
-                                "trust_domain", "spiffe_template")
+                                "trust_domain", "spiffe_template", "spiffe_bundle", "spiffe_socket")
 
 
 def kube_options(f: Any) -> Any:
@@ -30,6 +31,10 @@ def kube_options(f: Any) -> Any:
     f = click.option("--spiffe-template", metavar="TEMPLATE", default=DEFAULT_SPIFFE_TEMPLATE, show_default=True,
                      help="How a SPIFFE id is derived; fields: {trust_domain}, {namespace}, {service_account}, "
                      "{pod}, {pod_uid}, {name}, {node}, {owner_kind}, {owner_name}.")(f)
+    f = click.option("--spiffe-bundle", metavar="FILE", help="Verify the X.509-SVIDs agents report against the "
+                     "PEM roots in FILE (the --trust-domain's bundle).")(f)
+    f = click.option("--spiffe-socket", metavar="ENDPOINT", help="Else fetch the trust bundles from the SPIFFE "
+                     "Workload API at ENDPOINT (unix:///path; default: $SPIFFE_ENDPOINT_SOCKET).")(f)
     return f
 
 
@@ -40,6 +45,13 @@ def with_kube(opts: SessionOptions, values: dict[str, Any]) -> None:
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     opts.trust_domain, opts.spiffe_template = values["trust_domain"], values["spiffe_template"]
+    if values.get("spiffe_bundle") and values.get("spiffe_socket"):
+        raise click.UsageError("--spiffe-bundle and --spiffe-socket exclude each other")
+    try:
+        trust_bundles(values.get("spiffe_bundle"), opts.trust_domain, None)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    opts.spiffe_bundle, opts.spiffe_socket = values.get("spiffe_bundle"), values.get("spiffe_socket")
     chosen = [n for n in ("kube_api", "kubeconfig", "in_cluster") if values.get(n)]
     if len(chosen) > 1:
         raise click.UsageError("--kube-api, --kubeconfig and --in-cluster exclude each other")

@@ -19,8 +19,11 @@ import click
 from runwatch.cli.common import config_problems, db_option, err_console, fail, note
 from runwatch.cli.fleet import nats_options, report_nats, with_nats
 from runwatch.cli.kube import kube_options, with_kube
+from runwatch.cli.outputs import output_lines, output_options, with_outputs
 from runwatch.cli.policy import DecisionPrinter, policy_options
 from runwatch.events import Event
+from runwatch.outputs.jsonl import OutputError
+from runwatch.outputs.otlp import OtlpOutputError
 from runwatch.outputs.text import TextOutput
 from runwatch.policy.enforce.spec import EnforcementError
 from runwatch.rules.diagnostics import RuleLoadError
@@ -60,6 +63,8 @@ def _source_options(f: Any) -> Any:
                      help="Kernel ring buffer size in MiB (rounded up to a power of two).")(f)
     f = click.option("--events-out", metavar="FILE", help="Also append every event as JSON lines to FILE "
                      "('-' for stdout).")(f)
+    f = click.option("--lake", metavar="DIR", help="Also write every event and alert as OCSF records to the "
+                     "Parquet lake DIR (read it with `runwatch query`).")(f)
     f = click.option("-v", "--verbose", is_flag=True, help="Print every event live to stderr.")(f)
     f = click.option("--sdk-socket", metavar="PATH", default=lambda: os.environ.get(ENV_SOCKET, DEFAULT_SOCKET),
                      show_default=f"$RUNWATCH_SOCKET or {DEFAULT_SOCKET}",
@@ -83,7 +88,12 @@ def _source_options(f: Any) -> Any:
                      metavar="MIB", help="Bytes (MiB) the store keeps in memory while it cannot write.")(f)
     f = click.option("--otlp-export", metavar="URL",
                      help="Export tool-attributed events as OTLP spans, e.g. http://collector:4318/v1/traces.")(f)
-    return nats_options(kube_options(db_option()(f)))
+    f = click.option("--metrics-listen", metavar="HOST:PORT", callback=_host_port,
+                     help="Serve Prometheus metrics on http://HOST:PORT/metrics, e.g. 127.0.0.1:9464 "
+                     "(loopback only unless --metrics-allow-remote; docs/metrics.md).")(f)
+    f = click.option("--metrics-allow-remote", is_flag=True,
+                     help="Let --metrics-listen use a non-loopback address.")(f)
+    return nats_options(output_options(kube_options(db_option()(f))))
 
 
 def _host_port(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, int] | None:
@@ -124,6 +134,21 @@ def otlp_token(listen: tuple[str, int] | None, token_file: str | None) -> str | 
     return token
 
 
+def _metrics(listen: tuple[str, int] | None, allow_remote: bool) -> tuple[str, int] | None:
+    """The checked ``--metrics-listen`` address; every problem is a one-line usage error."""
+    from runwatch.metrics.server import check_metrics_listen
+
+    if listen is None:
+        if allow_remote:
+            raise click.UsageError("--metrics-allow-remote needs --metrics-listen")
+        return None
+    try:
+        check_metrics_listen(listen[0], allow_remote)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    return listen
+
+
 def rule_paths(rules: tuple[str, ...], no_rules: bool) -> tuple[str, ...]:
     """The rule paths to load: the given ones, else the built-in pack (if installed)."""
     if no_rules:
@@ -159,6 +184,7 @@ def _with_policy(opts: SessionOptions, policy: tuple[str, ...], mode: str | None
 
 
 def _open(opts: SessionOptions, command: list[str]) -> Session:
+    from runwatch.metrics.server import MetricsError
     from runwatch.policy.loader import PolicyLoadError
 
     try:
@@ -169,8 +195,8 @@ def _open(opts: SessionOptions, command: list[str]) -> Session:
     except PolicyLoadError as exc:
         config_problems(exc.errors)
         fail(f"{len(exc.errors)} error(s) in the policies; nothing was started")
-    except (NoSourceError, StoreError, EnforcementError) as exc:
-        fail(str(exc))
+    except (NoSourceError, StoreError, EnforcementError, OutputError, OtlpOutputError, MetricsError) as exc:
+        fail(f"{exc}; nothing was started" if isinstance(exc, MetricsError) else str(exc))
     except OSError as exc:
         fail(f"cannot start the policy endpoint: {exc}")
     for line in session.notices:
@@ -233,6 +259,8 @@ def _print_summary(summary: dict[str, Any], counter: _Counter, db: str | None) -
         parts += [f"{faults['poll_errors']} failed poll(s)"] if faults["poll_errors"] else []
         note(f"pipeline faults: {'; '.join(parts)}; first: {faults['first_error']}")
     _store_notes(store)
+    for line in output_lines(summary):
+        note(line)
     if summary.get("failure"):
         note(f"error: {summary['failure']}")
     for err in summary.get("errors", []):
@@ -262,11 +290,12 @@ def _exit_status(rc: int) -> int:
 @_source_options
 @policy_options
 @click.argument("command", nargs=-1, required=True, metavar="-- CMD [ARGS]...")
-def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, ring_mb: int,
+def run(command: tuple[str, ...], db: str, events_out: str | None, lake: str | None, source: str, ring_mb: int,
         verbose: bool, sdk_socket: str, no_sdk: bool, rules: tuple[str, ...], no_rules: bool,
         alerts_out: str | None, otlp_listen: tuple[str, int] | None, otlp_export: str | None,
         spool_events: int, spool_mb: int, otlp_token_file: str | None, policy: tuple[str, ...], mode: str | None,
-        control_socket: str, **kube: Any) -> None:
+        control_socket: str, metrics_listen: tuple[str, int] | None, metrics_allow_remote: bool,
+        **kube: Any) -> None:
     """Run CMD under the sensor and watch its whole process subtree.
 
     Containers CMD starts (runc, podman) are followed too. When CMD exits, runwatch drains
@@ -283,15 +312,17 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
     Example: runwatch run --db demo.db --policy agent.yaml --mode enforce -- runc run -b bundle ctr1
     """
     counter = _Counter()
-    opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=ring_bytes(ring_mb),
+    opts = SessionOptions(db=db, events_out=events_out, lake=lake, source=source, ring_bytes=ring_bytes(ring_mb),
                           track_self=True, live=TextOutput() if verbose else None, extra_sinks=[counter],
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
                           otlp_token=otlp_token(otlp_listen, otlp_token_file), own_cgroup=True, notice=note,
                           spool=SpoolLimits(spool_events, spool_mb << 20))
+    opts.metrics_listen = _metrics(metrics_listen, metrics_allow_remote)
     _with_policy(opts, policy, mode, control_socket)
     with_nats(opts, kube)
     with_kube(opts, kube)
+    with_outputs(opts, kube)  # the outputs' options come with the other ** options
     early: list[int] = []  # a signal during start-up: CMD is not started, the session closes cleanly
     before = {s: signal.signal(s, lambda signum, _frame: early.append(signum)) for s in STOP_SIGNALS}
     session = _open(opts, list(command))
@@ -349,11 +380,12 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, source: str, 
 @click.option("--stats-json", metavar="FILE", help="On exit, write the run summary (events, drops, hooks) "
               "as JSON to FILE.")
 @policy_options
-def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: bool, sdk_socket: str,
-          no_sdk: bool, rules: tuple[str, ...], no_rules: bool, alerts_out: str | None,
+def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_mb: int, verbose: bool,
+          sdk_socket: str, no_sdk: bool, rules: tuple[str, ...], no_rules: bool, alerts_out: str | None,
           otlp_listen: tuple[str, int] | None, otlp_export: str | None, spool_events: int, spool_mb: int,
           otlp_token_file: str | None, containers: tuple[str, ...], duration: float | None, stats_json: str | None,
-          policy: tuple[str, ...], mode: str | None, control_socket: str, **kube: Any) -> None:
+          policy: tuple[str, ...], mode: str | None, control_socket: str,
+          metrics_listen: tuple[str, int] | None, metrics_allow_remote: bool, **kube: Any) -> None:
     """Watch the whole host (or the given containers) until SIGINT/SIGTERM.
 
     On stop it drains the sensor, flushes the store and prints a summary with drops.
@@ -361,15 +393,17 @@ def watch(db: str, events_out: str | None, source: str, ring_mb: int, verbose: b
     labels select, and tool calls are decided on the policy socket next to the SDK socket.
     """
     counter = _Counter()
-    opts = SessionOptions(db=db, events_out=events_out, source=source, ring_bytes=ring_bytes(ring_mb),
+    opts = SessionOptions(db=db, events_out=events_out, lake=lake, source=source, ring_bytes=ring_bytes(ring_mb),
                           containers=containers, live=TextOutput() if verbose else None, extra_sinks=[counter],
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
                           otlp_token=otlp_token(otlp_listen, otlp_token_file), notice=note,
                           spool=SpoolLimits(spool_events, spool_mb << 20))
+    opts.metrics_listen = _metrics(metrics_listen, metrics_allow_remote)
     _with_policy(opts, policy, mode, control_socket)
     with_nats(opts, kube)
     with_kube(opts, kube)
+    with_outputs(opts, kube)  # the outputs' options come with the other ** options
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:

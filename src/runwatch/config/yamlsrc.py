@@ -108,6 +108,19 @@ _Loader.add_constructor("tag:yaml.org,2002:value", _plain_str)
 _FastLoader.add_constructor("tag:yaml.org,2002:value", _plain_str)
 
 
+def _timestamp(loader: yaml.SafeLoader, node: Node) -> Any:
+    """A date or time; a scalar shaped like one that is none (``2026-13-01``) stays its text, for
+    the reader of that key to refuse with its location."""
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)  # type: ignore[arg-type]
+    except ValueError:
+        return _plain_str(loader, node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
+_FastLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
+
+
 MAX_VALUES = 250_000
 """Values one document may expand to (aliases repeat what they name: a "billion laughs" stops here)."""
 MAX_DEPTH = 64

@@ -17,10 +17,9 @@ from rich.table import Table
 from runwatch.alerts.model import Alert
 from runwatch.demo.runner import DemoRun, ScenarioRun
 from runwatch.events import AiInfo, Event
-from runwatch.store.sqlite import query_alerts, query_events
-
-SDK_KINDS = frozenset({"tool.start", "tool.end", "model.call", "plugin.load", "secret.access", "sensor.notice"})
-HIDDEN_KINDS = frozenset({"process.fork", "process.exit", "cgroup.mkdir"})
+from runwatch.report.activity import on_timeline, summary
+from runwatch.report.activity import runtime_noise as runtime_noise
+from runwatch.store.sqlite_read import query_alerts, query_events
 
 
 @dataclass
@@ -80,59 +79,22 @@ def build_reports(run: DemoRun) -> list[ScenarioReport]:
     return reports
 
 
-def runtime_noise(e: Event) -> bool:
-    """The container runtime's own set-up (runc init's mounts, id changes, exec of the init)."""
-    return ("runc" in e.exe.rsplit("/", 1)[-1] or (e.comm or "").startswith("runc")
-            or e.cmdline.endswith("runc init"))
-
-
 def timeline_events(rep: ScenarioReport) -> list[Event]:
     """The events a timeline shows: AI-layer events and kernel activity, minus bookkeeping."""
-    return [e for e in rep.events
-            if e.kind not in HIDDEN_KINDS and not (e.source != "sdk" and runtime_noise(e))]
-
-
-def _short(text: str, limit: int = 72) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return [e for e in rep.events if on_timeline(e)]
 
 
 def describe(e: Event) -> str:
-    """The kind-specific part of a timeline line."""
+    """The kind-specific part of a timeline line, as rich markup (tool calls and plugins bold)."""
     a = e.ai or AiInfo()
     tc = e.tool_call
     if e.kind == "tool.start" and tc is not None:
         route = f"  route={a.route}" if a.route is not None else ""
         return f"[bold]{escape(tc.name)}[/] {escape(f'[{tc.call_id}]')}{escape(route)}"
-    if e.kind == "tool.end" and tc is not None:
-        dur = a.duration_ns
-        took = f" {dur / 1e6:.1f} ms" if isinstance(dur, int) else ""
-        return escape(f"{tc.name} [{tc.call_id}] {a.status or '?'}{took}")
-    if e.kind == "model.call":
-        if a.operation == "prompt.route":
-            return f"prompt.route {a.route}"
-        return f"{a.provider}/{a.model}"
     if e.kind == "plugin.load":
         sha = (a.sha256 or "")[:12]
         return f"[bold]{escape(str(a.plugin))}[/] " + escape(f"from {a.plugin_source} sha256 {sha}")
-    if e.kind == "secret.access":
-        return f"{a.secret} ({a.secret_kind})"
-    if e.kind == "sensor.notice":
-        return f"agent {a.agent or '?'} attached ({(e.attrs or {}).get('notice')})"
-    if e.kind == "process.exec":
-        return f"{e.exe}  {_short(e.cmdline)}"
-    if e.net is not None:
-        n = e.net
-        if e.kind == "net.accept":
-            return f"{n.proto} from {n.src_ip}:{n.src_port}"
-        res = "" if n.result in (None, 0) else f" ({n.result})"
-        return f"{n.proto} {n.dst_ip or n.src_ip}:{n.dst_port or n.src_port}{res}"
-    if e.dns is not None:
-        return f"{e.dns.name} {e.dns.qtype or ''}"
-    if e.file is not None:
-        return f"{e.file.path} ({e.file.intent or '?'}) by {e.exe.rsplit('/', 1)[-1]}"
-    if e.priv is not None:
-        return f"{e.priv.op} by {e.exe.rsplit('/', 1)[-1]}"
-    return e.exe
+    return escape(summary(e))
 
 
 def render_timeline(rep: ScenarioReport, console: Console, max_lines: int = 60) -> None:
@@ -161,8 +123,6 @@ def render_timeline(rep: ScenarioReport, console: Console, max_lines: int = 60) 
         elif e.unattested:
             tail = "  [yellow](outside any tool call)[/]"
         text = describe(e)
-        if e.kind not in ("tool.start", "plugin.load"):
-            text = escape(text) if e.kind != "tool.end" else text
         console.print(f"  {when} {mark} {e.kind:<14} {text}{tail}", soft_wrap=True, highlight=False)
 
 
@@ -177,7 +137,7 @@ def render_alerts(rep: ScenarioReport, console: Console) -> None:
         call = escape(call)
         where = a.workload.name or ("host" if a.workload.id is None else a.workload.id)
         count = f" x{a.count}" if a.count > 1 else ""
-        what = escape(_short(a.output, 110))
+        what = escape(a.output if len(a.output) <= 110 else a.output[:107] + "...")
         console.print(f"    [red]{a.severity:<8}[/] {a.rule}{count} ({escape(where)}{call}): {what}",
                       soft_wrap=True, highlight=False)
 

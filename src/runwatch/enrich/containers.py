@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from runwatch.enrich import governance
 from runwatch.enrich.roles import ROLE_LABEL
 from runwatch.events import Container
 from runwatch.host import cgroup_v2_if_any, handles, procfs, runtimes
@@ -131,6 +132,7 @@ class _Meta:
     complete: bool  # state.json was read (names will not improve by retrying)
     image: tuple[str | None, str | None] = (None, None)  # reference, digest (Docker's own records)
     privileged: bool | None = None
+    devices: tuple[str, ...] = ()  # device nodes the runtime config creates (container paths)
 
 
 class ContainerResolver:
@@ -456,7 +458,10 @@ class ContainerResolver:
         c = Container(id=cid, runtime=runtime, name=name, pod=pod, pod_uid=uid,
                       namespace=namespace, cgroup=path, role=a.get(ROLE_LABEL) or None,
                       image=ref, image_repository=repo or None, image_tag=tag,
-                      image_digest=ref_digest or digest, privileged=meta.privileged)
+                      image_digest=ref_digest or digest, privileged=meta.privileged,
+                      # a privileged container gets every host device: privileged says it
+                      devices=list(meta.devices) if meta.devices and not meta.privileged else None,
+                      **{k: v for k, v in governance.from_labels(a)._asdict().items() if v is not None})
         if c.role is None and self.role_of is not None:
             role = self.role_of(c, a)
             if role:
@@ -471,6 +476,7 @@ class ContainerResolver:
         state = runtimes.read_state(*found) if found is not None else None  # written a little later
         annotations = runtimes.bundle_annotations(state.bundle) if state is not None and state.bundle else {}
         privileged = runtimes.bundle_privileged(state.bundle) if state is not None and state.bundle else None
+        devices = runtimes.bundle_devices(state.bundle) if state is not None and state.bundle else ()
         if state is None:  # not written yet, or the container is gone: what was read when it was
             record = self._states.get(cid) if self._states is not None else None
             if record is not None:
@@ -490,7 +496,7 @@ class ContainerResolver:
                 image = runtimes.storage_image(cid, self.storage_root)
             docker_priv = runtimes.docker_privileged(cid, self.docker_root)
             privileged = docker_priv if docker_priv is not None else privileged
-        return _Meta(runtime, labels, name, cgroup_path, complete, image, privileged)
+        return _Meta(runtime, labels, name, cgroup_path, complete, image, privileged, devices)
 
     def _state_cgroup(self, state: runtimes.RuncState) -> str | None:
         if state.cgroup_dir is not None:

@@ -11,6 +11,7 @@ from runwatch.enrich.runtime import RuntimeTracker
 from runwatch.enrich.users import UserNames
 from runwatch.enrich.workload import WorkloadJoin
 from runwatch.events import IDENTITY_SOURCES, SPAWNED_ATTR, Event
+from runwatch.svid.attest import Attestor, is_svid_event
 
 
 class Enrichment:
@@ -28,13 +29,17 @@ class Enrichment:
 
     def __init__(self, tree: ProcessTree | None = None, containers: ContainerResolver | None = None,
                  seed: bool = True, max_pids: int = 65536, runtime: RuntimeTracker | None = None,
-                 workload: WorkloadJoin | None = None, users: UserNames | None = None) -> None:
+                 workload: WorkloadJoin | None = None, users: UserNames | None = None,
+                 attestor: Attestor | None = None) -> None:
         self.tree = tree if tree is not None else ProcessTree()
         # Marks events of the container runtime by its binary's inode (attrs.exe_is_runtime).
         self.runtime = runtime if runtime is not None else RuntimeTracker()
         self.containers = containers if containers is not None else ContainerResolver()
         self.workload = workload if workload is not None else WorkloadJoin()
         """Adds runtime (podman), Kubernetes and SPIFFE facts to each resolved container."""
+        self.attestor = attestor if attestor is not None else Attestor()
+        """Verifies the SVIDs agents report and records them on their containers (runwatch.svid.attest)."""
+        self.workload.attested = self.attestor.ids
         self.users = users if users is not None else UserNames(self.tree.proc_root)
         # The last cgroup the kernel saw each pid in: AI events (SDK, OTLP, audit hooks) from
         # a process that exited before its cgroup could be read still get their container.
@@ -71,7 +76,12 @@ class Enrichment:
                 elif event.pid > 0 and event.pid in self._cgroup_of:
                     event.container = containers.resolve(self._cgroup_of[event.pid])
                 if event.container is not None:
-                    event.container = self.workload(event.container)
+                    raw = event.container
+                    event.container = self.workload(raw)
+                    if is_svid_event(event):
+                        self.attestor(event, self.workload.facts(raw))
+            if is_svid_event(event) and event.container is None:
+                self.attestor(event, None)
             role_from_container(event)
             if event.pid > 0 and event.source in IDENTITY_SOURCES:
                 self.users.enrich(event)
@@ -106,4 +116,5 @@ class Enrichment:
         out = {f"proctree.{k}": v for k, v in self.tree.stats().items()}
         out.update({f"containers.{k}": v for k, v in self.containers.stats().items()})
         out.update({f"users.{k}": v for k, v in self.users.stats().items()})
+        out.update({f"svid.{k}": v for k, v in self.attestor.stats().items()})
         return out

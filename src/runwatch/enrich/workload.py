@@ -7,7 +7,11 @@ a pod the API reports after the first event of its container still reaches the l
 Sources, in order of authority for each field: the Kubernetes API (pod facts by container id),
 then the runtime (podman's record of the container and its pod). The SPIFFE id is then
 derived by :class:`SpiffeTemplate` and marked ``spiffe_source="derived"``: it is what the
-workload would be issued under the SPIRE Kubernetes convention, not an attested SVID.
+workload would be issued under the SPIRE Kubernetes convention, not an attested SVID. An SVID
+the container's agent reported and runwatch verified (:mod:`runwatch.svid.attest`) overrides it
+(``spiffe_source="attested"``) until the SVID expires.
+Last come the governance facts (owner, escalation, review date; see
+:mod:`runwatch.enrich.governance`), from the labels and annotations joined, else the policy.
 
 Thread safety: :class:`WorkloadJoin` takes one lock per call (the pipeline's consumer thread and
 the policy stage's hold binder both ask); the pod index it reads has its own.
@@ -29,8 +33,10 @@ from typing import Any
 
 import msgspec
 
+from runwatch.enrich import governance
 from runwatch.enrich.k8s import PodIndex, json_array, json_object
 from runwatch.events import Container
+from runwatch.svid.attest import AttestedIds
 
 DEFAULT_TRUST_DOMAIN = "cluster.local"
 DEFAULT_SPIFFE_TEMPLATE = "spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
@@ -178,16 +184,28 @@ class WorkloadJoin:
     """Adds runtime, Kubernetes and SPIFFE facts to resolved containers (see the module)."""
 
     def __init__(self, pods: PodIndex | None = None, podman: PodmanFacts | None = None,
-                 spiffe: SpiffeTemplate | None = None, max_entries: int = 16384) -> None:
+                 spiffe: SpiffeTemplate | None = None, max_entries: int = 16384,
+                 attested: AttestedIds | None = None) -> None:
         self.pods = pods
+        self.attested = attested
+        """Attested SPIFFE ids by container id (runwatch.svid.attest): they override derived ones."""
         self.podman = podman if podman is not None else PodmanFacts()
         self.spiffe = spiffe if spiffe is not None else SpiffeTemplate()
         self.max_entries = max_entries
+        self.governance_of: governance.GovernanceOf | None = None
+        """Asked for the policy's owner, escalation and review date of a container whose labels and
+        annotations do not declare them (set before events flow)."""
         # keyed by what the resolver may still improve about a container (its names come late)
         self._cache: OrderedDict[tuple[str | None, ...], tuple[int, Container]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __call__(self, c: Container) -> Container:
+        """``c`` with its facts and its SPIFFE id: the attested one if any, else the derived one."""
+        out = self.facts(c)
+        return self.attested.apply(out) if self.attested is not None else out
+
+    def facts(self, c: Container) -> Container:
+        """``c`` with its facts and derived SPIFFE id only (cached)."""
         with self._lock:
             return self._call(c)
 
@@ -237,4 +255,4 @@ class WorkloadJoin:
             sid = self.spiffe.derive(out)
             if sid is not None:
                 out = msgspec.structs.replace(out, spiffe_id=sid, spiffe_source="derived")
-        return out
+        return governance.apply(out, self.governance_of)

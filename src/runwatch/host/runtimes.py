@@ -193,6 +193,20 @@ def spec_privileged(spec: Any) -> bool | None:
     return bool(all_devices and not linux.get("maskedPaths"))
 
 
+def spec_devices(spec: Any) -> tuple[str, ...]:
+    """The device nodes an OCI runtime config creates in the container (``linux.devices``: paths
+    as the container sees them, character and block devices), sorted."""
+    linux = spec.get("linux") if isinstance(spec, dict) else None
+    devices = linux.get("devices") if isinstance(linux, dict) else None
+    return tuple(sorted({d["path"] for d in devices if isinstance(d, dict) and isinstance(d.get("path"), str)
+                         and d.get("type") in ("c", "b", "u")})) if isinstance(devices, list) else ()
+
+
+def bundle_devices(bundle: str) -> tuple[str, ...]:
+    """:func:`spec_devices` of the bundle's ``config.json`` (empty when unreadable)."""
+    return spec_devices(read_json(os.path.join(bundle, "config.json")))
+
+
 def bundle_privileged(bundle: str) -> bool | None:
     """:func:`spec_privileged` of the bundle's ``config.json``; ``None`` when unreadable."""
     return spec_privileged(read_json(os.path.join(bundle, "config.json")))

@@ -8,7 +8,14 @@ rotation (for example on SIGHUP); it may be called from a signal handler or anot
 so implementations make it defer the real work.
 
 Built-in outputs register through :func:`register_output`, the same seam a third party uses;
-the registry refuses a second registration of a name.
+the registry refuses a second registration of a name. An output that delivers over the network
+(:mod:`runwatch.outputs.delivery`) also offers ``output_stats()``: its sent, retried, spooled
+and dropped counters, which the session puts in the run summary under ``outputs``.
+``/metrics`` exports the same counters at every scrape (from the scrape's thread, so
+``output_stats()`` must be safe to call from another thread): numbers as counters labelled with
+the output's ``name``, mappings of numbers one sample per key, the names in an optional
+``gauge_stats`` attribute (and ``queued``, ``pending``) as gauges (:mod:`runwatch.metrics.collector`,
+``docs/metrics.md``).
 """
 
 from __future__ import annotations
@@ -56,7 +63,8 @@ OutputFactory = Callable[..., Output | AlertOutput]
 #: The output registry; importing these modules registers the built-in outputs.
 OUTPUTS: Registry[OutputFactory] = Registry("output", (
     "runwatch.outputs.jsonl", "runwatch.outputs.ocsf", "runwatch.outputs.otlp", "runwatch.outputs.text",
-    "runwatch.outputs.alerts", "runwatch.outputs.store", "runwatch.transport.nats",
+    "runwatch.outputs.alerts", "runwatch.outputs.store", "runwatch.outputs.webhook", "runwatch.outputs.syslog",
+    "runwatch.lake.output", "runwatch.transport.nats",
 ))
 
 

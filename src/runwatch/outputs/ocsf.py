@@ -13,11 +13,24 @@ versioned reference at schema.ocsf.io):
 * ``priv.module_load``, ``priv.bpf_load`` -> Kernel Extension Activity (1002): 1 Load.
 * ``priv.userfaultfd``, ``priv.io_uring_setup`` -> Kernel Activity (1003): 1 Create, with the
                           syscall as the kernel object.
+* ``tool.start``, ``tool.end``, ``model.call``, ``secret.access`` -> API Activity (6003) of the
+                          agent (99 Tool Call Start / Tool Call End / Model Call, 2 Read): ``api``
+                          (the tool, model operation or secret read; ``service`` the agent or model
+                          provider; ``request.uid`` the call id), ``actor.app_name`` the agent,
+                          ``resources`` the model or the secret (its name, never its value),
+                          ``status``, ``start_time``/``end_time``/``duration`` and, with OTLP ids, the
+                          trace profile's ``trace`` (and its ``span`` once the call has ended).
+* ``plugin.load``      -> Module Activity (1005): 1 Load, the plugin as ``module.file`` (name,
+                          version, SHA-256).
 * ``policy.decision``  -> the activity decided on: egress Network Activity (4001), file File
                           System Activity (1001), exec Process Activity (1007), a tool call API
                           Activity (6003), with the security_control profile's ``action_id``
                           and ``disposition_id``; the decision itself under ``unmapped.decision``.
-* everything else      -> Base Event (0), activity 99 Other, with the details in ``unmapped``.
+* everything else (``sensor.notice``) -> Base Event (0), activity 99 Other, details in ``unmapped``.
+
+OCSF 1.7 has no AI profile (``ai_operation`` with its ``ai_agent``/``ai_model`` objects comes in a
+later version); what of the ``ai`` group has no 1.7 home (prompt route, token counts, argument
+digests, the SDK's span keys) stays in ``unmapped.ai``.
 
 Each kind's class and default activity are declared once, in the event table
 (:mod:`runwatch.eventkinds`); this module fills the class's objects and refines the
@@ -38,9 +51,11 @@ from typing import Any
 import msgspec
 
 from runwatch import eventkinds
-from runwatch.events import Event
+from runwatch.alerts.model import Alert
+from runwatch.alerts.render import to_ocsf as alert_finding
+from runwatch.events import AiInfo, Event
 from runwatch.outputs.base import register_output
-from runwatch.outputs.jsonl import JsonlOutput
+from runwatch.outputs.jsonl import JsonlOutput, OutputError
 
 OCSF_VERSION = eventkinds.OCSF_VERSION
 
@@ -51,6 +66,7 @@ _CLASS = {
     1003: ("Kernel Activity", 1),
     1007: ("Process Activity", 1),
     1002: ("Kernel Extension Activity", 1),
+    1005: ("Module Activity", 1),
     4001: ("Network Activity", 4),
     4003: ("DNS Activity", 4),
     6003: ("API Activity", 6),
@@ -145,6 +161,9 @@ def _container(e: Event, unmapped: dict[str, Any]) -> dict[str, Any] | None:
             ("devices", c.devices),
             ("gpu", c.gpu),
             ("siblings", c.siblings),
+            ("owner", c.owner),
+            ("escalation", c.escalation),
+            ("review_by", c.review_by),
         )
         if v is not None
     }
@@ -356,6 +375,85 @@ def _kernel_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) ->
     return _declared(e)
 
 
+_MS = 1_000_000
+_NO_AI = AiInfo()
+#: ``ai`` keys the AI mapping puts into OCSF objects (the rest stay in ``unmapped.ai``).
+_AI_MAPPED = frozenset({"provider", "model", "agent", "agent_id", "status", "error", "duration_ns",
+                        "start_time", "trace_id", "span_id", "parent_span_id", "plugin", "plugin_version", "sha256",
+                        "secret", "secret_kind"})
+
+
+def _ai_times(e: Event, a: AiInfo, out: dict[str, Any]) -> tuple[int, int] | None:
+    """``start_time``/``end_time``/``duration`` (ms) of an ended call; (start, end) ns when known."""
+    if a.duration_ns is not None:
+        out["duration"] = a.duration_ns // _MS
+    start = a.start_time if a.start_time is not None else (
+        e.time - a.duration_ns if a.duration_ns is not None and e.kind != "tool.start" else None)
+    if start is None or e.kind == "tool.start":
+        return None
+    out["start_time"], out["end_time"] = start // _MS, e.time // _MS
+    return start, e.time
+
+
+def _ai_activity(e: Event, out: dict[str, Any], unmapped: dict[str, Any]) -> tuple[int, int, str]:
+    """An AI-layer event as API Activity (a tool call, a model call, a secret read) or Module
+    Activity (a plugin load); see the module docstring."""
+    a = e.ai if e.ai is not None else _NO_AI
+    agent = (e.tool_call.agent if e.tool_call is not None else None) or a.agent
+    actor: dict[str, Any] = {"process": _process(e)}
+    if agent:
+        actor["app_name"] = agent
+    if a.agent_id:
+        actor["app_uid"] = a.agent_id
+    out["actor"] = actor
+    named = e.kind == "model.call" or (e.kind.startswith("tool.") and e.tool_call is None)  # api.operation
+    mapped = _AI_MAPPED | ({"operation"} if named else set())
+    # what has no OCSF home; set even when empty, so the whole group is not added again
+    unmapped["ai"] = {k: v for k, v in msgspec.to_builtins(a).items() if k not in mapped}
+    if e.kind == "plugin.load":
+        file: dict[str, Any] = {"name": a.plugin or "?", "type_id": 1}
+        if a.plugin_version:
+            file["version"] = a.plugin_version
+        if a.sha256:
+            file["hashes"] = [{"algorithm_id": 3, "algorithm": "SHA-256", "value": a.sha256}]
+        out["module"] = {"file": file, "load_type_id": 1, "load_type": "Standard"}
+        return _declared(e)
+    tool = e.tool_call.name if e.tool_call is not None else None
+    api: dict[str, Any] = {}
+    if e.kind == "model.call":
+        api["operation"] = a.operation or "chat"
+        if a.provider:
+            api["service"] = {"name": a.provider}
+        if a.model:
+            out["resources"] = [{"name": a.model, "type": "model"}]
+    elif e.kind == "secret.access":
+        api["operation"] = "read secret"
+        if a.secret:
+            out["resources"] = [{"name": a.secret, "type": f"{a.secret_kind} secret" if a.secret_kind else "secret"}]
+    else:
+        api["operation"] = tool or a.operation or e.kind
+        if agent:
+            api["service"] = {"name": agent}
+    call_id = e.tool_call.call_id if e.tool_call is not None else None
+    if call_id:
+        api["request"] = {"uid": call_id}
+    if a.status or a.error:
+        api["response"] = {k: v for k, v in (("message", a.status), ("error", a.error)) if v}
+        ok = a.status == "ok" and not a.error
+        out["status_id"], out["status"] = (1, "Success") if ok else (2, "Failure")
+    out["api"] = api
+    span = _ai_times(e, a, out)
+    if a.trace_id:
+        trace: dict[str, Any] = {"uid": a.trace_id}
+        if a.span_id and span is not None:
+            trace["span"] = {"uid": a.span_id, "start_time": span[0] // _MS, "end_time": span[1] // _MS,
+                             "operation": api["operation"],
+                             **({"parent_uid": a.parent_span_id} if a.parent_span_id else {}),
+                             **({"duration": a.duration_ns // _MS} if a.duration_ns is not None else {})}
+        out["trace"] = trace
+    return _declared(e)
+
+
 #: OCSF class_uid -> the function that fills that class's objects (others: Base Event).
 _ACTIVITY: dict[int, Callable[[Event, dict[str, Any], dict[str, Any]], tuple[int, int, str]]] = {
     1007: _process_activity,
@@ -364,6 +462,8 @@ _ACTIVITY: dict[int, Callable[[Event, dict[str, Any], dict[str, Any]], tuple[int
     1002: _kernel_extension_activity,
     4001: _network_activity,
     4003: _dns_activity,
+    1005: _ai_activity,
+    6003: _ai_activity,
 }
 
 
@@ -390,8 +490,10 @@ def to_ocsf(event: Event, *, hostname: str | None = None) -> dict[str, Any]:
         unmapped["file"] = {
             k: v for k, v in (("intent", e.file.intent), ("flags", e.file.flags)) if v is not None
         }
-    if e.ai is not None:
+    if e.ai is not None and "ai" not in unmapped:
         unmapped["ai"] = msgspec.to_builtins(e.ai)
+    if unmapped.get("ai") == {}:
+        del unmapped["ai"]
     if e.decision is not None:
         unmapped["decision"] = msgspec.to_builtins(e.decision)
     for key in ("tid", "euid", "gid", "cgroup_id", "pidns", "vpid", "unattested", "attrs", "argv"):
@@ -401,6 +503,8 @@ def to_ocsf(event: Event, *, hostname: str | None = None) -> dict[str, Any]:
 
     class_name, category_uid = _CLASS[class_uid]
     profiles = ["host", "security_control"] if "action_id" in out else ["host"]
+    if "trace" in out:
+        profiles.append("trace")
     device = hostname or _hostname()
     if class_uid in (4001, 6003):
         # this device's end of the connection (or the API call's caller), when its address
@@ -444,17 +548,48 @@ def to_ocsf(event: Event, *, hostname: str | None = None) -> dict[str, Any]:
 
 
 class OcsfOutput(JsonlOutput):
-    """OCSF JSONL: one OCSF object per line (``"-"``: stdout)."""
+    """OCSF JSONL while running (``--ocsf-out``): one OCSF object per line (``"-"``: stdout).
+
+    Events become their class (this module); alerts, given to :meth:`write_alerts`, become
+    Detection Findings (2004, :func:`runwatch.alerts.render.to_ocsf`), in the order they
+    come (an alert is raised while its batch is being detected on, so its line comes before
+    the lines of that batch's events). One thread writes.
+    """
 
     name = "ocsf"
 
     def __init__(self, path: str | os.PathLike[str] = "-", *, hostname: str | None = None) -> None:
         encoder = msgspec.json.Encoder()
+        self.hostname = hostname
+        self._alert_encoder = encoder
+        self.alerts = 0  # alert lines written
 
         def encode(event: Event) -> bytes:
             return encoder.encode(to_ocsf(event, hostname=hostname))
 
         super().__init__(path, encode=encode)
+
+    def write(self, events: Sequence[Event]) -> None:
+        """Write one line per event and flush (a live stream: a reader sees each batch at once)."""
+        super().write(events)
+        if events:
+            self.flush()
+
+    def write_alerts(self, alerts: Sequence[Alert]) -> None:
+        """Write one Detection Finding line per alert and flush."""
+        if not alerts:
+            return
+        if self._fh is None:
+            self.open()
+        assert self._fh is not None
+        data = b"".join(self._alert_encoder.encode(alert_finding(a, hostname=self.hostname)) + b"\n"
+                        for a in alerts)
+        try:
+            self._fh.write(data)
+            self._fh.flush()
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        self.alerts += len(alerts)
 
 
 def to_ocsf_many(events: Sequence[Event], *, hostname: str | None = None) -> list[dict[str, Any]]:

@@ -28,9 +28,15 @@ Resource of every span: ``service.name`` (the option), ``process.pid`` (the pid 
 process's own pid namespace, the same convention the receiver reads), ``container.id``,
 ``host.name`` and ``runwatch.host_pid``.
 
-Sending uses the OpenTelemetry SDK's ``BatchSpanProcessor`` and ``OTLPSpanExporter`` (a
-background thread, bounded queue; when it is full the SDK drops spans and they are counted
-here as ``dropped``); :meth:`OtlpOutput.close` flushes. Not thread safe except ``reopen``.
+Sending: the OpenTelemetry SDK's ``BatchSpanProcessor`` batches spans (a background thread,
+bounded queue; when it is full the SDK drops spans and they are counted here as ``dropped``);
+each batch is encoded as an OTLP/HTTP protobuf request and handed to a
+:class:`~runwatch.outputs.delivery.Delivery`, which POSTs it (:class:`HttpTransport`: gzip or
+no compression, extra headers such as ``Authorization``, TLS options, a timeout per request),
+retries with backoff, keeps what the collector has not taken in a disk spool when one is
+configured, and counts requests sent, retried, spooled and dropped. A failed export is
+counted and its reason kept as one line (no library log lines); :meth:`OtlpOutput.close`
+flushes, bounded by ``close_timeout``. Not thread safe except ``reopen``.
 """
 
 from __future__ import annotations
@@ -43,8 +49,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry.exporter.otlp.proto.http import Compression
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -53,6 +58,9 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from runwatch.events import AiInfo, Event, ToolCall
 from runwatch.outputs.base import register_output
+from runwatch.outputs.delivery import Delivery, RetryPolicy
+from runwatch.outputs.http import HttpTransport, TlsOptions
+from runwatch.store.spool import SpoolLimits
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:4318/v1/traces"
 _SCOPE = InstrumentationScope("runwatch", "1")
@@ -100,6 +108,23 @@ class _Counting(SpanExporter):
         return self.inner.force_flush(timeout_millis)
 
 
+class _DeliveryExporter(SpanExporter):
+    """Encodes each batch as an OTLP/HTTP protobuf request and hands it to a :class:`Delivery`."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.delivery.submit(encode_spans(spans).SerializeToString())
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.delivery.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.delivery.flush(timeout_millis / 1000)
+
+
 class _Open:
     """A tool call seen starting and not yet ended."""
 
@@ -124,12 +149,19 @@ class OtlpOutput:
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, service_name: str = "runwatch",
                  headers: dict[str, str] | None = None, timeout: float = 10.0, compression: str = "gzip",
                  max_queue: int = 8192, schedule_delay_ms: float = 500.0, export_ingested: bool = False,
-                 max_tracked: int = 65536, exporter: SpanExporter | None = None) -> None:
+                 max_tracked: int = 65536, exporter: SpanExporter | None = None, name: str = "otlp",
+                 tls: TlsOptions | None = None, spool_dir: str | None = None,
+                 spool_limits: SpoolLimits | None = None, queue_max: int = 256, retry: RetryPolicy | None = None,
+                 close_timeout: float = 5.0) -> None:
         self.endpoint = traces_url(endpoint)
         if compression not in ("gzip", "none"):
             raise OtlpOutputError(f"OTLP compression must be gzip or none, got {compression[:20]!r}")
+        self.name = name
         self.service_name = service_name
         self.headers, self.timeout, self.compression = headers, timeout, compression
+        self.tls, self.spool_dir, self.spool_limits = tls, spool_dir, spool_limits
+        self.queue_max, self.retry, self.close_timeout = queue_max, retry, close_timeout
+        self.delivery: Delivery | None = None
         self.max_queue, self.schedule_delay_ms = max_queue, schedule_delay_ms
         self.export_ingested, self.max_tracked = export_ingested, max_tracked
         self._exporter = exporter
@@ -152,9 +184,18 @@ class OtlpOutput:
             raise OtlpOutputError(f"{self.endpoint}: output is closed")
         if self._processor is not None:
             return
-        inner = self._exporter or OTLPSpanExporter(
-            endpoint=self.endpoint, headers=self.headers, timeout=self.timeout,
-            compression=Compression.Gzip if self.compression == "gzip" else Compression.NoCompression)
+        inner = self._exporter
+        if inner is None:
+            try:
+                transport = HttpTransport(self.endpoint, content_type="application/x-protobuf",
+                                          gzip_body=self.compression == "gzip", headers=self.headers,
+                                          timeout=self.timeout, tls=self.tls)
+            except (OSError, ValueError) as exc:
+                raise OtlpOutputError(f"OTLP export to {self.endpoint}: {exc}") from None
+            self.delivery = Delivery(self.name, transport, spool_dir=self.spool_dir, spool_limits=self.spool_limits,
+                                     queue_max=self.queue_max, retry=self.retry, close_timeout=self.close_timeout)
+            self.delivery.open()
+            inner = _DeliveryExporter(self.delivery)
         self._counting = _Counting(inner)
         self._processor = BatchSpanProcessor(self._counting, max_queue_size=self.max_queue,
                                              schedule_delay_millis=self.schedule_delay_ms,
@@ -192,7 +233,7 @@ class OtlpOutput:
             opened = self._open.pop(key)
             self.counters["incomplete"] += 1
             self._emit_tool(opened, opened.start, None, incomplete=True)
-        self._processor.force_flush()
+        self._processor.force_flush(int(self.close_timeout * 1000))
         self._processor.shutdown()  # type: ignore[no-untyped-call]
 
     def stats(self) -> dict[str, int]:
@@ -203,6 +244,13 @@ class OtlpOutput:
                 out["exported"], out["failed"] = self._counting.exported, self._counting.failed
             out["dropped"] = max(0, out["submitted"] - out["exported"] - out["failed"]) if self._closed else 0
         return out
+
+    def output_stats(self) -> dict[str, Any]:
+        """The delivery's counters (OTLP requests, each a batch of spans) and the spans built;
+        empty with a replaced exporter."""
+        if self.delivery is None:
+            return {}
+        return {**self.delivery.stats(), "spans": self.counters["submitted"]}
 
     # -- ids and resources --------------------------------------------------------------------
 

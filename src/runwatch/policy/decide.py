@@ -65,14 +65,16 @@ class Decision(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class ProcWorkloads:
-    """Workload of a live pid: its executable (``/proc/PID/exe``) and container (cgroup).
+    """Workload of a live pid: its executable (``/proc/PID/exe``) and container (cgroup), with the
+    container's workload facts and SPIFFE id when ``workload`` (the session's join) is given.
 
     The container resolver is created on first use; without a cgroup v2 hierarchy every
     process counts as a host process. Thread safe (the resolver locks internally).
     """
 
-    def __init__(self, proc_root: str = "/proc") -> None:
+    def __init__(self, proc_root: str = "/proc", workload: Callable[[Container], Container] | None = None) -> None:
         self.proc_root = proc_root
+        self.workload = workload  # the session's workload join: Kubernetes facts, derived or attested SPIFFE id
         self._resolver: Any = None
 
     def __call__(self, pid: int, agent: str | None = None) -> Workload:
@@ -87,6 +89,8 @@ class ProcWorkloads:
 
                 self._resolver = ContainerResolver(proc_root=self.proc_root)
             container = self._resolver.resolve_pid(pid)
+            if container is not None and self.workload is not None:
+                container = self.workload(container)
         except Exception:  # attribution problems make a host workload, never a failed decision
             container = None
         return Workload(container=container, exe=exe, pid=pid, agent=agent)

@@ -21,6 +21,7 @@ from typing import Any
 from runwatch.config.errors import ConfigError, ConfigLoadError, ConfigWarning, Location
 from runwatch.config.values import parse_duration
 from runwatch.config.yamlsrc import LocDict, LocList, load_yaml_documents
+from runwatch.enrich.governance import parse_review_by
 from runwatch.policy.model import (
     FAILS,
     MODES,
@@ -49,7 +50,8 @@ class PolicyLoadError(ConfigLoadError[PolicyError]):
     """Policies failed to load; ``errors`` holds every located error."""
 
 
-POLICY_KEYS = ("id", "description", "role", "selector", "mode", "fail", "challenge_timeout", "tools", "egress", "exec",
+POLICY_KEYS = ("id", "description", "role", "owner", "escalation", "review_by",
+               "selector", "mode", "fail", "challenge_timeout", "tools", "egress", "exec",
                "files")
 SELECTOR_KEYS = ("container", "labels", "identity", "pod", "namespace", "process")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -339,6 +341,25 @@ def _files(load: _Load, d: Any, at: Location, where: str) -> FileRules | None:
     return FileRules(protect=tuple(protect), immutable=immutable or (), sources=tuple(sources)) if ok else None
 
 
+_OPTIONAL = ("description", "role", "owner", "escalation", "review_by")
+
+
+def _governance(load: _Load, d: LocDict, where: str, pid: str, args: dict[str, Any]) -> None:
+    """The policy's ``owner``, ``escalation`` (non-empty strings) and ``review_by`` (an ISO date)."""
+    for key in ("owner", "escalation"):
+        if key in d:
+            v = d[key]
+            if not isinstance(v, str) or not v.strip() or "\n" in v.strip():
+                load.err(d.value_location(key), f"{where}: {key} must be a one-line name or address, not {v!r}", pid)
+            else:
+                args[key] = v.strip()
+    if "review_by" in d:
+        try:
+            args["review_by"] = parse_review_by(d["review_by"])
+        except ValueError as exc:
+            load.err(d.value_location("review_by"), f"{where}: {exc}", pid)
+
+
 def _policy(load: _Load, file: str, d: LocDict) -> Policy | None:
     pid = d.get("id")
     if not isinstance(pid, str) or not _ID.match(pid):
@@ -382,13 +403,14 @@ def _policy(load: _Load, file: str, d: LocDict) -> Policy | None:
                      f"(letters, digits, '.', '_', '-'), not {d['role']!r}", pid)
         else:
             args["role"] = d["role"]
+    _governance(load, d, where, pid, args)
     for key, reader in (("tools", _tools), ("egress", _egress), ("exec", _exec), ("files", _files)):
         if key in d:
             args[key] = reader(load, d[key], d.value_location(key), where)
     for e in load.errors[n_before:]:
         if e.policy is None:
             load.errors[load.errors.index(e)] = dataclasses.replace(e, policy=pid)
-    if len(load.errors) > n_before or any(v is None for k, v in args.items() if k not in ("description", "role")):
+    if len(load.errors) > n_before or any(v is None for k, v in args.items() if k not in _OPTIONAL):
         return None
     return Policy(**args)
 

@@ -22,6 +22,8 @@ API for enforcers and deciders
 * ``challenge_timeout_ns`` (default 30 s),
 * ``role``: the workload role (``model-server``, ``agent``, ...) of the containers it selects
   whose ``runwatch.io/role`` label does not declare one (``None``: the policy says nothing),
+* ``owner``, ``escalation``, ``review_by`` (an ISO date): the governance of the containers it
+  selects whose ``runwatch.io/owner``, ``/escalation``, ``/review-by`` labels declare none,
 * ``tools`` (:class:`ToolRules`), ``egress`` (:class:`EgressRules` or ``None`` when the
   policy does not restrict egress), ``exec`` (:class:`ExecRules` or ``None``), ``files``
   (:class:`FileRules` or ``None``).
@@ -63,6 +65,7 @@ from typing import Literal
 
 import msgspec
 
+from runwatch.enrich.governance import Governance
 from runwatch.events import Container
 
 Mode = Literal["monitor", "enforce"]
@@ -261,6 +264,9 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     challenge_timeout_ns: int = DEFAULT_CHALLENGE_TIMEOUT_NS
     description: str | None = None
     role: str | None = None  # the role of the workloads it selects, unless they declare their own
+    owner: str | None = None  # governance of the workloads it selects, unless they declare their own
+    escalation: str | None = None
+    review_by: str | None = None  # ISO date YYYY-MM-DD
     tools: ToolRules = msgspec.field(default_factory=ToolRules)
     egress: EgressRules | None = None
     exec: ExecRules | None = None
@@ -379,6 +385,13 @@ class PolicySet(msgspec.Struct, frozen=True):
         """The role the policy selecting ``container`` gives it (``None``: none, or no role)."""
         policy = self.for_container(container, labels)
         return policy.role if policy is not None else None
+
+    def governance_of(self, container: Container) -> Governance | None:
+        """The owner, escalation and review date the policy selecting ``container`` declares."""
+        policy = self.for_container(container)
+        if policy is None or (policy.owner, policy.escalation, policy.review_by) == (None, None, None):
+            return None
+        return Governance(policy.owner, policy.escalation, policy.review_by)
 
     def with_mode(self, mode: Mode) -> PolicySet:
         """A copy with every policy's mode set to ``mode``."""

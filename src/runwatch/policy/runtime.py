@@ -18,11 +18,12 @@ decision events for the source to deliver. Both are idempotent.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from runwatch.argskey import ArgsKey
+from runwatch.events import Container
 from runwatch.policy.challenges import ChallengeBook
-from runwatch.policy.decide import Decider
+from runwatch.policy.decide import Decider, ProcWorkloads
 from runwatch.policy.loader import load_policies
 from runwatch.policy.model import Mode, PolicySet
 from runwatch.policy.server import DEFAULT_CONTROL_SOCKET, DEFAULT_DECIDE_SOCKET, PolicyServer
@@ -37,8 +38,9 @@ class PolicyRuntime:
                  decide_socket: str | None = DEFAULT_DECIDE_SOCKET,
                  control_socket: str | None = DEFAULT_CONTROL_SOCKET,
                  tcp_port: int | None = None, bus: DecisionBus | None = None,
-                 args_key: ArgsKey | None = None) -> None:
+                 args_key: ArgsKey | None = None, workload: Callable[[Container], Container] | None = None) -> None:
         self.paths = paths
+        self.workload = workload  # facts and SPIFFE id of the asking process's container (enrich.workload)
         self.args_key = args_key
         self.mode = mode
         self.decide_socket = decide_socket
@@ -58,7 +60,8 @@ class PolicyRuntime:
         if self.mode is not None:
             policies = policies.with_mode(self.mode)
         self.policies = policies
-        self.decider = Decider(policies, self.challenges, emit=self.bus.put)
+        self.decider = Decider(policies, self.challenges, emit=self.bus.put,
+                               workloads=ProcWorkloads(workload=self.workload))
         self.server = PolicyServer(self.decider, self.decide_socket, self.control_socket, self.tcp_port,
                                    args_key=self.args_key).start()
         return self

@@ -100,7 +100,8 @@ class SessionPolicy:
         self.resolver = resolver
         self.say: Say = say or (lambda _line: None)
         self.runtime = PolicyRuntime(policies, decide_socket=decide_socket_beside(sdk_socket),
-                                     control_socket=control_socket or DEFAULT_CONTROL_SOCKET, args_key=args_key)
+                                     control_socket=control_socket or DEFAULT_CONTROL_SOCKET, args_key=args_key,
+                                     workload=workload)
         self.source = self.runtime.source
         self.actions = RuleActionSink(policies, say=self.say)
         self.gate = PolicyGate(self._admission)

@@ -25,6 +25,7 @@ from runwatch.events import UNCONFIRMED_ATTR, Event
 from runwatch.rules.compiler import IndexTerm
 from runwatch.rules.fields import EvalCtx, Getter, parse_ip
 from runwatch.rules.model import Rule, RuleMeta, RuleSet
+from runwatch.rules.reuse import IdentityReuse
 from runwatch.rules.sequences import SequenceMatcher, matcher_for
 
 _NOT_ROOTS = frozenset({0, 1, 2})  # never a tree root: no parent, init, kthreadd
@@ -210,6 +211,8 @@ class Engine:
             needs |= m.seq.needs
         self._want_first_seen = "first_seen" in needs
         self._want_tree = "tree" in needs
+        self._want_reuse = "reuse" in needs
+        self._reuse = IdentityReuse()
         self._ctx = EvalCtx()
         self._index: dict[str, _KindIndex] = {}
         self._pos = {r.name: i for i, r in enumerate(self.rules)}
@@ -307,7 +310,7 @@ class Engine:
         """
         out: list[Alert] = []
         index, build, ctx = self._index, self._build, self._ctx
-        want_first_seen, want_tree = self._want_first_seen, self._want_tree
+        want_first_seen, want_tree, want_reuse = self._want_first_seen, self._want_tree, self._want_reuse
         counting, evals, pos = self.count_evaluations, self._evals, self._pos
         sweep = bool(self.matchers)
         n_events, evaluated = self.events, 0
@@ -322,6 +325,8 @@ class Engine:
                 ctx.first_seen = self._first_seen(e)
             if want_tree:
                 ctx.tree = self._tree(e)
+            if want_reuse:
+                ctx.reused_by = self._reuse.observe(e)
             cands = ix.always if ix.plain else ix.candidates(e, ctx)
             evaluated += len(cands)
             if counting:

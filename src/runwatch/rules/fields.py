@@ -31,11 +31,12 @@ class EvalCtx:
     Not thread-safe: one per engine, filled then read on the engine's thread.
     """
 
-    __slots__ = ("first_seen", "tree")
+    __slots__ = ("first_seen", "reused_by", "tree")
 
     def __init__(self) -> None:
         self.first_seen: bool | None = None
         self.tree: int | None = None
+        self.reused_by: str | None = None
 
 
 Getter = Callable[[Event, EvalCtx], Any]
@@ -48,7 +49,7 @@ class FieldSpec:
     name: str
     type: FieldType
     get: Getter
-    needs: str | None = None  # "first_seen" | "tree": engine state the field reads
+    needs: str | None = None  # "first_seen" | "tree" | "reuse": engine state the field reads
     reads: str | None = None  # the Event attribute that must be set (None: every kind has it)
 
 
@@ -147,6 +148,27 @@ def _argv_at(i: int) -> Getter:
     return get
 
 
+def _exec_env(e: Event) -> dict[str, Any] | None:
+    env = e.attrs.get("env") if e.attrs else None
+    return env if isinstance(env, dict) else None
+
+
+def _env_text(e: Event, c: EvalCtx) -> str | None:
+    # Falco's form: NAME=VALUE entries, each followed by a space (a match on "NAME=VALUE " cannot
+    # hit a longer value); only the names of the sensor's environment allow-list are ever there
+    env = _exec_env(e)
+    return "".join(f"{k}={v} " for k, v in env.items()) or None if env else None
+
+
+def _env_at(name: str) -> Getter:
+    def get(e: Event, c: EvalCtx) -> Any:
+        env = _exec_env(e)
+        value = env.get(name) if env else None
+        return None if value is None else str(value)
+
+    return get
+
+
 def _aexe(n: int) -> Getter:
     i = n - 1
 
@@ -162,6 +184,32 @@ def _trust_domain(e: Event, c: EvalCtx) -> str | None:
     if not s or not s.startswith("spiffe://"):
         return None
     return s[9:].partition("/")[0] or None
+
+
+TOKEN_OWNER_LABEL = "runwatch.io/token-owner"
+"""Label or annotation of a pod naming (comma-separated) the containers its tokens are mounted for."""
+
+
+def _token_owners(e: Event, c: EvalCtx) -> list[str] | None:
+    k = e.container
+    if k is None:
+        return None
+    raw = (k.labels or {}).get(TOKEN_OWNER_LABEL) or (k.annotations or {}).get(TOKEN_OWNER_LABEL)
+    if not raw:
+        return None
+    return [n.strip() for n in raw.split(",") if n.strip()] or None
+
+
+def _is_token_owner(e: Event, c: EvalCtx) -> bool | None:
+    """Whether the container owns its pod's tokens: named by ``runwatch.io/token-owner``; without
+    that declaration, every container but a declared sidecar (the app the tokens are mounted for)."""
+    k = e.container
+    if k is None:
+        return None
+    owners = _token_owners(e, c)
+    if owners is not None:
+        return bool(k.name) and k.name in owners
+    return (k.role or e.role) != "sidecar"
 
 
 def _image_part(e: Event, i: int) -> str | None:
@@ -325,6 +373,7 @@ def _fields() -> dict[str, FieldSpec]:
     add("proc.pname", "str", _aname(1))
     add("proc.pexe", "str", _aexe(1))
     add("proc.pcmdline", "str", lambda e, c: e.pcmdline or None)
+    add("proc.env", "str", _env_text)
     add("proc.ancestry", "list", lambda e, c: e.ancestry or None)
     add("proc.anames", "list", lambda e, c: [a.rpartition("/")[2] for a in e.ancestry] or None)
     add("proc.tree", "int", lambda e, c: c.tree, "tree")
@@ -363,11 +412,21 @@ def _fields() -> dict[str, FieldSpec]:
         if e.container is not None and e.container.labels else None)
     for attr in ("service_account", "node", "owner_kind", "owner_name", "siblings"):
         add(f"workload.{attr}", "list" if attr == "siblings" else "str", _container_getter(attr))
+    for attr in ("owner", "escalation", "review_by"):  # governance (schema 8)
+        add(f"workload.{attr}", "str", _container_getter(attr))
     # the policy decision of a policy.decision event, or the one that admitted a tool.start
     for attr in ("policy", "verdict", "rule", "mode", "layer"):
         add("policy.id" if attr == "policy" else f"policy.{attr}", "str", _group_getter("decision", attr, True))
     add("identity.spiffe_id", "str", _container_getter("spiffe_id"))
     add("identity.trust_domain", "str", _trust_domain)
+    add("identity.source", "str", _container_getter("spiffe_source"))
+    add("identity.attested", "bool", lambda e, c: (e.container.spiffe_source == "attested")
+        if e.container is not None and e.container.spiffe_id else None)
+    add("identity.reused_by", "str", lambda e, c: c.reused_by, "reuse")
+    add("secret.name", "str", lambda e, c: (e.file.path or None) if e.file is not None
+        else (e.ai.secret if e.ai is not None else None))
+    add("workload.token_owners", "list", _token_owners)
+    add("workload.token_owner", "bool", _is_token_owner)
     add("file.path", "str", _group_getter("file", "path", True))
     add("file.name", "str", lambda e, c: _base(e.file.path) if e.file is not None else None)
     add("file.dir", "str", lambda e, c: _dirname(e.file.path) if e.file is not None else None)
@@ -412,13 +471,15 @@ def _fields() -> dict[str, FieldSpec]:
 
 
 #: Every plain field, by name. Indexed fields (``proc.aname[N]``, ``proc.aexe[N]``,
-#: ``proc.argv[N]``, ``evt.attr[KEY]``) are resolved by :func:`resolve_field`.
+#: ``proc.argv[N]``, ``proc.env[NAME]``, ``evt.attr[KEY]``) are resolved by :func:`resolve_field`.
 FIELDS: dict[str, FieldSpec] = _fields()
 
 #: The indexed field families, as written in the docs.
-INDEXED_FIELDS: tuple[str, ...] = ("proc.aname[N]", "proc.aexe[N]", "proc.argv[N]", "evt.attr[KEY]")
+INDEXED_FIELDS: tuple[str, ...] = ("proc.aname[N]", "proc.aexe[N]", "proc.argv[N]", "proc.env[NAME]",
+                                   "evt.attr[KEY]")
 
-_INDEXED = re.compile(r"^(proc\.aname|proc\.aexe|proc\.argv|evt\.attr)\[([^\]]+)\]$")
+_INDEXED = re.compile(r"^(proc\.aname|proc\.aexe|proc\.argv|proc\.env|evt\.attr)\[([^\]]+)\]$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ARGV_MAX = 1023  # highest argv index a rule may name
 _ATTR_KEY = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
@@ -452,6 +513,8 @@ def resolve_field(name: str) -> FieldSpec | None:
     family, arg = m.group(1), m.group(2)
     if family == "evt.attr":
         return FieldSpec(name, "ip", _attr(arg)) if _ATTR_KEY.match(arg) else None  # str ops plus cidr
+    if family == "proc.env":  # a value ("" when set empty), present only for allow-listed names
+        return FieldSpec(name, "str", _env_at(arg)) if _ENV_NAME.match(arg) else None
     if family == "proc.argv":  # 0-based, like argv itself: proc.argv[0] is the name the program was run as
         if not arg.isdigit() or int(arg) > _ARGV_MAX:
             return None

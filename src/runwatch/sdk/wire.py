@@ -19,6 +19,8 @@ canonical JSON of the arguments.
 
 from __future__ import annotations
 
+import hashlib
+
 WIRE_VERSION = 1
 
 ENV_SOCKET = "RUNWATCH_SOCKET"
@@ -45,6 +47,7 @@ MESSAGE_KINDS: tuple[str, ...] = (
     "plugin.load",
     "secret.access",
     "audit",  # an in-process observation of the PEP 578 audit-hook sensor (runwatch.sdk.audithook)
+    "svid",  # the process's X.509-SVID from the SPIFFE Workload API, with proof of its key (runwatch.sdk.identity)
 )
 
 AUDIT_EVENTS: tuple[str, ...] = (
@@ -62,6 +65,15 @@ AUDIT_EVENTS: tuple[str, ...] = (
 )
 """Values of ``ev`` in an ``audit`` message: the Python audit event it reports (``import``:
 a module executed from a writable path, seen through the ``exec``/``import`` audit events)."""
+
+MAX_CERT = 8192
+"""Longest base64 DER certificate (characters) an ``svid`` message's ``x5c`` carries."""
+
+MAX_CHAIN = 8
+"""Most certificates an ``svid`` message's ``x5c`` carries (leaf first)."""
+
+SVID_PROOF = "runwatch-svid/1"
+"""First member of the text an ``svid`` message's ``sig`` signs (see :func:`svid_proof`)."""
 
 MAX_ARGV = 256
 """Most argv items an ``audit`` message carries (the collector refuses more)."""
@@ -94,10 +106,13 @@ STRING_KEYS: dict[str, str] = {
     "fam": "audit connect/getaddrinfo: ipv4 | ipv6 | unix",
     "proto": "audit connect: tcp | udp | raw | unix",
     "ver": "plugin.load: plugin version (MCP server version)",
+    "spiffe": "svid: the SPIFFE ID the SVID names (a claim; the collector's verification decides)",
+    "sig": "svid: base64 signature, by the SVID's private key, of svid_proof(pid, ns, m, leaf)",
 }
 
 LIST_KEYS: dict[str, str] = {
     "argv": "audit exec: the argument vector (at most MAX_ARGV items of MAX_FIELD characters)",
+    "x5c": "svid: the certificate chain, leaf first, each base64 DER (at most MAX_CHAIN of MAX_CERT characters)",
 }
 
 INT_KEYS: dict[str, str] = {
@@ -120,3 +135,9 @@ SERVER_PID_ATTR = "server_pid"
 """``Event.attrs`` key of a ``tool.start`` event carrying the wire's ``spid``."""
 
 REQUIRED_KEYS: tuple[str, ...] = ("v", "k", "m", "pid", "tid", "ns")
+
+
+def svid_proof(pid: int, ns: int, m: int, leaf_der: bytes) -> bytes:
+    """What an ``svid`` message's key signs: the sender's pid and pid namespace, the message time
+    and the leaf's SHA-256, so the proof holds only for the process the kernel names as sender."""
+    return f"{SVID_PROOF}|{pid}|{ns}|{m}|{hashlib.sha256(leaf_der).hexdigest()}".encode()

@@ -8,11 +8,19 @@ item that arrives after it, into a :class:`Spool`, in arrival order, and tries a
 does not fit is counted as lost under the fault's reason (:func:`fault_reason`) and is never
 retried. Run records are kept apart, the newest per run id, outside the bounds (one per run).
 
-Thread safety: none; only the writer thread touches a spool.
+The network outputs (webhook, syslog, OTLP) keep what their endpoint has not taken in a
+:class:`DiskSpool`: the same bounds (:class:`SpoolLimits`: items and bytes), one file per
+item in a directory, so what waits survives a restart and is sent first by the next session.
+
+Thread safety: none; only the writer thread touches a :class:`Spool`, and the owner of a
+:class:`DiskSpool` serialises its calls.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -124,3 +132,94 @@ class Spool:
         for item in self._items:
             self.give_up(item, reason)
         self.clear()
+
+
+_SUFFIX = ".item"
+
+
+class DiskSpool:
+    """Bounded FIFO of byte payloads on disk: ``directory/<seq>.item``, oldest sequence first.
+
+    :meth:`open` creates the directory (0700) and takes in what a previous session left there
+    (``recovered``); leftover half-written files (``*.tmp``) are removed. :meth:`put` writes an
+    item under its sequence number (written to a temporary name, then renamed: an item is
+    either whole or absent) and refuses it (False) when it would pass ``limits`` (``events``
+    counts items). Sequence numbers order the items; :attr:`next_seq` is one past the largest
+    seen, so items numbered by the owner keep their submission order across restarts.
+    """
+
+    def __init__(self, directory: str, limits: SpoolLimits | None = None) -> None:
+        self.directory = directory
+        self.limits = limits or SpoolLimits()
+        self._seqs: list[int] = []  # sorted
+        self._sizes: dict[int, int] = {}
+        self.bytes = 0
+        self.recovered = 0  # items found at open
+        self.next_seq = 0
+
+    def open(self) -> None:
+        """Create the directory and index the items already in it (OSError names the path)."""
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        for entry in os.scandir(self.directory):
+            if entry.name.endswith(".tmp"):
+                os.unlink(entry.path)
+                continue
+            stem = entry.name.removesuffix(_SUFFIX)
+            if not entry.name.endswith(_SUFFIX) or not stem.isdigit():
+                continue
+            seq = int(stem)
+            self._sizes[seq] = entry.stat().st_size
+            self._seqs.append(seq)
+        self._seqs.sort()
+        self.bytes = sum(self._sizes.values())
+        self.recovered = len(self._seqs)
+        self.next_seq = self._seqs[-1] + 1 if self._seqs else 0
+
+    def __len__(self) -> int:
+        return len(self._seqs)
+
+    def _path(self, seq: int) -> str:
+        return os.path.join(self.directory, f"{seq:016d}{_SUFFIX}")
+
+    def fits(self, size: int) -> bool:
+        """Whether one more item of ``size`` bytes stays within the limits."""
+        return len(self._seqs) + 1 <= self.limits.events and self.bytes + size <= self.limits.bytes
+
+    def put(self, seq: int, data: bytes) -> bool:
+        """Keep ``data`` as item ``seq``; False (nothing written) when it does not fit."""
+        if seq in self._sizes or not self.fits(len(data)):
+            return False
+        path = self._path(seq)
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(path + ".tmp", path)
+        bisect.insort(self._seqs, seq)
+        self._sizes[seq] = len(data)
+        self.bytes += len(data)
+        self.next_seq = max(self.next_seq, seq + 1)
+        return True
+
+    def head(self) -> tuple[int, bytes] | None:
+        """The oldest item (sequence, data), or None when empty."""
+        while self._seqs:
+            seq = self._seqs[0]
+            try:
+                with open(self._path(seq), "rb") as fh:
+                    return seq, fh.read()
+            except FileNotFoundError:  # removed behind our back: forget it
+                self._forget(seq)
+        return None
+
+    def remove(self, seq: int) -> None:
+        """Delete item ``seq`` (after it was delivered or given up)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(seq))
+        self._forget(seq)
+
+    def _forget(self, seq: int) -> None:
+        if seq in self._sizes:
+            self.bytes -= self._sizes.pop(seq)
+            self._seqs.remove(seq)

@@ -19,7 +19,7 @@ import msgspec
 
 from runwatch.alerts.model import Alert
 from runwatch.alerts.render import from_json as alert_from_json
-from runwatch.events import UPGRADE_BELOW, Event, upgrade
+from runwatch.events import UPGRADE_BELOW, Container, Event, upgrade
 from runwatch.store.runs import RunRecord, read_runs, recover_crashed
 from runwatch.store.sqlite_layout import (
     STORE_SCHEMA_VERSION,
@@ -180,9 +180,47 @@ def _select(
     return rows
 
 
+def query_containers(path: str | os.PathLike[str]) -> list[Container]:
+    """Every container the store holds events of, as its newest stored event describes it
+    (pod, namespace, SPIFFE id, image, owner, ...), ordered by container id then name.
+
+    One row per stored (id, name) pair. Reads one event per pair and kind through the
+    ``(kind, ck, time)`` index (a ``max(time)`` lookup each), never a scan of the events.
+    """
+    conn, shown = _connect_ro(path)
+    try:
+        boxes = conn.execute("SELECT ck, id, name FROM containers ORDER BY id, name").fetchall()
+        codes = [int(r[0]) for r in conn.execute("SELECT code FROM kinds")]
+        stale = read_event_schema(conn) < UPGRADE_BELOW
+        out: list[Container] = []
+        for ck, _cid, _name in boxes:
+            newest: tuple[int, int] | None = None
+            for code in codes:
+                row = conn.execute("SELECT max(time) FROM events WHERE kind = ? AND ck = ?", (code, ck)).fetchone()
+                if row is not None and row[0] is not None and (newest is None or row[0] > newest[0]):
+                    newest = (int(row[0]), code)
+            if newest is None:
+                continue
+            data = conn.execute("SELECT data FROM events WHERE kind = ? AND ck = ? AND time = ? LIMIT 1",
+                                (newest[1], ck, newest[0])).fetchone()
+            try:
+                event = _DECODE_ONE(data[0])
+            except msgspec.DecodeError as exc:
+                raise StoreError(f"{shown}: a stored event of container {_cid} does not decode: {exc}") from None
+            event = upgrade(event) if stale else event
+            if event.container is not None:
+                out.append(event.container)
+        return out
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read event store {shown}: {exc}") from None
+    finally:
+        conn.close()
+
+
 def query_alerts(path: str | os.PathLike[str], *, rule: str | None = None, since_ns: int | None = None,
-                 limit: int | None = None) -> list[Alert]:
-    """Stored alerts, oldest first (optionally one rule's, from ``since_ns``)."""
+                 limit: int | None = None, until_ns: int | None = None) -> list[Alert]:
+    """Stored alerts, oldest first (optionally one rule's, from ``since_ns`` inclusive to
+    ``until_ns`` exclusive)."""
     conn, shown = _connect_ro(path)
     where: list[str] = []
     params: list[Any] = []
@@ -192,6 +230,9 @@ def query_alerts(path: str | os.PathLike[str], *, rule: str | None = None, since
     if since_ns is not None:
         where.append("time >= ?")
         params.append(since_ns)
+    if until_ns is not None:
+        where.append("time < ?")
+        params.append(until_ns)
     sql = "SELECT data FROM alerts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY time, id"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"

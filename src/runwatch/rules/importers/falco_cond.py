@@ -228,7 +228,7 @@ FIELD_MAP: dict[str, str] = {
     "evt.arg.path": "file.path", "evt.arg.name": "file.path", "evt.arg.pathname": "file.path",
     "evt.arg.newpath": "file.new_path", "fd.sip.name": "net.dst.name", "fd.rip.name": "net.dst.name",
     "evt.arg.target": "file.path", "evt.arg.linkpath": "file.new_path",
-    "proc.pcmdline": "proc.pcmdline", "proc.duration": "proc.duration", "proc.tty": "proc.tty",
+    "proc.pcmdline": "proc.pcmdline", "proc.duration": "proc.duration", "proc.tty": "proc.tty", "proc.env": "proc.env",
     "user.loginuid": "proc.loginuid", "user.loginname": "proc.login_user",
     "thread.cap_effective": "proc.cap_effective_names", "thread.cap_permitted": "proc.cap_permitted_names",
     "container.image": "container.image", "container.image.repository": "container.image_repository",

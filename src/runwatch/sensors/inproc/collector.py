@@ -44,6 +44,8 @@ from runwatch.sdk.wire import (
     ENV_SOCKET,
     MAX_ARGS,
     MAX_ARGV,
+    MAX_CERT,
+    MAX_CHAIN,
     MAX_DATAGRAM,
     MAX_FIELD,
     MESSAGE_KINDS,
@@ -51,6 +53,7 @@ from runwatch.sdk.wire import (
     WIRE_VERSION,
 )
 from runwatch.sensors.base import register_source
+from runwatch.svid import SVID_CHAIN_ATTR, SVID_CLAIM_ATTR, SVID_MONO_ATTR, SVID_NOTICE, SVID_SIG_ATTR
 
 _UCRED = struct.Struct("iII")
 _NO_AI = AiInfo()  # compared against, never assigned to an event
@@ -100,11 +103,15 @@ class Message(msgspec.Struct, omit_defaults=True):
     fl: int | None = None
     ver: str | None = None
     spid: int | None = None  # tool.start: pid of the process serving the call (added later)
+    # svid messages (runwatch.sdk.identity), added later
+    spiffe: str | None = None
+    x5c: list[str] | None = None
+    sig: str | None = None
 
 
 _STR_FIELDS = tuple(f for f in Message.__struct_fields__ if f not in ("v", "m", "pid", "tid", "ns", "sid", "psid",
                                                                        "sm", "dur", "args", "argv", "port", "fl",
-                                                                       "spid"))
+                                                                       "spid", "x5c"))
 _AUDIT_EVENTS = frozenset(AUDIT_EVENTS)
 _EXEC_EVENTS = frozenset({"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn"})
 _decoder = msgspec.json.Decoder(Message)
@@ -137,6 +144,13 @@ def validate(msg: Message) -> None:
         raise MalformedMessage("spid out of range")
     if msg.k == "audit":
         _validate_audit(msg)
+    if msg.k == "svid":
+        if not msg.x5c or not msg.sig or not msg.spiffe:
+            raise MalformedMessage("svid needs spiffe, x5c and sig")
+        if len(msg.x5c) > MAX_CHAIN:
+            raise MalformedMessage(f"x5c has more than {MAX_CHAIN} certificates")
+        if any(len(c) > MAX_CERT for c in msg.x5c):
+            raise MalformedMessage(f"an x5c certificate is longer than {MAX_CERT} characters")
 
 
 def _validate_audit(msg: Message) -> None:
@@ -431,6 +445,11 @@ class SdkCollector:
                 kind = "sensor.notice"
                 attrs["notice"] = "sdk.attach"
                 ai.agent = msg.agent
+            elif kind == "svid":
+                # verified by the enrichment stage once the sender's container is known (runwatch.svid)
+                kind = "sensor.notice"
+                attrs.update({"notice": SVID_NOTICE, SVID_CLAIM_ATTR: msg.spiffe, SVID_CHAIN_ATTR: list(msg.x5c or ()),
+                              SVID_SIG_ATTR: msg.sig, SVID_MONO_ATTR: msg.m})
         event = Event(id=new_id(t), time=t, kind=kind, source="sdk", pid=pid, tid=tid, uid=uid, cgroup_id=cgroup,
                       pidns=pidns, vpid=vpid, vtid=vtid, tool_call=call, attrs=attrs or None,
                       ai=ai if ai != _NO_AI else None)

@@ -20,7 +20,8 @@ class KernelSource:
 
     ``track_pids``: if given (even empty), only those processes and their descendants are
     reported (the kernel follows forks); more can be added with :meth:`track` after start.
-    Thread safety: ``poll`` from one thread; ``stats`` and ``track`` may be called from another.
+    Thread safety: ``poll`` from one thread; ``stats``, ``drops_by_cpu``, ``ring_usage`` and ``track`` may be
+    called from another.
     """
 
     name = "kernel"
@@ -107,20 +108,37 @@ class KernelSource:
         self.events += len(batch)
         return batch
 
-    def drops_by_kind(self) -> dict[str, int]:
-        """Records the kernel could not queue (ring buffer full), per event kind."""
+    def drops_by_cpu(self) -> dict[tuple[int, str], int]:
+        """Records the kernel could not queue (ring buffer full), per (CPU, event kind); non-zero only."""
         if self._obj is None:
             return {}
         fd = self._obj.map_fd("drops")
         vals = (ctypes.c_uint64 * self._ncpu)()
-        out: dict[str, int] = {}
+        out: dict[tuple[int, str], int] = {}
         for kind in L.Kind:
             key = ctypes.c_uint32(kind)
             if lib().bpf_map_lookup_elem(fd, ctypes.byref(key), vals) == 0:
-                n = sum(vals)
-                if n:
-                    out[kind.name.lower()] = n
+                for cpu, n in enumerate(vals):
+                    if n:
+                        out[(cpu, kind.name.lower())] = n
         return out
+
+    def drops_by_kind(self) -> dict[str, int]:
+        """Records the kernel could not queue (ring buffer full), per event kind."""
+        out: dict[str, int] = {}
+        for (_cpu, kind), n in self.drops_by_cpu().items():
+            out[kind] = out.get(kind, 0) + n
+        return out
+
+    def ring_usage(self) -> tuple[int, int] | None:
+        """(bytes queued and not yet read, ring size) of the events ring; None when not running."""
+        reader = self._reader
+        if reader is None:
+            return None
+        try:
+            return reader.pending_bytes(), reader.size
+        except (ValueError, BufferError):  # closed under the caller (stopping)
+            return None
 
     def stats(self) -> dict[str, int]:
         """Counters: events decoded, drops (never hidden), decode errors, ring records."""
