@@ -26,7 +26,7 @@ class Procs:
               ) -> subprocess.Popen[bytes]:
         """One node agent replaying ``recording`` as ``node``; counters in ``<tmp>/agent-<node>.json``."""
         argv = [sys.executable, "-m", "runwatch.testing.fleet", "agent", "--nats", url, "--node", node,
-                "--events", str(recording), "--rate", str(rate), "--spool", str(self.tmp / f"spool-{node}.db"),
+                "--events", str(recording), "--rate", str(rate), "--spool", str(self.tmp / f"spool-{node}"),
                 "--stats", str(self.tmp / f"agent-{node}.json"), *extra]
         p = subprocess.Popen(argv, stderr=open(self.tmp / f"agent-{node}.log", "ab"))  # noqa: SIM115
         self.procs.append(p)

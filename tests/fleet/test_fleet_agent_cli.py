@@ -16,7 +16,7 @@ from runwatch.testing.natsserver import NatsServer
 def test_run_publishes_what_it_saw_to_nats(nats_server: NatsServer, tmp_path: Path) -> None:
     marker = tmp_path / "fleet-marker-7"
     done = subprocess.run([RUNWATCH, "run", "--nats", nats_server.url, "--cluster", "lab", "--node", "node-k",
-                           "--nats-spool", str(tmp_path / "spool.db"), "--no-sdk", "--db", str(tmp_path / "local.db"),
+                           "--nats-spool", str(tmp_path / "spool"), "--no-sdk", "--db", str(tmp_path / "local.db"),
                            "--", "/bin/sh", "-c", f"echo x > {marker}; /bin/true"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -35,18 +35,19 @@ def test_run_publishes_what_it_saw_to_nats(nats_server: NatsServer, tmp_path: Pa
 
 @pytest.mark.kernel
 def test_run_with_nats_away_keeps_everything_in_the_spool(tmp_path: Path) -> None:
-    import sqlite3
-
     from runwatch.testing.natsserver import free_port
+    from runwatch.transport.spool import MessageSpool
 
-    spool = tmp_path / "spool.db"
+    spool = tmp_path / "spool"
     done = subprocess.run([RUNWATCH, "run", "--nats", f"nats://127.0.0.1:{free_port()}", "--node", "node-k",
                            "--nats-spool", str(spool), "--no-sdk", "--no-rules", "--db", str(tmp_path / "local.db"),
                            "--", "/bin/sh", "-c", "/bin/true"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr  # detection and the local store went on; nothing was lost
     local = query_events(tmp_path / "local.db")
-    with sqlite3.connect(spool) as conn:
-        held = [r[0] for r in conn.execute("SELECT msg_id FROM spool ORDER BY seq")]
+    held, left = [], MessageSpool(spool)
+    while (item := left.head()) is not None:
+        held += [mid for _, mid, _ in item[1]]
+        left.remove(item[0])
     assert held == [f"node-k:{e.id}" for e in local]  # every event, in the order the node saw them
     assert f"published 0 message(s) as node node-k; {len(local)} kept in the spool" in done.stderr
 

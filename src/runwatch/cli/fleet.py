@@ -40,8 +40,9 @@ def nats_options(f: Any) -> Any:
                      "at URL (fleet mode; e.g. nats://nats:4222).")(f)
     f = click.option("--cluster", metavar="NAME", default=lambda: os.environ.get("RUNWATCH_CLUSTER", "default"),
                      show_default="$RUNWATCH_CLUSTER or default", help="Cluster name in the NATS subjects.")(f)
-    f = click.option("--nats-spool", metavar="PATH", default="runwatch-nats-spool.db", show_default=True,
-                     help="Disk spool of what NATS could not take yet (published first when it answers).")(f)
+    f = click.option("--nats-spool", metavar="DIR", default="runwatch-nats-spool", show_default=True,
+                     help="Disk spool directory of what NATS could not take yet (published first when it "
+                     "answers).")(f)
     f = click.option("--nats-spool-mb", type=click.IntRange(1), default=256, show_default=True, metavar="MIB",
                      help="Bound of the disk spool; beyond it messages are counted as lost.")(f)
     return _partitions_option(f)

@@ -5,8 +5,9 @@ append it to a bounded in-memory queue (past ``queue_max`` messages a message is
 ``queue_full``). A thread of its own runs an asyncio loop with the NATS connection; it
 publishes in order, each message with ``Nats-Msg-Id`` (see :mod:`runwatch.transport.subjects`)
 and waits for JetStream's acks. While NATS is unreachable, or a publish is not acked, the
-message and everything after it go to the disk spool (:class:`~runwatch.transport.spool.DiskSpool`,
-bounded, counted); once NATS answers again the spool is published first, oldest first, and new
+message and everything after it go to the disk spool
+(:class:`~runwatch.transport.spool.MessageSpool` over the outputs' disk spool, bounded,
+counted); once NATS answers again the spool is published first, oldest first, and new
 messages wait behind it, so a node's messages reach the stream in the order it saw them. A
 message published twice (a lost ack, a re-sent spool batch) carries the same id: JetStream drops
 the copy inside its duplicate window, sinks after it. Detection and enforcement on the node do
@@ -34,7 +35,7 @@ from runwatch.alerts.render import to_json as alert_json
 from runwatch.events import Event, to_json
 from runwatch.outputs.base import register_output
 from runwatch.store.spool import SpoolLimits
-from runwatch.transport.spool import DiskSpool, Message
+from runwatch.transport.spool import Message, MessageSpool
 from runwatch.transport.subjects import (
     DEFAULT_PARTITIONS,
     DEFAULT_PREFIX,
@@ -85,7 +86,7 @@ def alert_key(alert: Alert, node: str) -> str:
 class NatsOutput:
     """Publishes events, decisions and alerts of this node to the fleet stream (see the module).
 
-    ``spool_path`` is the disk spool's file (None: messages that cannot be published are
+    ``spool_path`` is the disk spool's directory (None: messages that cannot be published are
     counted under ``no_spool``); ``spool`` bounds it.
     """
 
@@ -106,7 +107,7 @@ class NatsOutput:
         self._queue: deque[Message] = deque()
         self._lock = threading.Lock()
         self._inflight = 0
-        self._spool: DiskSpool | None = None
+        self._spool: MessageSpool | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -126,7 +127,7 @@ class NatsOutput:
         if self._thread is not None:
             return
         if self.spool_path is not None:
-            self._spool = DiskSpool(self.spool_path, self.spool_limits)
+            self._spool = MessageSpool(self.spool_path, self.spool_limits)
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(ready,), name="runwatch-nats", daemon=True)
         self._thread.start()
@@ -320,18 +321,20 @@ class NatsOutput:
             self._release(len(batch))
 
     async def _send_spool(self, js: Any) -> None:
-        """Publish the disk spool, oldest first, while NATS acks."""
+        """Publish the disk spool, oldest batch first, while NATS acks; a batch acked in part is
+        sent again whole (its acked messages are duplicates JetStream drops by id)."""
         spool = self._spool
         while spool is not None and len(spool) and not self._stopping:
-            head = spool.head(BATCH)
-            acked = await self._publish(js, [m for _, m in head])
-            if acked:
-                done = head[:acked]
-                spool.remove_through(done[-1][0], acked, sum(len(m[2]) for _, m in done))
-                self.published += acked
-            if acked < len(head):
+            head = spool.head()
+            if head is None:
+                return
+            seq, batch = head
+            acked = await self._publish(js, batch)
+            self.published += acked
+            if acked < len(batch):
                 self._down()
                 return
+            spool.remove(seq)
 
 
 def nats_output(url: str, **kwargs: Any) -> NatsOutput:

@@ -1,47 +1,53 @@
 """The publisher's spool on disk: messages kept in order while NATS cannot take them.
 
-One SQLite file (WAL) with one table of ``(seq, subject, msg_id, payload)``; ``seq`` keeps the
-order across restarts of the agent, so a node that was cut off for a while, or restarted while
-cut off, publishes what it saw in the order it saw it once NATS answers again. Bounded by
-:class:`~runwatch.store.spool.SpoolLimits` (messages and payload bytes, the same bounds the
-store's in-memory spool takes): a message that does not fit is counted under ``spool_full``
-and never retried. Thread safety: one thread (the publisher's) uses a spool.
+A thin layer over the outputs' :class:`~runwatch.store.spool.DiskSpool` (one file per item in a
+directory, written whole or not at all, numbered so the order survives restarts): each item is
+one batch of messages ``(subject, msg id, payload)`` as msgpack, so an outage costs one file per
+batch, not per event. A node that was cut off for a while, or restarted while cut off,
+publishes what it saw in the order it saw it once NATS answers again. Bounded by
+:class:`~runwatch.store.spool.SpoolLimits` in messages (``events``) and payload bytes: a message
+that does not fit is counted in :attr:`MessageSpool.lost` and never retried. Thread safety: one
+thread (the publisher's) uses a spool.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Sequence
 
-from runwatch.privatefile import ensure_private
-from runwatch.store.spool import SpoolLimits
+import msgspec
+
+from runwatch.store.spool import DiskSpool, SpoolLimits
 
 Message = tuple[str, str, bytes]
 """(subject, msg id, payload)."""
 
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(list[tuple[str, str, bytes]]).decode
+
 
 class SpoolError(Exception):
-    """The spool file cannot be opened (one line naming it)."""
+    """The spool directory cannot be opened (one line naming it)."""
 
 
-class DiskSpool:
-    """Bounded FIFO of messages in the SQLite file at ``path`` (see the module)."""
+class MessageSpool:
+    """Bounded FIFO of message batches in ``directory`` (see the module)."""
 
-    def __init__(self, path: str | os.PathLike[str], limits: SpoolLimits | None = None) -> None:
-        self.path = str(path)
+    def __init__(self, directory: str | os.PathLike[str], limits: SpoolLimits | None = None) -> None:
+        self.path = str(directory)
         self.limits = limits or SpoolLimits()
+        # the item bound is ours (in messages); the directory only bounds bytes
+        self._disk = DiskSpool(self.path, SpoolLimits(events=max(1, self.limits.events), bytes=self.limits.bytes))
+        self._counts: dict[int, tuple[int, int]] = {}  # item seq -> (messages, payload bytes)
         try:
-            ensure_private(self.path)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-                             "subject TEXT NOT NULL, msg_id TEXT NOT NULL, payload BLOB NOT NULL)")
-            row = self._db.execute("SELECT count(*), coalesce(sum(length(payload)), 0) FROM spool").fetchone()
-        except (OSError, sqlite3.Error) as exc:
+            self._disk.open()
+            for seq, data in self._disk.entries():  # what a previous start left
+                batch = _decode(data)
+                self._counts[seq] = (len(batch), sum(len(m[2]) for m in batch))
+        except (OSError, msgspec.DecodeError) as exc:
             raise SpoolError(f"cannot open the NATS spool {self.path}: {exc}") from None
-        self.count, self.bytes = int(row[0]), int(row[1])
+        self.count = sum(n for n, _ in self._counts.values())
+        self.bytes = sum(b for _, b in self._counts.values())
         self.spooled = 0  # messages ever taken in (this process)
         self.peak = self.count
         self.sent = 0  # messages published from the spool and removed
@@ -51,35 +57,40 @@ class DiskSpool:
         return self.count
 
     def add(self, messages: Sequence[Message]) -> int:
-        """Append what fits, in order; returns how many were lost (counted in :attr:`lost`)."""
+        """Append the messages that fit, in order, as one item; returns how many were lost."""
         keep: list[Message] = []
+        size = 0
         for m in messages:
-            size = len(m[2])
-            if self.count + len(keep) >= self.limits.events or self.bytes + size > self.limits.bytes:
-                self.lost += 1
-                continue
+            if self.count + len(keep) >= self.limits.events or self.bytes + size + len(m[2]) > self.limits.bytes:
+                break
             keep.append(m)
-            self.bytes += size
+            size += len(m[2])
+        while keep and not self._disk.put(self._disk.next_seq, _encode(keep)):  # framing pushed it over
+            size -= len(keep.pop()[2])
         if keep:
-            with self._db:
-                self._db.executemany("INSERT INTO spool (subject, msg_id, payload) VALUES (?, ?, ?)", keep)
+            self._counts[self._disk.next_seq - 1] = (len(keep), size)
             self.count += len(keep)
+            self.bytes += size
             self.spooled += len(keep)
             self.peak = max(self.peak, self.count)
-        return len(messages) - len(keep)
+        lost = len(messages) - len(keep)
+        self.lost += lost
+        return lost
 
-    def head(self, n: int) -> list[tuple[int, Message]]:
-        """The oldest ``n`` messages with their sequence numbers."""
-        rows = self._db.execute("SELECT seq, subject, msg_id, payload FROM spool ORDER BY seq LIMIT ?", (n,))
-        return [(int(r[0]), (r[1], r[2], bytes(r[3]))) for r in rows]
+    def head(self) -> tuple[int, list[Message]] | None:
+        """The oldest batch (its item number and messages), or None when empty."""
+        item = self._disk.head()
+        if item is None:
+            return None
+        return item[0], [tuple(m) for m in _decode(item[1])]  # type: ignore[misc]
 
-    def remove_through(self, seq: int, count: int, size: int) -> None:
-        """Forget every message up to ``seq`` (``count`` messages of ``size`` bytes: published)."""
-        with self._db:
-            self._db.execute("DELETE FROM spool WHERE seq <= ?", (seq,))
-        self.count -= count
+    def remove(self, seq: int) -> None:
+        """Forget batch ``seq`` (every message of it was acked)."""
+        n, size = self._counts.pop(seq, (0, 0))
+        self._disk.remove(seq)
+        self.count -= n
         self.bytes -= size
-        self.sent += count
+        self.sent += n
 
     def stats(self) -> dict[str, int]:
         """``held``, ``held_bytes``, ``peak``, ``spooled``, ``sent`` and ``lost``."""
@@ -87,5 +98,4 @@ class DiskSpool:
                 "sent": self.sent, "lost": self.lost}
 
     def close(self) -> None:
-        """Close the file (what it holds stays for the next start). Idempotent."""
-        self._db.close()
+        """Nothing to release: every item is a closed file (what it holds stays for the next start)."""
