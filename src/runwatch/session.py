@@ -40,7 +40,7 @@ from runwatch.outputs.group import OutputGroup
 from runwatch.pipeline import Pipeline, Stage
 from runwatch.sdk.wire import ENV_ARGS_KEY
 from runwatch.sensors.select import Sources, build_sources
-from runwatch.store.sqlite import SpoolLimits, SqliteStore, StoreError
+from runwatch.store.sqlite import Retention, SpoolLimits, SqliteStore, StoreError
 from runwatch.svid.attest import Attestor
 from runwatch.svid.bundles import trust_bundles
 
@@ -61,6 +61,7 @@ class SessionOptions:
 
     db: str | None = "runwatch.db"
     spool: SpoolLimits | None = None  # what the store holds while it cannot write (default: 100k events, 64 MiB)
+    retention: Retention | None = None  # how much the store keeps (None: everything)
     events_out: str | None = None
     lake: str | None = None  # also write OCSF records to this Parquet lake directory (events and alerts)
     source: str = "auto"  # auto | kernel | proc
@@ -141,7 +142,7 @@ def store_summary(store: SqliteStore) -> dict[str, Any]:
     """The run summary's ``store`` part: what was written, spooled, recovered and lost."""
     st = store.stats()
     keys = ("written", "spooled", "spool_peak", "recovered", "lost", "lost_by_reason", "alerts_lost", "fault",
-            "faults", "first_fault")
+            "faults", "first_fault", "pruned")
     return {"path": store.path, **{k: st[k] for k in keys},
             "spool_limits": {"events": store.spool_limits.events, "bytes": store.spool_limits.bytes}}
 
@@ -235,7 +236,7 @@ class Session:
         o = self.opts
         outs: list[Output | AlertOutput] = []
         if o.db:
-            outs.append(output_factory("sqlite")(o.db, spool=o.spool))
+            outs.append(output_factory("sqlite")(o.db, spool=o.spool, retention=o.retention))
         if o.events_out:
             outs.append(output_factory("jsonl")(o.events_out))
         if o.lake:

@@ -20,8 +20,9 @@ def command(name: str) -> click.Command:
 
 def test_every_command_is_listed_and_imports() -> None:
     names = cli.list_commands(CTX)
-    assert names == ["alerts", "approve", "challenges", "demo", "doctor", "events", "policy", "query", "reject",
-                     "report", "rules", "run", "selftest", "watch", "worker", "workloads"]
+    assert names == ["alerts", "approve", "challenges", "console", "demo", "doctor", "events", "policy", "prune",
+                     "query",
+                     "reject", "report", "rules", "run", "selftest", "watch", "worker", "workloads"]
     assert [command(n).name for n in names] == names
 
 

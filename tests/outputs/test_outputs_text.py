@@ -8,7 +8,7 @@ import time
 from rich.console import Console
 
 from runwatch.events import Container, Event, FileInfo, NetInfo, PrivInfo
-from runwatch.outputs.text import TextOutput, event_summary, format_time, render_events
+from runwatch.outputs.text import TextOutput, event_summary, format_time, plain_line, render_events
 
 
 def _console() -> Console:
@@ -33,6 +33,7 @@ def test_render_lines_exact(events: list[Event]) -> None:
     assert "dns.query      host 3003 /usr/bin/tool3  host3.example.com A" in lines[3]
     assert "priv.setuid    agent (runc) 3004 /usr/bin/tool4  setresuid uid=0 euid=0" in lines[4]
     assert "process.exit   model-server (runc) 3000 /usr/bin/tool5  exit 5" in lines[5]
+    assert [plain_line(e) for e in events] == lines  # the text without styles, for `runwatch events | ...`
 
 
 def test_time_is_local_hh_mm_ss_mmm() -> None:

@@ -18,12 +18,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from runwatch.events import Event
 from runwatch.store.spool import ROW_OVERHEAD, SpoolLimits
 from runwatch.store.sqlite import SqliteStore, query_events
+from runwatch.store.sqlite_layout import stored_size
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 
@@ -111,7 +111,7 @@ def test_a_full_spool_counts_what_it_could_not_keep(small_fs: Path) -> None:
 def test_spool_bound_in_bytes(small_fs: Path) -> None:
     db = small_fs / "events.db"
     evs = _events(0, 31)
-    cost = [len(msgspec.msgpack.encode(e)) + ROW_OVERHEAD for e in evs]
+    cost = [stored_size(e) + ROW_OVERHEAD for e in evs]
     with SqliteStore(db, spool=SpoolLimits(events=1000, bytes=sum(cost[:11]) + cost[11] - 1)) as store:
         filler = fill(small_fs)
         for e in evs:

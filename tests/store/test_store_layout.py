@@ -94,7 +94,7 @@ def test_v1_file_is_migrated_to_v2(tmp_path: Path, events: list[Event]) -> None:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     finally:
         conn.close()
-    assert version == "4"
+    assert version == "5"
     assert indexes == [("events_id",), ("events_kind_ck",)]
     assert set(kinds) == {*KINDS, "vendor.custom"} and len(kinds) == len(KINDS) + 1
     assert boxes == [
@@ -260,7 +260,7 @@ def test_v2_file_gains_the_alerts_table(tmp_path):
         query_alerts(db)
     SqliteStore(db).close()
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
     assert conn.execute("SELECT count(*) FROM alerts").fetchone() == (0,)
 
 

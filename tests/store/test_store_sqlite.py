@@ -17,6 +17,7 @@ from runwatch.store.sqlite import (
     query_events,
     query_runs,
 )
+from runwatch.store.sqlite_layout import without_context
 
 
 def _db(tmp_path: Path) -> Path:
@@ -67,7 +68,7 @@ def test_columns_hold_query_fields(tmp_path: Path, events: list[Event]) -> None:
     assert host == (None, None)
     # one side-table row per distinct container, in first-seen order
     assert boxes == [(cid, "agent"), ("ffee00112233445566778899aabbccdd", "model-server")]
-    assert (version, STORE_SCHEMA_VERSION) == ("4", 4)
+    assert (version, STORE_SCHEMA_VERSION) == ("5", 5)
     assert mode == "wal"
     assert page == 16384
 
@@ -302,6 +303,10 @@ def test_stored_data_is_msgspec_msgpack(tmp_path: Path, events: list[Event]) -> 
     with SqliteStore(db) as store:
         store.write(events[:1])
     conn = sqlite3.connect(db)
-    data = conn.execute("SELECT data FROM events").fetchone()[0]
+    data, proc = conn.execute("SELECT data, proc FROM events").fetchone()
+    context = conn.execute("SELECT data FROM procs WHERE pk = ?", (proc,)).fetchone()[0]
     conn.close()
-    assert msgspec.msgpack.decode(data, type=Event) == events[0]
+    # the event without its process context, which is stored once per process
+    assert msgspec.msgpack.decode(data, type=Event) == without_context(events[0])
+    assert msgspec.msgpack.decode(context) == [events[0].exe, events[0].cmdline, events[0].argv, events[0].ancestry,
+                                               events[0].pcmdline]

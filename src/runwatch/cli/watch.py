@@ -21,6 +21,7 @@ from runwatch.cli.fleet import nats_options, report_nats, with_nats
 from runwatch.cli.kube import kube_options, with_kube
 from runwatch.cli.outputs import output_lines, output_options, with_outputs
 from runwatch.cli.policy import DecisionPrinter, policy_options
+from runwatch.cli.prune import retention_from, retention_note, retention_options
 from runwatch.events import Event
 from runwatch.outputs.jsonl import OutputError
 from runwatch.outputs.otlp import OtlpOutputError
@@ -74,6 +75,7 @@ def _source_options(f: Any) -> Any:
     f = click.option("--rules", "rules", multiple=True, metavar="PATH",
                      help="Rule file or directory; repeatable (default: the built-in AI-workload pack).")(f)
     f = click.option("--no-rules", is_flag=True, help="Record events only; run no detections.")(f)
+    f = retention_options(f)
     f = click.option("--alerts-out", metavar="FILE", help="Also append every alert as JSON lines to FILE.")(f)
     f = click.option("--otlp-listen", metavar="HOST:PORT", callback=_host_port,
                      help="Receive OpenTelemetry GenAI spans (OTLP/HTTP) here, e.g. 127.0.0.1:4318, or on a "
@@ -222,6 +224,9 @@ def lost_events(summary: dict[str, Any]) -> str | None:
 
 
 def _store_notes(store: dict[str, Any]) -> None:
+    pruned = retention_note(store)
+    if pruned:
+        note(pruned)
     if store.get("faults") and not (store.get("lost") or store.get("alerts_lost")):
         note(f"the store {store['path']} could not write for a while ({store.get('first_fault')}); "
              f"{store['recovered']} event(s) waited in the spool and were written; none lost")
@@ -295,7 +300,7 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, lake: str | N
         alerts_out: str | None, otlp_listen: tuple[str, int] | None, otlp_export: str | None,
         spool_events: int, spool_mb: int, otlp_token_file: str | None, policy: tuple[str, ...], mode: str | None,
         control_socket: str, metrics_listen: tuple[str, int] | None, metrics_allow_remote: bool,
-        **kube: Any) -> None:
+        retain: int | None, retain_mb: int | None, **kube: Any) -> None:
     """Run CMD under the sensor and watch its whole process subtree.
 
     Containers CMD starts (runc, podman) are followed too. When CMD exits, runwatch drains
@@ -317,7 +322,8 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, lake: str | N
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
                           otlp_token=otlp_token(otlp_listen, otlp_token_file), own_cgroup=True, notice=note,
-                          spool=SpoolLimits(spool_events, spool_mb << 20))
+                          spool=SpoolLimits(spool_events, spool_mb << 20),
+                          retention=retention_from(retain, retain_mb))
     opts.metrics_listen = _metrics(metrics_listen, metrics_allow_remote)
     _with_policy(opts, policy, mode, control_socket)
     with_nats(opts, kube)
@@ -371,6 +377,38 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, lake: str | N
     sys.exit(rc if rc or not (summary.get("failure") or lost_events(summary) or nats_lost) else 1)
 
 
+def _console_args(listen: str | None, token_file: str | None) -> tuple[str, int, str] | None:
+    """``--console``'s host, port and token, checked before anything starts (exit 2 when unusable)."""
+    if listen is None:
+        if token_file is not None:
+            fail("--console-token-file needs --console HOST:PORT", code=2)
+        return None
+    from runwatch.console.auth import TokenError
+    from runwatch.console.serve import ListenError, prepare_live
+
+    try:
+        return prepare_live(listen, token_file)
+    except (ListenError, TokenError) as exc:
+        fail(str(exc).replace("--listen", "--console"), code=2)
+
+
+def _serve_console(session: Session, db: str, control_socket: str, args: tuple[str, int, str] | None,
+                   token_file: str | None) -> Any:
+    """Start the console over the session's store (None without --console)."""
+    if args is None:
+        return None
+    from runwatch.console.serve import ListenError, serve_live
+
+    host, port, token = args
+    try:
+        served = serve_live(db, control_socket, host, port, token)
+    except ListenError as exc:
+        session.close()
+        fail(str(exc))
+    note(f"console on {served.url}; token {'from ' + token_file if token_file else token}")
+    return served
+
+
 @click.command()
 @_source_options
 @click.option("--container", "containers", multiple=True, metavar="ID",
@@ -379,13 +417,20 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, lake: str | N
               help="Stop after this many seconds (default: until SIGINT/SIGTERM).")
 @click.option("--stats-json", metavar="FILE", help="On exit, write the run summary (events, drops, hooks) "
               "as JSON to FILE.")
+@click.option("--console", "console_listen", metavar="HOST:PORT",
+              help="Serve the web console (runwatch console) on HOST:PORT while watching; loopback only unless "
+              "--console-token-file is given.")
+@click.option("--console-token-file", metavar="FILE", help="The console's access token (default: a random one, "
+              "printed at start).")
 @policy_options
 def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_mb: int, verbose: bool,
           sdk_socket: str, no_sdk: bool, rules: tuple[str, ...], no_rules: bool, alerts_out: str | None,
           otlp_listen: tuple[str, int] | None, otlp_export: str | None, spool_events: int, spool_mb: int,
           otlp_token_file: str | None, containers: tuple[str, ...], duration: float | None, stats_json: str | None,
+          console_listen: str | None, console_token_file: str | None,
           policy: tuple[str, ...], mode: str | None, control_socket: str,
-          metrics_listen: tuple[str, int] | None, metrics_allow_remote: bool, **kube: Any) -> None:
+          metrics_listen: tuple[str, int] | None, metrics_allow_remote: bool, retain: int | None,
+          retain_mb: int | None, **kube: Any) -> None:
     """Watch the whole host (or the given containers) until SIGINT/SIGTERM.
 
     On stop it drains the sensor, flushes the store and prints a summary with drops.
@@ -398,12 +443,14 @@ def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_m
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
                           otlp_token=otlp_token(otlp_listen, otlp_token_file), notice=note,
-                          spool=SpoolLimits(spool_events, spool_mb << 20))
+                          spool=SpoolLimits(spool_events, spool_mb << 20),
+                          retention=retention_from(retain, retain_mb))
     opts.metrics_listen = _metrics(metrics_listen, metrics_allow_remote)
     _with_policy(opts, policy, mode, control_socket)
     with_nats(opts, kube)
     with_kube(opts, kube)
     with_outputs(opts, kube)  # the outputs' options come with the other ** options
+    live_console = _console_args(console_listen, console_token_file)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
@@ -416,6 +463,7 @@ def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_m
     if session.policies is not None:
         note(f"{len(session.policies)} policy(ies) loaded; applied to containers as they appear")
     deadline = time.monotonic() + duration if duration else None
+    served = _serve_console(session, db, control_socket, live_console, console_token_file)
     try:
         tty = sys.stderr.isatty()
         with err_console.status("watching...", spinner="dots") if tty else contextlib.nullcontext() as status:
@@ -428,6 +476,8 @@ def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_m
                     now = session.summary()
                     status.update(f"watching: {now['events']} events, {now['drops']} drops (Ctrl-C to stop)")
     finally:
+        if served is not None:
+            served.stop()
         summary = session.close()
     if stats_json:
         summary["by_kind"] = dict(counter.kinds)

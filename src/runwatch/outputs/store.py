@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from runwatch.alerts.model import Alert
 from runwatch.events import Event
 from runwatch.outputs.base import register_output
-from runwatch.store.sqlite import SpoolLimits, SqliteStore
+from runwatch.store.sqlite import Retention, SpoolLimits, SqliteStore
 
 
 class StoreOutput:
@@ -21,20 +21,22 @@ class StoreOutput:
 
     ``spool`` bounds what the store keeps in memory while it cannot write (a full filesystem,
     a lock held by another writer); see :mod:`runwatch.store.spool`. Such faults never raise
-    here: they are in the store's ``stats()``.
+    here: they are in the store's ``stats()``. ``retention`` bounds what the store keeps (by age
+    and size; see :mod:`runwatch.store.retention`).
     """
 
     name = "sqlite"
 
-    def __init__(self, path: str, spool: SpoolLimits | None = None) -> None:
+    def __init__(self, path: str, spool: SpoolLimits | None = None, retention: Retention | None = None) -> None:
         self.path = path
         self.spool = spool
+        self.retention = retention
         self.store: SqliteStore | None = None
 
     def open(self) -> None:
         """Open (creating or migrating) the database; StoreError names the path."""
         if self.store is None:
-            self.store = SqliteStore(self.path, spool=self.spool)
+            self.store = SqliteStore(self.path, spool=self.spool, retention=self.retention)
 
     def _open_store(self) -> SqliteStore:
         if self.store is None:

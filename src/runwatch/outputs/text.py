@@ -169,14 +169,14 @@ def _container_label(event: Event) -> str:
     return f"{c.name or c.id[:12]} ({c.runtime})"
 
 
-def render_line(event: Event) -> Text:
-    """The rich ``Text`` for one event (styles only; content is never parsed as markup, and
-    control characters from the workload are shown escaped, see :mod:`runwatch.textsafe`)."""
+def line_parts(event: Event) -> list[tuple[str, str]]:
+    """One event's line as (text, style) parts, the text made printable (control characters
+    from the workload shown escaped, see :mod:`runwatch.textsafe`)."""
     kind_style = _KIND_STYLE.get(event.kind.split(".", 1)[0], "")
-    line = Text()
+    parts: list[tuple[str, str]] = []
 
     def add(text: str, style: str = "") -> None:
-        line.append(printable(text), style=style)
+        parts.append((printable(text), style))
 
     add(format_time(event.time), "dim")
     add(" ")
@@ -197,7 +197,20 @@ def render_line(event: Event) -> Text:
         shown = event.ancestry[:_ANCESTRY_SHOWN]
         more = len(event.ancestry) - len(shown)
         add("  <- " + " <- ".join(shown) + (f" <- (+{more})" if more > 0 else ""), "dim")
+    return parts
+
+
+def render_line(event: Event) -> Text:
+    """The rich ``Text`` for one event (styles only; content is never parsed as markup)."""
+    line = Text()
+    for text, style in line_parts(event):
+        line.append(text, style=style)
     return line
+
+
+def plain_line(event: Event) -> str:
+    """The text of :func:`render_line` without styles (for output that is not a terminal)."""
+    return "".join(text for text, _ in line_parts(event))
 
 
 def render_events(events: Iterable[Event], console: Console) -> int:

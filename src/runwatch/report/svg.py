@@ -27,9 +27,10 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def process_tree(r: Report, limit: int | None = None) -> str:
+def process_tree(r: Report, limit: int | None = None, marked: frozenset[int] = frozenset()) -> str:
     """The process tree, one row per process (the first ``limit``, depth first), parents above
-    and left of their children."""
+    and left of their children; the processes whose pid is in ``marked`` (alerting ones) get
+    the class ``alerting``."""
     rows = depth_first(r.processes)[:limit]
     if not rows:
         return ""
@@ -43,7 +44,7 @@ def process_tree(r: Report, limit: int | None = None) -> str:
         label = _clip(f"{p.pid}  {p.exe}  {p.cmdline}", LABEL_MAX)
         w = 12 + len(label) * CHAR_W
         width = max(width, x + w + 8)
-        cls = "proc in-call" if p.tool else "proc"
+        cls = ("proc in-call" if p.tool else "proc") + (" alerting" if p.pid in marked else "")
         tip = [f"pid {p.pid} ppid {p.ppid} started {iso(p.start_ns)}", p.cmdline,
                f"execs: {' -> '.join(p.programs) or 'none (forked)'}"]
         if p.tool:

@@ -71,8 +71,9 @@ def fault_reason(exc: BaseException) -> str | None:
 
 def item_size(item: Any) -> tuple[int, int]:
     """(events, bytes) a writer queue item counts against the limits (alerts: 0 events)."""
-    if isinstance(item, list):
-        return len(item), sum(len(r[6]) + ROW_OVERHEAD for r in item)
+    if isinstance(item, list):  # an event row's data, and its process context and container when not yet stored
+        return len(item), sum(len(r[6]) + (len(r[7][1]) if isinstance(r[7], tuple) else 0)
+                              + (len(r[4][5]) if isinstance(r[4], tuple) else 0) + ROW_OVERHEAD for r in item)
     if isinstance(item, tuple) and item and item[0] == "alerts":
         return 0, sum(len(r[6]) + ROW_OVERHEAD for r in item[1])
     return 0, 0

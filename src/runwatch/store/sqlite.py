@@ -24,6 +24,12 @@ Write side (:class:`SqliteStore`):
 * Runs: :meth:`SqliteStore.record_run` names this process as the run's owner, and every
   commit adds its counts to the run's row; opening a store marks the runs of dead owners
   crashed (:mod:`runwatch.store.runs`).
+* What rows repeat is stored once (layout 5): the caller thread keys each event's process
+  context and container, and the writer puts a context or container it has not seen into
+  ``procs`` / ``containers`` inside the transaction; the row's data is the event without them.
+* Retention (``retention=``, :mod:`runwatch.store.retention`): the writer prunes by age and
+  size at open, every minute and on :meth:`SqliteStore.prune_now`, between transactions;
+  what went is counted in :meth:`SqliteStore.stats` (``pruned``).
 
 Read side (:mod:`runwatch.store.sqlite_read`, re-exported here): :func:`query_events`,
 :func:`query_alerts` and :func:`query_runs` open the file read-only and may run in any thread
@@ -56,23 +62,41 @@ from runwatch.alerts.model import Alert
 from runwatch.alerts.render import to_json as alert_json
 from runwatch.events import Container, Event
 from runwatch.privatefile import ensure_private
+from runwatch.store.retention import Pruned, Retention, prune
 from runwatch.store.runs import ADD_STORED, UPSERT_RUN, Owner, RunRecord, recover_crashed
 from runwatch.store.spool import Spool, SpoolLimits, fault_reason
 from runwatch.store.sqlite_layout import (
     INSERT_ALERT,
     STORE_SCHEMA_VERSION,
+    BoxKey,
+    NewProc,
+    ProcKey,
     Row,
     StoreError,
-    container_key,
+    begin_batch,
+    box_key,
+    end_batch,
     ensure_schema,
     insert_events,
     kind_code,
+    proc_key,
+    process_context,
+    restore_proc,
+    stripped,
 )
-from runwatch.store.sqlite_read import BUSY_TIMEOUT_MS, mark_crashed_runs, query_alerts, query_events, query_runs
+from runwatch.store.sqlite_read import (
+    BUSY_TIMEOUT_MS,
+    iter_alerts,
+    iter_events,
+    mark_crashed_runs,
+    query_alerts,
+    query_events,
+    query_runs,
+)
 
 __all__ = [
-    "STORE_SCHEMA_VERSION", "RunRecord", "SpoolLimits", "SqliteStore", "StoreError", "mark_crashed_runs",
-    "query_alerts", "query_events", "query_runs",
+    "STORE_SCHEMA_VERSION", "Pruned", "Retention", "RunRecord", "SpoolLimits", "SqliteStore", "StoreError",
+    "iter_alerts", "iter_events", "mark_crashed_runs", "query_alerts", "query_events", "query_runs",
 ]
 
 
@@ -85,6 +109,10 @@ _RETRY_MAX_S = 5.0
 _CLOSE_RETRY_S = 3.0  # at close, a held spool is retried this long before it counts as lost
 _PAGE_SIZE = 16_384  # bytes; applies to new files only (an existing file keeps its page size)
 _CACHE_KIB = 32_768  # writer page cache; the hot right edges of the three B-trees stay resident
+_BOX_IDS_MAX = 4_096  # Container objects whose keys callers remember by identity
+_PROC_CACHE_MAX = 100_000  # process contexts whose keys callers remember; beyond, the cache starts over
+_NO_TIME = -1 << 63
+_PRUNE_EVERY_S = 60.0  # how often the writer applies the retention
 
 class _Flush:
     """Queue marker: set once everything enqueued before it is committed (or failed)."""
@@ -99,10 +127,22 @@ class _Stop:
     """Queue marker: the writer commits what it has and exits."""
 
 
+class _Prune(_Flush):
+    """Queue marker: the writer commits what it has, applies the retention now, and sets
+    ``done`` with what it pruned in ``result``."""
+
+    __slots__ = ("result",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.result = Pruned()
+
+
 class _Txn:
     """The writer's open transaction: what it holds so far (all lost if it fails)."""
 
-    __slots__ = ("alerts", "boxes", "deadline", "inserted", "items", "kinds", "rows", "runs")
+    __slots__ = ("alerts", "batch", "boxes", "deadline", "inserted", "items", "kinds", "procs", "rows", "runs",
+                 "tmax", "tmin", "used")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline  # time.monotonic() by which it commits
@@ -112,15 +152,32 @@ class _Txn:
         self.alerts = 0
         self.runs = 0
         self.kinds: dict[str, int] = {}  # codes assigned in this transaction
-        self.boxes: dict[tuple[str, str | None], int] = {}
+        self.boxes: dict[BoxKey, int] = {}
+        self.procs: dict[ProcKey, int] = {}  # process-context keys assigned in this transaction
+        self.batch: int | None = None  # its batches.seq, once it holds events
+        self.tmin = -_NO_TIME
+        self.tmax = _NO_TIME
+        self.used: dict[int, int] = {}  # procs.pk -> newest event time that uses it
 
 
-class _NewNames(list[Row]):
-    """Queue item: rows of which some still carry a kind string or a container pair."""
+class _Rows(list[Row]):
+    """Queue item: encoded rows, with their time span and the process contexts they use.
+
+    ``new`` is set when some rows still carry a kind string, a BoxKey or a NewProc.
+    """
+
+    __slots__ = ("new", "tmax", "tmin", "used")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.new = False
+        self.tmin = -_NO_TIME
+        self.tmax = _NO_TIME
+        self.used: dict[int, int] = {}  # procs.pk -> newest time among these rows
 
 
 _STOP = _Stop()
-_QueueItem = list[Row] | tuple[Any, ...] | _Flush | _Stop
+_QueueItem = list[Row] | tuple[Any, ...] | _Flush | _Prune | _Stop
 
 
 class SqliteStore:
@@ -131,8 +188,10 @@ class SqliteStore:
     counters (plus the current queue depth).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, spool: SpoolLimits | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, spool: SpoolLimits | None = None,
+                 retention: Retention | None = None) -> None:
         self.path = str(path)
+        self.retention = retention or Retention()
         self.owner = Owner.this_process()
         try:
             if self.path != ":memory:" and not self.path.startswith("file:"):
@@ -173,7 +232,9 @@ class SqliteStore:
         # Name -> code caches. Callers read them (under _lock); only the writer adds entries, and
         # only after the transaction that assigned the codes has committed.
         self._kind_codes: dict[str, int] = kind_codes
-        self._container_keys: dict[tuple[str, str | None], int] = {}
+        self._container_keys: dict[BoxKey, int] = {}
+        self._proc_keys: dict[ProcKey, int] = {}
+        self._box_ids: dict[int, tuple[Container, int]] = {}  # id(Container) -> (it, its key): callers only
         self._closed = False
         self._error: str | None = None  # set by the writer on a fatal database error
         self._written = 0
@@ -191,6 +252,9 @@ class SqliteStore:
         self._backoff = _RETRY_FIRST_S
         self._recovered = 0
         self._run_id: str | None = None  # the run whose row gets this store's stored counts
+        self._pruned = Pruned()  # what retention deleted so far
+        self._prune_at = time.monotonic()  # when the retention is applied next (writer only)
+        self._prune_fault: str | None = None  # the last prune that failed, one line
         self._thread = threading.Thread(target=self._run, name=f"runwatch-store:{self.path}", daemon=True)
         self._thread.start()
 
@@ -211,58 +275,75 @@ class SqliteStore:
         if bad:
             raise StoreError(f"{self.path}: {len(bad)} of {len(events)} events rejected; first: {bad[0]}")
 
-    def _encode(self, events: Sequence[Event]) -> tuple[list[Row], list[str]]:
+    def _encode(self, events: Sequence[Event]) -> tuple[_Rows, list[str]]:
+        rows = _Rows()
         with self._lock:
-            enc = self._encoder.encode
-            kinds = self._kind_codes
-            boxes = self._container_keys
-            rows: list[Row] = []
-            append = rows.append
-            new_names = False
             try:
                 for e in events:
-                    k: int | str | None = kinds.get(e.kind)
-                    if k is None:
-                        k, new_names = self._check_kind(e.kind), True
-                    c = e.container
-                    ck: int | tuple[str, str | None] | None = None
-                    if c is not None:
-                        ck = boxes.get((c.id, c.name))
-                        if ck is None:
-                            ck, new_names = self._check_container(c), True
-                    tc = e.tool_call
-                    append((e.id, e.time, k, e.pid, ck, None if tc is None else tc.call_id, enc(e)))
-                return (_NewNames(rows) if new_names else rows), []
-            except Exception:  # fall through to the per-event path for a precise error
+                    self._row(e, rows)
+                return rows, []
+            except Exception:  # start over per event, for a precise error
                 pass
-            rows = _NewNames()
+            rows = _Rows()
             bad: list[str] = []
             for e in events:
                 try:
                     if not isinstance(e, Event):
                         raise TypeError(f"expected Event, got {type(e).__name__}")
-                    c, tc = e.container, e.tool_call
-                    rows.append(
-                        (
-                            e.id,
-                            e.time,
-                            kinds.get(e.kind) or self._check_kind(e.kind),
-                            e.pid,
-                            None if c is None else self._check_container(c),
-                            None if tc is None else tc.call_id,
-                            enc(e),
-                        )
-                    )
+                    self._row(e, rows)
                 except Exception as exc:
                     ident = getattr(e, "id", "?")
                     bad.append(f"event {ident}: {type(exc).__name__}: {exc}")
             return rows, bad
 
-    @staticmethod
-    def _check_container(c: Container) -> tuple[str, str | None]:
-        if not isinstance(c.id, str) or not isinstance(c.name, str | None):
-            raise TypeError(f"container id and name must be strings, not {c.id!r}, {c.name!r}")
-        return (c.id, c.name)
+    def _row(self, e: Event, rows: _Rows) -> None:
+        """Append ``e``'s row to ``rows`` (raises for an event that cannot be stored).
+
+        The process context (``PROC_FIELDS``) goes into ``procs`` once per process and exec;
+        the row's data is then the event without it.
+        """
+        k: int | str | None = self._kind_codes.get(e.kind)
+        if k is None:
+            k, rows.new = self._check_kind(e.kind), True
+        c = e.container
+        ck: int | BoxKey | None = None
+        if c is not None:
+            seen = self._box_ids.get(id(c))
+            if seen is not None and seen[0] is c:  # the enrichment hands out one object per container
+                ck = seen[1]
+            else:
+                box = self._check_container(c)
+                ck = self._container_keys.get(box)
+                if ck is None:
+                    ck, rows.new = box, True
+                else:
+                    if len(self._box_ids) >= _BOX_IDS_MAX:
+                        self._box_ids.clear()
+                    self._box_ids[id(c)] = (c, ck)
+        t = e.time
+        if t < rows.tmin:
+            rows.tmin = t
+        if t > rows.tmax:
+            rows.tmax = t
+        proc: int | NewProc | None = None
+        key = process_context(e)
+        if key is not None:
+            pk = self._proc_keys.get(key)
+            if pk is None:
+                proc, rows.new = (key, self._encoder.encode(key[2:])), True
+            else:
+                proc = pk
+                if t > rows.used.get(pk, _NO_TIME):
+                    rows.used[pk] = t
+        data = self._encoder.encode(stripped(e, key is not None, c is not None))
+        tc = e.tool_call
+        rows.append((e.id, t, k, e.pid, ck, None if tc is None else tc.call_id, data, proc))
+
+    def _check_container(self, c: Container) -> BoxKey:
+        names = (c.name, c.pod, c.namespace, c.spiffe_id)
+        if not isinstance(c.id, str) or not all(isinstance(v, str | None) for v in names):
+            raise TypeError(f"container id, name, pod, namespace and spiffe_id must be strings, not {(c.id, *names)!r}")
+        return (c.id, *names, self._encoder.encode(c))
 
     @staticmethod
     def _check_kind(kind: object) -> str:
@@ -319,6 +400,16 @@ class SqliteStore:
             rows = [(a.id, a.time, a.rule, a.severity, a.workload.id, a.count, alert_json(a)) for a in alerts]
             self._put(("alerts", rows))
 
+    def prune_now(self, timeout: float | None = None) -> Pruned:
+        """Apply the retention now (after everything enqueued before is committed); returns what
+        this call pruned. The writer also applies it at open and every minute."""
+        marker = _Prune()
+        self._put(marker)
+        if not marker.done.wait(timeout):
+            raise StoreError(f"{self.path}: prune timed out after {timeout}s")
+        self._raise_if_failed()
+        return marker.result
+
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything enqueued before this call is committed, or held in the spool
         while the store cannot write (see :meth:`stats`); a due retry of the spool runs first.
@@ -362,7 +453,9 @@ class SqliteStore:
         ``spool_peak``, ``spooled_total``, ``recovered`` (rows committed from the spool);
         ``lost`` (rows given up in all), ``lost_by_reason`` (``disk_full``, ``locked``, ...,
         ``error`` after a fatal error), ``alerts_lost``; ``fault`` (the reason the store
-        cannot write now, or None), ``faults`` (failed attempts), ``first_fault`` (one line).
+        cannot write now, or None), ``faults`` (failed attempts), ``first_fault`` (one line);
+        ``pruned`` (what the retention deleted: ``events``, ``alerts``, ``processes``) and
+        ``prune_fault`` (why the last prune failed, one line, or None).
         """
         spool = self._spool
         lost = dict(spool.lost)
@@ -384,6 +477,8 @@ class SqliteStore:
             "fault": self._fault,
             "faults": self._faults,
             "first_fault": self._first_fault,
+            "pruned": self._pruned.as_dict(),
+            "prune_fault": self._prune_fault,
         }
 
     def __enter__(self) -> SqliteStore:
@@ -422,6 +517,10 @@ class SqliteStore:
                     txn = None
                 if self._spool and time.monotonic() >= self._retry_at:
                     self._retry(conn)
+                if txn is None and (isinstance(item, _Prune) or self._prune_due()):
+                    pruned = self._prune(conn)
+                    if isinstance(item, _Prune):
+                        item.result = pruned
                 if isinstance(item, _Flush):
                     item.done.set()
                 elif isinstance(item, _Stop):
@@ -440,6 +539,8 @@ class SqliteStore:
         due = [txn.deadline] if txn is not None else []
         if self._spool and self._error is None:
             due.append(self._retry_at)
+        if self.retention and txn is None:
+            due.append(self._prune_at)
         return max(0.0, min(due) - time.monotonic()) if due else None
 
     def _take(self, conn: sqlite3.Connection, txn: _Txn | None, item: list[Row] | tuple[Any, ...]) -> _Txn | None:
@@ -470,9 +571,17 @@ class SqliteStore:
         if isinstance(item, list):
             # Codes are assigned inside the transaction (so several writers on one file
             # agree) and reach the shared caches only once it has committed.
-            rows = self._resolve(conn, item, txn.kinds, txn.boxes) if type(item) is _NewNames else item
-            txn.inserted += insert_events(conn, rows)
+            if txn.batch is None:
+                txn.batch = begin_batch(conn)
+            rows = self._resolve(conn, item, txn) if isinstance(item, _Rows) and item.new else item
+            txn.inserted += insert_events(conn, rows, txn.batch)
             txn.rows += len(item)
+            if isinstance(item, _Rows) and item:
+                txn.tmin, txn.tmax = min(txn.tmin, item.tmin), max(txn.tmax, item.tmax)
+                used = txn.used
+                for pk, t in item.used.items():
+                    if t > used.get(pk, _NO_TIME):
+                        used[pk] = t
         elif item[0] == "alerts":
             conn.executemany(INSERT_ALERT, item[1])
             txn.alerts += len(item[1])
@@ -484,19 +593,56 @@ class SqliteStore:
     def _commit(self, conn: sqlite3.Connection, txn: _Txn) -> bool:
         """Commit ``txn`` (with the run's stored counts); on failure its items go to the spool."""
         try:
-            if self._run_id is not None and (txn.inserted or txn.alerts):
-                conn.execute(ADD_STORED, (txn.inserted, txn.alerts, time.time_ns(), self._run_id))
+            self._end(conn, txn)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._failed(conn, txn, exc, [])
             return False
-        self._kind_codes.update(txn.kinds)
-        self._container_keys.update(txn.boxes)
+        self._learn(txn)
         self._written += txn.inserted
         self._duplicates += txn.rows - txn.inserted
         self._runs += txn.runs
         self._transactions += 1
         return True
+
+    def _prune_due(self) -> bool:
+        return bool(self.retention) and not self._spool and self._error is None and time.monotonic() >= self._prune_at
+
+    def _prune(self, conn: sqlite3.Connection) -> Pruned:
+        """Apply the retention (writer thread, no transaction open); a failure is noted, not fatal."""
+        self._prune_at = time.monotonic() + _PRUNE_EVERY_S
+        if not self.retention or self._spool or self._error is not None:
+            return Pruned()
+        try:
+            pruned = prune(conn, self.retention)
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            self._prune_fault = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            return Pruned()
+        self._pruned.add(pruned)
+        if pruned.processes:  # keys of pruned contexts must not be handed to new rows
+            self._proc_keys.clear()
+        return pruned
+
+    def _end(self, conn: sqlite3.Connection, txn: _Txn) -> None:
+        """What every transaction writes last: the run's stored counts, the batch's span."""
+        if self._run_id is not None and (txn.inserted or txn.alerts):
+            conn.execute(ADD_STORED, (txn.inserted, txn.alerts, time.time_ns(), self._run_id))
+        if txn.batch is not None:
+            missing = end_batch(conn, txn.batch, txn.tmin, txn.tmax, txn.rows, txn.used)
+            if missing:  # pruned by another process while this one still knew their keys
+                known = {pk: key for key, pk in (*self._proc_keys.items(), *txn.procs.items())}
+                for pk in missing:
+                    if pk in known:
+                        restore_proc(conn, pk, known[pk], txn.used[pk])
+
+    def _learn(self, txn: _Txn) -> None:
+        """After a commit: the codes the transaction assigned reach the callers' caches."""
+        self._kind_codes.update(txn.kinds)
+        self._container_keys.update(txn.boxes)
+        if len(self._proc_keys) + len(txn.procs) > _PROC_CACHE_MAX:
+            self._proc_keys.clear()
+        self._proc_keys.update(txn.procs)
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
@@ -531,8 +677,7 @@ class SqliteStore:
             txn = self._begin(conn)
             for item in self._spool.items():
                 self._insert(conn, txn, item)
-            if self._run_id is not None and (txn.inserted or txn.alerts):
-                conn.execute(ADD_STORED, (txn.inserted, txn.alerts, time.time_ns(), self._run_id))
+            self._end(conn, txn)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback(conn)
@@ -543,8 +688,7 @@ class SqliteStore:
             else:
                 self._note_fault(reason, exc)
             return False
-        self._kind_codes.update(txn.kinds)
-        self._container_keys.update(txn.boxes)
+        self._learn(txn)
         self._written += txn.inserted
         self._duplicates += txn.rows - txn.inserted
         self._recovered += txn.rows
@@ -568,18 +712,13 @@ class SqliteStore:
         if self._spool:
             self._spool.drop_all(self._fault or "error")
 
-    def _resolve(
-        self,
-        conn: sqlite3.Connection,
-        rows: list[Row],
-        new_kinds: dict[str, int],
-        new_boxes: dict[tuple[str, str | None], int],
-    ) -> list[Row]:
-        """``rows`` with every kind string and container pair replaced by its code."""
-        kinds, boxes = self._kind_codes, self._container_keys
+    def _resolve(self, conn: sqlite3.Connection, rows: list[Row], txn: _Txn) -> list[Row]:
+        """``rows`` with every kind string, BoxKey and NewProc replaced by its code."""
+        kinds, boxes, procs = self._kind_codes, self._container_keys, self._proc_keys
+        new_kinds, new_boxes, new_procs, used = txn.kinds, txn.boxes, txn.procs, txn.used
         out: list[Row] = []
         for r in rows:
-            kind, box = r[2], r[4]
+            kind, box, proc = r[2], r[4], r[7]
             if isinstance(kind, str):
                 code = kinds.get(kind) or new_kinds.get(kind)
                 if code is None:
@@ -588,9 +727,16 @@ class SqliteStore:
             if isinstance(box, tuple):
                 ck = boxes.get(box) or new_boxes.get(box)
                 if ck is None:
-                    ck = new_boxes[box] = container_key(conn, *box)
+                    ck = new_boxes[box] = box_key(conn, box)
                 box = ck
-            out.append((r[0], r[1], kind, r[3], box, r[5], r[6]))
+            if isinstance(proc, tuple):
+                pk = procs.get(proc[0]) or new_procs.get(proc[0])
+                if pk is None:
+                    pk = new_procs[proc[0]] = proc_key(conn, proc, r[1])
+                if r[1] > used.get(pk, _NO_TIME):
+                    used[pk] = r[1]
+                proc = pk
+            out.append((r[0], r[1], kind, r[3], box, r[5], r[6], proc))
         return out
 
     def _fail(self, exc: BaseException, nrows: int) -> None:

@@ -8,7 +8,9 @@ function that takes a connection expects the caller to hold a write transaction
 from __future__ import annotations
 
 import sqlite3
+import time
 from itertools import chain
+from typing import Any
 
 import msgspec
 
@@ -16,25 +18,90 @@ from runwatch.events import KINDS, SCHEMA_VERSION, Event
 from runwatch.store.runs import RUN_COLUMNS
 
 #: Version of the on-disk layout (independent of the event schema version).
-STORE_SCHEMA_VERSION = 4
+STORE_SCHEMA_VERSION = 5
+
+#: The oldest layout readers read without migrating it (layout 4: no processes table, so every
+#: event row holds its whole process context; see :mod:`runwatch.store.sqlite_read`).
+OLDEST_READABLE = 4
 
 
-# A row as the caller thread builds it: (id, time, kind, pid, container, tool_call_id, data).
-# ``kind`` is the integer code from the ``kinds`` table, or the kind string when this store has
-# not seen it yet; ``container`` is the integer key from ``containers``, an ``(id, name)`` pair
-# not yet seen, or None. The writer replaces strings and pairs by codes inside its transaction.
-Row = tuple[str, int, int | str, int, int | tuple[str, str | None] | None, str | None, bytes]
+#: A container in the ``containers`` table: (id, name, pod, namespace, spiffe_id, data), data
+#: being the msgpack of the whole Container (labels, image, ...), which layout 5 stores there
+#: once instead of in every event.
+BoxKey = tuple[str, str | None, str | None, str | None, str | None, bytes]
 
-INSERT_EVENT = (
-    "INSERT OR IGNORE INTO events (id, time, kind, pid, ck, tool_call_id, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
+#: A process context's identity: (pid, proc_start, exe, cmdline, argv, ancestry, pcmdline).
+ProcKey = tuple[int, int | None, str, str, tuple[str, ...] | None, tuple[str, ...], str | None]
+
+#: A process context not yet in ``procs``: its key and its stored form (see PROC_FIELDS).
+NewProc = tuple[ProcKey, bytes]
+
+# A row as the caller thread builds it: (id, time, kind, pid, container, tool_call_id, data,
+# proc). ``kind`` is the integer code from the ``kinds`` table, or the kind string when this
+# store has not seen it yet; ``container`` is the integer key from ``containers``, a BoxKey not
+# yet seen, or None; ``proc`` is the integer key from ``procs``, a NewProc, or None (the event
+# has no process context). The writer replaces strings, BoxKeys and NewProcs by codes inside
+# its transaction. ``data`` is the event without its process context when ``proc`` is set.
+Row = tuple[str, int, int | str, int, int | BoxKey | None, str | None, bytes, int | NewProc | None]
+
+#: The event fields kept once per process context in ``procs`` (layout 5), in stored order.
+PROC_FIELDS = ("exe", "cmdline", "argv", "ancestry", "pcmdline")
+
+
+
+def process_context(e: Event) -> ProcKey | None:
+    """The key of ``e``'s process context (PROC_FIELDS with pid and proc_start), or None when
+    it has none."""
+    argv = e.argv
+    if e.exe or e.cmdline or argv is not None or e.ancestry or e.pcmdline is not None:
+        return (e.pid, e.proc_start, e.exe, e.cmdline, None if argv is None else tuple(argv), tuple(e.ancestry),
+                e.pcmdline)
+    return None
+
+
+_NO_CONTEXT: dict[str, Any] = {"exe": "", "cmdline": "", "argv": None, "ancestry": [], "pcmdline": None}
+_NO_BOX: dict[str, Any] = {"container": None}
+_NEITHER = {**_NO_CONTEXT, **_NO_BOX}
+
+
+def stripped(e: Event, context: bool, box: bool) -> Event:
+    """A copy of ``e`` without its process context (``context``) and container (``box``), or
+    ``e`` itself when neither goes."""
+    if context:
+        return msgspec.structs.replace(e, **(_NEITHER if box else _NO_CONTEXT))
+    return msgspec.structs.replace(e, **_NO_BOX) if box else e
+
+
+def without_context(e: Event) -> Event:
+    """``e`` as its row's data holds it in layout 5: without the process context (stored once
+    per process in ``procs``) and the container (stored once in ``containers``)."""
+    return stripped(e, process_context(e) is not None, e.container is not None)
+
+
+def stored_size(e: Event) -> int:
+    """The bytes ``e`` takes in a writer's queue item (or its spool): the row's data and, for a
+    process context or container the store has not seen yet, that too."""
+    key = process_context(e)
+    size = len(_ENCODE(without_context(e)))
+    if key is not None:
+        size += len(_ENCODE(key[2:]))
+    if e.container is not None:
+        size += len(_ENCODE(e.container))
+    return size
+
+
+_ENCODE = msgspec.msgpack.Encoder().encode
+
+# Every row of a transaction carries its batch number (``batches.seq``), written into the
+# statement as a literal so the rows the caller built need no extra column.
+_COLUMNS = "(id, time, kind, pid, ck, tool_call_id, data, proc, batch)"
+_ONE_ROW = "(?,?,?,?,?,?,?,?,{batch})"
 # Rows per multi-row INSERT. One statement step per row costs ~1 us/event more than one step
 # per 128 rows (per-step overhead in the sqlite3 module, and a GIL release/reacquire per step
-# that wakes the caller thread). 128 rows x 7 columns stays far below SQLite's 32766 parameters.
+# that wakes the caller thread). 128 rows x 8 columns stays far below SQLite's 32766 parameters.
 GROUP_ROWS = 128
-INSERT_GROUP = INSERT_EVENT.replace(
-    "VALUES (?, ?, ?, ?, ?, ?, ?)", "VALUES " + ",".join(["(?,?,?,?,?,?,?)"] * GROUP_ROWS)
-)
+_INSERT_ONE = f"INSERT OR IGNORE INTO events {_COLUMNS} VALUES {_ONE_ROW}"
+_INSERT_GROUP = f"INSERT OR IGNORE INTO events {_COLUMNS} VALUES " + ",".join([_ONE_ROW] * GROUP_ROWS)
 
 # Layout 2, chosen by measurement (CPU time per event on one core of the 2-core dev VM, SQLite
 # 3.40, realistic mixed events of ~430 bytes; insert cost alone, then end to end with the writer
@@ -102,13 +169,70 @@ def kind_code(conn: sqlite3.Connection, name: str) -> int:
 
 
 def container_key(conn: sqlite3.Connection, cid: str, name: str | None) -> int:
-    """The key of container (id, name), assigned now if new (call inside a write transaction)."""
+    """The key of container (id, name) in a layout-2 to -4 table (the migration to layout 2)."""
     row = conn.execute("SELECT ck FROM containers WHERE id = ? AND name IS ?", (cid, name)).fetchone()
     if row is not None:
         return int(row[0])
     cur = conn.execute("INSERT INTO containers (id, name) VALUES (?, ?)", (cid, name))
     assert cur.lastrowid is not None
     return cur.lastrowid
+
+
+def box_key(conn: sqlite3.Connection, box: BoxKey) -> int:
+    """The key of container ``box`` (layout 5), assigned now if new (call inside a write
+    transaction). A container whose facts changed (its pod or labels became known) gets a
+    second key."""
+    row = conn.execute("SELECT ck FROM containers WHERE id = ? AND data = ?", (box[0], box[5])).fetchone()
+    if row is not None:
+        return int(row[0])
+    cur = conn.execute("INSERT INTO containers (id, name, pod, namespace, spiffe_id, data) VALUES (?, ?, ?, ?, ?, ?)",
+                       box)
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def proc_key(conn: sqlite3.Connection, proc: NewProc, t: int) -> int:
+    """The key of process context ``proc`` (seen at event time ``t``), assigned now if new
+    (call inside a write transaction)."""
+    (pid, start, *_), data = proc
+    row = conn.execute("SELECT pk FROM procs WHERE pid = ? AND start IS ? AND data = ?", (pid, start, data)).fetchone()
+    if row is not None:
+        return int(row[0])
+    cur = conn.execute("INSERT INTO procs (pid, start, last, data) VALUES (?, ?, ?, ?)", (pid, start, t, data))
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def begin_batch(conn: sqlite3.Connection) -> int:
+    """A new ``batches`` row for the open write transaction; returns its seq."""
+    cur = conn.execute("INSERT INTO batches (rows) VALUES (0)")
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def end_batch(conn: sqlite3.Connection, seq: int, tmin: int, tmax: int, rows: int,
+              procs: dict[int, int]) -> list[int]:
+    """Record batch ``seq``'s time span and row count, and the newest time each process context
+    was used (``procs``: pk -> time), before its transaction commits. Returns the keys of the
+    contexts that are no longer there (pruned meanwhile by another process; the writer puts
+    them back under the same key, which AUTOINCREMENT never hands to another context)."""
+    conn.execute("UPDATE batches SET tmin = ?, tmax = ?, rows = ?, committed = ? WHERE seq = ?",
+                 (tmin, tmax, rows, time.time_ns(), seq))
+    if not procs:
+        return []
+    updated = conn.executemany("UPDATE procs SET last = max(last, ?) WHERE pk = ?",
+                               [(t, pk) for pk, t in procs.items()]).rowcount
+    if updated == len(procs):
+        return []
+    marks = ",".join(str(int(pk)) for pk in procs)
+    have = {int(r[0]) for r in conn.execute(f"SELECT pk FROM procs WHERE pk IN ({marks})")}
+    return [pk for pk in procs if pk not in have]
+
+
+def restore_proc(conn: sqlite3.Connection, pk: int, key: ProcKey, t: int) -> None:
+    """Put process context ``key`` back under its old key ``pk`` (see end_batch)."""
+    conn.execute("INSERT INTO procs (pk, pid, start, last, data) VALUES (?, ?, ?, ?, ?)",
+                 (pk, key[0], key[1], t, _ENCODE(key[2:])))
 
 
 def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
@@ -126,7 +250,7 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
         "SELECT id, time, kind, pid, container_id, container_name, tool_call_id, data FROM events ORDER BY time, id"
     )
     while chunk := cur.fetchmany(10_000):
-        out: list[Row] = []
+        out: list[tuple[Any, ...]] = []  # a layout-2 row
         for eid, t, kind, pid, cid, cname, tcid, data in chunk:
             try:
                 blob = enc.encode(dec.decode(data))
@@ -169,12 +293,76 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE runs ADD COLUMN {column}")
 
 
+# Layout 5: the process context (PROC_FIELDS) stored once per process and exec, not per event
+# (it was 56% of the stored bytes: every file open or connect carried its argv, cmdline and
+# ancestry), and likewise the whole container (labels, image, SPIFFE id, ...) once per
+# container in ``containers``, with its workload names (pod, namespace, SPIFFE id) as columns
+# so a workload filter is a lookup in that small table; one ``batches`` row per write transaction (its time span)
+# so ``--follow`` reads exactly the rows each new transaction added; and an alerts index by
+# container for the report's queries. Rows of layout 4 keep ``proc`` NULL: their ``data``
+# still holds the whole event, and readers take it as it is.
+PROCS_DDL = (
+    "CREATE TABLE IF NOT EXISTS procs (pk INTEGER PRIMARY KEY AUTOINCREMENT,"  # never reused (see end_batch)
+    " pid INTEGER NOT NULL, start INTEGER,"
+    " last INTEGER NOT NULL,"  # the newest event time that refers to it (retention prunes by it)
+    " data BLOB NOT NULL)"  # msgpack array of PROC_FIELDS
+)
+BATCHES_DDL = (
+    "CREATE TABLE IF NOT EXISTS batches (seq INTEGER PRIMARY KEY, tmin INTEGER, tmax INTEGER,"
+    " rows INTEGER NOT NULL DEFAULT 0, committed INTEGER)"  # committed: ns since the epoch
+)
+
+
+def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
+    # Add-only and idempotent: a layout-4 reader's columns are all still there.
+    conn.execute(PROCS_DDL)
+    conn.execute("CREATE INDEX IF NOT EXISTS procs_pid ON procs(pid, start)")
+    conn.execute("CREATE INDEX IF NOT EXISTS procs_last ON procs(last)")
+    conn.execute(BATCHES_DDL)
+    conn.execute("CREATE INDEX IF NOT EXISTS batches_tmax ON batches(tmax)")
+    _add_columns(conn, "events", ("proc INTEGER", "batch INTEGER"))  # procs.pk (NULL: data holds it all), batches.seq
+    # data: msgpack of the whole Container; NULL for containers of layout-4 rows (theirs is in the row)
+    _add_columns(conn, "containers", ("pod TEXT", "namespace TEXT", "spiffe_id TEXT", "data BLOB"))
+    conn.execute("CREATE INDEX IF NOT EXISTS containers_pod ON containers(pod)")
+    conn.execute("CREATE INDEX IF NOT EXISTS alerts_workload ON alerts(workload_id, time)")
+    for ck, facts in container_facts(conn).items():
+        conn.execute("UPDATE containers SET pod = ?, namespace = ?, spiffe_id = ?, data = ? WHERE ck = ?", (*facts, ck))
+
+
+def _add_columns(conn: sqlite3.Connection, table: str, columns: tuple[str, ...]) -> None:
+    have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    for column in columns:
+        if column.split()[0] not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+
+
+_DECODE_EVENT = msgspec.msgpack.Decoder(Event)
+
+
+def container_facts(conn: sqlite3.Connection) -> dict[int, tuple[str | None, str | None, str | None, bytes]]:
+    """(pod, namespace, spiffe_id, container data) per container key of a layout-4 file, from
+    one stored event of each (layout 4 kept only id and name in ``containers``)."""
+    codes = ",".join(str(int(r[0])) for r in conn.execute("SELECT code FROM kinds"))
+    out: dict[int, tuple[str | None, str | None, str | None, bytes]] = {}
+    for ck in [r[0] for r in conn.execute("SELECT ck FROM containers")]:
+        row = conn.execute(f"SELECT data FROM events WHERE kind IN ({codes}) AND ck = ? LIMIT 1", (ck,)).fetchone()
+        if row is None:
+            continue
+        try:
+            box = _DECODE_EVENT.decode(row[0]).container
+        except msgspec.DecodeError:
+            continue
+        if box is not None:
+            out[int(ck)] = (box.pod, box.namespace, box.spiffe_id, _ENCODE(box))
+    return out
+
+
 INSERT_ALERT = (
     "INSERT OR REPLACE INTO alerts (id, time, rule, severity, workload_id, count, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 #: ``_MIGRATIONS[v]`` upgrades a file at version ``v`` to ``v + 1``. Only ever append.
-_MIGRATIONS = (_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3, _migrate_3_to_4)
+_MIGRATIONS = (_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3, _migrate_3_to_4, _migrate_4_to_5)
 assert len(_MIGRATIONS) == STORE_SCHEMA_VERSION
 
 
@@ -252,13 +440,16 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
         raise
 
 
-def insert_events(conn: sqlite3.Connection, rows: list[Row]) -> int:
-    """Insert ``rows`` (duplicate ids are skipped); returns how many were new."""
+def insert_events(conn: sqlite3.Connection, rows: list[Row], batch: int) -> int:
+    """Insert ``rows`` (every code resolved; duplicate ids are skipped) as part of batch
+    ``batch``; returns how many were new."""
     whole = len(rows) - len(rows) % GROUP_ROWS
     flat = chain.from_iterable
     inserted = 0
-    for i in range(0, whole, GROUP_ROWS):
-        inserted += conn.execute(INSERT_GROUP, list(flat(rows[i : i + GROUP_ROWS]))).rowcount
+    if whole:
+        group = _INSERT_GROUP.format(batch=int(batch))
+        for i in range(0, whole, GROUP_ROWS):
+            inserted += conn.execute(group, list(flat(rows[i : i + GROUP_ROWS]))).rowcount
     if whole < len(rows):
-        inserted += conn.executemany(INSERT_EVENT, rows[whole:]).rowcount
+        inserted += conn.executemany(_INSERT_ONE.format(batch=int(batch)), rows[whole:]).rowcount
     return inserted

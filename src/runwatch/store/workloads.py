@@ -23,7 +23,7 @@ from runwatch.alerts.model import SEVERITY_ORDER
 from runwatch.enrich.governance import review_status
 from runwatch.events import Container, Event
 from runwatch.store.sqlite_layout import StoreError
-from runwatch.store.sqlite_read import _connect_ro
+from runwatch.store.sqlite_read import _connect_ro, stored_container
 
 _DECODE = msgspec.msgpack.Decoder(Event).decode
 SEVERITIES: tuple[str, ...] = tuple(sorted(SEVERITY_ORDER, key=lambda s: -SEVERITY_ORDER[s]))
@@ -81,9 +81,9 @@ def _rows(conn: sqlite3.Connection, today: datetime.date) -> list[WorkloadRow]:
         count, last = conn.execute(f"SELECT count(*), max(time) FROM events WHERE {where}").fetchone()
         if not count:
             continue
-        row = conn.execute(f"SELECT data FROM events WHERE {where} AND time = ? ORDER BY id DESC LIMIT 1",
+        row = conn.execute(f"SELECT data, ck FROM events WHERE {where} AND time = ? ORDER BY id DESC LIMIT 1",
                            (last,)).fetchone()
-        c = _DECODE(row[0]).container
+        c = _DECODE(row[0]).container or stored_container(conn, int(row[1]))  # layout 5 keeps it apart
         if c is None:
             continue
         policy = None
