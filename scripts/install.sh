@@ -5,7 +5,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-APT_PKGS=(clang llvm libbpf-dev libbpf1 bpftool runc busybox-static iproute2 auditd strace gcc make util-linux podman catatonit openssl
+APT_PKGS=(clang llvm libbpf-dev libbpf1 bpftool runc busybox-static iproute2 auditd strace gcc make util-linux podman catatonit openssl nats-server
   chromium)  # chromium: headless browser the report's HTML is rendered in by the tests (Playwright, no download)
 missing=()
 for p in "${APT_PKGS[@]}"; do

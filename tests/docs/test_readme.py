@@ -22,7 +22,7 @@ def test_every_command_is_listed_and_imports() -> None:
     names = cli.list_commands(CTX)
     assert names == ["alerts", "approve", "challenges", "console", "demo", "doctor", "events", "policy", "prune",
                      "query",
-                     "reject", "report", "rules", "run", "selftest", "watch", "workloads"]
+                     "reject", "report", "rules", "run", "selftest", "watch", "worker", "workloads"]
     assert [command(n).name for n in names] == names
 
 

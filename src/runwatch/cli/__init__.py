@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "console": "runwatch.cli.console:console",
     "workloads": "runwatch.cli.workloads:workloads",
     "selftest": "runwatch.cli.selftest:selftest",
+    "worker": "runwatch.cli.fleet:worker",
 }
 
 

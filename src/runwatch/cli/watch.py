@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from runwatch.cli.common import config_problems, db_option, err_console, fail, note
+from runwatch.cli.fleet import nats_options, report_nats, with_nats
 from runwatch.cli.kube import kube_options, with_kube
 from runwatch.cli.outputs import output_lines, output_options, with_outputs
 from runwatch.cli.policy import DecisionPrinter, policy_options
@@ -94,7 +95,7 @@ def _source_options(f: Any) -> Any:
                      "(loopback only unless --metrics-allow-remote; docs/metrics.md).")(f)
     f = click.option("--metrics-allow-remote", is_flag=True,
                      help="Let --metrics-listen use a non-loopback address.")(f)
-    return output_options(kube_options(db_option()(f)))
+    return nats_options(output_options(kube_options(db_option()(f))))
 
 
 def _host_port(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, int] | None:
@@ -325,6 +326,7 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, lake: str | N
                           retention=retention_from(retain, retain_mb))
     opts.metrics_listen = _metrics(metrics_listen, metrics_allow_remote)
     _with_policy(opts, policy, mode, control_socket)
+    with_nats(opts, kube)
     with_kube(opts, kube)
     with_outputs(opts, kube)  # the outputs' options come with the other ** options
     early: list[int] = []  # a signal during start-up: CMD is not started, the session closes cleanly
@@ -371,7 +373,8 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, lake: str | N
         for s, h in before.items():
             signal.signal(s, h)
     _print_summary(summary, counter, db)
-    sys.exit(rc if rc or not (summary.get("failure") or lost_events(summary)) else 1)
+    nats_lost = report_nats(opts)
+    sys.exit(rc if rc or not (summary.get("failure") or lost_events(summary) or nats_lost) else 1)
 
 
 def _console_args(listen: str | None, token_file: str | None) -> tuple[str, int, str] | None:
@@ -445,6 +448,7 @@ def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_m
                           retention=retention_from(retain, retain_mb))
     opts.metrics_listen = _metrics(metrics_listen, metrics_allow_remote)
     _with_policy(opts, policy, mode, control_socket)
+    with_nats(opts, kube)
     with_kube(opts, kube)
     with_outputs(opts, kube)  # the outputs' options come with the other ** options
     live_console = _console_args(console_listen, console_token_file)
@@ -482,7 +486,7 @@ def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_m
         with open(stats_json, "w") as fh:
             json.dump(summary, fh, indent=2, default=str)
     _print_summary(summary, counter, db)
-    if summary.get("failure") or lost_events(summary):
+    if report_nats(opts) or summary.get("failure") or lost_events(summary):
         sys.exit(1)
 
 

@@ -64,7 +64,7 @@ OutputFactory = Callable[..., Output | AlertOutput]
 OUTPUTS: Registry[OutputFactory] = Registry("output", (
     "runwatch.outputs.jsonl", "runwatch.outputs.ocsf", "runwatch.outputs.otlp", "runwatch.outputs.text",
     "runwatch.outputs.alerts", "runwatch.outputs.store", "runwatch.outputs.webhook", "runwatch.outputs.syslog",
-    "runwatch.lake.output",
+    "runwatch.lake.output", "runwatch.transport.nats",
 ))
 
 

@@ -145,8 +145,10 @@ class Builder:
             return None
         needs = frozenset().union(*(c.needs for c in compiled)) | s.meta.output.needs
         needs |= frozenset(spec.needs for spec in s.by if spec.needs)
+        if s.across is not None and s.across.needs:
+            needs |= {s.across.needs}
         return Sequence(s.meta, tuple(c.pred for c in compiled), tuple(c.kinds for c in compiled), s.by,
-                        s.within_ns, needs, s.tests)
+                        s.within_ns, needs, s.tests, across=s.across)
 
     # -- the whole build -------------------------------------------------------------------
     def build(self) -> RuleSet:

@@ -45,7 +45,7 @@ KEYS = {
     "list": {"list", "items", "append"},
     "macro": {"macro", "condition"},
     "rule": {"rule", "condition", "exceptions"} | _META_KEYS,
-    "sequence": {"sequence", "steps", "by", "within"} | _META_KEYS,
+    "sequence": {"sequence", "steps", "by", "within", "across"} | _META_KEYS,
 }
 
 
@@ -120,6 +120,7 @@ class SequenceItem:
     within_ns: int | None
     tests: tuple[RuleTestCase, ...] | None
     kind: str = "sequence"
+    across: FieldSpec | None = None  # the last step's value of this field differs from the first step's
 
 
 @dataclass(slots=True)
@@ -300,8 +301,17 @@ class Collector:
         except ValueError as exc:
             self.report.err(d.value_location("within"), f"sequence {name!r}: {exc}", name)
             within = None
+        across: FieldSpec | None = None
+        across_raw = d.get("across")
+        if across_raw is not None:
+            across = resolve_field(across_raw) if isinstance(across_raw, str) else None
+            if across is None or across.type in ("list", "object", "bool"):
+                self.report.err(d.value_location("across"), f"sequence {name!r}: unknown or unusable across field "
+                                f"{across_raw!r}", name)
+                by = None  # the sequence is not built
         return SequenceItem(name, d.location, meta, steps,
-                            tuple(by) if by is not None else None, within, self.tests("sequence", name, d))
+                            tuple(by) if by is not None else None, within, self.tests("sequence", name, d),
+                            across=across)
 
     # -- metadata --------------------------------------------------------------------------
     def meta(self, kind: str, n: str, d: LocDict) -> RuleMeta | None:

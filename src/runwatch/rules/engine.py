@@ -26,7 +26,7 @@ from runwatch.rules.compiler import IndexTerm
 from runwatch.rules.fields import EvalCtx, Getter, parse_ip
 from runwatch.rules.model import Rule, RuleMeta, RuleSet
 from runwatch.rules.reuse import IdentityReuse
-from runwatch.rules.sequences import SequenceMatcher
+from runwatch.rules.sequences import SequenceMatcher, matcher_for
 
 _NOT_ROOTS = frozenset({0, 1, 2})  # never a tree root: no parent, init, kthreadd
 _SWEEP_EVERY = 4096
@@ -202,7 +202,7 @@ class Engine:
         also = set(include)
         self.ruleset = ruleset
         self.rules: list[Rule] = [r for r in ruleset.rules if r.meta.enabled or r.name in also]
-        self.matchers = [SequenceMatcher(s, sequence_max_keys) for s in ruleset.sequences
+        self.matchers = [matcher_for(s, sequence_max_keys) for s in ruleset.sequences
                          if s.meta.enabled or s.name in also]
         needs: set[str] = set()
         for r in self.rules:

@@ -123,6 +123,7 @@ class Sequence:
     within_ns: int
     needs: frozenset[str]
     tests: tuple[RuleTestCase, ...] = ()
+    across: FieldSpec | None = None  # completes only where the last step's value differs from the first's
 
     @property
     def name(self) -> str:

@@ -6,6 +6,12 @@ no less advanced), so state per key is at most ``len(steps) - 1`` partials. Keys
 in least-recently-used order and the oldest is evicted past ``max_keys``; evictions,
 expiries and completions are counted.
 
+A sequence with ``across: FIELD`` (:class:`AcrossMatcher`) completes only where the last
+step's value of FIELD differs from the first step's (for example a secret read on one node and
+egress of the same identity on another: ``by: [workload.spiffe_id]``, ``across: workload.node``).
+Dominance then holds per first-step value: at most :data:`MAX_ACROSS_VALUES` partials per
+number of steps reached, the oldest evicted (counted).
+
 Contract: events arrive in time order per source. Not thread-safe: one matcher per engine.
 """
 
@@ -133,3 +139,101 @@ class SequenceMatcher:
             "evicted_keys": self.evicted_keys,
             "evicted_partials": self.evicted_partials,
         }
+
+
+MAX_ACROSS_VALUES = 64
+"""Distinct first-step values of the ``across`` field kept per key and progress."""
+
+
+class AcrossMatcher(SequenceMatcher):
+    """A :class:`SequenceMatcher` for a sequence with ``across``: see the module docstring."""
+
+    __slots__ = ("_across", "_vkeys")
+
+    def __init__(self, seq: Sequence, max_keys: int = 10_000) -> None:
+        super().__init__(seq, max_keys)
+        assert seq.across is not None
+        self._across = seq.across
+        # key -> per progress: first-step value -> partial (insertion order: oldest first)
+        self._vkeys: OrderedDict[Any, list[dict[Any, _Partial]]] = OrderedDict()
+        self._keys = self._vkeys  # type: ignore[assignment]  # counted by stats() and sweep()
+
+    def feed(self, e: Event, c: EvalCtx) -> tuple[int, tuple[str, ...]] | None:
+        """Advance with one event; ``(start_ns, evidence ids)`` when it completes across values."""
+        if not self._vkeys and not self._steps[0](e, c):
+            return None
+        key = self.key_of(e, c)
+        if key is None:
+            return None
+        value = self._across.get(e, c)
+        t, steps = e.time, self._steps
+        slots = self._vkeys.get(key)
+        done: _Partial | None = None
+        if slots is not None:
+            self._vkeys.move_to_end(key)
+            for k in range(self._n - 2, -1, -1):
+                held = slots[k]
+                for first, p in list(held.items()):
+                    if t - p[0] > self._within:
+                        del held[first]
+                        self.expired += 1
+                        continue
+                    last = k + 1 == self._last
+                    if not steps[k + 1](e, c) or (last and (value is None or value == first)):
+                        continue
+                    del held[first]
+                    moved = (p[0], (*p[1], e.id))
+                    if last:
+                        if done is None or moved[0] < done[0]:
+                            done = moved
+                    else:
+                        self._put(slots[k + 1], first, moved)
+        if value is not None and steps[0](e, c):
+            if slots is None:
+                if len(self._vkeys) >= self.max_keys:
+                    _, old = self._vkeys.popitem(last=False)
+                    self.evicted_keys += 1
+                    self.evicted_partials += sum(len(h) for h in old)
+                slots = [{} for _ in range(self._n - 1)]
+                self._vkeys[key] = slots
+            self._put(slots[0], value, (t, (e.id,)))
+            self.started += 1
+        if slots is not None and not any(slots):
+            del self._vkeys[key]
+        if done is not None:
+            self.completed += 1
+        return done
+
+    def _put(self, held: dict[Any, _Partial], first: Any, p: _Partial) -> None:
+        """Keep ``p`` under ``first`` (a later start dominates); evict the oldest value past the bound."""
+        q = held.pop(first, None)
+        if q is not None and q[0] > p[0]:
+            p = q
+        if len(held) >= MAX_ACROSS_VALUES:
+            del held[next(iter(held))]
+            self.evicted_partials += 1
+        held[first] = p
+
+    def sweep(self, now_ns: int) -> None:
+        """Drop partials that can no longer complete by ``now_ns`` (and keys left empty)."""
+        empty = []
+        for key, slots in self._vkeys.items():
+            for held in slots:
+                for first in [f for f, p in held.items() if now_ns - p[0] > self._within]:
+                    del held[first]
+                    self.expired += 1
+            if not any(slots):
+                empty.append(key)
+        for key in empty:
+            del self._vkeys[key]
+
+    def stats(self) -> dict[str, int]:
+        """Counters and current state size."""
+        out = super().stats()
+        out["partials"] = sum(len(h) for s in self._vkeys.values() for h in s)
+        return out
+
+
+def matcher_for(seq: Sequence, max_keys: int = 10_000) -> SequenceMatcher:
+    """The matcher a sequence needs (:class:`AcrossMatcher` when it has ``across``)."""
+    return AcrossMatcher(seq, max_keys) if seq.across is not None else SequenceMatcher(seq, max_keys)

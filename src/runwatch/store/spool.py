@@ -214,6 +214,15 @@ class DiskSpool:
                 self._forget(seq)
         return None
 
+    def entries(self) -> Iterator[tuple[int, bytes]]:
+        """Every item held (sequence, data), oldest first."""
+        for seq in list(self._seqs):
+            try:
+                with open(self._path(seq), "rb") as fh:
+                    yield seq, fh.read()
+            except FileNotFoundError:
+                self._forget(seq)
+
     def remove(self, seq: int) -> None:
         """Delete item ``seq`` (after it was delivered or given up)."""
         with contextlib.suppress(FileNotFoundError):
