@@ -56,7 +56,7 @@ def test_the_plain_manifests_are_the_charts_default_render() -> None:
 def test_every_object_is_a_valid_kubernetes_object() -> None:
     objects = list(yaml.safe_load_all(PLAIN.read_text()))
     kinds = sorted(o["kind"] for o in objects)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "Namespace", "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "Deployment", "Namespace", "ServiceAccount"]
     for obj in objects:
         as_model(obj)
 
@@ -80,6 +80,26 @@ def test_the_agent_daemonset_has_what_the_sensor_needs() -> None:
     assert ctx.info_name == "watch"
     assert ctx.params["in_cluster"] is True and ctx.params["db"] == "/var/lib/runwatch/runwatch.db"
     assert ctx.params["trust_domain"] == "cluster.local"
+
+
+def test_agents_and_workers_meet_on_one_stream() -> None:
+    objects = {o["kind"]: as_model(o) for o in render_chart(CHART)}
+    (agent,) = objects["DaemonSet"].spec.template.spec.containers
+    worker_pod = objects["Deployment"].spec.template.spec
+    (worker,) = worker_pod.containers
+    a, w = parse_cli(agent.args), parse_cli(worker.args)
+    assert (a.info_name, w.info_name) == ("watch", "worker")
+    assert a.params["nats"] == w.params["url"] == "nats://nats.runwatch.svc:4222"
+    assert a.params["partitions"] == w.params["partitions"] == 16  # subjects and consumers must agree
+    assert a.params["cluster"] == "default" and a.params["nats_spool"] == "/var/lib/runwatch/nats-spool"
+    assert objects["Deployment"].spec.replicas == 2
+    # the workers need nothing of the host: no privileges, no host paths, no API token
+    assert worker.security_context.privileged is None and worker.security_context.capabilities.drop == ["ALL"]
+    assert worker_pod.security_context.run_as_non_root is True and worker_pod.host_pid is None
+    assert worker_pod.automount_service_account_token is False
+    assert [v.host_path for v in worker_pod.volumes] == [None, None]
+    assert w.params["db"] == "/var/lib/runwatch/worker.db"
+    assert {m.mount_path for m in worker.volume_mounts} == {"/var/lib/runwatch", "/tmp"}  # the root is read-only
 
 
 def test_the_agents_role_grants_exactly_what_the_pod_watcher_uses() -> None:
