@@ -56,7 +56,7 @@ def wait_for(log: Path, needle: str, proc: subprocess.Popen[bytes], timeout: flo
         time.sleep(0.05)
 
 
-def test_a_killed_watch_keeps_a_fail_closed_policy_until_the_next_one_adopts_it(tmp_path, port):  # type: ignore[no-untyped-def]
+def test_a_killed_watch_keeps_a_fail_closed_policy_until_the_next_one_adopts_it(tmp_path, port, pin_adoption):  # type: ignore[no-untyped-def]
     (tmp_path / "policy.yaml").write_text(
         "id: crash-23\nselector: {container: [e2e-crash]}\nmode: enforce\nfail: closed\negress:\n  allow: []\n")
     rootfs = build_rootfs()

@@ -72,7 +72,7 @@ def enforce_then_sigkill(c, tcp_port, fail):  # type: ignore[no-untyped-def]
     return holder.pid
 
 
-def test_sigkill_of_the_enforcer_lifts_a_fail_open_policy(runc_container, tcp_port):  # type: ignore[no-untyped-def]
+def test_sigkill_of_the_enforcer_lifts_a_fail_open_policy(runc_container, tcp_port, pin_adoption):  # type: ignore[no-untyped-def]
     c = runc_container(name="crash", secrets={"token": b"crash-23"})
     c.start()
     py = str(c.rootfs.python)
@@ -95,7 +95,7 @@ def blocked(c, args):  # type: ignore[no-untyped-def]
     return res.returncode != 0 and res.stdout == b""
 
 
-def test_sigkill_of_the_enforcer_keeps_a_fail_closed_policy_until_adopted(runc_container, tcp_port):  # type: ignore[no-untyped-def]
+def test_sigkill_of_the_enforcer_keeps_a_fail_closed_policy_until_adopted(runc_container, tcp_port, pin_adoption):  # type: ignore[no-untyped-def]
     from runwatch.policy import load_policy_texts
     from runwatch.policy.enforce import Enforcers
 
