@@ -6,6 +6,14 @@ annotation, ``model-server`` unless the case says otherwise) or, where the point
 same act on the host is fine, as a host process. ``PORT`` in the environment is a TCP listener on 127.0.0.1 (the
 containers share the host network namespace).
 
+The identity rules need more than one container can say alone, given as case options:
+``svid`` (``("valid" | "forged", spiffe_id)``) binds a fake SPIRE agent's Workload API socket
+serving that SVID (issued by the test CA, or self-signed) at ``/run/spire`` and the capture
+verifies reports against the test CA's bundle; ``pod`` (see :func:`_pod`) gives the container
+Kubernetes facts through the enrichment's pod index, as the pod watch would; ``tokens`` binds
+token files at ``/run/secrets/tokens``; ``twin`` runs the same script first in a second
+container (with those options changed), whose events belong to the case too.
+
 The session fixture ``rulepack_live`` starts one pipeline (kernel sensor with the extra
 watches the pack needs + SDK collector -> enrichment -> tool-call join), runs every case once,
 and hands each case its own events (those attributed to its container, or to its host
@@ -33,12 +41,15 @@ import pytest
 from runwatch.containers.oci import Bind
 from runwatch.containers.rootfs import Rootfs
 from runwatch.containers.runc import RuncContainer
+from runwatch.enrich.k8s import ContainerFacts, PodFacts, PodIndex
 from runwatch.enrich.roles import ROLE_LABEL
 from runwatch.events import Event
 from runwatch.outputs.jsonl import JsonlOutput
 from runwatch.sensors.kernel import watchlist
 from runwatch.sensors.kernel.layout import WatchFlag
+from runwatch.svid.bundles import TrustBundles
 from runwatch.testing.capture import LiveCapture, require_kernel_sensor
+from runwatch.testing.spire import FakeSpireAgent, TestCA, self_signed_svid
 from runwatch.testing.workloads import accepting_listener
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -46,6 +57,10 @@ RECORD_ENV = "RUNWATCH_RECORD_RULEPACK_FIXTURES"
 """Set to 1 to (re)write the committed replay fixtures from the live run."""
 
 SDK_DIR_IN_CONTAINER = "/run/runwatch-sdk"
+SPIRE_DIR_IN_CONTAINER = "/run/spire"
+TOKENS_DIR_IN_CONTAINER = "/run/secrets/tokens"
+TRUST_DOMAIN = "cluster.local"
+"""The test CA's trust domain: that of the ids derived from Kubernetes facts, so the two compare."""
 
 #: Watches the pack needs beyond the sensor's default list (see docs/rulepack.md).
 EXTRA_WATCHES: tuple[watchlist.Watch, ...] = (
@@ -168,6 +183,11 @@ class Case:
         """Whether the workload talks to the SDK collector."""
         return "sdk." in self.script
 
+    @property
+    def python(self) -> str:
+        """The interpreter: this one (with the ``spiffe`` package) for SVID reports, else the rootfs's."""
+        return sys.executable if "identity.report_svid" in self.script else "python3"
+
 
 SECRET = {"api_key": b"sk-live-not-a-real-key-23"}
 UID1000 = {"uid": 1000}
@@ -228,6 +248,67 @@ AGENT_LOOP = """
                 sum(range(1000))
     sdk.flush(2.0)
 """
+
+PLANNER_ID = f"spiffe://{TRUST_DOMAIN}/ns/shop/sa/planner"
+
+#: The agent fetches its SVID from the Workload API at /run/spire and reports it; what follows
+#: happens once the collector has checked the sender and the SVID is attested (or rejected).
+REPORT_SVID = textwrap.dedent(f"""
+    from runwatch.sdk import identity
+    assert identity.report_svid() == {PLANNER_ID!r}, identity.last_error
+    sdk.flush(2.0)
+    time.sleep(1.5)
+""")
+
+
+def _pod(pod: str, container: str, *, namespace: str = "shop", service_account: str = "planner",
+         owner: tuple[str, str] | None = None, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """The ``pod`` option: the container is ``container`` of pod ``namespace/pod``."""
+    return {"name": pod, "namespace": namespace, "service_account": service_account, "container": container,
+            "owner": owner, "annotations": annotations or {}}
+
+
+VALID_SVID = ("valid", PLANNER_ID)
+FORGED_SVID = ("forged", PLANNER_ID)
+TOKEN = {"vault-token": b"hvs.not-a-real-token-23", "istio-token": b"eyJ-not-a-real-token-23"}
+REPLICA = ("ReplicaSet", "planner-7d")
+
+#: Workload identity (SPIFFE) and non-human identity checks (identity.yaml).
+IDENTITY_CASES: tuple[Case, ...] = (
+    Case("svid-forged-pos", "spiffe_svid_rejected", True, REPORT_SVID, {"svid": FORGED_SVID}),
+    Case("svid-forged-neg", "spiffe_svid_rejected", False, REPORT_SVID, {"svid": VALID_SVID}),
+    Case("svid-mismatch-pos", "spiffe_attested_mismatch", True, REPORT_SVID,
+         {"svid": VALID_SVID, "pod": _pod("etl-1", "planner", namespace="batch", service_account="etl")}),
+    Case("svid-mismatch-neg", "spiffe_attested_mismatch", False, REPORT_SVID,
+         {"svid": VALID_SVID, "pod": _pod("planner-1", "planner")}),
+    # two containers without Kubernetes facts are two workloads; two replicas of one controller are one
+    Case("svid-reused-pos", "spiffe_identity_reused", True, REPORT_SVID, {"svid": VALID_SVID, "twin": {}}),
+    Case("svid-reused-neg", "spiffe_identity_reused", False, REPORT_SVID,
+         {"svid": VALID_SVID, "pod": _pod("planner-1", "planner", owner=REPLICA),
+          "twin": {"pod": _pod("planner-2", "planner", owner=REPLICA)}}),
+    Case("static-secret-pos", "static_secret_with_spiffe_identity", True,
+         REPORT_SVID + "open('/run/secrets/api_key').read()\n", {"svid": VALID_SVID, "secrets": SECRET}),
+    Case("static-secret-neg", "static_secret_with_spiffe_identity", False, "open('/run/secrets/api_key').read()",
+         {"secrets": SECRET, "pod": _pod("planner-1", "planner")}),
+    Case("agent-secret-pos", "agent_secret_read_outside_tool_call", True, """
+        sdk.secret_access("GITHUB_TOKEN", "env")
+        sdk.flush(2.0)
+    """, {"annotations": {ROLE_LABEL: "agent"}}),
+    Case("agent-secret-neg", "agent_secret_read_outside_tool_call", False, """
+        with sdk.tool_call("web_search", call_id="g1", agent="planner"):
+            sdk.secret_access("GITHUB_TOKEN", "env")
+        sdk.flush(2.0)
+    """, {"annotations": {ROLE_LABEL: "agent"}}),
+    Case("sidecar-token-pos", "sidecar_reads_token_it_does_not_own", True,
+         "open('/run/secrets/tokens/vault-token').read()",
+         {"annotations": {ROLE_LABEL: "sidecar"}, "tokens": TOKEN,
+          "pod": _pod("shop-1", "logs", annotations={"runwatch.io/token-owner": "app"})}),
+    Case("sidecar-token-neg", "sidecar_reads_token_it_does_not_own", False,
+         "open('/run/secrets/tokens/istio-token').read()",
+         {"annotations": {ROLE_LABEL: "sidecar"}, "tokens": TOKEN,
+          "pod": _pod("shop-1", "istio-proxy", annotations={"runwatch.io/token-owner": "app, istio-proxy"})}),
+)
+
 
 def _changed(path: str) -> str:
     """A workload line that tries to write ``path`` (on the read-only rootfs the open fails,
@@ -566,6 +647,7 @@ CASES: tuple[Case, ...] = (
             pass
     """),
     *GENERAL_CASES,
+    *IDENTITY_CASES,
     Case("benign-http", None, False, HTTP_SERVER),
     Case("benign-config", None, False, CONFIG_READER, {"secrets": SECRET}),
     Case("benign-pip-version", None, False, "", argv=("/usr/bin/pip", "--version")),
@@ -580,6 +662,7 @@ class LiveResult:
     case: Case
     events: list[Event]
     jsonl: Path
+    container: str | None = None  # the case's own container (not its twin's); None: a host process
 
 
 def _host_events(events: list[Event], pid: int) -> list[Event]:
@@ -588,6 +671,24 @@ def _host_events(events: list[Event], pid: int) -> list[Event]:
 
 #: Containers the live fixture runs at once.
 PARALLEL_RUNS = 4
+
+
+def _svids(cases: tuple[Case, ...]) -> list[tuple[str, str]]:
+    """Every distinct ``svid`` option of ``cases`` (their twins' included), in order."""
+    out: list[tuple[str, str]] = []
+    for case in cases:
+        for opts in (case.options, case.options.get("twin") or {}):
+            if "svid" in opts and opts["svid"] not in out:
+                out.append(opts["svid"])
+    return out
+
+
+def _pod_facts(spec: dict[str, Any], container_id: str) -> PodFacts:
+    owner = spec["owner"] or (None, None)
+    return PodFacts(name=spec["name"], namespace=spec["namespace"], uid=f"uid-{spec['name']}-{container_id}",
+                    annotations=spec["annotations"], service_account=spec["service_account"],
+                    owner_kind=owner[0], owner_name=owner[1],
+                    containers=(ContainerFacts(name=spec["container"], id=container_id),))
 
 
 @pytest.fixture(scope="session")
@@ -600,46 +701,77 @@ def rulepack_live(runc_rootfs: Rootfs) -> Iterator[dict[str, LiveResult]]:
     os.chmod(sock_dir, 0o755)
     srv, srv_thread = accepting_listener()
     port = srv.getsockname()[1]
+    ca = TestCA(TRUST_DOMAIN)
+    spire: dict[tuple[str, str], FakeSpireAgent] = {}
+    for n, (how, sid) in enumerate([("bundle", ""), *_svids(CASES)]):
+        d = work / f"spire{n}"
+        d.mkdir()
+        os.chmod(d, 0o755)
+        svids = [] if how == "bundle" else [ca.issue(sid) if how == "valid" else self_signed_svid(sid)]
+        spire[(how, sid)] = FakeSpireAgent(d / "agent.sock", ca, svids).start()
     live = LiveCapture(sdk_socket=sock_dir / "sdk.sock", hold_ms=200.0,
-                       watches=watchlist.default_watches() + list(EXTRA_WATCHES), quiet=0.4, limit=20.0).start()
+                       watches=watchlist.default_watches() + list(EXTRA_WATCHES), quiet=0.4, limit=20.0)
+    pods = live.enrich.workload.pods = PodIndex()
+    live.enrich.attestor.bundles = TrustBundles(socket=spire[("bundle", "")].endpoint)
+    live.start()
     containers: list[RuncContainer] = []
-    owners: dict[str, tuple[str, int]] = {}
+    owners: dict[str, tuple[list[str], int]] = {}
     env = {"PORT": str(port), "RUNWATCH_SOCKET": f"{SDK_DIR_IN_CONTAINER}/sdk.sock"}
 
-    def container_of(case: Case) -> RuncContainer:
-        options = {"annotations": {ROLE_LABEL: "model-server"}, **case.options}
+    def container_of(case: Case, twin: bool = False) -> RuncContainer:
+        overrides = case.options.get("twin") or {} if twin else {}
+        options = {"annotations": {ROLE_LABEL: "model-server"}, **case.options, **overrides}
+        options.pop("twin", None)
+        name = f"{case.name}-twin" if twin else case.name
         binds = [Bind(sock_dir, SDK_DIR_IN_CONTAINER, False)]
         for where in options.pop("rw_dirs", ()):  # writable scratch directories over the read-only rootfs
-            scratch = work / case.name / where.strip("/").replace("/", "_")
+            scratch = work / name / where.strip("/").replace("/", "_")
             scratch.mkdir(parents=True)
             binds.append(Bind(scratch, where, False))
-        c = RuncContainer(runc_rootfs, name=case.name, env=env, binds=binds, **options)
+        c_env = dict(env)
+        if "svid" in options:
+            agent = spire[options.pop("svid")]
+            binds.append(Bind(agent.socket_path.parent, SPIRE_DIR_IN_CONTAINER, False))
+            c_env["SPIFFE_ENDPOINT_SOCKET"] = f"unix://{SPIRE_DIR_IN_CONTAINER}/{agent.socket_path.name}"
+        if "tokens" in options:
+            tokens = work / name / "tokens"
+            tokens.mkdir(parents=True)
+            for key, value in options.pop("tokens").items():
+                (tokens / key).write_bytes(value)
+            binds.append(Bind(tokens, TOKENS_DIR_IN_CONTAINER, True))
+        pod = options.pop("pod", None)
+        c = RuncContainer(runc_rootfs, name=name, env=c_env, binds=binds, **options)
+        if pod is not None:
+            pods.put(_pod_facts(pod, c.id))
         containers.append(c)
-        owners[case.name] = (c.id, 0)
+        owners.setdefault(case.name, ([], 0))[0].append(c.id)
         return c
 
     def run_in(c: RuncContainer, case: Case) -> None:
-        args = list(case.argv) if case.argv else ["python3", "-c", case.code]
+        args = list(case.argv) if case.argv else [case.python, "-c", case.code]
         res = c.run(args, timeout=60)
         assert res.returncode == 0, f"{case.name}: rc {res.returncode}: {res.stderr.decode()[-600:]}"
 
     try:
         # Workloads that do not talk to the SDK are independent (events are told apart by
         # container), so they run a few at a time; SDK workloads each get a fresh join.
-        plain = [c for c in CASES if not c.host and not c.uses_sdk]
+        plain = [c for c in CASES if not c.host and not c.uses_sdk and "twin" not in c.options]
         with ThreadPoolExecutor(max_workers=PARALLEL_RUNS) as pool:
             for done in [pool.submit(run_in, container_of(case), case) for case in plain]:
                 done.result()
         for case in CASES:
             if case in plain:
                 continue
+            if "twin" in case.options:  # the other workload first: the case's own container shows the reuse
+                live.fresh_join()
+                run_in(container_of(case, twin=True), case)
             live.fresh_join()
             if case.host:
                 proc = subprocess.Popen([sys.executable, "-c", case.code], env={**os.environ, **env},
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                 _, err = proc.communicate(timeout=60)
                 assert proc.returncode == 0, f"{case.name}: {err.decode()[-400:]}"
-                owners[case.name] = ("host", proc.pid)
+                owners[case.name] = ([], proc.pid)
             else:
                 run_in(container_of(case), case)
         events = live.settle()
@@ -649,20 +781,22 @@ def rulepack_live(runc_rootfs: Rootfs) -> Iterator[dict[str, LiveResult]]:
         srv_thread.join(timeout=5)
         for c in containers:
             c.close()
+        for agent in spire.values():
+            agent.stop()
     results: dict[str, LiveResult] = {}
     record = os.environ.get(RECORD_ENV) == "1"
     for case in CASES:
-        where, pid = owners[case.name]
-        if where == "host":
+        ids, pid = owners[case.name]
+        if not ids:
             mine = _host_events(events, pid)
         else:
-            mine = [e for e in events if e.container is not None and e.container.id == where]
+            mine = [e for e in events if e.container is not None and e.container.id in ids]
         path = work / f"{case.name}.jsonl"
         _write_jsonl(path, mine)
         if record:
             FIXTURES.mkdir(exist_ok=True)
             (FIXTURES / fixture_name(case)).write_bytes(gzip.compress(path.read_bytes(), mtime=0))
-        results[case.name] = LiveResult(case, mine, path)
+        results[case.name] = LiveResult(case, mine, path, ids[-1] if ids else None)
     try:
         yield results
     finally:

@@ -52,9 +52,9 @@ def test_pack_files_and_paths() -> None:
 
 def test_pack_loads_with_at_least_25_enabled_rules(pack: RuleSet) -> None:
     assert pack.errors == []
-    assert len(pack.rules) == 51 and len(pack.sequences) == 7
+    assert len(pack.rules) == 57 and len(pack.sequences) == 7
     assert all(m.enabled for m in _metas(pack))
-    assert len(set(_ids(pack))) == 58
+    assert len(set(_ids(pack))) == 64
 
 
 def test_every_rule_has_complete_well_formed_mappings(pack: RuleSet) -> None:
@@ -83,7 +83,7 @@ def test_every_rule_has_in_file_tests_that_fire_and_stay_quiet(pack: RuleSet) ->
 
 def test_in_file_rule_tests_all_pass() -> None:
     results = run_rule_tests(default_rule_paths())
-    assert len(results) == 183
+    assert len(results) == 203
     failed = [str(r) for r in results if not r.passed]
     assert failed == []
 
