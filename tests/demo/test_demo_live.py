@@ -69,11 +69,14 @@ def test_every_scenario_ran_and_everything_was_cleaned_up(demo: tuple[DemoRun, d
     assert run.summary["drops"] == 0
     assert run.leftovers == []
     assert demo_netns_left(os.getpid()) == [] and demo_links_left(os.getpid()) == []
+    mounts = Path("/proc/self/mountinfo").read_text()
     for r in run.runs:
         for cid, _name in r.result.containers:
             assert not (RUNC_STATE_ROOT / cid).exists()
-    mounts = Path("/proc/self/mountinfo").read_text()
-    assert "rwdemo-" not in mounts and "/run/runwatch/bundles/" not in mounts
+            assert f"/run/runwatch/bundles/{cid}" not in mounts
+    # this run's own: other tests may run demo scenarios on another worker at the same time
+    assert run.work and not os.path.exists(run.work)
+    assert run.work not in mounts and f"rwdemo-{os.getpid()}-" not in mounts
 
 
 def test_model_server_shell_carries_run_shell_and_the_prompt_route(

@@ -60,6 +60,7 @@ class DemoRun:
     notices: list[str] = field(default_factory=list)
     peers: dict[str, Any] = field(default_factory=dict)
     leftovers: list[str] = field(default_factory=list)
+    work: str = ""  # the run's scratch directory (sockets, workspace, pid namespace pins), removed at the end
 
 
 def find_agentdojo(explicit: str | os.PathLike[str] | None = None) -> Path | None:
@@ -169,6 +170,7 @@ def run_demo(names: Sequence[str], db: str, *, rules: tuple[str, ...] = (), limi
     if fixture is None and any(s.name == "agentdojo" for s in SCENARIOS.values()) and not names:
         run.notices.append("AgentDojo fixture not found: the agentdojo scenario is skipped")
     tmp = Path(tempfile.mkdtemp(prefix="rwdemo-"))
+    run.work = str(tmp)
     tmp.chmod(0o755)
     sock_dir = tmp / "sock"
     sock_dir.mkdir(mode=0o755)
