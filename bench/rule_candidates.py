@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rules_engine import load_stream, operator_config  # noqa: E402
+from rules_engine import load_stream, operator_config
 
-from runwatch.rules import Engine, load_texts  # noqa: E402
-from runwatch.rules.default import default_rule_paths  # noqa: E402
-from runwatch.rules.fields import EvalCtx  # noqa: E402
+from runwatch.rules import Engine, load_texts
+from runwatch.rules.default import default_rule_paths
+from runwatch.rules.fields import EvalCtx
 
 
 def main() -> int:
