@@ -287,3 +287,27 @@ def test_alert_fields_from_rule_and_event() -> None:
 def test_disabled_rule_not_evaluated() -> None:
     eng = Engine(rules("- rule: r\n  condition: kind = process.exec\n  enabled: false\n"))
     assert eng.process(ev("process.exec")) == [] and eng.stats()["rules"] == 0
+
+
+def test_a_few_valued_field_is_the_index_of_last_resort() -> None:
+    """``file.intent = read`` holds for most opens: the rule is indexed by its path prefix, so
+    reads elsewhere never evaluate it; a rule with only a few-valued term still uses that term."""
+    text = """
+- rule: secret_read
+  condition: kind = file.open and file.intent = read and file.path startswith /run/secrets/
+- rule: any_write
+  condition: kind = file.open and file.intent in (write, rw)
+- rule: role_and_name
+  condition: kind = process.exec and workload.role = agent and proc.name = curl
+"""
+    eng = Engine(rules(text), count_evaluations=True)
+    reads = [ev("file.open", i, file={"path": f"/etc/conf-{i}", "intent": "read"}) for i in range(23)]
+    secret = [ev("file.open", 30 + i, file={"path": f"/run/secrets/k{i}", "intent": "read"}) for i in range(5)]
+    writes = [ev("file.open", 40 + i, file={"path": "/tmp/o", "intent": "write"}) for i in range(3)]
+    agent = {"id": "c1", "runtime": "runc", "role": "agent"}
+    execs = [ev("process.exec", 50 + i, exe="/usr/bin/id", container=agent) for i in range(7)]
+    alerts = eng.process_batch(reads + secret + writes + execs)
+    # the secret rule meets only the 5 opens below /run/secrets/; the write rule, indexed by intent,
+    # only the 3 writes; the exec rule only by name (no curl ran), never by the role every exec has
+    assert eng.evaluations() == {"secret_read": 5, "any_write": 3, "role_and_name": 0}
+    assert sorted(a.rule for a in alerts) == ["any_write"] * 3 + ["secret_read"] * 5

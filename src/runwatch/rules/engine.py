@@ -35,9 +35,11 @@ _SWEEP_EVERY = 4096
 class _KindIndex:
     """The rules and sequences for one event kind, with value indexes over top-level terms.
 
-    Each rule goes to exactly one place: the bucket of its first ``=``/``in`` term, else of
-    its first ``startswith`` term, else ``endswith``, else a required substring
-    (``contains``/``icontains``/glob literal, found with one regex per field), else ``always``.
+    Each rule goes to exactly one place: the bucket of its first ``=``/``in`` term on a field
+    with many values, else of its first ``startswith`` term, else ``endswith``, else an address
+    block, else a required substring (``contains``/``icontains``/glob literal, found with one
+    regex per field), else an ``=``/``in`` term on a field of few values (:data:`LOW_SELECTIVITY`),
+    else ``always``.
     A rule's full predicate is still evaluated, so the index only has to never miss.
     """
 
@@ -143,22 +145,39 @@ def _net_keys(net: Any) -> list[tuple[int, int]]:
     return [(net.version, first + i) for i in range(1 << (top - net.prefixlen))]
 
 
+#: Fields whose values fall in a handful of classes (an open's intent, a workload's role, a protocol,
+#: a flag): an ``=`` term on one of them sends a rule to a bucket that most events of its kind
+#: reach, so any other term of the rule is the better index, and these come last.
+LOW_SELECTIVITY: frozenset[str] = frozenset({
+    "file.intent", "workload.role", "container.runtime", "net.proto", "net.family", "net.direction",
+    "proc.euid", "proc.uid", "proc.tty", "evt.attr[setuid]", "evt.attr[setgid]", "identity.source",
+})
+
+
+def _usable(t: IndexTerm, mode: str) -> bool:
+    if t.mode != mode or not t.values or not all(isinstance(v, str | int) for v in t.values):
+        return False
+    return mode == "eq" or all(v != "" for v in t.values)
+
+
 def _pick(terms: tuple[IndexTerm, ...]) -> IndexTerm | None:
+    """The term a rule is indexed by: the most selective kind of term it has. Exact values of a
+    field with many values first, then affixes, an address block, required substrings, and exact
+    values of a :data:`LOW_SELECTIVITY` field last (a rule whose only term is one still gets it)."""
     for t in terms:
         if t.mode == "cidr" and t.values and all(_net_keys(n) for n in t.values):
             cidr_term: IndexTerm | None = t
             break
     else:
         cidr_term = None
-    for mode in ("eq", "prefix", "suffix", "cidr", "contains", "icontains"):
+    for mode in ("eq", "prefix", "suffix", "cidr", "contains", "icontains", "eq-low"):
         if mode == "cidr":
             if cidr_term is not None:
                 return cidr_term
             continue
+        low = mode == "eq-low"
         for t in terms:
-            if t.mode == mode and t.values and all(isinstance(v, str | int) for v in t.values):
-                if mode != "eq" and any(v == "" for v in t.values):
-                    continue
+            if _usable(t, "eq" if low else mode) and (mode != "eq" or t.spec.name not in LOW_SELECTIVITY):
                 return t
     return None
 
@@ -243,6 +262,11 @@ class Engine:
         """Ids of the rules and sequences that may be evaluated for events of ``kind``."""
         ix = self._index.get(kind) or self._build(kind)
         return tuple(r.name for r in ix.rules) + tuple(m.seq.name for m in ix.seqs)
+
+    def candidates_of(self, e: Event, c: EvalCtx) -> tuple[Rule, ...] | list[Rule]:
+        """The rules the index hands ``e`` to (each then has its full condition evaluated)."""
+        ix = self._index.get(e.kind) or self._build(e.kind)
+        return ix.candidates(e, c)
 
     # -- state ----------------------------------------------------------------------------
     def _first_seen(self, e: Event) -> bool | None:
