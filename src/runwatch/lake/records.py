@@ -21,8 +21,9 @@ from runwatch.outputs.ocsf import to_ocsf
 
 def event_record(event: Event, *, hostname: str | None = None) -> dict[str, Any]:
     """The event's OCSF record with the event's JSON in ``raw_data``."""
+    raw = to_json(event).decode()  # first: the mapping may bring an old event up to date in place
     record = to_ocsf(event, hostname=hostname)
-    record["raw_data"] = to_json(event).decode()
+    record["raw_data"] = raw
     return record
 
 
