@@ -95,3 +95,11 @@ def test_the_lake_the_same_session_wrote_gives_the_same_report(recorded: DemoRun
         from_lake = json.loads(render_json(build_report(lake, workload, now_ns=1)))
         assert (store.pop("db"), from_lake.pop("db")) == (recorded.db, lake.path)
         assert from_lake == store and store["counts"]["events"] > 0
+    # the secret the agent read is in no column of any record (raw_data included)
+    import pyarrow.parquet as pq
+
+    from runwatch.demo.scenarios import SECRET_VALUE
+
+    files = sorted(Path(lake.path).glob("class_uid=*/day=*/hour=*/*.parquet"))
+    text = "".join(str(pq.read_table(f).to_pylist()) for f in files)
+    assert files and SECRET_NAME in text and SECRET_VALUE.decode() not in text
