@@ -85,3 +85,15 @@ def wait_workers(procs: Procs, names: tuple[str, ...], partitions: int = 16) -> 
         return all(held) and sum(len(h) for h in held) == partitions and len(set().union(*held)) == partitions
 
     wait_for(spread, 30, f"workers {names} to share the {partitions} partitions")
+
+
+def lake_ids(lake: Path) -> list[str]:
+    """Record ids of the events in the lake (every row, duplicates included were there any;
+    Detection Findings, class 2004, left out)."""
+    import pyarrow.parquet as pq
+
+    ids: list[str] = []
+    for path in sorted(lake.glob("class_uid=*/day=*/hour=*/*.parquet")):
+        if path.parts[-4] != "class_uid=2004":
+            ids += pq.read_table(path, columns=["record_id"]).column(0).to_pylist()
+    return ids

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fleet_helpers import Procs, stored_ids, wait_for, wait_workers
+from fleet_helpers import Procs, lake_ids, stored_ids, wait_for, wait_workers
 
 from runwatch.events import to_json
 from runwatch.sensors.replay import write_recording
@@ -70,13 +70,20 @@ def test_secret_on_one_node_then_egress_on_another_raises_the_cross_node_alert(
     assert {e.container.node for e in query_events(db) if e.container is not None} == {"a", "b", "c"}
 
 
+@pytest.mark.parametrize("sink", ["sqlite", "lake"])
 def test_kill_a_worker_and_stop_nats_loses_and_duplicates_nothing(
-        nats_server: NatsServer, procs: Procs, tmp_path: Path) -> None:
+        nats_server: NatsServer, procs: Procs, tmp_path: Path, sink: str) -> None:
     n = 1501
     db = tmp_path / "sink.db"
+    lake = tmp_path / "lake"
+    to = ("--sink", "lake", "--out", str(lake)) if sink == "lake" else ()
+
+    def ids() -> list[str]:
+        return lake_ids(lake) if sink == "lake" else stored_ids(db)
+
     # w1 waits 30 s between its durable write and the ack: the kill lands there, so what it wrote comes again
-    w1 = procs.worker(nats_server.url, "w1", db, "--ack-delay-s", "30")
-    procs.worker(nats_server.url, "w2", db)
+    w1 = procs.worker(nats_server.url, "w1", db, *to, "--ack-delay-s", "30")
+    procs.worker(nats_server.url, "w2", db, *to)
     wait_workers(procs, ("w1", "w2"))
     sent: list[str] = []
     agents = []
@@ -90,7 +97,7 @@ def test_kill_a_worker_and_stop_nats_loses_and_duplicates_nothing(
         part.update((e.id, partition_of(workload_key(e, node), 16)) for e in events)
         agents.append(procs.agent(nats_server.url, node, rec, rate=150.0))
     mine = set(procs.stats("worker-w1")["partitions"])
-    wait_for(lambda: any(part[i] in mine for i in stored_ids(db)), 60, "w1's first batch in the sink")
+    wait_for(lambda: any(part[i] in mine for i in ids()), 60, "w1's first batch in the sink")
     os.kill(w1.pid, signal.SIGKILL)  # mid-stream: fetched, maybe written, not all acknowledged
     w1.wait()
     time.sleep(1.0)
@@ -98,11 +105,11 @@ def test_kill_a_worker_and_stop_nats_loses_and_duplicates_nothing(
     time.sleep(OUTAGE_S)
     nats_server.start()
     assert [p.wait(timeout=120 + OUTAGE_S) for p in agents] == [0, 0, 0]
-    wait_for(lambda: len(stored_ids(db)) >= len(sent), 120, f"{len(sent)} events in the sink")
+    wait_for(lambda: len(ids()) >= len(sent), 120, f"{len(sent)} events in the sink")
     time.sleep(1.0)
-    ids = stored_ids(db)
-    assert len(ids) == len(sent) == 3 * n
-    assert sorted(ids) == sorted(sent)
+    got = ids()
+    assert len(got) == len(sent) == 3 * n
+    assert sorted(got) == sorted(sent)
     for node in ("a", "b", "c"):
         st = procs.stats(f"agent-{node}")
         assert (st["events"], st["lost"], st["pending"]) == (n, 0, 0)
@@ -111,6 +118,9 @@ def test_kill_a_worker_and_stop_nats_loses_and_duplicates_nothing(
     assert w2["partitions"] == list(range(16))  # it took over the killed worker's partitions
     assert w2["redelivered"] > 0 and w2["malformed"] == 0  # what w1 stored and did not ack came again ...
     assert w2["sink"]["duplicates"] > 0  # ... and was kept once (as were copies re-published across the outage)
+    if sink == "lake":
+        assert w2["sink"]["refreshes"] > 0  # the ids w1 wrote were read again before the redeliveries
+        assert not list(lake.glob("**/.part-*.tmp"))
 
 
 def test_forged_messages_are_counted_and_dropped(nats_server: NatsServer, procs: Procs, tmp_path: Path) -> None:

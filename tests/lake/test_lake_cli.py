@@ -101,6 +101,11 @@ def test_run_writes_the_subtree_and_its_alerts_to_the_lake(tmp_path: Path) -> No
     raised = sorted(json.loads(line)["id"] for line in alerts.read_text().splitlines())
     res = rw("query", "--lake", str(lake), "--format", "csv", "SELECT record_id FROM detection_finding ORDER BY 1")
     assert raised and res.stdout.splitlines() == ["record_id", *raised]
+    # decoded from raw_data, the lake gives back the store's events and alerts, exactly
+    from runwatch.store.source import LakeDir, query_alerts, query_events
+
+    assert query_events(LakeDir(str(lake))) == query_events(tmp_path / "run.db")
+    assert query_alerts(LakeDir(str(lake))) == query_alerts(tmp_path / "run.db")
 
 
 def test_events_reads_the_lake_with_the_store_filters(small: Path) -> None:

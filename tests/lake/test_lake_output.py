@@ -84,6 +84,7 @@ def test_every_record_validates_and_keeps_its_id(lake: Path) -> None:
 
 
 def test_a_record_reads_back_as_the_mapping_made_it(lake: Path) -> None:
+    from runwatch.events import to_json
     from runwatch.outputs.ocsf import to_ocsf
 
     e = exec_event(T1, 7)
@@ -91,7 +92,9 @@ def test_a_record_reads_back_as_the_mapping_made_it(lake: Path) -> None:
     out.open()
     out.write([e])
     out.close()
-    assert list(iter_records(lake, "process_activity")) == [to_ocsf(e, hostname="node-a")]
+    # the mapping's record, with the original event in raw_data
+    assert list(iter_records(lake, "process_activity")) == [{**to_ocsf(e, hostname="node-a"),
+                                                             "raw_data": to_json(e).decode()}]
     _, rows = run_sql(lake, "SELECT process->>'$.cmd_line', container->>'$.name', time FROM process_activity")
     assert rows == [("true 7", "agent-23", (T1 + 7) // 1_000_000)]
 

@@ -176,7 +176,7 @@ def test_every_report_option_is_documented() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "report.md").read_text()
     opts = [o for p in report.params if isinstance(p, click.Option) for o in p.opts]
     assert [o for o in opts if f"`{o}" not in doc] == []
-    assert len(opts) == 8
+    assert len(opts) == 9
 
 
 def test_documents_bound_the_process_tree_and_say_what_they_left_out(tmp_path: Path) -> None:

@@ -21,15 +21,18 @@ from runwatch.cli.common import db_option, fail
 @click.option("--control-socket", metavar="PATH", envvar="RUNWATCH_CONTROL_SOCKET",
               help="The running runwatch's control socket, for challenges (default /run/runwatch/control.sock; "
               "also $RUNWATCH_CONTROL_SOCKET).")
-def console(db: str, listen: str, token_file: str | None, acks: str | None, control_socket: str | None) -> None:
+@click.option("--lake", metavar="DIR", help="Read the OCSF lake DIR instead of the store (the Health page then "
+              "shows no runs: the lake keeps none).")
+def console(db: str, listen: str, token_file: str | None, acks: str | None, control_socket: str | None,
+            lake: str | None) -> None:
     """Serve the web console: workloads, alerts (live), timelines, process trees, reports,
-    challenges and health, over the store at --db."""
+    challenges and health, over the store at --db (or the OCSF lake at --lake)."""
     from runwatch.console.acks import default_path
     from runwatch.console.app import ConsoleConfig, default_control_socket
     from runwatch.console.auth import TokenError, new_token, read_token
     from runwatch.console.serve import ConsoleServer, ListenError, check_exposure, parse_listen
+    from runwatch.store.source import LakeDir, Source, query_runs
     from runwatch.store.sqlite_layout import StoreError
-    from runwatch.store.sqlite_read import query_runs
 
     try:
         host, port = parse_listen(listen)
@@ -37,17 +40,18 @@ def console(db: str, listen: str, token_file: str | None, acks: str | None, cont
         token = read_token(token_file) if token_file is not None else new_token()
     except (ListenError, TokenError) as exc:
         fail(str(exc), code=2)
+    src: Source = LakeDir(lake) if lake is not None else db
     try:
-        query_runs(db)  # the store must be readable now, not at the first page
+        query_runs(src)  # the store must be readable now, not at the first page
     except StoreError as exc:
         fail(str(exc))
-    cfg = ConsoleConfig(db=db, token=token, acks=acks or str(default_path(db)),
+    cfg = ConsoleConfig(db=src, token=token, acks=acks or str(default_path(str(src))),
                         control_socket=control_socket or default_control_socket())
     try:
         server = ConsoleServer(cfg, host, port).start()
     except ListenError as exc:
         fail(str(exc))
-    click.echo(f"runwatch console on {server.url} (store {db})")
+    click.echo(f"runwatch console on {server.url} ({'lake' if lake is not None else 'store'} {src})")
     if token_file is None:
         click.echo(f"token: {token}")
     else:

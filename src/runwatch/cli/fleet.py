@@ -108,7 +108,8 @@ def _print_alerts(alerts: Sequence[Alert]) -> None:
 @db_option()
 @click.option("--sink", default="sqlite", show_default=True, metavar="NAME",
               help="Where consumed events and alerts go (a registered worker sink).")
-@click.option("--out", metavar="PATH", help="What the sink writes (default: --db; the sqlite sink's database).")
+@click.option("--out", metavar="PATH", help="What the sink writes (default: --db; the sqlite sink's database; "
+              "the lake sink's directory, required with --sink lake).")
 @click.option("--rules", "rules", multiple=True, metavar="PATH",
               help="Rule file or directory; repeatable (default: the built-in pack and the fleet pack).")
 @click.option("--no-rules", is_flag=True, help="Store only; run no detections.")
@@ -144,7 +145,7 @@ def worker(url: str, durable: str, partitions: int, db: str, sink: str, out: str
     from runwatch.rules import Engine, load_rules
     from runwatch.rules.diagnostics import RuleLoadError
     from runwatch.store.sqlite import StoreError
-    from runwatch.transport.sink import SINKS
+    from runwatch.transport.sink import SINKS, SinkError
     from runwatch.transport.worker import Worker, WorkerOptions
 
     try:
@@ -152,6 +153,8 @@ def worker(url: str, durable: str, partitions: int, db: str, sink: str, out: str
         factory = SINKS.get(sink)
     except (ValueError, KeyError) as exc:
         raise click.UsageError(str(exc).strip('"')) from None
+    if sink == "lake" and not out:
+        raise click.UsageError("--sink lake needs --out DIR (the lake directory)")
     engine = None
     if not no_rules:
         try:
@@ -162,7 +165,7 @@ def worker(url: str, durable: str, partitions: int, db: str, sink: str, out: str
     the_sink = factory(out or db)
     try:
         the_sink.open()
-    except (StoreError, OSError) as exc:
+    except (StoreError, SinkError, OSError) as exc:
         fail(str(exc))
     alert_file = open(alerts_out, "ab") if alerts_out else None  # noqa: SIM115 - closed below
 

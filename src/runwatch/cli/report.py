@@ -40,12 +40,16 @@ def _write(path: str, data: bytes) -> None:
               help="md (Markdown), html (one self-contained file with the process tree and timeline drawn) "
               "or json (the report model).")
 @click.option("--output", "-o", "output", metavar="FILE", help="Write to FILE instead of stdout.")
-def report(db: str, workload: str, since: str | None, until: str | None, fmt: str, output: str | None) -> None:
+@click.option("--lake", metavar="DIR", help="Read the OCSF lake DIR (written by --lake or `worker --sink lake`) "
+              "instead of the store.")
+def report(db: str, workload: str, since: str | None, until: str | None, fmt: str, output: str | None,
+           lake: str | None) -> None:
     """Investigate one workload: timeline, process tree, tool calls and routes, secrets read,
     where data went after each read, policy decisions and alerts."""
     from runwatch.report.build import build_report
     from runwatch.report.timearg import TimeArgError, parse_time
     from runwatch.report.workload import WorkloadNotFound
+    from runwatch.store.source import LakeDir
     from runwatch.store.sqlite_layout import StoreError
 
     try:
@@ -56,7 +60,7 @@ def report(db: str, workload: str, since: str | None, until: str | None, fmt: st
     if since_ns is not None and until_ns is not None and since_ns >= until_ns:
         fail(f"--since ({since}) must be before --until ({until})", code=2)
     try:
-        rep = build_report(db, workload, since_ns=since_ns, until_ns=until_ns)
+        rep = build_report(LakeDir(lake) if lake is not None else db, workload, since_ns=since_ns, until_ns=until_ns)
     except (StoreError, WorkloadNotFound) as exc:
         fail(str(exc))
     if fmt == "json":

@@ -45,8 +45,8 @@ from runwatch.report.model import Report
 from runwatch.report.render_html import CSP as REPORT_CSP
 from runwatch.report.timearg import TimeArgError, iso, parse_time
 from runwatch.report.workload import WorkloadNotFound
+from runwatch.store.source import Source, query_alerts
 from runwatch.store.sqlite_layout import StoreError
-from runwatch.store.sqlite_read import query_alerts
 from runwatch.textsafe import printable
 
 HERE = Path(__file__).parent
@@ -64,7 +64,7 @@ STREAM_MAX_S = 3600.0
 class ConsoleConfig:
     """What one console serves: the store, the acknowledgements file, the control socket and the token."""
 
-    db: str
+    db: Source  # the store, or the lake (LakeDir)
     token: str
     acks: str
     control_socket: str

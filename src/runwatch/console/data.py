@@ -1,4 +1,4 @@
-"""What the console's pages show, read from the store (read-only, :mod:`runwatch.store.sqlite_read`).
+"""What the console's pages show, read from the store or the lake (read-only, :mod:`runwatch.store.source`).
 
 Workloads are the rows of :func:`runwatch.store.workloads.query_workloads` (one per container,
 as ``runwatch workloads`` lists them) grouped by pod (``namespace/pod``), or one per container
@@ -10,7 +10,6 @@ serves the console, from that session's metrics collector (the families ``/metri
 from __future__ import annotations
 
 import datetime
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +17,7 @@ from typing import Any
 from runwatch.alerts.model import SEVERITY_ORDER, Alert
 from runwatch.events import Container, Event
 from runwatch.store.runs import RunRecord
-from runwatch.store.sqlite_read import query_alerts, query_events, query_runs
-from runwatch.store.workloads import query_workloads
+from runwatch.store.source import Source, query_alerts, query_events, query_runs, query_workloads
 
 EVIDENCE_LOOKBACK_NS = 3600 * 10**9
 """How far before a host alert's first match its evidence is looked for."""
@@ -55,7 +53,7 @@ def workload_name(c: Container) -> str:
     return c.name or c.id
 
 
-def workloads(db: str | os.PathLike[str], today: datetime.date | None = None) -> list[WorkloadRow]:
+def workloads(db: Source, today: datetime.date | None = None) -> list[WorkloadRow]:
     """Every workload the store holds events of, by name: its containers' rows of
     :func:`runwatch.store.workloads.query_workloads` (the ``runwatch workloads`` listing) put together."""
     day = today or datetime.datetime.now(datetime.UTC).date()
@@ -94,7 +92,7 @@ def workload_of_alert(a: Alert, names: dict[str, str]) -> str | None:
     return names.get(a.workload.id or "")
 
 
-def container_names(db: str | os.PathLike[str]) -> dict[str, str]:
+def container_names(db: Source) -> dict[str, str]:
     """Container id -> workload name, for every stored container."""
     return {w.id: workload_name(w.container) for w in query_workloads(db, datetime.datetime.now(datetime.UTC).date())}
 
@@ -130,12 +128,12 @@ class AlertFilter:
                                   ("framework", self.framework)) if v}
 
 
-def find_alert(db: str | os.PathLike[str], alert_id: str) -> Alert | None:
+def find_alert(db: Source, alert_id: str) -> Alert | None:
     """The stored alert with id ``alert_id``, or None."""
     return next((a for a in query_alerts(db) if a.id == alert_id), None)
 
 
-def evidence(db: str | os.PathLike[str], a: Alert) -> list[Event]:
+def evidence(db: Source, a: Alert) -> list[Event]:
     """The stored events an alert names as its evidence, in time order."""
     wanted = set(a.evidence)
     if not wanted:
@@ -153,7 +151,7 @@ class AlertCursor:
     """New alerts since the last look, for the live stream: by time, each id once (an alert
     stored later with a time before the newest one already sent is not streamed; a reload shows it)."""
 
-    def __init__(self, db: str | os.PathLike[str], start_ns: int) -> None:
+    def __init__(self, db: Source, start_ns: int) -> None:
         self.db = db
         self.time = start_ns
         self._sent: set[str] = set()
@@ -189,7 +187,7 @@ class RunHealth:
     source_stats: dict[str, Any]
 
 
-def health(db: str | os.PathLike[str]) -> list[RunHealth]:
+def health(db: Source) -> list[RunHealth]:
     """Every run in the store, newest first, with its sources, hooks, drops and store counters."""
     out: list[RunHealth] = []
     for r in reversed(query_runs(db)):

@@ -144,11 +144,12 @@ def _start_session(opts: SessionOptions, notices: list[str], extra_rules: tuple[
 
 def run_demo(names: Sequence[str], db: str, *, rules: tuple[str, ...] = (), limit: int | None = None,
              agentdojo: str | os.PathLike[str] | None = None, keep_dir: str | None = None,
-             progress: Progress | None = None) -> DemoRun:
+             progress: Progress | None = None, lake: str | None = None) -> DemoRun:
     """Run the named scenarios (all when empty) under one session storing to ``db`` (replaced).
 
     ``rules``: rule files to detect with (empty: none). ``limit``: AgentDojo tasks per suite
-    and kind. ``keep_dir``: copy each container's config and logs there. Raises DemoError
+    and kind. ``keep_dir``: copy each container's config and logs there. ``lake``: also write
+    every event and alert to the OCSF lake at that directory. Raises DemoError
     (or the sensor's NoSourceError/StoreError) when nothing can run.
     """
     say = progress or (lambda _line: None)
@@ -195,7 +196,7 @@ def run_demo(names: Sequence[str], db: str, *, rules: tuple[str, ...] = (), limi
             closers.append(ext.close)
             ext.start()
         opts = SessionOptions(db=db, track_self=True, ring_bytes=1 << 24, sdk_socket=str(sock_dir / "sdk.sock"),
-                              rules=rules, live_alerts=False)
+                              rules=rules, live_alerts=False, lake=lake)
         extra = (str(write_approved_tools(tmp / "demo-approved-tools.yaml", fixture)),) if rules else ()
         session = _start_session(opts, run.notices, extra)
         run.rules = opts.rules

@@ -2,7 +2,8 @@
 
 Events are rendered with the OCSF event mapping (:func:`runwatch.outputs.ocsf.to_ocsf`) and
 alerts as Detection Findings (:func:`runwatch.alerts.render.to_ocsf`): the same records as
-``runwatch events --format ocsf`` and ``runwatch alerts --format ocsf``. ``flush`` returns once
+``runwatch events --format ocsf`` and ``runwatch alerts --format ocsf``, with the original
+event or alert in ``raw_data`` (:mod:`runwatch.lake.records`). ``flush`` returns once
 everything written so far is durable in Parquet files; ``close`` flushes.
 """
 
@@ -13,10 +14,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from runwatch.alerts.model import Alert
-from runwatch.alerts.render import to_ocsf as alert_to_ocsf
 from runwatch.events import Event
+from runwatch.lake.records import alert_record, event_record
 from runwatch.outputs.base import register_output
-from runwatch.outputs.ocsf import to_ocsf
 
 if TYPE_CHECKING:
     from runwatch.lake.writer import LakeWriter
@@ -41,11 +41,11 @@ class LakeOutput:
 
     def write(self, events: Sequence[Event]) -> None:
         """Buffer the events' OCSF records (written when a bound is reached or on flush)."""
-        self.writer.add(to_ocsf(e, hostname=self.hostname) for e in events)
+        self.writer.add(event_record(e, hostname=self.hostname) for e in events)
 
     def write_alerts(self, alerts: Sequence[Alert]) -> None:
         """Buffer the alerts' Detection Findings."""
-        self.writer.add(alert_to_ocsf(a, hostname=self.hostname) for a in alerts)
+        self.writer.add(alert_record(a, hostname=self.hostname) for a in alerts)
 
     def flush(self) -> int:
         """Write every buffered record durably; returns how many were written."""

@@ -22,7 +22,9 @@ already accepted is skipped (counted as ``duplicates``); so a record redelivered
 or a crash is not written twice, whatever its time. The ids kept are bounded (``max_ids``: the
 least recently used partitions are forgotten first and reloaded when needed). Writers sharing a
 lake directory never overwrite each other (uuid names); each sees the others' files as of when
-it loads a partition. One thread drives a writer.
+it loads a partition, so a writer that may be given a record another writer has written since
+(a redelivered message, a partition taken over from another worker) calls :meth:`~LakeWriter.forget`
+first: the ids are then loaded again from the files. One thread drives a writer.
 """
 
 from __future__ import annotations
@@ -140,6 +142,13 @@ class LakeWriter:
             oldest = next(iter(self._known))
             self._known_ids -= len(self._known.pop(oldest))
         return ids
+
+    def forget(self) -> None:
+        """Drop the ids kept for every partition: each is loaded again from the files (and the
+        records still buffered) when a record next comes for it, so records other writers made
+        durable since are seen."""
+        self._known.clear()
+        self._known_ids = 0
 
     def close(self) -> None:
         """Flush and stop accepting records. Idempotent."""

@@ -1,6 +1,6 @@
 """Build a :class:`~runwatch.report.model.Report` for one workload from the event store.
 
-Reads the store only through :mod:`runwatch.store.sqlite_read` (containers, events, alerts).
+Reads the store (or the lake) only through :mod:`runwatch.store.source` (containers, events, alerts).
 The workload's events are its containers' events in the window, plus the agent-SDK events
 that arrived without a container (their sender exited before its cgroup was read) from the
 same pid namespace as a container's init.
@@ -9,7 +9,6 @@ same pid namespace as a container's init.
 from __future__ import annotations
 
 import bisect
-import os
 import time
 
 from runwatch.alerts.model import Alert
@@ -39,7 +38,7 @@ from runwatch.report.model import (
 )
 from runwatch.report.proctree import build_tree
 from runwatch.report.workload import select
-from runwatch.store.sqlite_read import query_alerts, query_containers, query_events
+from runwatch.store.source import Source, query_alerts, query_containers, query_events
 
 TIMELINE_LIMIT = 2000
 """Timeline entries kept (the first ones); the rest are counted in ``timeline_omitted``."""
@@ -98,7 +97,7 @@ def identity_of(c: Container, events: list[Event]) -> Identity:
                     events=len(mine))
 
 
-def workload_events(db: str | os.PathLike[str], boxes: list[Container], since_ns: int | None,
+def workload_events(db: Source, boxes: list[Container], since_ns: int | None,
                     until_ns: int | None) -> list[Event]:
     """The containers' events in the window and their container-less SDK events, in time order."""
     events: list[Event] = []
@@ -235,7 +234,7 @@ def _decisions(events: list[Event]) -> list[Decision]:
     return out
 
 
-def build_report(db: str | os.PathLike[str], workload: str, *, since_ns: int | None = None,
+def build_report(db: Source, workload: str, *, since_ns: int | None = None,
                  until_ns: int | None = None, now_ns: int | None = None,
                  timeline_limit: int = TIMELINE_LIMIT) -> Report:
     """The report on ``workload`` between ``since_ns`` (inclusive) and ``until_ns`` (exclusive).

@@ -7,8 +7,12 @@ de-duplicate by id (an event's id is the message id without its node prefix; an 
 a worker has an id derived from its rule and evidence), so a message delivered twice (a worker
 killed after the write and before the ack) is stored once.
 
-Sinks register by name with :func:`register_sink` (the SQLite store is ``sqlite``); a second
-registration of a name is refused. Thread safety: one thread drives a sink.
+A sink whose de-duplication can miss what another process wrote since it looked (the lake
+keeps the ids per partition in memory) offers ``refresh()``: the worker calls it before a batch
+that holds a redelivered message and after it takes partitions over.
+
+Sinks register by name with :func:`register_sink` (the SQLite store is ``sqlite``, the lake
+``lake``); a second registration of a name is refused. Thread safety: one thread drives a sink.
 """
 
 from __future__ import annotations
@@ -99,7 +103,7 @@ class SqliteSink:
 SinkFactory = Callable[..., FleetSink]
 
 #: The worker sink registry; importing these modules registers the built-in sinks.
-SINKS: Registry[SinkFactory] = Registry("sink", ("runwatch.transport.sink",))
+SINKS: Registry[SinkFactory] = Registry("sink", ("runwatch.transport.sink", "runwatch.lake.sink"))
 
 
 def register_sink(name: str, factory: SinkFactory) -> None:

@@ -17,7 +17,9 @@ them. Per fetched batch of a partition the worker
    acknowledged and JetStream redelivers it after ``ack_wait``.
 
 At-least-once with de-duplication: a worker killed between 4 and 5 leaves the batch to be
-redelivered, and the sink keeps one copy per id; its own alerts get ids derived from the rule
+redelivered, and the sink keeps one copy per id (a sink that keeps known ids in memory, the
+lake, is told to ``refresh`` them before a batch holding a redelivered message and after the
+worker takes partitions over, since another worker may have written them); its own alerts get ids derived from the rule
 and the evidence (:func:`stable_alert_id`), so a re-raised alert replaces itself.
 
 Ordering: JetStream keeps a partition's messages in publish order; events of different nodes
@@ -111,6 +113,7 @@ class Worker:
         self.partitions: set[int] = set()
         self.leases: Leases | None = None
         self._subs: dict[int, Any] = {}
+        self._stale_ids = False  # partitions were taken over: the sink's known ids may be stale
 
     # -- one batch ------------------------------------------------------------------------
 
@@ -157,6 +160,7 @@ class Worker:
         good: list[Any] = []
         events: list[Event] = []
         alerts: list[Alert] = []
+        stale = self._stale_ids
         for m in msgs:
             obj = self._check(m)
             if obj is None:
@@ -167,6 +171,7 @@ class Worker:
             with contextlib.suppress(Exception):
                 if m.metadata.num_delivered > 1:
                     self.redelivered += 1
+                    stale = True
             (events if isinstance(obj, Event) else alerts).append(obj)  # type: ignore[arg-type]
         raised: list[Alert] = []
         if self.engine is not None and events:
@@ -174,12 +179,14 @@ class Worker:
         if not good:
             return
         try:
-            await asyncio.to_thread(self._store, events, alerts + raised)
+            await asyncio.to_thread(self._store, events, alerts + raised, stale)
         except SinkError as exc:
             self.sink_errors += 1
             if self.first_error is None:
                 self.first_error = str(exc)
             return  # not acknowledged: redelivered after ack_wait
+        if stale:
+            self._stale_ids = False
         if self.opts.ack_delay_s:
             await asyncio.sleep(self.opts.ack_delay_s)
         await asyncio.gather(*(m.ack() for m in good), return_exceptions=True)
@@ -190,7 +197,10 @@ class Worker:
         if raised and self.on_alerts is not None:
             self.on_alerts(raised)
 
-    def _store(self, events: list[Event], alerts: list[Alert]) -> None:
+    def _store(self, events: list[Event], alerts: list[Alert], stale: bool) -> None:
+        refresh = getattr(self.sink, "refresh", None)
+        if stale and callable(refresh):
+            refresh()
         self.sink.write(events, alerts)
         self.sink.flush()
 
@@ -215,6 +225,7 @@ class Worker:
                 await sub.unsubscribe()
         for p in sorted(held - set(self._subs)):
             self._subs[p] = await self._bind(js, p)
+            self._stale_ids = True
             await self._warm_up(js, p)
         self.partitions = set(self._subs)
 
