@@ -54,8 +54,8 @@ class Route:
         return self._owner_ok(e.container.owner if e.container is not None else None)
 
 
-class _RoutedAlerts:
-    """An alert output behind a route."""
+class _Routed:
+    """What every routed output shares: the wrapped output, its route, the count held back."""
 
     def __init__(self, inner: Any, route: Route) -> None:
         self.inner, self.route = inner, route
@@ -65,13 +65,6 @@ class _RoutedAlerts:
     def open(self) -> None:
         """Open the wrapped output."""
         self.inner.open()
-
-    def write_alerts(self, alerts: Sequence[Alert]) -> None:
-        """Hand on the alerts the route passes (order kept)."""
-        kept = [a for a in alerts if self.route.alert(a)]
-        self.filtered += len(alerts) - len(kept)
-        if kept:
-            self.inner.write_alerts(kept)
 
     def flush(self) -> object:
         """Flush the wrapped output."""
@@ -89,46 +82,30 @@ class _RoutedAlerts:
         return out
 
 
-def _write_events(wrapper: _RoutedAlerts | _RoutedEvents, events: Sequence[Event]) -> None:
-    kept = [e for e in events if wrapper.route.event(e)] if wrapper.route.owners else list(events)
-    wrapper.filtered += len(events) - len(kept)
-    if kept:
-        wrapper.inner.write(kept)
+class _RoutedAlerts(_Routed):
+    """An alert output behind a route."""
+
+    def write_alerts(self, alerts: Sequence[Alert]) -> None:
+        """Hand on the alerts the route passes (order kept)."""
+        kept = [a for a in alerts if self.route.alert(a)]
+        self.filtered += len(alerts) - len(kept)
+        if kept:
+            self.inner.write_alerts(kept)
 
 
-class _RoutedBoth(_RoutedAlerts):
-    """An output of events and alerts behind a route."""
-
-    def write(self, events: Sequence[Event]) -> None:
-        """Hand on the events the route passes (order kept)."""
-        _write_events(self, events)
-
-
-class _RoutedEvents:
+class _RoutedEvents(_Routed):
     """An event output behind a route (only ``owners`` applies)."""
 
-    def __init__(self, inner: Any, route: Route) -> None:
-        self.inner, self.route = inner, route
-        self.name: str = inner.name
-        self.filtered = 0
-
-    def open(self) -> None:
-        """Open the wrapped output."""
-        self.inner.open()
-
     def write(self, events: Sequence[Event]) -> None:
         """Hand on the events the route passes (order kept)."""
-        _write_events(self, events)
+        kept = [e for e in events if self.route.event(e)] if self.route.owners else list(events)
+        self.filtered += len(events) - len(kept)
+        if kept:
+            self.inner.write(kept)
 
-    def flush(self) -> object:
-        """Flush the wrapped output."""
-        return self.inner.flush()
 
-    def close(self) -> None:
-        """Close the wrapped output."""
-        self.inner.close()
-
-    output_stats = _RoutedAlerts.output_stats
+class _RoutedBoth(_RoutedAlerts, _RoutedEvents):
+    """An output of events and alerts behind a route."""
 
 
 def routed(output: Output | AlertOutput, route: Route | None) -> Output | AlertOutput:
