@@ -6,7 +6,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 APT_PKGS=(clang llvm libbpf-dev libbpf1 bpftool runc busybox-static iproute2 auditd strace gcc make util-linux podman catatonit openssl nats-server
-  chromium)  # chromium: headless browser the report's HTML is rendered in by the tests (Playwright, no download)
+  chromium  # headless browser the report's and console's HTML is rendered in by the tests (Playwright, no download)
+  debootstrap buildah)  # the container image's Debian base and its build (scripts/image.sh, tests/packaging)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
