@@ -11,19 +11,15 @@ from typing import Any
 
 import click
 
-from runwatch.report.timearg import TimeArgError, parse_time
+from runwatch.report.timearg import TimeArgError, parse_time, relative_ns
 
 
 def parse_duration(value: str) -> int:
     """``value`` (e.g. ``15m``) in nanoseconds; ValueError with a one-line reason."""
-    text = value.strip()
-    try:
-        back = parse_time(text, now_ns=0)  # a relative form counts back from 0: minus its length
-    except TimeArgError:
-        back = 1
-    if back >= 0 or text.isdigit() or text == "now" or "-" in text or ":" in text:
+    ns = relative_ns(value)
+    if ns is None or ns <= 0:
         raise ValueError(f"{value!r} is not a duration (a number and one of ms, s, m, h, d, w, e.g. 15m, 7d)")
-    return -back
+    return ns
 
 
 class TimeParam(click.ParamType[int]):

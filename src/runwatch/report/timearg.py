@@ -21,6 +21,12 @@ class TimeArgError(ValueError):
     """A time argument that is none of the accepted forms; the message is one line."""
 
 
+def relative_ns(text: str) -> int | None:
+    """The length of a relative form (``15m``, ``2h``, ...) in nanoseconds; None for any other text."""
+    m = _RELATIVE.fullmatch(text.strip())
+    return None if m is None else int(float(m.group(1)) * _UNITS_NS[m.group(2)])
+
+
 def parse_time(text: str, now_ns: int | None = None) -> int:
     """``text`` as nanoseconds since the epoch (relative forms count back from ``now_ns``)."""
     now = time.time_ns() if now_ns is None else now_ns
@@ -29,9 +35,9 @@ def parse_time(text: str, now_ns: int | None = None) -> int:
         return now
     if s.isdigit():
         return int(s)
-    m = _RELATIVE.fullmatch(s)
-    if m is not None:
-        return now - int(float(m.group(1)) * _UNITS_NS[m.group(2)])
+    back = relative_ns(s)
+    if back is not None:
+        return now - back
     iso = s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s
     try:
         when = datetime.fromisoformat(iso)
