@@ -116,6 +116,7 @@ THREADS = textwrap.dedent("""
     done = threading.Barrier(2)
     def work(name, port, n, exe):
         with sdk.tool_call(name, call_id=name + "-id", agent="threads"):
+            sdk.flush(5.0)  # the start is on the socket before this call's kernel activity (a loaded host can delay it)
             entered.wait()
             for _ in range(n):
                 socket.create_connection(("127.0.0.1", port)).close()
