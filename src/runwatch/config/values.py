@@ -6,7 +6,9 @@ import re
 from typing import Any
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ns|us|ms|s|m|h)?$")
-_UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+UNIT_NS: dict[str, int] = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9,
+                           "d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
+"""Nanoseconds per duration unit: the one table; each reader accepts its own subset of units."""
 
 
 def parse_duration(value: Any) -> int:
@@ -21,4 +23,4 @@ def parse_duration(value: Any) -> int:
     m = _DURATION.match(str(value).strip())
     if m is None:
         raise ValueError(f"bad duration {value!r} (use e.g. 500ms, 60s, 5m, 1h)")
-    return int(float(m.group(1)) * _UNIT_NS[m.group(2) or "s"])
+    return int(float(m.group(1)) * UNIT_NS[m.group(2) or "s"])

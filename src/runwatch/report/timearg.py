@@ -11,8 +11,8 @@ import re
 import time
 from datetime import UTC, datetime
 
-_UNITS_NS: dict[str, int] = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9,
-                             "d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
+from runwatch.config.values import UNIT_NS
+
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 ACCEPTED = "nanoseconds since the epoch, ISO-8601 (2026-12-04T20:00:00Z) or relative (90s, 15m, 2h, 1d, 1w)"
 
@@ -24,7 +24,7 @@ class TimeArgError(ValueError):
 def relative_ns(text: str) -> int | None:
     """The length of a relative form (``15m``, ``2h``, ...) in nanoseconds; None for any other text."""
     m = _RELATIVE.fullmatch(text.strip())
-    return None if m is None else int(float(m.group(1)) * _UNITS_NS[m.group(2)])
+    return None if m is None else int(float(m.group(1)) * UNIT_NS[m.group(2)])
 
 
 def parse_time(text: str, now_ns: int | None = None) -> int:
