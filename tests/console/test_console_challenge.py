@@ -27,20 +27,7 @@ pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependenc
 RUNWATCH = str(Path(sys.executable).with_name("runwatch"))
 DRIVER = str(Path(__file__).resolve().parents[1] / "policy" / "e2e_driver.py")
 
-AGENT = """
-import json, os, sys
-from runwatch import sdk
-out = []
-for tool in sys.argv[1:]:
-    try:
-        with sdk.tool_call(tool, agent="console-agent", args={"n": 7}):
-            open("/tmp/side-" + tool, "w").write("done")
-        out.append([tool, "ran"])
-    except sdk.ToolDenied as exc:
-        out.append([tool, "denied", exc.decision.recorded])
-out.append(sorted(f for f in os.listdir("/tmp") if f.startswith("side-")))
-print(json.dumps(out))
-"""
+AGENT = (Path(__file__).resolve().parents[1] / "policy" / "tool_agent.py").read_text()
 
 POLICY = """
 id: console-7
@@ -92,7 +79,7 @@ def test_a_challenge_approved_from_the_page_lets_the_tool_run(tmp_path: Path, br
     cfg = {"name": "console-agent", "binds": [[str(sock), "/run/runwatch-sdk", False]],
            "env": {"RUNWATCH_SOCKET": "/run/runwatch-sdk/sdk.sock",
                    "RUNWATCH_POLICY_SOCKET": "/run/runwatch-sdk/policy.sock"},
-           "steps": [["{python}", "-c", AGENT, "search", "send_email", "wire_money"]]}
+           "steps": [["{python}", "-c", AGENT, "console-agent", "7", "search", "send_email", "wire_money"]]}
     args = [RUNWATCH, "run", "--db", str(db), "--no-rules", "--sdk-socket", str(sock / "sdk.sock"),
             "--control-socket", str(control), "--policy", str(tmp_path / "policy.yaml"),
             "--", sys.executable, DRIVER, json.dumps(cfg)]

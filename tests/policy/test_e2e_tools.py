@@ -18,20 +18,7 @@ pytestmark = pytest.mark.kernel
 RUNWATCH = str(Path(sys.executable).with_name("runwatch"))
 DRIVER = str(Path(__file__).with_name("e2e_driver.py"))
 
-AGENT = """
-import json, os, sys
-from runwatch import sdk
-out = []
-for tool in sys.argv[1:]:
-    try:
-        with sdk.tool_call(tool, agent="e2e-agent", args={"n": 23}):
-            open("/tmp/side-" + tool, "w").write("done")
-        out.append([tool, "ran"])
-    except sdk.ToolDenied as exc:
-        out.append([tool, "denied", exc.decision.recorded])
-out.append(sorted(f for f in os.listdir("/tmp") if f.startswith("side-")))
-print(json.dumps(out))
-"""
+AGENT = Path(__file__).with_name("tool_agent.py").read_text()
 
 POLICY = """
 id: agent-23
@@ -74,7 +61,7 @@ def test_tools_decided_before_they_run_with_challenges_approved_rejected_and_tim
     cfg = {"name": "e2e-agent", "binds": [[str(sock), "/run/runwatch-sdk", False]],
            "env": {"RUNWATCH_SOCKET": "/run/runwatch-sdk/sdk.sock",
                    "RUNWATCH_POLICY_SOCKET": "/run/runwatch-sdk/policy.sock"},
-           "steps": [["{python}", "-c", AGENT, *TOOLS]]}
+           "steps": [["{python}", "-c", AGENT, "e2e-agent", "23", *TOOLS]]}
     args = [RUNWATCH, "run", "--db", str(tmp_path / "tools.db"), "--no-rules", "--sdk-socket", str(sock / "sdk.sock"),
             "--control-socket", str(control), "--policy", str(tmp_path / "policy.yaml"),
             "--", sys.executable, DRIVER, json.dumps(cfg)]
