@@ -31,6 +31,7 @@ from runwatch.events import Event
 from runwatch.rules import Engine, RuleSet, load_texts
 from runwatch.rules.importers import import_rules
 from runwatch.sensors.kernel import watchlist
+from runwatch.testing import probes
 from runwatch.testing.capture import LiveCapture, require_kernel_sensor
 from runwatch.testing.fixtures import fixture_path, require_fixture
 
@@ -75,25 +76,6 @@ PRELUDE = textwrap.dedent("""
         srv.sendto(out, peer)
         c.recv(512)
 
-    def tcp_try(ip, port):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex((ip, port))
-        s.close()
-
-    def ptrace_child(requests):
-        child = os.fork()
-        if child == 0:
-            time.sleep(5)
-            os._exit(0)
-        libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-        if libc.ptrace(16, child, None, None) == 0:
-            os.waitpid(child, 0)
-            for req in requests:
-                libc.ptrace(req, child, ctypes.c_void_p(0x1000), ctypes.c_void_p(0x41))
-        os.kill(child, 9)
-        os.waitpid(child, 0)
-
     def init_module():
         buf = ctypes.create_string_buffer(b"not an ELF module" * 4)
         libc.syscall(175, buf, len(buf), b"")  # init_module: refused (not a module, or no capability)
@@ -107,7 +89,8 @@ PRELUDE = textwrap.dedent("""
         if controlling:
             fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
         os.execv("/bin/sh", ["sh", "-c", "true; true"])
-""")
+""") + probes.PROBES
+
 
 _MEMFD_EXEC = """
     fd = os.memfd_create("payload")

@@ -48,6 +48,7 @@ from runwatch.outputs.jsonl import JsonlOutput
 from runwatch.sensors.kernel import watchlist
 from runwatch.sensors.kernel.layout import WatchFlag
 from runwatch.svid.bundles import TrustBundles
+from runwatch.testing import probes
 from runwatch.testing.capture import LiveCapture, require_kernel_sensor
 from runwatch.testing.spire import FakeSpireAgent, TestCA, self_signed_svid
 from runwatch.testing.workloads import accepting_listener
@@ -93,12 +94,6 @@ PRELUDE = textwrap.dedent("""
             pass
         s.close()
 
-    def tcp_try(ip, port):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex((ip, port))
-        s.close()
-
     def try_open(path, mode="r"):
         try:
             open(path, mode).close()
@@ -125,19 +120,6 @@ PRELUDE = textwrap.dedent("""
         except OSError:
             pass
 
-    def ptrace_child(requests):
-        child = os.fork()
-        if child == 0:
-            time.sleep(5)
-            os._exit(0)
-        libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-        if libc.ptrace(16, child, None, None) == 0:
-            os.waitpid(child, 0)
-            for req in requests:
-                libc.ptrace(req, child, ctypes.c_void_p(0x1000), ctypes.c_void_p(0x41))
-        os.kill(child, 9)
-        os.waitpid(child, 0)
-
     def capset(effective):
         hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
         data = (ctypes.c_uint32 * 6)(effective, effective, 0, 0, 0, 0)
@@ -150,7 +132,8 @@ PRELUDE = textwrap.dedent("""
     def drop_binary(path):
         shutil.copy("/usr/bin/true", path)
         os.chmod(path, 0o755)
-""")
+""") + probes.PROBES
+
 
 
 @dataclass(frozen=True)
