@@ -236,6 +236,42 @@ def test_dns_over_tcp_questions_and_answers(capture):
     assert sends == [("127.0.0.30", "t0.example"), ("127.0.0.32", "t2.example")]
 
 
+
+def test_a_reused_fd_of_a_dns_socket_reads_no_answer(capture):
+    """A DNS socket's fd, once closed, is taken by a pipe, a TCP connection to another port
+    and a UDP socket that never asked: what is read on them is no DNS answer."""
+    pid, _, events = run(capture, """
+        import os
+        srv = socket.socket(); srv.bind(("127.53.0.5", 53)); srv.listen(4)
+        other = socket.socket(); other.bind(("127.53.0.5", 8053)); other.listen(4)
+        payload = question("not-an-answer.example", 7)
+        # 1: a TCP DNS socket's fd becomes a pipe's read end
+        c = socket.create_connection(("127.53.0.5", 53)); fd = c.fileno(); c.detach(); os.close(fd)
+        r, w = os.pipe()
+        assert r == fd, (r, fd)
+        os.write(w, payload); assert len(os.read(r, 512)) == len(payload)
+        os.close(r); os.close(w)
+        # 2: a UDP socket that asked by sendto; its fd becomes a TCP connection to port 8053
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.sendto(question("asked.example", 8), ("127.53.0.5", 53)); fd = u.fileno(); u.detach(); os.close(fd)
+        t = socket.create_connection(("127.53.0.5", 8053))
+        assert t.fileno() == fd, (t.fileno(), fd)
+        conn, _ = other.accept(); conn.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            got += t.recv(512)
+        t.close(); conn.close()
+        # 3: a UDP socket connected to port 53; its fd becomes one that never asked
+        v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); v.connect(("127.53.0.5", 53))
+        fd = v.fileno(); v.detach(); os.close(fd)
+        x = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); x.bind(("127.53.0.5", 0))
+        assert x.fileno() == fd, (x.fileno(), fd)
+        y = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); y.sendto(payload, x.getsockname())
+        assert len(x.recvfrom(512)[0]) == len(payload)
+    """)
+    assert [(e.dns.name, e.attrs) for e in of(events, "dns.answer")] == []
+    assert [e.dns.name for e in of(events, "dns.query") if e.pid == pid] == ["asked.example"]
+
 URING_CONNECT = """
     from runwatch.testing.uring import Ring
     ring = Ring()

@@ -77,7 +77,7 @@ SPEC = ObjectSpec(
         MapDecl("exec_names", "lru_hash", 4, 8, 4096),
         MapDecl("sent_to", "lru_hash", 32, 1, 16384),
         MapDecl("sends", "lru_hash", 4, 36, 8192),
-        MapDecl("dns_rx", "lru_hash", 8, 1, 4096),
+        MapDecl("dns_rx", "lru_hash", 8, 8, 4096),
         MapDecl("dns_stream", "lru_hash", 8, 1, 4096),
         MapDecl("env_allow", "hash", L.ENV_NAME, 1, 64),
         MapDecl("dns_reads", "lru_hash", 4, 16, 4096),

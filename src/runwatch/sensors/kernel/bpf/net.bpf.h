@@ -99,20 +99,22 @@ static __always_inline bool msg_addr(const struct user_msghdr *um, __u8 *sa)
 	return bpf_probe_read_user(sa, 28, name) == 0 || bpf_probe_read_user(sa, 16, name) == 0;
 }
 
-/* Sockets that sent a DNS question (tgid << 32 | fd): their reads are DNS answers. */
+/* Sockets that sent a DNS question (tgid << 32 | fd -> the socket's address): their reads
+ * are DNS answers while the fd still names that socket. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u64);
-	__type(value, __u8);
+	__type(value, __u64);
 } dns_rx SEC(".maps");
 
 static __always_inline void dns_rx_mark(__u32 fd)
 {
 	__u64 key = (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | fd;
-	__u8 one = 1;
+	__u64 sk = (__u64)sock_of_fd(fd);
 
-	bpf_map_update_elem(&dns_rx, &key, &one, BPF_ANY);
+	if (sk)
+		bpf_map_update_elem(&dns_rx, &key, &sk, BPF_ANY);
 }
 
 /* TCP sockets connecting to port 53 (tgid << 32 | fd): DNS over TCP, each message after a
@@ -346,13 +348,30 @@ struct {
 } dns_reads SEC(".maps");
 
 /* A socket is a DNS one if it sent a question, or is connected to port 53 (glibc's resolver
- * connects, then sends with send/sendmmsg). */
+ * connects, then sends with send/sendmmsg). The marks are by fd, so each is checked against
+ * what the fd names now: the same socket for a question's sender, a peer on port 53 for a
+ * connected one. A closed fd reused by a pipe, a file or another socket reads no answer,
+ * and its stale marks go. */
 static __always_inline bool dns_socket(__u32 fd)
 {
-	__u64 key = (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | fd;
+	__u64 key = fd_key(fd);
+	__u64 *rx = bpf_map_lookup_elem(&dns_rx, &key);
+	struct sock *sk;
 
-	return bpf_map_lookup_elem(&dns_rx, &key) || bpf_map_lookup_elem(&dns_socks, &key) ||
-	       bpf_map_lookup_elem(&dns_stream, &key);
+	if (rx) {
+		sk = sock_of_fd(fd);
+		if (sk && *rx == (__u64)sk)
+			return true;
+		bpf_map_delete_elem(&dns_rx, &key);
+	}
+	if (!bpf_map_lookup_elem(&dns_socks, &key) && !bpf_map_lookup_elem(&dns_stream, &key))
+		return false;
+	sk = sock_of_fd(fd);
+	if (sk && bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) == DNS_PORT)
+		return true;
+	bpf_map_delete_elem(&dns_socks, &key);
+	bpf_map_delete_elem(&dns_stream, &key);
+	return false;
 }
 
 static __always_inline int rx_enter(__u32 fd, __u64 buf)
