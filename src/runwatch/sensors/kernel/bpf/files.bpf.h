@@ -123,14 +123,16 @@ struct {
 } canon SEC(".maps");
 
 /* State of the canonical path walks (canon_check, then canon_build only if needed), one
- * component per bpf_loop step. The pointers are typed (bpf_rdonly_cast): fields are read
- * with plain loads. */
+ * component per bpf_loop step. It lives in a per-CPU map, not on the stack: the verifier
+ * then knows nothing of its values between steps, so it checks each callback once instead
+ * of once per distinct state the walk can reach (seconds per program at load). The kernel
+ * pointers are kept as numbers and typed again (bpf_rdonly_cast) where fields are read. */
 struct canon_walk {
-	struct dentry *d;
-	struct vfsmount *vm;     /* d's mount */
-	struct dentry *root;
-	struct vfsmount *root_mnt;
-	struct dentry *mnt_root; /* vm's root dentry and device, read once per mount */
+	__u64 d;
+	__u64 vm;       /* d's mount (struct vfsmount) */
+	__u64 root;
+	__u64 root_mnt;
+	__u64 mnt_root; /* vm's root dentry and device, read once per mount */
 	__u32 sdev;
 	__u32 pos;      /* the path starts here in canon_buf (canon_check: would start) */
 	__u32 depth;    /* components written (canon_check: looked at) */
@@ -142,6 +144,34 @@ struct canon_walk {
 	struct rw_name_key nk;
 	struct rw_ino_key ik;
 };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct canon_walk);
+} walks SEC(".maps");
+
+static __always_inline struct canon_walk *walk_state(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&walks, &zero);
+}
+
+/* Start a walk at the file's dentry and mount. */
+static __always_inline void walk_begin(struct canon_walk *w, struct file *f)
+{
+	struct vfsmount *vm = f->f_path.mnt;
+
+	w->d = (__u64)f->f_path.dentry;
+	w->vm = (__u64)vm;
+	w->mnt_root = (__u64)vm->mnt_root;
+	w->sdev = vm->mnt_sb->s_dev;
+	w->pos = CANON_END;
+	w->depth = 0;
+	w->done = 0;
+}
 
 static __always_inline void name_match(struct canon_walk *w, __u8 kind, const char *src, __u32 len)
 {
@@ -186,24 +216,26 @@ static __always_inline void suffix_match(struct canon_walk *w, struct rw_name_fi
  * 2 when w->d is a component below *parent. */
 static __always_inline int canon_up(struct canon_walk *w, struct dentry **parent)
 {
-	struct dentry *d = w->d;
+	struct dentry *d = KERNEL_AS(struct dentry, w->d);
 
-	if (d == w->root && w->vm == w->root_mnt) {
+	if (w->d == w->root && w->vm == w->root_mnt) {
 		w->done = 1;
 		return 1;
 	}
-	if (d == w->mnt_root) {
-		struct mount *m = mount_of(w->vm);
+	if (w->d == w->mnt_root) {
+		struct mount *m = mount_of((struct vfsmount *)w->vm);
 		struct mount *mp = m->mnt_parent;
+		struct vfsmount *vm;
 
 		if (mp == m) {
 			w->done = 1;
 			return 1;
 		}
-		w->d = m->mnt_mountpoint;
-		w->vm = KERNEL_AS(struct vfsmount, &mp->mnt);
-		w->mnt_root = w->vm->mnt_root;
-		w->sdev = w->vm->mnt_sb->s_dev;
+		vm = KERNEL_AS(struct vfsmount, &mp->mnt);
+		w->d = (__u64)m->mnt_mountpoint;
+		w->vm = (__u64)vm;
+		w->mnt_root = (__u64)vm->mnt_root;
+		w->sdev = vm->mnt_sb->s_dev;
 		return 0;
 	}
 	*parent = d->d_parent;
@@ -224,8 +256,8 @@ static __always_inline bool canon_full(__u32 pos, __u32 len)
  * maps, read in place; nothing copied. Returns 1 to stop. */
 static long canon_check(__u32 i, void *arg)
 {
-	struct canon_walk *w = arg;
-	struct dentry *d = w->d, *parent = NULL;
+	struct canon_walk *w = walk_state();
+	struct dentry *d, *parent = NULL;
 	const unsigned char *s;
 	struct rw_name_first *nf;
 	struct rw_ino_bits *ib;
@@ -235,6 +267,9 @@ static long canon_check(__u32 i, void *arg)
 	__u8 first;
 	int up;
 
+	if (!w)
+		return 1;
+	d = KERNEL_AS(struct dentry, w->d);
 	up = canon_up(w, &parent);
 	if (up != 2)
 		return up;
@@ -264,7 +299,7 @@ static long canon_check(__u32 i, void *arg)
 	w->top = first;
 	w->pos -= len + 1;
 	w->depth++;
-	w->d = parent;
+	w->d = (__u64)parent;
 	return 0;
 }
 
@@ -272,12 +307,16 @@ static long canon_check(__u32 i, void *arg)
  * CANON_END. Returns 1 to stop. */
 static long canon_build(__u32 i, void *arg)
 {
-	struct canon_walk *w = arg;
-	struct dentry *d = w->d, *parent = NULL;
-	__u32 zero = 0, len, pos = w->pos;
+	struct canon_walk *w = walk_state();
+	struct dentry *d, *parent = NULL;
+	__u32 zero = 0, len, pos;
 	struct canon_buf *b;
 	int up;
 
+	if (!w)
+		return 1;
+	d = KERNEL_AS(struct dentry, w->d);
+	pos = w->pos;
 	up = canon_up(w, &parent);
 	if (up != 2)
 		return up;
@@ -295,7 +334,7 @@ static long canon_build(__u32 i, void *arg)
 	b->data[pos & CANON_MASK] = '/';
 	w->pos = pos;
 	w->depth++;
-	w->d = parent;
+	w->d = (__u64)parent;
 	return 0;
 }
 
@@ -338,8 +377,9 @@ static __always_inline int open_failed(struct open_args *a, long ret)
  * the open flags ask (read or write). */
 static __noinline int file_report(struct file *fp, __u32 oflags)
 {
-	__u32 zero = 0, lpm = 0, plen;
-	struct canon_walk w = {};
+	__u32 zero = 0, lpm = 0, plen, pos;
+	struct rw_ino_key ik;
+	struct canon_walk *w = walk_state();
 	struct rw_name_first *nf;
 	struct path_scratch *k;
 	struct task_struct *t;
@@ -354,66 +394,60 @@ static __noinline int file_report(struct file *fp, __u32 oflags)
 	b = bpf_map_lookup_elem(&canon, &zero);
 	k = bpf_map_lookup_elem(&scratch, &zero);
 	nf = bpf_map_lookup_elem(&name_first, &zero);
-	if (!b || !k || !nf)
+	if (!b || !k || !nf || !w)
 		return 0;
 	t = bpf_get_current_task_btf();
 	fs = t->fs;
 	if (!fs)
 		return 0;
 	f = KERNEL_AS(struct file, fp);
-	w.root = fs->root.dentry;
-	w.root_mnt = fs->root.mnt;
-	w.d = f->f_path.dentry;
-	w.vm = f->f_path.mnt;
-	w.mnt_root = w.vm->mnt_root;
-	w.sdev = w.vm->mnt_sb->s_dev;
-	w.pos = CANON_END;
-	bpf_loop(RW_EXE_DEPTH + 8, canon_check, &w, 0);
+	w->root = (__u64)fs->root.dentry;
+	w->root_mnt = (__u64)fs->root.mnt;
+	w->flags = 0;
+	w->key_ext = 0;
+	w->top = 0;
+	walk_begin(w, f);
+	bpf_loop(RW_EXE_DEPTH + 8, canon_check, NULL, 0);
 	/* A prefix can only match a whole path whose top directory starts as one of them. */
-	trie = w.done && (!w.depth || BYTE_IN(nf->top, w.top));
-	if (!trie && !intent_wanted(w.flags, oflags))
+	trie = w->done && (!w->depth || BYTE_IN(nf->top, w->top));
+	if (!trie && !intent_wanted(w->flags, oflags))
 		return 0; /* the common case: nothing copied, no trie lookup */
 	/* Possibly watched: the path itself, walked again. */
-	w.d = f->f_path.dentry;
-	w.vm = f->f_path.mnt;
-	w.mnt_root = w.vm->mnt_root;
-	w.sdev = w.vm->mnt_sb->s_dev;
-	w.pos = CANON_END;
-	w.depth = 0;
-	w.done = 0;
+	walk_begin(w, f);
 	b->data[CANON_END] = 0;
-	bpf_loop(RW_EXE_DEPTH + 8, canon_build, &w, 0);
-	if (w.pos > CANON_END)
+	bpf_loop(RW_EXE_DEPTH + 8, canon_build, NULL, 0);
+	pos = w->pos;
+	if (pos > CANON_END)
 		return 0;
-	if (w.pos == CANON_END) {
-		w.pos--;
-		b->data[w.pos & CANON_MASK] = '/';
+	if (pos == CANON_END) {
+		pos--;
+		b->data[pos & CANON_MASK] = '/';
 	}
-	trie = trie && w.done;
-	plen = CANON_END - w.pos;
-	if (bpf_probe_read_kernel(k->data, RW_PATH_LEN, &b->data[w.pos & CANON_MASK]))
+	trie = trie && w->done;
+	plen = CANON_END - pos;
+	if (bpf_probe_read_kernel(k->data, RW_PATH_LEN, &b->data[pos & CANON_MASK]))
 		return 0;
 	if (trie) {
 		__u32 *fl;
 
 		k->prefixlen = plen * 8;
 		fl = bpf_map_lookup_elem(&watched, k);
-		if (fl && (!(*fl & RW_WATCH_KEYS) || w.key_ext))
+		if (fl && (!(*fl & RW_WATCH_KEYS) || w->key_ext))
 			lpm = *fl;
 	}
-	if (!intent_wanted(lpm | w.flags, oflags))
+	if (!intent_wanted(lpm | w->flags, oflags))
 		return 0;
 	ino = f->f_inode;
-	w.ik.ino = ino->i_ino;
-	w.ik.dev = ino->i_sb->s_dev;
-	w.ik.pad = 0;
+	ik.ino = ino->i_ino;
+	ik.dev = ino->i_sb->s_dev;
+	ik.pad = 0;
 	if (lpm && ino->__i_nlink > 1) { /* its other names too */
 		struct rw_ino_bits *ib = bpf_map_lookup_elem(&watch_ino_bits, &zero);
-		__u32 bit = ino_bit(w.ik.ino, w.ik.dev);
+		__u32 bit = ino_bit(ik.ino, ik.dev);
 
 		if (ib) /* the bit first: a walk that sees the entry also sees its bit */
 			__sync_fetch_and_or(&ib->w[(bit >> 6) & (RW_INO_WORDS - 1)], 1ULL << (bit & 63));
-		bpf_map_update_elem(&watch_inodes, &w.ik, &lpm, BPF_NOEXIST);
+		bpf_map_update_elem(&watch_inodes, &ik, &lpm, BPF_NOEXIST);
 	}
 	{
 		RESERVE(struct rw_file, e, RW_OPEN);
@@ -421,9 +455,9 @@ static __noinline int file_report(struct file *fp, __u32 oflags)
 		e->pad = 0;
 		__builtin_memcpy(e->path, k->data, RW_PATH_LEN);
 		e->path2[0] = 0;
-		e->ino = w.ik.ino;
-		e->dev = w.ik.dev;
-		e->fattrs = w.done ? 0 : RW_FILE_TRUNCATED;
+		e->ino = ik.ino;
+		e->dev = ik.dev;
+		e->fattrs = w->done ? 0 : RW_FILE_TRUNCATED;
 		e->result = 0;
 		e->pad2 = 0;
 		SUBMIT(e);
