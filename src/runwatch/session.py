@@ -67,6 +67,7 @@ class SessionOptions:
     lake: str | None = None  # also write OCSF records to this Parquet lake directory (events and alerts)
     source: str = "auto"  # auto | kernel | proc
     ring_bytes: int = 1 << 24
+    detach_wait: bool = True  # close() returns once the sensor is detached (False: a child finishes it)
     track_self: bool = False  # only what this process starts from now on
     containers: tuple[str, ...] = ()  # keep only events of these container ids/names (prefixes)
     drop_containers: tuple[str, ...] = ()  # drop the events of these container ids/names (prefixes)
@@ -214,7 +215,7 @@ class Session:
         if o.rules:
             self.detection = self._detection()
         self.sources = build_sources(o.source, track_self=o.track_self, ring_bytes=o.ring_bytes,
-                                     sdk_socket=o.sdk_socket, otlp_listen=o.otlp_listen,
+                                     detach_wait=o.detach_wait, sdk_socket=o.sdk_socket, otlp_listen=o.otlp_listen,
                                      otlp_token=o.otlp_token)
         if self.policies is not None:
             from runwatch.policy.wiring import SessionPolicy

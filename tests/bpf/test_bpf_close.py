@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,57 @@ def test_enforcer_close_destroys_cgroup_links_still_attached():
         assert _new_since(before) == {}
     finally:
         cgroup.rmdir()
+
+
+def _link_ids(pid: int | str) -> set[int]:
+    """The BPF link ids process ``pid`` holds a descriptor of (from fdinfo's ``link_id``)."""
+    ids: set[int] = set()
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/fdinfo/{name}").read_text().splitlines():
+                if line.startswith("link_id:"):
+                    ids.add(int(line.split()[1]))
+    return ids
+
+
+def _holders() -> list[int]:
+    """Children of this process that the hand-off started (they read a pipe, hold links)."""
+    kids = Path(f"/proc/self/task/{os.getpid()}/children").read_text().split()
+    return [int(k) for k in kids if _link_ids(k)]
+
+
+def test_hand_off_drops_every_reference_here_and_the_holder_releases_them():
+    before = _fds()
+    obj, links, _report = loader.load()
+    mine = _link_ids("self")
+    assert len(mine) == len(links) > 20
+    other_r, other_w = os.pipe()  # a descriptor of ours the holder must not keep
+    try:
+        loader.unload(obj, links, wait=False)
+        assert links == []
+        assert _new_since(before) == {fd: t for fd, t in _fds().items() if fd in (other_r, other_w)}
+        assert _link_ids("self") & mine == set()
+        seen: set[int] = set()
+        holders = _holders()
+        for pid in holders:  # it may already have let go: then the kernel is releasing them
+            held = _link_ids(pid)
+            seen |= held
+            with contextlib.suppress(FileNotFoundError):  # gone meanwhile
+                fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+                assert os.readlink(f"/proc/self/fd/{other_r}") not in fds
+                assert fds.count("anon_inode:bpf_link") == len(held)
+                assert {t for t in fds if t != "anon_inode:bpf_link"} <= {"/dev/null"} | {
+                    t for t in fds if t.startswith("pipe:")}
+        assert seen <= mine
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            alive = {int(line.split(":")[0]) for line in subprocess.run(
+                ["bpftool", "link", "list"], capture_output=True, text=True, check=True).stdout.splitlines()
+                if line[:1].isdigit()}
+            if not alive & mine:
+                break
+            time.sleep(0.2)
+        assert alive & mine == set(), "the handed-off links are released once the holder exits"
+    finally:
+        os.close(other_r)
+        os.close(other_w)

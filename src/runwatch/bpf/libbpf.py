@@ -34,6 +34,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_program__attach_cgroup": (vp, [vp, c_int]),
     "bpf_program__fd": (c_int, [vp]),
     "bpf_link__destroy": (c_int, [vp]),
+    "bpf_link__fd": (c_int, [vp]),
     "bpf_link__pin": (c_int, [vp, ctypes.c_char_p]),
     "bpf_link__unpin": (c_int, [vp]),
     "bpf_map__fd": (c_int, [vp]),

@@ -8,12 +8,21 @@ Destroying a link of a ``tracepoint/`` program waits in the kernel for RCU grace
 (about 70 ms each here), one after the other when done in a loop. :func:`destroy_links`
 therefore destroys many links concurrently from a few threads: ctypes releases the GIL
 during each foreign call, so the waits overlap (see ``bench/RESULTS.md``).
+
+A process about to exit need not wait at all: :func:`hand_off_links` gives the links'
+descriptors, and nothing else of the process, to a short-lived child in a session of its
+own. The child's exit drops the last references, so the detach and its grace periods run
+there, after this process's own close returned.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import shutil
+import subprocess
+import sys
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +43,42 @@ def destroy_links(links: Iterable[int]) -> None:
     with ThreadPoolExecutor(max_workers=min(len(todo), MAX_DESTROY_THREADS),
                             thread_name_prefix="bpf-link-destroy") as pool:
         list(pool.map(lib().bpf_link__destroy, todo))
+
+
+def _holder() -> list[str]:
+    """A program that reads its stdin to the end, then exits (its exit closes what it inherited)."""
+    cat = shutil.which("cat")
+    return [cat] if cat else [sys.executable, "-I", "-S", "-c", "import sys; sys.stdin.buffer.read()"]
+
+
+def hand_off_links(links: Iterable[int]) -> None:
+    """Destroy libbpf links without waiting for the kernel to detach them.
+
+    A child inherits the links' descriptors (and no other descriptor of this process: not
+    its stdout, not its sockets) and holds them until this process has dropped its own
+    references (the end of a pipe it reads), then exits. The programs stay attached until
+    that exit has released them (seconds for dozens of tracepoints). Where no child can be
+    started, the links are destroyed here.
+    """
+    todo = [link for link in links if link]
+    fds = [fd for fd in (lib().bpf_link__fd(link) for link in todo) if fd >= 0]
+    read_end, write_end = os.pipe()
+    try:
+        child = subprocess.Popen(_holder(), pass_fds=fds, stdin=read_end, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
+    except OSError:
+        os.close(write_end)
+        destroy_links(todo)
+        return
+    finally:
+        os.close(read_end)
+    try:
+        for link in todo:
+            lib().bpf_link__destroy(link)  # not the last reference: returns at once
+    finally:
+        os.close(write_end)  # the child's cue: its exit releases the links
+    # reaped by a thread of its own should this process live on; it holds nothing of ours
+    threading.Thread(target=child.wait, name="bpf-link-holder", daemon=True).start()
 
 
 class BpfObject:
@@ -111,6 +156,12 @@ class BpfObject:
         mine = [link for link in links if link in self._links]
         self._links.difference_update(mine)
         destroy_links(mine)
+
+    def hand_off(self, links: Iterable[int]) -> None:
+        """Destroy links this object made without waiting for their detach (see :func:`hand_off_links`)."""
+        mine = [link for link in links if link in self._links]
+        self._links.difference_update(mine)
+        hand_off_links(mine)
 
     def close(self) -> None:
         """Destroy every link still held, then free the object with its programs and maps."""

@@ -319,6 +319,7 @@ def run(command: tuple[str, ...], db: str, events_out: str | None, lake: str | N
     counter = _Counter()
     opts = SessionOptions(db=db, events_out=events_out, lake=lake, source=source, ring_bytes=ring_bytes(ring_mb),
                           track_self=True, live=TextOutput() if verbose else None, extra_sinks=[counter],
+                          detach_wait=False,  # the command exits right after: a child finishes the detach
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
                           otlp_token=otlp_token(otlp_listen, otlp_token_file), own_cgroup=True, notice=note,
@@ -441,6 +442,7 @@ def watch(db: str, events_out: str | None, lake: str | None, source: str, ring_m
     counter = _Counter()
     opts = SessionOptions(db=db, events_out=events_out, lake=lake, source=source, ring_bytes=ring_bytes(ring_mb),
                           containers=containers, live=TextOutput() if verbose else None, extra_sinks=[counter],
+                          detach_wait=False,  # the command exits right after: a child finishes the detach
                           sdk_socket=None if no_sdk else sdk_socket, rules=rule_paths(rules, no_rules),
                           alerts_out=alerts_out, otlp_listen=otlp_listen, otlp_export=otlp_export,
                           otlp_token=otlp_token(otlp_listen, otlp_token_file), notice=note,

@@ -90,13 +90,14 @@ class Sources:
         return out + self.group.notices + self.extra_notices
 
 
-def _system(prefer: str, track_self: bool, ring_bytes: int) -> FirstAvailable:
+def _system(prefer: str, track_self: bool, ring_bytes: int, detach_wait: bool) -> FirstAvailable:
     candidates: list[Candidate] = []
     if prefer in ("auto", "kernel"):
         skip = None
         if os.geteuid() != 0 and prefer == "auto":
             skip = "not running as root (needs CAP_BPF, CAP_PERFMON)"
-        kernel = source_factory("kernel")(track_pids=[] if track_self else None, ring_bytes=ring_bytes)
+        kernel = source_factory("kernel")(track_pids=[] if track_self else None, ring_bytes=ring_bytes,
+                                          detach_wait=detach_wait)
         candidates.append(Candidate("eBPF sensor", kernel, skip))
     if prefer in ("auto", "proc"):
         proc = source_factory("proc")(root_pid=os.getpid() if track_self else None)
@@ -107,17 +108,18 @@ def _system(prefer: str, track_self: bool, ring_bytes: int) -> FirstAvailable:
 
 
 def build_sources(prefer: str = "auto", *, track_self: bool = False, ring_bytes: int = 1 << 24,
-                  sdk_socket: str | None = None, otlp_listen: tuple[str, int] | None = None,
+                  detach_wait: bool = True, sdk_socket: str | None = None, otlp_listen: tuple[str, int] | None = None,
                   otlp_token: str | None = None) -> Sources:
     """Build (not start) the session's source group.
 
     ``prefer`` is auto, kernel or proc. ``track_self``: report only processes this process
-    starts from now on (runwatch run). ``sdk_socket``: also collect agent-SDK events on this
+    starts from now on (runwatch run). ``detach_wait``: stopping returns once the kernel
+    sensor is detached (False: for a process about to exit). ``sdk_socket``: also collect agent-SDK events on this
     unix socket; ``otlp_listen``: also receive OTLP/HTTP GenAI spans on (host, port) (host
     ``unix:PATH``: on that unix socket), requiring
     bearer token ``otlp_token`` when given (ValueError for a non-loopback host without one).
     """
-    system = _system(prefer, track_self, ring_bytes)
+    system = _system(prefer, track_self, ring_bytes, detach_wait)
     group = MultiSource()
     group.add(system)
     sources = Sources(group, system)

@@ -200,8 +200,17 @@ def load(opts: LoadOptions | None = None, path: Path | None = None) -> tuple[Bpf
     return obj, links, report
 
 
-def unload(obj: BpfObject, links: list[int]) -> None:
-    """Detach every link (concurrently), then free the object. Safe to call once per load()."""
-    obj.destroy(links)
+def unload(obj: BpfObject, links: list[int], wait: bool = True) -> None:
+    """Detach every link, then free the object. Safe to call once per load().
+
+    ``wait``: return once every program is detached (concurrently, see
+    :func:`runwatch.bpf.object.destroy_links`); else hand the links to a child that detaches
+    them after this returns (:func:`runwatch.bpf.object.hand_off_links`), for a process
+    that is about to exit.
+    """
+    if wait:
+        obj.destroy(links)
+    else:
+        obj.hand_off(links)
     links.clear()
     obj.close()

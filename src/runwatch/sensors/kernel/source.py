@@ -20,6 +20,8 @@ class KernelSource:
 
     ``track_pids``: if given (even empty), only those processes and their descendants are
     reported (the kernel follows forks); more can be added with :meth:`track` after start.
+    ``detach_wait``: :meth:`stop` returns once the programs are detached; False for a process
+    that exits right after (the detach then finishes in a child, see :func:`loader.unload`).
     Thread safety: ``poll`` from one thread; ``stats``, ``drops_by_cpu``, ``ring_usage`` and ``track`` may be
     called from another.
     """
@@ -35,8 +37,10 @@ class KernelSource:
         wakeup_bytes: int = 1 << 20,
         disabled: tuple[str, ...] = (),
         env_names: tuple[str, ...] = envnames.DEFAULT,
+        detach_wait: bool = True,
     ) -> None:
         self._track = track_pids
+        self._detach_wait = detach_wait
         self._env_names = env_names
         self._watches = watches if watches is not None else watchlist.default_watches()
         self._opts = loader.LoadOptions(filter_tracked=track_pids is not None, ring_bytes=ring_bytes,
@@ -157,7 +161,7 @@ class KernelSource:
             self._reader.close()
             self._reader = None
         if self._obj is not None:
-            loader.unload(self._obj, self._links)
+            loader.unload(self._obj, self._links, wait=self._detach_wait)
             self._obj = None
 
 
