@@ -75,6 +75,7 @@ SPEC = ObjectSpec(
         MapDecl("watch_ino_bits", "array", 4, ctypes.sizeof(L.RwInoBits), 1),
         MapDecl("canon", "percpu_array", 4, 4 * L.PATH_LEN, 1),
         MapDecl("walks", "percpu_array", 4, 5 * 8 + 8 * 4 + L.NAME_KEY + 16, 1),  # struct canon_walk
+        MapDecl("dir_walks", "percpu_array", 4, (3 + L.CWD_DEPTH) * 8 + 4 * 4, 1),  # struct dir_walk
         MapDecl("exec_names", "lru_hash", 4, 8, 4096),
         MapDecl("sent_to", "lru_hash", 32, 1, 16384),
         MapDecl("sends", "lru_hash", 4, 36, 8192),

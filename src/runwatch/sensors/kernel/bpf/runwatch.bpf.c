@@ -749,64 +749,137 @@ static __always_inline struct file *file_of_fd(int fd)
 	return f;
 }
 
+/* State of a directory's path walk (dir_path), one bpf_loop step per component: kept in a
+ * per-CPU map, so the verifier checks each step once, not once per state it can reach. */
+struct dir_walk {
+	__u64 d;     /* struct dentry */
+	__u64 m;     /* struct mount */
+	__u64 root;  /* the task's root dentry */
+	__u64 parts[RW_CWD_DEPTH];
+	__u32 n;     /* parts found, deepest first */
+	__u32 done;  /* reached the root */
+	__u32 off;   /* bytes written */
+	__u32 fail;  /* a name did not fit */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dir_walk);
+} dir_walks SEC(".maps");
+
+/* Where dir_write writes (the caller's buffer, a map value). */
+struct dir_out {
+	char *buf;
+};
+
+static __always_inline struct dir_walk *dir_state(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&dir_walks, &zero);
+}
+
+/* One step up: a component into parts, or across a mount. Returns 1 to stop. */
+static long dir_up(__u32 i, void *unused)
+{
+	struct dir_walk *w = dir_state();
+	struct dentry *d, *parent, *mnt_root;
+	struct mount *m;
+
+	if (!w)
+		return 1;
+	if (w->d == w->root) {
+		w->done = 1;
+		return 1;
+	}
+	d = (struct dentry *)w->d;
+	m = (struct mount *)w->m;
+	mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
+	if (d == mnt_root) {
+		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+
+		if (mp == m) {
+			w->done = 1;
+			return 1;
+		}
+		w->d = (__u64)BPF_CORE_READ(m, mnt_mountpoint);
+		w->m = (__u64)mp;
+		return 0;
+	}
+	parent = BPF_CORE_READ(d, d_parent);
+	if (parent == d) {
+		w->done = 1;
+		return 1;
+	}
+	if (w->n >= RW_CWD_DEPTH)
+		return 1;
+	w->parts[w->n] = w->d;
+	w->n++;
+	w->d = (__u64)parent;
+	return 0;
+}
+
+/* Step i writes "/name" of the i-th component from the top. Returns 1 to stop. */
+static long dir_write(__u32 i, void *arg)
+{
+	struct dir_walk *w = dir_state();
+	char *buf = ((struct dir_out *)arg)->buf;
+	struct dentry *part;
+	__u32 j, off;
+	long len;
+
+	if (!w || i >= w->n)
+		return 1;
+	j = w->n - 1 - i;
+	if (j >= RW_CWD_DEPTH)
+		return 1;
+	part = (struct dentry *)w->parts[j];
+	off = w->off;
+	buf[off & PATH_MASK] = '/';
+	off++;
+	len = bpf_probe_read_kernel_str(&buf[off & PATH_MASK], RW_NAME_LEN, BPF_CORE_READ(part, d_name.name));
+	if (len <= 1 || len >= RW_NAME_LEN) {
+		w->fail = 1;
+		return 1;
+	}
+	off += len - 1;
+	if (off >= RW_PATH_LEN - 1) {
+		w->fail = 1;
+		return 1;
+	}
+	w->off = off;
+	return 0;
+}
+
 /* Writes the absolute path (as the task sees it: stops at its root, so a container's
- * view) of directory d on mount vm into buf, with a trailing '/'. Returns its length,
- * or -1 if it is too deep or too long to resolve here. */
+ * view) of directory d on mount vm into buf (a map value of at least RW_PATH_LEN * 2
+ * bytes), with a trailing '/'. Returns its length, or -1 if it is too deep or too long to
+ * resolve here. */
 static __always_inline long dir_path(char *buf, struct dentry *d, struct vfsmount *vm)
 {
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	struct dentry *root = BPF_CORE_READ(t, fs, root.dentry);
-	struct mount *m = container_of(vm, struct mount, mnt);
-	struct dentry *parts[RW_CWD_DEPTH];
-	__u32 n = 0, off = 0;
-	bool done = false;
+	struct dir_walk *w = dir_state();
+	struct dir_out out = { .buf = buf };
+	__u32 off;
 
-	for (int i = 0; i < RW_CWD_DEPTH + 4; i++) {
-		struct dentry *mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
-		struct dentry *parent;
-
-		if (d == root) {
-			done = true;
-			break;
-		}
-		if (d == mnt_root) {
-			struct mount *mp = BPF_CORE_READ(m, mnt_parent);
-
-			if (mp == m) {
-				done = true;
-				break;
-			}
-			d = BPF_CORE_READ(m, mnt_mountpoint);
-			m = mp;
-			continue;
-		}
-		parent = BPF_CORE_READ(d, d_parent);
-		if (parent == d) {
-			done = true;
-			break;
-		}
-		if (n >= RW_CWD_DEPTH)
-			break;
-		parts[n] = d;
-		n++;
-		d = parent;
-	}
-	if (!done)
+	if (!w)
 		return -1;
-	for (int j = RW_CWD_DEPTH - 1; j >= 0; j--) {
-		long w;
-
-		if (j >= n)
-			continue;
-		buf[off & PATH_MASK] = '/';
-		off++;
-		w = bpf_probe_read_kernel_str(&buf[off & PATH_MASK], RW_NAME_LEN, BPF_CORE_READ(parts[j], d_name.name));
-		if (w <= 1 || w >= RW_NAME_LEN)
-			return -1;
-		off += w - 1;
-		if (off >= RW_PATH_LEN - 1)
-			return -1;
-	}
+	w->root = (__u64)BPF_CORE_READ(t, fs, root.dentry);
+	w->m = (__u64)container_of(vm, struct mount, mnt);
+	w->d = (__u64)d;
+	w->n = 0;
+	w->done = 0;
+	w->off = 0;
+	w->fail = 0;
+	bpf_loop(RW_CWD_DEPTH + 4, dir_up, NULL, 0);
+	if (!w->done)
+		return -1;
+	bpf_loop(RW_CWD_DEPTH, dir_write, &out, 0);
+	if (w->fail)
+		return -1;
+	off = w->off;
 	buf[off & PATH_MASK] = '/';
 	return off + 1;
 }
