@@ -132,16 +132,34 @@ class Pipeline:
             if released:
                 self._push(released, i + 1)
 
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to drain and return, waking the source's wait if it can be woken."""
+        self.stop.set()
+        wake = getattr(self.source, "wake", None)
+        if callable(wake):
+            wake()
+
     def drain(self, quiet_rounds: int = 3, max_s: float = 5.0) -> None:
-        """Poll until the source yields nothing ``quiet_rounds`` times in a row (or max_s),
-        then flush the holding stages."""
+        """Poll until the source holds nothing more, then flush the holding stages.
+
+        A source with a watermark (``pending()``: the kernel ring and the SDK socket empty)
+        is drained until it says so after an empty poll; one that cannot tell, until it
+        yields nothing ``quiet_rounds`` times in a row. Never longer than ``max_s``.
+        """
+        pending = getattr(self.source, "pending", None)
         quiet, deadline = 0, time.monotonic() + max_s
         while quiet < quiet_rounds and time.monotonic() < deadline and self.failure is None:
-            batch = self._poll(0.02)
+            known = pending() if callable(pending) else None
+            batch = self._poll(0.0 if known is not None else 0.02)
             if batch is None:
                 break
-            quiet = 0 if batch else quiet + 1
-            self._push(batch)
+            if batch:
+                quiet = 0
+                self._push(batch)
+            elif known is False:
+                break
+            else:
+                quiet += 1
         self.flush_stages()
 
     def run(self) -> None:

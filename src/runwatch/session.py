@@ -205,6 +205,20 @@ class Session:
     def _build(self) -> None:
         """Rules, policies, outputs and sources, all unstarted (located load errors raise here)."""
         o = self.opts
+        self.sources = build_sources(o.source, track_self=o.track_self, ring_bytes=o.ring_bytes,
+                                     detach_wait=o.detach_wait, sdk_socket=o.sdk_socket, otlp_listen=o.otlp_listen,
+                                     otlp_token=o.otlp_token)
+        # the sensor's programs verify in the kernel meanwhile (released by close, or below)
+        self.sources.prepare()
+        try:
+            self._build_rest()
+        except BaseException:
+            self.sources.stop()
+            raise
+
+    def _build_rest(self) -> None:
+        o = self.opts
+        assert self.sources is not None
         if o.policy_paths:
             from runwatch.policy.loader import load_policies
 
@@ -214,9 +228,6 @@ class Session:
             self.enrichment.workload.governance_of = self.policies.governance_of
         if o.rules:
             self.detection = self._detection()
-        self.sources = build_sources(o.source, track_self=o.track_self, ring_bytes=o.ring_bytes,
-                                     detach_wait=o.detach_wait, sdk_socket=o.sdk_socket, otlp_listen=o.otlp_listen,
-                                     otlp_token=o.otlp_token)
         if self.policies is not None:
             from runwatch.policy.wiring import SessionPolicy
 
@@ -287,6 +298,7 @@ class Session:
         if cleaned:
             self._say(cleaned)
         try:
+            self._stops.append(("sensor load", self._stop_sources))  # prepared in _build
             self._step("outputs", self._open_outputs, self._close_outputs)
             if self.metrics is not None:
                 self._step("metrics", self._start_metrics, self._stop_metrics)
@@ -474,7 +486,7 @@ class Session:
         """Stop consuming and drain; hand on throttle summaries; record the run on the open store."""
         errors: list[str] = []
         if self.pipeline is not None and self._thread is not None:
-            self.pipeline.stop.set()
+            self.pipeline.request_stop()
             self._thread.join(timeout=30)
             errors.extend(self.pipeline.errors)
         if self.store is not None:

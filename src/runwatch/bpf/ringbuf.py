@@ -12,7 +12,9 @@ explicit barriers; the loader refuses to run this reader there.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
+import os
 import platform
 import select
 import struct
@@ -45,12 +47,21 @@ class RingReader:
         self._data = self._view[page:]
         self._ep = select.epoll()
         self._ep.register(map_fd, select.EPOLLIN)
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # wake(): another thread ends a wait
+        self._ep.register(self._wake, select.EPOLLIN)
         self.records = 0
         self.discarded = 0
 
     def wait(self, timeout: float) -> None:
-        """Sleep until the kernel forces a wake-up or ``timeout`` seconds pass."""
-        self._ep.poll(timeout)
+        """Sleep until the kernel forces a wake-up, :meth:`wake` is called or ``timeout`` seconds pass."""
+        for fd, _ in self._ep.poll(timeout):
+            if fd == self._wake:
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(self._wake)
+
+    def wake(self) -> None:
+        """End the consumer's current (or next) :meth:`wait` now; callable from any thread."""
+        os.eventfd_write(self._wake, 1)
 
     def pending_bytes(self) -> int:
         """Bytes queued and not yet consumed."""
@@ -103,6 +114,7 @@ class RingReader:
     def close(self) -> None:
         """Unmap and stop polling."""
         self._ep.close()
+        os.close(self._wake)
         self._data.release()
         self._view.release()
         self._prod.close()

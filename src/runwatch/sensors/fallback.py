@@ -47,6 +47,15 @@ class FirstAvailable:
             return self.chosen.name
         return "|".join(c.label for c in self.candidates)
 
+    def prepare(self) -> None:
+        """Let the first candidate not skipped begin its slow part of start (if it has one)."""
+        for cand in self.candidates:
+            if cand.skip is None:
+                prepare = getattr(cand.source, "prepare", None)
+                if callable(prepare):
+                    prepare()
+                return
+
     def start(self) -> None:
         """Start the first candidate that can; see the module docstring."""
         for cand in self.candidates:
@@ -65,14 +74,27 @@ class FirstAvailable:
             raise NoSourceError("; ".join(self.reasons))
         raise NoSourceError("no event source can run here: " + "; ".join(self.reasons))
 
+    def pending(self) -> bool | None:
+        """The chosen source's watermark (None: it cannot tell, or nothing was chosen)."""
+        pending = getattr(self.chosen, "pending", None)
+        return pending() if callable(pending) else None
+
+    def wake(self) -> None:
+        """Wake the chosen source's poll, if it can be woken."""
+        wake = getattr(self.chosen, "wake", None)
+        if callable(wake):
+            wake()
+
     def poll(self, timeout: float) -> list[Event] | None:
         """The chosen source's batch (None before start)."""
         return self.chosen.poll(timeout) if self.chosen is not None else None
 
     def stop(self) -> None:
-        """Stop the chosen source; idempotent."""
-        if self.chosen is not None:
-            self.chosen.stop()
+        """Stop the chosen source, and every candidate passed over (one prepared releases what
+        it loaded); idempotent."""
+        for cand in self.candidates:
+            if cand.skip is None:
+                cand.source.stop()
 
     def stats(self) -> dict[str, int]:
         """The chosen source's counters."""

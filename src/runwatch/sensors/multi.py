@@ -104,6 +104,23 @@ class MultiSource:
             elif batch:
                 out.extend(batch)
 
+    def pending(self) -> bool | None:
+        """Whether a running member holds input not yet polled; None when one cannot tell."""
+        answers = []
+        for src in self._active:
+            pending = getattr(src, "pending", None)
+            if not callable(pending):
+                return None
+            answers.append(pending())
+        return None if None in answers else any(answers)
+
+    def wake(self) -> None:
+        """End the current poll's wait now (members that can be woken; from another thread)."""
+        for src in list(self._active):
+            wake = getattr(src, "wake", None)
+            if callable(wake):
+                wake()
+
     def poll(self, timeout: float) -> list[Event] | None:
         """Merged batch (possibly empty); None once every member has ended."""
         if not self._active:

@@ -32,13 +32,21 @@ class Sources:
     otlp_addr: tuple[str, int] | None = None
     extra_notices: list[str] = field(default_factory=list)
 
+    def prepare(self) -> None:
+        """Begin the system source's load in the background (see KernelSource.prepare)."""
+        self.system.prepare()
+
     def start(self) -> None:
         """Start every member in declared order (NoSourceError if no system source runs)."""
         self.group.start()
 
     def stop(self) -> None:
-        """Stop every started member, in reverse."""
-        self.group.stop()
+        """Stop every started member, in reverse; then the system source even if it never
+        started (a prepared load is released)."""
+        try:
+            self.group.stop()
+        finally:
+            self.system.stop()
 
     def _running(self, name: str) -> bool:
         return any(s.name == name for s in self.group.running)

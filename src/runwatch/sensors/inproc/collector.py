@@ -310,6 +310,16 @@ class SdkCollector:
 
     # -- reading ------------------------------------------------------------------------------
 
+    def pending(self) -> bool:
+        """Whether a datagram is queued on the socket (the drain's watermark)."""
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            return bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
+
     def poll(self, timeout: float) -> list[Event] | None:
         """Wait up to ``timeout`` s for datagrams, then decode what is queued (at most ``max_batch``)."""
         sock = self._sock

@@ -152,12 +152,12 @@ def _try_load(path: Path, opts: LoadOptions, enabled: set[str]) -> tuple[BpfObje
     return obj, ""
 
 
-def load(opts: LoadOptions | None = None, path: Path | None = None) -> tuple[BpfObject, list[int], LoadReport]:
-    """Load and attach every program the kernel accepts.
+def load_programs(opts: LoadOptions | None = None, path: Path | None = None) -> tuple[BpfObject, set[str], LoadReport]:
+    """Load (verify) every program the kernel accepts, attaching none.
 
-    Returns the loaded object, the attach links (the object owns them: :func:`unload` or
-    ``BpfObject.close`` destroys them) and the report. Raises LibbpfError only if no
-    program at all can be loaded.
+    Returns the object, the names loaded and the report so far (refusals). Mostly kernel
+    time, with the GIL released: another thread may go on meanwhile. Raises LibbpfError
+    only if no program at all can be loaded.
     """
     opts = opts or LoadOptions()
     path = path or object_path()
@@ -186,6 +186,14 @@ def load(opts: LoadOptions | None = None, path: Path | None = None) -> tuple[Bpf
         obj, err = _try_load(path, opts, enabled)
         if obj is None:
             raise LibbpfError(1, f"loading the accepted programs together failed: {err}")
+    return obj, enabled, report
+
+
+def attach_programs(obj: BpfObject, enabled: set[str], report: LoadReport) -> list[int]:
+    """Attach the loaded programs; returns the links (the object owns them) and fills the report.
+
+    Raises LibbpfError (and closes the object) if none attaches.
+    """
     links: list[int] = []
     specs = {p.name: p for p in PROGRAMS}
     for name in sorted(enabled):
@@ -198,7 +206,19 @@ def load(opts: LoadOptions | None = None, path: Path | None = None) -> tuple[Bpf
     if not links:
         obj.close()
         raise LibbpfError(1, "no sensor program could be attached: " + "; ".join(report.refused.values()))
-    return obj, links, report
+    return links
+
+
+def load(opts: LoadOptions | None = None, path: Path | None = None) -> tuple[BpfObject, list[int], LoadReport]:
+    """Load and attach every program the kernel accepts (:func:`load_programs`, then
+    :func:`attach_programs`).
+
+    Returns the loaded object, the attach links (the object owns them: :func:`unload` or
+    ``BpfObject.close`` destroys them) and the report. Raises LibbpfError only if no
+    program at all can be loaded or attached.
+    """
+    obj, enabled, report = load_programs(opts, path)
+    return obj, attach_programs(obj, enabled, report), report
 
 
 def unload(obj: BpfObject, links: list[int], wait: bool = True) -> None:

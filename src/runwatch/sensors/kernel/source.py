@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from runwatch.bpf.libbpf import check_rc, lib, possible_cpus
 from runwatch.bpf.object import BpfObject
@@ -46,6 +48,7 @@ class KernelSource:
         self._opts = loader.LoadOptions(filter_tracked=track_pids is not None, ring_bytes=ring_bytes,
                                         wakeup_bytes=wakeup_bytes, disabled=disabled)
         self._obj: BpfObject | None = None
+        self._loading: Future[tuple[BpfObject, set[str], loader.LoadReport]] | None = None
         self._links: list[int] = []
         self._reader: RingReader | None = None
         self._decoder = Decoder()
@@ -55,9 +58,24 @@ class KernelSource:
         self.decode_errors = 0
         self.events = 0
 
+    def prepare(self) -> None:
+        """Begin loading the programs on a thread of their own (the kernel's verification:
+        the caller goes on meanwhile); :meth:`start` waits for it, then attaches."""
+        if self._loading is None and self._obj is None:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bpf-load")
+            self._loading = pool.submit(loader.load_programs, self._opts)
+            pool.shutdown(wait=False)
+
+    def _loaded(self) -> tuple[BpfObject, set[str], loader.LoadReport]:
+        loading, self._loading = self._loading, None
+        return loading.result() if loading is not None else loader.load_programs(self._opts)
+
     def start(self) -> None:
-        """Load and attach; raises LibbpfError (with the reason) if nothing can run."""
-        self._obj, self._links, self.report = loader.load(self._opts)
+        """Load (unless :meth:`prepare` did) and attach; raises LibbpfError (with the reason)
+        if nothing can run."""
+        obj, enabled, self.report = self._loaded()
+        self._links = loader.attach_programs(obj, enabled, self.report)
+        self._obj = obj
         try:
             # inodes before prefixes: the kernel adds hard-linked inodes (and their bits) only
             # once a prefix matches, so nothing it sets is overwritten here
@@ -102,8 +120,17 @@ class KernelSource:
         self._names.observe(e)
         return e
 
+    def pending(self) -> bool:
+        """Whether the ring holds records not yet consumed (the drain's watermark)."""
+        return self._reader is not None and self._reader.pending_bytes() > 0
+
+    def wake(self) -> None:
+        """End a :meth:`poll`'s wait now (from another thread)."""
+        if self._reader is not None:
+            self._reader.wake()
+
     def poll(self, timeout: float) -> list[Event] | None:
-        """Wait up to ``timeout`` s (less if the kernel forces a wake-up), then drain."""
+        """Wait up to ``timeout`` s (less if the kernel forces a wake-up or :meth:`wake`), then drain."""
         if self._reader is None:
             return None
         if self._reader.pending_bytes() == 0:
@@ -156,7 +183,10 @@ class KernelSource:
         }
 
     def stop(self) -> None:
-        """Detach everything and free kernel objects; idempotent."""
+        """Detach everything and free kernel objects (a load still under way too); idempotent."""
+        if self._loading is not None:
+            with contextlib.suppress(Exception):  # a load that failed took nothing
+                self._loaded()[0].close()
         if self._reader is not None:
             self._reader.close()
             self._reader = None
