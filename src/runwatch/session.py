@@ -376,7 +376,9 @@ class Session:
 
             # OTLP spans arrive only after they end (plus the exporter's batch delay).
             hold = self.opts.join_hold_ms or (6000.0 if self.sources.otlp_endpoint else 200.0)
-            self.join = ToolCallJoin(hold_ms=hold)
+            # only the events of processes that send AI events (and their kin) wait; with OTLP
+            # every event does, since a process's first spans come only after they end
+            self.join = ToolCallJoin(hold_ms=hold, hold_unknown=self.sources.otlp_endpoint is not None)
             stages.append(self.join)
             if self.sources.sdk_socket:
                 from runwatch.enrich.corroborate import Corroboration

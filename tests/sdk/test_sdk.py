@@ -229,3 +229,26 @@ def test_forked_child_reports_its_own_pid(collector: SdkCollector) -> None:
     assert parent.ai is not None and parent.ai.model == "parent"
     assert child.ai is not None and child.ai.model == "child"
     assert child.pid == child.vpid == int(res.stdout) != parent.pid
+
+
+def test_the_first_message_is_queued_before_submit_returns(tmp_path):  # type: ignore[no-untyped-def]
+    """The process's first message goes out from the caller (the join waits for the process's
+    kernel events from it on); later ones go through the flusher, batched."""
+    import socket as _socket
+
+    from runwatch.sdk.transport import Transport
+
+    path = tmp_path / "first.sock"
+    rx = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    rx.bind(str(path))
+    try:
+        t = Transport(str(path), batch_delay_s=5.0)  # a flusher that would wait 5 s first
+        t.submit(("hello", 17, 23, "", None))
+        line = rx.recv(65536, _socket.MSG_DONTWAIT)
+        assert line.startswith(b'{"v":') and b'"k":"hello","m":17,' in line and b'"tid":23,' in line
+        t.submit(("tool.start", 19, 23, ',"sid":3', None))
+        with pytest.raises(BlockingIOError):
+            rx.recv(65536, _socket.MSG_DONTWAIT)  # the second waits for the flusher's batch
+        assert t.stats()["sent"] == 1 and t.stats()["buffered"] == 1
+    finally:
+        rx.close()

@@ -8,6 +8,7 @@ threads, child processes, the command's run cgroup, and every BPF program the se
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from runwatch.session import Session, SessionOptions
+from runwatch.testing.pytest_plugin import turns
 
 BPFTOOL = "bpftool"
 
@@ -112,6 +114,14 @@ def test_close_leaves_nothing_behind(tmp_path: Path, combo: tuple[str, bool, boo
         pfile.write_text("id: close-23\nselector: {process: ['*']}\nmode: enforce\n"
                          "egress:\n  allow: ['127.0.0.23:9']\nexec:\n  deny: ['/usr/bin/nc*']\n")
         opts.policy_paths = (str(pfile),)
+    with contextlib.ExitStack() as stack:
+        if policy and not sdk:  # the decide socket's default path: one such session on the machine at a time
+            stack.enter_context(turns("/run/runwatch-tests-default-decide.lock"))
+        _close_leaves_nothing_behind(tmp_path, sock_dir, system, sdk, otlp, policy, opts)
+
+
+def _close_leaves_nothing_behind(tmp_path: Path, sock_dir: Path, system: str, sdk: bool, otlp: bool, policy: bool,
+                                 opts: SessionOptions) -> None:
     before = held()
     # programs this worker already holds (the live sensor shared by earlier tests) are not the session's
     held_before = our_programs()

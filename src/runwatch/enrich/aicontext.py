@@ -51,6 +51,13 @@ applied to were released is counted as ``late_sdk``. Call :meth:`ToolCallJoin.fl
 end of a run, and call the stage with an empty batch now and then so held events leave on
 time when nothing else arrives.
 
+With ``hold_unknown=False`` only the events the join may change wait: those of a process
+that has sent an AI event, of a process a call names as its server, of a descendant the join
+attributes, and of a child forked while its parent's events were held. Every other kernel
+event leaves at once, unchanged: a workload that sends nothing waits for nothing. (OTLP
+spans arrive only after they end, so a process's first spans cannot be waited for this
+way: with the OTLP receiver on, the session holds every event.)
+
 Memory is bounded: ``max_processes`` instrumented processes, ``max_calls`` tracked calls,
 ``max_lineage`` attributed descendants, ``max_held`` held events; evictions are counted.
 Not thread safe: the pipeline's consumer thread owns it.
@@ -124,8 +131,10 @@ class ToolCallJoin:
 
     def __init__(self, hold_ms: float = 200.0, *, keep_closed_s: float = 5.0, max_processes: int = 4096,
                  max_calls: int = 65536, max_lineage: int = 65536, max_held: int = 1 << 20,
-                 activity_kinds: frozenset[str] = ACTIVITY_KINDS, clock: Callable[[], int] = time.time_ns) -> None:
+                 activity_kinds: frozenset[str] = ACTIVITY_KINDS, clock: Callable[[], int] = time.time_ns,
+                 hold_unknown: bool = True) -> None:
         self.hold_ns = int(hold_ms * 1e6)
+        self.hold_unknown = hold_unknown
         self.keep_closed_ns = int(keep_closed_s * 1e9)
         self.max_processes, self.max_calls = max_processes, max_calls
         self.max_lineage, self.max_held = max_lineage, max_held
@@ -137,6 +146,7 @@ class ToolCallJoin:
         self._served: dict[tuple[int, int], list[_Call]] = {}  # (pidns, vpid) of a serving process -> its calls
         self._served_kin: OrderedDict[int, tuple[int, int]] = OrderedDict()  # host pid -> serving ancestor's key
         self._held: list[tuple[int, int, Event]] = []
+        self._followed: OrderedDict[int, None] = OrderedDict()  # host pids whose events wait (hold_unknown off)
         self._seq = itertools.count()
         self._watermark = 0
         self._last_prune = 0
@@ -145,21 +155,27 @@ class ToolCallJoin:
         self.counters: dict[str, int] = {
             "attributed": 0, "unattested": 0, "late_sdk": 0, "thread_unknown": 0, "ambiguous": 0,
             "evicted_processes": 0, "evicted_calls": 0, "evicted_lineage": 0, "forced_releases": 0,
-            "orphan_ends": 0, "reused_keys": 0,
+            "orphan_ends": 0, "reused_keys": 0, "passed": 0,
         }
 
     # -- the stage ----------------------------------------------------------------------------
 
     def __call__(self, batch: list[Event]) -> list[Event]:
         out: list[Event] = []
-        for e in batch:
+        for e in batch:  # the AI events first: they decide which kernel events of the batch wait
             if e.source in AI_SOURCES:
                 self._apply_sdk(e)
                 if e.role is None:
                     e.role = AGENT
                 out.append(e)
-            else:
+        for e in batch:
+            if e.source in AI_SOURCES:
+                continue
+            if self.hold_unknown or self._concerns(e):
                 heapq.heappush(self._held, (e.time, next(self._seq), e))
+            else:
+                self.counters["passed"] += 1
+                out.append(e)
         cutoff = self.clock() - self.hold_ns
         self._release(cutoff, out)
         while len(self._held) > self.max_held:
@@ -193,6 +209,22 @@ class ToolCallJoin:
             self._prune(cutoff)
             self._last_prune = cutoff
 
+    def _follow(self, pid: int) -> None:
+        self._followed[pid] = None
+        self._followed.move_to_end(pid)
+        while len(self._followed) > self.max_lineage:
+            self._followed.popitem(last=False)
+
+    def _concerns(self, e: Event) -> bool:
+        """Whether the join may change ``e`` (hold_unknown off): see the module docstring.
+        A fork it holds makes the child's events wait too."""
+        pid = e.pid
+        mine = (pid in self._followed or pid in self._lineage or pid in self._served_kin
+                or (bool(self._served) and (e.pidns, e.vpid) in self._served))
+        if mine and e.kind == "process.fork" and e.child_pid:
+            self._follow(e.child_pid)
+        return mine
+
     # -- SDK side -----------------------------------------------------------------------------
 
     def _agent(self, key: AgentKey, t: int) -> _Agent:
@@ -218,6 +250,8 @@ class ToolCallJoin:
             self._drop_agent_calls(key, self._agents.pop(key))
             self.counters["reused_keys"] += 1
         agent = self._agent(key, e.time)
+        if e.pid and not self.hold_unknown:
+            self._follow(e.pid)
         if e.time <= self._watermark:
             self.counters["late_sdk"] += 1
         ai = e.ai
@@ -411,6 +445,7 @@ class ToolCallJoin:
                     self.counters["evicted_lineage"] += 1
         elif e.kind == "process.exit":
             self._lineage.pop(e.pid, None)
+            self._followed.pop(e.pid, None)
             if agent is not None and e.vpid is not None:
                 agent.exited = t
         return e

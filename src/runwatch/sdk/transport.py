@@ -11,6 +11,10 @@ Contract:
   no collector is listening.
 * After ``fork()`` the child starts with an empty buffer, no thread and zeroed counters
   (messages buffered by the parent are the parent's to send).
+* A process's first message is sent from the caller's thread (non-blocking; a full queue or
+  no collector leaves it to the flusher), so it is in the collector's queue before anything
+  the caller does next: the tool-call join starts waiting for the process's kernel events
+  from that message on, and needs it before those events.
 * At interpreter exit what is buffered is sent for at most :attr:`Transport.exit_flush_s`.
 
 Thread safety: ``submit`` and ``stats`` from any thread; the flusher is the only sender.
@@ -102,6 +106,7 @@ class Transport:
         with self._lock:
             if self._thread is not None:
                 return
+            self._send_first()
             thread = threading.Thread(target=self._run, name="runwatch-sdk-flusher", daemon=True)
             thread.start()
             self._thread = thread
@@ -145,6 +150,22 @@ class Transport:
         except Exception:
             self.counters["errors"] += 1
 
+    def _send_first(self) -> None:
+        """Send the oldest buffered message now, without blocking (no flusher runs yet)."""
+        try:
+            sock = self._connect()
+            if sock is None or not self._buf:
+                return
+            line = self._line(self._buf[0])
+            if len(line) > MAX_DATAGRAM:
+                return  # the flusher drops it, counted
+            sock.send(line)
+        except OSError:
+            return  # still buffered: the flusher retries, or counts why it could not
+        self._buf.popleft()
+        self.counters["sent"] += 1
+        self.counters["datagrams"] += 1
+
     # -- flusher side -----------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -177,17 +198,20 @@ class Transport:
         self._sock = sock
         return sock
 
+    def _line(self, msg: Item) -> bytes:
+        """One message as its JSON line."""
+        kind, mono, tid, frag, extra = msg
+        head = f'{{"v":{WIRE_VERSION},"k":"{kind}","m":{mono},"pid":{self.pid},"tid":{tid},"ns":{self.ns}{frag}'
+        tail = "," + _dumps(extra)[1:] if extra else "}"
+        return (head + tail + "\n").encode()
+
     def _take_datagram(self) -> tuple[bytes, int]:
         """Pop messages off the buffer into one datagram; returns (payload, message count)."""
         parts: list[bytes] = []
         size = 0
         buf = self._buf
-        pid, ns = self.pid, self.ns
         while buf:
-            kind, mono, tid, frag, extra = buf[0]
-            head = f'{{"v":{WIRE_VERSION},"k":"{kind}","m":{mono},"pid":{pid},"tid":{tid},"ns":{ns}{frag}'
-            tail = "," + _dumps(extra)[1:] if extra else "}"
-            line = (head + tail + "\n").encode()
+            line = self._line(buf[0])
             if len(line) > MAX_DATAGRAM:
                 buf.popleft()
                 self.counters["dropped_oversize"] += 1

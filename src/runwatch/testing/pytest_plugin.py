@@ -14,6 +14,7 @@ Register from a conftest with ``pytest_plugins = ["runwatch.testing.pytest_plugi
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
@@ -53,18 +54,25 @@ def _tracepoint_pins() -> Iterator[None]:
 PIN_LOCK = "/run/runwatch-tests-pins.lock"
 
 
-@pytest.fixture
-def pin_adoption() -> Iterator[None]:
-    """Held by a test that SIGKILLs an enforcer and then adopts what it pinned: a runwatch that
-    starts adopts every dead owner's pins on the machine, so two such tests on different workers
-    would adopt each other's. The lock makes them take turns (other tests are unaffected)."""
-    os.makedirs(os.path.dirname(PIN_LOCK), exist_ok=True)
-    with open(PIN_LOCK, "a") as f:
+@contextlib.contextmanager
+def turns(lock: str) -> Iterator[None]:
+    """Hold the machine-wide lock file ``lock``: tests (on any worker) that hold the same one take turns."""
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    with open(lock, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def pin_adoption() -> Iterator[None]:
+    """Held by a test that SIGKILLs an enforcer and then adopts what it pinned: a runwatch that
+    starts adopts every dead owner's pins on the machine, so two such tests on different workers
+    would adopt each other's. The lock makes them take turns (other tests are unaffected)."""
+    with turns(PIN_LOCK):
+        yield
 
 
 @pytest.fixture(scope="session")
