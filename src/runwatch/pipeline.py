@@ -51,7 +51,7 @@ class Pipeline:
     """
 
     def __init__(self, source: Source, stages: Sequence[Stage], sinks: Sequence[Sink],
-                 poll_interval: float = 0.05) -> None:
+                 poll_interval: float = 0.01) -> None:
         self.source = source
         self.stages = list(stages)
         self.sinks = list(sinks)
