@@ -7,7 +7,6 @@ alerts (spooled to disk while NATS is away). ``runwatch worker --nats URL`` cons
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -185,6 +184,8 @@ def worker(url: str, durable: str, partitions: int, db: str, sink: str, out: str
         opts.worker_id = worker_id
     w = Worker(opts, the_sink, engine, on_alerts=on_alerts)
     error: str | None = None
+    import asyncio  # here: run and watch import this module and need no event loop
+
     try:
         asyncio.run(_serve(w, duration, stats_json))
     except (TimeoutError, OSError, ConnectionError) as exc:
@@ -225,6 +226,8 @@ def _write_stats(w: Any, path: str) -> None:
 
 
 async def _serve(w: Any, duration: float | None, stats_json: str | None) -> None:
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

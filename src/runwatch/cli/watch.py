@@ -24,7 +24,6 @@ from runwatch.cli.policy import DecisionPrinter, policy_options
 from runwatch.cli.prune import retention_from, retention_note, retention_options
 from runwatch.events import Event
 from runwatch.outputs.jsonl import OutputError
-from runwatch.outputs.otlp import OtlpOutputError
 from runwatch.outputs.text import TextOutput
 from runwatch.policy.enforce.spec import EnforcementError
 from runwatch.rules.diagnostics import RuleLoadError
@@ -197,7 +196,7 @@ def _open(opts: SessionOptions, command: list[str]) -> Session:
     except PolicyLoadError as exc:
         config_problems(exc.errors)
         fail(f"{len(exc.errors)} error(s) in the policies; nothing was started")
-    except (NoSourceError, StoreError, EnforcementError, OutputError, OtlpOutputError, MetricsError) as exc:
+    except (NoSourceError, StoreError, EnforcementError, OutputError, MetricsError) as exc:  # OTLP's too
         fail(f"{exc}; nothing was started" if isinstance(exc, MetricsError) else str(exc))
     except OSError as exc:
         fail(f"cannot start the policy endpoint: {exc}")

@@ -60,6 +60,7 @@ from runwatch.events import AiInfo, Event, ToolCall
 from runwatch.outputs.base import register_output
 from runwatch.outputs.delivery import Delivery, RetryPolicy
 from runwatch.outputs.http import HttpTransport, TlsOptions
+from runwatch.outputs.jsonl import OutputError
 from runwatch.store.spool import SpoolLimits
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:4318/v1/traces"
@@ -70,7 +71,7 @@ _MODEL_OPS = frozenset({"chat", "text_completion", "generate_content", "embeddin
 Ids = tuple[int, int]  # (trace id, span id)
 
 
-class OtlpOutputError(Exception):
+class OtlpOutputError(OutputError):
     """The OTLP output was given a bad option (one-line message)."""
 
 

@@ -20,8 +20,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
+if TYPE_CHECKING:  # loaded with the first bundle read
+    from cryptography import x509
 
 
 class TrustBundles:
@@ -53,6 +55,8 @@ class TrustBundles:
 
     @staticmethod
     def _read(path: Path) -> list[x509.Certificate]:
+        from cryptography import x509
+
         try:
             certs = x509.load_pem_x509_certificates(path.read_bytes())
         except OSError as exc:

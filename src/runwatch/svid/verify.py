@@ -25,15 +25,12 @@ import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from typing import TYPE_CHECKING
 
 from runwatch.sdk.wire import svid_proof
+
+if TYPE_CHECKING:  # cryptography loads on the first SVID checked, not with every session
+    from cryptography import x509
 
 _SPIFFE_ID = re.compile(r"^spiffe://([a-z0-9._-]+)(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$")
 
@@ -65,6 +62,8 @@ def _ns(t: dt.datetime) -> int:
 
 
 def _certs(x5c: Sequence[str]) -> list[tuple[bytes, x509.Certificate]]:
+    from cryptography import x509
+
     out = []
     for i, text in enumerate(x5c):
         try:
@@ -80,6 +79,8 @@ def _certs(x5c: Sequence[str]) -> list[tuple[bytes, x509.Certificate]]:
 
 def spiffe_id_of(leaf: x509.Certificate) -> tuple[str, str]:
     """The leaf's SPIFFE ID and trust domain; raises :class:`SvidRejected` (``bad_spiffe_id``)."""
+    from cryptography import x509
+
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -94,6 +95,10 @@ def spiffe_id_of(leaf: x509.Certificate) -> tuple[str, str]:
 
 
 def _check_proof(leaf: x509.Certificate, sig: str, data: bytes) -> None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
     try:
         raw = base64.b64decode(sig, validate=True)
     except binascii.Error:
@@ -115,6 +120,8 @@ def _check_proof(leaf: x509.Certificate, sig: str, data: bytes) -> None:
 def verify_svid(x5c: Sequence[str], sig: str, claim: str, *, pid: int, ns: int, mono: int, bundles: Bundles,
                 now: dt.datetime) -> VerifiedSvid:
     """Check one SVID (see the module); ``pid``/``ns``/``mono`` are the sender's as the collector verified them."""
+    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
     chain = _certs(x5c)
     leaf_der, leaf = chain[0]
     spiffe_id, td = spiffe_id_of(leaf)
@@ -140,4 +147,6 @@ def verify_svid(x5c: Sequence[str], sig: str, claim: str, *, pid: int, ns: int, 
 
 def leaf_pem(cert: x509.Certificate) -> str:
     """PEM text of a certificate (for bundle files and messages)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
     return cert.public_bytes(Encoding.PEM).decode()
