@@ -251,3 +251,30 @@ def test_parent_command_line_of_a_real_process(sleeper: subprocess.Popen[bytes])
     with open(f"/proc/{os.getpid()}/cmdline", "rb") as f:
         mine = " ".join(a.decode() for a in f.read().split(b"\0")[:-1])
     assert e.pcmdline == mine
+
+
+def test_ancestry_follows_an_exec_a_reused_pid_and_an_expired_parent_between_events() -> None:
+    """Ancestry and the parent's command line are kept per process while the tree is unchanged;
+    an exec, a reused pid or an expired ancestor shows in the very next event."""
+    tree = ProcessTree(proc_fallback=False, exit_grace_ns=5 * SEC)
+    tree.apply(ev("process.exec", 401, T0, ppid=1, exe="/usr/bin/agent", cmdline="agent --serve"))
+    tree.apply(ev("process.fork", 401, T0 + 1, child_pid=413))
+    tree.apply(ev("process.exec", 413, T0 + 2, ppid=401, exe="/usr/bin/python3", cmdline="python3 tool.py"))
+    tree.apply(ev("process.fork", 413, T0 + 3, child_pid=419))
+    seen = []
+    for i in range(23):
+        e = tree.enrich(ev("file.open", 419, T0 + 10 + i))
+        seen.append((tuple(e.ancestry or ()), e.pcmdline))
+    assert set(seen) == {(("/usr/bin/python3", "/usr/bin/agent"), "python3 tool.py")}
+    tree.apply(ev("process.exec", 413, T0 + 40, ppid=401, exe="/bin/sh", cmdline="sh -c x"))  # the parent execs
+    e = tree.enrich(ev("file.open", 419, T0 + 41))
+    assert (e.ancestry, e.pcmdline) == (["/bin/sh", "/usr/bin/agent"], "sh -c x")
+    tree.apply(ev("process.exit", 401, T0 + 50))
+    tree.apply(ev("process.exit", 413, T0 + 51))
+    tree.expire(T0 + 51 + 6 * SEC)  # the grandparent and parent are gone for good
+    e = tree.enrich(ev("file.open", 419, T0 + 52 + 6 * SEC))
+    assert (e.ancestry, e.pcmdline) == ([], None)
+    tree.apply(ev("process.fork", 401, T0 + 60 * SEC, child_pid=419))  # 419 reused by a new child of a new 401
+    tree.apply(ev("process.exec", 401, T0 + 60 * SEC, ppid=1, exe="/usr/sbin/cron", cmdline="cron"))
+    e = tree.enrich(ev("file.open", 419, T0 + 61 * SEC))
+    assert e.ancestry == ["/usr/sbin/cron"]

@@ -114,6 +114,10 @@ class ProcessTree:
         self._boot_ns = procfs.boot_time_ns(proc_root)
         self._procs: OrderedDict[int, ProcRecord] = OrderedDict()  # LRU order
         self._exited: OrderedDict[int, int] = OrderedDict()  # pid -> exit time, in exit order
+        # Ancestry and parent command line per pid, computed once per state of the tree: any
+        # record added, replaced by an exec or dropped starts a new generation.
+        self._gen = 0
+        self._lineage: dict[int, tuple[int, tuple[str, ...], str | None]] = {}
         self._stats = dict.fromkeys(
             ("seeded", "forks", "execs", "exits", "threads_ignored", "exits_unknown",
              "proc_reads", "proc_misses", "pid_reused", "expired", "evicted"), 0)
@@ -170,6 +174,7 @@ class ProcessTree:
             rec = self._procs.get(pid)
             if rec is not None and rec.exit_time is not None:
                 del self._procs[pid]
+                self._gen += 1
             dropped += 1
         self._stats["expired"] += dropped
         return dropped
@@ -300,11 +305,24 @@ class ProcessTree:
             event.cmdline = rec.cmdline
         if event.argv is None and rec.argv:
             event.argv = list(rec.argv)
-        if not event.ancestry:
-            event.ancestry = self.ancestry(event.pid)
-        if event.pcmdline is None:
-            event.pcmdline = self.parent_cmdline(event.pid)
+        if not event.ancestry or event.pcmdline is None:
+            ancestry, pcmdline = self._lineage_of(event.pid)
+            if not event.ancestry:
+                event.ancestry = list(ancestry)
+            if event.pcmdline is None:
+                event.pcmdline = pcmdline
         return event
+
+    def _lineage_of(self, pid: int) -> tuple[tuple[str, ...], str | None]:
+        """:meth:`ancestry` and :meth:`parent_cmdline` of ``pid``, from the cache while the tree is unchanged."""
+        hit = self._lineage.get(pid)
+        if hit is not None and hit[0] == self._gen:
+            return hit[1], hit[2]
+        ancestry, pcmdline = tuple(self.ancestry(pid)), self.parent_cmdline(pid)
+        if len(self._lineage) >= self.max_entries:
+            self._lineage.clear()
+        self._lineage[pid] = (self._gen, ancestry, pcmdline)  # after the walks: a /proc read there bumps _gen
+        return ancestry, pcmdline
 
     def stats(self) -> dict[str, int]:
         """Counters (seeded, forks, execs, exits, proc_reads, expired, evicted, ...) and sizes."""
@@ -334,6 +352,7 @@ class ProcessTree:
         return rec
 
     def _put(self, rec: ProcRecord) -> None:
+        self._gen += 1
         self._procs[rec.pid] = rec
         self._procs.move_to_end(rec.pid)
         while len(self._procs) > self.max_entries:
@@ -347,5 +366,6 @@ class ProcessTree:
             self._stats["evicted"] += 1
 
     def _forget(self, pid: int) -> None:
+        self._gen += 1
         self._procs.pop(pid, None)
         self._exited.pop(pid, None)
