@@ -115,7 +115,13 @@ def _holders() -> list[int]:
     return [int(k) for k in kids if _link_ids(k)]
 
 
-def test_hand_off_drops_every_reference_here_and_the_holder_releases_them():
+def test_hand_off_drops_every_reference_here_and_the_holder_releases_them(tmp_path, monkeypatch):
+    # a "cat" first on PATH must never be the program handed the sensor's links (as root)
+    marker = tmp_path / "ran"
+    fake = tmp_path / "cat"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ.get('PATH', '')}")
     before = _fds()
     obj, links, _report = loader.load()
     mine = _link_ids("self")
@@ -147,6 +153,7 @@ def test_hand_off_drops_every_reference_here_and_the_holder_releases_them():
                 break
             time.sleep(0.2)
         assert alive & mine == set(), "the handed-off links are released once the holder exits"
+        assert not marker.exists(), "the holder was looked up on PATH"
     finally:
         os.close(other_r)
         os.close(other_w)
