@@ -240,7 +240,7 @@ def test_join_and_corroboration_counters_are_the_stages_own(tmp_path: Path, repl
     for key, value in corroboration.items():
         name = "runwatch_corroboration_entries" if key in ("held", "recent") else "runwatch_corroboration_total"
         assert got.value(name, **{("table" if name.endswith("entries") else "counter"): key}) == value, key
-    assert len(join) == 15 and len(corroboration) >= 3
+    assert len(join) == 16 and len(corroboration) >= 3
 
 
 def test_a_webhooks_delivery_counters_are_scraped(tmp_path: Path, replayed: Path) -> None:
