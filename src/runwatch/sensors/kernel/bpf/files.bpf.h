@@ -159,6 +159,11 @@ static __always_inline struct canon_walk *walk_state(void)
 	return bpf_map_lookup_elem(&walks, &zero);
 }
 
+/* What the walk steps get: the state, looked up once per walk. */
+struct walk_ref {
+	struct canon_walk *w;
+};
+
 /* Start a walk at the file's dentry and mount. */
 static __always_inline void walk_begin(struct canon_walk *w, struct file *f)
 {
@@ -256,7 +261,7 @@ static __always_inline bool canon_full(__u32 pos, __u32 len)
  * maps, read in place; nothing copied. Returns 1 to stop. */
 static long canon_check(__u32 i, void *arg)
 {
-	struct canon_walk *w = walk_state();
+	struct canon_walk *w = ((struct walk_ref *)arg)->w;
 	struct dentry *d, *parent = NULL;
 	const unsigned char *s;
 	struct rw_name_first *nf;
@@ -307,7 +312,7 @@ static long canon_check(__u32 i, void *arg)
  * CANON_END. Returns 1 to stop. */
 static long canon_build(__u32 i, void *arg)
 {
-	struct canon_walk *w = walk_state();
+	struct canon_walk *w = ((struct walk_ref *)arg)->w;
 	struct dentry *d, *parent = NULL;
 	__u32 zero = 0, len, pos;
 	struct canon_buf *b;
@@ -380,6 +385,7 @@ static __noinline int file_report(struct file *fp, __u32 oflags)
 	__u32 zero = 0, lpm = 0, plen, pos;
 	struct rw_ino_key ik;
 	struct canon_walk *w = walk_state();
+	struct walk_ref ref;
 	struct rw_name_first *nf;
 	struct path_scratch *k;
 	struct task_struct *t;
@@ -396,6 +402,7 @@ static __noinline int file_report(struct file *fp, __u32 oflags)
 	nf = bpf_map_lookup_elem(&name_first, &zero);
 	if (!b || !k || !nf || !w)
 		return 0;
+	ref.w = w;
 	t = bpf_get_current_task_btf();
 	fs = t->fs;
 	if (!fs)
@@ -407,7 +414,7 @@ static __noinline int file_report(struct file *fp, __u32 oflags)
 	w->key_ext = 0;
 	w->top = 0;
 	walk_begin(w, f);
-	bpf_loop(RW_EXE_DEPTH + 8, canon_check, NULL, 0);
+	bpf_loop(RW_EXE_DEPTH + 8, canon_check, &ref, 0);
 	/* A prefix can only match a whole path whose top directory starts as one of them. */
 	trie = w->done && (!w->depth || BYTE_IN(nf->top, w->top));
 	if (!trie && !intent_wanted(w->flags, oflags))
@@ -415,7 +422,7 @@ static __noinline int file_report(struct file *fp, __u32 oflags)
 	/* Possibly watched: the path itself, walked again. */
 	walk_begin(w, f);
 	b->data[CANON_END] = 0;
-	bpf_loop(RW_EXE_DEPTH + 8, canon_build, NULL, 0);
+	bpf_loop(RW_EXE_DEPTH + 8, canon_build, &ref, 0);
 	pos = w->pos;
 	if (pos > CANON_END)
 		return 0;
