@@ -123,8 +123,22 @@ class BpfObject:
         for name, prog in self.programs.items():
             lib().bpf_program__set_autoload(prog, name in enabled)
 
-    def load(self) -> None:
-        """Load into the kernel; LibbpfError's ``strerror`` has the reason and the verifier's last lines."""
+    def load(self, quiet: bool = False) -> None:
+        """Load into the kernel; LibbpfError's ``strerror`` has the reason and the verifier's last lines.
+
+        ``quiet``: libbpf logs nothing (its reason is then the error alone). Its log lines
+        each call back into Python, which needs the GIL: a load on a thread of its own while
+        another thread runs Python waits for the GIL at every line (seconds, not ms)."""
+        if quiet:
+            old = lib().libbpf_set_print(None)
+            try:
+                rc = lib().bpf_object__load(self.ptr)
+            finally:
+                lib().libbpf_set_print(old)
+            if rc != 0:
+                err = -rc if rc < 0 else 1
+                raise LibbpfError(err, os.strerror(err))
+            return
         with LogCapture() as log:
             rc = lib().bpf_object__load(self.ptr)
         if rc != 0:

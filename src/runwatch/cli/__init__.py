@@ -64,6 +64,9 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one clear line and a non-zero exit for any error (2 for usage errors)."""
+    from runwatch.cli.prefetch import sensor_for
+
+    sensor_for(sys.argv[1:] if argv is None else argv)  # the kernel verifies while the rest imports
     try:
         rv = cli.main(args=argv, standalone_mode=False)
     except click.UsageError as exc:

@@ -9,9 +9,12 @@ turned off with their reason, and the rest load. Attach failures are handled the
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
 import os
 import subprocess
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,15 +144,24 @@ def _prepare(obj: BpfObject, opts: LoadOptions, enabled: set[str]) -> None:
     obj.set_autoload(enabled)
 
 
-def _try_load(path: Path, opts: LoadOptions, enabled: set[str]) -> tuple[BpfObject | None, str]:
+def _load_once(path: Path, opts: LoadOptions, enabled: set[str], quiet: bool) -> tuple[BpfObject | None, str]:
     obj = BpfObject(path)
     try:
         _prepare(obj, opts, enabled)
-        obj.load()
+        obj.load(quiet=quiet)
     except LibbpfError as exc:
         obj.close()
         return None, exc.strerror or str(exc)
     return obj, ""
+
+
+def _try_load(path: Path, opts: LoadOptions, enabled: set[str]) -> tuple[BpfObject | None, str]:
+    """Load quietly (no log callbacks: see BpfObject.load); a refusal is loaded again with the
+    log, for its reason."""
+    obj, err = _load_once(path, opts, enabled, quiet=True)
+    if obj is None:
+        obj, err = _load_once(path, opts, enabled, quiet=False)
+    return obj, err
 
 
 def load_programs(opts: LoadOptions | None = None, path: Path | None = None) -> tuple[BpfObject, set[str], LoadReport]:
@@ -187,6 +199,42 @@ def load_programs(opts: LoadOptions | None = None, path: Path | None = None) -> 
         if obj is None:
             raise LibbpfError(1, f"loading the accepted programs together failed: {err}")
     return obj, enabled, report
+
+
+_Loaded = tuple[BpfObject, set[str], LoadReport]
+_preloaded: list[tuple[LoadOptions, Future[_Loaded]]] = []
+
+
+def preload(opts: LoadOptions) -> None:
+    """Begin :func:`load_programs` with ``opts`` on a thread now, for a source built later
+    (:func:`take_preloaded`); what nobody takes is freed at exit."""
+    if _preloaded:
+        return
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bpf-preload")
+    _preloaded.append((opts, pool.submit(load_programs, opts)))
+    pool.shutdown(wait=False)
+    atexit.register(_discard_preloaded)
+
+
+def take_preloaded(opts: LoadOptions) -> Future[_Loaded] | None:
+    """The load :func:`preload` began, if it was for the same options (else it is freed)."""
+    if not _preloaded:
+        return None
+    given, loading = _preloaded.pop()
+    if given == opts:
+        return loading
+    loading.add_done_callback(_close_loaded)
+    return None
+
+
+def _close_loaded(loading: Future[_Loaded]) -> None:
+    with contextlib.suppress(Exception):  # a failed load took nothing
+        loading.result()[0].close()
+
+
+def _discard_preloaded() -> None:
+    while _preloaded:
+        _close_loaded(_preloaded.pop()[1])
 
 
 def attach_programs(obj: BpfObject, enabled: set[str], report: LoadReport) -> list[int]:

@@ -62,12 +62,16 @@ class KernelSource:
         """Begin loading the programs on a thread of their own (the kernel's verification:
         the caller goes on meanwhile); :meth:`start` waits for it, then attaches."""
         if self._loading is None and self._obj is None:
+            self._loading = loader.take_preloaded(self._opts)  # begun by the command line, if so
+        if self._loading is None and self._obj is None:
             pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bpf-load")
             self._loading = pool.submit(loader.load_programs, self._opts)
             pool.shutdown(wait=False)
 
     def _loaded(self) -> tuple[BpfObject, set[str], loader.LoadReport]:
         loading, self._loading = self._loading, None
+        if loading is None:
+            loading = loader.take_preloaded(self._opts)
         return loading.result() if loading is not None else loader.load_programs(self._opts)
 
     def start(self) -> None:
